@@ -1,0 +1,29 @@
+//! keyvalue: a gRPC key/value service.
+//!
+//! It serves the tutorial's contract (`proto/api.proto`, package
+//! `simplekeyvalue`, service `KeyValue` with `Set` and `Get`) unchanged, so that
+//! clients generated from that file by anyone work against it.
+//!
+//! # Module map
+//!
+//! - [`storage`]: the [`storage::Store`] trait, its error type and the backends.
+//!   Knows nothing of gRPC.
+//! - [`grpc`]: the gRPC services: validate a request, delegate to the store, map
+//!   the error to a status. The only layer that turns storage results into wire
+//!   messages.
+//! - [`server`]: builds the tonic server from a store and a [`server::Config`] and
+//!   runs it on a listener until a shutdown future resolves. `kvserver` and the
+//!   tests share this one entry point.
+//! - [`shutdown`]: the shutdown signal (SIGINT / SIGTERM) as a future.
+//! - [`client`]: a typed async client of the tutorial API, used by `kv`.
+//! - [`proto`]: code generated from `proto/` by `build.rs`.
+//!
+//! The binaries are thin: `src/bin/kvserver.rs` parses flags, binds and calls
+//! [`server::run`]; `src/bin/kv.rs` parses a command and calls [`client`].
+
+pub mod client;
+pub mod grpc;
+pub mod proto;
+pub mod server;
+pub mod shutdown;
+pub mod storage;

@@ -1,0 +1,10 @@
+//! Code generated from the contracts under `proto/` by `build.rs`.
+//!
+//! Nothing here is written by hand; change the `.proto` files instead (and never
+//! `proto/api.proto`, the tutorial's frozen contract).
+
+/// The tutorial's service, `proto/api.proto` (package `simplekeyvalue`).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod simplekeyvalue {
+    tonic::include_proto!("simplekeyvalue");
+}
