@@ -16,12 +16,14 @@
 //!   tests share this one entry point.
 //! - [`shutdown`]: the shutdown signal (SIGINT / SIGTERM) as a future.
 //! - [`client`]: a typed async client of the tutorial API, used by `kv`.
+//! - [`duration`]: parsing `10s`-style durations for command-line flags.
 //! - [`proto`]: code generated from `proto/` by `build.rs`.
 //!
 //! The binaries are thin: `src/bin/kvserver.rs` parses flags, binds and calls
 //! [`server::run`]; `src/bin/kv.rs` parses a command and calls [`client`].
 
 pub mod client;
+pub mod duration;
 pub mod grpc;
 pub mod proto;
 pub mod server;

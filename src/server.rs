@@ -6,27 +6,42 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::grpc::{Limits, TutorialService};
 use crate::storage::Store;
 
 /// How the server behaves, independent of where it listens and what it stores.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Key and value size limits.
     pub limits: Limits,
     /// Log one line per request, with the tutorial's wording.
     pub log_requests: bool,
+    /// After shutdown starts, how long in-flight requests and idle connections
+    /// get to finish before the server stops anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            log_requests: false,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Serves every gRPC service over `store` on `listener` until `shutdown`
-/// resolves, then stops accepting connections, lets in-flight requests finish,
-/// and returns.
+/// resolves, then stops accepting connections, lets in-flight requests finish
+/// (for at most `config.shutdown_grace`), and returns.
 pub async fn run<S: Store>(
     listener: TcpListener,
     store: S,
@@ -36,10 +51,36 @@ pub async fn run<S: Store>(
     let store = Arc::new(store);
     let tutorial = TutorialService::new(Arc::clone(&store), config.limits, config.log_requests);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
+
+    // tonic's graceful shutdown waits for every connection to close, and a
+    // client that never answers the server's GOAWAY would hold it forever; the
+    // grace timer starts when shutdown does and bounds that wait.
+    let (shutdown_started, grace_starts) = oneshot::channel::<()>();
+    let serve = Server::builder()
         .add_service(tutorial.into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    info!("all connections closed");
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            let _ = shutdown_started.send(());
+        });
+    let grace_over = async move {
+        if grace_starts.await.is_ok() {
+            tokio::time::sleep(config.shutdown_grace).await;
+        } else {
+            // The server ended without a shutdown (an error): nothing to time.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = serve => {
+            result?;
+            info!("all connections closed");
+        }
+        () = grace_over => {
+            warn!(
+                "shutdown grace of {:?} is over: closing the remaining connections",
+                config.shutdown_grace
+            );
+        }
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use keyvalue::client::{Client, ClientError};
+use keyvalue::duration::parse_duration;
 
 /// Command-line client of kvserver.
 ///
@@ -25,10 +26,10 @@ struct Cli {
     )]
     addr: String,
 
-    /// Seconds to wait for the server, per request.
-    #[arg(long, global = true, env = "KV_TIMEOUT", default_value_t = 5.0,
+    /// How long to wait for the server, per request (e.g. 5s, 500ms).
+    #[arg(long, global = true, env = "KV_TIMEOUT", default_value = "5s",
           value_parser = parse_timeout)]
-    timeout: f64,
+    timeout: Duration,
 
     #[command(subcommand)]
     command: Command,
@@ -51,10 +52,10 @@ enum Command {
     },
 }
 
-fn parse_timeout(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(secs),
-        _ => Err(format!("{text:?} is not a positive number of seconds")),
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("the timeout must be above zero".to_owned()),
+        timeout => Ok(timeout),
     }
 }
 
@@ -69,8 +70,7 @@ fn exit_code(error: &ClientError) -> u8 {
 }
 
 async fn execute(cli: Cli) -> Result<(), ClientError> {
-    let timeout = Duration::from_secs_f64(cli.timeout);
-    let mut client = Client::connect(&cli.addr, timeout).await?;
+    let mut client = Client::connect(&cli.addr, cli.timeout).await?;
     match cli.command {
         Command::Set { key, value } => client.set(&key, &value).await,
         Command::Get { key } => {

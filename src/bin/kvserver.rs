@@ -5,8 +5,10 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use keyvalue::duration::parse_duration;
 use keyvalue::grpc::Limits;
 use keyvalue::server::{self, Config};
 use keyvalue::shutdown;
@@ -40,6 +42,12 @@ struct Args {
     /// Longest accepted value, in bytes.
     #[arg(long, env = "KVSERVER_MAX_VALUE_BYTES", default_value_t = Limits::default().max_value_bytes as u32)]
     max_value_bytes: u32,
+
+    /// On SIGINT/SIGTERM, how long in-flight requests get to finish before the
+    /// server exits anyway (e.g. 10s, 500ms).
+    #[arg(long, env = "KVSERVER_SHUTDOWN_GRACE", default_value = "10s",
+          value_parser = parse_duration)]
+    shutdown_grace: Duration,
 
     /// Log every request, as the tutorial's server does (costs throughput).
     #[arg(long, env = "KVSERVER_LOG_REQUESTS")]
@@ -92,6 +100,7 @@ async fn serve(args: Args) -> Result<(), String> {
             max_value_bytes: args.max_value_bytes as usize,
         },
         log_requests: args.log_requests,
+        shutdown_grace: args.shutdown_grace,
     };
     let result = match args.backend {
         Backend::Memory => server::run(listener, MemoryStore::new(), config, shutdown).await,

@@ -1,1 +1,11 @@
-//! placeholder
+//! Integration tests: every behaviour of `kvserver` and `kv`, through the real
+//! binaries on 127.0.0.1 with ephemeral ports.
+//!
+//! `harness` starts and stops servers; each other module covers one area.
+
+mod cli;
+mod concurrency;
+mod harness;
+mod lifecycle;
+mod limits;
+mod tutorial_api;

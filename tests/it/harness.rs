@@ -1,0 +1,178 @@
+//! Starting and stopping a real `kvserver` for a test.
+//!
+//! The server listens on `127.0.0.1:0`; the harness reads the `listening on`
+//! line from its stderr to learn the port, so there are no fixed ports and no
+//! sleeps. Every server a test starts is stopped when its [`Server`] drops.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use keyvalue::proto::simplekeyvalue::key_value_client::KeyValueClient;
+use keyvalue::proto::simplekeyvalue::{GetRequest, SetRequest};
+use tonic::transport::Channel;
+
+/// How long a server may take to start or to stop before the test fails.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running `kvserver` process.
+pub(crate) struct Server {
+    child: Child,
+    addr: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stderr_reader: Option<JoinHandle<()>>,
+}
+
+/// What a stopped server left behind.
+pub(crate) struct Stopped {
+    /// How the process exited.
+    pub(crate) status: ExitStatus,
+    /// Every line it wrote to stderr.
+    pub(crate) stderr: Vec<String>,
+}
+
+impl Server {
+    /// A server with the in-memory backend and default settings.
+    pub(crate) fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// A server with extra command-line arguments.
+    pub(crate) fn start_with(args: &[&str]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kvserver"));
+        command.args(["--listen", "127.0.0.1:0", "--backend", "memory"]);
+        command.args(args);
+        Server::spawn(command).unwrap_or_else(|output| panic!("kvserver did not start: {output}"))
+    }
+
+    /// Spawns `command` and waits for its `listening on` line; on failure,
+    /// returns everything the process wrote to stderr.
+    pub(crate) fn spawn(mut command: Command) -> Result<Server, String> {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn kvserver");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (announce, announced) = mpsc::channel();
+        let stderr_reader = {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                // Keep draining after the announcement so the server never
+                // blocks on a full pipe.
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        let _ = announce.send(addr.to_owned());
+                    }
+                    lines.lock().expect("stderr lines").push(line);
+                }
+            })
+        };
+        match announced.recv_timeout(PATIENCE) {
+            Ok(addr) => Ok(Server {
+                child,
+                addr,
+                stderr: lines,
+                stderr_reader: Some(stderr_reader),
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(lines.lock().expect("stderr lines").join("\n"))
+            }
+        }
+    }
+
+    /// `host:port` of the server.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// A client on a new connection, straight from the generated stubs.
+    pub(crate) async fn client(&self) -> KeyValueClient<Channel> {
+        KeyValueClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to kvserver")
+    }
+
+    /// Sends `signal` (e.g. "TERM", "INT"), waits for the process to exit and
+    /// collects all it wrote to stderr.
+    ///
+    /// Async because a graceful shutdown needs the test's own client
+    /// connections to answer the server's GOAWAY: the waiting happens on a
+    /// blocking thread while the test's runtime keeps driving them.
+    pub(crate) async fn stop(self, signal: &'static str) -> Stopped {
+        tokio::task::spawn_blocking(move || self.stop_blocking(signal))
+            .await
+            .expect("stop kvserver")
+    }
+
+    /// [`Server::stop`] for tests without a runtime.
+    pub(crate) fn stop_blocking(mut self, signal: &str) -> Stopped {
+        send_signal(self.child.id(), signal);
+        let status = wait_with_patience(&mut self.child).expect("kvserver exits after a signal");
+        if let Some(reader) = self.stderr_reader.take() {
+            reader.join().expect("stderr reader");
+        }
+        let stderr = self.stderr.lock().expect("stderr lines").clone();
+        Stopped { status, stderr }
+    }
+}
+
+impl Drop for Server {
+    /// A test that did not stop its server explicitly has nothing left to check
+    /// about it: kill it outright rather than wait out a graceful shutdown.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal by name without `unsafe` (the crate forbids it).
+pub(crate) fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {signal} {pid} failed");
+}
+
+fn wait_with_patience(child: &mut Child) -> Option<ExitStatus> {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Sets `key` to `value`, panicking on any error.
+pub(crate) async fn set(client: &mut KeyValueClient<Channel>, key: &str, value: &str) {
+    client
+        .set(SetRequest {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+        .await
+        .unwrap_or_else(|status| panic!("set {key:?}: {status}"));
+}
+
+/// The result of getting `key`.
+pub(crate) async fn get(
+    client: &mut KeyValueClient<Channel>,
+    key: &str,
+) -> Result<String, tonic::Status> {
+    client
+        .get(GetRequest {
+            key: key.to_owned(),
+        })
+        .await
+        .map(|reply| reply.into_inner().value)
+}

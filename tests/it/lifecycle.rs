@@ -1,0 +1,198 @@
+//! Starting, announcing, logging and stopping: `--listen`, `KVSERVER_LISTEN`,
+//! `--log-requests`, and graceful exit on SIGINT / SIGTERM.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use keyvalue::proto::simplekeyvalue::SetRequest;
+
+use crate::harness::{Server, get, set};
+
+#[tokio::test]
+async fn port_zero_announces_the_real_port() {
+    let server = Server::start();
+    let port: u16 = server
+        .addr()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("address ends in a port");
+    assert_ne!(port, 0);
+    assert!(server.addr().starts_with("127.0.0.1:"));
+    let mut client = server.client().await;
+    set(&mut client, "k", "v").await;
+}
+
+#[tokio::test]
+async fn the_listen_address_can_come_from_the_environment() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvserver"));
+    command
+        .args(["--backend", "memory"])
+        .env("KVSERVER_LISTEN", "127.0.0.1:0");
+    let server = Server::spawn(command).expect("server from KVSERVER_LISTEN");
+    assert!(server.addr().starts_with("127.0.0.1:"));
+    let mut client = server.client().await;
+    set(&mut client, "from-env", "yes").await;
+    assert_eq!(get(&mut client, "from-env").await.unwrap(), "yes");
+}
+
+#[test]
+fn an_address_in_use_is_a_clear_error() {
+    let first = Server::start();
+    let output = Command::new(env!("CARGO_BIN_EXE_kvserver"))
+        .args(["--listen", first.addr(), "--backend", "memory"])
+        .output()
+        .expect("run second kvserver");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {}", first.addr())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn an_unparsable_listen_address_is_a_clear_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_kvserver"))
+        .args(["--listen", "not-an-address"])
+        .output()
+        .expect("run kvserver");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot listen on not-an-address"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_and_sigint_exit_zero() {
+    for signal in ["TERM", "INT"] {
+        let server = Server::start();
+        let mut client = server.client().await;
+        set(&mut client, "k", "v").await;
+        drop(client);
+        let stopped = server.stop(signal).await;
+        assert!(stopped.status.success(), "SIG{signal}: {}", stopped.status);
+        assert!(
+            stopped
+                .stderr
+                .iter()
+                .any(|l| l.contains(&format!("received SIG{signal}"))),
+            "{:?}",
+            stopped.stderr
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_finishes_every_request_the_server_started() {
+    // With --log-requests the server logs each Set as its handler starts; every
+    // logged request must have reached its client as a success. A request cut
+    // off half-way by the shutdown would be logged but never acknowledged.
+    let server = Server::start_with(&["--log-requests"]);
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for id in 0..16 {
+        let mut client = server.client().await;
+        let acknowledged = Arc::clone(&acknowledged);
+        writers.push(tokio::spawn(async move {
+            let mut acked = HashSet::new();
+            for op in 0.. {
+                let (key, value) = (format!("w{id}"), op.to_string());
+                let request = SetRequest {
+                    key: key.clone(),
+                    value: value.clone(),
+                };
+                // After shutdown starts, new requests fail (refused, or the
+                // connection is gone); that is fine as long as the server never
+                // started them.
+                if client.set(request).await.is_err() {
+                    break;
+                }
+                acked.insert(format!("key {key:?} and value {value:?}"));
+                acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+            acked
+        }));
+    }
+    while acknowledged.load(Ordering::Relaxed) < 2000 {
+        tokio::task::yield_now().await;
+    }
+    let stopped = server.stop("TERM").await;
+    assert!(stopped.status.success(), "exit status {}", stopped.status);
+
+    let mut acked = HashSet::new();
+    for writer in writers {
+        acked.extend(writer.await.expect("writer task"));
+    }
+    let started: Vec<&str> = stopped
+        .stderr
+        .iter()
+        .filter_map(|line| line.split_once("serving set request for ").map(|(_, r)| r))
+        .collect();
+    assert!(
+        started.len() >= 2000,
+        "only {} requests logged",
+        started.len()
+    );
+    for request in started {
+        assert!(
+            acked.contains(request),
+            "started but never acknowledged: {request}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn log_requests_prints_the_tutorials_lines() {
+    let server = Server::start_with(&["--log-requests"]);
+    let mut client = server.client().await;
+    set(&mut client, "weather", "sunny").await;
+    get(&mut client, "weather").await.unwrap();
+    drop(client);
+    let stderr = server.stop("TERM").await.stderr.join("\n");
+    assert!(
+        stderr.contains(r#"serving set request for key "weather" and value "sunny""#),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(r#"serving get request for key "weather""#),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn requests_are_not_logged_by_default() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    set(&mut client, "weather", "sunny").await;
+    get(&mut client, "weather").await.unwrap();
+    drop(client);
+    // After the process exits, every line it would print has been read.
+    let lines = server.stop("TERM").await.stderr;
+    assert!(lines.iter().any(|line| line.starts_with("listening on")));
+    assert!(
+        !lines.iter().any(|line| line.contains("serving")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_silent_connection_cannot_hold_shutdown_past_the_grace_period() {
+    let server = Server::start_with(&["--shutdown-grace", "1s"]);
+    // A peer that connects and then never speaks, so it never acknowledges the
+    // server's GOAWAY.
+    let silent = std::net::TcpStream::connect(server.addr()).expect("connect");
+    let stopped = server.stop_blocking("TERM");
+    assert!(stopped.status.success(), "exit status {}", stopped.status);
+    assert!(
+        stopped.stderr.iter().any(|l| l.contains("shutdown grace")),
+        "{:?}",
+        stopped.stderr
+    );
+    drop(silent);
+}

@@ -1,0 +1,124 @@
+//! Key and value size limits: the defaults, the flags, and that a refused write
+//! never touches what is stored.
+
+use keyvalue::proto::simplekeyvalue::SetRequest;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use keyvalue::proto::simplekeyvalue::key_value_client::KeyValueClient;
+
+use crate::harness::{Server, get, set};
+
+async fn try_set(
+    client: &mut KeyValueClient<Channel>,
+    key: String,
+    value: String,
+) -> Result<(), tonic::Status> {
+    client.set(SetRequest { key, value }).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn default_key_limit_is_4096_bytes() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    try_set(&mut client, "k".repeat(4096), "v".into())
+        .await
+        .unwrap();
+    let status = try_set(&mut client, "k".repeat(4097), "v".into())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "key is 4097 bytes, above the limit of 4096 bytes (--max-key-bytes)"
+    );
+    // Get checks the same limit.
+    let status = get(&mut client, &"k".repeat(4097)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn default_value_limit_is_one_mebibyte() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    let at_limit = "v".repeat(1024 * 1024);
+    try_set(&mut client, "big".into(), at_limit.clone())
+        .await
+        .unwrap();
+    assert_eq!(get(&mut client, "big").await.unwrap(), at_limit);
+    let status = try_set(&mut client, "big".into(), "v".repeat(1024 * 1024 + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .contains("above the limit of 1048576 bytes (--max-value-bytes)"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn limits_follow_the_flags() {
+    let server = Server::start_with(&["--max-key-bytes", "8", "--max-value-bytes", "16"]);
+    let mut client = server.client().await;
+    try_set(&mut client, "12345678".into(), "x".repeat(16))
+        .await
+        .unwrap();
+    let key_status = try_set(&mut client, "123456789".into(), "x".into())
+        .await
+        .unwrap_err();
+    assert_eq!(key_status.code(), Code::InvalidArgument);
+    assert!(
+        key_status
+            .message()
+            .contains("limit of 8 bytes (--max-key-bytes)")
+    );
+    let value_status = try_set(&mut client, "k".into(), "x".repeat(17))
+        .await
+        .unwrap_err();
+    assert_eq!(value_status.code(), Code::InvalidArgument);
+    assert!(
+        value_status
+            .message()
+            .contains("limit of 16 bytes (--max-value-bytes)")
+    );
+}
+
+#[tokio::test]
+async fn a_value_limit_above_grpcs_default_message_size_is_honoured() {
+    // tonic refuses messages above 4 MiB unless told otherwise.
+    let server = Server::start_with(&["--max-value-bytes", &(6 * 1024 * 1024).to_string()]);
+    let mut client = server.client().await;
+    let value = "x".repeat(5 * 1024 * 1024);
+    try_set(&mut client, "large".into(), value.clone())
+        .await
+        .unwrap();
+    let client = client.max_decoding_message_size(8 * 1024 * 1024);
+    let mut client = client;
+    assert_eq!(get(&mut client, "large").await.unwrap().len(), value.len());
+}
+
+#[tokio::test]
+async fn a_refused_write_leaves_the_stored_value_alone() {
+    let server = Server::start_with(&["--max-value-bytes", "4"]);
+    let mut client = server.client().await;
+    set(&mut client, "kept", "ok").await;
+    let status = try_set(&mut client, "kept".into(), "too long".into())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(get(&mut client, "kept").await.unwrap(), "ok");
+}
+
+#[test]
+fn a_zero_key_limit_is_refused_at_startup() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kvserver"))
+        .args(["--listen", "127.0.0.1:0", "--max-key-bytes", "0"])
+        .output()
+        .expect("run kvserver");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--max-key-bytes"), "{stderr}");
+}
