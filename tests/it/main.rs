@@ -5,6 +5,7 @@
 
 mod cli;
 mod concurrency;
+mod contract;
 mod harness;
 mod lifecycle;
 mod limits;
