@@ -93,6 +93,12 @@ async fn serve(args: Args) -> Result<(), String> {
     // The one line scripts and tests wait for; printed plainly, not through the
     // logger, so its format never depends on RUST_LOG.
     eprintln!("listening on {addr}");
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "{addr} is reachable from other machines and this server has no TLS or \
+             authentication: anyone who can reach it can read and write every key"
+        );
+    }
 
     let config = Config {
         limits: Limits {

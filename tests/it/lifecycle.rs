@@ -196,3 +196,15 @@ fn a_silent_connection_cannot_hold_shutdown_past_the_grace_period() {
     );
     drop(silent);
 }
+
+#[tokio::test]
+async fn a_non_loopback_address_without_protection_is_warned_about() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvserver"));
+    command.args(["--listen", "0.0.0.0:0", "--backend", "memory"]);
+    let server = Server::spawn(command).expect("server on all interfaces");
+    let stderr = server.stop("TERM").await.stderr.join("\n");
+    assert!(stderr.contains("no TLS or authentication"), "{stderr}");
+
+    let quiet = Server::start().stop("TERM").await.stderr.join("\n");
+    assert!(!quiet.contains("no TLS"), "{quiet}");
+}
