@@ -14,7 +14,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
-use crate::grpc::{Limits, TutorialService};
+use crate::grpc::{Limits, TutorialService, oversize_layer};
 use crate::storage::Store;
 
 /// How the server behaves, independent of where it listens and what it stores.
@@ -57,6 +57,7 @@ pub async fn run<S: Store>(
     // grace timer starts when shutdown does and bounds that wait.
     let (shutdown_started, grace_starts) = oneshot::channel::<()>();
     let serve = Server::builder()
+        .layer(oversize_layer(config.limits))
         .add_service(tutorial.into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

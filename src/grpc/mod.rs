@@ -8,9 +8,11 @@
 //! [`Store`]: crate::storage::Store
 //! [`StoreError`]: crate::storage::StoreError
 
+mod oversize;
 mod status;
 mod tutorial;
 mod validate;
 
+pub(crate) use oversize::layer as oversize_layer;
 pub use tutorial::TutorialService;
 pub use validate::Limits;

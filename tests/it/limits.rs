@@ -60,6 +60,26 @@ async fn default_value_limit_is_one_mebibyte() {
 }
 
 #[tokio::test]
+async fn a_value_far_above_the_limit_gets_the_same_status() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    for size in [2 * 1024 * 1024, 16 * 1024 * 1024] {
+        let status = try_set(&mut client, "huge".into(), "v".repeat(size))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{size}: {status:?}");
+        assert!(
+            status.message().contains("--max-value-bytes"),
+            "{size}: {}",
+            status.message()
+        );
+    }
+    // The connection is still usable, and nothing was stored.
+    let status = get(&mut client, "huge").await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+}
+
+#[tokio::test]
 async fn limits_follow_the_flags() {
     let server = Server::start_with(&["--max-key-bytes", "8", "--max-value-bytes", "16"]);
     let mut client = server.client().await;

@@ -1,0 +1,148 @@
+"""The ``kv-py`` command (also ``python -m keyvalue``): the tutorial's client, fixed.
+
+Each positional argument is either ``key`` (get it) or ``key=value`` (set it;
+split on the first ``=``, so ``a=b=c`` sets ``a`` to ``b=c``). They run in
+order over one connection, and every one runs even after a failure::
+
+    $ kv-py weather=sunny weather
+    sent "weather" to server
+    server returned value "sunny" for key "weather"
+
+Success lines go to stdout, failure lines to stderr, one line each. The exit
+codes are shared with the Rust ``kv`` command; with several arguments the
+command exits with the code of the first failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from keyvalue.client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client
+from keyvalue.errors import KeyNotFound, KeyValueError, ServerUnavailable
+
+EXIT_OK = 0
+EXIT_KEY_NOT_FOUND = 1
+EXIT_USAGE = 2  # what argparse exits with on bad arguments
+EXIT_UNREACHABLE = 3
+EXIT_REFUSED = 4
+EXIT_INTERRUPTED = 130
+
+ADDRESS_ENV = "KV_ADDR"
+
+_EPILOG = f"""\
+exit codes: {EXIT_OK} all ok, {EXIT_KEY_NOT_FOUND} key not found, {EXIT_USAGE} usage error,
+{EXIT_UNREACHABLE} server unreachable (or no answer within --timeout),
+{EXIT_REFUSED} request refused by the server (e.g. key empty or too long).
+With several arguments, the code of the first failure.
+A key starting with '-' goes after '--', as in: -- -key=value"""
+
+
+def exit_code_for(error: KeyValueError) -> int:
+    """The exit code for a failed request."""
+    if isinstance(error, KeyNotFound):
+        return EXIT_KEY_NOT_FOUND
+    if isinstance(error, ServerUnavailable):
+        return EXIT_UNREACHABLE
+    return EXIT_REFUSED
+
+
+def describe(error: KeyValueError, address: str) -> str:
+    """The text after ``failed to ... on server:``, always a single line.
+
+    It is the server's own message (``key not found``), except when the server
+    never answered: then it says which address could not be reached, and why.
+    """
+    if isinstance(error, ServerUnavailable):
+        text = f"cannot reach kvserver at {address}: {error.message}"
+    else:
+        text = error.message
+    return " ".join(text.splitlines())
+
+
+def run(client: Client, items: Sequence[str], out: TextIO, err: TextIO) -> int:
+    """Process each ``key`` / ``key=value`` item in order.
+
+    Returns:
+        ``EXIT_OK``, or the exit code of the first failed item.
+    """
+    status = EXIT_OK
+    for item in items:
+        key, is_set, value = item.partition("=")
+        try:
+            if is_set:
+                client.set(key, value)
+                print(f'sent "{key}" to server', file=out)
+            else:
+                value = client.get(key)
+                print(f'server returned value "{value}" for key "{key}"', file=out)
+        except KeyValueError as error:
+            action = "set key on" if is_set else "get key from"
+            print(f"failed to {action} server: {describe(error, client.address)}", file=err)
+            if status == EXIT_OK:
+                status = exit_code_for(error)
+    return status
+
+
+def _address(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the address must not be empty")
+    return text
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be above zero: {text!r}")
+    return seconds
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The command's argument parser."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Set and get keys on a kvserver, in the order given.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "items",
+        nargs="+",
+        metavar="KEY[=VALUE]",
+        help="KEY gets the key; KEY=VALUE sets it (split on the first '=')",
+    )
+    parser.add_argument(
+        "--addr",
+        type=_address,
+        default=os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"server address (default: ${ADDRESS_ENV}, else {DEFAULT_ADDRESS})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long each request may take (default: %(default)s)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Entry point of ``kv-py``; returns the exit code."""
+    args = build_parser(prog).parse_args(argv)
+    try:
+        with Client(args.addr, timeout=args.timeout) as client:
+            return run(client, args.items, sys.stdout, sys.stderr)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Shared pytest fixtures: real kvserver processes, unique keys, dead addresses.
+
+Every test talks to the real kvserver binary (``$KVSERVER_BIN``, default
+``<repo>/target/debug/kvserver``); a missing binary fails the tests that need
+it with a message saying how to build it. Each server a fixture starts is
+stopped with SIGTERM when its scope ends, and must exit 0.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kvserver_process import KvServer, KvServerError, find_binary, serve
+
+
+@pytest.fixture(scope="session")
+def kvserver_bin() -> Path:
+    """The kvserver executable under test."""
+    try:
+        return find_binary()
+    except KvServerError as error:
+        raise pytest.fail.Exception(str(error), pytrace=False) from None
+
+
+@pytest.fixture(scope="session")
+def server(kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KvServer]:
+    """A kvserver with the default limits, shared by the whole session.
+
+    Tests sharing it must use their own keys (the ``key`` fixture).
+    """
+    yield from serve(kvserver_bin, tmp_path_factory)
+
+
+@pytest.fixture
+def key() -> str:
+    """A key no other test uses."""
+    return f"test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def unreachable_address() -> Iterator[str]:
+    """A loopback address that refuses connections.
+
+    The port stays bound (so nothing else can take it) but never listens, so
+    every connection attempt is refused at once.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+def silent_address() -> Iterator[str]:
+    """A loopback address that accepts TCP connections but never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"127.0.0.1:{sock.getsockname()[1]}"

@@ -1,0 +1,178 @@
+"""Tests of the kv-py command, run as real processes against a real kvserver.
+
+Both entry points are exercised: ``python -m keyvalue`` and the installed
+``kv-py`` console script.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from kvserver_process import KvServer
+
+from keyvalue import Client, InvalidArgument
+from keyvalue.cli import ADDRESS_ENV, build_parser
+from keyvalue.client import DEFAULT_ADDRESS
+
+ENTRY_POINTS = ["module", "script"]
+
+
+def command(entry_point: str) -> list[str]:
+    """The command line that starts kv-py through ``entry_point``."""
+    if entry_point == "module":
+        return [sys.executable, "-m", "keyvalue"]
+    script = Path(sys.executable).parent / "kv-py"
+    if not script.is_file():
+        pytest.fail(
+            f"{script} not found: install the package into this environment "
+            "(pip install -e 'clients/python[dev]')",
+            pytrace=False,
+        )
+    return [str(script)]
+
+
+def kv(
+    *args: str, entry_point: str = "module", env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run kv-py with ``args``; ``$KV_ADDR`` is unset unless ``env`` sets it."""
+    full_env = {name: value for name, value in os.environ.items() if name != ADDRESS_ENV}
+    full_env.update(env or {})
+    return subprocess.run(
+        [*command(entry_point), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_set_then_get_prints_the_tutorial_lines(
+    server: KvServer, key: str, entry_point: str
+) -> None:
+    result = kv("--addr", server.address, f"{key}=sunny", key, entry_point=entry_point)
+    assert result.stdout.splitlines() == [
+        f'sent "{key}" to server',
+        f'server returned value "sunny" for key "{key}"',
+    ]
+    assert result.stderr == ""
+    assert result.returncode == 0
+
+
+def test_value_is_split_on_the_first_equals_sign(server: KvServer, key: str) -> None:
+    result = kv("--addr", server.address, f"{key}=b=c", key)
+    assert result.stdout.splitlines() == [
+        f'sent "{key}" to server',
+        f'server returned value "b=c" for key "{key}"',
+    ]
+    assert result.returncode == 0
+    with Client(server.address) as client:
+        assert client.get(key) == "b=c"
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_missing_key_prints_the_server_text_and_exits_1(
+    server: KvServer, key: str, entry_point: str
+) -> None:
+    result = kv("--addr", server.address, key, entry_point=entry_point)
+    assert result.stdout == ""
+    assert result.stderr == "failed to get key from server: key not found\n"
+    assert result.returncode == 1
+
+
+def test_refused_set_prints_the_server_text_and_exits_4(server: KvServer) -> None:
+    with Client(server.address) as client, pytest.raises(InvalidArgument) as refused:
+        client.set("", "x")
+    result = kv("--addr", server.address, "=x")
+    assert result.stdout == ""
+    assert result.stderr == f"failed to set key on server: {refused.value.message}\n"
+    assert result.returncode == 4
+
+
+def test_every_argument_runs_in_order_and_the_first_failure_sets_the_exit_code(
+    server: KvServer, key: str
+) -> None:
+    missing = f"{key}-missing"
+    result = kv("--addr", server.address, f"{key}=1", missing, "=empty-key", key)
+    assert result.stdout.splitlines() == [
+        f'sent "{key}" to server',
+        f'server returned value "1" for key "{key}"',
+    ]
+    stderr = result.stderr.splitlines()
+    assert len(stderr) == 2
+    assert stderr[0] == "failed to get key from server: key not found"
+    assert stderr[1].startswith("failed to set key on server: ")
+    assert result.returncode == 1
+
+
+def test_exit_code_is_that_of_the_first_failure_not_the_worst(server: KvServer, key: str) -> None:
+    result = kv("--addr", server.address, "=empty-key", f"{key}-missing")
+    assert len(result.stderr.splitlines()) == 2
+    assert result.returncode == 4
+
+
+def test_kv_addr_environment_variable_sets_the_address(server: KvServer, key: str) -> None:
+    result = kv(f"{key}=from-env", key, env={ADDRESS_ENV: server.address})
+    assert result.stdout.splitlines()[-1] == f'server returned value "from-env" for key "{key}"'
+    assert result.returncode == 0
+
+
+def test_addr_flag_wins_over_the_environment(
+    server: KvServer, key: str, unreachable_address: str
+) -> None:
+    result = kv("--addr", server.address, f"{key}=v", key, env={ADDRESS_ENV: unreachable_address})
+    assert result.stderr == ""
+    assert result.returncode == 0
+
+
+def test_address_defaults_to_port_50051(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ADDRESS_ENV, raising=False)
+    assert build_parser().parse_args(["k"]).addr == DEFAULT_ADDRESS == "127.0.0.1:50051"
+    monkeypatch.setenv(ADDRESS_ENV, "10.1.2.3:4")
+    assert build_parser().parse_args(["k"]).addr == "10.1.2.3:4"
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+@pytest.mark.parametrize(
+    ("argument", "prefix"),
+    [
+        ("weather", "failed to get key from server: "),
+        ("weather=sunny", "failed to set key on server: "),
+    ],
+)
+def test_unreachable_server_is_one_line_and_exit_3(
+    unreachable_address: str, entry_point: str, argument: str, prefix: str
+) -> None:
+    result = kv("--addr", unreachable_address, argument, entry_point=entry_point)
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"{prefix}cannot reach kvserver at {unreachable_address}: ")
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 3
+
+
+def test_silent_server_times_out_with_exit_3(silent_address: str) -> None:
+    result = kv("--addr", silent_address, "--timeout", "0.5", "weather")
+    assert result.stderr.startswith(
+        f"failed to get key from server: cannot reach kvserver at {silent_address}: "
+    )
+    assert result.returncode == 3
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["--timeout", "0", "k"], ["--addr", "", "k"], ["--no-such-flag", "k"]],
+    ids=["no-arguments", "zero-timeout", "empty-address", "unknown-flag"],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    result = kv(*args)
+    assert result.stdout == ""
+    assert "usage:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2
