@@ -1,0 +1,23 @@
+# frozen_string_literal: true
+
+require_relative "lib/keyvalue/version"
+
+Gem::Specification.new do |spec|
+  spec.name = "keyvalue"
+  spec.version = KeyValue::VERSION
+  spec.summary = "Ruby client and kv-rb command for the keyvalue gRPC service"
+  spec.description = "Get and set keys on a kvserver over its simplekeyvalue.KeyValue gRPC API."
+  spec.authors = ["The keyvalue developers"]
+  spec.license = "MIT OR Apache-2.0"
+  spec.required_ruby_version = ">= 3.1"
+
+  spec.files = Dir["lib/**/*.rb", "exe/*", "README.md"]
+  spec.bindir = "exe"
+  spec.executables = ["kv-rb"]
+  spec.require_paths = ["lib"]
+
+  # The committed stubs were generated for these (Debian bookworm's packages).
+  spec.add_dependency "google-protobuf", ">= 3.21", "< 4"
+  spec.add_dependency "grpc", ">= 1.51", "< 2"
+  spec.metadata["rubygems_mfa_required"] = "true"
+end

@@ -1,0 +1,143 @@
+# frozen_string_literal: true
+
+require "optparse"
+require "keyvalue/client"
+require "keyvalue/version"
+
+module KeyValue
+  # The kv-rb command: the tutorial's client.rb, which prints the value of each
+  # key given, plus KEY=VALUE to set a key.
+  #
+  #   $ kv-rb weather=sunny weather
+  #   sunny
+  #
+  # Arguments run in order over one connection, and every one runs even after a
+  # failure. Values go to stdout, one per line, and nothing else does; each
+  # failure is one line on stderr. The exit codes are those of the Rust `kv`
+  # command; with several arguments, the code of the first failure.
+  class CLI
+    EXIT_OK = 0
+    EXIT_KEY_NOT_FOUND = 1
+    EXIT_USAGE = 2
+    EXIT_UNREACHABLE = 3
+    EXIT_REFUSED = 4
+    EXIT_INTERRUPTED = 130
+
+    ADDRESS_ENV = "KV_ADDR"
+
+    EPILOG = <<~TEXT.freeze
+      Exit codes: #{EXIT_OK} all ok, #{EXIT_KEY_NOT_FOUND} key not found, #{EXIT_USAGE} usage error,
+      #{EXIT_UNREACHABLE} server unreachable (or no answer within --timeout),
+      #{EXIT_REFUSED} request refused by the server (e.g. key empty or too long).
+      With several arguments, the code of the first failure.
+      A key starting with '-' goes after '--', as in: -- -key=value
+    TEXT
+
+    # Runs the command with +argv+; returns the exit code.
+    def self.start(argv, out: $stdout, err: $stderr, env: ENV)
+      # --help and --version end the run early by throwing :exit with the code.
+      catch(:exit) { new(out:, err:, env:).run(argv) }
+    end
+
+    def initialize(out:, err:, env:)
+      @out = out
+      @err = err
+      address = env.fetch(ADDRESS_ENV, "")
+      @options = { address: address.empty? ? Client::DEFAULT_ADDRESS : address, timeout: Client::DEFAULT_TIMEOUT }
+    end
+
+    def run(argv)
+      items = parser.parse(argv)
+      return usage_error("at least one KEY or KEY=VALUE is required") if items.empty?
+
+      Client.open(@options[:address], timeout: @options[:timeout]) { |client| run_items(client, items) }
+    rescue OptionParser::ParseError, ArgumentError => e
+      usage_error(e.message)
+    rescue Interrupt
+      EXIT_INTERRUPTED
+    end
+
+    private
+
+    def run_items(client, items)
+      items.map { |item| run_item(client, item) }.find { |code| code != EXIT_OK } || EXIT_OK
+    end
+
+    def run_item(client, item)
+      key, separator, value = item.partition("=")
+      if separator.empty?
+        @out.puts(client.get(key))
+      else
+        client.set(key, value)
+      end
+      @out.flush
+      EXIT_OK
+    rescue KeyValue::Error => e
+      @err.puts(describe(e, key, client.address))
+      exit_code_for(e)
+    end
+
+    # One line saying what went wrong, in the words of the Rust `kv` command.
+    def describe(error, key, address)
+      line = case error
+             when KeyNotFound then "key #{key.inspect} not found"
+             when ServerUnavailable then "cannot reach kvserver at #{address}: #{error.message}"
+             else "server refused the request (#{status_name(error.code)}): #{error.message}"
+             end
+      line.lines.map(&:strip).join(" ")
+    end
+
+    def status_name(code)
+      GRPC::Core::StatusCodes.constants.find { |name| GRPC::Core::StatusCodes.const_get(name) == code } || code
+    end
+
+    def exit_code_for(error)
+      case error
+      when KeyNotFound then EXIT_KEY_NOT_FOUND
+      when ServerUnavailable then EXIT_UNREACHABLE
+      else EXIT_REFUSED
+      end
+    end
+
+    def usage_error(message)
+      @err.puts("kv-rb: #{message} (see kv-rb --help)")
+      EXIT_USAGE
+    end
+
+    def parser
+      OptionParser.new do |opts|
+        opts.banner = "Usage: kv-rb [options] KEY[=VALUE]...\n\n" \
+                      "Prints the value of each KEY on its own line; KEY=VALUE sets the key\n" \
+                      "(split on the first '='). Arguments run in order.\n\n"
+        connection_options(opts)
+        opts.on("-h", "--help", "Show this help") { throw_help(opts) }
+        opts.on("--version", "Show the version") { throw_version }
+        opts.separator("")
+        opts.separator(EPILOG)
+      end
+    end
+
+    def connection_options(opts)
+      opts.on("--addr HOST:PORT", "Server address (default: $#{ADDRESS_ENV}, else #{Client::DEFAULT_ADDRESS})") do |a|
+        raise ArgumentError, "the address must not be empty" if a.strip.empty?
+
+        @options[:address] = a
+      end
+      opts.on("--timeout SECONDS", Float, "Seconds each request may take (default: #{Client::DEFAULT_TIMEOUT})") do |t|
+        raise ArgumentError, "the timeout must be above zero, got #{t}" unless t.positive?
+
+        @options[:timeout] = t
+      end
+    end
+
+    def throw_help(opts)
+      @out.puts(opts.help)
+      throw :exit, EXIT_OK
+    end
+
+    def throw_version
+      @out.puts("kv-rb #{KeyValue::VERSION}")
+      throw :exit, EXIT_OK
+    end
+  end
+end

@@ -1,0 +1,104 @@
+# frozen_string_literal: true
+
+require "grpc"
+require "keyvalue/errors"
+require "keyvalue/proto/api_services_pb"
+
+module KeyValue
+  # A connection to one kvserver: a typed, blocking wrapper around the
+  # simplekeyvalue.KeyValue gRPC stub.
+  #
+  # Each call has a deadline (+timeout+ seconds) and raises a KeyValue::Error
+  # subclass on failure, never a raw GRPC::BadStatus. The channel connects on
+  # the first call and reconnects by itself if the server restarts.
+  #
+  #   KeyValue::Client.open("127.0.0.1:50051") do |client|
+  #     client.set("weather", "sunny")
+  #     client.get("weather") # => "sunny"
+  #   end
+  class Client
+    # Where kvserver listens unless told otherwise.
+    DEFAULT_ADDRESS = "127.0.0.1:50051"
+    # Seconds each call may take, connecting included, before it fails.
+    DEFAULT_TIMEOUT = 5.0
+
+    # The grpc gem refuses replies above 4 MiB by default. The server already
+    # bounds values (--max-value-bytes, which may be raised above 4 MiB), so
+    # accept whatever it sends back.
+    CHANNEL_ARGS = { "grpc.max_receive_message_length" => -1 }.freeze
+    private_constant :CHANNEL_ARGS
+
+    attr_reader :address, :timeout
+
+    # Opens a client, yields it and closes it afterwards; without a block,
+    # returns the open client.
+    def self.open(address = DEFAULT_ADDRESS, timeout: DEFAULT_TIMEOUT)
+      client = new(address, timeout:)
+      return client unless block_given?
+
+      begin
+        yield client
+      ensure
+        client.close
+      end
+    end
+
+    def initialize(address = DEFAULT_ADDRESS, timeout: DEFAULT_TIMEOUT)
+      raise ArgumentError, "address must not be empty" if address.to_s.strip.empty?
+      raise ArgumentError, "timeout must be above zero, got #{timeout}" unless timeout.nil? || timeout.positive?
+
+      @address = address
+      @timeout = timeout
+      @channel = GRPC::Core::Channel.new(address, CHANNEL_ARGS, :this_channel_is_insecure)
+      @stub = Simplekeyvalue::KeyValue::Stub.new(address, :this_channel_is_insecure, channel_override: @channel)
+      @closed = false
+    end
+
+    # Stores +value+ under +key+, replacing any previous value.
+    #
+    # Raises InvalidArgument (key empty or too long, value too long),
+    # ServerUnavailable, or another KeyValue::Error.
+    def set(key, value)
+      call(:set, Simplekeyvalue::SetRequest.new(key:, value:))
+      nil
+    end
+
+    # The value last stored under +key+.
+    #
+    # Raises KeyNotFound (never set), InvalidArgument (key empty or too long),
+    # ServerUnavailable, or another KeyValue::Error.
+    def get(key)
+      call(:get, Simplekeyvalue::GetRequest.new(key:)).value
+    end
+
+    # Closes the channel. Calling it again does nothing.
+    def close
+      return if @closed
+
+      @closed = true
+      @channel.close
+    end
+
+    def closed?
+      @closed
+    end
+
+    def inspect
+      "#<#{self.class.name} #{@address} timeout=#{@timeout} #{@closed ? 'closed' : 'open'}>"
+    end
+
+    private
+
+    def call(method, request)
+      raise IOError, "the client is closed" if @closed
+
+      @stub.public_send(method, request, deadline:)
+    rescue GRPC::BadStatus => e
+      raise KeyValue.error_from_status(e)
+    end
+
+    def deadline
+      @timeout && (Time.now + @timeout)
+    end
+  end
+end

@@ -1,0 +1,102 @@
+# frozen_string_literal: true
+
+require "open3"
+require "test_helper"
+
+# The kv-rb executable, run as a separate process against a real kvserver.
+class CLITest < Minitest::Test
+  include TestHelpers
+
+  EXE = File.expand_path("../exe/kv-rb", __dir__)
+
+  def setup
+    @server = KvServerProcess.shared
+  end
+
+  # Runs kv-rb; returns [stdout, stderr, exit code].
+  def kv_rb(*args, env: { "KV_ADDR" => nil }, address: @server.address)
+    args = ["--addr", address, *args] if address
+    stdout, stderr, status = Open3.capture3(env, RbConfig.ruby, EXE, *args)
+    [stdout, stderr, status.exitstatus]
+  end
+
+  def test_sets_print_nothing_and_gets_print_each_value_on_its_own_line
+    first = unique_key
+    second = unique_key
+    assert_equal ["", "", 0], kv_rb("#{first}=sunny", "#{second}=rain")
+    assert_equal ["sunny\nrain\nsunny\n", "", 0], kv_rb(first, second, first)
+  end
+
+  def test_arguments_run_in_order_and_split_on_the_first_equals_only
+    key = unique_key
+    assert_equal ["b=c\n", "", 0], kv_rb("#{key}=b=c", key)
+    assert_equal ["\n", "", 0], kv_rb("#{key}=", key)
+  end
+
+  def test_a_missing_key_is_one_line_and_exit_1_and_the_rest_still_runs
+    missing = unique_key("missing")
+    present = unique_key
+    kv_rb("#{present}=here")
+    stdout, stderr, code = kv_rb(missing, present)
+    assert_equal "here\n", stdout
+    assert_equal "key #{missing.inspect} not found\n", stderr
+    assert_equal 1, code
+  end
+
+  def test_a_refused_request_exits_4_with_the_servers_reason
+    stdout, stderr, code = kv_rb("=value")
+    assert_equal "", stdout
+    assert_equal "server refused the request (INVALID_ARGUMENT): key is empty\n", stderr
+    assert_equal 4, code
+  end
+
+  def test_the_first_failure_decides_the_exit_code
+    _, stderr, code = kv_rb(unique_key("missing"), "=value")
+    assert_equal 2, stderr.lines.size
+    assert_equal 1, code
+  end
+
+  def test_an_unreachable_server_exits_3_with_one_line
+    address = unused_address
+    stdout, stderr, code = kv_rb("--timeout", "2", "weather", address:)
+    assert_equal "", stdout
+    assert_equal 1, stderr.lines.size
+    assert stderr.start_with?("cannot reach kvserver at #{address}: "), stderr
+    assert_equal 3, code
+  end
+
+  def test_the_address_can_come_from_kv_addr
+    key = unique_key
+    kv_rb("#{key}=from-env")
+    assert_equal ["from-env\n", "", 0], kv_rb(key, env: { "KV_ADDR" => @server.address }, address: nil)
+  end
+
+  def test_a_key_starting_with_a_dash_goes_after_double_dash
+    key = "-#{unique_key}"
+    assert_equal ["", "", 0], kv_rb("--", "#{key}=dash")
+    assert_equal ["dash\n", "", 0], kv_rb("--", key)
+  end
+
+  def test_help_describes_the_arguments_options_and_exit_codes
+    stdout, stderr, code = kv_rb("--help", address: nil)
+    assert_equal 0, code
+    assert_equal "", stderr
+    ["KEY[=VALUE]", "--addr", "KV_ADDR", "--timeout", "--version", "3 server unreachable"].each do |text|
+      assert_includes stdout, text
+    end
+  end
+
+  def test_version_prints_the_gem_version
+    assert_equal ["kv-rb #{KeyValue::VERSION}\n", "", 0], kv_rb("--version", address: nil)
+  end
+
+  def test_usage_errors_exit_2_with_one_line
+    [[], ["--timeout", "0", "k"], ["--timeout", "soon", "k"], ["--bogus", "k"], ["--addr", " ", "k"]].each do |args|
+      stdout, stderr, code = kv_rb(*args, address: nil)
+      assert_equal 2, code, args.inspect
+      assert_equal "", stdout
+      assert_equal 1, stderr.lines.size, stderr
+      assert_includes stderr, "kv-rb --help"
+    end
+  end
+end

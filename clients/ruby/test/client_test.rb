@@ -1,0 +1,110 @@
+# frozen_string_literal: true
+
+require "test_helper"
+
+# KeyValue::Client against a real kvserver.
+class ClientTest < Minitest::Test
+  include TestHelpers
+
+  def setup
+    @server = KvServerProcess.shared
+  end
+
+  def test_set_then_get_returns_the_value
+    key = unique_key
+    KeyValue::Client.open(@server.address) do |client|
+      assert_nil client.set(key, "sunny")
+      assert_equal "sunny", client.get(key)
+    end
+  end
+
+  def test_set_overwrites
+    key = unique_key
+    KeyValue::Client.open(@server.address) do |client|
+      client.set(key, "one")
+      client.set(key, "two")
+      assert_equal "two", client.get(key)
+    end
+  end
+
+  def test_values_keep_every_character
+    key = unique_key
+    value = "a=b=c\nline two \u00e9\u6f22 \u{1F600}"
+    KeyValue::Client.open(@server.address) do |client|
+      client.set(key, value)
+      assert_equal value, client.get(key)
+      client.set(key, "")
+      assert_equal "", client.get(key)
+    end
+  end
+
+  def test_writes_are_seen_by_other_connections
+    key = unique_key
+    KeyValue::Client.open(@server.address) { |writer| writer.set(key, "shared") }
+    KeyValue::Client.open(@server.address) { |reader| assert_equal "shared", reader.get(key) }
+  end
+
+  def test_missing_key_raises_key_not_found_with_the_servers_text
+    KeyValue::Client.open(@server.address) do |client|
+      error = assert_raises(KeyValue::KeyNotFound) { client.get(unique_key("never-set")) }
+      assert_equal "key not found", error.message
+      assert_equal GRPC::Core::StatusCodes::NOT_FOUND, error.code
+      assert_kind_of KeyValue::Error, error
+      assert_kind_of StandardError, error
+    end
+  end
+
+  def test_empty_key_raises_invalid_argument
+    KeyValue::Client.open(@server.address) do |client|
+      assert_equal "key is empty", assert_raises(KeyValue::InvalidArgument) { client.get("") }.message
+      assert_equal "key is empty", assert_raises(KeyValue::InvalidArgument) { client.set("", "v") }.message
+    end
+  end
+
+  def test_oversized_key_and_value_name_the_limit
+    server = KvServerProcess.new(["--max-key-bytes", "8", "--max-value-bytes", "16"])
+    server.start
+    KeyValue::Client.open(server.address) do |client|
+      key_error = assert_raises(KeyValue::InvalidArgument) { client.set("k" * 9, "v") }
+      assert_includes key_error.message, "--max-key-bytes"
+      value_error = assert_raises(KeyValue::InvalidArgument) { client.set("k", "v" * 17) }
+      assert_includes value_error.message, "--max-value-bytes"
+      client.set("k" * 8, "v" * 16)
+      assert_equal "v" * 16, client.get("k" * 8)
+    end
+  ensure
+    assert_equal 0, server.stop
+  end
+
+  def test_unreachable_server_raises_server_unavailable
+    KeyValue::Client.open(unused_address, timeout: 2) do |client|
+      error = assert_raises(KeyValue::ServerUnavailable) { client.get("weather") }
+      assert_equal GRPC::Core::StatusCodes::UNAVAILABLE, error.code
+    end
+  end
+
+  def test_open_without_a_block_returns_an_open_client
+    client = KeyValue::Client.open(@server.address)
+    refute_predicate client, :closed?
+    client.close
+    client.close
+    assert_predicate client, :closed?
+    assert_raises(IOError) { client.get("weather") }
+  end
+
+  def test_open_with_a_block_closes_the_client_even_on_error
+    leaked = nil
+    assert_raises(KeyValue::KeyNotFound) do
+      KeyValue::Client.open(@server.address) do |client|
+        leaked = client
+        client.get(unique_key("never-set"))
+      end
+    end
+    assert_predicate leaked, :closed?
+  end
+
+  def test_bad_arguments_are_refused_before_connecting
+    assert_raises(ArgumentError) { KeyValue::Client.new("  ") }
+    assert_raises(ArgumentError) { KeyValue::Client.new("127.0.0.1:1", timeout: 0) }
+  end
+end
