@@ -71,17 +71,22 @@ pub async fn run<S: Store>(
             std::future::pending::<()>().await;
         }
     };
-    tokio::select! {
+    let served = tokio::select! {
         result = serve => {
-            result?;
-            info!("all connections closed");
+            result.map(|()| info!("all connections closed"))
         }
         () = grace_over => {
             warn!(
                 "shutdown grace of {:?} is over: closing the remaining connections",
                 config.shutdown_grace
             );
+            Ok(())
         }
+    };
+    // Whatever ended the serving, acknowledged writes must reach the disk
+    // before the process exits.
+    if let Err(error) = store.flush().await {
+        warn!("flushing the store at shutdown failed: {error}");
     }
-    Ok(())
+    served
 }

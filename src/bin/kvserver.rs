@@ -3,7 +3,9 @@
 //! Thin on purpose: parse flags, set up logging, bind the listener, announce the
 //! address, and hand everything to `keyvalue::server::run`.
 
+use std::future::Future;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use keyvalue::duration::parse_duration;
 use keyvalue::grpc::Limits;
 use keyvalue::server::{self, Config};
 use keyvalue::shutdown;
-use keyvalue::storage::MemoryStore;
+use keyvalue::storage::{DiskStore, MemoryStore, Store, SyncPolicy};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -31,8 +33,20 @@ struct Args {
     listen: String,
 
     /// Where keys are stored.
-    #[arg(long, env = "KVSERVER_BACKEND", value_enum, default_value_t = Backend::Memory)]
+    #[arg(long, env = "KVSERVER_BACKEND", value_enum, default_value_t = Backend::Disk)]
     backend: Backend,
+
+    /// Directory of the disk backend's data, created if missing. One kvserver
+    /// at a time may use it.
+    #[arg(long, env = "KVSERVER_DATA_DIR", default_value = "./kvdata")]
+    data_dir: PathBuf,
+
+    /// When the disk backend acknowledges a write: `always` (after fsync; writes
+    /// that arrive together share one fsync), or `interval=<ms>` (before fsync,
+    /// with an fsync at least every <ms>: a crash of the process or the machine
+    /// can lose the writes of the last interval).
+    #[arg(long, env = "KVSERVER_SYNC", default_value = "always", value_parser = SyncPolicy::parse)]
+    sync: SyncPolicy,
 
     /// Longest accepted key, in bytes.
     #[arg(long, env = "KVSERVER_MAX_KEY_BYTES", default_value_t = Limits::default().max_key_bytes as u32,
@@ -57,6 +71,8 @@ struct Args {
 /// Storage backends.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Backend {
+    /// On disk in --data-dir: every acknowledged write survives a crash.
+    Disk,
     /// In memory: fast, and lost when the server stops.
     Memory,
 }
@@ -84,6 +100,22 @@ async fn main() -> ExitCode {
 async fn serve(args: Args) -> Result<(), String> {
     let shutdown =
         shutdown::on_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // The store opens first: a data dir that cannot be used stops the server
+    // before it ever announces an address.
+    match args.backend {
+        Backend::Disk => {
+            let store = DiskStore::open(&args.data_dir, args.sync).map_err(|e| e.to_string())?;
+            serve_store(store, &args, shutdown).await
+        }
+        Backend::Memory => serve_store(MemoryStore::new(), &args, shutdown).await,
+    }
+}
+
+async fn serve_store<S: Store>(
+    store: S,
+    args: &Args,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -108,8 +140,7 @@ async fn serve(args: Args) -> Result<(), String> {
         log_requests: args.log_requests,
         shutdown_grace: args.shutdown_grace,
     };
-    let result = match args.backend {
-        Backend::Memory => server::run(listener, MemoryStore::new(), config, shutdown).await,
-    };
-    result.map_err(|e| format!("server failed: {e}"))
+    server::run(listener, store, config, shutdown)
+        .await
+        .map_err(|e| format!("server failed: {e}"))
 }

@@ -37,6 +37,27 @@ macro_rules! conformance_suite {
 }
 pub(crate) use conformance_suite;
 
+/// A store together with the temporary directory it lives in, so the directory
+/// outlives the store (for backends that keep files).
+pub(crate) struct WithDir<S> {
+    pub(crate) store: S,
+    pub(crate) _dir: tempfile::TempDir,
+}
+
+impl<S: Store> Store for WithDir<S> {
+    async fn get(&self, key: &[u8]) -> Result<Option<super::Record>, super::StoreError> {
+        self.store.get(key).await
+    }
+
+    async fn put(&self, key: Bytes, value: Bytes) -> Result<super::Revision, super::StoreError> {
+        self.store.put(key, value).await
+    }
+
+    async fn flush(&self) -> Result<(), super::StoreError> {
+        self.store.flush().await
+    }
+}
+
 fn bytes(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }

@@ -70,22 +70,18 @@ impl Store for MemoryStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let revision = self.revision.fetch_add(1, Ordering::SeqCst) + 1;
-        let record = match self.records.get(&key) {
-            Some(previous) => Record {
-                value,
-                create_revision: previous.value().create_revision,
-                mod_revision: revision,
-                version: previous.value().version + 1,
-            },
-            None => Record {
-                value,
-                create_revision: revision,
-                mod_revision: revision,
-                version: 1,
-            },
-        };
+        let previous = self.records.get(&key);
+        let record = Record::after_put(
+            previous.as_ref().map(|entry| entry.value()),
+            value,
+            revision,
+        );
         self.records.insert(key, record);
         Ok(revision)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@
 //! start so that revisions, compare-and-set and watch can be added without
 //! changing what is stored.
 
+mod disk;
 mod error;
 mod memory;
 
@@ -21,6 +22,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
+pub use disk::{DB_FILE, DiskStore, OpenError, SyncPolicy};
 pub use error::StoreError;
 pub use memory::MemoryStore;
 
@@ -40,6 +42,27 @@ pub struct Record {
     pub mod_revision: Revision,
     /// Number of puts since the key was created: 1 after the first.
     pub version: u64,
+}
+
+impl Record {
+    /// The record a put of `value` at `revision` leaves, given the key's
+    /// `previous` record: the data model's rules in one place, for every backend.
+    pub fn after_put(previous: Option<&Record>, value: Bytes, revision: Revision) -> Record {
+        match previous {
+            Some(previous) => Record {
+                value,
+                create_revision: previous.create_revision,
+                mod_revision: revision,
+                version: previous.version + 1,
+            },
+            None => Record {
+                value,
+                create_revision: revision,
+                mod_revision: revision,
+                version: 1,
+            },
+        }
+    }
 }
 
 /// A key/value storage backend.
@@ -64,4 +87,9 @@ pub trait Store: Send + Sync + 'static {
         key: Bytes,
         value: Bytes,
     ) -> impl Future<Output = Result<Revision, StoreError>> + Send;
+
+    /// Returns once every write acknowledged so far is on stable storage. The
+    /// server calls it when it stops; backends that acknowledge only durable
+    /// writes, or keep nothing, return at once.
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

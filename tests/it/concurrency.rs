@@ -5,27 +5,24 @@ use std::collections::HashMap;
 
 use tonic::Code;
 
-use crate::harness::{Server, get, set};
+use crate::harness::{Server, XorShift, get, set};
 
 const CLIENTS: usize = 64;
 const OPS_PER_CLIENT: usize = 1000;
 const KEYS_PER_CLIENT: u64 = 16;
 
-/// A small deterministic generator, so that a failure can be replayed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_clients_each_read_their_last_acknowledged_write() {
+    sixty_four_clients(&Server::start()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sixty_four_clients_each_read_their_last_acknowledged_write() {
-    let server = Server::start();
+async fn sixty_four_clients_each_read_their_last_acknowledged_write_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    sixty_four_clients(&Server::start_on_disk(dir.path(), &[])).await;
+}
+
+async fn sixty_four_clients(server: &Server) {
     let mut tasks = Vec::new();
     for id in 0..CLIENTS {
         // One connection per client, as 64 separate processes would have.
@@ -38,7 +35,7 @@ async fn sixty_four_clients_each_read_their_last_acknowledged_write() {
                 // Keys are shared in name layout but owned by one client, so the
                 // expected value is known exactly.
                 let key = format!("client-{id}/key-{}", rng.next() % KEYS_PER_CLIENT);
-                if rng.next() % 2 == 0 {
+                if rng.next().is_multiple_of(2) {
                     let value = format!("{id}:{op}:{}", rng.next());
                     set(&mut client, &key, &value).await;
                     acknowledged.insert(key, value);

@@ -5,6 +5,7 @@
 //! sleeps. Every server a test starts is stopped when its [`Server`] drops.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -40,11 +41,19 @@ impl Server {
         Server::start_with(&[])
     }
 
-    /// A server with extra command-line arguments.
+    /// A server with the in-memory backend and extra command-line arguments.
     pub(crate) fn start_with(args: &[&str]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kvserver"));
+        let mut command = kvserver();
         command.args(["--listen", "127.0.0.1:0", "--backend", "memory"]);
         command.args(args);
+        Server::spawn(command).unwrap_or_else(|output| panic!("kvserver did not start: {output}"))
+    }
+
+    /// A server with the disk backend on `data_dir`, and extra arguments.
+    pub(crate) fn start_on_disk(data_dir: &Path, args: &[&str]) -> Server {
+        let mut command = kvserver();
+        command.args(["--listen", "127.0.0.1:0", "--backend", "disk", "--data-dir"]);
+        command.arg(data_dir).args(args);
         Server::spawn(command).unwrap_or_else(|output| panic!("kvserver did not start: {output}"))
     }
 
@@ -86,6 +95,12 @@ impl Server {
                 Err(lines.lock().expect("stderr lines").join("\n"))
             }
         }
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and waits for it.
+    pub(crate) fn crash(mut self) {
+        self.child.kill().expect("SIGKILL kvserver");
+        self.child.wait().expect("reap kvserver");
     }
 
     /// `host:port` of the server.
@@ -133,6 +148,11 @@ impl Drop for Server {
     }
 }
 
+/// A command that runs the `kvserver` binary under test.
+pub(crate) fn kvserver() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kvserver"))
+}
+
 /// Sends a signal by name without `unsafe` (the crate forbids it).
 pub(crate) fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
@@ -175,4 +195,17 @@ pub(crate) async fn get(
         })
         .await
         .map(|reply| reply.into_inner().value)
+}
+
+/// A small deterministic generator, so that a failure can be replayed.
+pub(crate) struct XorShift(pub(crate) u64);
+
+impl XorShift {
+    /// The next pseudo-random number (never 0 for a non-zero seed).
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }

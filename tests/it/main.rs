@@ -6,6 +6,8 @@
 mod cli;
 mod concurrency;
 mod contract;
+mod crash;
+mod disk;
 mod harness;
 mod lifecycle;
 mod limits;

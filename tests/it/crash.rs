@@ -1,0 +1,123 @@
+//! Crash safety of the disk backend: concurrent writers, `SIGKILL` at a random
+//! moment, restart, and every acknowledged write must be there.
+//!
+//! Each writer owns its keys and writes increasing sequence numbers, so after a
+//! restart the value of a key must be at least its last acknowledged number
+//! (nothing acknowledged was lost) and at most the last number sent (nothing
+//! was invented; a write in flight at the crash may or may not have landed).
+//! The rounds share one data dir, so each restart recovers from the crash
+//! before it, on top of all the rounds before that.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::harness::{Server, XorShift, get, set};
+
+const ROUNDS: usize = 20;
+const WRITERS: usize = 16;
+const KEYS_PER_WRITER: u64 = 8;
+
+/// What the writers know of one key: the highest sequence number the server
+/// acknowledged, and the highest sent.
+#[derive(Clone, Copy, Default, Debug)]
+struct KeyState {
+    acknowledged: u64,
+    sent: u64,
+}
+
+type Model = Arc<Mutex<HashMap<String, KeyState>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_write_survives_sigkill() {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |elapsed| elapsed.as_nanos() as u64 | 1);
+    println!("crash test seed: {seed}");
+    let mut rng = XorShift(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let model: Model = Arc::default();
+    let mut next_sequence = 1;
+
+    for round in 0..ROUNDS {
+        let server = Server::start_on_disk(dir.path(), &[]);
+        verify(&server, &model, round).await;
+
+        let mut writers = Vec::new();
+        for writer in 0..WRITERS {
+            let mut client = server.client().await;
+            let model = Arc::clone(&model);
+            let first = next_sequence + writer as u64 * 1_000_000;
+            let mut keys = XorShift(rng.next());
+            writers.push(tokio::spawn(async move {
+                for sequence in first.. {
+                    let key = format!("w{writer}/k{}", keys.next() % KEYS_PER_WRITER);
+                    model.lock().unwrap().entry(key.clone()).or_default().sent = sequence;
+                    let request = keyvalue::proto::simplekeyvalue::SetRequest {
+                        key: key.clone(),
+                        value: sequence.to_string(),
+                    };
+                    if client.set(request).await.is_err() {
+                        return; // the server is gone
+                    }
+                    model.lock().unwrap().get_mut(&key).unwrap().acknowledged = sequence;
+                }
+            }));
+        }
+        next_sequence += WRITERS as u64 * 1_000_000;
+
+        tokio::time::sleep(Duration::from_millis(20 + rng.next() % 400)).await;
+        tokio::task::spawn_blocking(move || server.crash())
+            .await
+            .unwrap();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+    }
+    let server = Server::start_on_disk(dir.path(), &[]);
+    verify(&server, &model, ROUNDS).await;
+    let acknowledged = model
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|k| k.acknowledged > 0)
+        .count();
+    assert!(acknowledged > 0, "the writers got writes acknowledged");
+    // The server still takes writes after all those crashes.
+    let mut client = server.client().await;
+    set(&mut client, "after-the-crashes", "fine").await;
+    assert_eq!(get(&mut client, "after-the-crashes").await.unwrap(), "fine");
+}
+
+/// Checks every key the writers touched against the model, then makes what
+/// was found the new baseline (an in-flight write that landed counts now).
+async fn verify(server: &Server, model: &Model, round: usize) {
+    let mut client = server.client().await;
+    let keys: Vec<(String, KeyState)> = model
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(key, state)| (key.clone(), *state))
+        .collect();
+    for (key, state) in keys {
+        let found = match get(&mut client, &key).await {
+            Ok(value) => value.parse::<u64>().expect("a sequence number"),
+            Err(status) if status.code() == tonic::Code::NotFound => 0,
+            Err(status) => panic!("round {round}: get {key}: {status}"),
+        };
+        assert!(
+            found >= state.acknowledged,
+            "round {round}: {key} holds {found}, but {} was acknowledged",
+            state.acknowledged
+        );
+        assert!(
+            found <= state.sent,
+            "round {round}: {key} holds {found}, but only up to {} was sent",
+            state.sent
+        );
+        let mut model = model.lock().unwrap();
+        let entry = model.get_mut(&key).unwrap();
+        entry.acknowledged = found;
+        entry.sent = found;
+    }
+}

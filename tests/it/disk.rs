@@ -1,0 +1,163 @@
+//! The disk backend through the real binary: what is acknowledged survives a
+//! restart, and a data dir that cannot be used is refused with one clear line,
+//! a non-zero exit, and nothing in it changed.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::harness::{Server, get, kvserver, set};
+
+/// Runs a kvserver on `data_dir` that is expected to refuse to start.
+fn refused_start(data_dir: &Path) -> Output {
+    let output = kvserver()
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run kvserver");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    output
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_on_disk(dir.path(), &[]);
+    let mut client = server.client().await;
+    set(&mut client, "weather", "sunny").await;
+    set(&mut client, "weather", "rain").await;
+    set(&mut client, "city", "Lisbon").await;
+    drop(client);
+    assert!(server.stop("TERM").await.status.success());
+
+    let server = Server::start_on_disk(dir.path(), &[]);
+    let mut client = server.client().await;
+    assert_eq!(get(&mut client, "weather").await.unwrap(), "rain");
+    assert_eq!(get(&mut client, "city").await.unwrap(), "Lisbon");
+    assert_eq!(
+        get(&mut client, "never-set").await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+}
+
+#[tokio::test]
+async fn interval_sync_keeps_writes_through_a_graceful_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    // An interval far longer than the test: only the flush at shutdown can
+    // have made the write durable.
+    let server = Server::start_on_disk(dir.path(), &["--sync", "interval=3600000"]);
+    let mut client = server.client().await;
+    set(&mut client, "k", "kept").await;
+    drop(client);
+    assert!(server.stop("TERM").await.status.success());
+
+    let server = Server::start_on_disk(dir.path(), &[]);
+    let mut client = server.client().await;
+    assert_eq!(get(&mut client, "k").await.unwrap(), "kept");
+}
+
+#[tokio::test]
+async fn disk_is_the_default_backend_in_kvdata() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut command = kvserver();
+    command
+        .current_dir(cwd.path())
+        .args(["--listen", "127.0.0.1:0"]);
+    let server = Server::spawn(command).expect("kvserver with defaults");
+    let mut client = server.client().await;
+    set(&mut client, "k", "v").await;
+    assert!(cwd.path().join("kvdata").join("keyvalue.redb").is_file());
+}
+
+#[test]
+fn a_bad_sync_flag_is_a_usage_error() {
+    let output = kvserver()
+        .args(["--listen", "127.0.0.1:0", "--sync", "sometimes"])
+        .output()
+        .expect("run kvserver");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr_of(&output).contains("interval=<ms>"));
+}
+
+#[tokio::test]
+async fn a_data_dir_in_use_is_refused_and_its_owner_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Server::start_on_disk(dir.path(), &[]);
+    let mut client = owner.client().await;
+    set(&mut client, "k", "before").await;
+
+    let output = refused_start(dir.path());
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    assert_eq!(get(&mut client, "k").await.unwrap(), "before");
+    set(&mut client, "k", "after").await;
+    assert_eq!(get(&mut client, "k").await.unwrap(), "after");
+}
+
+#[test]
+fn a_directory_that_is_not_ours_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("thesis.tex"), "precious").unwrap();
+    let stderr = stderr_of(&refused_start(dir.path()));
+    assert!(stderr.contains("not empty"), "{stderr}");
+    assert!(stderr.contains("thesis.tex"), "{stderr}");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["thesis.tex"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("thesis.tex")).unwrap(),
+        "precious"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_database_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_on_disk(dir.path(), &[]);
+    let mut client = server.client().await;
+    set(&mut client, "k", "v").await;
+    drop(client);
+    assert!(server.stop("TERM").await.status.success());
+    let file = dir.path().join("keyvalue.redb");
+    let good = std::fs::read(&file).unwrap();
+
+    // A damaged header, then a file cut in half: both must be refused.
+    let mut damaged_header = good.clone();
+    damaged_header[64..200]
+        .iter_mut()
+        .for_each(|byte| *byte ^= 0xff);
+    let truncated = good[..good.len() / 2].to_vec();
+    for damaged in [damaged_header, truncated] {
+        std::fs::write(&file, &damaged).unwrap();
+        let stderr = stderr_of(&refused_start(dir.path()));
+        assert!(stderr.contains("refusing to start"), "{stderr}");
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            damaged,
+            "the file was changed"
+        );
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keyvalue.redb");
+    std::fs::write(&file, "name,value\nweather,sunny\n").unwrap();
+    let stderr = stderr_of(&refused_start(dir.path()));
+    assert!(stderr.contains("keyvalue.redb"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "name,value\nweather,sunny\n"
+    );
+}
