@@ -2,8 +2,13 @@
 //! restart, and a data dir that cannot be used is refused with one clear line,
 //! a non-zero exit, and nothing in it changed.
 
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
+
+use keyvalue::proto::simplekeyvalue::SetRequest;
+use tonic::Code;
 
 use crate::harness::{Server, get, kvserver, set};
 
@@ -160,4 +165,126 @@ fn a_file_that_is_not_a_database_is_refused_and_left_untouched() {
         std::fs::read_to_string(&file).unwrap(),
         "name,value\nweather,sunny\n"
     );
+}
+
+/// Whether this process runs as root (the test then drops to `nobody`, since
+/// root ignores file permissions, and can mount a small tmpfs).
+fn running_as_root() -> bool {
+    let output = Command::new("id").arg("-u").output().expect("run id");
+    String::from_utf8_lossy(&output.stdout).trim() == "0"
+}
+
+#[test]
+fn a_data_dir_without_permission_is_a_clear_error() {
+    let parent = tempfile::tempdir().unwrap();
+    let locked = parent.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data_dir = locked.join("data");
+    let mut command = if running_as_root() {
+        // Root may enter any directory; `nobody` may not enter root's 0700 one.
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_kvserver"));
+        command
+    } else {
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+        kvserver()
+    };
+    let output = command
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .expect("run kvserver");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    assert!(stderr.contains(&data_dir.display().to_string()), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallFileSystem {
+    mount_point: tempfile::TempDir,
+}
+
+impl SmallFileSystem {
+    /// Mounts a tmpfs of `size` (e.g. "8m"), if this process may mount.
+    fn mount(size: &str) -> Option<SmallFileSystem> {
+        let mount_point = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(mount_point.path())
+            .output()
+            .is_ok_and(|output| output.status.success());
+        mounted.then_some(SmallFileSystem { mount_point })
+    }
+
+    fn path(&self) -> &Path {
+        self.mount_point.path()
+    }
+}
+
+impl Drop for SmallFileSystem {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.path()).status();
+    }
+}
+
+/// Writes zeros to `path` until the file system is full.
+fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+}
+
+#[tokio::test]
+async fn a_full_disk_is_resource_exhausted_loses_nothing_and_recovers() {
+    if !running_as_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let Some(small) = SmallFileSystem::mount("8m") else {
+        eprintln!("skipped: this machine refuses to mount a tmpfs");
+        return;
+    };
+    let server = Server::start_on_disk(&small.path().join("data"), &[]);
+    let mut client = server.client().await;
+    set(&mut client, "kept", "stored before the disk filled").await;
+
+    let filler = small.path().join("filler");
+    fill(&filler);
+    let status = client
+        .set(SetRequest {
+            key: "new".into(),
+            value: "x".repeat(10_000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("full"), "{}", status.message());
+    assert_eq!(
+        get(&mut client, "kept").await.unwrap(),
+        "stored before the disk filled"
+    );
+    assert_eq!(
+        get(&mut client, "new").await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    set(&mut client, "new", "after space returned").await;
+    assert_eq!(
+        get(&mut client, "new").await.unwrap(),
+        "after space returned"
+    );
+    assert_eq!(
+        get(&mut client, "kept").await.unwrap(),
+        "stored before the disk filled"
+    );
+    drop(client);
+    assert!(server.stop("TERM").await.status.success());
 }

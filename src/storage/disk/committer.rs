@@ -23,13 +23,22 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use bytes::Bytes;
-use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use redb::{Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use super::database::DbHandle;
 use super::record_format::{self, META_REVISION};
 use super::{META, RECORDS, SyncPolicy, storage_error};
 use crate::storage::{Record, Revision, StoreError};
+
+/// Free space kept in reserve on the data dir's file system: a batch is
+/// refused with `RESOURCE_EXHAUSTED` before redb runs out of room mid-commit
+/// (which would force a reopen of the database, see `database.rs`).
+const RESERVE_BYTES: u64 = 1024 * 1024;
+/// Room a commit may need per write beyond its key and value: copied B-tree
+/// pages on the way to its leaf.
+const PAGE_BYTES_PER_WRITE: u64 = 8 * 1024;
 
 /// Most writes one commit takes. Large enough that a full batch amortizes its
 /// fsync well; small enough that one commit never holds many replies long.
@@ -64,13 +73,14 @@ pub(super) struct Committer {
 
 impl Committer {
     /// Starts the thread over `db`, whose stored revision is `revision`.
-    pub(super) fn start(db: Arc<Database>, revision: Revision, policy: SyncPolicy) -> Committer {
+    pub(super) fn start(db: Arc<DbHandle>, revision: Revision, policy: SyncPolicy) -> Committer {
         let (commands, queue) = mpsc::channel();
         let worker = Worker {
             db,
             revision,
             policy,
             unsynced_since: None,
+            needs_reopen: false,
         };
         let thread = std::thread::Builder::new()
             .name("kv-committer".into())
@@ -123,12 +133,15 @@ fn stopped() -> StoreError {
 
 /// The state owned by the committer thread.
 struct Worker {
-    db: Arc<Database>,
+    db: Arc<DbHandle>,
     /// The last revision handed out and committed.
     revision: Revision,
     policy: SyncPolicy,
     /// When the oldest commit not yet fsynced happened (interval policy only).
     unsynced_since: Option<Instant>,
+    /// A commit failed with an I/O error, after which redb takes no more
+    /// writes until the database is opened again.
+    needs_reopen: bool,
 }
 
 impl Worker {
@@ -223,16 +236,69 @@ impl Worker {
 
     fn apply<'a>(
         &mut self,
-        mutations: impl Iterator<Item = &'a Mutation>,
+        mutations: impl Iterator<Item = &'a Mutation> + Clone,
         fsync: bool,
     ) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(storage_error)?;
-        if !fsync {
-            txn.set_durability(Durability::None)
-                .map_err(storage_error)?;
+        self.recover()?;
+        self.check_free_space(mutations.clone())?;
+        let result = self.db.current().and_then(|db| {
+            let mut txn = db.begin_write().map_err(storage_error)?;
+            if !fsync {
+                txn.set_durability(Durability::None)
+                    .map_err(storage_error)?;
+            }
+            self.apply_in(&txn, mutations)?;
+            txn.commit().map_err(storage_error)
+        });
+        self.note_failure(&result);
+        result
+    }
+
+    /// Reopens the database if an earlier commit left it refusing writes.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        if self.needs_reopen {
+            self.db.reopen()?;
+            self.needs_reopen = false;
+            warn!("the data dir was reopened after a disk error");
         }
-        self.apply_in(&txn, mutations)?;
-        txn.commit().map_err(storage_error)
+        Ok(())
+    }
+
+    /// `RESOURCE_EXHAUSTED` unless the file system has room for the batch
+    /// and the reserve, so a full disk refuses writes before redb fails.
+    fn check_free_space<'a>(
+        &self,
+        mutations: impl Iterator<Item = &'a Mutation>,
+    ) -> Result<(), StoreError> {
+        let needed = mutations.fold(RESERVE_BYTES, |needed, mutation| match mutation {
+            Mutation::Put { key, value } => {
+                needed + 2 * (key.len() + value.len()) as u64 + PAGE_BYTES_PER_WRITE
+            }
+        });
+        let free = self.db.free_bytes()?;
+        if free < needed {
+            return Err(StoreError::ResourceExhausted(format!(
+                "the disk of the data dir is full: {free} bytes free, and writes stop \
+                 while fewer than {needed} are (a reserve of {RESERVE_BYTES} plus this \
+                 write); free some space and retry"
+            )));
+        }
+        Ok(())
+    }
+
+    /// After an I/O error redb refuses reads and writes until the database
+    /// is reopened: reopen it now, so reads go on, or at the next write if
+    /// that fails too.
+    fn note_failure<T>(&mut self, result: &Result<T, StoreError>) {
+        if matches!(
+            result,
+            Err(StoreError::ResourceExhausted(_) | StoreError::Unavailable(_))
+        ) {
+            self.needs_reopen = true;
+            if let Err(error) = self.recover() {
+                warn!("reopening the data dir after a disk error failed: {error}");
+            }
+        }
     }
 
     fn apply_in<'a>(
@@ -269,8 +335,13 @@ impl Worker {
         }
         // An empty transaction committed with fsync persists every earlier
         // commit made without one.
-        let txn = self.db.begin_write().map_err(storage_error)?;
-        txn.commit().map_err(storage_error)?;
+        self.recover()?;
+        let result = self.db.current().and_then(|db| {
+            let txn = db.begin_write().map_err(storage_error)?;
+            txn.commit().map_err(storage_error)
+        });
+        self.note_failure(&result);
+        result?;
         self.unsynced_since = None;
         Ok(())
     }

@@ -16,6 +16,7 @@
 //! is refused with a message, and left as it is.
 
 mod committer;
+mod database;
 mod record_format;
 
 use std::fmt;
@@ -25,10 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, TableDefinition};
 
 use self::committer::{Committer, Mutation};
-use self::record_format::{DATA_FORMAT, META_FORMAT, META_REVISION};
+use self::database::DbHandle;
 use super::{Record, Revision, Store, StoreError};
 
 /// The database file inside the data dir.
@@ -89,7 +90,7 @@ impl std::error::Error for OpenError {}
 
 /// The durable [`Store`].
 pub struct DiskStore {
-    db: Arc<Database>,
+    db: Arc<DbHandle>,
     committer: Committer,
 }
 
@@ -97,126 +98,11 @@ impl DiskStore {
     /// Opens the store in `dir`, creating the directory and an empty database
     /// if there is none yet.
     pub fn open(dir: &Path, sync: SyncPolicy) -> Result<DiskStore, OpenError> {
-        let shown = dir.display();
-        std::fs::create_dir_all(dir)
-            .map_err(|e| OpenError(format!("cannot create data dir {shown}: {e}")))?;
-        let path = dir.join(DB_FILE);
-        let fresh = !path.exists();
-        if fresh {
-            refuse_foreign_files(dir)?;
-        }
-        let db = open_database(&path, fresh)?;
-        let revision = if fresh {
-            initialize(&db)
-                .map_err(|e| OpenError(format!("cannot initialize {}: {e}", path.display())))?;
-            0
-        } else {
-            check_format(&db, &path)?
-        };
+        let (db, revision) = DbHandle::open(dir)?;
         let db = Arc::new(db);
         let committer = Committer::start(Arc::clone(&db), revision, sync);
         Ok(DiskStore { db, committer })
     }
-}
-
-/// A new data dir must be empty: anything in it is someone else's, and
-/// creating our file beside it could mix two programs' data.
-fn refuse_foreign_files(dir: &Path) -> Result<(), OpenError> {
-    let shown = dir.display();
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| OpenError(format!("cannot read data dir {shown}: {e}")))?;
-    let mut names: Vec<String> = entries
-        .filter_map(|entry| entry.ok())
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect();
-    if names.is_empty() {
-        return Ok(());
-    }
-    names.sort();
-    names.truncate(5);
-    Err(OpenError(format!(
-        "data dir {shown} is not empty and holds no {DB_FILE} (found: {}): refusing to \
-         use a directory that is not ours; pass an empty or new directory to --data-dir",
-        names.join(", ")
-    )))
-}
-
-fn open_database(path: &Path, fresh: bool) -> Result<Database, OpenError> {
-    let builder = Database::builder();
-    let opened = if fresh {
-        builder.create(path)
-    } else {
-        builder.open(path)
-    };
-    opened.map_err(|error| {
-        let shown = path.display();
-        OpenError(match error {
-            DatabaseError::DatabaseAlreadyOpen => format!(
-                "{shown} is in use by another process (another kvserver on this data dir?); \
-                 a data dir serves one kvserver at a time"
-            ),
-            DatabaseError::Storage(redb::StorageError::Io(io))
-                if io.kind() == io::ErrorKind::PermissionDenied =>
-            {
-                format!("cannot open {shown}: {io}")
-            }
-            DatabaseError::Storage(redb::StorageError::Io(io)) if !fresh => format!(
-                "{shown} is not a readable kvserver database ({io}); refusing to start, \
-                 the file was left untouched"
-            ),
-            DatabaseError::Storage(redb::StorageError::Corrupted(what)) => format!(
-                "{shown} is corrupt ({what}); refusing to start, the file was left untouched \
-                 (restore it from a backup)"
-            ),
-            other => format!("cannot open {shown}: {other}"),
-        })
-    })
-}
-
-/// Writes the format marker and creates the tables of a new database.
-fn initialize(db: &Database) -> Result<(), StoreError> {
-    let txn = db.begin_write().map_err(storage_error)?;
-    {
-        let mut meta = txn.open_table(META).map_err(storage_error)?;
-        meta.insert(META_FORMAT, DATA_FORMAT.as_bytes())
-            .map_err(storage_error)?;
-        meta.insert(META_REVISION, 0u64.to_le_bytes().as_slice())
-            .map_err(storage_error)?;
-        txn.open_table(RECORDS).map_err(storage_error)?;
-    }
-    txn.commit().map_err(storage_error)
-}
-
-/// Checks that `db` was written by kvserver in a format we read, and returns
-/// its revision.
-fn check_format(db: &Database, path: &Path) -> Result<Revision, OpenError> {
-    let shown = path.display();
-    let not_ours = |why: &str| {
-        OpenError(format!(
-            "{shown} is not a kvserver database ({why}); refusing to start, the file was \
-             left untouched"
-        ))
-    };
-    let txn = db.begin_read().map_err(|e| not_ours(&e.to_string()))?;
-    let meta = txn
-        .open_table(META)
-        .map_err(|_| not_ours("it has no meta table"))?;
-    let format = meta
-        .get(META_FORMAT)
-        .map_err(|e| not_ours(&e.to_string()))?
-        .ok_or_else(|| not_ours("it has no format marker"))?;
-    if format.value() != DATA_FORMAT.as_bytes() {
-        return Err(OpenError(format!(
-            "{shown} holds data in format {:?}, and this kvserver reads {DATA_FORMAT:?}; \
-             refusing to start, the file was left untouched",
-            String::from_utf8_lossy(format.value())
-        )));
-    }
-    let revision = meta
-        .get(META_REVISION)
-        .map_err(|e| not_ours(&e.to_string()))?
-        .ok_or_else(|| not_ours("it has no revision"))?;
-    record_format::decode_revision(revision.value()).map_err(|e| not_ours(&e.to_string()))
 }
 
 /// The one mapping from engine errors to [`StoreError`].
@@ -229,7 +115,7 @@ fn storage_error(error: impl Into<redb::Error>) -> StoreError {
             _ => StoreError::Unavailable(format!("disk I/O failed: {io}")),
         },
         redb::Error::PreviousIo => StoreError::Unavailable(
-            "an earlier disk I/O error stopped the store; restart kvserver".into(),
+            "the data dir is recovering from a disk error; retry shortly".into(),
         ),
         redb::Error::Corrupted(what) => {
             StoreError::Internal(format!("the database file is corrupt: {what}"))
@@ -240,7 +126,7 @@ fn storage_error(error: impl Into<redb::Error>) -> StoreError {
 
 impl Store for DiskStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let txn = self.db.begin_read().map_err(storage_error)?;
+        let txn = self.db.current()?.begin_read().map_err(storage_error)?;
         let records = txn.open_table(RECORDS).map_err(storage_error)?;
         match records.get(key).map_err(storage_error)? {
             Some(stored) => Ok(Some(record_format::decode(key, stored.value())?)),

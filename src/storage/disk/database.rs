@@ -1,0 +1,207 @@
+//! The database file of a data dir: opening it safely, and the handle that
+//! readers and the committer share.
+//!
+//! [`DbHandle`] exists for one failure: after an I/O error in a commit (the
+//! disk filled up, say), redb refuses every later write until the database is
+//! closed and opened again. The committer then calls [`DbHandle::reopen`],
+//! which waits for in-flight reads, closes the file and opens it again. In
+//! between, and while a reopen fails, reads answer `UNAVAILABLE`; what was
+//! committed before the error is intact, since redb's commits are atomic.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redb::{Database, DatabaseError, ReadableDatabase};
+
+use super::record_format::{self, DATA_FORMAT, META_FORMAT, META_REVISION};
+use super::{DB_FILE, META, OpenError, RECORDS, storage_error};
+use crate::storage::{Revision, StoreError};
+
+/// The open database of one data dir.
+pub(super) struct DbHandle {
+    dir: PathBuf,
+    path: PathBuf,
+    /// `None` only while a reopen is in progress or has failed.
+    current: RwLock<Option<Arc<Database>>>,
+}
+
+impl DbHandle {
+    /// Opens (or creates) the database in `dir`; returns it and its revision.
+    pub(super) fn open(dir: &Path) -> Result<(DbHandle, Revision), OpenError> {
+        let shown = dir.display();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| OpenError(format!("cannot create data dir {shown}: {e}")))?;
+        let path = dir.join(DB_FILE);
+        let fresh = !path.exists();
+        if fresh {
+            refuse_foreign_files(dir)?;
+        }
+        let db = open_database(&path, fresh)?;
+        let revision = if fresh {
+            initialize(&db)
+                .map_err(|e| OpenError(format!("cannot initialize {}: {e}", path.display())))?;
+            0
+        } else {
+            check_format(&db, &path)?
+        };
+        let handle = DbHandle {
+            dir: dir.to_owned(),
+            path,
+            current: RwLock::new(Some(Arc::new(db))),
+        };
+        Ok((handle, revision))
+    }
+
+    /// The database, for one read or one commit. Hold it no longer than that:
+    /// a reopen waits until every holder has let go.
+    pub(super) fn current(&self) -> Result<Arc<Database>, StoreError> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                StoreError::Unavailable(
+                    "the data dir is being reopened after a disk error; retry shortly".into(),
+                )
+            })
+    }
+
+    /// Closes the database and opens it again, to clear a failed commit's
+    /// I/O error. Called by the committer only, which holds no handle then.
+    pub(super) fn reopen(&self) -> Result<(), StoreError> {
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(mut db) = current.take() {
+            // New readers wait on the lock; the ones that already hold a clone
+            // finish one read each. The file lock goes with the last clone.
+            loop {
+                match Arc::try_unwrap(db) {
+                    Ok(db) => break drop(db),
+                    Err(shared) => db = shared,
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let db = Database::builder()
+            .open(&self.path)
+            .map_err(storage_error)?;
+        *current = Some(Arc::new(db));
+        Ok(())
+    }
+
+    /// Bytes the file system of the data dir still has for us.
+    pub(super) fn free_bytes(&self) -> Result<u64, StoreError> {
+        let stats = rustix::fs::statvfs(&self.dir).map_err(|errno| {
+            StoreError::Unavailable(format!(
+                "cannot read the free space of {}: {}",
+                self.dir.display(),
+                io::Error::from(errno)
+            ))
+        })?;
+        Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
+}
+
+/// A new data dir must be empty: anything in it is someone else's, and
+/// creating our file beside it could mix two programs' data.
+fn refuse_foreign_files(dir: &Path) -> Result<(), OpenError> {
+    let shown = dir.display();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| OpenError(format!("cannot read data dir {shown}: {e}")))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    names.truncate(5);
+    Err(OpenError(format!(
+        "data dir {shown} is not empty and holds no {DB_FILE} (found: {}): refusing to \
+         use a directory that is not ours; pass an empty or new directory to --data-dir",
+        names.join(", ")
+    )))
+}
+
+fn open_database(path: &Path, fresh: bool) -> Result<Database, OpenError> {
+    let builder = Database::builder();
+    let opened = if fresh {
+        builder.create(path)
+    } else {
+        builder.open(path)
+    };
+    opened.map_err(|error| {
+        let shown = path.display();
+        OpenError(match error {
+            DatabaseError::DatabaseAlreadyOpen => format!(
+                "{shown} is in use by another process (another kvserver on this data dir?); \
+                 a data dir serves one kvserver at a time"
+            ),
+            DatabaseError::Storage(redb::StorageError::Io(io))
+                if io.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                format!("cannot open {shown}: {io}")
+            }
+            DatabaseError::Storage(redb::StorageError::Io(io)) if !fresh => format!(
+                "{shown} is not a readable kvserver database ({io}); refusing to start, \
+                 the file was left untouched"
+            ),
+            DatabaseError::Storage(redb::StorageError::Corrupted(what)) => format!(
+                "{shown} is corrupt ({what}); refusing to start, the file was left untouched \
+                 (restore it from a backup)"
+            ),
+            other => format!("cannot open {shown}: {other}"),
+        })
+    })
+}
+
+/// Writes the format marker and creates the tables of a new database.
+fn initialize(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(storage_error)?;
+    {
+        let mut meta = txn.open_table(META).map_err(storage_error)?;
+        meta.insert(META_FORMAT, DATA_FORMAT.as_bytes())
+            .map_err(storage_error)?;
+        meta.insert(META_REVISION, 0u64.to_le_bytes().as_slice())
+            .map_err(storage_error)?;
+        txn.open_table(RECORDS).map_err(storage_error)?;
+    }
+    txn.commit().map_err(storage_error)
+}
+
+/// Checks that `db` was written by kvserver in a format we read, and returns
+/// its revision.
+fn check_format(db: &Database, path: &Path) -> Result<Revision, OpenError> {
+    let shown = path.display();
+    let not_ours = |why: &str| {
+        OpenError(format!(
+            "{shown} is not a kvserver database ({why}); refusing to start, the file was \
+             left untouched"
+        ))
+    };
+    let txn = db.begin_read().map_err(|e| not_ours(&e.to_string()))?;
+    let meta = txn
+        .open_table(META)
+        .map_err(|_| not_ours("it has no meta table"))?;
+    let format = meta
+        .get(META_FORMAT)
+        .map_err(|e| not_ours(&e.to_string()))?
+        .ok_or_else(|| not_ours("it has no format marker"))?;
+    if format.value() != DATA_FORMAT.as_bytes() {
+        return Err(OpenError(format!(
+            "{shown} holds data in format {:?}, and this kvserver reads {DATA_FORMAT:?}; \
+             refusing to start, the file was left untouched",
+            String::from_utf8_lossy(format.value())
+        )));
+    }
+    let revision = meta
+        .get(META_REVISION)
+        .map_err(|e| not_ours(&e.to_string()))?
+        .ok_or_else(|| not_ours("it has no revision"))?;
+    record_format::decode_revision(revision.value()).map_err(|e| not_ours(&e.to_string()))
+}
