@@ -91,7 +91,7 @@ impl std::error::Error for ClientError {}
 
 /// The innermost cause of an error, which is the one a person can act on
 /// (`Connection refused`), rather than the outermost (`transport error`).
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error;
     while let Some(source) = cause.source() {
         cause = source;

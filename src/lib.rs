@@ -16,12 +16,15 @@
 //!   tests share this one entry point.
 //! - [`shutdown`]: the shutdown signal (SIGINT / SIGTERM) as a future.
 //! - [`client`]: a typed async client of the tutorial API, used by `kv`.
+//! - [`bench`]: `kv bench`, a closed-loop load generator that verifies every
+//!   answer and reports throughput and latency percentiles.
 //! - [`duration`]: parsing `10s`-style durations for command-line flags.
 //! - [`proto`]: code generated from `proto/` by `build.rs`.
 //!
 //! The binaries are thin: `src/bin/kvserver.rs` parses flags, binds and calls
 //! [`server::run`]; `src/bin/kv.rs` parses a command and calls [`client`].
 
+pub mod bench;
 pub mod client;
 pub mod duration;
 pub mod grpc;

@@ -1,0 +1,105 @@
+//! `kv bench` against the real server: it runs the requested load, checks
+//! every answer, and reports what it measured.
+
+use std::process::{Command, Output};
+
+use crate::harness::Server;
+
+fn kv_bench(addr: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kv"))
+        .env_remove("KV_ADDR")
+        .args(["--addr", addr, "bench"])
+        .args(args)
+        .output()
+        .expect("run kv bench")
+}
+
+fn json_report(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+#[test]
+fn a_fixed_number_of_requests_is_run_verified_and_reported() {
+    let server = Server::start();
+    let output = kv_bench(
+        server.addr(),
+        &[
+            "--requests",
+            "3000",
+            "--conns",
+            "2",
+            "--concurrency",
+            "8",
+            "--keys",
+            "100",
+            "--mix",
+            "get=70,set=30",
+            "--value-size",
+            "50",
+            "--json",
+        ],
+    );
+    let report = json_report(&output);
+    assert_eq!(report["ops"], 3000);
+    let (gets, sets) = (
+        report["gets"].as_u64().unwrap(),
+        report["sets"].as_u64().unwrap(),
+    );
+    assert_eq!(gets + sets, 3000);
+    // 30% sets, give or take what 3000 random draws allow.
+    assert!((600..1200).contains(&sets), "sets: {sets}");
+    assert_eq!(report["errors"], 0);
+    assert_eq!(report["mismatches"], 0);
+    assert!(report["ops_per_sec"].as_f64().unwrap() > 0.0);
+    let latency = &report["latency_us"];
+    assert!(latency["p50"].as_u64().unwrap() <= latency["p99"].as_u64().unwrap());
+    assert!(latency["p99"].as_u64().unwrap() <= latency["max"].as_u64().unwrap());
+}
+
+#[test]
+fn the_text_report_has_throughput_percentiles_and_a_histogram() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_on_disk(dir.path(), &[]);
+    let output = kv_bench(
+        server.addr(),
+        &[
+            "--duration",
+            "300ms",
+            "--concurrency",
+            "4",
+            "--keys",
+            "200",
+            "--mix",
+            "set=100",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains(" ops/s (0 gets, "), "{stdout}");
+    assert!(stdout.contains("errors 0, mismatches 0"), "{stdout}");
+    assert!(stdout.contains("p99.9"), "{stdout}");
+    assert!(stdout.contains("% #"), "a histogram bar: {stdout}");
+}
+
+#[test]
+fn a_bad_mix_is_a_usage_error() {
+    for mix in ["get=50,set=60", "delete=100", "get"] {
+        let output = kv_bench("127.0.0.1:1", &["--mix", mix]);
+        assert_eq!(output.status.code(), Some(2), "--mix {mix}");
+    }
+}
+
+#[test]
+fn an_unreachable_server_exits_3_with_one_line() {
+    let output = kv_bench("127.0.0.1:1", &["--requests", "10"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot reach kvserver"), "{stderr}");
+}
