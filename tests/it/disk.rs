@@ -130,19 +130,27 @@ async fn a_corrupt_database_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_on_disk(dir.path(), &[]);
     let mut client = server.client().await;
-    set(&mut client, "k", "v").await;
+    // Enough data that the middle of the file holds records.
+    for i in 0..200 {
+        set(&mut client, &format!("key{i}"), &"v".repeat(500)).await;
+    }
     drop(client);
     assert!(server.stop("TERM").await.status.success());
     let file = dir.path().join("keyvalue.redb");
     let good = std::fs::read(&file).unwrap();
 
-    // A damaged header, then a file cut in half: both must be refused.
+    // A damaged header, damaged records, and a file cut in half: all refused.
     let mut damaged_header = good.clone();
     damaged_header[64..200]
         .iter_mut()
         .for_each(|byte| *byte ^= 0xff);
-    let truncated = good[..good.len() / 2].to_vec();
-    for damaged in [damaged_header, truncated] {
+    let mut damaged_records = good.clone();
+    let middle = good.len() / 2;
+    damaged_records[middle..middle + 4096]
+        .iter_mut()
+        .for_each(|byte| *byte ^= 0x55);
+    let truncated = good[..middle].to_vec();
+    for damaged in [damaged_header, damaged_records, truncated] {
         std::fs::write(&file, &damaged).unwrap();
         let stderr = stderr_of(&refused_start(dir.path()));
         assert!(stderr.contains("refusing to start"), "{stderr}");
