@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redb::{Durability, ReadableTable, WriteTransaction};
@@ -39,6 +39,9 @@ const RESERVE_BYTES: u64 = 1024 * 1024;
 /// Room a commit may need per write beyond its key and value: copied B-tree
 /// pages on the way to its leaf.
 const PAGE_BYTES_PER_WRITE: u64 = 8 * 1024;
+
+/// Longest a commit waits for more writes to join it (see `Worker::gather`).
+const MAX_GATHER: Duration = Duration::from_millis(1);
 
 /// Most writes one commit takes. Large enough that a full batch amortizes its
 /// fsync well; small enough that one commit never holds many replies long.
@@ -81,6 +84,8 @@ impl Committer {
             policy,
             unsynced_since: None,
             needs_reopen: false,
+            last_batch: 0,
+            last_cycle: Duration::ZERO,
         };
         let thread = std::thread::Builder::new()
             .name("kv-committer".into())
@@ -142,6 +147,10 @@ struct Worker {
     /// A commit failed with an I/O error, after which redb takes no more
     /// writes until the database is opened again.
     needs_reopen: bool,
+    /// Commands the last batch held, and how long processing it took: the
+    /// measure of how many writes the next batch can expect (see `gather`).
+    last_batch: usize,
+    last_cycle: Duration,
 }
 
 impl Worker {
@@ -165,13 +174,41 @@ impl Worker {
                     return;
                 }
             }
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
-            }
+            self.gather(&queue, &mut batch);
+            let started = Instant::now();
             self.process(&mut batch);
+            self.last_cycle = started.elapsed();
+        }
+    }
+
+    /// Adds to `batch` what is queued, and, when fewer writes are waiting
+    /// than the last commit took, waits a little for the rest.
+    ///
+    /// Without the wait, group commit under steady load splits into small
+    /// and large batches: the clients a commit acknowledges answer with their
+    /// next writes one by one, and the committer starts its next commit with
+    /// the first few, making the others wait a whole commit longer (measured:
+    /// a fifth of all commits held one write, at 64 clients). Waiting until as
+    /// many writes queue as the last commit carried, for at most half a commit
+    /// (and never more than [`MAX_GATHER`]), keeps batches whole. A lone client
+    /// never waits: its last commit carried one write, which is already here.
+    fn gather(&mut self, queue: &Receiver<Command>, batch: &mut Vec<Command>) {
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        let wanted = self.last_batch.min(MAX_BATCH);
+        if batch.len() >= wanted {
+            return;
+        }
+        let deadline = Instant::now() + (self.last_cycle / 2).min(MAX_GATHER);
+        while batch.len() < wanted {
+            match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
         }
     }
 
@@ -184,6 +221,7 @@ impl Worker {
     }
 
     fn process(&mut self, batch: &mut Vec<Command>) {
+        self.last_batch = batch.len();
         let mut writes = Vec::with_capacity(batch.len());
         let mut flushes = Vec::new();
         for command in batch.drain(..) {
