@@ -221,7 +221,9 @@ impl Worker {
     }
 
     fn process(&mut self, batch: &mut Vec<Command>) {
-        self.last_batch = batch.len();
+        // A slowly decaying peak: one small batch must not lower the next
+        // batch's target (otherwise small batches beget small batches).
+        self.last_batch = batch.len().max(self.last_batch * 7 / 8);
         let mut writes = Vec::with_capacity(batch.len());
         let mut flushes = Vec::new();
         for command in batch.drain(..) {
