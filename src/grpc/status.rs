@@ -13,6 +13,9 @@ pub(crate) fn from_store_error(error: StoreError) -> Status {
         StoreError::Unavailable(msg) => Status::unavailable(msg),
         StoreError::ResourceExhausted(msg) => Status::resource_exhausted(msg),
         StoreError::Internal(msg) => Status::internal(msg),
+        error @ StoreError::LeaseNotFound(_) => Status::not_found(error.to_string()),
+        error @ StoreError::Compacted { .. } => Status::out_of_range(error.to_string()),
+        StoreError::LimitReached(msg) => Status::resource_exhausted(msg),
     }
 }
 

@@ -6,10 +6,12 @@
 //! operation on the trait gets its checks here, once, and every backend runs them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::Store;
+use super::ops::{KeyRange, LeaseId, RangeQuery, RangeResult, Txn, TxnResult};
+use super::{EventStream, LeaseInfo, Record, Revision, Store, StoreError};
 
 /// Generates one `#[tokio::test]` per check below, each on a fresh store.
 macro_rules! conformance_suite {
@@ -45,15 +47,51 @@ pub(crate) struct WithDir<S> {
 }
 
 impl<S: Store> Store for WithDir<S> {
-    async fn get(&self, key: &[u8]) -> Result<Option<super::Record>, super::StoreError> {
+    async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
         self.store.get(key).await
     }
 
-    async fn put(&self, key: Bytes, value: Bytes) -> Result<super::Revision, super::StoreError> {
+    async fn put(&self, key: Bytes, value: Bytes) -> Result<Revision, StoreError> {
         self.store.put(key, value).await
     }
 
-    async fn flush(&self) -> Result<(), super::StoreError> {
+    async fn range(&self, query: RangeQuery) -> Result<RangeResult, StoreError> {
+        self.store.range(query).await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+        self.store.txn(txn).await
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseInfo, StoreError> {
+        self.store.lease_grant(ttl).await
+    }
+
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
+        self.store.lease_keep_alive(id).await
+    }
+
+    async fn lease_info(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
+        self.store.lease_info(id).await
+    }
+
+    async fn lease_revoke(&self, id: LeaseId) -> Result<u64, StoreError> {
+        self.store.lease_revoke(id).await
+    }
+
+    async fn expire_leases(&self) -> Result<u64, StoreError> {
+        self.store.expire_leases().await
+    }
+
+    async fn watch(
+        &self,
+        range: KeyRange,
+        from: Option<Revision>,
+    ) -> Result<EventStream, StoreError> {
+        self.store.watch(range, from).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
         self.store.flush().await
     }
 }

@@ -7,6 +7,9 @@
 
 use std::fmt;
 
+use super::Revision;
+use super::ops::LeaseId;
+
 /// Why a storage operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -19,6 +22,17 @@ pub enum StoreError {
     /// A bug or a broken invariant inside the backend, or data on disk that does
     /// not read back as written.
     Internal(String),
+    /// The lease does not exist (never granted, revoked, or expired).
+    LeaseNotFound(LeaseId),
+    /// A watch asked for history older than the store keeps.
+    Compacted {
+        /// The revision asked for.
+        requested: Revision,
+        /// The oldest revision a watch can start from now.
+        oldest: Revision,
+    },
+    /// A configured limit was reached (watchers, say); the message names it.
+    LimitReached(String),
 }
 
 impl fmt::Display for StoreError {
@@ -27,6 +41,13 @@ impl fmt::Display for StoreError {
             StoreError::Unavailable(msg) => write!(f, "storage unavailable: {msg}"),
             StoreError::ResourceExhausted(msg) => write!(f, "storage resource exhausted: {msg}"),
             StoreError::Internal(msg) => write!(f, "internal storage error: {msg}"),
+            StoreError::LeaseNotFound(id) => write!(f, "lease {id} not found (expired or revoked)"),
+            StoreError::Compacted { requested, oldest } => write!(
+                f,
+                "revision {requested} is compacted: history starts at revision {oldest}; \
+                 read the current state and watch from that read's revision + 1"
+            ),
+            StoreError::LimitReached(msg) => f.write_str(msg),
         }
     }
 }

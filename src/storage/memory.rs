@@ -1,53 +1,95 @@
-//! The in-memory backend (`--backend memory`): fast, shared by many tasks, and
-//! gone when the process exits.
+//! The in-memory backend (`--backend memory`): fast, and gone when the process
+//! exits.
 //!
-//! Layout, chosen for many concurrent clients:
-//! - Records live in a lock-free ordered map (`crossbeam_skiplist::SkipMap`), so
-//!   readers never take a lock and keys stay sorted for range scans.
-//! - A write is a read-modify-write of one key (its `version` and
-//!   `create_revision` derive from the previous record), so writers to the *same*
-//!   key must not interleave. They are serialized by one of [`WRITE_SHARDS`]
-//!   small mutexes chosen by the key's hash; writers to different keys almost
-//!   never share a mutex, and readers never touch them.
-//! - The store-wide revision is an atomic counter, taken while the key's shard
-//!   lock is held, so a key's `mod_revision` only ever increases.
+//! All data sits in one ordered map behind a reader-writer lock. Readers share
+//! the lock; a write (a whole transaction) holds it exclusively for the
+//! microseconds its map operations take, which is what makes transactions
+//! atomic to readers without version chains. Measured against the lock-free
+//! skip list with per-key writer locks this replaced, at 64 clients on 2
+//! cores: no difference in Set or Get throughput (the gRPC work around each
+//! request costs about a hundred times the map operation; see
+//! `docs/STORAGE.md`).
+//!
+//! Events are published while the write lock is held, so they leave in
+//! revision order.
 
-use std::hash::BuildHasher;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::{Bound, ControlFlow};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_skiplist::SkipMap;
 
+use super::apply::{self, Keyspace, KeyspaceRead, ReadOnly};
+use super::lease::{LeaseInfo, Leases};
+use super::ops::{
+    EventKind, KeyRange, LeaseId, Op, RangeEnd, RangeQuery, RangeResult, Txn, TxnResult,
+};
+use super::watch::{EventStream, WatchHub, WatchLimits};
 use super::{Record, Revision, Store, StoreError};
-
-/// Number of writer mutexes. A power of two well above the core count keeps the
-/// chance that two concurrent writers of different keys collide small.
-const WRITE_SHARDS: usize = 64;
 
 /// The in-memory [`Store`].
 pub struct MemoryStore {
-    records: SkipMap<Bytes, Record>,
-    write_locks: Box<[Mutex<()>]>,
-    hasher: std::hash::RandomState,
-    /// The last revision handed out; the next write gets `revision + 1`.
-    revision: AtomicU64,
+    state: RwLock<State>,
+    leases: Leases,
+    hub: WatchHub,
+}
+
+#[derive(Default)]
+struct State {
+    records: BTreeMap<Bytes, Record>,
+    /// Granted leases and their TTLs.
+    granted: HashMap<LeaseId, Duration>,
+    /// The keys attached to each lease.
+    lease_keys: HashMap<LeaseId, BTreeSet<Bytes>>,
+    /// The last revision written.
+    revision: Revision,
 }
 
 impl MemoryStore {
-    /// An empty store at revision 0.
+    /// An empty store at revision 0, with default watch limits.
     pub fn new() -> Self {
+        Self::with_watch_limits(WatchLimits::default())
+    }
+
+    /// An empty store at revision 0.
+    pub fn with_watch_limits(limits: WatchLimits) -> Self {
         MemoryStore {
-            records: SkipMap::new(),
-            write_locks: (0..WRITE_SHARDS).map(|_| Mutex::new(())).collect(),
-            hasher: std::hash::RandomState::new(),
-            revision: AtomicU64::new(0),
+            state: RwLock::new(State::default()),
+            leases: Leases::default(),
+            hub: WatchHub::new(0, limits),
         }
     }
 
-    fn write_lock(&self, key: &[u8]) -> &Mutex<()> {
-        let shard = self.hasher.hash_one(key) as usize % WRITE_SHARDS;
-        &self.write_locks[shard]
+    // A panic while the lock is held can only come from a bug in the map
+    // code; the state is still a valid map, so keep serving.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn view<'a>(&'a self, state: &'a State) -> View<'a, &'a State> {
+        View {
+            state,
+            leases: &self.leases,
+        }
+    }
+
+    fn revoke(&self, id: LeaseId, kind: EventKind) -> Result<u64, StoreError> {
+        let mut state = self.write();
+        let current = state.revision;
+        let mut view = View {
+            state: &mut *state,
+            leases: &self.leases,
+        };
+        let (deleted, revision, events) = apply::revoke(&mut view, id, kind, current)?;
+        state.revision = revision;
+        self.leases.remove(id);
+        self.hub.publish(revision, events);
+        Ok(deleted)
     }
 }
 
@@ -57,32 +99,206 @@ impl Default for MemoryStore {
     }
 }
 
+/// The state seen through a lock guard, with the lease deadlines.
+struct View<'a, S> {
+    state: S,
+    leases: &'a Leases,
+}
+
+impl<S: std::ops::Deref<Target = State>> KeyspaceRead for View<'_, S> {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        Ok(self.state.records.get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        range: &KeyRange,
+        visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let end = match &range.end {
+            RangeEnd::Single => Bound::Included(range.start.clone()),
+            RangeEnd::Before(end) => Bound::Excluded(end.clone()),
+            RangeEnd::Unbounded => Bound::Unbounded,
+        };
+        if let Bound::Excluded(end) = &end
+            && *end <= range.start
+        {
+            return Ok(());
+        }
+        for (key, record) in self
+            .state
+            .records
+            .range((Bound::Included(range.start.clone()), end))
+        {
+            if visit(key, record.clone()).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn leases(&self) -> &Leases {
+        self.leases
+    }
+}
+
+impl Keyspace for View<'_, &mut State> {
+    fn put(
+        &mut self,
+        key: &Bytes,
+        record: &Record,
+        previous: Option<&Record>,
+    ) -> Result<(), StoreError> {
+        if let Some(previous) = previous
+            && previous.lease != 0
+            && previous.lease != record.lease
+            && let Some(keys) = self.state.lease_keys.get_mut(&previous.lease)
+        {
+            keys.remove(key);
+        }
+        if record.lease != 0 {
+            self.state
+                .lease_keys
+                .entry(record.lease)
+                .or_default()
+                .insert(key.clone());
+        }
+        self.state.records.insert(key.clone(), record.clone());
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &[u8], previous: &Record) -> Result<(), StoreError> {
+        if previous.lease != 0
+            && let Some(keys) = self.state.lease_keys.get_mut(&previous.lease)
+        {
+            keys.remove(key);
+        }
+        self.state.records.remove(key);
+        Ok(())
+    }
+
+    fn lease_granted(&self, id: LeaseId) -> Result<bool, StoreError> {
+        Ok(self.state.granted.contains_key(&id))
+    }
+
+    fn lease_keys(&self, id: LeaseId) -> Result<Vec<Bytes>, StoreError> {
+        Ok(self
+            .state
+            .lease_keys
+            .get(&id)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn remove_lease(&mut self, id: LeaseId) -> Result<(), StoreError> {
+        self.state.granted.remove(&id);
+        self.state.lease_keys.remove(&id);
+        Ok(())
+    }
+}
+
 impl Store for MemoryStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        Ok(self.records.get(key).map(|entry| entry.value().clone()))
+        let state = self.read();
+        apply::get(&self.view(&state), key)
     }
 
     async fn put(&self, key: Bytes, value: Bytes) -> Result<Revision, StoreError> {
-        // A poisoned lock only means another writer panicked between lock and
-        // unlock; the guarded data is `()`, so there is nothing to repair.
-        let _guard = self
-            .write_lock(&key)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let revision = self.revision.fetch_add(1, Ordering::SeqCst) + 1;
-        let previous = self.records.get(&key);
-        let record = Record::after_put(
-            previous.as_ref().map(|entry| entry.value()),
+        let put = Op::Put {
+            key,
             value,
-            revision,
-        );
-        self.records.insert(key, record);
-        Ok(revision)
+            lease: 0,
+            prev: false,
+        };
+        Ok(self.txn(Txn::of(vec![put])).await?.revision)
+    }
+
+    async fn range(&self, query: RangeQuery) -> Result<RangeResult, StoreError> {
+        let state = self.read();
+        apply::range(&self.view(&state), &query, state.revision)
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+        if !txn.writes() {
+            // Reads only: the shared lock is enough.
+            let state = self.read();
+            let applied = apply::apply(&mut ReadOnly(self.view(&state)), &txn, state.revision)?;
+            return Ok(applied.result);
+        }
+        let mut state = self.write();
+        let current = state.revision;
+        let mut view = View {
+            state: &mut *state,
+            leases: &self.leases,
+        };
+        let applied = apply::apply(&mut view, &txn, current)?;
+        state.revision = applied.result.revision;
+        self.hub.publish(applied.result.revision, applied.events);
+        Ok(applied.result)
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseInfo, StoreError> {
+        let mut state = self.write();
+        let id = loop {
+            let id = random_lease_id();
+            if !state.granted.contains_key(&id) {
+                break id;
+            }
+        };
+        state.granted.insert(id, ttl);
+        Ok(self.leases.insert(id, ttl))
+    }
+
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
+        self.leases
+            .keep_alive(id)
+            .ok_or(StoreError::LeaseNotFound(id))
+    }
+
+    async fn lease_info(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
+        self.leases.info(id).ok_or(StoreError::LeaseNotFound(id))
+    }
+
+    async fn lease_revoke(&self, id: LeaseId) -> Result<u64, StoreError> {
+        self.revoke(id, EventKind::Delete)
+    }
+
+    async fn expire_leases(&self) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for id in self.leases.expired() {
+            match self.revoke(id, EventKind::Expire) {
+                Ok(count) => deleted += count,
+                Err(StoreError::LeaseNotFound(_)) => self.leases.remove(id),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn watch(
+        &self,
+        range: KeyRange,
+        from: Option<Revision>,
+    ) -> Result<EventStream, StoreError> {
+        self.hub.watch(range, from)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// A random positive lease id (ids are never reused in practice, so a stale
+/// id held by a client cannot touch a newer lease).
+pub(crate) fn random_lease_id() -> LeaseId {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (hasher.finish() >> 1) as LeaseId | 1
 }
 
 #[cfg(test)]

@@ -6,25 +6,38 @@
 //! are [`StoreError`]s, and the mapping to wire statuses lives in `grpc::status`.
 //!
 //! The data model is etcd's: one store-wide revision counter that every write
-//! increases, and per key a `create_revision`, a `mod_revision` and a `version`.
-//! The tutorial API ignores these counters, but the backends keep them from the
-//! start so that revisions, compare-and-set and watch can be added without
-//! changing what is stored.
+//! (every transaction that changes something) increases by one, and per key a
+//! `create_revision`, a `mod_revision`, a `version` and an optional lease.
+//!
+//! - [`ops`]: ranges, queries, compares, transactions, events: the vocabulary.
+//! - `apply`: what reads and transactions mean, once for every backend.
+//! - `lease`: lease deadlines and lazy expiry.
+//! - `watch`: the event history and the watch streams.
+//! - `memory`, `disk`: the backends; `conformance`: the suite they all pass.
 
+mod apply;
 mod disk;
 mod error;
+mod lease;
 mod memory;
+pub mod ops;
+mod watch;
 
 #[cfg(test)]
 mod conformance;
 
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 pub use disk::{DB_FILE, DiskStore, OpenError, SyncPolicy};
 pub use error::StoreError;
+pub use lease::{LeaseInfo, MAX_TTL};
 pub use memory::MemoryStore;
+pub use watch::{EventStream, WatchLimits};
+
+use ops::{KeyRange, LeaseId, RangeQuery, RangeResult, Txn, TxnResult};
 
 /// A point in the store's history. Every write increases it by one; the first
 /// write of a fresh store gets revision 1, so 0 means "never written".
@@ -42,24 +55,33 @@ pub struct Record {
     pub mod_revision: Revision,
     /// Number of puts since the key was created: 1 after the first.
     pub version: u64,
+    /// The lease the key is attached to; 0 for none.
+    pub lease: LeaseId,
 }
 
 impl Record {
     /// The record a put of `value` at `revision` leaves, given the key's
     /// `previous` record: the data model's rules in one place, for every backend.
-    pub fn after_put(previous: Option<&Record>, value: Bytes, revision: Revision) -> Record {
+    pub fn after_put(
+        previous: Option<&Record>,
+        value: Bytes,
+        revision: Revision,
+        lease: LeaseId,
+    ) -> Record {
         match previous {
             Some(previous) => Record {
                 value,
                 create_revision: previous.create_revision,
                 mod_revision: revision,
                 version: previous.version + 1,
+                lease,
             },
             None => Record {
                 value,
                 create_revision: revision,
                 mod_revision: revision,
                 version: 1,
+                lease,
             },
         }
     }
@@ -69,24 +91,67 @@ impl Record {
 ///
 /// Implementations must be safe to call from many tasks at once, and every
 /// operation is linearizable: once a call returns, every later call on any task
-/// sees its effect. Operations are async because some backends do I/O (a disk
-/// journal, a remote etcd cluster); the in-memory backend never awaits.
+/// sees its effect. A transaction is atomic: no reader sees part of it.
+/// Operations are async because some backends do I/O (a disk, a remote etcd
+/// cluster).
 ///
-/// The trait grows with the API (delete, range scans, compare-and-set, leases,
-/// watch, batches): each new operation is added here with its semantics, and
-/// every backend runs the one conformance suite (`storage::conformance`).
+/// Semantics shared by the local backends live in `storage::apply`; every
+/// backend runs the one conformance suite (`storage::conformance`).
 pub trait Store: Send + Sync + 'static {
     /// The current record of `key`, or `None` if the key does not exist.
     fn get(&self, key: &[u8]) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
 
-    /// Stores `value` under `key`, replacing any previous value, and returns the
-    /// revision of this write. The write is visible to every reader once this
-    /// returns (and, for durable backends, on stable storage).
+    /// Stores `value` under `key` (no lease), replacing any previous value,
+    /// and returns the revision of this write. The write is visible to every
+    /// reader once this returns (and, for durable backends, on stable storage).
     fn put(
         &self,
         key: Bytes,
         value: Bytes,
     ) -> impl Future<Output = Result<Revision, StoreError>> + Send;
+
+    /// Reads a range of keys.
+    fn range(
+        &self,
+        query: RangeQuery,
+    ) -> impl Future<Output = Result<RangeResult, StoreError>> + Send;
+
+    /// Runs a transaction: compares, then one branch of operations,
+    /// atomically. A failed compare is an answer (`succeeded: false`), not an
+    /// error; an error means nothing happened.
+    fn txn(&self, txn: Txn) -> impl Future<Output = Result<TxnResult, StoreError>> + Send;
+
+    /// Grants a lease that expires `ttl` from now unless kept alive.
+    fn lease_grant(
+        &self,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<LeaseInfo, StoreError>> + Send;
+
+    /// Restarts a live lease's TTL.
+    fn lease_keep_alive(
+        &self,
+        id: LeaseId,
+    ) -> impl Future<Output = Result<LeaseInfo, StoreError>> + Send;
+
+    /// The state of a live lease.
+    fn lease_info(&self, id: LeaseId)
+    -> impl Future<Output = Result<LeaseInfo, StoreError>> + Send;
+
+    /// Revokes a lease and deletes its keys; returns how many were deleted.
+    fn lease_revoke(&self, id: LeaseId) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes the keys of every lease whose time ran out (they are already
+    /// invisible to readers) and tells watchers. The server calls it
+    /// periodically; backends whose leases expire by themselves return 0.
+    fn expire_leases(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Streams the changes to `range` from revision `from` on (`None`: from
+    /// the next write).
+    fn watch(
+        &self,
+        range: KeyRange,
+        from: Option<Revision>,
+    ) -> impl Future<Output = Result<EventStream, StoreError>> + Send;
 
     /// Returns once every write acknowledged so far is on stable storage. The
     /// server calls it when it stops; backends that acknowledge only durable

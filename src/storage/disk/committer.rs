@@ -15,22 +15,37 @@
 //! Being the only writer also makes the thread the owner of the store-wide
 //! revision: it numbers writes in the order it applies them, so revisions are
 //! gapless and follow commit order. A batch that fails to commit has no effect
-//! at all, and its revisions are handed out again.
+//! at all, and its revisions are handed out again. After a commit it publishes
+//! the batch's events to the watch hub, in order, and updates lease deadlines.
+//!
+//! A command that fails on its own (a put with an unknown lease) changes
+//! nothing and fails alone (`storage::apply` checks before it writes); a
+//! storage failure fails the whole batch.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use redb::{Durability, ReadableTable, WriteTransaction};
+use redb::{Durability, WriteTransaction};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::database::DbHandle;
-use super::record_format::{self, META_REVISION};
-use super::{META, RECORDS, SyncPolicy, storage_error};
-use crate::storage::{Record, Revision, StoreError};
+use super::keyspace::WriteView;
+use super::{SyncPolicy, storage_error};
+use crate::storage::apply;
+use crate::storage::lease::{LeaseInfo, Leases};
+use crate::storage::ops::{Event, EventKind, LeaseId, Op, Txn, TxnResult};
+use crate::storage::watch::WatchHub;
+use crate::storage::{Revision, StoreError};
+
+/// A mutation applied but not yet committed: what to do once it is.
+enum Pending {
+    Txn(TxnResult),
+    Granted(Option<(LeaseId, Duration)>),
+    Revoked(LeaseId, u64),
+}
 
 /// Free space kept in reserve on the data dir's file system: a batch is
 /// refused with `RESOURCE_EXHAUSTED` before redb runs out of room mid-commit
@@ -50,19 +65,41 @@ const MAX_BATCH: usize = 1024;
 /// A change to stored data, applied by the committer in order.
 #[derive(Debug)]
 pub(super) enum Mutation {
-    /// Store `value` under `key`.
-    Put {
-        /// The key.
-        key: Bytes,
-        /// The new value.
-        value: Bytes,
+    /// Run a transaction.
+    Txn(Txn),
+    /// Store a new lease.
+    Grant {
+        /// Its id, chosen by the caller.
+        id: LeaseId,
+        /// Its TTL.
+        ttl: Duration,
+    },
+    /// Delete a lease's keys, reported to watchers as `kind`, and the lease.
+    Revoke {
+        /// The lease.
+        id: LeaseId,
+        /// `Expire` or `Delete`.
+        kind: EventKind,
     },
 }
 
+/// What a committed [`Mutation`] answers.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// The transaction's answer.
+    Txn(TxnResult),
+    /// The lease was stored; `None` if its id was taken.
+    Granted(Option<LeaseInfo>),
+    /// The lease is gone, with this many keys.
+    Revoked(u64),
+}
+
+type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
+
 /// What the committer thread is asked to do.
 enum Command {
-    /// Apply a mutation and reply with its revision once it is committed.
-    Write(Mutation, oneshot::Sender<Result<Revision, StoreError>>),
+    /// Apply a mutation and reply once it is committed.
+    Write(Mutation, Reply),
     /// Reply once everything acknowledged so far is on stable storage.
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
@@ -76,10 +113,18 @@ pub(super) struct Committer {
 
 impl Committer {
     /// Starts the thread over `db`, whose stored revision is `revision`.
-    pub(super) fn start(db: Arc<DbHandle>, revision: Revision, policy: SyncPolicy) -> Committer {
+    pub(super) fn start(
+        db: Arc<DbHandle>,
+        revision: Revision,
+        policy: SyncPolicy,
+        leases: Arc<Leases>,
+        hub: Arc<WatchHub>,
+    ) -> Committer {
         let (commands, queue) = mpsc::channel();
         let worker = Worker {
             db,
+            leases,
+            hub,
             revision,
             policy,
             unsynced_since: None,
@@ -97,8 +142,8 @@ impl Committer {
         }
     }
 
-    /// Applies `mutation`; returns its revision once it is committed.
-    pub(super) async fn write(&self, mutation: Mutation) -> Result<Revision, StoreError> {
+    /// Applies `mutation`; answers once it is committed.
+    pub(super) async fn write(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Write(mutation, reply))?;
         answer.await.map_err(|_| stopped())?
@@ -139,6 +184,8 @@ fn stopped() -> StoreError {
 /// The state owned by the committer thread.
 struct Worker {
     db: Arc<DbHandle>,
+    leases: Arc<Leases>,
+    hub: Arc<WatchHub>,
     /// The last revision handed out and committed.
     revision: Revision,
     policy: SyncPolicy,
@@ -249,19 +296,33 @@ impl Worker {
         }
     }
 
-    /// Applies and commits `writes` as one transaction, then replies to each.
-    fn commit(&mut self, writes: Vec<(Mutation, oneshot::Sender<Result<Revision, StoreError>>)>) {
+    /// Applies and commits `writes` as one transaction, then replies to each
+    /// and publishes the events.
+    fn commit(&mut self, writes: Vec<(Mutation, Reply)>) {
         let start = self.revision;
         let fsync = self.policy == SyncPolicy::Always;
-        let outcome = self.apply(writes.iter().map(|(mutation, _)| mutation), fsync);
-        match outcome {
-            Ok(()) => {
+        match self.apply(writes.iter().map(|(mutation, _)| mutation), fsync) {
+            Ok(applied) => {
                 debug!(writes = writes.len(), "committed a batch");
                 if !fsync && self.unsynced_since.is_none() {
                     self.unsynced_since = Some(Instant::now());
                 }
-                for (offset, (_, reply)) in (1..).zip(writes) {
-                    let _ = reply.send(Ok(start + offset));
+                for ((_, reply), result) in writes.into_iter().zip(applied) {
+                    let answer = result.map(|(outcome, revision, events)| {
+                        self.hub.publish(revision, events);
+                        match outcome {
+                            Pending::Txn(result) => Outcome::Txn(result),
+                            Pending::Granted(Some((id, ttl))) => {
+                                Outcome::Granted(Some(self.leases.insert(id, ttl)))
+                            }
+                            Pending::Granted(None) => Outcome::Granted(None),
+                            Pending::Revoked(id, deleted) => {
+                                self.leases.remove(id);
+                                Outcome::Revoked(deleted)
+                            }
+                        }
+                    });
+                    let _ = reply.send(answer);
                 }
             }
             Err(error) => {
@@ -274,11 +335,15 @@ impl Worker {
         }
     }
 
+    /// Applies `mutations` in one write transaction and commits it. Returns
+    /// one result per mutation: its outcome, revision and events, or the
+    /// error that made it (alone) fail.
+    #[allow(clippy::type_complexity)]
     fn apply<'a>(
         &mut self,
         mutations: impl Iterator<Item = &'a Mutation> + Clone,
         fsync: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Result<(Pending, Revision, Vec<Event>), StoreError>>, StoreError> {
         self.recover()?;
         self.check_free_space(mutations.clone())?;
         let result = self.db.current().and_then(|db| {
@@ -287,11 +352,57 @@ impl Worker {
                 txn.set_durability(Durability::None)
                     .map_err(storage_error)?;
             }
-            self.apply_in(&txn, mutations)?;
-            txn.commit().map_err(storage_error)
+            let results = self.apply_in(&txn, mutations)?;
+            txn.commit().map_err(storage_error)?;
+            Ok(results)
         });
         self.note_failure(&result);
         result
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn apply_in<'a>(
+        &mut self,
+        txn: &WriteTransaction,
+        mutations: impl Iterator<Item = &'a Mutation>,
+    ) -> Result<Vec<Result<(Pending, Revision, Vec<Event>), StoreError>>, StoreError> {
+        let leases = Arc::clone(&self.leases);
+        let mut view = WriteView::open(txn, &leases)?;
+        let mut results = Vec::new();
+        for mutation in mutations {
+            let current = self.revision;
+            let result = match mutation {
+                Mutation::Txn(txn) => apply::apply(&mut view, txn, current).map(|applied| {
+                    let revision = applied.result.revision;
+                    (Pending::Txn(applied.result), revision, applied.events)
+                }),
+                Mutation::Grant { id, ttl } => view.grant(*id, *ttl).map(|stored| {
+                    (
+                        Pending::Granted(stored.then_some((*id, *ttl))),
+                        current,
+                        Vec::new(),
+                    )
+                }),
+                Mutation::Revoke { id, kind } => apply::revoke(&mut view, *id, *kind, current).map(
+                    |(deleted, revision, events)| {
+                        (Pending::Revoked(*id, deleted), revision, events)
+                    },
+                ),
+            };
+            match result {
+                Ok(done) => {
+                    self.revision = done.1;
+                    results.push(Ok(done));
+                }
+                // Nothing was changed: only this mutation fails.
+                Err(error @ (StoreError::LeaseNotFound(_) | StoreError::LimitReached(_))) => {
+                    results.push(Err(error));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        view.set_revision(self.revision)?;
+        Ok(results)
     }
 
     /// Reopens the database if an earlier commit left it refusing writes.
@@ -310,10 +421,22 @@ impl Worker {
         &self,
         mutations: impl Iterator<Item = &'a Mutation>,
     ) -> Result<(), StoreError> {
-        let needed = mutations.fold(RESERVE_BYTES, |needed, mutation| match mutation {
-            Mutation::Put { key, value } => {
-                needed + 2 * (key.len() + value.len()) as u64 + PAGE_BYTES_PER_WRITE
-            }
+        let needed = mutations.fold(RESERVE_BYTES, |needed, mutation| {
+            let written: u64 = match mutation {
+                Mutation::Txn(txn) => txn
+                    .success
+                    .iter()
+                    .chain(&txn.failure)
+                    .map(|op| match op {
+                        Op::Put { key, value, .. } => {
+                            2 * (key.len() + value.len()) as u64 + PAGE_BYTES_PER_WRITE
+                        }
+                        Op::Delete { .. } | Op::Get(_) => PAGE_BYTES_PER_WRITE,
+                    })
+                    .sum(),
+                Mutation::Grant { .. } | Mutation::Revoke { .. } => PAGE_BYTES_PER_WRITE,
+            };
+            needed + written
         });
         let free = self.db.free_bytes()?;
         if free < needed {
@@ -339,33 +462,6 @@ impl Worker {
                 warn!("reopening the data dir after a disk error failed: {error}");
             }
         }
-    }
-
-    fn apply_in<'a>(
-        &mut self,
-        txn: &WriteTransaction,
-        mutations: impl Iterator<Item = &'a Mutation>,
-    ) -> Result<(), StoreError> {
-        let mut records = txn.open_table(RECORDS).map_err(storage_error)?;
-        for mutation in mutations {
-            match mutation {
-                Mutation::Put { key, value } => {
-                    let previous = match records.get(key.as_ref()).map_err(storage_error)? {
-                        Some(stored) => Some(record_format::decode(key, stored.value())?),
-                        None => None,
-                    };
-                    self.revision += 1;
-                    let record = Record::after_put(previous.as_ref(), value.clone(), self.revision);
-                    records
-                        .insert(key.as_ref(), record_format::encode(&record).as_slice())
-                        .map_err(storage_error)?;
-                }
-            }
-        }
-        let mut meta = txn.open_table(META).map_err(storage_error)?;
-        meta.insert(META_REVISION, self.revision.to_le_bytes().as_slice())
-            .map_err(storage_error)?;
-        Ok(())
     }
 
     /// Makes every commit so far durable (a no-op when all already are).

@@ -16,7 +16,7 @@ use std::time::Duration;
 use redb::{Database, DatabaseError, ReadableDatabase};
 
 use super::record_format::{self, DATA_FORMAT, META_FORMAT, META_REVISION};
-use super::{DB_FILE, META, OpenError, RECORDS, storage_error};
+use super::{DB_FILE, META, OpenError, keyspace, storage_error};
 use crate::storage::{Revision, StoreError};
 
 /// The open database of one data dir.
@@ -44,7 +44,10 @@ impl DbHandle {
                 .map_err(|e| OpenError(format!("cannot initialize {}: {e}", path.display())))?;
             0
         } else {
-            check_format(&db, &path)?
+            let revision = check_format(&db, &path)?;
+            upgrade(&db)
+                .map_err(|e| OpenError(format!("cannot update {}: {e}", path.display())))?;
+            revision
         };
         let handle = DbHandle {
             dir: dir.to_owned(),
@@ -178,8 +181,15 @@ fn initialize(db: &Database) -> Result<(), StoreError> {
             .map_err(storage_error)?;
         meta.insert(META_REVISION, 0u64.to_le_bytes().as_slice())
             .map_err(storage_error)?;
-        txn.open_table(RECORDS).map_err(storage_error)?;
     }
+    keyspace::create_tables(&txn)?;
+    txn.commit().map_err(storage_error)
+}
+
+/// Creates the tables a database of an earlier version lacks.
+fn upgrade(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(storage_error)?;
+    keyspace::create_tables(&txn)?;
     txn.commit().map_err(storage_error)
 }
 

@@ -17,6 +17,7 @@
 
 mod committer;
 mod database;
+mod keyspace;
 mod record_format;
 
 use std::fmt;
@@ -28,8 +29,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use redb::{ReadableDatabase, TableDefinition};
 
-use self::committer::{Committer, Mutation};
+use self::committer::{Committer, Mutation, Outcome};
 use self::database::DbHandle;
+use self::keyspace::ReadView;
+use super::apply::{self, ReadOnly};
+use super::lease::{LeaseInfo, Leases};
+use super::memory::random_lease_id;
+use super::ops::{EventKind, KeyRange, LeaseId, Op, RangeQuery, RangeResult, Txn, TxnResult};
+use super::watch::{EventStream, WatchHub, WatchLimits};
 use super::{Record, Revision, Store, StoreError};
 
 /// The database file inside the data dir.
@@ -91,6 +98,8 @@ impl std::error::Error for OpenError {}
 /// The durable [`Store`].
 pub struct DiskStore {
     db: Arc<DbHandle>,
+    leases: Arc<Leases>,
+    hub: Arc<WatchHub>,
     committer: Committer,
 }
 
@@ -98,10 +107,56 @@ impl DiskStore {
     /// Opens the store in `dir`, creating the directory and an empty database
     /// if there is none yet.
     pub fn open(dir: &Path, sync: SyncPolicy) -> Result<DiskStore, OpenError> {
+        Self::open_with(dir, sync, WatchLimits::default())
+    }
+
+    /// [`DiskStore::open`] with the watch hub's limits.
+    pub fn open_with(
+        dir: &Path,
+        sync: SyncPolicy,
+        watch_limits: WatchLimits,
+    ) -> Result<DiskStore, OpenError> {
         let (db, revision) = DbHandle::open(dir)?;
         let db = Arc::new(db);
-        let committer = Committer::start(Arc::clone(&db), revision, sync);
-        Ok(DiskStore { db, committer })
+        // Every granted lease starts a full TTL (see `storage::lease`).
+        let leases = Arc::new(Leases::default());
+        let granted = db
+            .current()
+            .and_then(|current| {
+                let txn = current.begin_read().map_err(storage_error)?;
+                ReadView::new(txn, &leases)?.granted_leases()
+            })
+            .map_err(|e| OpenError(format!("cannot read the leases in {}: {e}", dir.display())))?;
+        for (id, ttl) in granted {
+            leases.insert(id, ttl);
+        }
+        let hub = Arc::new(WatchHub::new(revision, watch_limits));
+        let committer = Committer::start(
+            Arc::clone(&db),
+            revision,
+            sync,
+            Arc::clone(&leases),
+            Arc::clone(&hub),
+        );
+        Ok(DiskStore {
+            db,
+            leases,
+            hub,
+            committer,
+        })
+    }
+
+    /// A consistent snapshot to read from.
+    fn snapshot(&self) -> Result<ReadView<'_>, StoreError> {
+        let txn = self.db.current()?.begin_read().map_err(storage_error)?;
+        ReadView::new(txn, &self.leases)
+    }
+
+    async fn revoke(&self, id: LeaseId, kind: EventKind) -> Result<u64, StoreError> {
+        match self.committer.write(Mutation::Revoke { id, kind }).await? {
+            Outcome::Revoked(deleted) => Ok(deleted),
+            other => Err(unexpected(other)),
+        }
     }
 }
 
@@ -124,18 +179,88 @@ fn storage_error(error: impl Into<redb::Error>) -> StoreError {
     }
 }
 
+fn unexpected(outcome: Outcome) -> StoreError {
+    StoreError::Internal(format!(
+        "the committer answered {outcome:?} to another request"
+    ))
+}
+
 impl Store for DiskStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let txn = self.db.current()?.begin_read().map_err(storage_error)?;
-        let records = txn.open_table(RECORDS).map_err(storage_error)?;
-        match records.get(key).map_err(storage_error)? {
-            Some(stored) => Ok(Some(record_format::decode(key, stored.value())?)),
-            None => Ok(None),
-        }
+        apply::get(&self.snapshot()?, key)
     }
 
     async fn put(&self, key: Bytes, value: Bytes) -> Result<Revision, StoreError> {
-        self.committer.write(Mutation::Put { key, value }).await
+        let put = Op::Put {
+            key,
+            value,
+            lease: 0,
+            prev: false,
+        };
+        Ok(self.txn(Txn::of(vec![put])).await?.revision)
+    }
+
+    async fn range(&self, query: RangeQuery) -> Result<RangeResult, StoreError> {
+        let snapshot = self.snapshot()?;
+        apply::range(&snapshot, &query, snapshot.revision()?)
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+        if !txn.writes() {
+            // Reads only: a snapshot answers without the committer.
+            let snapshot = self.snapshot()?;
+            let revision = snapshot.revision()?;
+            return Ok(apply::apply(&mut ReadOnly(snapshot), &txn, revision)?.result);
+        }
+        match self.committer.write(Mutation::Txn(txn)).await? {
+            Outcome::Txn(result) => Ok(result),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseInfo, StoreError> {
+        loop {
+            let id = random_lease_id();
+            match self.committer.write(Mutation::Grant { id, ttl }).await? {
+                Outcome::Granted(Some(info)) => return Ok(info),
+                Outcome::Granted(None) => continue, // the id was taken
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
+        self.leases
+            .keep_alive(id)
+            .ok_or(StoreError::LeaseNotFound(id))
+    }
+
+    async fn lease_info(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
+        self.leases.info(id).ok_or(StoreError::LeaseNotFound(id))
+    }
+
+    async fn lease_revoke(&self, id: LeaseId) -> Result<u64, StoreError> {
+        self.revoke(id, EventKind::Delete).await
+    }
+
+    async fn expire_leases(&self) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for id in self.leases.expired() {
+            match self.revoke(id, EventKind::Expire).await {
+                Ok(count) => deleted += count,
+                Err(StoreError::LeaseNotFound(_)) => self.leases.remove(id),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn watch(
+        &self,
+        range: KeyRange,
+        from: Option<Revision>,
+    ) -> Result<EventStream, StoreError> {
+        self.hub.watch(range, from)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

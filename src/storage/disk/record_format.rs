@@ -2,17 +2,20 @@
 //!
 //! Kept apart from the engine calls so that the on-disk format is one short,
 //! versioned definition: a record is one format byte, three little-endian `u64`
-//! counters and the value. A later format (a lease, say) gets a new format byte,
-//! and [`decode`] keeps reading every format ever written.
+//! counters, the lease id (little-endian `i64`) and the value. A new format
+//! gets a new format byte, and [`decode`] keeps reading every format ever
+//! written (format 1 had no lease).
 
 use bytes::Bytes;
 
 use crate::storage::{Record, StoreError};
 
-/// The format byte of records written by this version.
+/// Records without a lease: format byte and three counters.
 const RECORD_FORMAT_V1: u8 = 1;
-/// Format byte plus `create_revision`, `mod_revision` and `version`.
-const HEADER_LEN: usize = 1 + 3 * 8;
+const HEADER_LEN_V1: usize = 1 + 3 * 8;
+/// The format written by this version: format 1 plus the lease id.
+const RECORD_FORMAT_V2: u8 = 2;
+const HEADER_LEN_V2: usize = HEADER_LEN_V1 + 8;
 
 /// The marker stored under [`META_FORMAT`]: a database without it was not
 /// written by kvserver, and one with another value needs another version.
@@ -25,11 +28,12 @@ pub(super) const META_REVISION: &str = "revision";
 
 /// The bytes stored for `record`.
 pub(super) fn encode(record: &Record) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(HEADER_LEN + record.value.len());
-    bytes.push(RECORD_FORMAT_V1);
+    let mut bytes = Vec::with_capacity(HEADER_LEN_V2 + record.value.len());
+    bytes.push(RECORD_FORMAT_V2);
     bytes.extend_from_slice(&record.create_revision.to_le_bytes());
     bytes.extend_from_slice(&record.mod_revision.to_le_bytes());
     bytes.extend_from_slice(&record.version.to_le_bytes());
+    bytes.extend_from_slice(&record.lease.to_le_bytes());
     bytes.extend_from_slice(&record.value);
     bytes
 }
@@ -42,22 +46,30 @@ pub(super) fn decode(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
             String::from_utf8_lossy(key)
         ))
     };
-    if bytes.len() < HEADER_LEN {
+    let header_len = match bytes.first() {
+        Some(&RECORD_FORMAT_V1) => HEADER_LEN_V1,
+        Some(&RECORD_FORMAT_V2) => HEADER_LEN_V2,
+        Some(other) => return Err(corrupt(&format!("unknown record format {other}"))),
+        None => return Err(corrupt("empty")),
+    };
+    if bytes.len() < header_len {
         return Err(corrupt("too short"));
-    }
-    if bytes[0] != RECORD_FORMAT_V1 {
-        return Err(corrupt(&format!("unknown record format {}", bytes[0])));
     }
     let counter = |at: usize| {
         let mut le = [0u8; 8];
         le.copy_from_slice(&bytes[at..at + 8]);
-        u64::from_le_bytes(le)
+        le
     };
     Ok(Record {
-        create_revision: counter(1),
-        mod_revision: counter(9),
-        version: counter(17),
-        value: Bytes::copy_from_slice(&bytes[HEADER_LEN..]),
+        create_revision: u64::from_le_bytes(counter(1)),
+        mod_revision: u64::from_le_bytes(counter(9)),
+        version: u64::from_le_bytes(counter(17)),
+        lease: if header_len == HEADER_LEN_V2 {
+            i64::from_le_bytes(counter(25))
+        } else {
+            0
+        },
+        value: Bytes::copy_from_slice(&bytes[header_len..]),
     })
 }
 
@@ -83,8 +95,29 @@ mod tests {
             create_revision: 3,
             mod_revision: u64::MAX,
             version: 42,
+            lease: 7,
         };
         assert_eq!(decode(b"k", &encode(&record)).unwrap(), record);
+    }
+
+    #[test]
+    fn format_1_records_still_read_with_no_lease() {
+        let mut v1 = vec![1];
+        for counter in [3u64, 5, 2] {
+            v1.extend_from_slice(&counter.to_le_bytes());
+        }
+        v1.extend_from_slice(b"old");
+        let record = decode(b"k", &v1).unwrap();
+        assert_eq!(
+            (
+                record.create_revision,
+                record.mod_revision,
+                record.version,
+                record.lease
+            ),
+            (3, 5, 2, 0)
+        );
+        assert_eq!(record.value, Bytes::from_static(b"old"));
     }
 
     #[test]
@@ -96,6 +129,7 @@ mod tests {
             create_revision: 1,
             mod_revision: 1,
             version: 1,
+            lease: 0,
         });
         unknown[0] = 99;
         assert!(decode(b"k", &unknown).is_err());

@@ -1,0 +1,267 @@
+//! The database's tables seen as a [`KeyspaceRead`] (a redb read
+//! transaction) or a [`Keyspace`] (a redb write transaction), so that
+//! `storage::apply` can read and change them.
+//!
+//! Besides `records` and `meta`, two tables hold leases: `leases` (id → TTL
+//! in milliseconds) and `lease_keys` (the id's 8 big-endian bytes followed by
+//! a key → nothing), the index that finds a lease's keys when it is revoked
+//! without scanning every record.
+
+use std::ops::{Bound, ControlFlow};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use super::record_format::{self, META_REVISION};
+use super::{META, RECORDS, storage_error};
+use crate::storage::apply::{Keyspace, KeyspaceRead};
+use crate::storage::lease::Leases;
+use crate::storage::ops::{KeyRange, LeaseId, RangeEnd};
+use crate::storage::{Record, Revision, StoreError};
+
+/// Lease id → TTL in milliseconds.
+pub(super) const LEASES: TableDefinition<i64, u64> = TableDefinition::new("leases");
+/// Lease id (8 bytes, big-endian) + key → nothing.
+pub(super) const LEASE_KEYS: TableDefinition<&[u8], ()> = TableDefinition::new("lease_keys");
+
+type Bytes2Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// Creates every table of a new database (redb creates tables on first open
+/// in a write transaction).
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let _: Table<'_, &[u8], &[u8]> = txn.open_table(RECORDS).map_err(storage_error)?;
+    txn.open_table(LEASES).map_err(storage_error)?;
+    txn.open_table(LEASE_KEYS).map_err(storage_error)?;
+    Ok(())
+}
+
+fn lease_key(id: LeaseId, key: &[u8]) -> Vec<u8> {
+    let mut composite = Vec::with_capacity(8 + key.len());
+    composite.extend_from_slice(&id.to_be_bytes());
+    composite.extend_from_slice(key);
+    composite
+}
+
+fn get_record(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<Record>, StoreError> {
+    match table.get(key).map_err(storage_error)? {
+        Some(stored) => Ok(Some(record_format::decode(key, stored.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn scan_records(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    range: &KeyRange,
+    visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
+) -> Result<(), StoreError> {
+    let start = Bound::Included(range.start.as_ref());
+    let end = match &range.end {
+        RangeEnd::Single => Bound::Included(range.start.as_ref()),
+        RangeEnd::Before(end) if end.as_ref() <= range.start.as_ref() => return Ok(()),
+        RangeEnd::Before(end) => Bound::Excluded(end.as_ref()),
+        RangeEnd::Unbounded => Bound::Unbounded,
+    };
+    for entry in table.range::<&[u8]>((start, end)).map_err(storage_error)? {
+        let (key, value) = entry.map_err(storage_error)?;
+        let record = record_format::decode(key.value(), value.value())?;
+        if visit(key.value(), record).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A consistent snapshot: one redb read transaction.
+pub(super) struct ReadView<'a> {
+    records: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    txn: ReadTransaction,
+    leases: &'a Leases,
+}
+
+impl<'a> ReadView<'a> {
+    pub(super) fn new(
+        txn: ReadTransaction,
+        leases: &'a Leases,
+    ) -> Result<ReadView<'a>, StoreError> {
+        let records = txn.open_table(RECORDS).map_err(storage_error)?;
+        Ok(ReadView {
+            records,
+            txn,
+            leases,
+        })
+    }
+
+    /// The store's revision in this snapshot.
+    pub(super) fn revision(&self) -> Result<Revision, StoreError> {
+        let meta = self.txn.open_table(META).map_err(storage_error)?;
+        let stored = meta
+            .get(META_REVISION)
+            .map_err(storage_error)?
+            .ok_or_else(|| StoreError::Internal("the database has no revision".into()))?;
+        record_format::decode_revision(stored.value())
+    }
+
+    /// Every granted lease and its TTL.
+    pub(super) fn granted_leases(&self) -> Result<Vec<(LeaseId, Duration)>, StoreError> {
+        let leases = self.txn.open_table(LEASES).map_err(storage_error)?;
+        let mut granted = Vec::new();
+        for entry in leases.iter().map_err(storage_error)? {
+            let (id, ttl) = entry.map_err(storage_error)?;
+            granted.push((id.value(), Duration::from_millis(ttl.value())));
+        }
+        Ok(granted)
+    }
+}
+
+impl KeyspaceRead for ReadView<'_> {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        get_record(&self.records, key)
+    }
+
+    fn scan(
+        &self,
+        range: &KeyRange,
+        visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        scan_records(&self.records, range, visit)
+    }
+
+    fn leases(&self) -> &Leases {
+        self.leases
+    }
+}
+
+/// The tables of one write transaction.
+pub(super) struct WriteView<'txn> {
+    records: Table<'txn, &'static [u8], &'static [u8]>,
+    leases_table: Table<'txn, i64, u64>,
+    lease_keys: Table<'txn, &'static [u8], ()>,
+    meta: Table<'txn, &'static str, &'static [u8]>,
+    leases: &'txn Leases,
+}
+
+impl<'txn> WriteView<'txn> {
+    pub(super) fn open(
+        txn: &'txn WriteTransaction,
+        leases: &'txn Leases,
+    ) -> Result<Self, StoreError> {
+        let records: Table<'txn, &'static [u8], &'static [u8]> = txn
+            .open_table(RECORDS as Bytes2Bytes)
+            .map_err(storage_error)?;
+        Ok(WriteView {
+            records,
+            leases_table: txn.open_table(LEASES).map_err(storage_error)?,
+            lease_keys: txn.open_table(LEASE_KEYS).map_err(storage_error)?,
+            meta: txn.open_table(META).map_err(storage_error)?,
+            leases,
+        })
+    }
+
+    /// Records the store's revision (once per commit).
+    pub(super) fn set_revision(&mut self, revision: Revision) -> Result<(), StoreError> {
+        self.meta
+            .insert(META_REVISION, revision.to_le_bytes().as_slice())
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    /// Stores a new lease; `false` if the id is taken.
+    pub(super) fn grant(&mut self, id: LeaseId, ttl: Duration) -> Result<bool, StoreError> {
+        if self.leases_table.get(id).map_err(storage_error)?.is_some() {
+            return Ok(false);
+        }
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.leases_table
+            .insert(id, ttl_ms)
+            .map_err(storage_error)?;
+        Ok(true)
+    }
+}
+
+impl KeyspaceRead for WriteView<'_> {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        get_record(&self.records, key)
+    }
+
+    fn scan(
+        &self,
+        range: &KeyRange,
+        visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        scan_records(&self.records, range, visit)
+    }
+
+    fn leases(&self) -> &Leases {
+        self.leases
+    }
+}
+
+impl Keyspace for WriteView<'_> {
+    fn put(
+        &mut self,
+        key: &Bytes,
+        record: &Record,
+        previous: Option<&Record>,
+    ) -> Result<(), StoreError> {
+        if let Some(previous) = previous
+            && previous.lease != 0
+            && previous.lease != record.lease
+        {
+            self.lease_keys
+                .remove(lease_key(previous.lease, key).as_slice())
+                .map_err(storage_error)?;
+        }
+        if record.lease != 0 {
+            self.lease_keys
+                .insert(lease_key(record.lease, key).as_slice(), ())
+                .map_err(storage_error)?;
+        }
+        self.records
+            .insert(key.as_ref(), record_format::encode(record).as_slice())
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &[u8], previous: &Record) -> Result<(), StoreError> {
+        if previous.lease != 0 {
+            self.lease_keys
+                .remove(lease_key(previous.lease, key).as_slice())
+                .map_err(storage_error)?;
+        }
+        self.records.remove(key).map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn lease_granted(&self, id: LeaseId) -> Result<bool, StoreError> {
+        Ok(self.leases_table.get(id).map_err(storage_error)?.is_some())
+    }
+
+    fn lease_keys(&self, id: LeaseId) -> Result<Vec<Bytes>, StoreError> {
+        let prefix = id.to_be_bytes();
+        let end = (id + 1).to_be_bytes();
+        let mut keys = Vec::new();
+        for entry in self
+            .lease_keys
+            .range::<&[u8]>(prefix.as_slice()..end.as_slice())
+            .map_err(storage_error)?
+        {
+            let (composite, ()) = entry.map(|(k, v)| (k, v.value())).map_err(storage_error)?;
+            keys.push(Bytes::copy_from_slice(&composite.value()[8..]));
+        }
+        Ok(keys)
+    }
+
+    fn remove_lease(&mut self, id: LeaseId) -> Result<(), StoreError> {
+        for key in self.lease_keys(id)? {
+            self.lease_keys
+                .remove(lease_key(id, &key).as_slice())
+                .map_err(storage_error)?;
+        }
+        self.leases_table.remove(id).map_err(storage_error)?;
+        Ok(())
+    }
+}

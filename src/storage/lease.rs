@@ -1,0 +1,153 @@
+//! Leases: the time to live of keys.
+//!
+//! A lease has an id and a TTL. Keys put with a lease are deleted when it
+//! expires (nobody kept it alive for a whole TTL) or is revoked. A key with a
+//! TTL is a key with a lease of its own; several keys may share one lease, as
+//! in etcd, so that one keep-alive keeps a whole group alive.
+//!
+//! [`Leases`] holds every lease's deadline in memory, for every backend.
+//! Deadlines are not stored: like etcd, a restarted server gives every lease
+//! a full TTL again (a lease never expires early because the server was down).
+//! Expiry is both lazy and eager: readers treat keys of an expired lease as
+//! gone from the deadline on ([`Leases::is_expired`]), and each store's
+//! expiry task revokes expired leases soon after, which deletes the keys for
+//! good and tells watchers (`EventKind::Expire`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::ops::LeaseId;
+
+/// The longest TTL a lease may have (a year), so deadlines never overflow.
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A lease as a caller sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// Its id.
+    pub id: LeaseId,
+    /// The TTL it was granted with.
+    pub ttl: Duration,
+    /// Time left before it expires, unless kept alive.
+    pub remaining: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    ttl: Duration,
+    deadline: Instant,
+}
+
+/// The deadlines of every live lease.
+#[derive(Debug, Default)]
+pub(crate) struct Leases {
+    leases: Mutex<HashMap<LeaseId, Lease>>,
+}
+
+impl Leases {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<LeaseId, Lease>> {
+        // Every update is a single insert or remove: a panic elsewhere cannot
+        // leave the map half-changed.
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts tracking lease `id`, expiring `ttl` from now.
+    pub(crate) fn insert(&self, id: LeaseId, ttl: Duration) -> LeaseInfo {
+        let ttl = ttl.min(MAX_TTL);
+        self.map().insert(
+            id,
+            Lease {
+                ttl,
+                deadline: Instant::now() + ttl,
+            },
+        );
+        LeaseInfo {
+            id,
+            ttl,
+            remaining: ttl,
+        }
+    }
+
+    /// Stops tracking lease `id`.
+    pub(crate) fn remove(&self, id: LeaseId) {
+        self.map().remove(&id);
+    }
+
+    /// Whether lease `id` exists and has not expired.
+    pub(crate) fn is_live(&self, id: LeaseId) -> bool {
+        self.map()
+            .get(&id)
+            .is_some_and(|lease| lease.deadline > Instant::now())
+    }
+
+    /// Whether keys of lease `id` must look deleted: it expired, or it is
+    /// gone (revoked, and its keys are being deleted).
+    pub(crate) fn is_expired(&self, id: LeaseId) -> bool {
+        id != 0 && !self.is_live(id)
+    }
+
+    /// Restarts the TTL of a live lease; `None` if it expired or never was.
+    pub(crate) fn keep_alive(&self, id: LeaseId) -> Option<LeaseInfo> {
+        let now = Instant::now();
+        let mut map = self.map();
+        let lease = map.get_mut(&id).filter(|lease| lease.deadline > now)?;
+        lease.deadline = now + lease.ttl;
+        Some(LeaseInfo {
+            id,
+            ttl: lease.ttl,
+            remaining: lease.ttl,
+        })
+    }
+
+    /// The state of a live lease.
+    pub(crate) fn info(&self, id: LeaseId) -> Option<LeaseInfo> {
+        let now = Instant::now();
+        self.map()
+            .get(&id)
+            .filter(|lease| lease.deadline > now)
+            .map(|lease| LeaseInfo {
+                id,
+                ttl: lease.ttl,
+                remaining: lease.deadline - now,
+            })
+    }
+
+    /// The leases whose deadline has passed.
+    pub(crate) fn expired(&self) -> Vec<LeaseId> {
+        let now = Instant::now();
+        self.map()
+            .iter()
+            .filter(|(_, lease)| lease.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_lives_for_its_ttl_and_keep_alive_restarts_it() {
+        let leases = Leases::default();
+        leases.insert(7, Duration::from_millis(300));
+        assert!(leases.is_live(7));
+        assert!(!leases.is_expired(7));
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(leases.keep_alive(7).is_some());
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(leases.is_live(7), "kept alive");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(leases.is_expired(7));
+        assert_eq!(leases.keep_alive(7), None, "an expired lease stays expired");
+        assert_eq!(leases.expired(), vec![7]);
+    }
+
+    #[test]
+    fn no_lease_never_expires_and_unknown_leases_are_expired() {
+        let leases = Leases::default();
+        assert!(!leases.is_expired(0));
+        assert!(leases.is_expired(42));
+    }
+}

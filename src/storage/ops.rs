@@ -1,0 +1,330 @@
+//! The requests and answers of the full key/value API, as the storage layer
+//! sees them: key ranges, range queries, compares, and transactions.
+//!
+//! Every write is a [`Txn`]: a plain put is a transaction with one operation
+//! and no compares, compare-and-set one with a compare, a batch of puts one
+//! with many operations. Backends therefore implement one write path, and its
+//! semantics live in one place (`storage::apply`).
+
+use bytes::Bytes;
+
+use super::{Record, Revision};
+
+/// Keys from `start` to `end`: one key, a half-open interval, or everything
+/// from `start` on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRange {
+    /// The first key.
+    pub start: Bytes,
+    /// Where the range stops.
+    pub end: RangeEnd,
+}
+
+/// The end of a [`KeyRange`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RangeEnd {
+    /// Only the key `start` itself.
+    Single,
+    /// Every key `k` with `start <= k < end`.
+    Before(Bytes),
+    /// Every key from `start` on.
+    Unbounded,
+}
+
+impl KeyRange {
+    /// Just `key`.
+    pub fn key(key: impl Into<Bytes>) -> KeyRange {
+        KeyRange {
+            start: key.into(),
+            end: RangeEnd::Single,
+        }
+    }
+
+    /// Every key that starts with `prefix` (everything for an empty prefix).
+    pub fn prefix(prefix: impl Into<Bytes>) -> KeyRange {
+        let start: Bytes = prefix.into();
+        let end = match prefix_end(&start) {
+            Some(end) => RangeEnd::Before(end),
+            None => RangeEnd::Unbounded,
+        };
+        KeyRange { start, end }
+    }
+
+    /// Keys from `start` (inclusive) to `end` (exclusive).
+    pub fn between(start: impl Into<Bytes>, end: impl Into<Bytes>) -> KeyRange {
+        KeyRange {
+            start: start.into(),
+            end: RangeEnd::Before(end.into()),
+        }
+    }
+
+    /// Whether `key` is in the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match &self.end {
+            RangeEnd::Single => key == self.start.as_ref(),
+            RangeEnd::Before(end) => self.start.as_ref() <= key && key < end.as_ref(),
+            RangeEnd::Unbounded => self.start.as_ref() <= key,
+        }
+    }
+
+    /// The same range, starting at `start` instead (for the next page).
+    pub fn resumed_at(&self, start: Bytes) -> KeyRange {
+        KeyRange {
+            start,
+            end: self.end.clone(),
+        }
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`, or
+/// `None` if there is none (an empty prefix, or one of only `0xff` bytes).
+pub fn prefix_end(prefix: &[u8]) -> Option<Bytes> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(Bytes::from(end));
+        }
+    }
+    None
+}
+
+/// A read of a range of keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeQuery {
+    /// Which keys.
+    pub range: KeyRange,
+    /// At most this many records in the answer; 0 means no limit.
+    pub limit: usize,
+    /// Leave values out (records carry an empty value).
+    pub keys_only: bool,
+    /// Only count: the answer has no records.
+    pub count_only: bool,
+}
+
+impl RangeQuery {
+    /// Every record of `range`.
+    pub fn all(range: KeyRange) -> RangeQuery {
+        RangeQuery {
+            range,
+            limit: 0,
+            keys_only: false,
+            count_only: false,
+        }
+    }
+}
+
+/// A key and its record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Bytes,
+    /// What it holds.
+    pub record: Record,
+}
+
+/// The answer to a [`RangeQuery`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeResult {
+    /// The records, sorted by key, at most `limit` of them.
+    pub kvs: Vec<KeyValue>,
+    /// Whether the range holds more keys than were returned.
+    pub more: bool,
+    /// How many keys the whole range holds.
+    pub count: u64,
+    /// The store's revision the answer reflects.
+    pub revision: Revision,
+}
+
+/// A condition on one key, checked at the start of a [`Txn`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    /// The key.
+    pub key: Bytes,
+    /// What of it to compare.
+    pub target: CompareTarget,
+    /// How.
+    pub op: CompareOp,
+}
+
+/// The part of a key's state a [`Compare`] looks at, with the value to
+/// compare it against. A missing key has revisions and version 0, and no
+/// value: every value compare on it is false.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompareTarget {
+    /// The value.
+    Value(Bytes),
+    /// The revision of the last write (0: the key does not exist).
+    ModRevision(Revision),
+    /// The revision that created the key (0: the key does not exist).
+    CreateRevision(Revision),
+    /// The number of puts since creation (0: the key does not exist).
+    Version(u64),
+}
+
+/// How a [`Compare`] compares: `actual <op> expected`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareOp {
+    /// Equal.
+    Equal,
+    /// Not equal.
+    NotEqual,
+    /// Less than.
+    Less,
+    /// Greater than.
+    Greater,
+}
+
+/// One operation of a [`Txn`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Read a range.
+    Get(RangeQuery),
+    /// Store `value` under `key`.
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The new value.
+        value: Bytes,
+        /// The lease the key is attached to (0: none); the key is deleted
+        /// when the lease expires or is revoked.
+        lease: LeaseId,
+        /// Return the record the put replaced.
+        prev: bool,
+    },
+    /// Delete every key of a range.
+    Delete {
+        /// Which keys.
+        range: KeyRange,
+        /// Return the records deleted.
+        prev: bool,
+    },
+}
+
+impl Op {
+    /// Whether the operation changes data.
+    pub fn writes(&self) -> bool {
+        !matches!(self, Op::Get(_))
+    }
+}
+
+/// The answer to one [`Op`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpResult {
+    /// What the range held.
+    Get(RangeResult),
+    /// A put happened.
+    Put {
+        /// The record it replaced, if asked for and if there was one.
+        prev: Option<Record>,
+    },
+    /// A delete happened.
+    Delete {
+        /// How many keys it deleted.
+        deleted: u64,
+        /// The records deleted, if asked for.
+        prev: Vec<KeyValue>,
+    },
+}
+
+/// Compares, then the operations of the branch they choose, applied
+/// atomically: no reader sees part of a transaction, and the compares see
+/// the state the operations apply to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Txn {
+    /// All must hold for `success` to run; otherwise `failure` runs.
+    pub compares: Vec<Compare>,
+    /// The operations if every compare holds (or there are none).
+    pub success: Vec<Op>,
+    /// The operations if a compare fails.
+    pub failure: Vec<Op>,
+}
+
+impl Txn {
+    /// A transaction of `ops` that always runs.
+    pub fn of(ops: Vec<Op>) -> Txn {
+        Txn {
+            compares: Vec::new(),
+            success: ops,
+            failure: Vec::new(),
+        }
+    }
+
+    /// Whether either branch changes data.
+    pub fn writes(&self) -> bool {
+        self.success.iter().chain(&self.failure).any(Op::writes)
+    }
+}
+
+/// The answer to a [`Txn`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnResult {
+    /// Whether every compare held (and `success` ran).
+    pub succeeded: bool,
+    /// The store's revision after the transaction: the revision of its
+    /// writes, if it wrote anything.
+    pub revision: Revision,
+    /// One answer per operation of the branch that ran.
+    pub results: Vec<OpResult>,
+}
+
+/// A lease's id; 0 means "no lease".
+pub type LeaseId = i64;
+
+/// What happened to a key, as a watch reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The key was put.
+    Put,
+    /// The key was deleted by a request.
+    Delete,
+    /// The key was deleted because its lease expired.
+    Expire,
+}
+
+/// One change to one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The key.
+    pub key: Bytes,
+    /// For a put, the new record; for a delete or expiry, an empty value,
+    /// version 0, and `mod_revision` the revision of the deletion.
+    pub record: Record,
+}
+
+impl Event {
+    /// The revision of the change.
+    pub fn revision(&self) -> Revision {
+        self.record.mod_revision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"a"), Some(Bytes::from_static(b"b")));
+        assert_eq!(prefix_end(b"a\xff"), Some(Bytes::from_static(b"b")));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn ranges_contain_what_they_say() {
+        let prefix = KeyRange::prefix(Bytes::from_static(b"user/"));
+        assert!(prefix.contains(b"user/"));
+        assert!(prefix.contains(b"user/\xff\xff"));
+        assert!(!prefix.contains(b"user0"));
+        assert!(!prefix.contains(b"use"));
+        let everything = KeyRange::prefix(Bytes::new());
+        assert!(everything.contains(b"") && everything.contains(b"\xff\xff\xff"));
+        assert!(KeyRange::key(Bytes::from_static(b"k")).contains(b"k"));
+        assert!(!KeyRange::key(Bytes::from_static(b"k")).contains(b"k2"));
+        let between = KeyRange::between(Bytes::from_static(b"b"), Bytes::from_static(b"d"));
+        assert!(between.contains(b"b") && between.contains(b"cz") && !between.contains(b"d"));
+    }
+}

@@ -1,0 +1,250 @@
+//! Watch: the stream of changes, live and from a past revision.
+//!
+//! Backends publish the events of each write, in revision order, to their
+//! [`WatchHub`]. The hub keeps the last `history` events, so a client that
+//! reconnects with the revision after the last one it saw misses nothing; a
+//! revision older than the history is refused with [`StoreError::Compacted`],
+//! which tells the client to re-read and watch from there.
+//!
+//! Each watch runs as a task that replays history, then forwards live events
+//! from a broadcast channel, filtered by key range. A watcher too slow for
+//! the broadcast buffer is not dropped: it catches up from the history, and
+//! only if the history has moved past it does it get `Compacted`. Nothing is
+//! ever skipped silently.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::ops::{Event, KeyRange};
+use super::{Revision, StoreError};
+
+/// The events of one watch, one revision's worth at a time, in revision
+/// order. Ends with an error if the watcher fell behind the history.
+pub type EventStream = ReceiverStream<Result<Vec<Event>, StoreError>>;
+
+/// Live events buffered per watcher before it must catch up from history.
+const BROADCAST_BUFFER: usize = 1024;
+/// Revisions buffered between a watch task and its consumer.
+const STREAM_BUFFER: usize = 64;
+
+/// Limits of a [`WatchHub`].
+#[derive(Clone, Copy, Debug)]
+pub struct WatchLimits {
+    /// Events kept for watches that start in the past.
+    pub history: usize,
+    /// Watches open at once.
+    pub max_watchers: usize,
+}
+
+impl Default for WatchLimits {
+    fn default() -> Self {
+        WatchLimits {
+            history: 100_000,
+            max_watchers: 10_000,
+        }
+    }
+}
+
+struct History {
+    events: VecDeque<Event>,
+    /// The oldest revision a watch may start from.
+    oldest: Revision,
+    /// The newest revision published.
+    latest: Revision,
+    live: broadcast::Sender<Arc<[Event]>>,
+}
+
+/// Where a store's changes go, and where watches come from.
+pub(crate) struct WatchHub {
+    history: Arc<Mutex<History>>,
+    limits: WatchLimits,
+    watchers: Arc<AtomicUsize>,
+}
+
+fn lock(history: &Mutex<History>) -> MutexGuard<'_, History> {
+    // Every change to the history is completed before the lock is released.
+    history.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WatchHub {
+    /// A hub for a store whose revision is `current`: watches may start from
+    /// `current + 1` on.
+    pub(crate) fn new(current: Revision, limits: WatchLimits) -> WatchHub {
+        let (live, _) = broadcast::channel(BROADCAST_BUFFER);
+        WatchHub {
+            history: Arc::new(Mutex::new(History {
+                events: VecDeque::new(),
+                oldest: current + 1,
+                latest: current,
+                live,
+            })),
+            limits,
+            watchers: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Publishes the events of one write at `revision`. Callers publish in
+    /// revision order, after the write is visible to readers.
+    pub(crate) fn publish(&self, revision: Revision, events: Vec<Event>) {
+        let mut history = lock(&self.history);
+        history.latest = history.latest.max(revision);
+        if events.is_empty() {
+            return;
+        }
+        let events: Arc<[Event]> = events.into();
+        history.events.extend(events.iter().cloned());
+        // Trim whole revisions, so a watch never starts halfway through one.
+        while history.events.len() > self.limits.history {
+            let dropped = history.events.pop_front().map_or(0, |e| e.revision());
+            while history
+                .events
+                .front()
+                .is_some_and(|e| e.revision() == dropped)
+            {
+                history.events.pop_front();
+            }
+            history.oldest = dropped + 1;
+        }
+        // An error only means that nobody watches.
+        let _ = history.live.send(events);
+    }
+
+    /// Watches `range` from revision `from` (`None`: from the next write on).
+    /// Must be called within a tokio runtime: the watch runs as a task.
+    pub(crate) fn watch(
+        &self,
+        range: KeyRange,
+        from: Option<Revision>,
+    ) -> Result<EventStream, StoreError> {
+        let slot = WatcherSlot::take(&self.watchers, self.limits.max_watchers)?;
+        let mut cursor = {
+            let history = lock(&self.history);
+            let from = from.unwrap_or(history.latest + 1);
+            Cursor::at(&history, from)?
+        };
+        // Weak: a finished store drops its history, which closes the live
+        // channel and ends every watch task.
+        let shared = Arc::downgrade(&self.history);
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(async move {
+            let _slot = slot;
+            loop {
+                let batch = match cursor.next(&shared).await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => return,
+                    Err(error) => {
+                        let _ = sender.send(Err(error)).await;
+                        return;
+                    }
+                };
+                let wanted: Vec<Event> = batch
+                    .into_iter()
+                    .filter(|event| range.contains(&event.key))
+                    .collect();
+                if !wanted.is_empty() && sender.send(Ok(wanted)).await.is_err() {
+                    return; // the consumer is gone
+                }
+            }
+        });
+        Ok(ReceiverStream::new(receiver))
+    }
+}
+
+/// One of the `max_watchers` places; given back when dropped.
+struct WatcherSlot(Arc<AtomicUsize>);
+
+impl WatcherSlot {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Result<WatcherSlot, StoreError> {
+        let slot = WatcherSlot(Arc::clone(count));
+        if count.fetch_add(1, Ordering::SeqCst) >= max {
+            return Err(StoreError::LimitReached(format!(
+                "{max} watches are open, the limit (--max-watchers); close one and retry"
+            )));
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Where a watch is: the next revision it reports, what it still has to
+/// replay from history, and its subscription to live events.
+struct Cursor {
+    next: Revision,
+    backlog: VecDeque<Event>,
+    live: broadcast::Receiver<Arc<[Event]>>,
+}
+
+impl Cursor {
+    /// A cursor at `from`, taken under the history lock so that history and
+    /// live events join without a gap.
+    fn at(history: &History, from: Revision) -> Result<Cursor, StoreError> {
+        if from < history.oldest {
+            return Err(StoreError::Compacted {
+                requested: from,
+                oldest: history.oldest,
+            });
+        }
+        Ok(Cursor {
+            next: from,
+            backlog: history
+                .events
+                .iter()
+                .filter(|event| event.revision() >= from)
+                .cloned()
+                .collect(),
+            live: history.live.subscribe(),
+        })
+    }
+
+    /// The events of the next revision; `None` once the store is gone.
+    async fn next(
+        &mut self,
+        shared: &std::sync::Weak<Mutex<History>>,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
+        loop {
+            if let Some(revision) = self.backlog.front().map(Event::revision) {
+                let mut batch = Vec::new();
+                while self
+                    .backlog
+                    .front()
+                    .is_some_and(|event| event.revision() == revision)
+                {
+                    batch.extend(self.backlog.pop_front());
+                }
+                self.next = revision + 1;
+                return Ok(Some(batch));
+            }
+            match self.live.recv().await {
+                Ok(events) => {
+                    let batch: Vec<Event> = events
+                        .iter()
+                        .filter(|event| event.revision() >= self.next)
+                        .cloned()
+                        .collect();
+                    if let Some(last) = batch.last() {
+                        self.next = last.revision() + 1;
+                        return Ok(Some(batch));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Too slow for the live buffer: catch up from history.
+                    let Some(history) = shared.upgrade() else {
+                        return Ok(None);
+                    };
+                    let history = lock(&history);
+                    *self = Cursor::at(&history, self.next)?;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(None),
+            }
+        }
+    }
+}
