@@ -10,7 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::ops::{KeyRange, LeaseId, RangeQuery, RangeResult, Txn, TxnResult};
+use tokio_stream::StreamExt;
+
+use super::ops::{
+    Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, LeaseId, Op, OpResult,
+    RangeQuery, RangeResult, Txn, TxnResult,
+};
 use super::{EventStream, LeaseInfo, Record, Revision, Store, StoreError};
 
 /// Generates one `#[tokio::test]` per check below, each on a fresh store.
@@ -25,6 +30,24 @@ macro_rules! conformance_suite {
             keys_and_values_are_binary_safe,
             concurrent_writers_of_one_key_are_serialized,
             concurrent_writers_of_many_keys_keep_their_last_write,
+            range_is_sorted_and_pages_with_limit_more_and_count,
+            range_by_prefix_between_keys_only_and_count_only,
+            delete_of_a_key_and_of_a_range_counts_and_returns_what_went,
+            a_deleted_key_starts_over_when_put_again,
+            put_can_return_the_previous_record,
+            compare_and_set_wins_only_against_the_expected_revision,
+            a_failed_compare_runs_the_failure_branch_and_changes_nothing,
+            value_version_and_existence_compares,
+            a_transaction_is_one_revision_for_all_its_writes,
+            read_only_transactions_read_many_keys_without_a_revision,
+            racing_compare_and_sets_have_exactly_one_winner,
+            a_put_with_an_unknown_lease_fails_and_changes_nothing,
+            keys_of_an_expired_lease_vanish_and_expiry_deletes_them,
+            keep_alive_keeps_keys_and_revoke_deletes_them,
+            watch_reports_puts_and_deletes_in_revision_order,
+            watch_from_a_past_revision_replays_exactly_what_was_missed,
+            watch_filters_by_range,
+            watch_from_before_the_history_is_compacted,
         );
     };
     (@checks $make_store:expr; $($check:ident),* $(,)?) => {
@@ -218,4 +241,552 @@ pub(crate) async fn concurrent_writers_of_many_keys_keep_their_last_write<S: Sto
             assert_eq!(record.version, 10);
         }
     }
+}
+
+fn put_op(key: &str, value: &str) -> Op {
+    Op::Put {
+        key: bytes(key),
+        value: bytes(value),
+        lease: 0,
+        prev: false,
+    }
+}
+
+fn delete_op(range: KeyRange) -> Op {
+    Op::Delete { range, prev: true }
+}
+
+fn keys(result: &RangeResult) -> Vec<String> {
+    result
+        .kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect()
+}
+
+async fn fill<S: Store>(store: &S, names: &[&str]) {
+    for name in names {
+        store
+            .put(bytes(name), bytes(&format!("v-{name}")))
+            .await
+            .unwrap();
+    }
+}
+
+pub(crate) async fn range_is_sorted_and_pages_with_limit_more_and_count<S: Store>(store: Arc<S>) {
+    fill(&*store, &["b", "a", "d", "c", "e"]).await;
+    let mut query = RangeQuery::all(KeyRange::prefix(Bytes::new()));
+    query.limit = 2;
+    let first = store.range(query.clone()).await.unwrap();
+    assert_eq!(keys(&first), ["a", "b"]);
+    assert!(first.more);
+    assert_eq!(first.count, 5);
+    assert_eq!(first.kvs[0].record.value, bytes("v-a"));
+    // The next page starts just after the last key of this one.
+    let mut next = first.kvs[1].key.to_vec();
+    next.push(0);
+    query.range = query.range.resumed_at(Bytes::from(next));
+    let second = store.range(query.clone()).await.unwrap();
+    assert_eq!(keys(&second), ["c", "d"]);
+    assert!(second.more);
+    let mut last = second.kvs[1].key.to_vec();
+    last.push(0);
+    query.range = query.range.resumed_at(Bytes::from(last));
+    let third = store.range(query).await.unwrap();
+    assert_eq!(keys(&third), ["e"]);
+    assert!(!third.more);
+    assert!(third.revision >= 5);
+}
+
+pub(crate) async fn range_by_prefix_between_keys_only_and_count_only<S: Store>(store: Arc<S>) {
+    fill(&*store, &["user/1", "user/2", "user0", "use", "video/1"]).await;
+    let users = store
+        .range(RangeQuery::all(KeyRange::prefix(bytes("user/"))))
+        .await
+        .unwrap();
+    assert_eq!(keys(&users), ["user/1", "user/2"]);
+    let between = store
+        .range(RangeQuery::all(KeyRange::between(
+            bytes("user/2"),
+            bytes("video/1"),
+        )))
+        .await
+        .unwrap();
+    assert_eq!(keys(&between), ["user/2", "user0"]);
+    let mut keys_only = RangeQuery::all(KeyRange::prefix(bytes("user")));
+    keys_only.keys_only = true;
+    let result = store.range(keys_only).await.unwrap();
+    assert_eq!(keys(&result), ["user/1", "user/2", "user0"]);
+    assert!(result.kvs.iter().all(|kv| kv.record.value.is_empty()));
+    assert!(result.kvs.iter().all(|kv| kv.record.version == 1));
+    let mut count_only = RangeQuery::all(KeyRange::prefix(Bytes::new()));
+    count_only.count_only = true;
+    let counted = store.range(count_only).await.unwrap();
+    assert!(counted.kvs.is_empty());
+    assert_eq!(counted.count, 5);
+    let single = store
+        .range(RangeQuery::all(KeyRange::key(bytes("use"))))
+        .await
+        .unwrap();
+    assert_eq!(keys(&single), ["use"]);
+    let empty = store
+        .range(RangeQuery::all(KeyRange::between(bytes("z"), bytes("a"))))
+        .await
+        .unwrap();
+    assert_eq!(empty.count, 0);
+}
+
+pub(crate) async fn delete_of_a_key_and_of_a_range_counts_and_returns_what_went<S: Store>(
+    store: Arc<S>,
+) {
+    fill(&*store, &["a", "p/1", "p/2", "p/3", "q"]).await;
+    let result = store
+        .txn(Txn::of(vec![delete_op(KeyRange::key(bytes("a")))]))
+        .await
+        .unwrap();
+    let OpResult::Delete { deleted, prev } = &result.results[0] else {
+        panic!("a delete answers a delete: {result:?}")
+    };
+    assert_eq!(*deleted, 1);
+    assert_eq!(prev[0].record.value, bytes("v-a"));
+    assert_eq!(store.get(b"a").await.unwrap(), None);
+
+    let result = store
+        .txn(Txn::of(vec![delete_op(KeyRange::prefix(bytes("p/")))]))
+        .await
+        .unwrap();
+    let OpResult::Delete { deleted, prev } = &result.results[0] else {
+        panic!("a delete answers a delete: {result:?}")
+    };
+    assert_eq!(*deleted, 3);
+    assert_eq!(prev.len(), 3);
+    let left = store
+        .range(RangeQuery::all(KeyRange::prefix(Bytes::new())))
+        .await
+        .unwrap();
+    assert_eq!(keys(&left), ["q"]);
+
+    // Deleting nothing is an answer, not an error, and not a write.
+    let before = left.revision;
+    let result = store
+        .txn(Txn::of(vec![delete_op(KeyRange::prefix(bytes(
+            "nothing/",
+        )))]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        result.results[0],
+        OpResult::Delete { deleted: 0, .. }
+    ));
+    assert!(result.revision >= before);
+}
+
+pub(crate) async fn a_deleted_key_starts_over_when_put_again<S: Store>(store: Arc<S>) {
+    store.put(bytes("k"), bytes("1")).await.unwrap();
+    store.put(bytes("k"), bytes("2")).await.unwrap();
+    store
+        .txn(Txn::of(vec![delete_op(KeyRange::key(bytes("k")))]))
+        .await
+        .unwrap();
+    let revision = store.put(bytes("k"), bytes("3")).await.unwrap();
+    let record = store.get(b"k").await.unwrap().unwrap();
+    assert_eq!((record.version, record.create_revision), (1, revision));
+}
+
+pub(crate) async fn put_can_return_the_previous_record<S: Store>(store: Arc<S>) {
+    let put = |value: &str| Op::Put {
+        key: bytes("k"),
+        value: bytes(value),
+        lease: 0,
+        prev: true,
+    };
+    let first = store.txn(Txn::of(vec![put("one")])).await.unwrap();
+    assert_eq!(first.results, [OpResult::Put { prev: None }]);
+    let second = store.txn(Txn::of(vec![put("two")])).await.unwrap();
+    let OpResult::Put { prev: Some(prev) } = &second.results[0] else {
+        panic!("the previous record: {second:?}")
+    };
+    assert_eq!(prev.value, bytes("one"));
+    assert_eq!(prev.mod_revision, first.revision);
+}
+
+fn cas(key: &str, expected_revision: Revision, value: &str) -> Txn {
+    Txn {
+        compares: vec![Compare {
+            key: bytes(key),
+            target: CompareTarget::ModRevision(expected_revision),
+            op: CompareOp::Equal,
+        }],
+        success: vec![put_op(key, value)],
+        failure: vec![Op::Get(RangeQuery::all(KeyRange::key(bytes(key))))],
+    }
+}
+
+pub(crate) async fn compare_and_set_wins_only_against_the_expected_revision<S: Store>(
+    store: Arc<S>,
+) {
+    let revision = store.put(bytes("k"), bytes("v1")).await.unwrap();
+    let won = store.txn(cas("k", revision, "v2")).await.unwrap();
+    assert!(won.succeeded);
+    assert!(won.revision > revision);
+    let lost = store.txn(cas("k", revision, "v3")).await.unwrap();
+    assert!(!lost.succeeded);
+    let OpResult::Get(current) = &lost.results[0] else {
+        panic!("the failure branch reads the key: {lost:?}")
+    };
+    assert_eq!(current.kvs[0].record.value, bytes("v2"));
+    assert_eq!(current.kvs[0].record.mod_revision, won.revision);
+    // Creating only if absent: mod_revision 0.
+    assert!(store.txn(cas("fresh", 0, "new")).await.unwrap().succeeded);
+    assert!(!store.txn(cas("fresh", 0, "again")).await.unwrap().succeeded);
+    assert_eq!(
+        store.get(b"fresh").await.unwrap().unwrap().value,
+        bytes("new")
+    );
+}
+
+pub(crate) async fn a_failed_compare_runs_the_failure_branch_and_changes_nothing<S: Store>(
+    store: Arc<S>,
+) {
+    let revision = store.put(bytes("k"), bytes("v")).await.unwrap();
+    let txn = Txn {
+        compares: vec![Compare {
+            key: bytes("k"),
+            target: CompareTarget::Value(bytes("other")),
+            op: CompareOp::Equal,
+        }],
+        success: vec![put_op("k", "changed"), put_op("side", "effect")],
+        failure: vec![],
+    };
+    let result = store.txn(txn).await.unwrap();
+    assert!(!result.succeeded);
+    assert!(result.results.is_empty());
+    assert_eq!(result.revision, revision, "no write, no new revision");
+    assert_eq!(store.get(b"k").await.unwrap().unwrap().value, bytes("v"));
+    assert_eq!(store.get(b"side").await.unwrap(), None);
+}
+
+pub(crate) async fn value_version_and_existence_compares<S: Store>(store: Arc<S>) {
+    store.put(bytes("k"), bytes("b")).await.unwrap();
+    store.put(bytes("k"), bytes("b")).await.unwrap();
+    let check = |target: CompareTarget, op: CompareOp| Txn {
+        compares: vec![Compare {
+            key: bytes("k"),
+            target,
+            op,
+        }],
+        ..Txn::default()
+    };
+    for (target, op, expected) in [
+        (CompareTarget::Value(bytes("b")), CompareOp::Equal, true),
+        (CompareTarget::Value(bytes("a")), CompareOp::Greater, true),
+        (CompareTarget::Value(bytes("c")), CompareOp::Less, true),
+        (CompareTarget::Value(bytes("b")), CompareOp::NotEqual, false),
+        (CompareTarget::Version(2), CompareOp::Equal, true),
+        (CompareTarget::Version(0), CompareOp::Greater, true),
+        (CompareTarget::CreateRevision(0), CompareOp::Greater, true),
+    ] {
+        let result = store.txn(check(target.clone(), op)).await.unwrap();
+        assert_eq!(result.succeeded, expected, "{target:?} {op:?}");
+    }
+    let missing = |target: CompareTarget| Txn {
+        compares: vec![Compare {
+            key: bytes("missing"),
+            target,
+            op: CompareOp::Equal,
+        }],
+        ..Txn::default()
+    };
+    assert!(
+        store
+            .txn(missing(CompareTarget::Version(0)))
+            .await
+            .unwrap()
+            .succeeded
+    );
+    assert!(
+        !store
+            .txn(missing(CompareTarget::Value(Bytes::new())))
+            .await
+            .unwrap()
+            .succeeded
+    );
+}
+
+pub(crate) async fn a_transaction_is_one_revision_for_all_its_writes<S: Store>(store: Arc<S>) {
+    let before = store.put(bytes("x"), bytes("0")).await.unwrap();
+    let result = store
+        .txn(Txn::of(vec![
+            put_op("a", "1"),
+            put_op("b", "2"),
+            delete_op(KeyRange::key(bytes("x"))),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(result.revision, before + 1);
+    for key in [&b"a"[..], b"b"] {
+        assert_eq!(
+            store.get(key).await.unwrap().unwrap().mod_revision,
+            before + 1
+        );
+    }
+    assert_eq!(store.get(b"x").await.unwrap(), None);
+    assert_eq!(store.put(bytes("c"), bytes("3")).await.unwrap(), before + 2);
+}
+
+pub(crate) async fn read_only_transactions_read_many_keys_without_a_revision<S: Store>(
+    store: Arc<S>,
+) {
+    fill(&*store, &["a", "b"]).await;
+    let revision = store.put(bytes("c"), bytes("v-c")).await.unwrap();
+    let gets = ["a", "b", "missing"]
+        .iter()
+        .map(|key| Op::Get(RangeQuery::all(KeyRange::key(bytes(key)))))
+        .collect();
+    let result = store.txn(Txn::of(gets)).await.unwrap();
+    assert_eq!(result.revision, revision);
+    let found: Vec<usize> = result
+        .results
+        .iter()
+        .map(|r| match r {
+            OpResult::Get(range) => range.kvs.len(),
+            other => panic!("a get answers a get: {other:?}"),
+        })
+        .collect();
+    assert_eq!(found, [1, 1, 0]);
+}
+
+pub(crate) async fn racing_compare_and_sets_have_exactly_one_winner<S: Store>(store: Arc<S>) {
+    for round in 0..50 {
+        let key = format!("race-{round}");
+        let revision = store.put(bytes(&key), bytes("start")).await.unwrap();
+        let racers: Vec<_> = (0..4)
+            .map(|racer| {
+                let store = Arc::clone(&store);
+                let key = key.clone();
+                tokio::spawn(async move {
+                    store
+                        .txn(cas(&key, revision, &format!("racer-{racer}")))
+                        .await
+                        .unwrap()
+                        .succeeded
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for racer in racers {
+            winners += usize::from(racer.await.unwrap());
+        }
+        assert_eq!(winners, 1, "round {round}");
+    }
+}
+
+pub(crate) async fn a_put_with_an_unknown_lease_fails_and_changes_nothing<S: Store>(store: Arc<S>) {
+    let txn = Txn::of(vec![
+        put_op("plain", "v"),
+        Op::Put {
+            key: bytes("leased"),
+            value: bytes("v"),
+            lease: 12345,
+            prev: false,
+        },
+    ]);
+    assert_eq!(
+        store.txn(txn).await.unwrap_err(),
+        StoreError::LeaseNotFound(12345)
+    );
+    assert_eq!(store.get(b"plain").await.unwrap(), None);
+    assert_eq!(
+        store.lease_keep_alive(12345).await.unwrap_err(),
+        StoreError::LeaseNotFound(12345)
+    );
+    assert_eq!(
+        store.lease_revoke(12345).await.unwrap_err(),
+        StoreError::LeaseNotFound(12345)
+    );
+}
+
+fn leased(key: &str, lease: LeaseId) -> Op {
+    Op::Put {
+        key: bytes(key),
+        value: bytes("temporary"),
+        lease,
+        prev: false,
+    }
+}
+
+pub(crate) async fn keys_of_an_expired_lease_vanish_and_expiry_deletes_them<S: Store>(
+    store: Arc<S>,
+) {
+    let lease = store.lease_grant(Duration::from_millis(300)).await.unwrap();
+    assert_eq!(lease.ttl, Duration::from_millis(300));
+    store
+        .txn(Txn::of(vec![
+            leased("t/1", lease.id),
+            leased("t/2", lease.id),
+        ]))
+        .await
+        .unwrap();
+    store.put(bytes("t/3"), bytes("permanent")).await.unwrap();
+    let mut events = store
+        .watch(KeyRange::prefix(bytes("t/")), None)
+        .await
+        .unwrap();
+    assert!(store.get(b"t/1").await.unwrap().is_some());
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    // Gone for every reader at the deadline, before any expiry ran.
+    assert_eq!(store.get(b"t/1").await.unwrap(), None);
+    let left = store
+        .range(RangeQuery::all(KeyRange::prefix(bytes("t/"))))
+        .await
+        .unwrap();
+    assert_eq!(keys(&left), ["t/3"]);
+    assert_eq!(left.count, 1);
+    assert_eq!(
+        store.lease_info(lease.id).await.unwrap_err(),
+        StoreError::LeaseNotFound(lease.id)
+    );
+
+    assert_eq!(store.expire_leases().await.unwrap(), 2);
+    assert_eq!(store.expire_leases().await.unwrap(), 0);
+    let batch = next_events(&mut events).await;
+    let kinds: Vec<_> = batch.iter().map(|e| (e.kind, e.key.clone())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (EventKind::Expire, bytes("t/1")),
+            (EventKind::Expire, bytes("t/2"))
+        ]
+    );
+    assert_eq!(
+        store.get(b"t/3").await.unwrap().unwrap().value,
+        bytes("permanent")
+    );
+}
+
+pub(crate) async fn keep_alive_keeps_keys_and_revoke_deletes_them<S: Store>(store: Arc<S>) {
+    let lease = store.lease_grant(Duration::from_millis(400)).await.unwrap();
+    store
+        .txn(Txn::of(vec![leased("k", lease.id)]))
+        .await
+        .unwrap();
+    assert_eq!(store.get(b"k").await.unwrap().unwrap().lease, lease.id);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let info = store.lease_keep_alive(lease.id).await.unwrap();
+        assert_eq!(info.remaining, info.ttl);
+    }
+    assert!(
+        store.get(b"k").await.unwrap().is_some(),
+        "kept alive past its TTL"
+    );
+    assert!(store.lease_info(lease.id).await.unwrap().remaining <= lease.ttl);
+    assert_eq!(store.lease_revoke(lease.id).await.unwrap(), 1);
+    assert_eq!(store.get(b"k").await.unwrap(), None);
+    assert_eq!(
+        store.lease_revoke(lease.id).await.unwrap_err(),
+        StoreError::LeaseNotFound(lease.id)
+    );
+}
+
+async fn next_events(stream: &mut EventStream) -> Vec<Event> {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("the stream goes on")
+        .expect("events, not an error")
+}
+
+pub(crate) async fn watch_reports_puts_and_deletes_in_revision_order<S: Store>(store: Arc<S>) {
+    let mut events = store
+        .watch(KeyRange::prefix(Bytes::new()), None)
+        .await
+        .unwrap();
+    let first = store.put(bytes("a"), bytes("1")).await.unwrap();
+    store.put(bytes("a"), bytes("2")).await.unwrap();
+    store
+        .txn(Txn::of(vec![delete_op(KeyRange::key(bytes("a")))]))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.extend(next_events(&mut events).await);
+    }
+    let summary: Vec<_> = seen
+        .iter()
+        .map(|e| {
+            (
+                e.kind,
+                e.revision(),
+                e.record.value.clone(),
+                e.record.version,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (EventKind::Put, first, bytes("1"), 1),
+            (EventKind::Put, first + 1, bytes("2"), 2),
+            (EventKind::Delete, first + 2, Bytes::new(), 0),
+        ]
+    );
+}
+
+pub(crate) async fn watch_from_a_past_revision_replays_exactly_what_was_missed<S: Store>(
+    store: Arc<S>,
+) {
+    let mut revisions = Vec::new();
+    for i in 0..20 {
+        revisions.push(
+            store
+                .put(bytes(&format!("k{}", i % 3)), bytes(&i.to_string()))
+                .await
+                .unwrap(),
+        );
+    }
+    // A client that saw up to revisions[9] resumes from the next one.
+    let mut events = store
+        .watch(KeyRange::prefix(Bytes::new()), Some(revisions[9] + 1))
+        .await
+        .unwrap();
+    let live = store.put(bytes("k0"), bytes("live")).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 11 {
+        seen.extend(next_events(&mut events).await);
+    }
+    let got: Vec<Revision> = seen.iter().map(Event::revision).collect();
+    let mut expected = revisions[10..].to_vec();
+    expected.push(live);
+    assert_eq!(
+        got, expected,
+        "each missed event once, in order, then live ones"
+    );
+    assert_eq!(seen[0].record.value, bytes("10"));
+}
+
+pub(crate) async fn watch_filters_by_range<S: Store>(store: Arc<S>) {
+    let mut events = store
+        .watch(KeyRange::prefix(bytes("user/")), None)
+        .await
+        .unwrap();
+    store.put(bytes("other"), bytes("x")).await.unwrap();
+    store.put(bytes("user/1"), bytes("y")).await.unwrap();
+    let batch = next_events(&mut events).await;
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].key, bytes("user/1"));
+}
+
+pub(crate) async fn watch_from_before_the_history_is_compacted<S: Store>(store: Arc<S>) {
+    // A fresh store's history starts at revision 1.
+    store.put(bytes("k"), bytes("v")).await.unwrap();
+    let error = store
+        .watch(KeyRange::key(bytes("k")), Some(0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::Compacted { requested: 0, .. }),
+        "{error:?}"
+    );
 }

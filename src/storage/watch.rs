@@ -133,7 +133,12 @@ impl WatchHub {
         tokio::spawn(async move {
             let _slot = slot;
             loop {
-                let batch = match cursor.next(&shared).await {
+                let next = tokio::select! {
+                    next = cursor.next(&shared) => next,
+                    // The consumer left: free the slot now, not at the next event.
+                    () = sender.closed() => return,
+                };
+                let batch = match next {
                     Ok(Some(batch)) => batch,
                     Ok(None) => return,
                     Err(error) => {
@@ -245,6 +250,122 @@ impl Cursor {
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(None),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::storage::Record;
+    use crate::storage::ops::EventKind;
+
+    fn put(revision: Revision, key: &'static str) -> Event {
+        Event {
+            kind: EventKind::Put,
+            key: Bytes::from_static(key.as_bytes()),
+            record: Record {
+                value: Bytes::new(),
+                create_revision: revision,
+                mod_revision: revision,
+                version: 1,
+                lease: 0,
+            },
+        }
+    }
+
+    fn hub(history: usize, max_watchers: usize) -> WatchHub {
+        WatchHub::new(
+            0,
+            WatchLimits {
+                history,
+                max_watchers,
+            },
+        )
+    }
+
+    async fn next(stream: &mut EventStream) -> Result<Vec<Event>, StoreError> {
+        tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an answer within 10 s")
+            .expect("the stream goes on")
+    }
+
+    #[tokio::test]
+    async fn history_is_trimmed_by_whole_revisions() {
+        let hub = hub(3, 10);
+        hub.publish(1, vec![put(1, "a"), put(1, "b")]);
+        hub.publish(2, vec![put(2, "a"), put(2, "b")]);
+        // Four events are above the limit of three: revision 1 goes whole.
+        let error = hub
+            .watch(KeyRange::prefix(Bytes::new()), Some(1))
+            .unwrap_err();
+        assert_eq!(
+            error,
+            StoreError::Compacted {
+                requested: 1,
+                oldest: 2
+            }
+        );
+        let mut stream = hub.watch(KeyRange::prefix(Bytes::new()), Some(2)).unwrap();
+        assert_eq!(next(&mut stream).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_lags_catches_up_from_history() {
+        let hub = hub(100_000, 10);
+        let mut stream = hub.watch(KeyRange::prefix(Bytes::new()), None).unwrap();
+        // Far more than the broadcast buffer, published before any is read.
+        for revision in 1..=3 * BROADCAST_BUFFER as Revision {
+            hub.publish(revision, vec![put(revision, "k")]);
+        }
+        for expected in 1..=3 * BROADCAST_BUFFER as Revision {
+            let batch = next(&mut stream).await.unwrap();
+            assert_eq!(batch[0].revision(), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_the_history_gets_compacted() {
+        let hub = hub(10, 10);
+        let mut stream = hub.watch(KeyRange::prefix(Bytes::new()), None).unwrap();
+        for revision in 1..=3 * BROADCAST_BUFFER as Revision {
+            hub.publish(revision, vec![put(revision, "k")]);
+        }
+        let mut delivered = 0;
+        let error = loop {
+            match next(&mut stream).await {
+                Ok(_) => delivered += 1,
+                Err(error) => break error,
+            }
+        };
+        assert!(matches!(error, StoreError::Compacted { .. }), "{error:?}");
+        assert!(
+            delivered < 3 * BROADCAST_BUFFER,
+            "it could not have seen everything"
+        );
+    }
+
+    #[tokio::test]
+    async fn watchers_are_limited_and_a_closed_watch_frees_its_place() {
+        let hub = hub(10, 2);
+        let first = hub.watch(KeyRange::prefix(Bytes::new()), None).unwrap();
+        let _second = hub.watch(KeyRange::prefix(Bytes::new()), None).unwrap();
+        let error = hub.watch(KeyRange::prefix(Bytes::new()), None).unwrap_err();
+        assert!(matches!(error, StoreError::LimitReached(_)), "{error:?}");
+        drop(first);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while hub.watch(KeyRange::prefix(Bytes::new()), None).is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the place was never freed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }

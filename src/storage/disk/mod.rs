@@ -310,6 +310,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn leases_and_their_keys_survive_a_reopen_with_a_fresh_ttl() {
+        use crate::storage::ops::{Op, Txn};
+        let dir = tempfile::tempdir().unwrap();
+        let lease = {
+            let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+            let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap();
+            let put = Op::Put {
+                key: Bytes::from("session"),
+                value: Bytes::from("alive"),
+                lease: lease.id,
+                prev: false,
+            };
+            store.txn(Txn::of(vec![put])).await.unwrap();
+            lease
+        };
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        let info = store.lease_info(lease.id).await.unwrap();
+        assert_eq!(info.ttl, Duration::from_secs(60));
+        assert!(info.remaining > Duration::from_secs(50), "a full TTL again");
+        assert_eq!(
+            store.get(b"session").await.unwrap().unwrap().lease,
+            lease.id
+        );
+        assert_eq!(store.lease_revoke(lease.id).await.unwrap(), 1);
+        assert_eq!(store.get(b"session").await.unwrap(), None);
+        drop(store);
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        assert!(
+            store.lease_info(lease.id).await.is_err(),
+            "revoked for good"
+        );
+    }
+
+    #[tokio::test]
     async fn interval_writes_are_durable_after_flush() {
         let dir = tempfile::tempdir().unwrap();
         {
