@@ -5,9 +5,13 @@
 //! trait and a client per service.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const PROTOS: &[&str] = &["proto/api.proto"];
+    const PROTOS: &[&str] = &["proto/api.proto", "proto/keyvalue/v1/kv.proto"];
     let descriptors = protox::compile(PROTOS, ["proto"])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        // Keys and values of the full API arrive as `Bytes`, which the
+        // storage layer keeps without copying.
+        .bytes(".keyvalue.v1")
+        .compile_fds(descriptors)?;
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");
     }

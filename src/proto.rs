@@ -8,3 +8,12 @@
 pub mod simplekeyvalue {
     tonic::include_proto!("simplekeyvalue");
 }
+
+/// The full API, `proto/keyvalue/v1/kv.proto` (package `keyvalue.v1`).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod keyvalue {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("keyvalue.v1");
+    }
+}

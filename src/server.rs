@@ -14,7 +14,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
-use crate::grpc::{Limits, TutorialService, oversize_layer};
+use crate::grpc::{KvService, Limits, TutorialService, oversize_layer};
 use crate::storage::Store;
 
 /// How the server behaves, independent of where it listens and what it stores.
@@ -50,6 +50,8 @@ pub async fn run<S: Store>(
 ) -> Result<(), tonic::transport::Error> {
     let store = Arc::new(store);
     let tutorial = TutorialService::new(Arc::clone(&store), config.limits, config.log_requests);
+    let kv = KvService::new(Arc::clone(&store), config.limits);
+    let expiry = tokio::spawn(expire_leases(Arc::clone(&store)));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
 
     // tonic's graceful shutdown waits for every connection to close, and a
@@ -59,6 +61,7 @@ pub async fn run<S: Store>(
     let serve = Server::builder()
         .layer(oversize_layer(config.limits))
         .add_service(tutorial.into_server())
+        .add_service(kv.into_server())
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             let _ = shutdown_started.send(());
@@ -83,10 +86,29 @@ pub async fn run<S: Store>(
             Ok(())
         }
     };
+    expiry.abort();
     // Whatever ended the serving, acknowledged writes must reach the disk
     // before the process exits.
     if let Err(error) = store.flush().await {
         warn!("flushing the store at shutdown failed: {error}");
     }
     served
+}
+
+/// How often expired leases are deleted. Readers stop seeing their keys at
+/// the deadline anyway; this only bounds how late watchers hear of it.
+const EXPIRY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Deletes the keys of expired leases, forever (the server aborts it).
+async fn expire_leases<S: Store>(store: Arc<S>) {
+    let mut ticks = tokio::time::interval(EXPIRY_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.expire_leases().await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "deleted the keys of expired leases"),
+            Err(error) => warn!("expiring leases failed: {error}"),
+        }
+    }
 }

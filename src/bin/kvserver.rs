@@ -14,7 +14,7 @@ use keyvalue::duration::parse_duration;
 use keyvalue::grpc::Limits;
 use keyvalue::server::{self, Config};
 use keyvalue::shutdown;
-use keyvalue::storage::{DiskStore, MemoryStore, Store, SyncPolicy};
+use keyvalue::storage::{DiskStore, MemoryStore, Store, SyncPolicy, WatchLimits};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -56,6 +56,29 @@ struct Args {
     /// Longest accepted value, in bytes.
     #[arg(long, env = "KVSERVER_MAX_VALUE_BYTES", default_value_t = Limits::default().max_value_bytes as u32)]
     max_value_bytes: u32,
+
+    /// Most keys in one BatchGet or BatchPut.
+    #[arg(long, env = "KVSERVER_MAX_BATCH_KEYS", default_value_t = Limits::default().max_batch_keys as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_batch_keys: u32,
+
+    /// Most keys in one page of Range (and the page size when none is asked).
+    #[arg(long, env = "KVSERVER_MAX_RANGE_PAGE", default_value_t = Limits::default().max_range_page as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_range_page: u32,
+
+    /// Most operations in one branch of a Txn (and most compares).
+    #[arg(long, env = "KVSERVER_MAX_TXN_OPS", default_value_t = Limits::default().max_txn_ops as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_txn_ops: u32,
+
+    /// Most watches open at once, over all clients.
+    #[arg(long, env = "KVSERVER_MAX_WATCHERS", default_value_t = WatchLimits::default().max_watchers as u32)]
+    max_watchers: u32,
+
+    /// Events kept for watches that resume from a past revision.
+    #[arg(long, env = "KVSERVER_WATCH_HISTORY", default_value_t = WatchLimits::default().history as u32)]
+    watch_history: u32,
 
     /// On SIGINT/SIGTERM, how long in-flight requests get to finish before the
     /// server exits anyway (e.g. 10s, 500ms).
@@ -100,14 +123,22 @@ async fn main() -> ExitCode {
 async fn serve(args: Args) -> Result<(), String> {
     let shutdown =
         shutdown::on_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let watch_limits = WatchLimits {
+        history: args.watch_history as usize,
+        max_watchers: args.max_watchers as usize,
+    };
     // The store opens first: a data dir that cannot be used stops the server
     // before it ever announces an address.
     match args.backend {
         Backend::Disk => {
-            let store = DiskStore::open(&args.data_dir, args.sync).map_err(|e| e.to_string())?;
+            let store = DiskStore::open_with(&args.data_dir, args.sync, watch_limits)
+                .map_err(|e| e.to_string())?;
             serve_store(store, &args, shutdown).await
         }
-        Backend::Memory => serve_store(MemoryStore::new(), &args, shutdown).await,
+        Backend::Memory => {
+            let store = MemoryStore::with_watch_limits(watch_limits);
+            serve_store(store, &args, shutdown).await
+        }
     }
 }
 
@@ -136,6 +167,9 @@ async fn serve_store<S: Store>(
         limits: Limits {
             max_key_bytes: args.max_key_bytes as usize,
             max_value_bytes: args.max_value_bytes as usize,
+            max_batch_keys: args.max_batch_keys as usize,
+            max_range_page: args.max_range_page as usize,
+            max_txn_ops: args.max_txn_ops as usize,
         },
         log_requests: args.log_requests,
         shutdown_grace: args.shutdown_grace,

@@ -8,11 +8,14 @@
 //! [`Store`]: crate::storage::Store
 //! [`StoreError`]: crate::storage::StoreError
 
+mod convert;
+mod kv;
 mod oversize;
 mod status;
 mod tutorial;
 mod validate;
 
+pub use kv::KvService;
 pub(crate) use oversize::layer as oversize_layer;
 pub use tutorial::TutorialService;
 pub use validate::Limits;

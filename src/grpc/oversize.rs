@@ -28,8 +28,8 @@ pub(crate) fn layer<B>(
         });
         if too_large {
             let status = Status::invalid_argument(format!(
-                "request is above the limit of {} bytes: a key of at most {} bytes \
-                 (--max-key-bytes) and a value of at most {} bytes (--max-value-bytes)",
+                "request is above the limit of {} bytes (keys of at most {} bytes \
+                 (--max-key-bytes), values of at most {} bytes (--max-value-bytes))",
                 limits.max_message_bytes(),
                 limits.max_key_bytes,
                 limits.max_value_bytes

@@ -1,4 +1,5 @@
-//! Request validation: the size limits every key and value must respect.
+//! Request validation: the size limits every key and value must respect, and
+//! the limits on how much one request of the full API may ask for.
 //!
 //! Checks run before a request reaches the store, so an invalid request never
 //! changes stored data, and each failure names the limit and the flag that sets
@@ -6,13 +7,21 @@
 
 use tonic::Status;
 
-/// Size limits for keys and values, from `--max-key-bytes` and `--max-value-bytes`.
+/// Request limits, each from the flag of the same name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest accepted key, in bytes.
+    /// Longest accepted key, in bytes (`--max-key-bytes`).
     pub max_key_bytes: usize,
-    /// Longest accepted value, in bytes.
+    /// Longest accepted value, in bytes (`--max-value-bytes`).
     pub max_value_bytes: usize,
+    /// Most keys in one BatchGet or BatchPut (`--max-batch-keys`).
+    pub max_batch_keys: usize,
+    /// Most keys in one page of Range (`--max-range-page`); also the page
+    /// size when a request asks for none.
+    pub max_range_page: usize,
+    /// Most operations in one branch of a Txn, and most compares
+    /// (`--max-txn-ops`).
+    pub max_txn_ops: usize,
 }
 
 impl Default for Limits {
@@ -20,9 +29,16 @@ impl Default for Limits {
         Limits {
             max_key_bytes: 4096,
             max_value_bytes: 1024 * 1024,
+            max_batch_keys: 1000,
+            max_range_page: 10_000,
+            max_txn_ops: 128,
         }
     }
 }
+
+/// The smallest decoding limit: batches of small values need more room than
+/// one key and value.
+const MIN_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Room for protobuf framing around the largest key and value in one message.
 const MESSAGE_OVERHEAD_BYTES: usize = 1024;
@@ -43,6 +59,15 @@ impl Limits {
         Ok(())
     }
 
+    /// `INVALID_ARGUMENT` if `key` is longer than `max_key_bytes` (empty is
+    /// allowed: range starts and prefixes may be empty).
+    pub fn check_key_length(&self, key: &[u8]) -> Result<(), Status> {
+        if key.is_empty() {
+            return Ok(());
+        }
+        self.check_key(key)
+    }
+
     /// `INVALID_ARGUMENT` unless `value` is within `max_value_bytes`.
     pub fn check_value(&self, value: &[u8]) -> Result<(), Status> {
         if value.len() > self.max_value_bytes {
@@ -55,7 +80,8 @@ impl Limits {
         Ok(())
     }
 
-    /// The largest request message the server must decode for these limits.
+    /// The largest request message the server decodes: room for the longest
+    /// key and value, and at least 16 MiB for batches.
     ///
     /// tonic refuses larger messages before a handler runs (4 MiB by default);
     /// raising `--max-value-bytes` beyond that must raise this too, or a valid
@@ -64,6 +90,23 @@ impl Limits {
         self.max_key_bytes
             .saturating_add(self.max_value_bytes)
             .saturating_add(MESSAGE_OVERHEAD_BYTES)
+            .max(MIN_MESSAGE_BYTES)
+    }
+
+    /// `INVALID_ARGUMENT` if `count` items are more than `limit` allows.
+    pub fn check_count(
+        &self,
+        what: &str,
+        count: usize,
+        limit: usize,
+        flag: &str,
+    ) -> Result<(), Status> {
+        if count > limit {
+            return Err(Status::invalid_argument(format!(
+                "{count} {what}, above the limit of {limit} ({flag})"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -75,6 +118,9 @@ mod tests {
     const SMALL: Limits = Limits {
         max_key_bytes: 4,
         max_value_bytes: 8,
+        max_batch_keys: 2,
+        max_range_page: 2,
+        max_txn_ops: 2,
     };
 
     #[test]
@@ -113,6 +159,7 @@ mod tests {
         let huge = Limits {
             max_key_bytes: usize::MAX,
             max_value_bytes: usize::MAX,
+            ..Limits::default()
         };
         assert_eq!(huge.max_message_bytes(), usize::MAX);
     }

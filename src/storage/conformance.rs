@@ -98,7 +98,7 @@ impl<S: Store> Store for WithDir<S> {
         self.store.lease_info(id).await
     }
 
-    async fn lease_revoke(&self, id: LeaseId) -> Result<u64, StoreError> {
+    async fn lease_revoke(&self, id: LeaseId) -> Result<(u64, Revision), StoreError> {
         self.store.lease_revoke(id).await
     }
 
@@ -682,7 +682,7 @@ pub(crate) async fn keep_alive_keeps_keys_and_revoke_deletes_them<S: Store>(stor
         "kept alive past its TTL"
     );
     assert!(store.lease_info(lease.id).await.unwrap().remaining <= lease.ttl);
-    assert_eq!(store.lease_revoke(lease.id).await.unwrap(), 1);
+    assert_eq!(store.lease_revoke(lease.id).await.unwrap().0, 1);
     assert_eq!(store.get(b"k").await.unwrap(), None);
     assert_eq!(
         store.lease_revoke(lease.id).await.unwrap_err(),

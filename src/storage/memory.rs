@@ -78,7 +78,7 @@ impl MemoryStore {
         }
     }
 
-    fn revoke(&self, id: LeaseId, kind: EventKind) -> Result<u64, StoreError> {
+    fn revoke(&self, id: LeaseId, kind: EventKind) -> Result<(u64, Revision), StoreError> {
         let mut state = self.write();
         let current = state.revision;
         let mut view = View {
@@ -89,7 +89,7 @@ impl MemoryStore {
         state.revision = revision;
         self.leases.remove(id);
         self.hub.publish(revision, events);
-        Ok(deleted)
+        Ok((deleted, revision))
     }
 }
 
@@ -259,7 +259,7 @@ impl Store for MemoryStore {
         self.leases.info(id).ok_or(StoreError::LeaseNotFound(id))
     }
 
-    async fn lease_revoke(&self, id: LeaseId) -> Result<u64, StoreError> {
+    async fn lease_revoke(&self, id: LeaseId) -> Result<(u64, Revision), StoreError> {
         self.revoke(id, EventKind::Delete)
     }
 
@@ -267,7 +267,7 @@ impl Store for MemoryStore {
         let mut deleted = 0;
         for id in self.leases.expired() {
             match self.revoke(id, EventKind::Expire) {
-                Ok(count) => deleted += count,
+                Ok((count, _)) => deleted += count,
                 Err(StoreError::LeaseNotFound(_)) => self.leases.remove(id),
                 Err(error) => return Err(error),
             }

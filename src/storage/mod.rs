@@ -137,8 +137,12 @@ pub trait Store: Send + Sync + 'static {
     fn lease_info(&self, id: LeaseId)
     -> impl Future<Output = Result<LeaseInfo, StoreError>> + Send;
 
-    /// Revokes a lease and deletes its keys; returns how many were deleted.
-    fn lease_revoke(&self, id: LeaseId) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Revokes a lease and deletes its keys; returns how many were deleted
+    /// and the store's revision after.
+    fn lease_revoke(
+        &self,
+        id: LeaseId,
+    ) -> impl Future<Output = Result<(u64, Revision), StoreError>> + Send;
 
     /// Deletes the keys of every lease whose time ran out (they are already
     /// invisible to readers) and tells watchers. The server calls it

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use keyvalue::proto::keyvalue::v1::kv_client::KvClient;
 use keyvalue::proto::simplekeyvalue::key_value_client::KeyValueClient;
 use keyvalue::proto::simplekeyvalue::{GetRequest, SetRequest};
 use tonic::transport::Channel;
@@ -111,6 +112,13 @@ impl Server {
     /// A client on a new connection, straight from the generated stubs.
     pub(crate) async fn client(&self) -> KeyValueClient<Channel> {
         KeyValueClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to kvserver")
+    }
+
+    /// A client of the full API (`keyvalue.v1.KV`) on a new connection.
+    pub(crate) async fn kv_client(&self) -> KvClient<Channel> {
+        KvClient::connect(format!("http://{}", self.addr))
             .await
             .expect("connect to kvserver")
     }

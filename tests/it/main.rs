@@ -10,6 +10,7 @@ mod contract;
 mod crash;
 mod disk;
 mod harness;
+mod kv_api;
 mod lifecycle;
 mod limits;
 mod tutorial_api;

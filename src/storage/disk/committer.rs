@@ -90,8 +90,8 @@ pub(super) enum Outcome {
     Txn(TxnResult),
     /// The lease was stored; `None` if its id was taken.
     Granted(Option<LeaseInfo>),
-    /// The lease is gone, with this many keys.
-    Revoked(u64),
+    /// The lease is gone, with this many keys, at this revision.
+    Revoked(u64, Revision),
 }
 
 type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
@@ -318,7 +318,7 @@ impl Worker {
                             Pending::Granted(None) => Outcome::Granted(None),
                             Pending::Revoked(id, deleted) => {
                                 self.leases.remove(id);
-                                Outcome::Revoked(deleted)
+                                Outcome::Revoked(deleted, revision)
                             }
                         }
                     });

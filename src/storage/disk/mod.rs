@@ -152,9 +152,9 @@ impl DiskStore {
         ReadView::new(txn, &self.leases)
     }
 
-    async fn revoke(&self, id: LeaseId, kind: EventKind) -> Result<u64, StoreError> {
+    async fn revoke(&self, id: LeaseId, kind: EventKind) -> Result<(u64, Revision), StoreError> {
         match self.committer.write(Mutation::Revoke { id, kind }).await? {
-            Outcome::Revoked(deleted) => Ok(deleted),
+            Outcome::Revoked(deleted, revision) => Ok((deleted, revision)),
             other => Err(unexpected(other)),
         }
     }
@@ -239,7 +239,7 @@ impl Store for DiskStore {
         self.leases.info(id).ok_or(StoreError::LeaseNotFound(id))
     }
 
-    async fn lease_revoke(&self, id: LeaseId) -> Result<u64, StoreError> {
+    async fn lease_revoke(&self, id: LeaseId) -> Result<(u64, Revision), StoreError> {
         self.revoke(id, EventKind::Delete).await
     }
 
@@ -247,7 +247,7 @@ impl Store for DiskStore {
         let mut deleted = 0;
         for id in self.leases.expired() {
             match self.revoke(id, EventKind::Expire).await {
-                Ok(count) => deleted += count,
+                Ok((count, _)) => deleted += count,
                 Err(StoreError::LeaseNotFound(_)) => self.leases.remove(id),
                 Err(error) => return Err(error),
             }
@@ -333,7 +333,7 @@ mod tests {
             store.get(b"session").await.unwrap().unwrap().lease,
             lease.id
         );
-        assert_eq!(store.lease_revoke(lease.id).await.unwrap(), 1);
+        assert_eq!(store.lease_revoke(lease.id).await.unwrap().0, 1);
         assert_eq!(store.get(b"session").await.unwrap(), None);
         drop(store);
         let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();

@@ -1,0 +1,338 @@
+//! Between the wire messages of `keyvalue.v1` and the storage layer's types.
+//!
+//! Requests become `storage::ops` values (after validation: every key, value
+//! and count is checked against [`Limits`] here, so handlers cannot forget a
+//! check); storage answers become messages. Nothing here does I/O.
+
+use bytes::Bytes;
+use tonic::Status;
+
+use super::Limits;
+use crate::proto::keyvalue::v1 as pb;
+use crate::storage::ops::{
+    Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, Op, OpResult,
+    RangeEnd, RangeQuery, RangeResult, Txn,
+};
+use crate::storage::{MAX_TTL, Record, Revision};
+
+/// The wire form of a key and its record.
+pub(crate) fn kv(key: Bytes, record: Record) -> pb::KeyValue {
+    pb::KeyValue {
+        key,
+        value: record.value,
+        create_revision: record.create_revision,
+        mod_revision: record.mod_revision,
+        version: record.version,
+        lease: record.lease,
+    }
+}
+
+pub(crate) fn kv_of(entry: KeyValue) -> pb::KeyValue {
+    kv(entry.key, entry.record)
+}
+
+pub(crate) fn header(revision: Revision) -> Option<pb::Header> {
+    Some(pb::Header { revision })
+}
+
+/// The key range named by `key`, `range_end` and `prefix`, as Range, Delete
+/// and Watch take it.
+pub(crate) fn key_range(
+    limits: &Limits,
+    key: Bytes,
+    range_end: Bytes,
+    prefix: bool,
+    single_by_default: bool,
+) -> Result<KeyRange, Status> {
+    if prefix && !range_end.is_empty() {
+        return Err(Status::invalid_argument(
+            "give either prefix or range_end, not both",
+        ));
+    }
+    if prefix {
+        limits.check_key_length(&key)?;
+        return Ok(KeyRange::prefix(key));
+    }
+    if !range_end.is_empty() {
+        limits.check_key(&key).or_else(|status| {
+            // An empty start with an end means "from the first key".
+            if key.is_empty() { Ok(()) } else { Err(status) }
+        })?;
+        limits.check_key_length(&range_end)?;
+        if range_end <= key {
+            return Err(Status::invalid_argument(
+                "range_end must be after key (it is exclusive)",
+            ));
+        }
+        return Ok(KeyRange::between(key, range_end));
+    }
+    if single_by_default {
+        limits.check_key(&key)?;
+        Ok(KeyRange::key(key))
+    } else {
+        // Range without an end or prefix: from key to the end of the keyspace.
+        limits.check_key_length(&key)?;
+        Ok(KeyRange {
+            start: key,
+            end: RangeEnd::Unbounded,
+        })
+    }
+}
+
+/// A Range request as a query, with its paging resolved.
+pub(crate) fn range_query(
+    limits: &Limits,
+    request: pb::RangeRequest,
+) -> Result<RangeQuery, Status> {
+    let mut range = key_range(
+        limits,
+        request.key,
+        request.range_end,
+        request.prefix,
+        false,
+    )?;
+    if !request.page_token.is_empty() {
+        if !range.contains(&request.page_token) {
+            return Err(Status::invalid_argument(
+                "page_token is not in the requested range: pass the next_page_token of \
+                 the previous page of the same range",
+            ));
+        }
+        range = range.resumed_at(request.page_token);
+    }
+    let limit = match request.limit as usize {
+        0 => limits.max_range_page,
+        limit => {
+            limits.check_count(
+                "keys per page",
+                limit,
+                limits.max_range_page,
+                "--max-range-page",
+            )?;
+            limit
+        }
+    };
+    Ok(RangeQuery {
+        range,
+        limit,
+        keys_only: request.keys_only,
+        count_only: request.count_only,
+    })
+}
+
+/// The wire form of a range answer, with the token of the next page.
+pub(crate) fn range_response(result: RangeResult) -> pb::RangeResponse {
+    let next_page_token = match (result.more, result.kvs.last()) {
+        (true, Some(last)) => {
+            // The smallest key after the last one returned.
+            let mut next = last.key.to_vec();
+            next.push(0);
+            Bytes::from(next)
+        }
+        _ => Bytes::new(),
+    };
+    pb::RangeResponse {
+        header: header(result.revision),
+        count: result.count,
+        more: result.more,
+        kvs: result.kvs.into_iter().map(kv_of).collect(),
+        next_page_token,
+    }
+}
+
+/// The compare a Put's or Delete's condition stands for.
+pub(crate) fn condition(key: &Bytes, condition: pb::Condition) -> Result<Compare, Status> {
+    use pb::condition::Check;
+    let (target, op) = match condition.check {
+        Some(Check::ModRevision(revision)) => {
+            (CompareTarget::ModRevision(revision), CompareOp::Equal)
+        }
+        Some(Check::Value(value)) => (CompareTarget::Value(value), CompareOp::Equal),
+        Some(Check::Exists(true)) => (CompareTarget::Version(0), CompareOp::Greater),
+        Some(Check::Exists(false)) => (CompareTarget::Version(0), CompareOp::Equal),
+        None => {
+            return Err(Status::invalid_argument(
+                "condition is empty: set one of mod_revision, value or exists",
+            ));
+        }
+    };
+    Ok(Compare {
+        key: key.clone(),
+        target,
+        op,
+    })
+}
+
+/// A put as an operation; `ttl_ms` and conditions are the handler's business.
+pub(crate) fn put_op(limits: &Limits, put: &pb::PutRequest) -> Result<Op, Status> {
+    limits.check_key(&put.key)?;
+    limits.check_value(&put.value)?;
+    if put.lease < 0 {
+        return Err(Status::invalid_argument("lease ids are positive"));
+    }
+    Ok(Op::Put {
+        key: put.key.clone(),
+        value: put.value.clone(),
+        lease: put.lease,
+        prev: put.prev_kv,
+    })
+}
+
+/// A TTL in milliseconds, checked.
+pub(crate) fn ttl(ttl_ms: u64) -> Result<std::time::Duration, Status> {
+    let ttl = std::time::Duration::from_millis(ttl_ms);
+    if ttl.is_zero() {
+        return Err(Status::invalid_argument("ttl_ms must be above zero"));
+    }
+    if ttl > MAX_TTL {
+        return Err(Status::invalid_argument(format!(
+            "ttl_ms is above the limit of {} ms (a year)",
+            MAX_TTL.as_millis()
+        )));
+    }
+    Ok(ttl)
+}
+
+/// A transaction request, checked against the limits. Operations inside a
+/// Txn are plain: conditions belong in `compare`, TTLs in a granted lease.
+pub(crate) fn txn(limits: &Limits, request: pb::TxnRequest) -> Result<Txn, Status> {
+    let flag = "--max-txn-ops";
+    limits.check_count("compares", request.compare.len(), limits.max_txn_ops, flag)?;
+    limits.check_count(
+        "success operations",
+        request.success.len(),
+        limits.max_txn_ops,
+        flag,
+    )?;
+    limits.check_count(
+        "failure operations",
+        request.failure.len(),
+        limits.max_txn_ops,
+        flag,
+    )?;
+    let compares = request
+        .compare
+        .into_iter()
+        .map(|compare| compare_of(limits, compare))
+        .collect::<Result<_, _>>()?;
+    let ops = |ops: Vec<pb::Op>| -> Result<Vec<Op>, Status> {
+        ops.into_iter().map(|op| txn_op(limits, op)).collect()
+    };
+    Ok(Txn {
+        compares,
+        success: ops(request.success)?,
+        failure: ops(request.failure)?,
+    })
+}
+
+fn compare_of(limits: &Limits, compare: pb::Compare) -> Result<Compare, Status> {
+    use pb::compare::{Op as WireOp, Target};
+    limits.check_key(&compare.key)?;
+    let op = match WireOp::try_from(compare.op) {
+        Ok(WireOp::Equal) => CompareOp::Equal,
+        Ok(WireOp::NotEqual) => CompareOp::NotEqual,
+        Ok(WireOp::Less) => CompareOp::Less,
+        Ok(WireOp::Greater) => CompareOp::Greater,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown compare op {}",
+                compare.op
+            )));
+        }
+    };
+    let target = match compare.target {
+        Some(Target::Value(value)) => CompareTarget::Value(value),
+        Some(Target::ModRevision(revision)) => CompareTarget::ModRevision(revision),
+        Some(Target::CreateRevision(revision)) => CompareTarget::CreateRevision(revision),
+        Some(Target::Version(version)) => CompareTarget::Version(version),
+        None => {
+            return Err(Status::invalid_argument(
+                "compare has no target: set value, mod_revision, create_revision or version",
+            ));
+        }
+    };
+    Ok(Compare {
+        key: compare.key,
+        target,
+        op,
+    })
+}
+
+fn txn_op(limits: &Limits, op: pb::Op) -> Result<Op, Status> {
+    use pb::op::Op as WireOp;
+    match op.op {
+        Some(WireOp::Range(range)) => Ok(Op::Get(range_query(limits, range)?)),
+        Some(WireOp::Put(put)) => {
+            if put.condition.is_some() || put.ttl_ms != 0 {
+                return Err(Status::invalid_argument(
+                    "a put inside a Txn takes no condition (use compare) and no ttl_ms \
+                     (grant a lease and set lease)",
+                ));
+            }
+            put_op(limits, &put)
+        }
+        Some(WireOp::Delete(delete)) => {
+            if delete.condition.is_some() {
+                return Err(Status::invalid_argument(
+                    "a delete inside a Txn takes no condition (use compare)",
+                ));
+            }
+            Ok(Op::Delete {
+                range: key_range(limits, delete.key, delete.range_end, delete.prefix, true)?,
+                prev: delete.prev_kv,
+            })
+        }
+        None => Err(Status::invalid_argument("an operation of the Txn is empty")),
+    }
+}
+
+/// The wire form of the answers to `ops`, one each.
+pub(crate) fn op_responses(
+    ops: &[Op],
+    results: Vec<OpResult>,
+    revision: Revision,
+) -> Vec<pb::OpResponse> {
+    use pb::op_response::Response;
+    ops.iter()
+        .zip(results)
+        .map(|(op, result)| {
+            let response = match (op, result) {
+                (_, OpResult::Get(range)) => Response::Range(range_response(range)),
+                (op, OpResult::Put { prev }) => {
+                    let key = match op {
+                        Op::Put { key, .. } => key.clone(),
+                        _ => Bytes::new(),
+                    };
+                    Response::Put(pb::PutResponse {
+                        header: header(revision),
+                        succeeded: true,
+                        prev_kv: prev.map(|record| kv(key, record)),
+                        lease: 0,
+                    })
+                }
+                (_, OpResult::Delete { deleted, prev }) => Response::Delete(pb::DeleteResponse {
+                    header: header(revision),
+                    succeeded: true,
+                    deleted,
+                    prev_kvs: prev.into_iter().map(kv_of).collect(),
+                }),
+            };
+            pb::OpResponse {
+                response: Some(response),
+            }
+        })
+        .collect()
+}
+
+/// The wire form of a watch event.
+pub(crate) fn event(event: Event) -> pb::Event {
+    let kind = match event.kind {
+        EventKind::Put => pb::event::Kind::Put,
+        EventKind::Delete => pb::event::Kind::Delete,
+        EventKind::Expire => pb::event::Kind::Expire,
+    };
+    pb::Event {
+        kind: kind.into(),
+        kv: Some(kv(event.key, event.record)),
+    }
+}

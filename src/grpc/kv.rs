@@ -1,0 +1,390 @@
+//! The full API, `keyvalue.v1.KV`: every handler validates (through
+//! `convert`), delegates to the [`Store`], and maps errors through `status`.
+//!
+//! Put and Delete with a condition are transactions with one compare, whose
+//! failure branch reads the key, so a failed compare answers with the current
+//! state. Put with `ttl_ms` grants a lease of its own first (and revokes it if
+//! the put does not happen).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::Limits;
+use super::convert::{self, header, kv, kv_of};
+use super::status::from_store_error;
+use crate::proto::keyvalue::v1 as pb;
+use crate::proto::keyvalue::v1::kv_server::{Kv, KvServer};
+use crate::storage::Store;
+use crate::storage::ops::{KeyRange, Op, OpResult, RangeQuery, Txn, TxnResult};
+
+/// Handlers of `keyvalue.v1.KV` over a [`Store`].
+pub struct KvService<S> {
+    store: Arc<S>,
+    limits: Limits,
+}
+
+impl<S: Store> KvService<S> {
+    /// A service over `store`.
+    pub fn new(store: Arc<S>, limits: Limits) -> Self {
+        KvService { store, limits }
+    }
+
+    /// The tonic service, ready to add to a server.
+    pub fn into_server(self) -> KvServer<Self> {
+        let max_message = self.limits.max_message_bytes();
+        KvServer::new(self).max_decoding_message_size(max_message)
+    }
+
+    /// Runs `txn`, mapping a storage error to its status.
+    async fn run(&self, txn: Txn) -> Result<TxnResult, Status> {
+        self.store.txn(txn).await.map_err(from_store_error)
+    }
+}
+
+/// The compare-and-set transaction: `ops` if `condition` holds, else a read
+/// of `key`.
+fn conditional(key: &Bytes, condition: Option<pb::Condition>, ops: Vec<Op>) -> Result<Txn, Status> {
+    let compares = match condition {
+        Some(condition) => vec![convert::condition(key, condition)?],
+        None => Vec::new(),
+    };
+    let failure = vec![Op::Get(RangeQuery::all(KeyRange::key(key.clone())))];
+    Ok(Txn {
+        compares,
+        success: ops,
+        failure,
+    })
+}
+
+/// The record the failure branch of [`conditional`] read.
+fn current_state(result: &mut TxnResult) -> Option<pb::KeyValue> {
+    match result.results.pop() {
+        Some(OpResult::Get(range)) => range.kvs.into_iter().next().map(kv_of),
+        _ => None,
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: Store> Kv for KvService<S> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let key = request.into_inner().key;
+        self.limits.check_key(&key)?;
+        let result = self
+            .store
+            .range(RangeQuery::all(KeyRange::key(key)))
+            .await
+            .map_err(from_store_error)?;
+        Ok(Response::new(pb::GetResponse {
+            header: header(result.revision),
+            kv: result.kvs.into_iter().next().map(kv_of),
+        }))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let mut request = request.into_inner();
+        let mut op = convert::put_op(&self.limits, &request)?;
+        let ttl = match (request.ttl_ms, request.lease) {
+            (0, _) => None,
+            (ttl_ms, 0) => Some(convert::ttl(ttl_ms)?),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give either lease or ttl_ms, not both",
+                ));
+            }
+        };
+        let txn = conditional(&request.key, request.condition.take(), Vec::new())?;
+        let lease = match ttl {
+            Some(ttl) => {
+                let lease = self
+                    .store
+                    .lease_grant(ttl)
+                    .await
+                    .map_err(from_store_error)?;
+                if let Op::Put {
+                    lease: attached, ..
+                } = &mut op
+                {
+                    *attached = lease.id;
+                }
+                lease.id
+            }
+            None => 0,
+        };
+        let txn = Txn {
+            success: vec![op],
+            ..txn
+        };
+        let outcome = self.run(txn).await;
+        let mut result = match outcome {
+            Ok(result) if result.succeeded => result,
+            other => {
+                // The put did not happen: its own lease has nothing to keep.
+                if lease != 0 {
+                    let _ = self.store.lease_revoke(lease).await;
+                }
+                let mut result = other?;
+                return Ok(Response::new(pb::PutResponse {
+                    header: header(result.revision),
+                    succeeded: false,
+                    prev_kv: current_state(&mut result),
+                    lease: 0,
+                }));
+            }
+        };
+        let prev_kv = match result.results.pop() {
+            Some(OpResult::Put { prev }) => prev.map(|record| kv(request.key.clone(), record)),
+            _ => None,
+        };
+        Ok(Response::new(pb::PutResponse {
+            header: header(result.revision),
+            succeeded: true,
+            prev_kv,
+            lease,
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let request = request.into_inner();
+        let single = request.range_end.is_empty() && !request.prefix;
+        if request.condition.is_some() && !single {
+            return Err(Status::invalid_argument(
+                "a condition applies to single-key deletes only; use Txn for ranges",
+            ));
+        }
+        let key = request.key.clone();
+        let range = convert::key_range(
+            &self.limits,
+            request.key,
+            request.range_end,
+            request.prefix,
+            true,
+        )?;
+        let delete = Op::Delete {
+            range,
+            prev: request.prev_kv,
+        };
+        let mut result = self
+            .run(conditional(&key, request.condition, vec![delete])?)
+            .await?;
+        if !result.succeeded {
+            return Ok(Response::new(pb::DeleteResponse {
+                header: header(result.revision),
+                succeeded: false,
+                deleted: 0,
+                prev_kvs: current_state(&mut result).into_iter().collect(),
+            }));
+        }
+        let (deleted, prev_kvs) = match result.results.pop() {
+            Some(OpResult::Delete { deleted, prev }) => {
+                (deleted, prev.into_iter().map(kv_of).collect())
+            }
+            _ => (0, Vec::new()),
+        };
+        Ok(Response::new(pb::DeleteResponse {
+            header: header(result.revision),
+            succeeded: true,
+            deleted,
+            prev_kvs,
+        }))
+    }
+
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let query = convert::range_query(&self.limits, request.into_inner())?;
+        let result = self.store.range(query).await.map_err(from_store_error)?;
+        Ok(Response::new(convert::range_response(result)))
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        let txn = convert::txn(&self.limits, request.into_inner())?;
+        let result = self.run(txn.clone()).await?;
+        let ops = if result.succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        Ok(Response::new(pb::TxnResponse {
+            header: header(result.revision),
+            succeeded: result.succeeded,
+            responses: convert::op_responses(ops, result.results, result.revision),
+        }))
+    }
+
+    async fn batch_get(
+        &self,
+        request: Request<pb::BatchGetRequest>,
+    ) -> Result<Response<pb::BatchGetResponse>, Status> {
+        let keys = request.into_inner().keys;
+        self.limits.check_count(
+            "keys",
+            keys.len(),
+            self.limits.max_batch_keys,
+            "--max-batch-keys",
+        )?;
+        let mut gets = Vec::with_capacity(keys.len());
+        for key in keys {
+            self.limits.check_key(&key)?;
+            gets.push(Op::Get(RangeQuery::all(KeyRange::key(key))));
+        }
+        let result = self.run(Txn::of(gets)).await?;
+        let revision = result.revision;
+        let results = result
+            .results
+            .into_iter()
+            .map(|result| pb::GetResponse {
+                header: header(revision),
+                kv: match result {
+                    OpResult::Get(range) => range.kvs.into_iter().next().map(kv_of),
+                    _ => None,
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::BatchGetResponse {
+            header: header(revision),
+            results,
+        }))
+    }
+
+    async fn batch_put(
+        &self,
+        request: Request<pb::BatchPutRequest>,
+    ) -> Result<Response<pb::BatchPutResponse>, Status> {
+        let puts = request.into_inner().puts;
+        self.limits.check_count(
+            "puts",
+            puts.len(),
+            self.limits.max_batch_keys,
+            "--max-batch-keys",
+        )?;
+        let mut ops = Vec::with_capacity(puts.len());
+        for put in &puts {
+            if put.condition.is_some() || put.ttl_ms != 0 {
+                return Err(Status::invalid_argument(
+                    "puts of a batch take no condition (use Txn) and no ttl_ms (grant a \
+                     lease and set lease)",
+                ));
+            }
+            ops.push(convert::put_op(&self.limits, put)?);
+        }
+        let result = self.run(Txn::of(ops)).await?;
+        Ok(Response::new(pb::BatchPutResponse {
+            header: header(result.revision),
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        let range = convert::key_range(
+            &self.limits,
+            request.key,
+            request.range_end,
+            request.prefix,
+            true,
+        )?;
+        let from = match request.start_revision {
+            0 => None,
+            revision => Some(revision),
+        };
+        let events = self
+            .store
+            .watch(range, from)
+            .await
+            .map_err(from_store_error)?;
+        let responses = events.map(|batch| {
+            let events = batch.map_err(from_store_error)?;
+            let revision = events.last().map_or(0, |event| event.revision());
+            Ok(pb::WatchResponse {
+                header: header(revision),
+                events: events.into_iter().map(convert::event).collect(),
+            })
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let ttl = convert::ttl(request.into_inner().ttl_ms)?;
+        let lease = self
+            .store
+            .lease_grant(ttl)
+            .await
+            .map_err(from_store_error)?;
+        Ok(Response::new(pb::LeaseGrantResponse {
+            id: lease.id,
+            ttl_ms: lease.ttl.as_millis() as u64,
+        }))
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<pb::LeaseKeepAliveRequest>,
+    ) -> Result<Response<pb::LeaseKeepAliveResponse>, Status> {
+        let lease = self
+            .store
+            .lease_keep_alive(request.into_inner().id)
+            .await
+            .map_err(from_store_error)?;
+        Ok(Response::new(pb::LeaseKeepAliveResponse {
+            id: lease.id,
+            ttl_ms: lease.ttl.as_millis() as u64,
+        }))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let (deleted, revision) = self
+            .store
+            .lease_revoke(request.into_inner().id)
+            .await
+            .map_err(from_store_error)?;
+        Ok(Response::new(pb::LeaseRevokeResponse {
+            header: header(revision),
+            deleted,
+        }))
+    }
+
+    async fn lease_info(
+        &self,
+        request: Request<pb::LeaseInfoRequest>,
+    ) -> Result<Response<pb::LeaseInfoResponse>, Status> {
+        let lease = self
+            .store
+            .lease_info(request.into_inner().id)
+            .await
+            .map_err(from_store_error)?;
+        Ok(Response::new(pb::LeaseInfoResponse {
+            id: lease.id,
+            ttl_ms: lease.ttl.as_millis() as u64,
+            remaining_ms: lease.remaining.as_millis() as u64,
+        }))
+    }
+}
