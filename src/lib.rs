@@ -16,18 +16,20 @@
 //!   tests share this one entry point.
 //! - [`shutdown`]: the shutdown signal (SIGINT / SIGTERM) as a future.
 //! - [`client`]: a typed async client of the tutorial API, used by `kv`.
+//! - [`kv_cli`]: the `kv` command line: flags, commands, text and JSON output.
 //! - [`bench`]: `kv bench`, a closed-loop load generator that verifies every
 //!   answer and reports throughput and latency percentiles.
 //! - [`duration`]: parsing `10s`-style durations for command-line flags.
 //! - [`proto`]: code generated from `proto/` by `build.rs`.
 //!
 //! The binaries are thin: `src/bin/kvserver.rs` parses flags, binds and calls
-//! [`server::run`]; `src/bin/kv.rs` parses a command and calls [`client`].
+//! [`server::run`]; `src/bin/kv.rs` calls [`kv_cli::main`].
 
 pub mod bench;
 pub mod client;
 pub mod duration;
 pub mod grpc;
+pub mod kv_cli;
 pub mod proto;
 pub mod server;
 pub mod shutdown;

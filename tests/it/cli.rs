@@ -150,3 +150,243 @@ fn kvserver_help_describes_every_flag() {
         );
     }
 }
+
+/// Runs `kv` with `stdin` as its input.
+fn kv_with_input(addr: &str, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kv"))
+        .env_remove("KV_ADDR")
+        .args(["--addr", addr])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kv");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("kv output")
+}
+
+fn json_of(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("one JSON value")
+}
+
+#[test]
+fn get_with_revisions_as_text_and_json() {
+    let server = Server::start();
+    kv(server.addr(), &["set", "weather", "sunny"]);
+    kv(server.addr(), &["set", "weather", "rain"]);
+    let text_form = text(&kv(server.addr(), &["get", "-w", "weather"]).stdout);
+    assert!(text_form.contains("value: rain\n"), "{text_form}");
+    assert!(text_form.contains("version: 2\n"), "{text_form}");
+    let object = json_of(&kv(server.addr(), &["get", "-w", "--json", "weather"]));
+    assert_eq!(object["key"], "weather");
+    assert_eq!(object["value"], "rain");
+    assert_eq!(object["version"], 2);
+    assert_eq!(object["create_revision"], 1);
+    assert_eq!(object["mod_revision"], 2);
+}
+
+#[test]
+fn del_ls_and_their_json() {
+    let server = Server::start();
+    for key in ["user/1", "user/2", "user/3", "other"] {
+        assert!(kv(server.addr(), &["set", key, "v"]).status.success());
+    }
+    let listed = text(&kv(server.addr(), &["ls", "user/"]).stdout);
+    assert_eq!(listed, "user/1\tv\nuser/2\tv\nuser/3\tv\n");
+    let keys = text(&kv(server.addr(), &["ls", "--keys-only", "--limit", "2"]).stdout);
+    assert_eq!(keys, "other\nuser/1\n");
+    let array = json_of(&kv(server.addr(), &["ls", "--json"]));
+    assert_eq!(array.as_array().unwrap().len(), 4);
+    assert_eq!(array[1]["key"], "user/1");
+    assert_eq!(array[1]["value"], "v");
+    assert_eq!(text(&kv(server.addr(), &["del", "other"]).stdout), "1\n");
+    assert_eq!(
+        text(&kv(server.addr(), &["del", "--prefix", "user/"]).stdout),
+        "3\n"
+    );
+    assert_eq!(text(&kv(server.addr(), &["del", "nothing"]).stdout), "0\n");
+    assert_eq!(text(&kv(server.addr(), &["ls"]).stdout), "");
+}
+
+#[test]
+fn ls_pages_through_more_keys_than_one_page() {
+    let server = Server::start_with(&["--max-range-page", "100"]);
+    let mut script = String::new();
+    for i in 0..250 {
+        script.push_str(&format!("put k{i:03} v\n"));
+    }
+    // One transaction of 250 puts is above --max-txn-ops (128): two halves.
+    let (first, second) = script.split_at(script.find("put k128").unwrap());
+    for half in [first, second] {
+        let output = kv_with_input(server.addr(), &["txn"], &format!("\n{half}"));
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+    let keys = text(&kv(server.addr(), &["ls", "--keys-only"]).stdout);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert_eq!(keys.len(), 250);
+    assert_eq!((keys[0], keys[249]), ("k000", "k249"));
+}
+
+#[test]
+fn cas_succeeds_at_the_expected_revision_and_exits_6_otherwise() {
+    let server = Server::start();
+    kv(server.addr(), &["set", "k", "v1"]);
+    let won = kv(server.addr(), &["cas", "k", "v2", "--expect-rev", "1"]);
+    assert!(won.status.success(), "{}", text(&won.stderr));
+    let lost = kv(server.addr(), &["cas", "k", "v3", "--expect-rev", "1"]);
+    assert_eq!(lost.status.code(), Some(6));
+    assert_eq!(
+        text(&lost.stderr),
+        "compare failed: key \"k\" is at revision 2, not at revision 1\n"
+    );
+    let object: serde_json::Value = serde_json::from_slice(
+        &kv(
+            server.addr(),
+            &["cas", "--json", "k", "v3", "--expect-rev", "1"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(object["succeeded"], false);
+    assert_eq!(object["current"]["value"], "v2");
+    let created = kv(server.addr(), &["cas", "fresh", "new", "--expect-rev", "0"]);
+    assert!(created.status.success());
+    assert_eq!(text(&kv(server.addr(), &["get", "k"]).stdout), "v2\n");
+}
+
+#[test]
+fn txn_reads_a_transaction_from_stdin_or_a_file() {
+    let server = Server::start();
+    kv(server.addr(), &["set", "balance", "100"]);
+    let script = "value(\"balance\") = \"100\"\n\nput balance 50\nput spent 50\n\nget balance\n";
+    let first = kv_with_input(server.addr(), &["txn"], script);
+    assert_eq!(text(&first.stdout), "SUCCESS\nOK\nOK\n");
+    let again = kv_with_input(server.addr(), &["txn", "--json"], script);
+    let object = json_of(&again);
+    assert_eq!(object["succeeded"], false);
+    assert_eq!(object["responses"][0]["kvs"][0]["value"], "50");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "\ndel spent\n").unwrap();
+    let from_file = kv(server.addr(), &["txn", file.path().to_str().unwrap()]);
+    assert_eq!(text(&from_file.stdout), "SUCCESS\n1\n");
+    let bad = kv_with_input(server.addr(), &["txn"], "mod(\"k\") = \"soon\"\n");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).starts_with("line 1: "),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn set_with_a_ttl_prints_its_lease_and_the_key_expires() {
+    let server = Server::start();
+    let set = kv(server.addr(), &["set", "--ttl", "500ms", "temp", "v"]);
+    let printed = text(&set.stdout);
+    let lease = printed.strip_prefix("lease ").expect("the lease id").trim();
+    assert!(lease.parse::<i64>().unwrap() > 0);
+    let info = text(&kv(server.addr(), &["lease", "info", lease]).stdout);
+    assert!(info.contains("ttl 500ms"), "{info}");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(kv(server.addr(), &["get", "temp"]).status.code(), Some(1));
+    let keep_alive = kv(server.addr(), &["lease", "keep-alive", lease]);
+    assert_eq!(keep_alive.status.code(), Some(4));
+    assert!(text(&keep_alive.stderr).contains("not found"));
+}
+
+#[test]
+fn leases_are_granted_shared_and_revoked_from_the_command_line() {
+    let server = Server::start();
+    let lease = text(&kv(server.addr(), &["lease", "grant", "60s"]).stdout);
+    let lease = lease.trim();
+    for key in ["a", "b"] {
+        assert!(
+            kv(server.addr(), &["set", "--lease", lease, key, "v"])
+                .status
+                .success()
+        );
+    }
+    assert!(
+        kv(server.addr(), &["lease", "keep-alive", lease])
+            .status
+            .success()
+    );
+    assert_eq!(
+        text(&kv(server.addr(), &["lease", "revoke", lease]).stdout),
+        "2\n"
+    );
+    assert_eq!(kv(server.addr(), &["get", "a"]).status.code(), Some(1));
+}
+
+#[test]
+fn binary_keys_and_values_pass_as_hex_or_base64() {
+    let server = Server::start();
+    assert!(
+        kv(server.addr(), &["--hex", "set", "00ff", "deadbeef"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        text(&kv(server.addr(), &["--hex", "get", "00ff"]).stdout),
+        "deadbeef\n"
+    );
+    assert_eq!(
+        text(&kv(server.addr(), &["--base64", "get", "AP8="]).stdout),
+        "3q2+7w==\n"
+    );
+    let raw = kv(server.addr(), &["--hex", "ls", "--json"]);
+    assert_eq!(json_of(&raw)[0]["value"], "deadbeef");
+    let refused = kv(server.addr(), &["ls", "--json"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(text(&refused.stderr).contains("--hex or --base64"));
+    let bad = kv(server.addr(), &["--hex", "get", "xyz"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn watch_streams_changes_until_interrupted() {
+    use std::io::{BufRead, BufReader};
+    let server = Server::start();
+    kv(server.addr(), &["set", "w/old", "before"]);
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_kv"))
+        .args([
+            "--addr",
+            server.addr(),
+            "watch",
+            "--prefix",
+            "w/",
+            "--from-rev",
+            "1",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kv watch");
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (first["type"].as_str(), first["kv"]["key"].as_str()),
+        (Some("put"), Some("w/old"))
+    );
+    kv(server.addr(), &["set", "elsewhere", "x"]);
+    kv(server.addr(), &["set", "w/new", "after"]);
+    kv(server.addr(), &["del", "w/old"]);
+    let put: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(put["kv"]["value"], "after");
+    let delete: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (delete["type"].as_str(), delete["revision"].as_u64()),
+        (Some("delete"), Some(4))
+    );
+    crate::harness::send_signal(watcher.id(), "INT");
+    let status = watcher.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "Ctrl-C ends a watch cleanly");
+}

@@ -1,0 +1,785 @@
+//! The `kv` command line: its flags, its commands, and how each prints.
+//!
+//! `src/bin/kv.rs` only calls [`main`]. Every command talks to the server
+//! through [`crate::client::Client`] (the full API), prints its answer as text
+//! or, with `--json`, as JSON for scripts, and reports a failure as one line on
+//! stderr with an exit code from [`exit`].
+
+mod encoding;
+mod txn_file;
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use serde_json::{Value as Json, json};
+use tokio_stream::StreamExt;
+
+use crate::bench::{BenchConfig, Stop};
+use crate::client::{Client, ClientError};
+use crate::duration::parse_duration;
+use crate::proto::keyvalue::v1 as pb;
+pub use encoding::Encoding;
+
+/// Exit codes, as `kv --help` documents them.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The key does not exist.
+    pub const KEY_NOT_FOUND: u8 = 1;
+    /// The command line is wrong.
+    pub const USAGE: u8 = 2;
+    /// The server could not be reached or did not answer in time.
+    pub const UNREACHABLE: u8 = 3;
+    /// The server refused the request.
+    pub const REFUSED: u8 = 4;
+    /// `kv bench` saw a wrong answer or a failed request.
+    pub const BENCH_FAILED: u8 = 5;
+    /// `kv cas`: the key was not at the expected revision.
+    pub const COMPARE_FAILED: u8 = 6;
+}
+
+/// Command-line client of kvserver.
+///
+/// Exit codes: 0 success, 1 key not found, 2 usage error, 3 server unreachable
+/// (or no answer within --timeout), 4 request refused by the server, 5 `kv
+/// bench` saw a wrong answer or a failed request, 6 `kv cas` found another
+/// revision.
+#[derive(Parser, Debug)]
+#[command(name = "kv", version, about, long_about)]
+struct Cli {
+    /// Server address, host:port.
+    #[arg(
+        long,
+        global = true,
+        env = "KV_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    addr: String,
+
+    /// How long to wait for the server, per request (e.g. 5s, 500ms).
+    #[arg(long, global = true, env = "KV_TIMEOUT", default_value = "5s",
+          value_parser = parse_timeout)]
+    timeout: Duration,
+
+    /// Print answers as JSON (one object, or one per line for watch).
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Keys and values, in arguments and output, are hexadecimal.
+    #[arg(long, global = true, conflicts_with = "base64")]
+    hex: bool,
+
+    /// Keys and values, in arguments and output, are base64.
+    #[arg(long, global = true)]
+    base64: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the value of KEY and a newline (with -w, its revisions too).
+    Get {
+        /// The key.
+        key: String,
+        /// Show the revisions: create_revision, mod_revision, version, lease.
+        #[arg(short = 'w', long = "with-revisions")]
+        with_revisions: bool,
+    },
+    /// Store VALUE under KEY.
+    Set {
+        /// The key.
+        key: String,
+        /// The value (may start with '-').
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        /// Delete the key after this long unless its lease is kept alive (e.g.
+        /// 30s); prints the lease id.
+        #[arg(long, value_parser = parse_timeout, conflicts_with = "lease")]
+        ttl: Option<Duration>,
+        /// Attach the key to this lease.
+        #[arg(long)]
+        lease: Option<i64>,
+    },
+    /// Delete KEY, every key from KEY to --to, or every key under a prefix;
+    /// prints how many went.
+    Del {
+        /// The key, or the prefix with --prefix.
+        key: String,
+        /// Delete every key that starts with KEY.
+        #[arg(long, conflicts_with = "to")]
+        prefix: bool,
+        /// Delete keys from KEY up to this one (exclusive).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// List keys (all, or under PREFIX) with their values, in key order.
+    Ls {
+        /// Only keys that start with this.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Print keys only.
+        #[arg(long)]
+        keys_only: bool,
+        /// At most this many keys.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Set KEY to VALUE only if it is still at revision --expect-rev (0: only
+    /// if it does not exist); exits 6 and prints the current state if not.
+    Cas {
+        /// The key.
+        key: String,
+        /// The new value.
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        /// The mod_revision the key must have (see `kv get -w`).
+        #[arg(long)]
+        expect_rev: u64,
+    },
+    /// Run a transaction read from FILE (or stdin): compares, a blank line,
+    /// operations if they hold, a blank line, operations if not.
+    ///
+    /// Compares: value|mod|create|ver("key") =|!=|<|> "operand". Operations:
+    /// put KEY VALUE, del KEY [END], del --prefix P, get KEY [END],
+    /// get --prefix P. Quote tokens with spaces; # starts a comment line.
+    Txn {
+        /// The file; stdin if absent or "-".
+        file: Option<String>,
+    },
+    /// Print changes to KEY (or under a prefix) as they happen, until Ctrl-C.
+    Watch {
+        /// The key, or the prefix with --prefix.
+        key: String,
+        /// Watch every key that starts with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// Start from this revision (replaying what happened since), not now.
+        #[arg(long)]
+        from_rev: Option<u64>,
+    },
+    /// Leases: grant one, keep it alive, look at it, revoke it.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Load the server and measure it: closed loop, every answer verified.
+    ///
+    /// Each worker keeps one request in flight and owns its share of the keys,
+    /// so every Get is checked against the last acknowledged Set of its key.
+    /// Exits 5 if any answer was wrong or any request failed.
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum LeaseCommand {
+    /// Grant a lease with this TTL (e.g. 30s); prints its id.
+    Grant {
+        /// The time to live.
+        #[arg(value_parser = parse_timeout)]
+        ttl: Duration,
+    },
+    /// Restart the lease's TTL; with --every, keep doing so until Ctrl-C.
+    KeepAlive {
+        /// The lease id.
+        id: i64,
+        /// Renew at this interval until interrupted (e.g. 10s).
+        #[arg(long, value_parser = parse_timeout)]
+        every: Option<Duration>,
+    },
+    /// Print the lease's TTL and the time it has left.
+    Info {
+        /// The lease id.
+        id: i64,
+    },
+    /// Revoke the lease, deleting its keys; prints how many went.
+    Revoke {
+        /// The lease id.
+        id: i64,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// HTTP/2 connections to open.
+    #[arg(long, default_value_t = 4)]
+    conns: usize,
+    /// Requests in flight, spread over the connections.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long to run (e.g. 10s); ignored with --requests.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    duration: Duration,
+    /// Stop after this many operations instead of after --duration.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    /// Bytes per key.
+    #[arg(long, default_value_t = 16)]
+    key_size: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Operation mix in percent, e.g. get=90,set=10 or set=100.
+    #[arg(long, default_value = "get=90,set=10", value_parser = parse_mix)]
+    mix: u32,
+    /// Do not set every key before measuring (Gets of unset keys expect NOT_FOUND).
+    #[arg(long)]
+    no_preload: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses `get=90,set=10` into the percentage of gets.
+fn parse_mix(text: &str) -> Result<u32, String> {
+    let (mut get, mut set) = (None, None);
+    for part in text.split(',') {
+        let (op, share) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: expected op=percent, e.g. get=90"))?;
+        let share: u32 = share
+            .trim()
+            .parse()
+            .map_err(|_| format!("{part:?}: the share must be a whole percentage"))?;
+        match op.trim() {
+            "get" => get = Some(share),
+            "set" => set = Some(share),
+            other => return Err(format!("unknown operation {other:?} (use get and set)")),
+        }
+    }
+    let (get, set) = match (get, set) {
+        (Some(get), Some(set)) => (get, set),
+        (Some(get), None) => (get, 100u32.saturating_sub(get)),
+        (None, Some(set)) => (100u32.saturating_sub(set), set),
+        (None, None) => return Err("empty mix".into()),
+    };
+    if get + set != 100 {
+        return Err(format!("the shares add up to {}, not 100", get + set));
+    }
+    Ok(get)
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("the duration must be above zero".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
+/// Why a command failed: one line for stderr and an exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: exit::USAGE,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Failure {
+        let code = match &error {
+            ClientError::KeyNotFound { .. } => exit::KEY_NOT_FOUND,
+            ClientError::InvalidAddress { .. } => exit::USAGE,
+            ClientError::Unreachable { .. } => exit::UNREACHABLE,
+            ClientError::LeaseNotFound { .. } | ClientError::Rejected { .. } => exit::REFUSED,
+        };
+        Failure {
+            code,
+            message: error.to_string(),
+        }
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+/// What every command needs: the client, and how to read and print.
+struct Context {
+    client: Client,
+    json: bool,
+    encoding: Encoding,
+}
+
+impl Context {
+    fn bytes(&self, text: &str) -> Result<Bytes, Failure> {
+        self.encoding.decode(text).map_err(Failure::usage)
+    }
+
+    fn text(&self, bytes: &[u8]) -> Result<String, Failure> {
+        self.encoding.encode(bytes).map_err(Failure::usage)
+    }
+
+    /// A key and its state as a JSON object.
+    fn kv_json(&self, kv: &pb::KeyValue, with_value: bool) -> Result<Json, Failure> {
+        let mut object = json!({
+            "key": self.text(&kv.key)?,
+            "create_revision": kv.create_revision,
+            "mod_revision": kv.mod_revision,
+            "version": kv.version,
+            "lease": kv.lease,
+        });
+        if with_value {
+            object["value"] = Json::String(self.text(&kv.value)?);
+        }
+        Ok(object)
+    }
+
+    /// `bytes` for plain text output: raw, or encoded.
+    fn raw(&self, bytes: &[u8]) -> Vec<u8> {
+        self.encoding.raw(bytes)
+    }
+}
+
+fn print_json(value: &Json) {
+    println!("{value}");
+}
+
+/// Writes `parts` and a newline to stdout as one line.
+fn print_line(parts: &[&[u8]]) {
+    let mut out = std::io::stdout().lock();
+    for part in parts {
+        let _ = out.write_all(part);
+    }
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// Runs `kv` with the process's arguments; returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One request needs one thread; a benchmark's workers use every core.
+    let mut builder = match cli.command {
+        Command::Bench(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("kv: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(execute(cli))
+}
+
+async fn execute(cli: Cli) -> ExitCode {
+    if let Command::Bench(args) = cli.command {
+        return bench(cli.addr, args).await;
+    }
+    let encoding = if cli.hex {
+        Encoding::Hex
+    } else if cli.base64 {
+        Encoding::Base64
+    } else {
+        Encoding::Text
+    };
+    let outcome = match Client::connect(&cli.addr, cli.timeout).await {
+        Ok(client) => {
+            let mut context = Context {
+                client,
+                json: cli.json,
+                encoding,
+            };
+            run(&mut context, cli.command).await
+        }
+        Err(error) => Err(error.into()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("{}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn run(cx: &mut Context, command: Command) -> Outcome {
+    match command {
+        Command::Get {
+            key,
+            with_revisions,
+        } => get(cx, &key, with_revisions).await,
+        Command::Set {
+            key,
+            value,
+            ttl,
+            lease,
+        } => set(cx, &key, &value, ttl, lease).await,
+        Command::Del { key, prefix, to } => del(cx, &key, prefix, to.as_deref()).await,
+        Command::Ls {
+            prefix,
+            keys_only,
+            limit,
+        } => ls(cx, &prefix, keys_only, limit).await,
+        Command::Cas {
+            key,
+            value,
+            expect_rev,
+        } => cas(cx, &key, &value, expect_rev).await,
+        Command::Txn { file } => txn(cx, file.as_deref()).await,
+        Command::Watch {
+            key,
+            prefix,
+            from_rev,
+        } => watch(cx, &key, prefix, from_rev).await,
+        Command::Lease(command) => lease(cx, command).await,
+        Command::Bench(_) => unreachable!("kv bench runs before connecting"),
+    }
+}
+
+async fn get(cx: &mut Context, key: &str, with_revisions: bool) -> Outcome {
+    let bytes = cx.bytes(key)?;
+    let Some(kv) = cx.client.get(bytes).await? else {
+        return Err(ClientError::KeyNotFound {
+            key: key.to_owned(),
+        }
+        .into());
+    };
+    if cx.json {
+        print_json(&cx.kv_json(&kv, true)?);
+    } else if with_revisions {
+        print_line(&[b"key: ", &cx.raw(&kv.key)]);
+        print_line(&[b"value: ", &cx.raw(&kv.value)]);
+        println!("create_revision: {}", kv.create_revision);
+        println!("mod_revision: {}", kv.mod_revision);
+        println!("version: {}", kv.version);
+        println!("lease: {}", kv.lease);
+    } else {
+        print_line(&[&cx.raw(&kv.value)]);
+    }
+    Ok(())
+}
+
+async fn set(
+    cx: &mut Context,
+    key: &str,
+    value: &str,
+    ttl: Option<Duration>,
+    lease: Option<i64>,
+) -> Outcome {
+    let request = pb::PutRequest {
+        key: cx.bytes(key)?,
+        value: cx.bytes(value)?,
+        lease: lease.unwrap_or(0),
+        ttl_ms: ttl.map_or(0, |ttl| ttl.as_millis().max(1) as u64),
+        ..Default::default()
+    };
+    let reply = cx.client.put(request).await?;
+    let revision = reply.header.map_or(0, |h| h.revision);
+    if cx.json {
+        print_json(&json!({"revision": revision, "lease": reply.lease}));
+    } else if ttl.is_some() {
+        println!("lease {}", reply.lease);
+    }
+    Ok(())
+}
+
+async fn del(cx: &mut Context, key: &str, prefix: bool, to: Option<&str>) -> Outcome {
+    let request = pb::DeleteRequest {
+        key: cx.bytes(key)?,
+        range_end: match to {
+            Some(end) => cx.bytes(end)?,
+            None => Bytes::new(),
+        },
+        prefix,
+        ..Default::default()
+    };
+    let reply = cx.client.delete(request).await?;
+    if cx.json {
+        print_json(&json!({
+            "deleted": reply.deleted,
+            "revision": reply.header.map_or(0, |h| h.revision),
+        }));
+    } else {
+        println!("{}", reply.deleted);
+    }
+    Ok(())
+}
+
+async fn ls(cx: &mut Context, prefix: &str, keys_only: bool, limit: Option<u64>) -> Outcome {
+    let mut token = Bytes::new();
+    let mut listed = Vec::new();
+    let mut left = limit.unwrap_or(u64::MAX);
+    let prefix = cx.bytes(prefix)?;
+    while left > 0 {
+        let page = cx
+            .client
+            .range(pb::RangeRequest {
+                key: prefix.clone(),
+                prefix: true,
+                // The server's page size (--max-range-page): any other
+                // could be above its limit.
+                limit: 0,
+                page_token: token,
+                keys_only,
+                ..Default::default()
+            })
+            .await?;
+        let take = page
+            .kvs
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        left -= take as u64;
+        for kv in &page.kvs[..take] {
+            if cx.json {
+                listed.push(cx.kv_json(kv, !keys_only)?);
+            } else if keys_only {
+                print_line(&[&cx.raw(&kv.key)]);
+            } else {
+                print_line(&[&cx.raw(&kv.key), b"\t", &cx.raw(&kv.value)]);
+            }
+        }
+        if !page.more {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    if cx.json {
+        print_json(&Json::Array(listed));
+    }
+    Ok(())
+}
+
+async fn cas(cx: &mut Context, key: &str, value: &str, expect_rev: u64) -> Outcome {
+    let request = pb::PutRequest {
+        key: cx.bytes(key)?,
+        value: cx.bytes(value)?,
+        condition: Some(pb::Condition {
+            check: Some(pb::condition::Check::ModRevision(expect_rev)),
+        }),
+        ..Default::default()
+    };
+    let reply = cx.client.put(request).await?;
+    let revision = reply.header.map_or(0, |h| h.revision);
+    if cx.json {
+        let current = match (&reply.prev_kv, reply.succeeded) {
+            (Some(kv), false) => cx.kv_json(kv, true)?,
+            _ => Json::Null,
+        };
+        print_json(
+            &json!({"succeeded": reply.succeeded, "revision": revision, "current": current}),
+        );
+    }
+    if reply.succeeded {
+        return Ok(());
+    }
+    let now = match &reply.prev_kv {
+        Some(kv) => format!("is at revision {}", kv.mod_revision),
+        None => "does not exist".to_owned(),
+    };
+    Err(Failure {
+        code: exit::COMPARE_FAILED,
+        message: format!("compare failed: key {key:?} {now}, not at revision {expect_rev}"),
+    })
+}
+
+async fn txn(cx: &mut Context, file: Option<&str>) -> Outcome {
+    let text = match file {
+        None | Some("-") => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map_err(|e| {
+                Failure::usage(format!("cannot read the transaction from stdin: {e}"))
+            })?;
+            text
+        }
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| Failure::usage(format!("cannot read {path}: {e}")))?,
+    };
+    let request = txn_file::parse(&text, cx.encoding).map_err(Failure::usage)?;
+    let reply = cx.client.txn(request).await?;
+    let revision = reply.header.map_or(0, |h| h.revision);
+    let mut responses = Vec::new();
+    if !cx.json {
+        println!(
+            "{}",
+            if reply.succeeded {
+                "SUCCESS"
+            } else {
+                "FAILURE"
+            }
+        );
+    }
+    for response in &reply.responses {
+        use pb::op_response::Response;
+        match &response.response {
+            Some(Response::Put(_)) if cx.json => responses.push(json!({"put": "ok"})),
+            Some(Response::Put(_)) => println!("OK"),
+            Some(Response::Delete(delete)) if cx.json => {
+                responses.push(json!({"deleted": delete.deleted}))
+            }
+            Some(Response::Delete(delete)) => println!("{}", delete.deleted),
+            Some(Response::Range(range)) if cx.json => {
+                let kvs = range
+                    .kvs
+                    .iter()
+                    .map(|kv| cx.kv_json(kv, true))
+                    .collect::<Result<Vec<_>, _>>()?;
+                responses.push(json!({"kvs": kvs}));
+            }
+            Some(Response::Range(range)) => {
+                for kv in &range.kvs {
+                    print_line(&[&cx.raw(&kv.key), b"\t", &cx.raw(&kv.value)]);
+                }
+            }
+            None => {}
+        }
+    }
+    if cx.json {
+        print_json(
+            &json!({"succeeded": reply.succeeded, "revision": revision, "responses": responses}),
+        );
+    }
+    Ok(())
+}
+
+async fn watch(cx: &mut Context, key: &str, prefix: bool, from_rev: Option<u64>) -> Outcome {
+    let request = pb::WatchRequest {
+        key: cx.bytes(key)?,
+        prefix,
+        start_revision: from_rev.unwrap_or(0),
+        ..Default::default()
+    };
+    let mut stream = cx.client.watch(request).await?;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let response = tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            next = stream.next() => match next {
+                Some(Ok(response)) => response,
+                Some(Err(status)) => return Err(cx.client.stream_error(status).into()),
+                None => return Ok(()),
+            },
+        };
+        for event in response.events {
+            let Some(kv) = event.kv else { continue };
+            let kind = match pb::event::Kind::try_from(event.kind) {
+                Ok(pb::event::Kind::Put) => "PUT",
+                Ok(pb::event::Kind::Delete) => "DELETE",
+                Ok(pb::event::Kind::Expire) => "EXPIRE",
+                Err(_) => "UNKNOWN",
+            };
+            if cx.json {
+                let object = json!({
+                    "type": kind.to_lowercase(),
+                    "revision": kv.mod_revision,
+                    "kv": cx.kv_json(&kv, kind == "PUT")?,
+                });
+                print_json(&object);
+            } else if kind == "PUT" {
+                let revision = kv.mod_revision.to_string();
+                print_line(&[
+                    revision.as_bytes(),
+                    b" PUT ",
+                    &cx.raw(&kv.key),
+                    b" ",
+                    &cx.raw(&kv.value),
+                ]);
+            } else {
+                let revision = kv.mod_revision.to_string();
+                print_line(&[
+                    revision.as_bytes(),
+                    b" ",
+                    kind.as_bytes(),
+                    b" ",
+                    &cx.raw(&kv.key),
+                ]);
+            }
+        }
+    }
+}
+
+async fn lease(cx: &mut Context, command: LeaseCommand) -> Outcome {
+    match command {
+        LeaseCommand::Grant { ttl } => {
+            let lease = cx.client.lease_grant(ttl).await?;
+            if cx.json {
+                print_json(&json!({"id": lease.id, "ttl_ms": lease.ttl_ms}));
+            } else {
+                println!("{}", lease.id);
+            }
+        }
+        LeaseCommand::KeepAlive { id, every } => loop {
+            let lease = cx.client.lease_keep_alive(id).await?;
+            if cx.json {
+                print_json(&json!({"id": lease.id, "ttl_ms": lease.ttl_ms}));
+            }
+            let Some(every) = every else { break };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                () = tokio::time::sleep(every) => {}
+            }
+        },
+        LeaseCommand::Info { id } => {
+            let lease = cx.client.lease_info(id).await?;
+            if cx.json {
+                print_json(
+                    &json!({"id": lease.id, "ttl_ms": lease.ttl_ms, "remaining_ms": lease.remaining_ms}),
+                );
+            } else {
+                println!(
+                    "lease {} ttl {}ms remaining {}ms",
+                    lease.id, lease.ttl_ms, lease.remaining_ms
+                );
+            }
+        }
+        LeaseCommand::Revoke { id } => {
+            let reply = cx.client.lease_revoke(id).await?;
+            if cx.json {
+                print_json(&json!({"deleted": reply.deleted}));
+            } else {
+                println!("{}", reply.deleted);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn bench(addr: String, args: BenchArgs) -> ExitCode {
+    let config = BenchConfig {
+        addr,
+        conns: args.conns,
+        concurrency: args.concurrency,
+        stop: match args.requests {
+            Some(requests) => Stop::Requests(requests),
+            None => Stop::After(args.duration),
+        },
+        keys: args.keys,
+        key_size: args.key_size,
+        value_size: args.value_size,
+        get_percent: args.mix,
+        preload: !args.no_preload,
+    };
+    match crate::bench::run(&config).await {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.to_json(&config));
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.clean() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "kv bench: {} errors and {} mismatches",
+                    report.errors, report.mismatches
+                );
+                ExitCode::from(exit::BENCH_FAILED)
+            }
+        }
+        Err(error) => {
+            eprintln!("kv bench: {error}");
+            ExitCode::from(exit::UNREACHABLE)
+        }
+    }
+}
