@@ -17,7 +17,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+
 use super::ops::LeaseId;
+use super::{Revision, StoreError};
 
 /// The longest TTL a lease may have (a year), so deadlines never overflow.
 pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -111,6 +114,25 @@ impl Leases {
                 ttl: lease.ttl,
                 remaining: lease.deadline - now,
             })
+    }
+
+    /// Revokes every expired lease with `revoke` (which reports its keys as
+    /// expired); a lease already gone is just forgotten. Returns how many
+    /// keys were deleted.
+    pub(crate) async fn expire_with<F, Fut>(&self, mut revoke: F) -> Result<u64, StoreError>
+    where
+        F: FnMut(LeaseId) -> Fut,
+        Fut: Future<Output = Result<(u64, Revision), StoreError>>,
+    {
+        let mut deleted = 0;
+        for id in self.expired() {
+            match revoke(id).await {
+                Ok((count, _)) => deleted += count,
+                Err(StoreError::LeaseNotFound(_)) => self.remove(id),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(deleted)
     }
 
     /// The leases whose deadline has passed.

@@ -264,15 +264,9 @@ impl Store for MemoryStore {
     }
 
     async fn expire_leases(&self) -> Result<u64, StoreError> {
-        let mut deleted = 0;
-        for id in self.leases.expired() {
-            match self.revoke(id, EventKind::Expire) {
-                Ok((count, _)) => deleted += count,
-                Err(StoreError::LeaseNotFound(_)) => self.leases.remove(id),
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(deleted)
+        self.leases
+            .expire_with(|id| std::future::ready(self.revoke(id, EventKind::Expire)))
+            .await
     }
 
     async fn watch(

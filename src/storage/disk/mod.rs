@@ -244,15 +244,9 @@ impl Store for DiskStore {
     }
 
     async fn expire_leases(&self) -> Result<u64, StoreError> {
-        let mut deleted = 0;
-        for id in self.leases.expired() {
-            match self.revoke(id, EventKind::Expire).await {
-                Ok((count, _)) => deleted += count,
-                Err(StoreError::LeaseNotFound(_)) => self.leases.remove(id),
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(deleted)
+        self.leases
+            .expire_with(|id| self.revoke(id, EventKind::Expire))
+            .await
     }
 
     async fn watch(
