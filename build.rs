@@ -7,6 +7,12 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     const PROTOS: &[&str] = &["proto/api.proto", "proto/keyvalue/v1/kv.proto"];
     let descriptors = protox::compile(PROTOS, ["proto"])?;
+    // The same descriptors, for server reflection (`proto::FILE_DESCRIPTOR_SET`).
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("descriptors.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
     tonic_prost_build::configure()
         // Keys and values of the full API arrive as `Bytes`, which the
         // storage layer keeps without copying.

@@ -17,3 +17,7 @@ pub mod keyvalue {
         tonic::include_proto!("keyvalue.v1");
     }
 }
+
+/// Every contract above, as an encoded `FileDescriptorSet`, for server
+/// reflection (`grpcurl list` without proto files).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));

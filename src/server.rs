@@ -14,8 +14,15 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
+use tonic_health::ServingStatus;
+
 use crate::grpc::{KvService, Limits, TutorialService, oversize_layer};
+use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::storage::Store;
+
+/// The names `grpc.health.v1.Health` reports on: the whole server (""),
+/// and each service.
+const SERVICES: [&str; 3] = ["", "simplekeyvalue.KeyValue", "keyvalue.v1.KV"];
 
 /// How the server behaves, independent of where it listens and what it stores.
 #[derive(Clone, Debug)]
@@ -52,6 +59,21 @@ pub async fn run<S: Store>(
     let tutorial = TutorialService::new(Arc::clone(&store), config.limits, config.log_requests);
     let kv = KvService::new(Arc::clone(&store), config.limits);
     let expiry = tokio::spawn(expire_leases(Arc::clone(&store)));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in SERVICES {
+        health
+            .set_service_status(service, ServingStatus::Serving)
+            .await;
+    }
+    let reflection = |builder: tonic_reflection::server::Builder<'static>| {
+        builder.register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .expect("the descriptors compiled by build.rs are valid");
+    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .expect("the descriptors compiled by build.rs are valid");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
 
     // tonic's graceful shutdown waits for every connection to close, and a
@@ -62,8 +84,18 @@ pub async fn run<S: Store>(
         .layer(oversize_layer(config.limits))
         .add_service(tutorial.into_server())
         .add_service(kv.into_server())
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
+            // Load balancers and probes stop sending new work while the
+            // in-flight requests finish.
+            for service in SERVICES {
+                health
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
             let _ = shutdown_started.send(());
         });
     let grace_over = async move {

@@ -98,6 +98,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server with SIGKILL, as a crash would, and waits for it.
     pub(crate) fn crash(mut self) {
         self.child.kill().expect("SIGKILL kvserver");

@@ -13,4 +13,5 @@ mod harness;
 mod kv_api;
 mod lifecycle;
 mod limits;
+mod operations;
 mod tutorial_api;

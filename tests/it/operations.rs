@@ -1,0 +1,117 @@
+//! What operators' tools see: `grpc.health.v1.Health` and server reflection
+//! (what `grpc_health_probe` and `grpcurl list` use), through the real binary.
+
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+use crate::harness::Server;
+
+async fn channel(server: &Server) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{}", server.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to kvserver")
+}
+
+#[tokio::test]
+async fn health_reports_every_service_serving() {
+    let server = Server::start();
+    let mut health = HealthClient::new(channel(&server).await);
+    for service in ["", "simplekeyvalue.KeyValue", "keyvalue.v1.KV"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services_without_proto_files() {
+    let server = Server::start();
+    let mut reflection = ServerReflectionClient::new(channel(&server).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("a list of services: {response:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["simplekeyvalue.KeyValue", "keyvalue.v1.KV"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    // And a service can be described: its file comes back.
+    let describe = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "keyvalue.v1.KV".into(),
+        )),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([describe]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().expect("one answer");
+    let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+        panic!("the file descriptor: {response:?}")
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}
+
+#[tokio::test]
+async fn health_turns_not_serving_while_draining() {
+    let server = Server::start_with(&["--shutdown-grace", "10s"]);
+    let mut health = HealthClient::new(channel(&server).await);
+    let mut updates = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = updates
+        .message()
+        .await
+        .unwrap()
+        .expect("the current status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // The open watch keeps the server draining: it reports the change on it.
+    crate::harness::send_signal(server.pid(), "TERM");
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), updates.message())
+        .await
+        .expect("a status change within 10 s")
+        .unwrap()
+        .expect("a status");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop(updates);
+    drop(health);
+    assert!(server.stop("TERM").await.status.success());
+}
