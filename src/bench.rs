@@ -8,6 +8,11 @@
 //! benchmark that does not check answers measures nothing). Keys carry a
 //! random per-run prefix, so earlier runs on a durable server never interfere.
 //!
+//! With `--api v1` the load may mix in the full API's operations: Range over
+//! a window of keys, BatchGet, and Txn (a compare-and-set on the key's
+//! revision, which must win, since nobody else writes the worker's keys).
+//! Each is verified the same way, on the worker's own keys.
+//!
 //! Latencies go into an HDR histogram; [`Report`] holds the figures and prints
 //! them as text or JSON.
 
@@ -19,6 +24,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use bytes::Bytes;
+
+use crate::proto::keyvalue::v1 as pb;
+use crate::proto::keyvalue::v1::kv_client::KvClient;
 use crate::proto::simplekeyvalue::key_value_client::KeyValueClient;
 use crate::proto::simplekeyvalue::{GetRequest, SetRequest};
 
@@ -39,10 +48,151 @@ pub struct BenchConfig {
     pub key_size: usize,
     /// Bytes per value.
     pub value_size: usize,
-    /// Share of Gets among operations, in percent (the rest are Sets).
-    pub get_percent: u32,
+    /// Which service to load.
+    pub api: Api,
+    /// The share of each operation.
+    pub mix: Mix,
     /// Set every key once before measuring, so Gets find values.
     pub preload: bool,
+    /// What every key starts with; `None`: a random prefix per run, so runs
+    /// never see each other's keys.
+    pub key_prefix: Option<String>,
+}
+
+/// The service a benchmark loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// `simplekeyvalue.KeyValue`: Get and Set only.
+    Tutorial,
+    /// `keyvalue.v1.KV`: Get, Put, Range, BatchGet, Txn.
+    V1,
+}
+
+/// An operation of the load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// Read one key.
+    Get,
+    /// Write one key.
+    Set,
+    /// Read a window of [`RANGE_WINDOW`] consecutive keys (v1).
+    Range,
+    /// Read [`BATCH_KEYS`] keys in one call (v1).
+    Batch,
+    /// Compare-and-set one key on its revision (v1).
+    Txn,
+}
+
+const OP_KINDS: [OpKind; 5] = [
+    OpKind::Get,
+    OpKind::Set,
+    OpKind::Range,
+    OpKind::Batch,
+    OpKind::Txn,
+];
+
+impl OpKind {
+    fn plural(self) -> &'static str {
+        match self {
+            OpKind::Batch => "batches",
+            OpKind::Get => "gets",
+            OpKind::Set => "sets",
+            OpKind::Range => "ranges",
+            OpKind::Txn => "txns",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            OpKind::Get => "get",
+            OpKind::Set => "set",
+            OpKind::Range => "range",
+            OpKind::Batch => "batch",
+            OpKind::Txn => "txn",
+        }
+    }
+}
+
+/// Keys one Range reads.
+pub const RANGE_WINDOW: usize = 10;
+/// Keys one BatchGet reads.
+pub const BATCH_KEYS: usize = 10;
+
+/// The share of each operation, in percent, adding up to 100.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mix([u32; 5]);
+
+impl Mix {
+    /// Parses `get=90,set=10`; one missing share of get/set is the rest to
+    /// 100 (`get=95` means `get=95,set=5`).
+    pub fn parse(text: &str) -> Result<Mix, String> {
+        let mut shares: [Option<u32>; 5] = [None; 5];
+        for part in text.split(',') {
+            let (op, share) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected op=percent, e.g. get=90"))?;
+            let share: u32 = share
+                .trim()
+                .parse()
+                .map_err(|_| format!("{part:?}: the share must be a whole percentage"))?;
+            let index = OP_KINDS
+                .iter()
+                .position(|kind| kind.name() == op.trim())
+                .ok_or_else(|| {
+                    format!(
+                        "unknown operation {:?} (use get, set, range, batch, txn)",
+                        op.trim()
+                    )
+                })?;
+            shares[index] = Some(share);
+        }
+        let given: u32 = shares.iter().flatten().sum();
+        match (shares[0], shares[1]) {
+            (Some(_), None) => shares[1] = Some(100u32.saturating_sub(given)),
+            (None, Some(_)) => shares[0] = Some(100u32.saturating_sub(given)),
+            _ => {}
+        }
+        let mix = Mix(shares.map(|share| share.unwrap_or(0)));
+        let total: u32 = mix.0.iter().sum();
+        if total != 100 {
+            return Err(format!("the shares add up to {total}, not 100"));
+        }
+        Ok(mix)
+    }
+
+    /// The share of `kind`.
+    pub fn share(&self, kind: OpKind) -> u32 {
+        self.0[OP_KINDS.iter().position(|k| *k == kind).unwrap_or(0)]
+    }
+
+    /// The operation for a roll in `0..100`.
+    fn pick(&self, roll: u32) -> OpKind {
+        let mut below = 0;
+        for (kind, share) in OP_KINDS.iter().zip(self.0) {
+            below += share;
+            if roll < below {
+                return *kind;
+            }
+        }
+        OpKind::Get
+    }
+
+    /// Whether the tutorial API can run this mix (only get and set).
+    pub fn tutorial_only(&self) -> bool {
+        self.share(OpKind::Range) + self.share(OpKind::Batch) + self.share(OpKind::Txn) == 0
+    }
+}
+
+impl std::fmt::Display for Mix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = OP_KINDS
+            .iter()
+            .zip(self.0)
+            .filter(|(_, share)| *share > 0)
+            .map(|(kind, share)| format!("{}={share}", kind.name()))
+            .collect();
+        f.write_str(&parts.join(","))
+    }
 }
 
 /// When a run ends.
@@ -71,15 +221,14 @@ impl std::error::Error for BenchError {}
 pub struct Report {
     /// Operations completed (answered, whatever the answer).
     pub ops: u64,
-    /// Gets and Sets among them.
-    pub gets: u64,
-    /// Sets among them.
-    pub sets: u64,
+    /// Completed operations of each kind, in the order of [`OpKind`].
+    pub by_kind: [u64; 5],
     /// Wall time of the measured phase.
     pub elapsed: Duration,
     /// Operations answered with an error status.
     pub errors: u64,
-    /// Gets whose answer was not the last acknowledged value of the key.
+    /// Answers that contradict what the worker's own writes imply (a value
+    /// other than the last acknowledged one, a lost key, a lost CAS).
     pub mismatches: u64,
     /// The first few problems, for the reader.
     pub problems: Vec<String>,
@@ -111,10 +260,14 @@ impl Report {
             "keys": config.keys,
             "key_size": config.key_size,
             "value_size": config.value_size,
-            "get_percent": config.get_percent,
+            "api": match config.api { Api::Tutorial => "tutorial", Api::V1 => "v1" },
+            "mix": config.mix.to_string(),
             "ops": self.ops,
-            "gets": self.gets,
-            "sets": self.sets,
+            "gets": self.by_kind[0],
+            "sets": self.by_kind[1],
+            "ranges": self.by_kind[2],
+            "batches": self.by_kind[3],
+            "txns": self.by_kind[4],
             "secs": self.elapsed.as_secs_f64(),
             "ops_per_sec": self.ops_per_sec(),
             "errors": self.errors,
@@ -135,14 +288,19 @@ impl Report {
     pub fn to_text(&self) -> String {
         let h = &self.latency_us;
         let mut out = String::new();
+        let kinds: Vec<String> = OP_KINDS
+            .iter()
+            .zip(self.by_kind)
+            .filter(|(kind, count)| *count > 0 || matches!(kind, OpKind::Get | OpKind::Set))
+            .map(|(kind, count)| format!("{count} {}", kind.plural()))
+            .collect();
         let _ = writeln!(
             out,
-            "{} ops in {:.2}s: {:.0} ops/s ({} gets, {} sets)",
+            "{} ops in {:.2}s: {:.0} ops/s ({})",
             self.ops,
             self.elapsed.as_secs_f64(),
             self.ops_per_sec(),
-            self.gets,
-            self.sets
+            kinds.join(", ")
         );
         let _ = writeln!(
             out,
@@ -196,8 +354,7 @@ fn text_histogram(h: &Histogram<u64>) -> String {
 
 /// One worker's results.
 struct WorkerResult {
-    gets: u64,
-    sets: u64,
+    by_kind: [u64; 5],
     errors: u64,
     mismatches: u64,
     problems: Vec<String>,
@@ -207,8 +364,7 @@ struct WorkerResult {
 impl WorkerResult {
     fn new() -> WorkerResult {
         WorkerResult {
-            gets: 0,
-            sets: 0,
+            by_kind: [0; 5],
             errors: 0,
             mismatches: 0,
             problems: Vec::new(),
@@ -230,8 +386,17 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
             "--conns, --concurrency and --keys must be above zero".into(),
         ));
     }
+    if config.api == Api::Tutorial && !config.mix.tutorial_only() {
+        return Err(BenchError(format!(
+            "--mix {} needs --api v1: the tutorial API has only get and set",
+            config.mix
+        )));
+    }
     let channels = connect(config).await?;
-    let prefix = format!("{:04x}/", seed() as u16);
+    let prefix = config
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| format!("{:04x}/", seed() as u16));
     if format!("{prefix}{}", config.keys - 1).len() > config.key_size.max(1) {
         return Err(BenchError(format!(
             "--key-size {} is too small for {} keys (keys look like {prefix}00123)",
@@ -248,9 +413,10 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
 
     // Each worker owns the keys i with i % concurrency == worker.
     let mut owned: Vec<Vec<String>> = vec![Vec::new(); config.concurrency];
-    for (i, key) in keys.into_iter().enumerate() {
-        owned[i % config.concurrency].push(key);
+    for (i, key) in keys.iter().enumerate() {
+        owned[i % config.concurrency].push(key.clone());
     }
+    let all_keys = std::sync::Arc::new(keys);
 
     let progress = progress_bar(config.stop);
     let deadline = match config.stop {
@@ -271,13 +437,20 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let mut workers = Vec::with_capacity(config.concurrency);
     let start_line = std::sync::Arc::new(tokio::sync::Barrier::new(config.concurrency + 1));
     for (worker, (keys, limit)) in owned.into_iter().zip(per_worker).enumerate() {
-        let client = KeyValueClient::new(channels[worker % channels.len()].clone())
-            .max_decoding_message_size(usize::MAX);
+        let channel = channels[worker % channels.len()].clone();
+        let client = match config.api {
+            Api::Tutorial => {
+                Conn::Tutorial(KeyValueClient::new(channel).max_decoding_message_size(usize::MAX))
+            }
+            Api::V1 => Conn::V1(KvClient::new(channel).max_decoding_message_size(usize::MAX)),
+        };
         let spec = WorkerSpec {
             id: worker,
+            workers: config.concurrency,
             keys,
+            all_keys: std::sync::Arc::clone(&all_keys),
             value_size: config.value_size,
-            get_percent: config.get_percent,
+            mix: config.mix,
             preload: config.preload,
             limit,
             deadline,
@@ -295,8 +468,9 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         let result = worker
             .await
             .map_err(|e| BenchError(format!("a worker failed: {e}")))?;
-        total.gets += result.gets;
-        total.sets += result.sets;
+        for (sum, count) in total.by_kind.iter_mut().zip(result.by_kind) {
+            *sum += count;
+        }
         total.errors += result.errors;
         total.mismatches += result.mismatches;
         for problem in result.problems {
@@ -310,9 +484,8 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let elapsed = started.elapsed();
     progress.finish_and_clear();
     Ok(Report {
-        ops: total.gets + total.sets,
-        gets: total.gets,
-        sets: total.sets,
+        ops: total.by_kind.iter().sum(),
+        by_kind: total.by_kind,
         elapsed,
         errors: total.errors,
         mismatches: total.mismatches,
@@ -371,34 +544,53 @@ fn seed() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32) | 1
 }
 
+/// A worker's connection, to the service under load.
+enum Conn {
+    Tutorial(KeyValueClient<Channel>),
+    V1(KvClient<Channel>),
+}
+
 /// What one worker does.
 struct WorkerSpec {
     id: usize,
+    workers: usize,
+    /// The keys this worker owns: global index `id + slot * workers`.
     keys: Vec<String>,
+    /// Every key of the run, in order (for Range windows).
+    all_keys: std::sync::Arc<Vec<String>>,
     value_size: usize,
-    get_percent: u32,
+    mix: Mix,
     preload: bool,
     limit: Option<u64>,
     deadline: Option<Duration>,
 }
 
+/// What a worker knows of its keys.
+struct Expected {
+    /// The value each owned key must hold: `None` until set in this run.
+    values: Vec<Option<String>>,
+    /// The mod_revision of each owned key (v1 only; 0: never set).
+    revisions: Vec<u64>,
+}
+
 impl WorkerSpec {
     async fn run(
         self,
-        mut client: KeyValueClient<Channel>,
+        mut conn: Conn,
         start_line: std::sync::Arc<tokio::sync::Barrier>,
         progress: ProgressBar,
     ) -> WorkerResult {
         let mut result = WorkerResult::new();
-        // The value each owned key must hold: `None` until set in this run.
-        let mut expected: Vec<Option<String>> = vec![None; self.keys.len()];
+        let mut expected = Expected {
+            values: vec![None; self.keys.len()],
+            revisions: vec![0; self.keys.len()],
+        };
         let mut counter = 0u64;
         if self.preload {
-            for (slot, expected) in expected.iter_mut().enumerate() {
+            for slot in 0..self.keys.len() {
                 let value = self.value(&mut counter);
-                if self.set(&mut client, slot, &value, &mut result).await {
-                    *expected = Some(value);
-                }
+                self.set(&mut conn, slot, value, &mut expected, &mut result)
+                    .await;
             }
             result = WorkerResult {
                 errors: result.errors,
@@ -409,28 +601,45 @@ impl WorkerSpec {
         start_line.wait().await;
         let started = Instant::now();
         let mut rng = seed() ^ (self.id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
         let mut done = 0u64;
         while self.limit.is_none_or(|limit| done < limit)
             && self.deadline.is_none_or(|d| started.elapsed() < d)
             && !self.keys.is_empty()
         {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let slot = (rng % self.keys.len() as u64) as usize;
-            let is_get = (rng >> 32) % 100 < u64::from(self.get_percent);
+            let roll = next();
+            let slot = (roll % self.keys.len() as u64) as usize;
+            let kind = self.mix.pick(((roll >> 32) % 100) as u32);
             let began = Instant::now();
-            if is_get {
-                self.get(&mut client, slot, expected[slot].as_deref(), &mut result)
-                    .await;
-                result.gets += 1;
-            } else {
-                let value = self.value(&mut counter);
-                if self.set(&mut client, slot, &value, &mut result).await {
-                    expected[slot] = Some(value);
+            match kind {
+                OpKind::Get => self.get(&mut conn, slot, &expected, &mut result).await,
+                OpKind::Set => {
+                    let value = self.value(&mut counter);
+                    self.set(&mut conn, slot, value, &mut expected, &mut result)
+                        .await;
                 }
-                result.sets += 1;
+                OpKind::Range => {
+                    let start = (next() % self.all_keys.len() as u64) as usize;
+                    self.range(&mut conn, start, &expected, &mut result).await;
+                }
+                OpKind::Batch => {
+                    let slots: Vec<usize> = (0..BATCH_KEYS)
+                        .map(|_| (next() % self.keys.len() as u64) as usize)
+                        .collect();
+                    self.batch(&mut conn, &slots, &expected, &mut result).await;
+                }
+                OpKind::Txn => {
+                    let value = self.value(&mut counter);
+                    self.txn(&mut conn, slot, value, &mut expected, &mut result)
+                        .await;
+                }
             }
+            result.by_kind[OP_KINDS.iter().position(|k| *k == kind).unwrap_or(0)] += 1;
             let micros = began.elapsed().as_micros() as u64;
             let _ = result.latency_us.record(micros.max(1));
             done += 1;
@@ -455,53 +664,196 @@ impl WorkerSpec {
         value
     }
 
+    /// The owned slot of global key index `index`, if this worker owns it.
+    fn slot_of(&self, index: usize) -> Option<usize> {
+        (index % self.workers == self.id).then(|| index / self.workers)
+    }
+
     async fn set(
         &self,
-        client: &mut KeyValueClient<Channel>,
+        conn: &mut Conn,
         slot: usize,
-        value: &str,
+        value: String,
+        expected: &mut Expected,
         result: &mut WorkerResult,
-    ) -> bool {
-        let request = SetRequest {
-            key: self.keys[slot].clone(),
-            value: value.to_owned(),
+    ) {
+        let key = self.keys[slot].clone();
+        let answer = match conn {
+            Conn::Tutorial(client) => client
+                .set(SetRequest {
+                    key,
+                    value: value.clone(),
+                })
+                .await
+                .map(|_| 0),
+            Conn::V1(client) => client
+                .put(pb::PutRequest {
+                    key: Bytes::from(key),
+                    value: Bytes::from(value.clone()),
+                    ..Default::default()
+                })
+                .await
+                .map(|reply| reply.into_inner().header.map_or(0, |h| h.revision)),
         };
-        match client.set(request).await {
-            Ok(_) => true,
-            Err(status) => {
-                self.failed(status, "set", slot, result);
-                false
+        match answer {
+            Ok(revision) => {
+                expected.values[slot] = Some(value);
+                expected.revisions[slot] = revision;
             }
+            Err(status) => self.failed(status, "set", slot, result),
         }
     }
 
     async fn get(
         &self,
-        client: &mut KeyValueClient<Channel>,
+        conn: &mut Conn,
         slot: usize,
-        expected: Option<&str>,
+        expected: &Expected,
         result: &mut WorkerResult,
     ) {
-        let request = GetRequest {
-            key: self.keys[slot].clone(),
+        let key = self.keys[slot].clone();
+        let answer = match conn {
+            Conn::Tutorial(client) => match client.get(GetRequest { key }).await {
+                Ok(reply) => Ok(Some(reply.into_inner().value.into_bytes())),
+                Err(status) if status.code() == Code::NotFound => Ok(None),
+                Err(status) => Err(status),
+            },
+            Conn::V1(client) => client
+                .get(pb::GetRequest {
+                    key: Bytes::from(key),
+                })
+                .await
+                .map(|reply| reply.into_inner().kv.map(|kv| kv.value.to_vec())),
         };
-        let key = &self.keys[slot];
-        match (client.get(request).await, expected) {
-            (Ok(reply), Some(expected)) if reply.get_ref().value == expected => {}
-            (Err(status), None) if status.code() == Code::NotFound => {}
-            (Ok(reply), expected) => {
-                result.mismatches += 1;
-                let got = reply.into_inner().value;
-                result.problem(format!(
-                    "get {key}: got {:?}, expected {expected:?}",
-                    shorten(&got)
-                ));
+        match answer {
+            Ok(got) => self.check(slot, got.as_deref(), expected, result),
+            Err(status) => self.failed(status, "get", slot, result),
+        }
+    }
+
+    async fn range(
+        &self,
+        conn: &mut Conn,
+        start: usize,
+        expected: &Expected,
+        result: &mut WorkerResult,
+    ) {
+        let Conn::V1(client) = conn else { return };
+        let end = (start + RANGE_WINDOW).min(self.all_keys.len());
+        let range_end = match self.all_keys.get(end) {
+            Some(key) => Bytes::from(key.clone()),
+            None => Bytes::from(format!("{}\0", self.all_keys[end - 1])),
+        };
+        let request = pb::RangeRequest {
+            key: Bytes::from(self.all_keys[start].clone()),
+            range_end,
+            ..Default::default()
+        };
+        let reply = match client.range(request).await {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => return self.failed(status, "range", start / self.workers, result),
+        };
+        for index in start..end {
+            let Some(slot) = self.slot_of(index) else {
+                continue;
+            };
+            let got = reply
+                .kvs
+                .iter()
+                .find(|kv| kv.key.as_ref() == self.keys[slot].as_bytes())
+                .map(|kv| kv.value.as_ref());
+            self.check(slot, got, expected, result);
+        }
+    }
+
+    async fn batch(
+        &self,
+        conn: &mut Conn,
+        slots: &[usize],
+        expected: &Expected,
+        result: &mut WorkerResult,
+    ) {
+        let Conn::V1(client) = conn else { return };
+        let keys = slots
+            .iter()
+            .map(|&slot| Bytes::from(self.keys[slot].clone()))
+            .collect();
+        match client.batch_get(pb::BatchGetRequest { keys }).await {
+            Ok(reply) => {
+                for (&slot, got) in slots.iter().zip(reply.into_inner().results) {
+                    self.check(
+                        slot,
+                        got.kv.as_ref().map(|kv| kv.value.as_ref()),
+                        expected,
+                        result,
+                    );
+                }
             }
-            (Err(status), Some(_)) if status.code() == Code::NotFound => {
-                result.mismatches += 1;
-                result.problem(format!("get {key}: NOT_FOUND after an acknowledged set"));
+            Err(status) => self.failed(status, "batch", slots[0], result),
+        }
+    }
+
+    async fn txn(
+        &self,
+        conn: &mut Conn,
+        slot: usize,
+        value: String,
+        expected: &mut Expected,
+        result: &mut WorkerResult,
+    ) {
+        let Conn::V1(client) = conn else { return };
+        let key = Bytes::from(self.keys[slot].clone());
+        let request = pb::TxnRequest {
+            compare: vec![pb::Compare {
+                key: key.clone(),
+                op: pb::compare::Op::Equal.into(),
+                target: Some(pb::compare::Target::ModRevision(expected.revisions[slot])),
+            }],
+            success: vec![pb::Op {
+                op: Some(pb::op::Op::Put(pb::PutRequest {
+                    key,
+                    value: Bytes::from(value.clone()),
+                    ..Default::default()
+                })),
+            }],
+            failure: Vec::new(),
+        };
+        match client.txn(request).await {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                if reply.succeeded {
+                    expected.values[slot] = Some(value);
+                    expected.revisions[slot] = reply.header.map_or(0, |h| h.revision);
+                } else {
+                    // Only this worker writes the key: its revision cannot move.
+                    result.mismatches += 1;
+                    result.problem(format!(
+                        "txn {}: compare on mod_revision {} failed",
+                        self.keys[slot], expected.revisions[slot]
+                    ));
+                }
             }
-            (Err(status), _) => self.failed(status, "get", slot, result),
+            Err(status) => self.failed(status, "txn", slot, result),
+        }
+    }
+
+    /// Compares what a read returned for an owned key with what it must hold.
+    fn check(
+        &self,
+        slot: usize,
+        got: Option<&[u8]>,
+        expected: &Expected,
+        result: &mut WorkerResult,
+    ) {
+        let want = expected.values[slot].as_deref().map(str::as_bytes);
+        if got != want {
+            result.mismatches += 1;
+            result.problem(format!(
+                "read {}: got {:?}, expected {:?}",
+                self.keys[slot],
+                got.map(|g| shorten(&String::from_utf8_lossy(g)).to_owned()),
+                want.map(|w| shorten(&String::from_utf8_lossy(w)).to_owned()),
+            ));
         }
     }
 
@@ -509,7 +861,7 @@ impl WorkerSpec {
         result.errors += 1;
         result.problem(format!(
             "{op} {}: {:?}: {}",
-            self.keys[slot],
+            self.keys.get(slot).map_or("?", String::as_str),
             status.code(),
             status.message()
         ));

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value as Json, json};
 use tokio_stream::StreamExt;
 
-use crate::bench::{BenchConfig, Stop};
+use crate::bench::{Api, BenchConfig, Mix, Stop};
 use crate::client::{Client, ClientError};
 use crate::duration::parse_duration;
 use crate::proto::keyvalue::v1 as pb;
@@ -224,9 +224,17 @@ struct BenchArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 100)]
     value_size: usize,
-    /// Operation mix in percent, e.g. get=90,set=10 or set=100.
-    #[arg(long, default_value = "get=90,set=10", value_parser = parse_mix)]
-    mix: u32,
+    /// Operation mix in percent, e.g. get=90,set=10 or set=100; with
+    /// --api v1 also range (10 keys), batch (BatchGet of 10) and txn (a CAS).
+    #[arg(long, default_value = "get=90,set=10", value_parser = Mix::parse)]
+    mix: Mix,
+    /// Start every key with this (default: a random prefix per run, so runs
+    /// never see each other's keys).
+    #[arg(long)]
+    key_prefix: Option<String>,
+    /// Which service to load: the tutorial's or the full API.
+    #[arg(long, value_enum, default_value_t = ApiArg::Tutorial)]
+    api: ApiArg,
     /// Do not set every key before measuring (Gets of unset keys expect NOT_FOUND).
     #[arg(long)]
     no_preload: bool,
@@ -235,33 +243,13 @@ struct BenchArgs {
     json: bool,
 }
 
-/// Parses `get=90,set=10` into the percentage of gets.
-fn parse_mix(text: &str) -> Result<u32, String> {
-    let (mut get, mut set) = (None, None);
-    for part in text.split(',') {
-        let (op, share) = part
-            .split_once('=')
-            .ok_or_else(|| format!("{part:?}: expected op=percent, e.g. get=90"))?;
-        let share: u32 = share
-            .trim()
-            .parse()
-            .map_err(|_| format!("{part:?}: the share must be a whole percentage"))?;
-        match op.trim() {
-            "get" => get = Some(share),
-            "set" => set = Some(share),
-            other => return Err(format!("unknown operation {other:?} (use get and set)")),
-        }
-    }
-    let (get, set) = match (get, set) {
-        (Some(get), Some(set)) => (get, set),
-        (Some(get), None) => (get, 100u32.saturating_sub(get)),
-        (None, Some(set)) => (100u32.saturating_sub(set), set),
-        (None, None) => return Err("empty mix".into()),
-    };
-    if get + set != 100 {
-        return Err(format!("the shares add up to {}, not 100", get + set));
-    }
-    Ok(get)
+/// `--api`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ApiArg {
+    /// simplekeyvalue.KeyValue (get, set).
+    Tutorial,
+    /// keyvalue.v1.KV (get, set, range, batch, txn).
+    V1,
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -746,6 +734,13 @@ async fn lease(cx: &mut Context, command: LeaseCommand) -> Outcome {
 }
 
 async fn bench(addr: String, args: BenchArgs) -> ExitCode {
+    if matches!(args.api, ApiArg::Tutorial) && !args.mix.tutorial_only() {
+        eprintln!(
+            "kv bench: --mix {} needs --api v1: the tutorial API has only get and set",
+            args.mix
+        );
+        return ExitCode::from(exit::USAGE);
+    }
     let config = BenchConfig {
         addr,
         conns: args.conns,
@@ -757,7 +752,12 @@ async fn bench(addr: String, args: BenchArgs) -> ExitCode {
         keys: args.keys,
         key_size: args.key_size,
         value_size: args.value_size,
-        get_percent: args.mix,
+        api: match args.api {
+            ApiArg::Tutorial => Api::Tutorial,
+            ApiArg::V1 => Api::V1,
+        },
+        mix: args.mix,
+        key_prefix: args.key_prefix,
         preload: !args.no_preload,
     };
     match crate::bench::run(&config).await {

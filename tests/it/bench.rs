@@ -89,7 +89,7 @@ fn the_text_report_has_throughput_percentiles_and_a_histogram() {
 
 #[test]
 fn a_bad_mix_is_a_usage_error() {
-    for mix in ["get=50,set=60", "delete=100", "get"] {
+    for mix in ["get=50,set=60", "delete=100", "get", "get=50,range=50"] {
         let output = kv_bench("127.0.0.1:1", &["--mix", mix]);
         assert_eq!(output.status.code(), Some(2), "--mix {mix}");
     }
@@ -102,4 +102,81 @@ fn an_unreachable_server_exits_3_with_one_line() {
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot reach kvserver"), "{stderr}");
+}
+
+#[test]
+fn the_full_api_mix_is_run_and_verified() {
+    let server = Server::start();
+    let output = kv_bench(
+        server.addr(),
+        &[
+            "--api",
+            "v1",
+            "--mix",
+            "get=30,set=20,range=20,batch=20,txn=10",
+            "--requests",
+            "4000",
+            "--concurrency",
+            "8",
+            "--keys",
+            "200",
+            "--json",
+        ],
+    );
+    let report = json_report(&output);
+    assert_eq!(report["ops"], 4000);
+    for kind in ["gets", "sets", "ranges", "batches", "txns"] {
+        assert!(report[kind].as_u64().unwrap() > 0, "{kind}: {report}");
+    }
+    assert_eq!(report["mismatches"], 0);
+    assert_eq!(report["errors"], 0);
+}
+
+#[test]
+fn a_server_that_loses_writes_fails_the_benchmark() {
+    // Another client deletes the benchmark's keys while it runs: the reads
+    // that follow must not match what the benchmark wrote, and it must say so.
+    let server = Server::start();
+    let bench = Command::new(env!("CARGO_BIN_EXE_kv"))
+        .args([
+            "--addr",
+            server.addr(),
+            "bench",
+            "--api",
+            "v1",
+            "--duration",
+            "3s",
+            "--keys",
+            "50",
+            "--concurrency",
+            "4",
+            "--key-prefix",
+            "victim/",
+            "--mix",
+            "get=80,set=10,txn=10",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kv bench");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        let deleted = Command::new(env!("CARGO_BIN_EXE_kv"))
+            .args(["--addr", server.addr(), "del", "--prefix", "victim/"])
+            .output()
+            .expect("run kv del");
+        assert!(deleted.status.success());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = bench.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(report["mismatches"].as_u64().unwrap() > 0, "{report}");
+    assert!(!report["problems"].as_array().unwrap().is_empty());
 }
