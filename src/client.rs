@@ -22,6 +22,8 @@ use crate::proto::keyvalue::v1::kv_client::KvClient;
 pub struct Client {
     addr: String,
     inner: KvClient<Channel>,
+    /// `Bearer <token>`, sent with every call, if the server wants a token.
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 /// Why a client call failed.
@@ -118,7 +120,20 @@ pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 impl Client {
     /// Connects to `addr` (`host:port`, or a full `http://` URI). Every call,
     /// the connection attempt included, gives up after `timeout`.
-    pub async fn connect(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
+    pub async fn connect(
+        addr: &str,
+        timeout: Duration,
+        token: Option<&str>,
+    ) -> Result<Client, ClientError> {
+        let authorization = match token {
+            Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
+                ClientError::InvalidAddress {
+                    addr: addr.to_owned(),
+                    reason: "the token holds characters that cannot be sent as metadata".into(),
+                }
+            })?),
+            None => None,
+        };
         let uri = if addr.contains("://") {
             addr.to_owned()
         } else {
@@ -142,7 +157,19 @@ impl Client {
             // The timeout bounds each call until its answer starts, so a
             // watch's stream runs on for as long as the user wants.
             inner: KvClient::new(channel).max_decoding_message_size(usize::MAX),
+            authorization,
         })
+    }
+
+    /// `message` as a request, with the token if there is one.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
+        request
     }
 
     fn failed(&self, status: Status) -> ClientError {
@@ -152,7 +179,7 @@ impl Client {
     /// `key` with its revisions, or `None` if it does not exist.
     pub async fn get(&mut self, key: Bytes) -> Result<Option<pb::KeyValue>, ClientError> {
         let request = pb::GetRequest { key };
-        match self.inner.get(request).await {
+        match self.inner.get(self.request(request)).await {
             Ok(reply) => Ok(reply.into_inner().kv),
             Err(status) => Err(self.failed(status)),
         }
@@ -160,7 +187,7 @@ impl Client {
 
     /// A put, with whatever options `request` carries.
     pub async fn put(&mut self, request: pb::PutRequest) -> Result<pb::PutResponse, ClientError> {
-        match self.inner.put(request).await {
+        match self.inner.put(self.request(request)).await {
             Ok(reply) => Ok(reply.into_inner()),
             Err(status) => Err(self.failed(status)),
         }
@@ -171,7 +198,7 @@ impl Client {
         &mut self,
         request: pb::DeleteRequest,
     ) -> Result<pb::DeleteResponse, ClientError> {
-        match self.inner.delete(request).await {
+        match self.inner.delete(self.request(request)).await {
             Ok(reply) => Ok(reply.into_inner()),
             Err(status) => Err(self.failed(status)),
         }
@@ -182,7 +209,7 @@ impl Client {
         &mut self,
         request: pb::RangeRequest,
     ) -> Result<pb::RangeResponse, ClientError> {
-        match self.inner.range(request).await {
+        match self.inner.range(self.request(request)).await {
             Ok(reply) => Ok(reply.into_inner()),
             Err(status) => Err(self.failed(status)),
         }
@@ -190,7 +217,7 @@ impl Client {
 
     /// A transaction.
     pub async fn txn(&mut self, request: pb::TxnRequest) -> Result<pb::TxnResponse, ClientError> {
-        match self.inner.txn(request).await {
+        match self.inner.txn(self.request(request)).await {
             Ok(reply) => Ok(reply.into_inner()),
             Err(status) => Err(self.failed(status)),
         }
@@ -201,7 +228,7 @@ impl Client {
         &mut self,
         request: pb::WatchRequest,
     ) -> Result<tonic::Streaming<pb::WatchResponse>, ClientError> {
-        match self.inner.watch(request).await {
+        match self.inner.watch(self.request(request)).await {
             Ok(reply) => Ok(reply.into_inner()),
             Err(status) => Err(self.failed(status)),
         }
@@ -215,7 +242,7 @@ impl Client {
         let request = pb::LeaseGrantRequest {
             ttl_ms: ttl.as_millis().max(1) as u64,
         };
-        match self.inner.lease_grant(request).await {
+        match self.inner.lease_grant(self.request(request)).await {
             Ok(reply) => Ok(reply.into_inner()),
             Err(status) => Err(self.failed(status)),
         }
@@ -228,7 +255,7 @@ impl Client {
     ) -> Result<pb::LeaseKeepAliveResponse, ClientError> {
         match self
             .inner
-            .lease_keep_alive(pb::LeaseKeepAliveRequest { id })
+            .lease_keep_alive(self.request(pb::LeaseKeepAliveRequest { id }))
             .await
         {
             Ok(reply) => Ok(reply.into_inner()),
@@ -238,7 +265,11 @@ impl Client {
 
     /// A lease's TTL and time left.
     pub async fn lease_info(&mut self, id: i64) -> Result<pb::LeaseInfoResponse, ClientError> {
-        match self.inner.lease_info(pb::LeaseInfoRequest { id }).await {
+        match self
+            .inner
+            .lease_info(self.request(pb::LeaseInfoRequest { id }))
+            .await
+        {
             Ok(reply) => Ok(reply.into_inner()),
             Err(status) => Err(self.failed(status)),
         }
@@ -246,7 +277,11 @@ impl Client {
 
     /// Revokes a lease and deletes its keys.
     pub async fn lease_revoke(&mut self, id: i64) -> Result<pb::LeaseRevokeResponse, ClientError> {
-        match self.inner.lease_revoke(pb::LeaseRevokeRequest { id }).await {
+        match self
+            .inner
+            .lease_revoke(self.request(pb::LeaseRevokeRequest { id }))
+            .await
+        {
             Ok(reply) => Ok(reply.into_inner()),
             Err(status) => Err(self.failed(status)),
         }

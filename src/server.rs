@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use tonic_health::ServingStatus;
 
-use crate::grpc::{KvService, Limits, TutorialService, oversize_layer};
+use crate::grpc::{AuthLayer, KvService, Limits, Tokens, TutorialService, oversize_layer};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::storage::Store;
 
@@ -31,6 +31,8 @@ pub struct Config {
     pub limits: Limits,
     /// Log one line per request, with the tutorial's wording.
     pub log_requests: bool,
+    /// The tokens of `--auth-token-file`; `None`: no authentication.
+    pub auth: Option<Arc<Tokens>>,
     /// After shutdown starts, how long in-flight requests and idle connections
     /// get to finish before the server stops anyway.
     pub shutdown_grace: Duration,
@@ -41,6 +43,7 @@ impl Default for Config {
         Config {
             limits: Limits::default(),
             log_requests: false,
+            auth: None,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -82,6 +85,7 @@ pub async fn run<S: Store>(
     let (shutdown_started, grace_starts) = oneshot::channel::<()>();
     let serve = Server::builder()
         .layer(oversize_layer(config.limits))
+        .layer(AuthLayer::new(config.auth.clone()))
         .add_service(tutorial.into_server())
         .add_service(kv.into_server())
         .add_service(health_service)

@@ -7,11 +7,12 @@ use std::future::Future;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use keyvalue::duration::parse_duration;
-use keyvalue::grpc::Limits;
+use keyvalue::grpc::{Limits, Tokens};
 use keyvalue::server::{self, Config};
 use keyvalue::shutdown;
 use keyvalue::storage::{DiskStore, MemoryStore, Store, SyncPolicy, WatchLimits};
@@ -86,6 +87,12 @@ struct Args {
           value_parser = parse_duration)]
     shutdown_grace: Duration,
 
+    /// Require a token: the file's lines are `TOKEN ROLE [PREFIX]`, ROLE `read`
+    /// or `readwrite`, PREFIX confining the token to keys under it. Clients
+    /// send `authorization: Bearer TOKEN`.
+    #[arg(long, env = "KVSERVER_AUTH_TOKEN_FILE")]
+    auth_token_file: Option<PathBuf>,
+
     /// Log every request, as the tutorial's server does (costs throughput).
     #[arg(long, env = "KVSERVER_LOG_REQUESTS")]
     log_requests: bool,
@@ -123,6 +130,10 @@ async fn main() -> ExitCode {
 async fn serve(args: Args) -> Result<(), String> {
     let shutdown =
         shutdown::on_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let auth = match &args.auth_token_file {
+        Some(path) => Some(Arc::new(Tokens::load(path)?)),
+        None => None,
+    };
     let watch_limits = WatchLimits {
         history: args.watch_history as usize,
         max_watchers: args.max_watchers as usize,
@@ -133,11 +144,11 @@ async fn serve(args: Args) -> Result<(), String> {
         Backend::Disk => {
             let store = DiskStore::open_with(&args.data_dir, args.sync, watch_limits)
                 .map_err(|e| e.to_string())?;
-            serve_store(store, &args, shutdown).await
+            serve_store(store, &args, auth, shutdown).await
         }
         Backend::Memory => {
             let store = MemoryStore::with_watch_limits(watch_limits);
-            serve_store(store, &args, shutdown).await
+            serve_store(store, &args, auth, shutdown).await
         }
     }
 }
@@ -145,6 +156,7 @@ async fn serve(args: Args) -> Result<(), String> {
 async fn serve_store<S: Store>(
     store: S,
     args: &Args,
+    auth: Option<Arc<Tokens>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let listener = TcpListener::bind(&args.listen)
@@ -156,10 +168,11 @@ async fn serve_store<S: Store>(
     // The one line scripts and tests wait for; printed plainly, not through the
     // logger, so its format never depends on RUST_LOG.
     eprintln!("listening on {addr}");
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && auth.is_none() {
         tracing::warn!(
             "{addr} is reachable from other machines and this server has no TLS or \
-             authentication: anyone who can reach it can read and write every key"
+             authentication: anyone who can reach it can read and write every key \
+             (see --auth-token-file)"
         );
     }
 
@@ -172,6 +185,7 @@ async fn serve_store<S: Store>(
             max_txn_ops: args.max_txn_ops as usize,
         },
         log_requests: args.log_requests,
+        auth,
         shutdown_grace: args.shutdown_grace,
     };
     server::run(listener, store, config, shutdown)

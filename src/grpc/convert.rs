@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use tonic::Status;
 
-use super::Limits;
+use super::access::Checks;
 use crate::proto::keyvalue::v1 as pb;
 use crate::storage::ops::{
     Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, Op, OpResult,
@@ -38,7 +38,7 @@ pub(crate) fn header(revision: Revision) -> Option<pb::Header> {
 /// The key range named by `key`, `range_end` and `prefix`, as Range, Delete
 /// and Watch take it.
 pub(crate) fn key_range(
-    limits: &Limits,
+    checks: &Checks<'_>,
     key: Bytes,
     range_end: Bytes,
     prefix: bool,
@@ -49,43 +49,41 @@ pub(crate) fn key_range(
             "give either prefix or range_end, not both",
         ));
     }
-    if prefix {
-        limits.check_key_length(&key)?;
-        return Ok(KeyRange::prefix(key));
-    }
-    if !range_end.is_empty() {
-        limits.check_key(&key).or_else(|status| {
-            // An empty start with an end means "from the first key".
-            if key.is_empty() { Ok(()) } else { Err(status) }
-        })?;
-        limits.check_key_length(&range_end)?;
+    let range = if prefix {
+        checks.bound(&key)?;
+        KeyRange::prefix(key)
+    } else if !range_end.is_empty() {
+        // An empty start with an end means "from the first key".
+        checks.bound(&key)?;
+        checks.bound(&range_end)?;
         if range_end <= key {
             return Err(Status::invalid_argument(
                 "range_end must be after key (it is exclusive)",
             ));
         }
-        return Ok(KeyRange::between(key, range_end));
-    }
-    if single_by_default {
-        limits.check_key(&key)?;
-        Ok(KeyRange::key(key))
+        KeyRange::between(key, range_end)
+    } else if single_by_default {
+        checks.limits.check_key(&key)?;
+        KeyRange::key(key)
     } else {
         // Range without an end or prefix: from key to the end of the keyspace.
-        limits.check_key_length(&key)?;
-        Ok(KeyRange {
+        checks.bound(&key)?;
+        KeyRange {
             start: key,
             end: RangeEnd::Unbounded,
-        })
-    }
+        }
+    };
+    checks.range(&range)?;
+    Ok(range)
 }
 
 /// A Range request as a query, with its paging resolved.
 pub(crate) fn range_query(
-    limits: &Limits,
+    checks: &Checks<'_>,
     request: pb::RangeRequest,
 ) -> Result<RangeQuery, Status> {
     let mut range = key_range(
-        limits,
+        checks,
         request.key,
         request.range_end,
         request.prefix,
@@ -101,12 +99,12 @@ pub(crate) fn range_query(
         range = range.resumed_at(request.page_token);
     }
     let limit = match request.limit as usize {
-        0 => limits.max_range_page,
+        0 => checks.limits.max_range_page,
         limit => {
-            limits.check_count(
+            checks.limits.check_count(
                 "keys per page",
                 limit,
-                limits.max_range_page,
+                checks.limits.max_range_page,
                 "--max-range-page",
             )?;
             limit
@@ -164,9 +162,9 @@ pub(crate) fn condition(key: &Bytes, condition: pb::Condition) -> Result<Compare
 }
 
 /// A put as an operation; `ttl_ms` and conditions are the handler's business.
-pub(crate) fn put_op(limits: &Limits, put: &pb::PutRequest) -> Result<Op, Status> {
-    limits.check_key(&put.key)?;
-    limits.check_value(&put.value)?;
+pub(crate) fn put_op(checks: &Checks<'_>, put: &pb::PutRequest) -> Result<Op, Status> {
+    checks.key(&put.key)?;
+    checks.value(&put.value)?;
     if put.lease < 0 {
         return Err(Status::invalid_argument("lease ids are positive"));
     }
@@ -195,28 +193,33 @@ pub(crate) fn ttl(ttl_ms: u64) -> Result<std::time::Duration, Status> {
 
 /// A transaction request, checked against the limits. Operations inside a
 /// Txn are plain: conditions belong in `compare`, TTLs in a granted lease.
-pub(crate) fn txn(limits: &Limits, request: pb::TxnRequest) -> Result<Txn, Status> {
+pub(crate) fn txn(checks: &Checks<'_>, request: pb::TxnRequest) -> Result<Txn, Status> {
     let flag = "--max-txn-ops";
-    limits.check_count("compares", request.compare.len(), limits.max_txn_ops, flag)?;
-    limits.check_count(
-        "success operations",
-        request.success.len(),
-        limits.max_txn_ops,
+    checks.limits.check_count(
+        "compares",
+        request.compare.len(),
+        checks.limits.max_txn_ops,
         flag,
     )?;
-    limits.check_count(
+    checks.limits.check_count(
+        "success operations",
+        request.success.len(),
+        checks.limits.max_txn_ops,
+        flag,
+    )?;
+    checks.limits.check_count(
         "failure operations",
         request.failure.len(),
-        limits.max_txn_ops,
+        checks.limits.max_txn_ops,
         flag,
     )?;
     let compares = request
         .compare
         .into_iter()
-        .map(|compare| compare_of(limits, compare))
+        .map(|compare| compare_of(checks, compare))
         .collect::<Result<_, _>>()?;
     let ops = |ops: Vec<pb::Op>| -> Result<Vec<Op>, Status> {
-        ops.into_iter().map(|op| txn_op(limits, op)).collect()
+        ops.into_iter().map(|op| txn_op(checks, op)).collect()
     };
     Ok(Txn {
         compares,
@@ -225,9 +228,9 @@ pub(crate) fn txn(limits: &Limits, request: pb::TxnRequest) -> Result<Txn, Statu
     })
 }
 
-fn compare_of(limits: &Limits, compare: pb::Compare) -> Result<Compare, Status> {
+fn compare_of(checks: &Checks<'_>, compare: pb::Compare) -> Result<Compare, Status> {
     use pb::compare::{Op as WireOp, Target};
-    limits.check_key(&compare.key)?;
+    checks.key(&compare.key)?;
     let op = match WireOp::try_from(compare.op) {
         Ok(WireOp::Equal) => CompareOp::Equal,
         Ok(WireOp::NotEqual) => CompareOp::NotEqual,
@@ -258,10 +261,10 @@ fn compare_of(limits: &Limits, compare: pb::Compare) -> Result<Compare, Status> 
     })
 }
 
-fn txn_op(limits: &Limits, op: pb::Op) -> Result<Op, Status> {
+fn txn_op(checks: &Checks<'_>, op: pb::Op) -> Result<Op, Status> {
     use pb::op::Op as WireOp;
     match op.op {
-        Some(WireOp::Range(range)) => Ok(Op::Get(range_query(limits, range)?)),
+        Some(WireOp::Range(range)) => Ok(Op::Get(range_query(checks, range)?)),
         Some(WireOp::Put(put)) => {
             if put.condition.is_some() || put.ttl_ms != 0 {
                 return Err(Status::invalid_argument(
@@ -269,7 +272,7 @@ fn txn_op(limits: &Limits, op: pb::Op) -> Result<Op, Status> {
                      (grant a lease and set lease)",
                 ));
             }
-            put_op(limits, &put)
+            put_op(checks, &put)
         }
         Some(WireOp::Delete(delete)) => {
             if delete.condition.is_some() {
@@ -278,7 +281,7 @@ fn txn_op(limits: &Limits, op: pb::Op) -> Result<Op, Status> {
                 ));
             }
             Ok(Op::Delete {
-                range: key_range(limits, delete.key, delete.range_end, delete.prefix, true)?,
+                range: key_range(checks, delete.key, delete.range_end, delete.prefix, true)?,
                 prev: delete.prev_kv,
             })
         }

@@ -14,6 +14,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::Limits;
+use super::access::Checks;
+use super::auth::Scope;
 use super::convert::{self, header, kv, kv_of};
 use super::status::from_store_error;
 use crate::proto::keyvalue::v1 as pb;
@@ -43,6 +45,11 @@ impl<S: Store> KvService<S> {
     async fn run(&self, txn: Txn) -> Result<TxnResult, Status> {
         self.store.txn(txn).await.map_err(from_store_error)
     }
+}
+
+/// The token scope the auth layer gave the request, if any.
+fn scope_of<T>(request: &Request<T>) -> Option<Scope> {
+    request.extensions().get::<Scope>().cloned()
 }
 
 /// The compare-and-set transaction: `ops` if `condition` holds, else a read
@@ -76,8 +83,10 @@ impl<S: Store> Kv for KvService<S> {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        let scope = scope_of(&request);
+        let checks = Checks::new(&self.limits, scope.as_ref());
         let key = request.into_inner().key;
-        self.limits.check_key(&key)?;
+        checks.key(&key)?;
         let result = self
             .store
             .range(RangeQuery::all(KeyRange::key(key)))
@@ -93,8 +102,10 @@ impl<S: Store> Kv for KvService<S> {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        let scope = scope_of(&request);
+        let checks = Checks::new(&self.limits, scope.as_ref());
         let mut request = request.into_inner();
-        let mut op = convert::put_op(&self.limits, &request)?;
+        let mut op = convert::put_op(&checks, &request)?;
         let ttl = match (request.ttl_ms, request.lease) {
             (0, _) => None,
             (ttl_ms, 0) => Some(convert::ttl(ttl_ms)?),
@@ -159,6 +170,8 @@ impl<S: Store> Kv for KvService<S> {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let scope = scope_of(&request);
+        let checks = Checks::new(&self.limits, scope.as_ref());
         let request = request.into_inner();
         let single = request.range_end.is_empty() && !request.prefix;
         if request.condition.is_some() && !single {
@@ -168,7 +181,7 @@ impl<S: Store> Kv for KvService<S> {
         }
         let key = request.key.clone();
         let range = convert::key_range(
-            &self.limits,
+            &checks,
             request.key,
             request.range_end,
             request.prefix,
@@ -207,7 +220,9 @@ impl<S: Store> Kv for KvService<S> {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let query = convert::range_query(&self.limits, request.into_inner())?;
+        let scope = scope_of(&request);
+        let checks = Checks::new(&self.limits, scope.as_ref());
+        let query = convert::range_query(&checks, request.into_inner())?;
         let result = self.store.range(query).await.map_err(from_store_error)?;
         Ok(Response::new(convert::range_response(result)))
     }
@@ -216,7 +231,9 @@ impl<S: Store> Kv for KvService<S> {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        let txn = convert::txn(&self.limits, request.into_inner())?;
+        let scope = scope_of(&request);
+        let checks = Checks::new(&self.limits, scope.as_ref());
+        let txn = convert::txn(&checks, request.into_inner())?;
         let result = self.run(txn.clone()).await?;
         let ops = if result.succeeded {
             &txn.success
@@ -234,6 +251,8 @@ impl<S: Store> Kv for KvService<S> {
         &self,
         request: Request<pb::BatchGetRequest>,
     ) -> Result<Response<pb::BatchGetResponse>, Status> {
+        let scope = scope_of(&request);
+        let checks = Checks::new(&self.limits, scope.as_ref());
         let keys = request.into_inner().keys;
         self.limits.check_count(
             "keys",
@@ -243,7 +262,7 @@ impl<S: Store> Kv for KvService<S> {
         )?;
         let mut gets = Vec::with_capacity(keys.len());
         for key in keys {
-            self.limits.check_key(&key)?;
+            checks.key(&key)?;
             gets.push(Op::Get(RangeQuery::all(KeyRange::key(key))));
         }
         let result = self.run(Txn::of(gets)).await?;
@@ -269,6 +288,8 @@ impl<S: Store> Kv for KvService<S> {
         &self,
         request: Request<pb::BatchPutRequest>,
     ) -> Result<Response<pb::BatchPutResponse>, Status> {
+        let scope = scope_of(&request);
+        let checks = Checks::new(&self.limits, scope.as_ref());
         let puts = request.into_inner().puts;
         self.limits.check_count(
             "puts",
@@ -284,7 +305,7 @@ impl<S: Store> Kv for KvService<S> {
                      lease and set lease)",
                 ));
             }
-            ops.push(convert::put_op(&self.limits, put)?);
+            ops.push(convert::put_op(&checks, put)?);
         }
         let result = self.run(Txn::of(ops)).await?;
         Ok(Response::new(pb::BatchPutResponse {
@@ -298,9 +319,11 @@ impl<S: Store> Kv for KvService<S> {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let scope = scope_of(&request);
+        let checks = Checks::new(&self.limits, scope.as_ref());
         let request = request.into_inner();
         let range = convert::key_range(
-            &self.limits,
+            &checks,
             request.key,
             request.range_end,
             request.prefix,

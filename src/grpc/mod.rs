@@ -8,6 +8,8 @@
 //! [`Store`]: crate::storage::Store
 //! [`StoreError`]: crate::storage::StoreError
 
+mod access;
+mod auth;
 mod convert;
 mod kv;
 mod oversize;
@@ -15,6 +17,8 @@ mod status;
 mod tutorial;
 mod validate;
 
+pub(crate) use auth::AuthLayer;
+pub use auth::{Role, Scope, Tokens};
 pub use kv::KvService;
 pub(crate) use oversize::layer as oversize_layer;
 pub use tutorial::TutorialService;

@@ -10,6 +10,8 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::Limits;
+use super::access::Checks;
+use super::auth::Scope;
 use super::status::{from_store_error, key_not_found};
 use crate::proto::simplekeyvalue::key_value_server::{KeyValue, KeyValueServer};
 use crate::proto::simplekeyvalue::{GetReply, GetRequest, SetReply, SetRequest};
@@ -43,12 +45,14 @@ impl<S: Store> TutorialService<S> {
 #[tonic::async_trait]
 impl<S: Store> KeyValue for TutorialService<S> {
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetReply>, Status> {
+        let scope = request.extensions().get::<Scope>().cloned();
+        let checks = Checks::new(&self.limits, scope.as_ref());
         let SetRequest { key, value } = request.into_inner();
         if self.log_requests {
             info!("serving set request for key {key:?} and value {value:?}");
         }
-        self.limits.check_key(key.as_bytes())?;
-        self.limits.check_value(value.as_bytes())?;
+        checks.key(key.as_bytes())?;
+        checks.value(value.as_bytes())?;
         self.store
             .put(Bytes::from(key), Bytes::from(value))
             .await
@@ -57,11 +61,13 @@ impl<S: Store> KeyValue for TutorialService<S> {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
+        let scope = request.extensions().get::<Scope>().cloned();
+        let checks = Checks::new(&self.limits, scope.as_ref());
         let GetRequest { key } = request.into_inner();
         if self.log_requests {
             info!("serving get request for key {key:?}");
         }
-        self.limits.check_key(key.as_bytes())?;
+        checks.key(key.as_bytes())?;
         let record = self
             .store
             .get(key.as_bytes())

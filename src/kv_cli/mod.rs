@@ -64,6 +64,10 @@ struct Cli {
           value_parser = parse_timeout)]
     timeout: Duration,
 
+    /// Token for a server that checks them (sent as authorization: Bearer).
+    #[arg(long, global = true, env = "KV_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
     /// Print answers as JSON (one object, or one per line for watch).
     #[arg(long, global = true)]
     json: bool,
@@ -371,7 +375,7 @@ async fn execute(cli: Cli) -> ExitCode {
     } else {
         Encoding::Text
     };
-    let outcome = match Client::connect(&cli.addr, cli.timeout).await {
+    let outcome = match Client::connect(&cli.addr, cli.timeout, cli.token.as_deref()).await {
         Ok(client) => {
             let mut context = Context {
                 client,

@@ -184,9 +184,20 @@ async fn requests_are_not_logged_by_default() {
 #[test]
 fn a_silent_connection_cannot_hold_shutdown_past_the_grace_period() {
     let server = Server::start_with(&["--shutdown-grace", "1s"]);
-    // A peer that connects and then never speaks, so it never acknowledges the
-    // server's GOAWAY.
-    let silent = std::net::TcpStream::connect(server.addr()).expect("connect");
+    // A peer that opens an HTTP/2 connection and then falls silent, so it
+    // never acknowledges the server's GOAWAY. It waits for the server's
+    // SETTINGS first: a connection still in the listen backlog when shutdown
+    // starts is never served at all, and would not hold anything.
+    use std::io::{Read, Write};
+    let mut silent = std::net::TcpStream::connect(server.addr()).expect("connect");
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .expect("send the HTTP/2 preface");
+    let mut settings = [0u8; 9];
+    silent
+        .read_exact(&mut settings)
+        .expect("the server's SETTINGS");
+    assert_eq!(settings[3], 4, "a SETTINGS frame");
     let stopped = server.stop_blocking("TERM");
     assert!(stopped.status.success(), "exit status {}", stopped.status);
     assert!(

@@ -3,6 +3,7 @@
 //!
 //! `harness` starts and stops servers; each other module covers one area.
 
+mod auth;
 mod bench;
 mod cli;
 mod concurrency;

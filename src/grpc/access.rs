@@ -1,0 +1,118 @@
+//! The checks every key of a request passes: the size limits, and the scope
+//! of the caller's token. Handlers build one [`Checks`] per request and pass
+//! it wherever keys are read from the request, so no key escapes either.
+
+use tonic::Status;
+
+use super::Limits;
+use super::auth::Scope;
+use crate::storage::ops::{KeyRange, RangeEnd, prefix_end};
+
+/// The limits, and the token's scope if the server checks tokens.
+#[derive(Clone, Copy)]
+pub(crate) struct Checks<'a> {
+    pub(crate) limits: &'a Limits,
+    scope: Option<&'a Scope>,
+}
+
+impl<'a> Checks<'a> {
+    pub(crate) fn new(limits: &'a Limits, scope: Option<&'a Scope>) -> Checks<'a> {
+        Checks { limits, scope }
+    }
+
+    /// A key to read or write: non-empty, within the limit, in scope.
+    pub(crate) fn key(&self, key: &[u8]) -> Result<(), Status> {
+        self.limits.check_key(key)?;
+        self.range(&KeyRange::key(bytes::Bytes::copy_from_slice(key)))
+    }
+
+    /// A value: within the limit.
+    pub(crate) fn value(&self, value: &[u8]) -> Result<(), Status> {
+        self.limits.check_value(value)
+    }
+
+    /// The bound of a range: within the key limit (may be empty).
+    pub(crate) fn bound(&self, key: &[u8]) -> Result<(), Status> {
+        self.limits.check_key_length(key)
+    }
+
+    /// A range of keys: wholly in scope.
+    pub(crate) fn range(&self, range: &KeyRange) -> Result<(), Status> {
+        let Some(scope) = self.scope else {
+            return Ok(());
+        };
+        if scope.prefix.is_empty() {
+            return Ok(());
+        }
+        // Every key of [start, end) starts with the prefix exactly when the
+        // range lies within [prefix, prefix_end(prefix)).
+        let inside = match (&range.end, prefix_end(&scope.prefix)) {
+            (RangeEnd::Single, _) => range.start.starts_with(&scope.prefix),
+            (_, _) if range.start.as_ref() < scope.prefix.as_ref() => false,
+            (RangeEnd::Before(end), Some(limit)) => *end <= limit,
+            (RangeEnd::Unbounded, Some(_)) => false,
+            (RangeEnd::Before(_) | RangeEnd::Unbounded, None) => true,
+        };
+        if inside {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "the token may only use keys that start with {:?}",
+            String::from_utf8_lossy(&scope.prefix)
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn a_scoped_token_reaches_only_its_prefix() {
+        let limits = Limits::default();
+        let scope = Scope {
+            prefix: Bytes::from_static(b"app/"),
+        };
+        let checks = Checks::new(&limits, Some(&scope));
+        assert!(checks.key(b"app/x").is_ok());
+        assert!(checks.key(b"apq").is_err());
+        assert!(checks.key(b"app").is_err());
+        assert!(
+            checks
+                .range(&KeyRange::prefix(Bytes::from_static(b"app/")))
+                .is_ok()
+        );
+        assert!(
+            checks
+                .range(&KeyRange::prefix(Bytes::from_static(b"app/users/")))
+                .is_ok()
+        );
+        assert!(
+            checks
+                .range(&KeyRange::prefix(Bytes::from_static(b"ap")))
+                .is_err()
+        );
+        assert!(checks.range(&KeyRange::prefix(Bytes::new())).is_err());
+        assert!(
+            checks
+                .range(&KeyRange::between(
+                    Bytes::from_static(b"app/a"),
+                    Bytes::from_static(b"app/z")
+                ))
+                .is_ok()
+        );
+        assert!(
+            checks
+                .range(&KeyRange::between(
+                    Bytes::from_static(b"app/a"),
+                    Bytes::from_static(b"b")
+                ))
+                .is_err()
+        );
+        let unscoped = Checks::new(&limits, None);
+        assert!(unscoped.key(b"anything").is_ok());
+        assert!(unscoped.range(&KeyRange::prefix(Bytes::new())).is_ok());
+    }
+}

@@ -1,0 +1,305 @@
+//! Token authentication and authorization: one tower layer in front of every
+//! service (`--auth-token-file`).
+//!
+//! The token file has one token per line: `TOKEN ROLE [PREFIX]`, where ROLE is
+//! `read` or `readwrite` and PREFIX, if given, confines the token to keys
+//! that start with it; `#` starts a comment. Clients send
+//! `authorization: Bearer TOKEN`. A missing or unknown token is
+//! `UNAUTHENTICATED`; a read token calling a method that writes is
+//! `PERMISSION_DENIED`. The layer decides from the method's path alone; it
+//! hands the token's [`Scope`] to the handlers in the request's extensions,
+//! and the one validation path (`access::Checks`) refuses keys outside it.
+//!
+//! Health checks need no token (probes and load balancers rarely carry
+//! one). Tokens are compared in constant time and never logged.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tonic::Status;
+use tower::{Layer, Service};
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Read methods only.
+    Read,
+    /// Every method.
+    ReadWrite,
+}
+
+/// The keys a request may touch: those starting with `prefix` (all, if it is
+/// empty). Put into a request's extensions by the auth layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    /// The prefix every key must start with.
+    pub prefix: Bytes,
+}
+
+#[derive(Debug)]
+struct Grant {
+    token: Vec<u8>,
+    role: Role,
+    scope: Scope,
+}
+
+/// The tokens of a token file.
+#[derive(Debug)]
+pub struct Tokens {
+    grants: Vec<Grant>,
+}
+
+impl Tokens {
+    /// Parses a token file; errors name the line.
+    pub fn parse(text: &str) -> Result<Tokens, String> {
+        let mut grants = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (token, role, prefix) = match fields.as_slice() {
+                [token, role] => (token, role, ""),
+                [token, role, prefix] => (token, role, *prefix),
+                _ => {
+                    return Err(format!(
+                        "line {}: expected TOKEN ROLE [PREFIX], with ROLE read or readwrite",
+                        number + 1
+                    ));
+                }
+            };
+            let role = match *role {
+                "read" => Role::Read,
+                "readwrite" => Role::ReadWrite,
+                other => {
+                    return Err(format!(
+                        "line {}: unknown role {other:?} (use read or readwrite)",
+                        number + 1
+                    ));
+                }
+            };
+            grants.push(Grant {
+                token: token.as_bytes().to_vec(),
+                role,
+                scope: Scope {
+                    prefix: Bytes::copy_from_slice(prefix.as_bytes()),
+                },
+            });
+        }
+        if grants.is_empty() {
+            return Err("the token file holds no token".into());
+        }
+        Ok(Tokens { grants })
+    }
+
+    /// Loads a token file.
+    pub fn load(path: &std::path::Path) -> Result<Tokens, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+        Tokens::parse(&text).map_err(|e| format!("token file {}: {e}", path.display()))
+    }
+
+    /// How many tokens there are.
+    pub fn len(&self) -> usize {
+        self.grants.len()
+    }
+
+    /// Whether there are none (never, for a parsed file).
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty()
+    }
+
+    /// The grant of `token`. Every grant is compared, each in time that
+    /// does not depend on where the bytes differ.
+    fn find(&self, token: &[u8]) -> Option<&Grant> {
+        let mut found = None;
+        for grant in &self.grants {
+            if constant_time_eq(&grant.token, token) {
+                found = Some(grant);
+            }
+        }
+        found
+    }
+}
+
+/// Equality whose time depends on the lengths only, not on the contents.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut difference = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        difference |= usize::from(x ^ y);
+    }
+    difference == 0
+}
+
+/// The methods that change data (all others read).
+const WRITE_METHODS: [&str; 8] = [
+    "/simplekeyvalue.KeyValue/Set",
+    "/keyvalue.v1.KV/Put",
+    "/keyvalue.v1.KV/Delete",
+    "/keyvalue.v1.KV/Txn",
+    "/keyvalue.v1.KV/BatchPut",
+    "/keyvalue.v1.KV/LeaseGrant",
+    "/keyvalue.v1.KV/LeaseKeepAlive",
+    "/keyvalue.v1.KV/LeaseRevoke",
+];
+
+/// Methods anyone may call.
+const OPEN_PREFIX: &str = "/grpc.health.v1.Health/";
+
+/// The scope of a request to `path` carrying `authorization`, or the status
+/// that refuses it.
+fn authorize(
+    tokens: &Tokens,
+    path: &str,
+    authorization: Option<&[u8]>,
+) -> Result<Option<Scope>, Status> {
+    if path.starts_with(OPEN_PREFIX) {
+        return Ok(None);
+    }
+    let Some(header) = authorization else {
+        return Err(Status::unauthenticated(
+            "this server needs a token: send metadata authorization: Bearer <token>",
+        ));
+    };
+    let token = header.strip_prefix(b"Bearer ").ok_or_else(|| {
+        Status::unauthenticated("the authorization metadata must be: Bearer <token>")
+    })?;
+    let grant = tokens
+        .find(token)
+        .ok_or_else(|| Status::unauthenticated("the token is not valid"))?;
+    if grant.role == Role::Read && WRITE_METHODS.contains(&path) {
+        return Err(Status::permission_denied(format!(
+            "the token may only read, and {path} writes"
+        )));
+    }
+    Ok(Some(grant.scope.clone()))
+}
+
+/// The layer: `None` lets everything through (no token file).
+#[derive(Clone, Default)]
+pub(crate) struct AuthLayer {
+    tokens: Option<Arc<Tokens>>,
+}
+
+impl AuthLayer {
+    pub(crate) fn new(tokens: Option<Arc<Tokens>>) -> AuthLayer {
+        AuthLayer { tokens }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+/// The service the layer wraps around the server's routes.
+#[derive(Clone)]
+pub(crate) struct Auth<S> {
+    inner: S,
+    tokens: Option<Arc<Tokens>>,
+}
+
+type Answer<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+impl<S, B, RB> Service<http::Request<B>> for Auth<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    RB: Default + Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = Answer<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let Some(tokens) = &self.tokens {
+            let authorization = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|value| value.as_bytes());
+            match authorize(tokens, request.uri().path(), authorization) {
+                Ok(Some(scope)) => {
+                    request.extensions_mut().insert(scope);
+                }
+                Ok(None) => {}
+                Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
+            }
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    const FILE: &str = "# team tokens\nr0 read\nrw1 readwrite\napp2 readwrite app/\n";
+
+    #[test]
+    fn a_token_file_parses_and_mistakes_name_the_line() {
+        assert_eq!(Tokens::parse(FILE).unwrap().len(), 3);
+        assert!(Tokens::parse("t admin").unwrap_err().starts_with("line 1:"));
+        assert!(
+            Tokens::parse("ok read\nlonely")
+                .unwrap_err()
+                .starts_with("line 2:")
+        );
+        assert!(Tokens::parse("# nothing\n").is_err());
+    }
+
+    #[test]
+    fn methods_are_allowed_by_role() {
+        let tokens = Tokens::parse(FILE).unwrap();
+        let get = "/keyvalue.v1.KV/Get";
+        let put = "/keyvalue.v1.KV/Put";
+        assert!(authorize(&tokens, get, Some(b"Bearer r0")).is_ok());
+        let denied = authorize(&tokens, put, Some(b"Bearer r0")).unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        assert!(authorize(&tokens, put, Some(b"Bearer rw1")).is_ok());
+        let scope = authorize(&tokens, put, Some(b"Bearer app2"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(scope.prefix, Bytes::from_static(b"app/"));
+        for header in [
+            None,
+            Some(&b"Bearer nope"[..]),
+            Some(b"r0"),
+            Some(b"Bearer r"),
+        ] {
+            let status = authorize(&tokens, get, header).unwrap_err();
+            assert_eq!(status.code(), Code::Unauthenticated, "{header:?}");
+            assert!(!status.message().contains("r0"), "tokens are never echoed");
+        }
+        assert_eq!(
+            authorize(&tokens, "/grpc.health.v1.Health/Check", None).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

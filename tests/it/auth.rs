@@ -1,0 +1,273 @@
+//! Token authentication through the real binary: `--auth-token-file`, roles,
+//! prefixes, both services, and `kv --token`.
+
+use std::process::Command;
+
+use bytes::Bytes;
+use keyvalue::proto::keyvalue::v1 as pb;
+use keyvalue::proto::simplekeyvalue::{GetRequest, SetRequest};
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+
+use crate::harness::Server;
+
+const TOKENS: &str = "# tokens of the test\n\
+                      reader-secret read\n\
+                      writer-secret readwrite\n\
+                      app-secret readwrite app/\n";
+
+/// A server that checks the tokens above, and the file they are in.
+fn server_with_tokens() -> (Server, tempfile::NamedTempFile) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), TOKENS).unwrap();
+    let server = Server::start_with(&["--auth-token-file", file.path().to_str().unwrap()]);
+    (server, file)
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+fn set(key: &str, value: &str) -> SetRequest {
+    SetRequest {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_unauthenticated() {
+    let (server, _file) = server_with_tokens();
+    let mut tutorial = server.client().await;
+    let status = tutorial.set(set("k", "v")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(
+        status.message().contains("authorization: Bearer"),
+        "{}",
+        status.message()
+    );
+    let status = tutorial
+        .set(with_token(set("k", "v"), "guess"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let mut kv = server.kv_client().await;
+    let status = kv
+        .get(pb::GetRequest {
+            key: Bytes::from("k"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    // Nothing was written by the refused requests.
+    let got = tutorial
+        .get(with_token(GetRequest { key: "k".into() }, "reader-secret"))
+        .await;
+    assert_eq!(got.unwrap_err().code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_read_token_reads_and_may_not_write() {
+    let (server, _file) = server_with_tokens();
+    let mut tutorial = server.client().await;
+    tutorial
+        .set(with_token(set("k", "v"), "writer-secret"))
+        .await
+        .unwrap();
+    let value = tutorial
+        .get(with_token(GetRequest { key: "k".into() }, "reader-secret"))
+        .await
+        .unwrap()
+        .into_inner()
+        .value;
+    assert_eq!(value, "v");
+    let status = tutorial
+        .set(with_token(set("k", "x"), "reader-secret"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let mut kv = server.kv_client().await;
+    for status in [
+        kv.put(with_token(
+            pb::PutRequest {
+                key: Bytes::from("k"),
+                ..Default::default()
+            },
+            "reader-secret",
+        ))
+        .await
+        .unwrap_err(),
+        kv.delete(with_token(
+            pb::DeleteRequest {
+                key: Bytes::from("k"),
+                ..Default::default()
+            },
+            "reader-secret",
+        ))
+        .await
+        .unwrap_err(),
+        kv.lease_grant(with_token(
+            pb::LeaseGrantRequest { ttl_ms: 1000 },
+            "reader-secret",
+        ))
+        .await
+        .unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_prefix_token_reaches_only_its_keys() {
+    let (server, _file) = server_with_tokens();
+    let mut kv = server.kv_client().await;
+    let put = |key: &str| pb::PutRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::from("v"),
+        ..Default::default()
+    };
+    kv.put(with_token(put("app/one"), "app-secret"))
+        .await
+        .unwrap();
+    kv.put(with_token(put("other"), "writer-secret"))
+        .await
+        .unwrap();
+    let status = kv
+        .put(with_token(put("other"), "app-secret"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("app/"), "{}", status.message());
+    let mine = kv
+        .range(with_token(
+            pb::RangeRequest {
+                key: Bytes::from("app/"),
+                prefix: true,
+                ..Default::default()
+            },
+            "app-secret",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mine.kvs.len(), 1);
+    let everything = kv
+        .range(with_token(
+            pb::RangeRequest {
+                key: Bytes::new(),
+                prefix: true,
+                ..Default::default()
+            },
+            "app-secret",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(everything.code(), Code::PermissionDenied);
+    let watch = kv
+        .watch(with_token(
+            pb::WatchRequest {
+                key: Bytes::from("oth"),
+                prefix: true,
+                ..Default::default()
+            },
+            "app-secret",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(watch.code(), Code::PermissionDenied);
+    // The tutorial service is confined the same way.
+    let mut tutorial = server.client().await;
+    let status = tutorial
+        .get(with_token(
+            GetRequest {
+                key: "other".into(),
+            },
+            "app-secret",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn health_needs_no_token() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let (server, _file) = server_with_tokens();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await;
+    assert!(answer.is_ok(), "{answer:?}");
+}
+
+#[test]
+fn kv_sends_its_token_and_never_prints_it() {
+    let (server, _file) = server_with_tokens();
+    let kv = |args: &[&str], token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kv"));
+        command
+            .env_remove("KV_TOKEN")
+            .args(["--addr", server.addr()])
+            .args(args);
+        if let Some(token) = token {
+            command.env("KV_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    assert!(
+        kv(&["set", "k", "v"], Some("writer-secret"))
+            .status
+            .success()
+    );
+    let read = kv(&["get", "k"], Some("reader-secret"));
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "v\n");
+    let refused = kv(&["set", "k", "x"], Some("reader-secret"));
+    assert_eq!(refused.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("PermissionDenied"));
+    let anonymous = kv(&["get", "k"], None);
+    assert_eq!(anonymous.status.code(), Some(4));
+    let flag = kv(&["--token", "writer-secret", "get", "k"], None);
+    assert!(flag.status.success());
+    let help = String::from_utf8_lossy(&kv(&["--help"], Some("writer-secret")).stdout).into_owned();
+    assert!(
+        help.contains("--token") && !help.contains("writer-secret"),
+        "{help}"
+    );
+}
+
+#[test]
+fn a_bad_token_file_stops_the_server_with_the_line() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "good read\nbad superuser\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kvserver"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "memory",
+            "--auth-token-file",
+        ])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("superuser"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("good"),
+        "tokens are never printed: {stderr}"
+    );
+}
