@@ -1,16 +1,22 @@
-"""Regenerate the gRPC stubs in src/keyvalue/_proto from the frozen proto/api.proto.
+"""Regenerate the gRPC stubs in src/keyvalue/_proto from the repository's protos.
 
-The repository's proto/api.proto is the one source of truth for the wire
-contract; the files in src/keyvalue/_proto (api_pb2.py, api_pb2.pyi,
-api_pb2_grpc.py) are its compiled form and are never edited by hand. Run this
-after bumping the pinned grpcio-tools in pyproject.toml:
+Two protos are compiled, each into ``src/keyvalue/_proto``:
+
+* ``proto/api.proto``, the frozen tutorial contract (package ``simplekeyvalue``):
+  ``api_pb2.py``, ``api_pb2.pyi``, ``api_pb2_grpc.py``;
+* ``proto/keyvalue/v1/kv.proto``, the full API (package ``keyvalue.v1``):
+  ``kv_pb2.py``, ``kv_pb2.pyi``, ``kv_pb2_grpc.py``.
+
+The protos are the one source of truth for the wire contract; the generated
+files are their compiled form and are never edited by hand. Run this after
+changing a proto or bumping the pinned grpcio-tools in pyproject.toml:
 
     python scripts/generate_stubs.py            # rewrites src/keyvalue/_proto
     python scripts/generate_stubs.py --out DIR  # writes DIR/keyvalue/_proto
 
-The proto is mapped to the virtual path keyvalue/_proto/api.proto
+Each proto's directory is mapped to the virtual directory keyvalue/_proto
 (``-I keyvalue/_proto=<proto dir>``), so protoc writes package-relative imports
-(``from keyvalue._proto import api_pb2``) with no hand edits.
+(``from keyvalue._proto import kv_pb2``) with no hand edits.
 tests/test_stubs.py regenerates into a temporary directory and fails when the
 committed files differ.
 """
@@ -24,16 +30,40 @@ from pathlib import Path
 from grpc_tools import protoc
 
 CLIENT_ROOT = Path(__file__).resolve().parent.parent
-PROTO_DIR = CLIENT_ROOT.parent.parent / "proto"
-PROTO_FILE = "api.proto"
+PROTO_ROOT = CLIENT_ROOT.parent.parent / "proto"
+# Each proto, relative to PROTO_ROOT.
+PROTO_FILES = (Path("api.proto"), Path("keyvalue") / "v1" / "kv.proto")
 # Where the generated modules live, relative to the output root (src/).
 PACKAGE_DIR = Path("keyvalue") / "_proto"
 DEFAULT_OUT = CLIENT_ROOT / "src"
-GENERATED_FILES = ("api_pb2.py", "api_pb2.pyi", "api_pb2_grpc.py")
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+
+
+def generated_files() -> list[str]:
+    """The names of every generated file in ``keyvalue/_proto``, sorted."""
+    return sorted(f"{proto.stem}{suffix}" for proto in PROTO_FILES for suffix in GENERATED_SUFFIXES)
+
+
+def _compile(proto: Path, out_root: Path) -> None:
+    """Compile one proto (relative to PROTO_ROOT) into ``out_root/keyvalue/_proto``."""
+    source = PROTO_ROOT / proto
+    if not source.is_file():
+        raise RuntimeError(f"{source} not found")
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PACKAGE_DIR.as_posix()}={source.parent}",
+        f"--python_out={out_root}",
+        f"--pyi_out={out_root}",
+        f"--grpc_python_out={out_root}",
+        (PACKAGE_DIR / proto.name).as_posix(),
+    ]
+    status: int = protoc.main(args)
+    if status != 0:
+        raise RuntimeError(f"protoc failed on {proto} with exit status {status}")
 
 
 def generate(out_root: Path) -> list[Path]:
-    """Compile proto/api.proto into ``out_root/keyvalue/_proto``.
+    """Compile every proto into ``out_root/keyvalue/_proto``.
 
     Args:
         out_root: The import root (``src`` for the committed stubs).
@@ -42,24 +72,12 @@ def generate(out_root: Path) -> list[Path]:
         The paths of the generated files.
 
     Raises:
-        RuntimeError: If protoc fails.
+        RuntimeError: If a proto is missing or protoc fails.
     """
-    proto = PROTO_DIR / PROTO_FILE
-    if not proto.is_file():
-        raise RuntimeError(f"{proto} not found")
     (out_root / PACKAGE_DIR).mkdir(parents=True, exist_ok=True)
-    args = [
-        "grpc_tools.protoc",
-        f"-I{PACKAGE_DIR.as_posix()}={PROTO_DIR}",
-        f"--python_out={out_root}",
-        f"--pyi_out={out_root}",
-        f"--grpc_python_out={out_root}",
-        (PACKAGE_DIR / PROTO_FILE).as_posix(),
-    ]
-    status: int = protoc.main(args)
-    if status != 0:
-        raise RuntimeError(f"protoc failed with exit status {status}")
-    return [out_root / PACKAGE_DIR / name for name in GENERATED_FILES]
+    for proto in PROTO_FILES:
+        _compile(proto, out_root)
+    return [out_root / PACKAGE_DIR / name for name in generated_files()]
 
 
 def main() -> int:

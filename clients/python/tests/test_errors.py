@@ -6,10 +6,13 @@ import grpc
 import pytest
 
 from keyvalue import (
+    Compacted,
     InvalidArgument,
     KeyNotFound,
     KeyValueError,
+    LeaseNotFound,
     RequestFailed,
+    ResourceExhausted,
     ServerUnavailable,
 )
 from keyvalue.errors import error_for_status, from_rpc_error
@@ -23,7 +26,8 @@ from keyvalue.errors import error_for_status, from_rpc_error
         (grpc.StatusCode.UNAVAILABLE, ServerUnavailable),
         (grpc.StatusCode.DEADLINE_EXCEEDED, ServerUnavailable),
         (grpc.StatusCode.INTERNAL, RequestFailed),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, RequestFailed),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, ResourceExhausted),
+        (grpc.StatusCode.OUT_OF_RANGE, Compacted),
         (grpc.StatusCode.UNKNOWN, RequestFailed),
     ],
 )
@@ -48,3 +52,33 @@ def test_a_bare_rpc_error_without_a_status_maps_to_request_failed() -> None:
     assert type(error) is RequestFailed
     assert error.code is grpc.StatusCode.UNKNOWN
     assert error.message == "no status"
+
+
+def test_not_found_from_the_full_api_is_a_missing_lease() -> None:
+    # keyvalue.v1 answers a missing key with an empty result; NOT_FOUND is a lease.
+    error = error_for_status(grpc.StatusCode.NOT_FOUND, "lease 7 not found", service="v1")
+    assert type(error) is LeaseNotFound
+    assert error.code is grpc.StatusCode.NOT_FOUND
+    assert error.message == "lease 7 not found"
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+    ],
+)
+def test_both_services_agree_on_every_other_code(code: grpc.StatusCode) -> None:
+    tutorial = error_for_status(code, "text")
+    v1 = error_for_status(code, "text", service="v1")
+    assert type(tutorial) is type(v1)
+
+
+def test_resource_exhausted_is_still_a_request_failed() -> None:
+    error = error_for_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "disk full")
+    assert isinstance(error, RequestFailed)
+    assert isinstance(error, KeyValueError)

@@ -1,7 +1,8 @@
 """Checks that the committed stubs in src/keyvalue/_proto are fresh.
 
-They must be exactly what scripts/generate_stubs.py produces today from the
-frozen proto/api.proto with the pinned grpcio-tools. On failure, run
+They must be exactly what scripts/generate_stubs.py produces today from
+proto/api.proto (the frozen tutorial contract) and proto/keyvalue/v1/kv.proto
+(the full API) with the pinned grpcio-tools. On failure, run
 ``python scripts/generate_stubs.py`` and commit the result.
 """
 
@@ -18,7 +19,14 @@ from pathlib import Path
 CLIENT_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = CLIENT_ROOT / "scripts" / "generate_stubs.py"
 COMMITTED = CLIENT_ROOT / "src" / "keyvalue" / "_proto"
-GENERATED_FILES = ["api_pb2.py", "api_pb2.pyi", "api_pb2_grpc.py"]
+GENERATED_FILES = [
+    "api_pb2.py",
+    "api_pb2.pyi",
+    "api_pb2_grpc.py",
+    "kv_pb2.py",
+    "kv_pb2.pyi",
+    "kv_pb2_grpc.py",
+]
 HAND_WRITTEN_FILES = ["__init__.py"]
 
 
@@ -68,3 +76,33 @@ def test_committed_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
         assert committed == regenerated, (
             f"src/keyvalue/_proto/{name} is stale; run python scripts/generate_stubs.py\n{diff}"
         )
+
+
+def test_generated_stubs_import_each_other_package_relative() -> None:
+    for name in ("api_pb2_grpc.py", "kv_pb2_grpc.py"):
+        text = (COMMITTED / name).read_text()
+        module = name.removesuffix("_grpc.py")
+        assert f"from keyvalue._proto import {module} as " in text, name
+
+
+def test_both_services_are_in_the_committed_stubs() -> None:
+    from keyvalue._proto import api_pb2, kv_pb2
+
+    assert api_pb2.DESCRIPTOR.package == "simplekeyvalue"
+    assert set(api_pb2.DESCRIPTOR.services_by_name) == {"KeyValue"}
+    assert kv_pb2.DESCRIPTOR.package == "keyvalue.v1"
+    methods = {method.name for method in kv_pb2.DESCRIPTOR.services_by_name["KV"].methods}
+    assert methods == {
+        "Get",
+        "Put",
+        "Delete",
+        "Range",
+        "Txn",
+        "BatchGet",
+        "BatchPut",
+        "Watch",
+        "LeaseGrant",
+        "LeaseKeepAlive",
+        "LeaseRevoke",
+        "LeaseInfo",
+    }

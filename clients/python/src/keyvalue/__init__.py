@@ -1,26 +1,51 @@
-"""Python client of keyvalue, the gRPC key/value service (``simplekeyvalue.KeyValue``).
+"""Python client of keyvalue, the gRPC key/value service.
 
-Use :class:`Client` to set and get keys; failures raise subclasses of
-:class:`KeyValueError`. The ``kv-py`` command (``python -m keyvalue``) lives in
-:mod:`keyvalue.cli`.
+Use :class:`Client` to talk to a kvserver: ``get``/``set`` speak the tutorial's
+``simplekeyvalue.KeyValue``; every other method speaks the full API,
+``keyvalue.v1.KV`` (revisions, ranges, compare-and-set, transactions, batches,
+watches, leases). Failures raise subclasses of :class:`KeyValueError`. The
+``kv-py`` command (``python -m keyvalue``) lives in :mod:`keyvalue.cli`.
 """
 
 from keyvalue.client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client
 from keyvalue.errors import (
+    Compacted,
     InvalidArgument,
     KeyNotFound,
     KeyValueError,
+    LeaseNotFound,
     RequestFailed,
+    ResourceExhausted,
     ServerUnavailable,
 )
+from keyvalue.key_value import KeyValue
+from keyvalue.lease import Lease, LeaseInfo
+from keyvalue.results import CasResult, DeleteResult, PutResult, RangeResult
+from keyvalue.transactions import Compare, Op, TxnResult
+from keyvalue.watch import Event, Watch
 
 __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_TIMEOUT",
+    "CasResult",
     "Client",
+    "Compacted",
+    "Compare",
+    "DeleteResult",
+    "Event",
     "InvalidArgument",
     "KeyNotFound",
+    "KeyValue",
     "KeyValueError",
+    "Lease",
+    "LeaseInfo",
+    "LeaseNotFound",
+    "Op",
+    "PutResult",
+    "RangeResult",
     "RequestFailed",
+    "ResourceExhausted",
     "ServerUnavailable",
+    "TxnResult",
+    "Watch",
 ]

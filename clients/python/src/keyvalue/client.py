@@ -1,22 +1,40 @@
-"""The keyvalue client: a typed, blocking wrapper around the KeyValue gRPC stub.
+"""The keyvalue client: a typed, blocking wrapper around both gRPC services.
 
-One :class:`Client` holds one gRPC channel to one server. Each call has a
-deadline (``timeout``) and raises a :class:`~keyvalue.errors.KeyValueError`
-subclass on failure, never a raw ``grpc.RpcError``::
+One :class:`Client` holds one gRPC channel to one server, over which it speaks
+the tutorial's ``simplekeyvalue.KeyValue`` (:meth:`Client.get`,
+:meth:`Client.set`: text keys and values) and the full API ``keyvalue.v1.KV``
+(every other method: bytes or str keys and values, revisions, ranges,
+transactions, watches, leases). Both serve the same data. Each call has a
+deadline (``timeout``; watches have none) and raises a
+:class:`~keyvalue.errors.KeyValueError` subclass on failure, never a raw
+``grpc.RpcError``::
 
     with Client("127.0.0.1:50051", timeout=5.0) as client:
         client.set("weather", "sunny")
         client.get("weather")  # "sunny"
+        client.get_kv("weather").value  # b"sunny"
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
+from typing import Any, TypeVar, cast, overload
 
 import grpc
 
-from keyvalue._proto import api_pb2, api_pb2_grpc
-from keyvalue.errors import from_rpc_error
+from keyvalue._proto import api_pb2, api_pb2_grpc, kv_pb2, kv_pb2_grpc
+from keyvalue.errors import error_for_status, from_rpc_error
+from keyvalue.key_value import BytesLike, KeyValue, kv_field, to_bytes
+from keyvalue.lease import Lease, LeaseInfo, to_millis
+from keyvalue.results import CasResult, PutResult
+from keyvalue.transactions import Compare, Op, TxnResult, txn_request
+from keyvalue.watch import Watch
+
+_Reply = TypeVar("_Reply")
+# A key type: Mapping is invariant in its keys, so dict[str, ...] needs a TypeVar.
+_Key = TypeVar("_Key", bound=BytesLike)
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 """Where kvserver listens unless told otherwise."""
@@ -54,6 +72,7 @@ class Client:
         self.timeout = timeout
         self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
         self._stub = api_pb2_grpc.KeyValueStub(self._channel)
+        self._kv = kv_pb2_grpc.KVStub(self._channel)
         self._closed = False
 
     def set(self, key: str, value: str) -> None:
@@ -88,6 +107,418 @@ class Client:
             raise from_rpc_error(error) from error
         return reply.value
 
+    # ---- keyvalue.v1.KV: single keys -------------------------------------
+
+    def get_kv(self, key: BytesLike) -> KeyValue | None:
+        """The key with its revisions, or ``None`` if it does not exist.
+
+        Raises:
+            InvalidArgument: The key is empty or too long.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        request = kv_pb2.GetRequest(key=to_bytes(key))
+        reply = self._unary(self._kv.Get, request, kv_pb2.GetResponse)
+        return kv_field(reply, "kv")
+
+    def put(
+        self,
+        key: BytesLike,
+        value: BytesLike,
+        *,
+        ttl: float | None = None,
+        lease: int = 0,
+        prev_kv: bool = False,
+    ) -> PutResult:
+        """Store ``value`` under ``key``, replacing any previous value.
+
+        Args:
+            key: The key.
+            value: The value.
+            ttl: Seconds the key lives unless its lease is kept alive: the put
+                grants the key a lease of its own, named by the result.
+            lease: Attach the key to this lease instead (not with ``ttl``).
+            prev_kv: Return the key's previous state in the result.
+
+        Returns:
+            The revision of the put, the previous state (with ``prev_kv``) and the lease.
+
+        Raises:
+            ValueError: ``ttl`` is not above zero.
+            InvalidArgument: Bad key or value, or both ``ttl`` and ``lease``.
+            LeaseNotFound: ``lease`` does not exist.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        request = kv_pb2.PutRequest(
+            key=to_bytes(key),
+            value=to_bytes(value),
+            lease=lease,
+            ttl_ms=to_millis(ttl) if ttl is not None else 0,
+            prev_kv=prev_kv,
+        )
+        reply = self._unary(self._kv.Put, request, kv_pb2.PutResponse)
+        return PutResult.from_pb(reply, lease)
+
+    def delete(
+        self,
+        key: BytesLike,
+        *,
+        prefix: bool = False,
+        range_end: BytesLike | None = None,
+    ) -> int:
+        """Delete one key, every key starting with ``key`` (``prefix``), or a range.
+
+        Args:
+            key: The key, the prefix, or the first key of the range.
+            prefix: Delete every key that starts with ``key``.
+            range_end: Delete the keys from ``key`` (inclusive) to this (exclusive).
+
+        Returns:
+            How many keys were deleted (0 if none existed).
+
+        Raises:
+            InvalidArgument: Bad key or range, or both ``prefix`` and ``range_end``.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        request = kv_pb2.DeleteRequest(
+            key=to_bytes(key), range_end=_optional_bytes(range_end), prefix=prefix
+        )
+        reply = self._unary(self._kv.Delete, request, kv_pb2.DeleteResponse)
+        return reply.deleted
+
+    # ---- conditional writes ----------------------------------------------
+
+    def compare_and_set(
+        self, key: BytesLike, value: BytesLike, *, expect_revision: int
+    ) -> CasResult:
+        """Store ``value`` only if the key's ``mod_revision`` is ``expect_revision``.
+
+        Args:
+            key: The key.
+            value: The value.
+            expect_revision: The ``mod_revision`` the key must have (as last
+                read); 0 means "only if the key does not exist".
+
+        Returns:
+            Whether it was written, the revision, and the key's state: the new
+            one on success, the one that made the condition fail otherwise.
+            A failed condition is not an error.
+
+        Raises:
+            InvalidArgument: Bad key or value.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        key_bytes, value_bytes = to_bytes(key), to_bytes(value)
+        request = kv_pb2.PutRequest(
+            key=key_bytes,
+            value=value_bytes,
+            prev_kv=True,
+            condition=kv_pb2.Condition(mod_revision=expect_revision),
+        )
+        reply = self._unary(self._kv.Put, request, kv_pb2.PutResponse)
+        revision = reply.header.revision
+        previous = kv_field(reply, "prev_kv")
+        if not reply.succeeded:
+            return CasResult(succeeded=False, revision=revision, current=previous)
+        # The state the put wrote, as the server computes it from the previous one.
+        current = KeyValue(
+            key=key_bytes,
+            value=value_bytes,
+            create_revision=previous.create_revision if previous else revision,
+            mod_revision=revision,
+            version=previous.version + 1 if previous else 1,
+            lease=0,
+        )
+        return CasResult(succeeded=True, revision=revision, current=current)
+
+    def delete_if(self, key: BytesLike, *, expect_revision: int) -> CasResult:
+        """Delete the key only if its ``mod_revision`` is ``expect_revision``.
+
+        Returns:
+            Whether it was deleted, the revision, and, if not, the key's current
+            state (``None`` if it does not exist). A failed condition is not an error.
+
+        Raises:
+            InvalidArgument: Bad key.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        request = kv_pb2.DeleteRequest(
+            key=to_bytes(key), condition=kv_pb2.Condition(mod_revision=expect_revision)
+        )
+        reply = self._unary(self._kv.Delete, request, kv_pb2.DeleteResponse)
+        current = None
+        if not reply.succeeded and reply.prev_kvs:
+            current = KeyValue.from_pb(reply.prev_kvs[0])
+        return CasResult(succeeded=reply.succeeded, revision=reply.header.revision, current=current)
+
+    def txn(
+        self,
+        compares: Sequence[Compare],
+        success: Sequence[Op] = (),
+        failure: Sequence[Op] = (),
+    ) -> TxnResult:
+        """Check ``compares``; run ``success`` if all hold, else ``failure``, atomically.
+
+        Returns:
+            Which branch ran, the revision, and one typed answer per operation.
+
+        Raises:
+            InvalidArgument: Bad keys or values, or more compares or operations
+                than the server allows (``--max-txn-ops``).
+            LeaseNotFound: A put names a lease that does not exist.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        request = txn_request(compares, success, failure)
+        reply = self._unary(self._kv.Txn, request, kv_pb2.TxnResponse)
+        return TxnResult.from_pb(reply)
+
+    # ---- ranges -------------------------------------------------------------
+
+    def range(
+        self,
+        key: BytesLike = b"",
+        *,
+        prefix: bool = False,
+        range_end: BytesLike | None = None,
+        keys_only: bool = False,
+        limit: int | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[KeyValue]:
+        """The keys of a range, in key order, fetched page by page as iteration goes.
+
+        Without ``prefix`` or ``range_end``, the range runs from ``key`` to the
+        end of the keyspace (so ``range()`` is every key). Each page is one
+        request and reflects the store at that request's revision.
+
+        Args:
+            key: The first key (inclusive), or the prefix.
+            prefix: Every key that starts with ``key``.
+            range_end: Stop before this key.
+            keys_only: Leave the values out (they come back empty).
+            limit: Yield at most this many keys.
+            page_size: Keys per request; default: the server's ``--max-range-page``.
+
+        Yields:
+            Each key in the range, once.
+
+        Raises:
+            InvalidArgument: Bad range, or ``page_size`` above the server's limit.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        if page_size is not None and page_size <= 0:
+            raise ValueError(f"page_size must be above zero, got {page_size}")
+        request = kv_pb2.RangeRequest(
+            key=to_bytes(key),
+            range_end=_optional_bytes(range_end),
+            prefix=prefix,
+            keys_only=keys_only,
+        )
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = page_size or 0
+            if remaining is not None and page_size is not None:
+                page = min(page_size, remaining)
+            request.limit = page
+            reply = self._unary(self._kv.Range, request, kv_pb2.RangeResponse)
+            for message in reply.kvs:
+                if remaining is not None:
+                    if remaining == 0:
+                        return
+                    remaining -= 1
+                yield KeyValue.from_pb(message)
+            if not reply.more or not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
+
+    def count(
+        self,
+        key: BytesLike = b"",
+        *,
+        prefix: bool = False,
+        range_end: BytesLike | None = None,
+    ) -> int:
+        """How many keys the range holds (the same range as :meth:`range` takes).
+
+        Raises:
+            InvalidArgument: Bad range.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        request = kv_pb2.RangeRequest(
+            key=to_bytes(key),
+            range_end=_optional_bytes(range_end),
+            prefix=prefix,
+            count_only=True,
+        )
+        return self._unary(self._kv.Range, request, kv_pb2.RangeResponse).count
+
+    # ---- batches ------------------------------------------------------------
+
+    def batch_get(self, keys: Iterable[BytesLike]) -> list[KeyValue | None]:
+        """Many keys in one call, from one consistent snapshot.
+
+        Returns:
+            One entry per key, in order: its state, or ``None`` if it does not exist.
+
+        Raises:
+            InvalidArgument: A bad key, or more keys than the server allows
+                (``--max-batch-keys``).
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        request = kv_pb2.BatchGetRequest(keys=[to_bytes(key) for key in keys])
+        reply = self._unary(self._kv.BatchGet, request, kv_pb2.BatchGetResponse)
+        return [kv_field(result, "kv") for result in reply.results]
+
+    @overload
+    def batch_put(self, items: Mapping[_Key, BytesLike], *, lease: int = 0) -> int: ...
+
+    @overload
+    def batch_put(self, items: Iterable[tuple[BytesLike, BytesLike]], *, lease: int = 0) -> int: ...
+
+    def batch_put(
+        self,
+        items: Mapping[_Key, BytesLike] | Iterable[tuple[BytesLike, BytesLike]],
+        *,
+        lease: int = 0,
+    ) -> int:
+        """Store many keys atomically, at one revision.
+
+        Args:
+            items: A mapping of keys to values, or ``(key, value)`` pairs.
+            lease: Attach every key to this lease (0: none).
+
+        Returns:
+            The revision of the batch.
+
+        Raises:
+            InvalidArgument: A bad key or value, or more keys than the server
+                allows (``--max-batch-keys``).
+            LeaseNotFound: ``lease`` does not exist.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        pairs = items.items() if isinstance(items, Mapping) else items
+        request = kv_pb2.BatchPutRequest(
+            puts=[
+                kv_pb2.PutRequest(key=to_bytes(key), value=to_bytes(value), lease=lease)
+                for key, value in pairs
+            ]
+        )
+        return self._unary(self._kv.BatchPut, request, kv_pb2.BatchPutResponse).header.revision
+
+    # ---- watches ------------------------------------------------------------
+
+    def watch(
+        self,
+        key: BytesLike,
+        *,
+        prefix: bool = False,
+        range_end: BytesLike | None = None,
+        start_revision: int = 0,
+    ) -> Watch:
+        """Watch a key, a prefix or a range for changes.
+
+        Returns once the server has registered the watch, so every later change
+        is seen. The stream has no deadline; cancel it (or leave its ``with``
+        block) when done.
+
+        Args:
+            key: The key, the prefix, or the first key of the range.
+            prefix: Every key that starts with ``key``.
+            range_end: The keys from ``key`` (inclusive) to this (exclusive).
+            start_revision: Replay the changes from this revision on first
+                (0: only changes from now).
+
+        Returns:
+            An iterator of :class:`~keyvalue.watch.Event`, also a context manager.
+
+        Raises:
+            Compacted: ``start_revision`` is older than the history the server keeps.
+            ResourceExhausted: Too many watches are open (``--max-watchers``).
+            InvalidArgument: Bad key or range.
+            ServerUnavailable: The server cannot be reached within the timeout.
+            KeyValueError: Any other failure.
+        """
+        self._check_open()
+        request = kv_pb2.WatchRequest(
+            key=to_bytes(key),
+            range_end=_optional_bytes(range_end),
+            prefix=prefix,
+            start_revision=start_revision,
+        )
+        call = self._kv.Watch(request)
+        # The server answers with headers once the watch is registered, or
+        # with the error status at once.
+        self._await_answer(call)
+        if call.done() and call.code() is not grpc.StatusCode.OK:
+            # The finished call is itself the RpcError its iteration would raise.
+            raise from_rpc_error(cast(grpc.RpcError, call), service="v1")
+        return Watch(call)
+
+    # ---- leases -------------------------------------------------------------
+
+    def lease_grant(self, ttl: float) -> Lease:
+        """Grant a lease that expires ``ttl`` seconds from now unless kept alive.
+
+        Raises:
+            ValueError: ``ttl`` is not above zero.
+            InvalidArgument: ``ttl`` is above the server's limit.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        request = kv_pb2.LeaseGrantRequest(ttl_ms=to_millis(ttl))
+        reply = self._unary(self._kv.LeaseGrant, request, kv_pb2.LeaseGrantResponse)
+        return Lease(id=reply.id, ttl=reply.ttl_ms / 1000)
+
+    def lease_keep_alive(self, lease_id: int) -> Lease:
+        """Restart the lease's TTL.
+
+        Raises:
+            LeaseNotFound: The lease expired, was revoked, or never existed.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        request = kv_pb2.LeaseKeepAliveRequest(id=lease_id)
+        reply = self._unary(self._kv.LeaseKeepAlive, request, kv_pb2.LeaseKeepAliveResponse)
+        return Lease(id=reply.id, ttl=reply.ttl_ms / 1000)
+
+    def lease_revoke(self, lease_id: int) -> int:
+        """End the lease now, deleting its keys.
+
+        Returns:
+            How many keys were deleted.
+
+        Raises:
+            LeaseNotFound: The lease expired, was revoked, or never existed.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        request = kv_pb2.LeaseRevokeRequest(id=lease_id)
+        return self._unary(self._kv.LeaseRevoke, request, kv_pb2.LeaseRevokeResponse).deleted
+
+    def lease_info(self, lease_id: int) -> LeaseInfo:
+        """The lease's TTL and the time it has left.
+
+        Raises:
+            LeaseNotFound: The lease expired, was revoked, or never existed.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        request = kv_pb2.LeaseInfoRequest(id=lease_id)
+        reply = self._unary(self._kv.LeaseInfo, request, kv_pb2.LeaseInfoResponse)
+        return LeaseInfo(id=reply.id, ttl=reply.ttl_ms / 1000, remaining=reply.remaining_ms / 1000)
+
+    # ---- lifecycle ----------------------------------------------------------
+
     def close(self) -> None:
         """Close the channel. Calling it again does nothing."""
         if not self._closed:
@@ -117,3 +548,44 @@ class Client:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("the client is closed")
+
+    def _unary(self, rpc: Any, request: Any, reply_type: type[_Reply]) -> _Reply:
+        """Call a unary method of ``keyvalue.v1.KV`` with the client's deadline."""
+        self._check_open()
+        try:
+            reply = rpc(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, service="v1") from error
+        return cast(_Reply, reply)
+
+    def _await_answer(self, call: Any) -> None:
+        """Block until a streaming call has its response headers or its status.
+
+        Waits at most the client's timeout; ``initial_metadata()`` itself has
+        no deadline, so a helper thread waits for it.
+
+        Raises:
+            ServerUnavailable: No answer within the timeout (the call is cancelled).
+        """
+        answered = threading.Event()
+
+        def wait() -> None:
+            try:
+                call.initial_metadata()
+            except grpc.RpcError:
+                pass  # the failure is the call's status, read by the caller
+            finally:
+                answered.set()
+
+        threading.Thread(target=wait, name="keyvalue-watch-start", daemon=True).start()
+        if not answered.wait(self.timeout):
+            call.cancel()
+            raise error_for_status(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"kvserver at {self.address} did not answer within {self.timeout} s",
+            )
+
+
+def _optional_bytes(data: BytesLike | None) -> bytes:
+    """``data`` as bytes; ``None`` (not given) is empty, as on the wire."""
+    return b"" if data is None else to_bytes(data)

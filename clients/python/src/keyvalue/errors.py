@@ -4,13 +4,18 @@ Every failed call raises a subclass of :class:`KeyValueError`, which carries the
 gRPC status code and the server's message text (the status details). Callers
 catch what happened (:class:`KeyNotFound`, :class:`ServerUnavailable`, ...)
 rather than inspecting status codes. Which code becomes which exception is
-decided in one place only: :data:`_ERROR_FOR_CODE`, used by
-:func:`from_rpc_error`.
+decided in one place only: the two tables below, used by :func:`from_rpc_error`.
+
+The two services differ in one code only: ``NOT_FOUND`` from the tutorial's
+``simplekeyvalue.KeyValue`` means the key was never set (:class:`KeyNotFound`),
+while the full API, ``keyvalue.v1.KV``, answers a missing key with an empty
+result and uses ``NOT_FOUND`` only for unknown leases (:class:`LeaseNotFound`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import grpc
 
@@ -55,29 +60,82 @@ class ServerUnavailable(KeyValueError):
     """
 
 
-class RequestFailed(KeyValueError):
-    """Any other failure status (``INTERNAL``, ``RESOURCE_EXHAUSTED``, ...)."""
+class LeaseNotFound(KeyValueError):
+    """The lease does not exist: never granted, expired or revoked (``NOT_FOUND``).
 
+    Raised by the lease calls, and by :meth:`~keyvalue.Client.put` (or a
+    transaction) attaching a key to such a lease.
+    """
+
+
+class Compacted(KeyValueError):
+    """A watch asked for history the server no longer keeps (``OUT_OF_RANGE``).
+
+    The message names the oldest revision still available. Read the current
+    state (e.g. :meth:`~keyvalue.Client.get_kv`) and watch from that read's
+    revision + 1.
+    """
+
+
+class RequestFailed(KeyValueError):
+    """Any other failure status (``INTERNAL``, ``UNKNOWN``, ...)."""
+
+
+class ResourceExhausted(RequestFailed):
+    """The server is out of a resource (``RESOURCE_EXHAUSTED``).
+
+    Too many watches open (``--max-watchers``), or the disk is full. Retrying
+    later may succeed. A subclass of :class:`RequestFailed`, which this code
+    raised before it had a class of its own.
+    """
+
+
+Service = Literal["tutorial", "v1"]
+"""Which service answered: ``simplekeyvalue.KeyValue`` or ``keyvalue.v1.KV``."""
 
 _ERROR_FOR_CODE: Mapping[grpc.StatusCode, type[KeyValueError]] = {
     grpc.StatusCode.NOT_FOUND: KeyNotFound,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.UNAVAILABLE: ServerUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: ServerUnavailable,
+    grpc.StatusCode.OUT_OF_RANGE: Compacted,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
 }
+"""The mapping for the tutorial service, and the default."""
+
+_V1_ERROR_FOR_CODE: Mapping[grpc.StatusCode, type[KeyValueError]] = {
+    **_ERROR_FOR_CODE,
+    # keyvalue.v1 reports a missing key as an empty answer: NOT_FOUND is a lease.
+    grpc.StatusCode.NOT_FOUND: LeaseNotFound,
+}
+"""The mapping for the full API, ``keyvalue.v1.KV``."""
 
 
-def error_for_status(code: grpc.StatusCode, message: str) -> KeyValueError:
-    """The exception for a gRPC status; codes without their own class get RequestFailed."""
-    return _ERROR_FOR_CODE.get(code, RequestFailed)(code, message)
+def error_for_status(
+    code: grpc.StatusCode, message: str, *, service: Service = "tutorial"
+) -> KeyValueError:
+    """The exception for a gRPC status; codes without their own class get RequestFailed.
+
+    Args:
+        code: The status code of the failed call.
+        message: The status details.
+        service: Which service answered; only ``NOT_FOUND`` depends on it.
+    """
+    table = _V1_ERROR_FOR_CODE if service == "v1" else _ERROR_FOR_CODE
+    return table.get(code, RequestFailed)(code, message)
 
 
-def from_rpc_error(error: grpc.RpcError) -> KeyValueError:
-    """Translate the exception grpcio raised for a failed call into ours."""
+def from_rpc_error(error: grpc.RpcError, *, service: Service = "tutorial") -> KeyValueError:
+    """Translate the exception grpcio raised for a failed call into ours.
+
+    Args:
+        error: What grpcio raised.
+        service: Which service the call went to (see :func:`error_for_status`).
+    """
     # What a failed call raises is also a grpc.Call, which carries the status.
     # A bare RpcError, which no finished call raises, has no code() at all.
     try:
         code, details = error.code(), error.details()
     except AttributeError:
-        return error_for_status(grpc.StatusCode.UNKNOWN, str(error))
-    return error_for_status(code, details or "")
+        return error_for_status(grpc.StatusCode.UNKNOWN, str(error), service=service)
+    return error_for_status(code, details or "", service=service)

@@ -1,0 +1,50 @@
+"""Leases: a time to live that keys share, restarted by keep-alives.
+
+A key attached to a lease is deleted when the lease expires (nobody kept it
+alive for a whole TTL) or is revoked; watchers see an ``expire`` or ``delete``
+event. Times are in seconds, as floats; the wire carries milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def to_millis(seconds: float, what: str = "ttl") -> int:
+    """``seconds`` as whole milliseconds, rounded up so a positive TTL never becomes 0.
+
+    Raises:
+        ValueError: ``seconds`` is not above zero (or not finite).
+    """
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{what} must be a number of seconds above zero, got {seconds}")
+    return math.ceil(seconds * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A granted (or kept-alive) lease.
+
+    Attributes:
+        id: The lease id, to attach keys (``put(..., lease=id)``), keep alive or revoke.
+        ttl: Its time to live, in seconds.
+    """
+
+    id: int
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """The state of a live lease.
+
+    Attributes:
+        id: The lease id.
+        ttl: Its time to live, in seconds.
+        remaining: Seconds left before it expires, unless kept alive.
+    """
+
+    id: int
+    ttl: float
+    remaining: float

@@ -1,0 +1,136 @@
+"""Watches: a stream of :class:`Event` for a key, a prefix or a range.
+
+:meth:`keyvalue.Client.watch` returns a :class:`Watch`, an iterator that is also
+a context manager; leaving the ``with`` block (or calling :meth:`Watch.cancel`)
+ends the stream::
+
+    with client.watch("jobs/", prefix=True) as events:
+        for event in events:
+            print(event.kind, event.kv.key, event.kv.value)
+
+When :meth:`~keyvalue.Client.watch` returns, the server has registered the
+watch: every later change is seen. With ``start_revision`` the watch first
+replays the changes from that revision on, then goes on live; a client that
+saw revision N resumes from N + 1 and misses nothing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+import grpc
+
+from keyvalue._proto import kv_pb2
+from keyvalue.errors import from_rpc_error
+from keyvalue.key_value import KeyValue
+
+EventKind = Literal["put", "delete", "expire"]
+"""What happened to the key: written, deleted, or deleted because its lease expired."""
+
+_KIND_OF: dict[int, EventKind] = {
+    kv_pb2.Event.PUT: "put",
+    kv_pb2.Event.DELETE: "delete",
+    kv_pb2.Event.EXPIRE: "expire",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change to one key.
+
+    Attributes:
+        kind: ``"put"``, ``"delete"`` or ``"expire"``.
+        kv: For a put, the new state. For a delete or an expiry, the key, with
+            ``mod_revision`` the revision of the deletion (and an empty value).
+    """
+
+    kind: EventKind
+    kv: KeyValue
+
+    @property
+    def revision(self) -> int:
+        """The revision of the change."""
+        return self.kv.mod_revision
+
+    @classmethod
+    def from_pb(cls, message: kv_pb2.Event) -> Event:
+        """The event of a wire ``keyvalue.v1.Event``."""
+        try:
+            kind = _KIND_OF[message.kind]
+        except KeyError:
+            raise ValueError(f"unknown event kind {message.kind}") from None
+        return cls(kind=kind, kv=KeyValue.from_pb(message.kv))
+
+
+class Watch:
+    """The events of one watch stream, in revision order; also a context manager.
+
+    Iterating blocks until the next event. Iteration ends (``StopIteration``)
+    once the watch is cancelled, from any thread, or the server ends the
+    stream; a failure raises a :class:`~keyvalue.errors.KeyValueError`
+    (:class:`~keyvalue.errors.Compacted` when ``start_revision`` is older than
+    the history the server keeps).
+
+    Args:
+        call: The grpcio server-streaming call of ``keyvalue.v1.KV/Watch``.
+    """
+
+    def __init__(self, call: Any) -> None:
+        # A grpc.Call that is also an iterator of WatchResponse (untyped in grpcio).
+        self._call = call
+        self._pending: deque[Event] = deque()
+        self._cancelled = False
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        while not self._pending:
+            if self._cancelled:
+                raise StopIteration
+            try:
+                response: kv_pb2.WatchResponse = next(self._call)
+            except StopIteration:
+                raise
+            except grpc.RpcError as error:
+                if self._cancelled or error.code() is grpc.StatusCode.CANCELLED:
+                    self._cancelled = True
+                    raise StopIteration from None
+                raise from_rpc_error(error, service="v1") from error
+            self._pending.extend(Event.from_pb(event) for event in response.events)
+        return self._pending.popleft()
+
+    def cancel(self) -> None:
+        """End the stream; a blocked iteration ends too. Calling it again does nothing."""
+        self._cancelled = True
+        self._call.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` has been called (or the stream was cancelled)."""
+        return self._cancelled
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        # An abandoned watch must not hold a server-side watcher forever.
+        call = getattr(self, "_call", None)
+        if call is not None:
+            call.cancel()
+
+    def __repr__(self) -> str:
+        state = "cancelled" if self._cancelled else "open"
+        return f"<Watch {state}>"
