@@ -17,6 +17,45 @@ use bytes::Bytes;
 use crate::proto::keyvalue::v1 as pb;
 use crate::proto::keyvalue::v1::kv_client::KvClient;
 
+/// How to reach a server.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Every call, connecting included, gives up after this long.
+    pub timeout: Duration,
+    /// Sent as `authorization: Bearer <token>` with every call.
+    pub token: Option<String>,
+    /// Speak TLS, trusting this CA, optionally with a client certificate.
+    pub tls: Option<ClientTls>,
+}
+
+/// The files of a TLS connection (PEM).
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    /// The CA that signed the server's certificate.
+    pub ca: std::path::PathBuf,
+    /// A client certificate and its key, for servers that require one.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl ClientTls {
+    fn config(&self) -> Result<tonic::transport::ClientTlsConfig, ClientError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| ClientError::Config {
+                reason: format!("cannot read {}: {e}", path.display()),
+            })
+        };
+        let mut config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(&self.ca)?));
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(tonic::transport::Identity::from_pem(
+                read(cert)?,
+                read(key)?,
+            ));
+        }
+        Ok(config)
+    }
+}
+
 /// A connection to a kvserver.
 #[derive(Clone)]
 pub struct Client {
@@ -34,6 +73,11 @@ pub enum ClientError {
         /// The address as given.
         addr: String,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// A local file or setting the connection needs is unusable.
+    Config {
+        /// What is wrong.
         reason: String,
     },
     /// The key does not exist.
@@ -70,10 +114,18 @@ impl ClientError {
             Code::NotFound => ClientError::LeaseNotFound {
                 message: status.message().to_owned(),
             },
+            // An Unknown status with a source never came from the server: the
+            // connection failed (a TLS client at a plaintext server, say).
             Code::Unavailable | Code::DeadlineExceeded => ClientError::Unreachable {
                 addr: addr.to_owned(),
                 reason: root_cause(&status),
             },
+            Code::Unknown if std::error::Error::source(&status).is_some() => {
+                ClientError::Unreachable {
+                    addr: addr.to_owned(),
+                    reason: root_cause(&status),
+                }
+            }
             code => ClientError::Rejected {
                 code,
                 message: status.message().to_owned(),
@@ -88,6 +140,7 @@ impl fmt::Display for ClientError {
             ClientError::InvalidAddress { addr, reason } => {
                 write!(f, "invalid server address {addr:?}: {reason}")
             }
+            ClientError::Config { reason } => f.write_str(reason),
             ClientError::KeyNotFound { key } => write!(f, "key {key:?} not found"),
             ClientError::LeaseNotFound { message } => f.write_str(message),
             ClientError::Unreachable { addr, reason } => {
@@ -120,11 +173,9 @@ pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 impl Client {
     /// Connects to `addr` (`host:port`, or a full `http://` URI). Every call,
     /// the connection attempt included, gives up after `timeout`.
-    pub async fn connect(
-        addr: &str,
-        timeout: Duration,
-        token: Option<&str>,
-    ) -> Result<Client, ClientError> {
+    pub async fn connect(addr: &str, options: &ConnectOptions) -> Result<Client, ClientError> {
+        let timeout = options.timeout;
+        let token = options.token.as_deref();
         let authorization = match token {
             Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
                 ClientError::InvalidAddress {
@@ -134,15 +185,29 @@ impl Client {
             })?),
             None => None,
         };
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let uri = if addr.contains("://") {
             addr.to_owned()
         } else {
-            format!("http://{addr}")
+            format!("{scheme}://{addr}")
         };
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::InvalidAddress {
+        let mut endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::InvalidAddress {
             addr: addr.to_owned(),
             reason: root_cause(&e),
         })?;
+        if let Some(tls) = &options.tls {
+            endpoint =
+                endpoint
+                    .tls_config(tls.config()?)
+                    .map_err(|e| ClientError::InvalidAddress {
+                        addr: addr.to_owned(),
+                        reason: root_cause(&e),
+                    })?;
+        }
         let channel = endpoint
             .connect_timeout(timeout)
             .timeout(timeout)

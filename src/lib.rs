@@ -15,6 +15,7 @@
 //!   runs it on a listener until a shutdown future resolves. `kvserver` and the
 //!   tests share this one entry point.
 //! - [`shutdown`]: the shutdown signal (SIGINT / SIGTERM) as a future.
+//! - [`tls`]: rustls server setup, certificate reload, TLS connections.
 //! - [`client`]: a typed async client of the tutorial API, used by `kv`.
 //! - [`kv_cli`]: the `kv` command line: flags, commands, text and JSON output.
 //! - [`bench`]: `kv bench`, a closed-loop load generator that verifies every
@@ -34,3 +35,4 @@ pub mod proto;
 pub mod server;
 pub mod shutdown;
 pub mod storage;
+pub mod tls;

@@ -5,6 +5,7 @@
 //! hand it over together with a store and a shutdown future.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tonic_health::ServingStatus;
 use crate::grpc::{AuthLayer, KvService, Limits, Tokens, TutorialService, oversize_layer};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::storage::Store;
+use crate::tls::{self, TlsSetup};
 
 /// The names `grpc.health.v1.Health` reports on: the whole server (""),
 /// and each service.
@@ -33,6 +35,8 @@ pub struct Config {
     pub log_requests: bool,
     /// The tokens of `--auth-token-file`; `None`: no authentication.
     pub auth: Option<Arc<Tokens>>,
+    /// TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`); `None`: plaintext.
+    pub tls: Option<Arc<TlsSetup>>,
     /// After shutdown starts, how long in-flight requests and idle connections
     /// get to finish before the server stops anyway.
     pub shutdown_grace: Duration,
@@ -44,6 +48,7 @@ impl Default for Config {
             limits: Limits::default(),
             log_requests: false,
             auth: None,
+            tls: None,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -77,31 +82,45 @@ pub async fn run<S: Store>(
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
         .build_v1alpha()
         .expect("the descriptors compiled by build.rs are valid");
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
 
     // tonic's graceful shutdown waits for every connection to close, and a
     // client that never answers the server's GOAWAY would hold it forever; the
     // grace timer starts when shutdown does and bounds that wait.
     let (shutdown_started, grace_starts) = oneshot::channel::<()>();
-    let serve = Server::builder()
+    let router = Server::builder()
         .layer(oversize_layer(config.limits))
         .layer(AuthLayer::new(config.auth.clone()))
         .add_service(tutorial.into_server())
         .add_service(kv.into_server())
         .add_service(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            // Load balancers and probes stop sending new work while the
-            // in-flight requests finish.
-            for service in SERVICES {
-                health
-                    .set_service_status(service, ServingStatus::NotServing)
-                    .await;
-            }
-            let _ = shutdown_started.send(());
-        });
+        .add_service(reflection_v1alpha);
+    let shutdown = async move {
+        shutdown.await;
+        // Load balancers and probes stop sending new work while the
+        // in-flight requests finish.
+        for service in SERVICES {
+            health
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+        }
+        let _ = shutdown_started.send(());
+    };
+    let reload = config
+        .tls
+        .clone()
+        .map(|tls| tokio::spawn(reload_on_sighup(tls)));
+    let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>>>> = match &config
+        .tls
+    {
+        Some(tls) => Box::pin(
+            router.serve_with_incoming_shutdown(tls::incoming(listener, Arc::clone(tls)), shutdown),
+        ),
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
+        }
+    };
     let grace_over = async move {
         if grace_starts.await.is_ok() {
             tokio::time::sleep(config.shutdown_grace).await;
@@ -123,6 +142,9 @@ pub async fn run<S: Store>(
         }
     };
     expiry.abort();
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     // Whatever ended the serving, acknowledged writes must reach the disk
     // before the process exits.
     if let Err(error) = store.flush().await {
@@ -145,6 +167,22 @@ async fn expire_leases<S: Store>(store: Arc<S>) {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, "deleted the keys of expired leases"),
             Err(error) => warn!("expiring leases failed: {error}"),
+        }
+    }
+}
+
+/// Reloads the TLS certificate and key on every SIGHUP, forever (the server
+/// aborts it). A failed reload keeps the certificate in use.
+async fn reload_on_sighup(tls: Arc<TlsSetup>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP: the TLS certificate will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => info!("SIGHUP: reloaded the TLS certificate and key"),
+            Err(error) => warn!("SIGHUP: kept the old TLS certificate: {error}"),
         }
     }
 }

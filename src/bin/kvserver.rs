@@ -16,6 +16,7 @@ use keyvalue::grpc::{Limits, Tokens};
 use keyvalue::server::{self, Config};
 use keyvalue::shutdown;
 use keyvalue::storage::{DiskStore, MemoryStore, Store, SyncPolicy, WatchLimits};
+use keyvalue::tls::{TlsFiles, TlsSetup};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -87,6 +88,19 @@ struct Args {
           value_parser = parse_duration)]
     shutdown_grace: Duration,
 
+    /// Serve TLS with this PEM certificate chain (with --tls-key). Reloaded,
+    /// with the key, on SIGHUP, without dropping the listener.
+    #[arg(long, env = "KVSERVER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "KVSERVER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this PEM CA (mutual TLS).
+    #[arg(long, env = "KVSERVER_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+
     /// Require a token: the file's lines are `TOKEN ROLE [PREFIX]`, ROLE `read`
     /// or `readwrite`, PREFIX confining the token to keys under it. Clients
     /// send `authorization: Bearer TOKEN`.
@@ -134,6 +148,14 @@ async fn serve(args: Args) -> Result<(), String> {
         Some(path) => Some(Arc::new(Tokens::load(path)?)),
         None => None,
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(TlsSetup::load(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        })?)),
+        _ => None,
+    };
     let watch_limits = WatchLimits {
         history: args.watch_history as usize,
         max_watchers: args.max_watchers as usize,
@@ -144,11 +166,11 @@ async fn serve(args: Args) -> Result<(), String> {
         Backend::Disk => {
             let store = DiskStore::open_with(&args.data_dir, args.sync, watch_limits)
                 .map_err(|e| e.to_string())?;
-            serve_store(store, &args, auth, shutdown).await
+            serve_store(store, &args, auth, tls.clone(), shutdown).await
         }
         Backend::Memory => {
             let store = MemoryStore::with_watch_limits(watch_limits);
-            serve_store(store, &args, auth, shutdown).await
+            serve_store(store, &args, auth, tls.clone(), shutdown).await
         }
     }
 }
@@ -157,6 +179,7 @@ async fn serve_store<S: Store>(
     store: S,
     args: &Args,
     auth: Option<Arc<Tokens>>,
+    tls: Option<Arc<TlsSetup>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let listener = TcpListener::bind(&args.listen)
@@ -168,7 +191,7 @@ async fn serve_store<S: Store>(
     // The one line scripts and tests wait for; printed plainly, not through the
     // logger, so its format never depends on RUST_LOG.
     eprintln!("listening on {addr}");
-    if !addr.ip().is_loopback() && auth.is_none() {
+    if !addr.ip().is_loopback() && auth.is_none() && tls.is_none() {
         tracing::warn!(
             "{addr} is reachable from other machines and this server has no TLS or \
              authentication: anyone who can reach it can read and write every key \
@@ -186,6 +209,7 @@ async fn serve_store<S: Store>(
         },
         log_requests: args.log_requests,
         auth,
+        tls,
         shutdown_grace: args.shutdown_grace,
     };
     server::run(listener, store, config, shutdown)

@@ -18,7 +18,7 @@ use serde_json::{Value as Json, json};
 use tokio_stream::StreamExt;
 
 use crate::bench::{Api, BenchConfig, Mix, Stop};
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, ClientTls, ConnectOptions};
 use crate::duration::parse_duration;
 use crate::proto::keyvalue::v1 as pb;
 pub use encoding::Encoding;
@@ -67,6 +67,18 @@ struct Cli {
     /// Token for a server that checks them (sent as authorization: Bearer).
     #[arg(long, global = true, env = "KV_TOKEN", hide_env_values = true)]
     token: Option<String>,
+
+    /// Speak TLS, trusting the server certificate's CA in this PEM file.
+    #[arg(long, global = true, env = "KV_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) for a server that requires one (with --key).
+    #[arg(long = "cert", global = true, env = "KV_CERT", requires = "key_file")]
+    cert_file: Option<std::path::PathBuf>,
+
+    /// The PEM private key of --cert.
+    #[arg(long = "key", global = true, env = "KV_KEY", requires = "cert_file")]
+    key_file: Option<std::path::PathBuf>,
 
     /// Print answers as JSON (one object, or one per line for watch).
     #[arg(long, global = true)]
@@ -282,7 +294,7 @@ impl From<ClientError> for Failure {
     fn from(error: ClientError) -> Failure {
         let code = match &error {
             ClientError::KeyNotFound { .. } => exit::KEY_NOT_FOUND,
-            ClientError::InvalidAddress { .. } => exit::USAGE,
+            ClientError::InvalidAddress { .. } | ClientError::Config { .. } => exit::USAGE,
             ClientError::Unreachable { .. } => exit::UNREACHABLE,
             ClientError::LeaseNotFound { .. } | ClientError::Rejected { .. } => exit::REFUSED,
         };
@@ -375,7 +387,15 @@ async fn execute(cli: Cli) -> ExitCode {
     } else {
         Encoding::Text
     };
-    let outcome = match Client::connect(&cli.addr, cli.timeout, cli.token.as_deref()).await {
+    let options = ConnectOptions {
+        timeout: cli.timeout,
+        token: cli.token.clone(),
+        tls: cli.ca_file.clone().map(|ca| ClientTls {
+            ca,
+            identity: cli.cert_file.clone().zip(cli.key_file.clone()),
+        }),
+    };
+    let outcome = match Client::connect(&cli.addr, &options).await {
         Ok(client) => {
             let mut context = Context {
                 client,

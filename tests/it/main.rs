@@ -15,4 +15,5 @@ mod kv_api;
 mod lifecycle;
 mod limits;
 mod operations;
+mod tls;
 mod tutorial_api;

@@ -1,0 +1,183 @@
+//! TLS for kvserver, with rustls: server certificates that can be reloaded
+//! without dropping the listener, and optional client certificates (mTLS).
+//!
+//! [`TlsSetup`] holds the certificate in a [`ReloadableCert`] that rustls asks
+//! at every handshake, so [`TlsSetup::reload`] (on SIGHUP, see
+//! `server::run`) changes what new connections get while open connections
+//! go on. [`incoming`] turns a TCP listener into a stream of TLS connections
+//! for tonic: each handshake runs in a task of its own, so a slow or broken
+//! client never holds up the others.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::crypto::{CryptoProvider, ring};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use tokio_rustls::rustls::sign::CertifiedKey;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::debug;
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the server's certificate comes from.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first (`--tls-cert`).
+    pub cert: PathBuf,
+    /// PEM private key (`--tls-key`).
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates must chain to
+    /// (`--tls-client-ca`); without it, clients need no certificate.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The certificate handed to every new handshake; replaced by a reload.
+#[derive(Debug)]
+struct ReloadableCert(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.0.read().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+}
+
+/// A loaded TLS configuration, ready to accept connections.
+pub struct TlsSetup {
+    files: TlsFiles,
+    cert: Arc<ReloadableCert>,
+    acceptor: TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSetup")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+fn read_cert_and_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("cannot read the certificate {}: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", files.cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("cannot read the private key {}: {e}", files.key.display()))?;
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| {
+        format!(
+            "the key {} does not fit the certificate {}: {e}",
+            files.key.display(),
+            files.cert.display()
+        )
+    })
+}
+
+fn read_roots(path: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read the client CA {}: {e}", path.display()))?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(roots)
+}
+
+impl TlsSetup {
+    /// Loads the files; the error names the file and what is wrong with it.
+    pub fn load(files: TlsFiles) -> Result<TlsSetup, String> {
+        let cert = Arc::new(ReloadableCert(RwLock::new(Arc::new(read_cert_and_key(
+            &files,
+        )?))));
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup failed: {e}"))?;
+        let builder = match &files.client_ca {
+            Some(path) => {
+                let verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(read_roots(path)?),
+                    provider(),
+                )
+                .build()
+                .map_err(|e| format!("cannot use the client CA {}: {e}", path.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config =
+            builder.with_cert_resolver(Arc::clone(&cert) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(TlsSetup {
+            files,
+            cert,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+
+    /// Reads the certificate and key again; new connections get them, open
+    /// ones keep theirs. On error the old certificate stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let fresh = read_cert_and_key(&self.files)?;
+        *self.cert.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+}
+
+/// TLS connections from `listener`, for `serve_with_incoming`. The accept
+/// loop ends when the stream is dropped (the server stopped accepting).
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<TlsSetup>,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, io::Error>> {
+    let (sender, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        debug!("accept failed: {error}");
+                        continue;
+                    }
+                },
+                () = sender.closed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tls.acceptor.clone();
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = sender.send(Ok(stream)).await;
+                    }
+                    Ok(Err(error)) => debug!("TLS handshake with {peer} failed: {error}"),
+                    Err(_) => debug!("TLS handshake with {peer} timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(receiver)
+}
