@@ -6,7 +6,8 @@ Gem::Specification.new do |spec|
   spec.name = "keyvalue"
   spec.version = KeyValue::VERSION
   spec.summary = "Ruby client and kv-rb command for the keyvalue gRPC service"
-  spec.description = "Get and set keys on a kvserver over its simplekeyvalue.KeyValue gRPC API."
+  spec.description = "Get and set keys on a kvserver over its simplekeyvalue.KeyValue gRPC API, and the full " \
+                     "keyvalue.v1.KV API: revisions, ranges, compare-and-set, transactions, watch, leases."
   spec.authors = ["The keyvalue developers"]
   spec.license = "MIT OR Apache-2.0"
   spec.required_ruby_version = ">= 3.1"

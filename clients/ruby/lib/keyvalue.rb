@@ -2,12 +2,18 @@
 
 # keyvalue: the Ruby client of kvserver.
 #
-# - KeyValue::Client (keyvalue/client.rb): get and set over one gRPC channel.
-# - KeyValue::Error and its subclasses (keyvalue/errors.rb): every failure,
-#   mapped from gRPC status codes in one table.
+# - KeyValue::Client (keyvalue/client.rb): the tutorial's get and set, and the
+#   full keyvalue.v1 API, over one gRPC channel.
+# - KeyValue::Record (record.rb), PutResult (put_result.rb),
+#   CompareAndSetResult (compare_and_set.rb), Lease (lease.rb): what it answers.
+# - KeyValue::RangeScan (range_scan.rb): the paging behind Client#range.
+# - KeyValue::Compare, Op and TxnResult (txn.rb): transactions.
+# - KeyValue::Event and Watch (watch.rb): watching changes.
+# - KeyValue::Error and its subclasses (errors.rb): every failure, mapped
+#   from gRPC status codes in one place.
 # - KeyValue::CLI (keyvalue/cli.rb): the kv-rb command.
-# - keyvalue/proto/: stubs generated from the frozen proto/api.proto
-#   (Rakefile's `stubs` task); never edited by hand.
+# - keyvalue/proto/: stubs generated from proto/api.proto and
+#   proto/keyvalue/v1/kv.proto (Rakefile's `stubs` task); never edited by hand.
 require "keyvalue/version"
 require "keyvalue/errors"
 require "keyvalue/client"

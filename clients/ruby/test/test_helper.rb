@@ -16,6 +16,29 @@ module TestHelpers
     "#{prefix}-#{SecureRandom.hex(6)}"
   end
 
+  # Starts a kvserver of its own with +flags+, yields a client of it, and
+  # stops it afterwards (checking that it exits 0).
+  def with_server(*flags)
+    server = KvServerProcess.new(flags)
+    server.start
+    begin
+      KeyValue::Client.open(server.address) { |client| yield client, server }
+    ensure
+      assert_equal 0, server.stop
+    end
+  end
+
+  # A client of the shared kvserver, closed after the block.
+  def with_client(&)
+    KeyValue::Client.open(KvServerProcess.shared.address, &)
+  end
+
+  # The value of +thread+, failing the test if it takes longer than +seconds+.
+  def value_within(thread, seconds = 10)
+    flunk "the thread did not finish within #{seconds}s" unless thread.join(seconds)
+    thread.value
+  end
+
   # An address where nothing listens: a port bound and released again.
   def unused_address
     socket = TCPServer.new("127.0.0.1", 0)

@@ -3,20 +3,35 @@
 require "grpc"
 require "keyvalue/errors"
 require "keyvalue/proto/api_services_pb"
+require "keyvalue/proto/keyvalue/v1/kv_services_pb"
+require "keyvalue/kv_api"
+require "keyvalue/watch"
 
 module KeyValue
-  # A connection to one kvserver: a typed, blocking wrapper around the
-  # simplekeyvalue.KeyValue gRPC stub.
+  # A connection to one kvserver: a typed, blocking wrapper around its two
+  # gRPC services, over one channel:
   #
-  # Each call has a deadline (+timeout+ seconds) and raises a KeyValue::Error
-  # subclass on failure, never a raw GRPC::BadStatus. The channel connects on
-  # the first call and reconnects by itself if the server restarts.
+  # - get and set: the tutorial's simplekeyvalue.KeyValue (string values,
+  #   KeyNotFound for a missing key);
+  # - everything else: the full keyvalue.v1.KV, over the same data. Keys and
+  #   values are binary Strings there (any String is sent as its bytes; what
+  #   comes back is ASCII-8BIT), and a missing key is nil, not an error.
+  #
+  # Each call has a deadline (+timeout+ seconds; a watch has none) and raises
+  # a KeyValue::Error subclass on failure, never a raw GRPC::BadStatus. The
+  # channel connects on the first call and reconnects by itself if the server
+  # restarts. A client may be shared by threads.
   #
   #   KeyValue::Client.open("127.0.0.1:50051") do |client|
   #     client.set("weather", "sunny")
   #     client.get("weather") # => "sunny"
+  #     client.get_record("weather").mod_revision # => 42
   #   end
   class Client
+    # get_record, put, delete, range, count, compare_and_set, txn, batch_get,
+    # batch_put, watch, lease_grant, lease_keep_alive, lease_revoke, lease_info.
+    include KVAPI
+
     # Where kvserver listens unless told otherwise.
     DEFAULT_ADDRESS = "127.0.0.1:50051"
     # Seconds each call may take, connecting included, before it fails.
@@ -51,6 +66,7 @@ module KeyValue
       @timeout = timeout
       @channel = GRPC::Core::Channel.new(address, CHANNEL_ARGS, :this_channel_is_insecure)
       @stub = Simplekeyvalue::KeyValue::Stub.new(address, :this_channel_is_insecure, channel_override: @channel)
+      @v1 = Keyvalue::V1::KV::Stub.new(address, :this_channel_is_insecure, channel_override: @channel)
       @closed = false
     end
 
@@ -89,12 +105,29 @@ module KeyValue
 
     private
 
+    # A call of the tutorial's service.
     def call(method, request)
-      raise IOError, "the client is closed" if @closed
-
+      check_open
       @stub.public_send(method, request, deadline:)
     rescue GRPC::BadStatus => e
       raise KeyValue.error_from_status(e)
+    end
+
+    # A unary call of keyvalue.v1.KV.
+    def call_v1(method, request)
+      check_open
+      @v1.public_send(method, request, deadline:)
+    rescue GRPC::BadStatus => e
+      raise KeyValue.error_from_status(e, api: :v1)
+    end
+
+    def watch_events(request, &)
+      check_open
+      Watch.each(@v1, request, &)
+    end
+
+    def check_open
+      raise IOError, "the client is closed" if @closed
     end
 
     def deadline

@@ -6,9 +6,9 @@ require "grpc"
 #
 # Every failed call raises a subclass of KeyValue::Error, which carries the gRPC
 # status code and the server's message text. Callers rescue what happened
-# (KeyNotFound, ServerUnavailable, ...) rather than inspecting status codes.
-# Which code becomes which exception is decided in one place only:
-# ERROR_FOR_CODE, used by KeyValue.error_from_status.
+# (KeyNotFound, LeaseNotFound, Compacted, ...) rather than inspecting status
+# codes. Which code becomes which exception is decided in one place only: the
+# tables below, used by KeyValue.error_from_status.
 module KeyValue
   # Base class of every error raised by the keyvalue client.
   class Error < StandardError
@@ -21,36 +21,59 @@ module KeyValue
     end
   end
 
-  # The key was never set (NOT_FOUND).
+  # The key was never set (NOT_FOUND from the tutorial's Get). The full API
+  # never raises it: a missing key is an empty answer there.
   class KeyNotFound < Error; end
 
-  # The server refused the request: empty or oversized key, oversized value.
+  # The lease is unknown: it expired, was revoked, or never existed (NOT_FOUND
+  # from the full API, which uses that code for leases only).
+  class LeaseNotFound < Error; end
+
+  # The server refused the request: empty or oversized key, oversized value,
+  # too many keys in a batch, a page above --max-range-page, a bad range...
   # The message names the limit that was exceeded (INVALID_ARGUMENT).
   class InvalidArgument < Error; end
+
+  # A watch asked for a revision older than the server's watch history
+  # (OUT_OF_RANGE): read the current state again and watch from there.
+  class Compacted < Error; end
 
   # The server could not be reached or did not answer in time
   # (UNAVAILABLE or DEADLINE_EXCEEDED).
   class ServerUnavailable < Error; end
 
-  # Any other failure status (INTERNAL, RESOURCE_EXHAUSTED, ...).
+  # Any other failure status (INTERNAL, FAILED_PRECONDITION, ...).
   class RequestFailed < Error; end
 
+  # The server is at one of its limits, such as --max-watchers
+  # (RESOURCE_EXHAUSTED). A RequestFailed, as it was before it had a class
+  # of its own.
+  class ResourceExhausted < RequestFailed; end
+
   codes = GRPC::Core::StatusCodes
+  # The tutorial's simplekeyvalue.KeyValue.
   ERROR_FOR_CODE = {
     codes::NOT_FOUND => KeyNotFound,
     codes::INVALID_ARGUMENT => InvalidArgument,
+    codes::OUT_OF_RANGE => Compacted,
+    codes::RESOURCE_EXHAUSTED => ResourceExhausted,
     codes::UNAVAILABLE => ServerUnavailable,
     codes::DEADLINE_EXCEEDED => ServerUnavailable
   }.freeze
-  private_constant :ERROR_FOR_CODE
+  # The full keyvalue.v1.KV: a missing key is not an error there, so NOT_FOUND
+  # only ever means an unknown lease.
+  V1_ERROR_FOR_CODE = ERROR_FOR_CODE.merge(codes::NOT_FOUND => LeaseNotFound).freeze
+  ERROR_TABLES = { tutorial: ERROR_FOR_CODE, v1: V1_ERROR_FOR_CODE }.freeze
+  private_constant :ERROR_FOR_CODE, :V1_ERROR_FOR_CODE, :ERROR_TABLES
 
-  # The exception for a gRPC status; codes without their own class get RequestFailed.
-  def self.error_for_status(code, message)
-    ERROR_FOR_CODE.fetch(code, RequestFailed).new(code, message)
+  # The exception for a gRPC status from +api+ (:tutorial or :v1); codes
+  # without their own class get RequestFailed.
+  def self.error_for_status(code, message, api: :tutorial)
+    ERROR_TABLES.fetch(api).fetch(code, RequestFailed).new(code, message)
   end
 
   # Translates the exception the grpc gem raised for a failed call into ours.
-  def self.error_from_status(bad_status)
-    error_for_status(bad_status.code, bad_status.details.to_s)
+  def self.error_from_status(bad_status, api: :tutorial)
+    error_for_status(bad_status.code, bad_status.details.to_s, api:)
   end
 end

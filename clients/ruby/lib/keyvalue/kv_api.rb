@@ -1,0 +1,144 @@
+# frozen_string_literal: true
+
+require "keyvalue/compare_and_set"
+require "keyvalue/lease"
+require "keyvalue/proto/keyvalue/v1/kv_pb"
+require "keyvalue/put_result"
+require "keyvalue/range_scan"
+require "keyvalue/record"
+require "keyvalue/txn"
+require "keyvalue/wire"
+
+# KeyValue::KVAPI: the methods of KeyValue::Client that speak the full
+# keyvalue.v1.KV API (client.rb holds the connection and the tutorial's get
+# and set).
+module KeyValue
+  # Mixed into Client, whose private call_v1 (one unary call, errors mapped)
+  # and watch_events (the Watch stream) it relies on.
+  #
+  # Keys and values are binary Strings: any String is sent as its bytes, and
+  # what comes back is ASCII-8BIT. A missing key is nil or an empty answer,
+  # never an error.
+  module KVAPI
+    # The Record of +key+, or nil if it does not exist.
+    def get_record(key)
+      Record.from_proto(call_v1(:get, Keyvalue::V1::GetRequest.new(key: Wire.bytes(key))).kv)
+    end
+
+    # Stores +value+ under +key+; returns a PutResult (revision, prev, lease).
+    #
+    # - ttl: seconds until the key is deleted (an :expire event), on a lease
+    #   of its own that PutResult#lease names (keep it alive, or revoke it);
+    # - lease: attach the key to this lease instead (see lease_grant);
+    # - prev: return the key's previous Record as PutResult#prev.
+    #
+    # Raises LeaseNotFound for an unknown lease, InvalidArgument for a bad key,
+    # value or TTL.
+    def put(key, value, ttl: nil, lease: 0, prev: false)
+      request = Keyvalue::V1::PutRequest.new(key: Wire.bytes(key), value: Wire.bytes(value), lease:, prev_kv: prev,
+                                             ttl_ms: ttl.nil? ? 0 : Wire.ttl_ms(ttl))
+      PutResult.from_proto(call_v1(:put, request), lease:)
+    end
+
+    # Deletes +key+; with prefix: true every key starting with +key+; with
+    # range_end: the keys from +key+ (inclusive) to range_end (exclusive).
+    # Returns how many keys were deleted.
+    def delete(key, prefix: false, range_end: nil)
+      call_v1(:delete, Keyvalue::V1::DeleteRequest.new(**Wire.key_range(key, prefix, range_end))).deleted
+    end
+
+    # The Records from +key+ on, in key order, as an Enumerator that fetches
+    # page after page as it goes (nothing before it is used). By default to
+    # the end of the keyspace; prefix: true for the keys starting with +key+;
+    # range_end: up to that key (exclusive). keys_only: values come back
+    # empty. limit: at most this many records.
+    #
+    #   client.range("user/", prefix: true).each { |record| ... }
+    #   client.range("a", range_end: "b", keys_only: true).map(&:key)
+    def range(key = "", prefix: false, range_end: nil, keys_only: false, limit: nil)
+      fields = Wire.key_range(key, prefix, range_end).merge(keys_only:)
+      RangeScan.new(->(request) { call_v1(:range, request) }, fields, limit).enumerator
+    end
+
+    # How many keys the range (as for #range) holds, without fetching them.
+    def count(key = "", prefix: false, range_end: nil)
+      request = Keyvalue::V1::RangeRequest.new(**Wire.key_range(key, prefix, range_end), count_only: true)
+      call_v1(:range, request).count
+    end
+
+    # Stores +value+ under +key+ only if the key's mod_revision is still
+    # +expect_revision+ (0: only if the key does not exist). Returns a
+    # CompareAndSetResult (succeeded?, revision, current); a failed condition
+    # is an answer, not an error.
+    def compare_and_set(key, value, expect_revision:)
+      request = CompareAndSetResult.request(key, value, expect_revision)
+      CompareAndSetResult.from_proto(request, call_v1(:put, request))
+    end
+
+    # Atomically: if every Compare holds, the +success+ Ops, else the
+    # +failure+ Ops. Returns a TxnResult (succeeded?, revision, results).
+    def txn(compares:, success: [], failure: [])
+      response = call_v1(:txn, TxnResult.request(compares, success, failure))
+      TxnResult.from_proto(response, success, failure)
+    end
+
+    # The Records of +keys+ (nil for a missing key), in order, read at one
+    # revision. Raises InvalidArgument above the server's --max-batch-keys.
+    def batch_get(keys)
+      request = Keyvalue::V1::BatchGetRequest.new(keys: keys.map { |key| Wire.bytes(key) })
+      call_v1(:batch_get, request).results.map { |result| Record.from_proto(result.kv) }
+    end
+
+    # Stores every key => value of +hash+ atomically, at one revision, which
+    # it returns; batch_put("a" => "1", "b" => "2"). Raises InvalidArgument
+    # above the server's --max-batch-keys. (For keys on a lease, use txn with
+    # Op.put(key, value, lease:).)
+    def batch_put(hash)
+      puts = hash.map { |key, value| Keyvalue::V1::PutRequest.new(key: Wire.bytes(key), value: Wire.bytes(value)) }
+      Wire.revision(call_v1(:batch_put, Keyvalue::V1::BatchPutRequest.new(puts:)))
+    end
+
+    # Yields an Event for each change to +key+ (prefix: true: to the keys
+    # starting with it; range_end: to the keys up to that one), in revision
+    # order, until the block breaks (which cancels the stream) or the server
+    # goes away. From start_revision on if given (a client that saw revision
+    # N resumes from N + 1 and misses nothing); 0: from when the server
+    # registers the watch. Without a block, returns an Enumerator that starts
+    # the watch when used (prefer first(n), take(n) or each with a break:
+    # they cancel the stream; an abandoned #next does not).
+    #
+    # Raises Compacted if start_revision is older than the server's
+    # --watch-history, ResourceExhausted at its --max-watchers.
+    def watch(key, prefix: false, range_end: nil, start_revision: 0, &block)
+      request = Keyvalue::V1::WatchRequest.new(**Wire.key_range(key, prefix, range_end), start_revision:)
+      return Enumerator.new { |out| watch_events(request) { |event| out << event } } unless block
+
+      watch_events(request, &block)
+    end
+
+    # A new lease of +ttl_seconds+ (a Lease); keys put with lease: its id are
+    # deleted when it expires (nobody kept it alive for a whole TTL) or is
+    # revoked.
+    def lease_grant(ttl_seconds)
+      Lease.from_proto(call_v1(:lease_grant, Keyvalue::V1::LeaseGrantRequest.new(ttl_ms: Wire.ttl_ms(ttl_seconds))))
+    end
+
+    # Restarts the lease's TTL; returns the Lease. Raises LeaseNotFound if it
+    # already expired or was revoked.
+    def lease_keep_alive(id)
+      Lease.from_proto(call_v1(:lease_keep_alive, Keyvalue::V1::LeaseKeepAliveRequest.new(id:)))
+    end
+
+    # Ends the lease now, deleting its keys; returns how many.
+    # Raises LeaseNotFound if it already expired or was revoked.
+    def lease_revoke(id)
+      call_v1(:lease_revoke, Keyvalue::V1::LeaseRevokeRequest.new(id:)).deleted
+    end
+
+    # The Lease, with its remaining time. Raises LeaseNotFound if it expired
+    # or was revoked.
+    def lease_info(id)
+      Lease.from_proto(call_v1(:lease_info, Keyvalue::V1::LeaseInfoRequest.new(id:)))
+    end
+  end
+end

@@ -1,0 +1,27 @@
+# frozen_string_literal: true
+
+require "keyvalue/wire"
+
+# KeyValue::Lease: a TTL that keys share, as lease_grant, lease_keep_alive and
+# lease_info return it.
+module KeyValue
+  # - id: the lease's id, for put(lease:), lease_keep_alive and lease_revoke;
+  # - ttl: the TTL it was granted with, in seconds (a Float);
+  # - remaining: seconds left before it expires unless kept alive.
+  #
+  # When a lease expires or is revoked, every key attached to it is deleted.
+  Lease = Struct.new(:id, :ttl, :remaining, keyword_init: true) do
+    # The lease of a LeaseGrant, LeaseKeepAlive or LeaseInfo answer; without
+    # remaining_ms (grant, keep-alive), a whole TTL remains.
+    def self.from_proto(response)
+      ttl = Wire.seconds(response.ttl_ms)
+      remaining = response.respond_to?(:remaining_ms) ? Wire.seconds(response.remaining_ms) : ttl
+      new(id: response.id, ttl:, remaining:)
+    end
+
+    def initialize(...)
+      super
+      freeze
+    end
+  end
+end

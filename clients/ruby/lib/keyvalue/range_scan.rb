@@ -1,0 +1,59 @@
+# frozen_string_literal: true
+
+require "keyvalue/proto/keyvalue/v1/kv_pb"
+require "keyvalue/record"
+require "keyvalue/wire"
+
+# KeyValue::RangeScan: the keys of a range or prefix, in key order, fetched
+# page by page behind Client#range.
+module KeyValue
+  # Yields a Record per key, requesting the next page (page_token) when one
+  # runs out, until the range or +limit+ is exhausted. Each page asks for the
+  # server's page size (--max-range-page): any other could be above its limit.
+  #
+  # Pages are read one at a time, each at the store's revision of the moment:
+  # keys written while a scan runs may or may not be seen, but no key is ever
+  # seen twice, and keys come in order.
+  class RangeScan
+    # +fetch+ calls Range with a RangeRequest and returns its RangeResponse;
+    # +fields+ are the request's key range and keys_only; +limit+ is the most
+    # records to yield (nil: no limit).
+    def initialize(fetch, fields, limit)
+      unless limit.nil? || (limit.is_a?(Integer) && !limit.negative?)
+        raise ArgumentError, "limit must be nil or an Integer >= 0, got #{limit.inspect}"
+      end
+
+      @fetch = fetch
+      @fields = fields
+      @limit = limit
+    end
+
+    # An Enumerator over the records; nothing is fetched before it is used.
+    def enumerator
+      Enumerator.new { |out| each { |record| out << record } }
+    end
+
+    def each
+      yielded = 0
+      token = "".b
+      until full?(yielded)
+        page = @fetch.call(Keyvalue::V1::RangeRequest.new(**@fields, page_token: token))
+        page.kvs.each do |kv|
+          break if full?(yielded)
+
+          yield Record.from_proto(kv)
+          yielded += 1
+        end
+        break if !page.more || page.next_page_token.empty?
+
+        token = page.next_page_token
+      end
+    end
+
+    private
+
+    def full?(yielded)
+      !@limit.nil? && yielded >= @limit
+    end
+  end
+end

@@ -1,0 +1,92 @@
+# frozen_string_literal: true
+
+require "test_helper"
+
+# TTLs and leases. The sleeps here are the only ones in the suite: expiry
+# needs time to pass. Each leaves several hundred milliseconds of margin
+# around the deadline it tests.
+class LeaseTest < Minitest::Test
+  include TestHelpers
+
+  def test_a_key_with_a_ttl_expires_for_get_record_range_and_watch
+    key = unique_key
+    with_client do |client|
+      put = client.put(key, "short-lived", ttl: 1.0)
+      refute_equal 0, put.lease
+      assert_equal 1.0, client.lease_info(put.lease).ttl
+      expiry = Thread.new { client.watch(key, start_revision: put.revision + 1).first }
+      record = client.get_record(key)
+      assert_equal ["short-lived".b, put.lease], [record.value, record.lease]
+      assert_equal [key.b], client.range(key, prefix: true).map(&:key)
+
+      sleep 1.5
+      assert_nil client.get_record(key)
+      assert_equal [], client.range(key, prefix: true).to_a
+      assert_equal 0, client.count(key, prefix: true)
+      event = value_within(expiry)
+      assert_equal [:expire, key.b], [event.kind, event.key]
+      assert_operator event.revision, :>, put.revision
+      assert_raises(KeyValue::LeaseNotFound) { client.lease_info(put.lease) }
+    end
+  end
+
+  def test_keep_alive_restarts_the_ttl_of_every_key_on_the_lease
+    keys = [unique_key, unique_key]
+    with_client do |client|
+      lease = client.lease_grant(1.5)
+      assert_equal [1.5, 1.5], [lease.ttl, lease.remaining]
+      keys.each { |key| assert_equal lease.id, client.put(key, "v", lease: lease.id).lease }
+
+      sleep 0.8
+      kept = client.lease_keep_alive(lease.id)
+      assert_equal [lease.id, 1.5, 1.5], [kept.id, kept.ttl, kept.remaining]
+      sleep 1.1 # 1.9s after the grant: past the first deadline, 0.4s before the new one
+      assert_equal [lease.id, lease.id], client.batch_get(keys).map(&:lease)
+      assert_operator client.lease_info(lease.id).remaining, :<, 1.5
+
+      sleep 0.9 # 0.5s past the new deadline
+      assert_equal [nil, nil], client.batch_get(keys)
+      assert_raises(KeyValue::LeaseNotFound) { client.lease_keep_alive(lease.id) }
+    end
+  end
+
+  def test_revoke_deletes_the_keys_of_the_lease_at_once
+    keys = [unique_key, unique_key]
+    with_client do |client|
+      lease = client.lease_grant(60)
+      info = client.lease_info(lease.id)
+      assert_equal lease.id, info.id
+      assert_operator info.remaining, :<=, 60
+      assert_operator info.remaining, :>, 50
+      start = client.put(keys[0], "a", lease: lease.id).revision
+      client.put(keys[1], "b", lease: lease.id)
+      client.put(keys[0], "a2", lease: lease.id)
+
+      assert_equal 2, client.lease_revoke(lease.id)
+      assert_equal [nil, nil], client.batch_get(keys)
+      events = client.watch(keys[0], start_revision: start).first(3)
+      assert_equal %i[put put delete], events.map(&:kind)
+      assert_raises(KeyValue::LeaseNotFound) { client.lease_revoke(lease.id) }
+      assert_raises(KeyValue::LeaseNotFound) { client.lease_keep_alive(lease.id) }
+      assert_raises(KeyValue::LeaseNotFound) { client.put(keys[0], "again", lease: lease.id) }
+    end
+  end
+
+  def test_unknown_leases_raise_lease_not_found_with_the_servers_text
+    with_client do |client|
+      error = assert_raises(KeyValue::LeaseNotFound) { client.lease_info(424_242) }
+      assert_equal GRPC::Core::StatusCodes::NOT_FOUND, error.code
+      assert_includes error.message, "424242"
+      assert_raises(KeyValue::LeaseNotFound) { client.put(unique_key, "v", lease: 424_242) }
+    end
+  end
+
+  def test_ttls_must_be_positive
+    with_client do |client|
+      assert_raises(ArgumentError) { client.lease_grant(0) }
+      assert_raises(ArgumentError) { client.lease_grant("10") }
+      assert_raises(KeyValue::InvalidArgument) { client.put(unique_key, "v", ttl: 10, lease: 1) }
+      assert_equal 0.001, client.lease_grant(0.0001).ttl, "rounded up to a millisecond, never to no TTL"
+    end
+  end
+end

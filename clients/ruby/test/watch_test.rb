@@ -1,0 +1,115 @@
+# frozen_string_literal: true
+
+require "test_helper"
+
+# watch: replay from a past revision, live events, cancellation, and the
+# errors of a compacted history and of too many watchers.
+class WatchTest < Minitest::Test
+  include TestHelpers
+
+  def test_a_watch_from_a_past_revision_replays_the_missed_events_then_live_ones
+    prefix = "#{unique_key}/"
+    with_client do |client|
+      client.put("#{prefix}before", "written before the start revision")
+      missed_put = client.put("#{prefix}a", "1").revision
+      outside = client.put("#{prefix.chop}-outside", "not under the prefix").revision
+      client.delete("#{prefix}before")
+      seen = Queue.new
+      watcher = Thread.new do
+        events = []
+        client.watch(prefix, prefix: true, start_revision: missed_put) do |event|
+          events << event
+          seen << event
+          break if events.size == 4
+        end
+        events
+      end
+      replayed = [seen.pop, seen.pop]
+      live_put = client.put("#{prefix}b", "2").revision
+      live_delete = client.delete("#{prefix}a")
+      events = value_within(watcher)
+
+      assert_equal replayed, events.first(2)
+      assert_equal([[:put, "#{prefix}a".b], [:delete, "#{prefix}before".b]], replayed.map { |e| [e.kind, e.key] })
+      assert_equal missed_put, replayed[0].revision
+      assert_operator replayed[1].revision, :>, outside
+      live = events.last(2).map { |e| [e.kind, e.key, e.record.value, e.revision] }
+      assert_equal [[:put, "#{prefix}b".b, "2".b, live_put], [:delete, "#{prefix}a".b, "".b, live_put + 1]], live
+      assert_equal 1, live_delete
+    end
+  end
+
+  def test_without_a_block_watch_returns_an_enumerator_that_takes_what_it_needs
+    key = unique_key
+    with_client do |client|
+      revisions = %w[1 2 3].map { |value| client.put(key, value).revision }
+      events = client.watch(key, start_revision: revisions[0])
+      assert_instance_of Enumerator, events
+      first_two = events.first(2).map { |e| [e.record.value, e.revision] }
+      assert_equal [["1".b, revisions[0]], ["2".b, revisions[1]]], first_two
+      assert_equal([1, 2, 3], events.take(3).map { |event| event.record.version })
+      assert_equal [revisions[2]], client.watch(key, start_revision: revisions[2]).first(1).map(&:revision)
+    end
+  end
+
+  def test_a_watch_from_a_compacted_revision_raises_compacted
+    with_server("--watch-history", "5") do |client|
+      revisions = Array.new(20) { |i| client.put("k#{i % 3}", i.to_s).revision }
+      error = assert_raises(KeyValue::Compacted) { client.watch("k", prefix: true, start_revision: 1) { flunk } }
+      assert_equal GRPC::Core::StatusCodes::OUT_OF_RANGE, error.code
+      assert_raises(KeyValue::Compacted) { client.watch("k0", start_revision: revisions[2]).first }
+      recent = client.watch("k", prefix: true, start_revision: revisions[-2]).first(2)
+      assert_equal revisions.last(2), recent.map(&:revision)
+    end
+  end
+
+  def test_breaking_out_cancels_the_stream_and_frees_the_watch_on_the_server
+    with_server("--max-watchers", "1") do |client|
+      revision = client.put("k", "1").revision
+      holding = Queue.new
+      release = Queue.new
+      holder = Thread.new do
+        client.watch("k", start_revision: revision) do |event|
+          holding << event
+          release.pop
+          break
+        end
+        :stopped
+      end
+      assert_equal "1".b, holding.pop.record.value
+      error = assert_raises(KeyValue::ResourceExhausted) { client.watch("k", start_revision: revision).first }
+      assert_includes error.message, "--max-watchers"
+      assert_kind_of KeyValue::RequestFailed, error
+
+      release << :go
+      assert_equal :stopped, value_within(holder)
+      again = eventually { client.watch("k", start_revision: revision).first(1) }
+      assert_equal(["1".b], again.map { |e| e.record.value })
+      # first(1) broke out too: its slot is freed again.
+      assert_equal 1, eventually { client.watch("k", start_revision: revision).first(1) }.size
+    end
+  end
+
+  def test_a_watch_needs_a_key_or_a_prefix
+    with_client do |client|
+      assert_raises(KeyValue::InvalidArgument) { client.watch("") { flunk } }
+      assert_raises(KeyValue::InvalidArgument) { client.watch("a", prefix: true, range_end: "b").first }
+    end
+  end
+
+  private
+
+  # The block's value once it stops raising ResourceExhausted (the server
+  # frees a cancelled watch's slot shortly after the cancellation arrives).
+  def eventually(seconds = 5)
+    deadline = Time.now + seconds
+    begin
+      yield
+    rescue KeyValue::ResourceExhausted
+      raise if Time.now > deadline
+
+      sleep 0.02
+      retry
+    end
+  end
+end
