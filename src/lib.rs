@@ -14,6 +14,8 @@
 //! - [`server`]: builds the tonic server from a store and a [`server::Config`] and
 //!   runs it on a listener until a shutdown future resolves. `kvserver` and the
 //!   tests share this one entry point.
+//! - [`metrics`]: Prometheus counters, the layer that counts requests, and
+//!   the `/metrics` endpoint.
 //! - [`shutdown`]: the shutdown signal (SIGINT / SIGTERM) as a future.
 //! - [`tls`]: rustls server setup, certificate reload, TLS connections.
 //! - [`client`]: a typed async client of the tutorial API, used by `kv`.
@@ -31,6 +33,7 @@ pub mod client;
 pub mod duration;
 pub mod grpc;
 pub mod kv_cli;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod shutdown;

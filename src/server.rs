@@ -18,13 +18,32 @@ use tracing::{info, warn};
 use tonic_health::ServingStatus;
 
 use crate::grpc::{AuthLayer, KvService, Limits, Tokens, TutorialService, oversize_layer};
+use crate::metrics::{self, Metrics, MetricsLayer, Tracked};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::storage::Store;
 use crate::tls::{self, TlsSetup};
+use tokio_stream::StreamExt;
 
 /// The names `grpc.health.v1.Health` reports on: the whole server (""),
 /// and each service.
 const SERVICES: [&str; 3] = ["", "simplekeyvalue.KeyValue", "keyvalue.v1.KV"];
+
+/// Where the server listens: gRPC, and optionally the metrics endpoint.
+pub struct Listeners {
+    /// The gRPC services.
+    pub grpc: TcpListener,
+    /// `GET /metrics` (`--metrics-listen`); `None`: no metrics are kept.
+    pub metrics: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(grpc: TcpListener) -> Listeners {
+        Listeners {
+            grpc,
+            metrics: None,
+        }
+    }
+}
 
 /// How the server behaves, independent of where it listens and what it stores.
 #[derive(Clone, Debug)]
@@ -58,12 +77,22 @@ impl Default for Config {
 /// resolves, then stops accepting connections, lets in-flight requests finish
 /// (for at most `config.shutdown_grace`), and returns.
 pub async fn run<S: Store>(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     store: S,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    let Listeners {
+        grpc: listener,
+        metrics: metrics_listener,
+    } = listeners.into();
     let store = Arc::new(store);
+    let metrics = metrics_listener.map(|listener| {
+        let stats_of = Arc::clone(&store);
+        let metrics = Arc::new(Metrics::new(move || stats_of.stats()));
+        let endpoint = tokio::spawn(metrics::serve(listener, Arc::clone(&metrics)));
+        (metrics, endpoint)
+    });
     let tutorial = TutorialService::new(Arc::clone(&store), config.limits, config.log_requests);
     let kv = KvService::new(Arc::clone(&store), config.limits);
     let expiry = tokio::spawn(expire_leases(Arc::clone(&store)));
@@ -87,7 +116,11 @@ pub async fn run<S: Store>(
     // client that never answers the server's GOAWAY would hold it forever; the
     // grace timer starts when shutdown does and bounds that wait.
     let (shutdown_started, grace_starts) = oneshot::channel::<()>();
+    let counting = metrics
+        .as_ref()
+        .map_or_else(MetricsLayer::default, |(metrics, _)| metrics.layer());
     let router = Server::builder()
+        .layer(counting)
         .layer(oversize_layer(config.limits))
         .layer(AuthLayer::new(config.auth.clone()))
         .add_service(tutorial.into_server())
@@ -110,17 +143,22 @@ pub async fn run<S: Store>(
         .tls
         .clone()
         .map(|tls| tokio::spawn(reload_on_sighup(tls)));
-    let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>>>> = match &config
-        .tls
-    {
-        Some(tls) => Box::pin(
-            router.serve_with_incoming_shutdown(tls::incoming(listener, Arc::clone(tls)), shutdown),
-        ),
-        None => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
-        }
-    };
+    // Each connection is counted open while it lives (when metrics are on).
+    let tracked = metrics.as_ref().map(|(metrics, _)| Arc::clone(metrics));
+    let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + '_>> =
+        match &config.tls {
+            Some(tls) => {
+                let incoming = tls::incoming(listener, Arc::clone(tls))
+                    .map(move |stream| stream.map(|io| Tracked::new(io, tracked.as_ref())));
+                Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
+            }
+            None => {
+                let incoming = TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .map(move |stream| stream.map(|io| Tracked::new(io, tracked.as_ref())));
+                Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
+            }
+        };
     let grace_over = async move {
         if grace_starts.await.is_ok() {
             tokio::time::sleep(config.shutdown_grace).await;
@@ -142,6 +180,9 @@ pub async fn run<S: Store>(
         }
     };
     expiry.abort();
+    if let Some((_, endpoint)) = metrics {
+        endpoint.abort();
+    }
     if let Some(reload) = reload {
         reload.abort();
     }

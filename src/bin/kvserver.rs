@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use keyvalue::duration::parse_duration;
 use keyvalue::grpc::{Limits, Tokens};
-use keyvalue::server::{self, Config};
+use keyvalue::server::{self, Config, Listeners};
 use keyvalue::shutdown;
 use keyvalue::storage::{DiskStore, MemoryStore, Store, SyncPolicy, WatchLimits};
 use keyvalue::tls::{TlsFiles, TlsSetup};
@@ -100,6 +100,11 @@ struct Args {
     /// Require client certificates signed by this PEM CA (mutual TLS).
     #[arg(long, env = "KVSERVER_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default). Port 0
+    /// picks a free port, announced as `metrics on <address>`.
+    #[arg(long, env = "KVSERVER_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 
     /// Require a token: the file's lines are `TOKEN ROLE [PREFIX]`, ROLE `read`
     /// or `readwrite`, PREFIX confining the token to keys under it. Clients
@@ -188,6 +193,19 @@ async fn serve_store<S: Store>(
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let metrics = match &args.metrics_listen {
+        Some(metrics_addr) => {
+            let listener = TcpListener::bind(metrics_addr)
+                .await
+                .map_err(|e| format!("cannot listen on {metrics_addr} for metrics: {e}"))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| format!("cannot read the metrics address: {e}"))?;
+            eprintln!("metrics on http://{bound}/metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     // The one line scripts and tests wait for; printed plainly, not through the
     // logger, so its format never depends on RUST_LOG.
     eprintln!("listening on {addr}");
@@ -212,7 +230,11 @@ async fn serve_store<S: Store>(
         tls,
         shutdown_grace: args.shutdown_grace,
     };
-    server::run(listener, store, config, shutdown)
+    let listeners = Listeners {
+        grpc: listener,
+        metrics,
+    };
+    server::run(listeners, store, config, shutdown)
         .await
         .map_err(|e| format!("server failed: {e}"))
 }

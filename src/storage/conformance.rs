@@ -114,6 +114,10 @@ impl<S: Store> Store for WithDir<S> {
         self.store.watch(range, from).await
     }
 
+    fn stats(&self) -> super::StoreStats {
+        self.store.stats()
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.store.flush().await
     }

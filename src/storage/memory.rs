@@ -26,7 +26,7 @@ use super::ops::{
     EventKind, KeyRange, LeaseId, Op, RangeEnd, RangeQuery, RangeResult, Txn, TxnResult,
 };
 use super::watch::{EventStream, WatchHub, WatchLimits};
-use super::{Record, Revision, Store, StoreError};
+use super::{Record, Revision, Store, StoreError, StoreStats};
 
 /// The in-memory [`Store`].
 pub struct MemoryStore {
@@ -275,6 +275,15 @@ impl Store for MemoryStore {
         from: Option<Revision>,
     ) -> Result<EventStream, StoreError> {
         self.hub.watch(range, from)
+    }
+
+    fn stats(&self) -> StoreStats {
+        let state = self.read();
+        StoreStats {
+            keys: state.records.len() as u64,
+            revision: state.revision,
+            ..StoreStats::default()
+        }
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

@@ -87,6 +87,21 @@ impl Record {
     }
 }
 
+/// What a store reports about itself, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Keys stored (expired ones not yet deleted included).
+    pub keys: u64,
+    /// Bytes the store takes on disk (0 in memory).
+    pub disk_bytes: u64,
+    /// Commits since the store opened (disk backend).
+    pub commits: u64,
+    /// Time spent in commits, fsync included, in nanoseconds.
+    pub commit_nanos: u64,
+    /// The store's revision.
+    pub revision: Revision,
+}
+
 /// A key/value storage backend.
 ///
 /// Implementations must be safe to call from many tasks at once, and every
@@ -156,6 +171,9 @@ pub trait Store: Send + Sync + 'static {
         range: KeyRange,
         from: Option<Revision>,
     ) -> impl Future<Output = Result<EventStream, StoreError>> + Send;
+
+    /// Counts for the metrics page; cheap, never blocks on I/O for long.
+    fn stats(&self) -> StoreStats;
 
     /// Returns once every write acknowledged so far is on stable storage. The
     /// server calls it when it stops; backends that acknowledge only durable

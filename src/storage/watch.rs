@@ -113,6 +113,11 @@ impl WatchHub {
         let _ = history.live.send(events);
     }
 
+    /// The newest revision published.
+    pub(crate) fn latest(&self) -> Revision {
+        lock(&self.history).latest
+    }
+
     /// Watches `range` from revision `from` (`None`: from the next write on).
     /// Must be called within a tokio runtime: the watch runs as a task.
     pub(crate) fn watch(

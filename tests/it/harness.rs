@@ -98,6 +98,11 @@ impl Server {
         }
     }
 
+    /// What the server wrote to stderr so far.
+    pub(crate) fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().expect("stderr lines").clone()
+    }
+
     /// The server's process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()

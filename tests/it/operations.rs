@@ -115,3 +115,61 @@ async fn health_turns_not_serving_while_draining() {
     drop(health);
     assert!(server.stop("TERM").await.status.success());
 }
+
+/// The body of `GET /metrics` at `addr`, over plain HTTP/1.1.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_codes_latency_keys_and_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = crate::harness::kvserver();
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path());
+    let server = Server::spawn(command).expect("kvserver with metrics");
+    let metrics_addr = server
+        .stderr_lines()
+        .iter()
+        .find_map(|line| line.strip_prefix("metrics on http://"))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .expect("the metrics address is announced")
+        .to_owned();
+    let mut client = server.client().await;
+    crate::harness::set(&mut client, "a", "1").await;
+    crate::harness::set(&mut client, "b", "2").await;
+    let _ = crate::harness::get(&mut client, "missing").await;
+    let page = tokio::task::spawn_blocking(move || scrape(&metrics_addr))
+        .await
+        .unwrap();
+    for expected in [
+        "kv_requests_total{method=\"/simplekeyvalue.KeyValue/Set\",code=\"Ok\"} 2",
+        "kv_requests_total{method=\"/simplekeyvalue.KeyValue/Get\",code=\"NotFound\"} 1",
+        "kv_request_duration_seconds_count{method=\"/simplekeyvalue.KeyValue/Set\"} 2",
+        "kv_keys 2",
+        "kv_connections_open 1",
+        "kv_store_commits_total 2",
+    ] {
+        assert!(page.contains(expected), "{expected} in:\n{page}");
+    }
+    assert!(page.contains("kv_store_disk_bytes "), "{page}");
+}

@@ -23,6 +23,7 @@
 //! storage failure fails the whole batch.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -109,6 +110,16 @@ enum Command {
 pub(super) struct Committer {
     commands: Option<Sender<Command>>,
     thread: Option<JoinHandle<()>>,
+    counters: Arc<CommitCounters>,
+}
+
+/// What the committer has done, for metrics.
+#[derive(Debug, Default)]
+pub(super) struct CommitCounters {
+    /// Commits that succeeded.
+    pub(super) commits: AtomicU64,
+    /// Time spent in them, fsync included, in nanoseconds.
+    pub(super) nanos: AtomicU64,
 }
 
 impl Committer {
@@ -121,7 +132,9 @@ impl Committer {
         hub: Arc<WatchHub>,
     ) -> Committer {
         let (commands, queue) = mpsc::channel();
+        let counters = Arc::new(CommitCounters::default());
         let worker = Worker {
+            counters: Arc::clone(&counters),
             db,
             leases,
             hub,
@@ -139,7 +152,13 @@ impl Committer {
         Committer {
             commands: Some(commands),
             thread: Some(thread),
+            counters,
         }
+    }
+
+    /// What the thread has done so far.
+    pub(super) fn counters(&self) -> &CommitCounters {
+        &self.counters
     }
 
     /// Applies `mutation`; answers once it is committed.
@@ -183,6 +202,7 @@ fn stopped() -> StoreError {
 
 /// The state owned by the committer thread.
 struct Worker {
+    counters: Arc<CommitCounters>,
     db: Arc<DbHandle>,
     leases: Arc<Leases>,
     hub: Arc<WatchHub>,
@@ -301,8 +321,13 @@ impl Worker {
     fn commit(&mut self, writes: Vec<(Mutation, Reply)>) {
         let start = self.revision;
         let fsync = self.policy == SyncPolicy::Always;
+        let began = Instant::now();
         match self.apply(writes.iter().map(|(mutation, _)| mutation), fsync) {
             Ok(applied) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .nanos
+                    .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 debug!(writes = writes.len(), "committed a batch");
                 if !fsync && self.unsynced_since.is_none() {
                     self.unsynced_since = Some(Instant::now());

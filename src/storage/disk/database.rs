@@ -94,6 +94,11 @@ impl DbHandle {
         Ok(())
     }
 
+    /// Bytes the database file takes (0 if it cannot be read).
+    pub(super) fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |meta| meta.len())
+    }
+
     /// Bytes the file system of the data dir still has for us.
     pub(super) fn free_bytes(&self) -> Result<u64, StoreError> {
         let stats = rustix::fs::statvfs(&self.dir).map_err(|errno| {

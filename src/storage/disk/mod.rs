@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
 use self::committer::{Committer, Mutation, Outcome};
 use self::database::DbHandle;
@@ -37,7 +37,7 @@ use super::lease::{LeaseInfo, Leases};
 use super::memory::random_lease_id;
 use super::ops::{EventKind, KeyRange, LeaseId, Op, RangeQuery, RangeResult, Txn, TxnResult};
 use super::watch::{EventStream, WatchHub, WatchLimits};
-use super::{Record, Revision, Store, StoreError};
+use super::{Record, Revision, Store, StoreError, StoreStats};
 
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "keyvalue.redb";
@@ -255,6 +255,26 @@ impl Store for DiskStore {
         from: Option<Revision>,
     ) -> Result<EventStream, StoreError> {
         self.hub.watch(range, from)
+    }
+
+    fn stats(&self) -> StoreStats {
+        let keys = self
+            .db
+            .current()
+            .and_then(|db| {
+                let txn = db.begin_read().map_err(storage_error)?;
+                let records = txn.open_table(RECORDS).map_err(storage_error)?;
+                records.len().map_err(storage_error)
+            })
+            .unwrap_or(0);
+        let counters = self.committer.counters();
+        StoreStats {
+            keys,
+            disk_bytes: self.db.file_bytes(),
+            commits: counters.commits.load(std::sync::atomic::Ordering::Relaxed),
+            commit_nanos: counters.nanos.load(std::sync::atomic::Ordering::Relaxed),
+            revision: self.hub.latest(),
+        }
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
