@@ -219,3 +219,24 @@ async fn a_non_loopback_address_without_protection_is_warned_about() {
     let quiet = Server::start().stop("TERM").await.stderr.join("\n");
     assert!(!quiet.contains("no TLS"), "{quiet}");
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let server = Server::start_with(&["--log-format", "json", "--log-requests"]);
+    let mut client = server.client().await;
+    set(&mut client, "weather", "sunny").await;
+    drop(client);
+    let stopped = server.stop("TERM").await;
+    let logged: Vec<serde_json::Value> = stopped
+        .stderr
+        .iter()
+        .filter(|line| !line.starts_with("listening on"))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    assert!(
+        logged.iter().any(|entry| entry["fields"]["message"]
+            == "serving set request for key \"weather\" and value \"sunny\""),
+        "{logged:?}"
+    );
+    assert!(logged.iter().all(|entry| entry["level"].is_string()));
+}
