@@ -320,18 +320,25 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     }
 }
 
-/// A connection counted open for as long as it lives (when metrics are on).
+/// A connection counted open for as long as it lives (when metrics are on),
+/// holding its place under the connection limit (when there is one).
 pub struct Tracked<T> {
     inner: T,
     _guard: Option<ConnectionGuard>,
+    _place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<T> Tracked<T> {
-    /// `inner`, counted in `metrics` if there are any.
-    pub fn new(inner: T, metrics: Option<&Arc<Metrics>>) -> Tracked<T> {
+    /// `inner`, counted in `metrics` if there are any, holding `place`.
+    pub fn new(
+        inner: T,
+        metrics: Option<&Arc<Metrics>>,
+        place: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Tracked<T> {
         Tracked {
             inner,
             _guard: metrics.map(Metrics::connection),
+            _place: place,
         }
     }
 }

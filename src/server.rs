@@ -17,7 +17,9 @@ use tracing::{info, warn};
 
 use tonic_health::ServingStatus;
 
-use crate::grpc::{AuthLayer, KvService, Limits, Tokens, TutorialService, oversize_layer};
+use crate::grpc::{
+    AuthLayer, KvService, Limits, ShedLayer, Tokens, TutorialService, oversize_layer,
+};
 use crate::metrics::{self, Metrics, MetricsLayer, Tracked};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::storage::Store;
@@ -56,6 +58,13 @@ pub struct Config {
     pub auth: Option<Arc<Tokens>>,
     /// TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`); `None`: plaintext.
     pub tls: Option<Arc<TlsSetup>>,
+    /// Requests worked on at once; more are shed (`--max-in-flight`).
+    pub max_in_flight: Option<usize>,
+    /// Client connections open at once; more are closed at accept
+    /// (`--max-connections`).
+    pub max_connections: Option<usize>,
+    /// Concurrent streams per HTTP/2 connection (`--max-concurrent-streams`).
+    pub max_concurrent_streams: u32,
     /// After shutdown starts, how long in-flight requests and idle connections
     /// get to finish before the server stops anyway.
     pub shutdown_grace: Duration,
@@ -68,6 +77,9 @@ impl Default for Config {
             log_requests: false,
             auth: None,
             tls: None,
+            max_in_flight: None,
+            max_connections: None,
+            max_concurrent_streams: 1024,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -120,7 +132,9 @@ pub async fn run<S: Store>(
         .as_ref()
         .map_or_else(MetricsLayer::default, |(metrics, _)| metrics.layer());
     let router = Server::builder()
+        .max_concurrent_streams(config.max_concurrent_streams)
         .layer(counting)
+        .layer(ShedLayer::new(config.max_in_flight))
         .layer(oversize_layer(config.limits))
         .layer(AuthLayer::new(config.auth.clone()))
         .add_service(tutorial.into_server())
@@ -145,17 +159,18 @@ pub async fn run<S: Store>(
         .map(|tls| tokio::spawn(reload_on_sighup(tls)));
     // Each connection is counted open while it lives (when metrics are on).
     let tracked = metrics.as_ref().map(|(metrics, _)| Arc::clone(metrics));
+    let admission = Admission::new(config.max_connections);
     let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + '_>> =
         match &config.tls {
             Some(tls) => {
                 let incoming = tls::incoming(listener, Arc::clone(tls))
-                    .map(move |stream| stream.map(|io| Tracked::new(io, tracked.as_ref())));
+                    .filter_map(move |stream| admission.admit(stream, tracked.as_ref()));
                 Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
             }
             None => {
                 let incoming = TcpIncoming::from(listener)
                     .with_nodelay(Some(true))
-                    .map(move |stream| stream.map(|io| Tracked::new(io, tracked.as_ref())));
+                    .filter_map(move |stream| admission.admit(stream, tracked.as_ref()));
                 Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
             }
         };
@@ -225,5 +240,41 @@ async fn reload_on_sighup(tls: Arc<TlsSetup>) {
             Ok(()) => info!("SIGHUP: reloaded the TLS certificate and key"),
             Err(error) => warn!("SIGHUP: kept the old TLS certificate: {error}"),
         }
+    }
+}
+
+/// The connection limit: a connection beyond it is closed as soon as it is
+/// accepted (its client sees UNAVAILABLE and may try another server).
+#[derive(Clone)]
+struct Admission(Option<(Arc<tokio::sync::Semaphore>, usize)>);
+
+impl Admission {
+    fn new(limit: Option<usize>) -> Admission {
+        Admission(limit.map(|limit| (Arc::new(tokio::sync::Semaphore::new(limit)), limit)))
+    }
+
+    /// The accepted connection, counted, or `None` if it is one too many.
+    fn admit<T, E>(
+        &self,
+        accepted: Result<T, E>,
+        metrics: Option<&Arc<Metrics>>,
+    ) -> Option<Result<Tracked<T>, E>> {
+        let io = match accepted {
+            Ok(io) => io,
+            Err(error) => return Some(Err(error)),
+        };
+        let place = match &self.0 {
+            None => None,
+            Some((places, limit)) => match Arc::clone(places).try_acquire_owned() {
+                Ok(place) => Some(place),
+                Err(_) => {
+                    warn!(
+                        "{limit} connections are open, the limit (--max-connections): closing a new one"
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(Ok(Tracked::new(io, metrics, place)))
     }
 }

@@ -82,6 +82,22 @@ struct Args {
     #[arg(long, env = "KVSERVER_WATCH_HISTORY", default_value_t = WatchLimits::default().history as u32)]
     watch_history: u32,
 
+    /// Requests worked on at once; one more gets RESOURCE_EXHAUSTED at once
+    /// instead of waiting in a queue.
+    #[arg(long, env = "KVSERVER_MAX_IN_FLIGHT", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_in_flight: u32,
+
+    /// Client connections open at once; more are closed as they arrive.
+    #[arg(long, env = "KVSERVER_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+
+    /// Concurrent requests (HTTP/2 streams) per connection.
+    #[arg(long, env = "KVSERVER_MAX_CONCURRENT_STREAMS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_streams: u32,
+
     /// On SIGINT/SIGTERM, how long in-flight requests get to finish before the
     /// server exits anyway (e.g. 10s, 500ms).
     #[arg(long, env = "KVSERVER_SHUTDOWN_GRACE", default_value = "10s",
@@ -244,6 +260,9 @@ async fn serve_store<S: Store>(
         log_requests: args.log_requests,
         auth,
         tls,
+        max_in_flight: Some(args.max_in_flight as usize),
+        max_connections: Some(args.max_connections as usize),
+        max_concurrent_streams: args.max_concurrent_streams,
         shutdown_grace: args.shutdown_grace,
     };
     let listeners = Listeners {

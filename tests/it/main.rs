@@ -14,6 +14,7 @@ mod harness;
 mod kv_api;
 mod lifecycle;
 mod limits;
+mod load;
 mod operations;
 mod tls;
 mod tutorial_api;

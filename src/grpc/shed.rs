@@ -1,0 +1,90 @@
+//! Load shedding: at most `--max-in-flight` requests are worked on at once;
+//! one more is answered `RESOURCE_EXHAUSTED` at once, instead of waiting in a
+//! queue that grows without bound (and with it, every caller's latency).
+//!
+//! A request holds its place until its response starts: a unary call for its
+//! whole length, a watch until it is set up (watches have their own limit,
+//! `--max-watchers`). Health checks are never shed, so a busy server is not
+//! mistaken for a dead one.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::Semaphore;
+use tonic::Status;
+use tower::{Layer, Service};
+
+/// The layer; `None` sheds nothing.
+#[derive(Clone, Default)]
+pub(crate) struct ShedLayer {
+    places: Option<(Arc<Semaphore>, usize)>,
+}
+
+impl ShedLayer {
+    /// At most `limit` requests in flight; `None`: no limit.
+    pub(crate) fn new(limit: Option<usize>) -> ShedLayer {
+        ShedLayer {
+            places: limit.map(|limit| (Arc::new(Semaphore::new(limit)), limit)),
+        }
+    }
+}
+
+impl<S> Layer<S> for ShedLayer {
+    type Service = Shed<S>;
+
+    fn layer(&self, inner: S) -> Shed<S> {
+        Shed {
+            inner,
+            places: self.places.clone(),
+        }
+    }
+}
+
+/// A service that sheds what is beyond its limit.
+#[derive(Clone)]
+pub(crate) struct Shed<S> {
+    inner: S,
+    places: Option<(Arc<Semaphore>, usize)>,
+}
+
+type Answer<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+impl<S, B, RB> Service<http::Request<B>> for Shed<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = Answer<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let Some((places, limit)) = &self.places else {
+            return Box::pin(self.inner.call(request));
+        };
+        if request.uri().path().starts_with("/grpc.health.v1.Health/") {
+            return Box::pin(self.inner.call(request));
+        }
+        let Ok(place) = Arc::clone(places).try_acquire_owned() else {
+            let status = Status::resource_exhausted(format!(
+                "the server is working on {limit} requests, its limit (--max-in-flight); \
+                 retry with backoff"
+            ));
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        };
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            drop(place);
+            response
+        })
+    }
+}

@@ -1,0 +1,103 @@
+//! Limits that protect the server under load: requests in flight and
+//! connections. (Client deadlines are enforced by tonic's grpc-timeout
+//! handling, which drops a handler's future when the deadline passes.)
+
+use std::time::Duration;
+
+use keyvalue::proto::simplekeyvalue::SetRequest;
+use tonic::Code;
+
+use crate::harness::{Server, get, set};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_beyond_max_in_flight_are_shed_with_resource_exhausted() {
+    let dir = tempfile::tempdir().unwrap();
+    // Durable writes take a commit each: with room for one at a time, most of
+    // two hundred concurrent ones arrive while another is being worked on.
+    let server = Server::start_on_disk(dir.path(), &["--max-in-flight", "1"]);
+    let mut tasks = Vec::new();
+    for connection in 0..4 {
+        let client = server.client().await;
+        for i in 0..50 {
+            let mut client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let request = SetRequest {
+                    key: format!("k{connection}-{i}"),
+                    value: "v".into(),
+                };
+                client.set(request).await.map(|_| ())
+            }));
+        }
+    }
+    let (mut done, mut shed) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => done += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(
+                    status.message().contains("--max-in-flight"),
+                    "{}",
+                    status.message()
+                );
+                shed += 1;
+            }
+        }
+    }
+    assert!(shed > 0, "some requests were shed ({done} done)");
+    assert!(done > 0, "and some were served");
+    // Once the burst is over, the server serves again.
+    let mut client = server.client().await;
+    set(&mut client, "after", "calm").await;
+    assert_eq!(get(&mut client, "after").await.unwrap(), "calm");
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_refused() {
+    let server = Server::start_with(&["--max-connections", "2"]);
+    let mut first = server.client().await;
+    let mut second = server.client().await;
+    set(&mut first, "k", "1").await;
+    set(&mut second, "k", "2").await;
+    // A third connection is closed at once: its call fails, the others go on.
+    let third = tonic::transport::Channel::from_shared(format!("http://{}", server.addr()))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await;
+    if let Ok(channel) = third {
+        let mut client =
+            keyvalue::proto::simplekeyvalue::key_value_client::KeyValueClient::new(channel);
+        let status = get(&mut client, "k").await.unwrap_err();
+        assert!(
+            matches!(
+                status.code(),
+                Code::Unavailable | Code::Unknown | Code::Cancelled
+            ),
+            "{status:?}"
+        );
+    }
+    assert_eq!(get(&mut first, "k").await.unwrap(), "2");
+    // Closing one makes room for the next.
+    drop(second);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr()))
+            .unwrap()
+            .connect()
+            .await;
+        if let Ok(channel) = channel {
+            let mut client =
+                keyvalue::proto::simplekeyvalue::key_value_client::KeyValueClient::new(channel);
+            if get(&mut client, "k").await.is_ok() {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a place never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
