@@ -22,6 +22,8 @@
 //! - [`kv_cli`]: the `kv` command line: flags, commands, text and JSON output.
 //! - [`bench`]: `kv bench`, a closed-loop load generator that verifies every
 //!   answer and reports throughput and latency percentiles.
+//! - [`config_file`]: `kvserver --config FILE` merged under flags and the
+//!   environment, and `--print-config`.
 //! - [`duration`]: parsing `10s`-style durations for command-line flags.
 //! - [`proto`]: code generated from `proto/` by `build.rs`.
 //!
@@ -30,6 +32,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod config_file;
 pub mod duration;
 pub mod grpc;
 pub mod kv_cli;

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
+use keyvalue::config_file;
 use keyvalue::duration::parse_duration;
 use keyvalue::grpc::{Limits, Tokens};
 use keyvalue::server::{self, Config, Listeners};
@@ -128,6 +129,15 @@ struct Args {
     #[arg(long, env = "KVSERVER_AUTH_TOKEN_FILE")]
     auth_token_file: Option<PathBuf>,
 
+    /// Read settings from this TOML file (flag names as keys); flags and
+    /// environment variables take precedence over it.
+    #[arg(long, env = "KVSERVER_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Print the effective settings as a config file, and exit.
+    #[arg(long)]
+    print_config: bool,
+
     /// Log lines as text for people, or as one JSON object each for log
     /// pipelines.
     #[arg(long, env = "KVSERVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -158,7 +168,19 @@ enum Backend {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let command = Args::command();
+    let argv = match config_file::merge(&command, std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(message) => {
+            eprintln!("kvserver: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let args = Args::parse_from(argv.clone());
+    if args.print_config {
+        print!("{}", config_file::render(&command, argv));
+        return ExitCode::SUCCESS;
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

@@ -7,6 +7,7 @@ mod auth;
 mod bench;
 mod cli;
 mod concurrency;
+mod config;
 mod contract;
 mod crash;
 mod disk;

@@ -1,0 +1,112 @@
+//! `kvserver --config FILE`: settings from a TOML file, below flags and
+//! environment variables in precedence, and `--print-config`.
+//!
+//! One precedence order for every setting: a flag beats its environment
+//! variable, which beats the config file, which beats the default. The file
+//! uses the flags' long names (`max-key-bytes = 256`, `listen =
+//! "0.0.0.0:50051"`, `log-requests = true`); an unknown name is an error, so
+//! a typo never goes unnoticed. The merge works on the command line itself:
+//! every setting the file has and neither a flag nor the environment set
+//! becomes a flag in front of the real ones, and clap parses the result as
+//! usual, with the same checks and messages.
+
+use std::ffi::OsString;
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, Command};
+
+/// The command line with the config file's settings added, if `--config`
+/// (or its environment variable) names one.
+pub fn merge(command: &Command, args: Vec<OsString>) -> Result<Vec<OsString>, String> {
+    let matches = command
+        .clone()
+        .ignore_errors(true)
+        .try_get_matches_from(args.clone())
+        .map_err(|e| e.to_string())?;
+    let Some(path) = matches.get_one::<std::path::PathBuf>("config") else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    let mut extra = Vec::new();
+    for (name, value) in table {
+        let id = name.replace('-', "_");
+        let arg = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == id.as_str() && arg.get_long().is_some())
+            .filter(|arg| arg.get_id() != "config")
+            .ok_or_else(|| format!("config file {}: unknown setting {name:?}", path.display()))?;
+        let from_elsewhere = matches!(
+            matches.value_source(arg.get_id().as_str()),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if from_elsewhere {
+            continue;
+        }
+        let long = arg.get_long().unwrap_or_default();
+        match (&value, arg.get_action()) {
+            (toml::Value::Boolean(true), ArgAction::SetTrue) => extra.push(format!("--{long}")),
+            (toml::Value::Boolean(false), ArgAction::SetTrue) => {}
+            (toml::Value::String(text), _) => extra.push(format!("--{long}={text}")),
+            (toml::Value::Integer(number), _) => extra.push(format!("--{long}={number}")),
+            (toml::Value::Float(number), _) => extra.push(format!("--{long}={number}")),
+            (other, _) => {
+                return Err(format!(
+                    "config file {}: {name} = {other:?} is not a value this setting takes",
+                    path.display()
+                ));
+            }
+        }
+    }
+    let mut merged = Vec::with_capacity(args.len() + extra.len());
+    let mut args = args.into_iter();
+    merged.extend(args.next()); // the program's name
+    merged.extend(extra.into_iter().map(OsString::from));
+    merged.extend(args);
+    Ok(merged)
+}
+
+/// Every setting's effective value, as a config file would hold it.
+pub fn render(command: &Command, args: Vec<OsString>) -> String {
+    let matches = command.clone().get_matches_from(args);
+    let mut out = String::from(
+        "# kvserver's effective settings (flags > environment > config file > defaults)\n",
+    );
+    for arg in command.get_arguments() {
+        let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else {
+            continue;
+        };
+        if matches!(id, "config" | "print_config" | "help" | "version") {
+            continue;
+        }
+        let line = match arg.get_action() {
+            ArgAction::SetTrue => format!("{long} = {}", matches.get_flag(id)),
+            _ => match matches.get_raw(id).and_then(|mut values| values.next()) {
+                Some(value) => format!("{long} = {}", toml_string(&value.to_string_lossy())),
+                None => format!("# {long} (not set)"),
+            },
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", c as u32)),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
