@@ -352,6 +352,18 @@ impl Client {
         }
     }
 
+    /// A consistent copy of everything, as a stream of chunks.
+    pub async fn snapshot(&mut self) -> Result<tonic::Streaming<pb::SnapshotChunk>, ClientError> {
+        match self
+            .inner
+            .snapshot(self.request(pb::SnapshotRequest {}))
+            .await
+        {
+            Ok(reply) => Ok(reply.into_inner()),
+            Err(status) => Err(self.failed(status)),
+        }
+    }
+
     /// Maps a status that ended a watch stream.
     pub fn stream_error(&self, status: Status) -> ClientError {
         self.failed(status)

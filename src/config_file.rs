@@ -18,11 +18,15 @@ use clap::{ArgAction, Command};
 /// The command line with the config file's settings added, if `--config`
 /// (or its environment variable) names one.
 pub fn merge(command: &Command, args: Vec<OsString>) -> Result<Vec<OsString>, String> {
-    let matches = command
+    // Any problem with the command line itself (or --help, --version) is
+    // left to the real parse, which reports it as usual.
+    let Ok(matches) = command
         .clone()
         .ignore_errors(true)
         .try_get_matches_from(args.clone())
-        .map_err(|e| e.to_string())?;
+    else {
+        return Ok(args);
+    };
     let Some(path) = matches.get_one::<std::path::PathBuf>("config") else {
         return Ok(args);
     };

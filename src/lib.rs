@@ -20,6 +20,7 @@
 //! - [`tls`]: rustls server setup, certificate reload, TLS connections.
 //! - [`client`]: a typed async client of the tutorial API, used by `kv`.
 //! - [`kv_cli`]: the `kv` command line: flags, commands, text and JSON output.
+//! - [`backup`]: the backup file of `kv backup` and `kvserver restore`.
 //! - [`bench`]: `kv bench`, a closed-loop load generator that verifies every
 //!   answer and reports throughput and latency percentiles.
 //! - [`config_file`]: `kvserver --config FILE` merged under flags and the
@@ -30,6 +31,7 @@
 //! The binaries are thin: `src/bin/kvserver.rs` parses flags, binds and calls
 //! [`server::run`]; `src/bin/kv.rs` calls [`kv_cli::main`].
 
+pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod config_file;

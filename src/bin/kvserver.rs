@@ -41,8 +41,16 @@ struct Args {
 
     /// Directory of the disk backend's data, created if missing. One kvserver
     /// at a time may use it.
-    #[arg(long, env = "KVSERVER_DATA_DIR", default_value = "./kvdata")]
+    #[arg(
+        long,
+        env = "KVSERVER_DATA_DIR",
+        default_value = "./kvdata",
+        global = true
+    )]
     data_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Option<ServerCommand>,
 
     /// When the disk backend acknowledges a write: `always` (after fsync; writes
     /// that arrive together share one fsync), or `interval=<ms>` (before fsync,
@@ -148,6 +156,17 @@ struct Args {
     log_requests: bool,
 }
 
+/// What kvserver can do besides serving.
+#[derive(clap::Subcommand, Debug)]
+enum ServerCommand {
+    /// Build a new data dir (--data-dir, which must not hold a database yet)
+    /// from a backup written by `kv backup`, then exit.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
+}
+
 /// Log formats.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -200,7 +219,25 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `kvserver restore FILE`: the backup becomes the data dir.
+fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> Result<(), String> {
+    let input = std::fs::File::open(file)
+        .map_err(|e| format!("cannot read the backup {}: {e}", file.display()))?;
+    let backup = keyvalue::backup::read(std::io::BufReader::new(input))
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let revision = backup.revision;
+    let keys = backup.restore_into(data_dir)?;
+    eprintln!(
+        "restored {keys} keys at revision {revision} into {}",
+        data_dir.display()
+    );
+    Ok(())
+}
+
 async fn serve(args: Args) -> Result<(), String> {
+    if let Some(ServerCommand::Restore { file }) = &args.command {
+        return restore(file, &args.data_dir);
+    }
     let shutdown =
         shutdown::on_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let auth = match &args.auth_token_file {

@@ -76,6 +76,7 @@ fn current_state(result: &mut TxnResult) -> Option<pb::KeyValue> {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl<S: Store> Kv for KvService<S> {
@@ -347,6 +348,44 @@ impl<S: Store> Kv for KvService<S> {
             })
         });
         Ok(Response::new(Box::pin(responses)))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        // A copy of everything: only for tokens that may see every key.
+        let scope = scope_of(&request);
+        Checks::new(&self.limits, scope.as_ref()).range(&KeyRange::prefix(Bytes::new()))?;
+        let snapshot = self.store.snapshot().await.map_err(from_store_error)?;
+        let revision = snapshot.revision;
+        let mut leases: Vec<pb::SnapshotLease> = snapshot
+            .leases
+            .iter()
+            .map(|(id, ttl)| pb::SnapshotLease {
+                id: *id,
+                ttl_ms: ttl.as_millis() as u64,
+            })
+            .collect();
+        let chunks = tokio_stream::wrappers::ReceiverStream::new(snapshot.chunks)
+            .map(move |chunk| {
+                let kvs = chunk.map_err(from_store_error)?;
+                Ok(pb::SnapshotChunk {
+                    header: header(revision),
+                    leases: std::mem::take(&mut leases),
+                    kvs: kvs.into_iter().map(kv_of).collect(),
+                    done: false,
+                })
+            })
+            .chain(tokio_stream::once(Ok(pb::SnapshotChunk {
+                header: header(revision),
+                leases: Vec::new(),
+                kvs: Vec::new(),
+                done: true,
+            })));
+        Ok(Response::new(Box::pin(chunks)))
     }
 
     async fn lease_grant(

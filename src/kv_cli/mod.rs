@@ -178,6 +178,12 @@ enum Command {
         #[arg(long)]
         from_rev: Option<u64>,
     },
+    /// Write a consistent copy of every key and lease to FILE, while the
+    /// server goes on serving (restore with `kvserver restore FILE`).
+    Backup {
+        /// The file to write (replaced only once the backup is complete).
+        file: std::path::PathBuf,
+    },
     /// Leases: grant one, keep it alive, look at it, revoke it.
     #[command(subcommand)]
     Lease(LeaseCommand),
@@ -445,6 +451,7 @@ async fn run(cx: &mut Context, command: Command) -> Outcome {
             from_rev,
         } => watch(cx, &key, prefix, from_rev).await,
         Command::Lease(command) => lease(cx, command).await,
+        Command::Backup { file } => backup(cx, &file).await,
         Command::Bench(_) => unreachable!("kv bench runs before connecting"),
     }
 }
@@ -709,6 +716,51 @@ async fn watch(cx: &mut Context, key: &str, prefix: bool, from_rev: Option<u64>)
             }
         }
     }
+}
+
+async fn backup(cx: &mut Context, file: &std::path::Path) -> Outcome {
+    use crate::backup::BackupWriter;
+    let io = |e: std::io::Error| Failure::usage(format!("cannot write {}: {e}", file.display()));
+    let partial = file.with_extension("partial");
+    let mut writer = BackupWriter::new(std::io::BufWriter::new(
+        std::fs::File::create(&partial).map_err(io)?,
+    ))
+    .map_err(io)?;
+    let mut stream = cx.client.snapshot().await?;
+    let (mut keys, mut revision) = (0u64, 0u64);
+    loop {
+        let chunk = match stream.next().await {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(status)) => return Err(cx.client.stream_error(status).into()),
+            None => {
+                return Err(Failure {
+                    code: exit::UNREACHABLE,
+                    message: "the server ended the backup before it was complete".into(),
+                });
+            }
+        };
+        keys += chunk.kvs.len() as u64;
+        revision = chunk.header.map_or(revision, |h| h.revision);
+        writer.write(&chunk).map_err(io)?;
+        if chunk.done {
+            break;
+        }
+    }
+    let out = writer
+        .into_inner()
+        .into_inner()
+        .map_err(|e| io(e.into_error()))?;
+    out.sync_all().map_err(io)?;
+    std::fs::rename(&partial, file).map_err(io)?;
+    if cx.json {
+        print_json(&json!({"keys": keys, "revision": revision}));
+    } else {
+        println!(
+            "backed up {keys} keys at revision {revision} to {}",
+            file.display()
+        );
+    }
+    Ok(())
 }
 
 async fn lease(cx: &mut Context, command: LeaseCommand) -> Outcome {

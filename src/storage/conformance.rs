@@ -118,6 +118,10 @@ impl<S: Store> Store for WithDir<S> {
         self.store.stats()
     }
 
+    async fn snapshot(&self) -> Result<super::Snapshot, StoreError> {
+        self.store.snapshot().await
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.store.flush().await
     }

@@ -22,11 +22,12 @@ use bytes::Bytes;
 
 use super::apply::{self, Keyspace, KeyspaceRead, ReadOnly};
 use super::lease::{LeaseInfo, Leases};
+use super::ops::KeyValue;
 use super::ops::{
     EventKind, KeyRange, LeaseId, Op, RangeEnd, RangeQuery, RangeResult, Txn, TxnResult,
 };
 use super::watch::{EventStream, WatchHub, WatchLimits};
-use super::{Record, Revision, Store, StoreError, StoreStats};
+use super::{Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError, StoreStats};
 
 /// The in-memory [`Store`].
 pub struct MemoryStore {
@@ -275,6 +276,37 @@ impl Store for MemoryStore {
         from: Option<Revision>,
     ) -> Result<EventStream, StoreError> {
         self.hub.watch(range, from)
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        // A copy taken under the read lock is the snapshot: values are
+        // shared `Bytes`, so it copies pointers, not data.
+        let (revision, leases, records) = {
+            let state = self.read();
+            let leases = state.granted.iter().map(|(id, ttl)| (*id, *ttl)).collect();
+            let records: Vec<KeyValue> = state
+                .records
+                .iter()
+                .map(|(key, record)| KeyValue {
+                    key: key.clone(),
+                    record: record.clone(),
+                })
+                .collect();
+            (state.revision, leases, records)
+        };
+        let (sender, chunks) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for chunk in records.chunks(SNAPSHOT_CHUNK) {
+                if sender.send(Ok(chunk.to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Snapshot {
+            revision,
+            leases,
+            chunks,
+        })
     }
 
     fn stats(&self) -> StoreStats {

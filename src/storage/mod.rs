@@ -87,6 +87,20 @@ impl Record {
     }
 }
 
+/// Keys per chunk of a [`Snapshot`].
+pub const SNAPSHOT_CHUNK: usize = 1000;
+
+/// A consistent copy of a store (see [`Store::snapshot`]).
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The revision the copy is at.
+    pub revision: Revision,
+    /// Every granted lease and its TTL.
+    pub leases: Vec<(LeaseId, Duration)>,
+    /// The keys, in order, [`SNAPSHOT_CHUNK`] at a time.
+    pub chunks: tokio::sync::mpsc::Receiver<Result<Vec<ops::KeyValue>, StoreError>>,
+}
+
 /// What a store reports about itself, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -174,6 +188,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts for the metrics page; cheap, never blocks on I/O for long.
     fn stats(&self) -> StoreStats;
+
+    /// A consistent copy of every key and lease at one revision, delivered
+    /// in chunks while writes go on (they are not paused).
+    fn snapshot(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
 
     /// Returns once every write acknowledged so far is on stable storage. The
     /// server calls it when it stops; backends that acknowledge only durable

@@ -4,6 +4,7 @@
 //! `harness` starts and stops servers; each other module covers one area.
 
 mod auth;
+mod backup;
 mod bench;
 mod cli;
 mod concurrency;

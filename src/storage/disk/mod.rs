@@ -31,13 +31,15 @@ use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
 use self::committer::{Committer, Mutation, Outcome};
 use self::database::DbHandle;
-use self::keyspace::ReadView;
+use self::keyspace::{ReadView, WriteView};
 use super::apply::{self, ReadOnly};
+use super::apply::{Keyspace as _, KeyspaceRead as _};
 use super::lease::{LeaseInfo, Leases};
 use super::memory::random_lease_id;
+use super::ops::KeyValue;
 use super::ops::{EventKind, KeyRange, LeaseId, Op, RangeQuery, RangeResult, Txn, TxnResult};
 use super::watch::{EventStream, WatchHub, WatchLimits};
-use super::{Record, Revision, Store, StoreError, StoreStats};
+use super::{Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError, StoreStats};
 
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "keyvalue.redb";
@@ -144,6 +146,61 @@ impl DiskStore {
             hub,
             committer,
         })
+    }
+
+    /// Builds a new data dir in `dir` from the contents of a backup: `kvs`
+    /// with their counters as they were, the `leases`, and the store at
+    /// `revision`. Refuses a dir that already holds a database.
+    pub fn restore(
+        dir: &Path,
+        revision: Revision,
+        leases: &[(LeaseId, Duration)],
+        kvs: impl IntoIterator<Item = KeyValue>,
+    ) -> Result<u64, OpenError> {
+        if dir.join(DB_FILE).exists() {
+            return Err(OpenError(format!(
+                "{} already holds a database: restore into an empty or new directory",
+                dir.display()
+            )));
+        }
+        let (db, _) = DbHandle::open(dir)?;
+        let failed =
+            |e: StoreError| OpenError(format!("restoring into {} failed: {e}", dir.display()));
+        let no_leases = Leases::default();
+        let mut kvs = kvs.into_iter().peekable();
+        let mut restored = 0u64;
+        let mut first = true;
+        loop {
+            // Large transactions without fsync; the last one syncs them all.
+            let db = db.current().map_err(failed)?;
+            let mut txn = db.begin_write().map_err(|e| failed(storage_error(e)))?;
+            let last = {
+                let mut view = WriteView::open(&txn, &no_leases).map_err(failed)?;
+                if first {
+                    for (id, ttl) in leases {
+                        view.grant(*id, *ttl).map_err(failed)?;
+                    }
+                    first = false;
+                }
+                for kv in kvs.by_ref().take(10_000) {
+                    view.put(&kv.key, &kv.record, None).map_err(failed)?;
+                    restored += 1;
+                }
+                let last = kvs.peek().is_none();
+                if last {
+                    view.set_revision(revision).map_err(failed)?;
+                }
+                last
+            };
+            if !last {
+                txn.set_durability(redb::Durability::None)
+                    .map_err(|e| failed(storage_error(e)))?;
+            }
+            txn.commit().map_err(|e| failed(storage_error(e)))?;
+            if last {
+                return Ok(restored);
+            }
+        }
     }
 
     /// A consistent snapshot to read from.
@@ -255,6 +312,58 @@ impl Store for DiskStore {
         from: Option<Revision>,
     ) -> Result<EventStream, StoreError> {
         self.hub.watch(range, from)
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        // A redb read transaction is the snapshot; a blocking task walks it
+        // and hands the chunks over while writers go on.
+        let txn = self.db.current()?.begin_read().map_err(storage_error)?;
+        let leases = Arc::clone(&self.leases);
+        let (first, ready) = tokio::sync::oneshot::channel();
+        let (sender, chunks) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let view = match ReadView::new(txn, &leases) {
+                Ok(view) => view,
+                Err(error) => return drop(first.send(Err(error))),
+            };
+            match view
+                .revision()
+                .and_then(|r| Ok((r, view.granted_leases()?)))
+            {
+                Ok(header) => {
+                    if first.send(Ok(header)).is_err() {
+                        return;
+                    }
+                }
+                Err(error) => return drop(first.send(Err(error))),
+            }
+            let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK);
+            let everything = KeyRange::prefix(Bytes::new());
+            let walked = view.scan(&everything, &mut |key, record| {
+                chunk.push(KeyValue {
+                    key: Bytes::copy_from_slice(key),
+                    record,
+                });
+                if chunk.len() < SNAPSHOT_CHUNK {
+                    return std::ops::ControlFlow::Continue(());
+                }
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(SNAPSHOT_CHUNK));
+                match sender.blocking_send(Ok(full)) {
+                    Ok(()) => std::ops::ControlFlow::Continue(()),
+                    Err(_) => std::ops::ControlFlow::Break(()),
+                }
+            });
+            let last = walked.map(|()| chunk);
+            let _ = sender.blocking_send(last);
+        });
+        let (revision, leases) = ready
+            .await
+            .map_err(|_| StoreError::Internal("the snapshot task stopped".into()))??;
+        Ok(Snapshot {
+            revision,
+            leases,
+            chunks,
+        })
     }
 
     fn stats(&self) -> StoreStats {
