@@ -4,6 +4,7 @@
 #
 # - KeyValue::Client (keyvalue/client.rb): the tutorial's get and set, and the
 #   full keyvalue.v1 API, over one gRPC channel.
+# - KeyValue::Credentials (credentials.rb): its TLS files and bearer token.
 # - KeyValue::Record (record.rb), PutResult (put_result.rb),
 #   CompareAndSetResult (compare_and_set.rb), Lease (lease.rb): what it answers.
 # - KeyValue::RangeScan (range_scan.rb): the paging behind Client#range.

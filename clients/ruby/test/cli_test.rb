@@ -2,21 +2,26 @@
 
 require "open3"
 require "test_helper"
+require "test_certs"
 
 # The kv-rb executable, run as a separate process against a real kvserver.
 class CLITest < Minitest::Test
   include TestHelpers
 
   EXE = File.expand_path("../exe/kv-rb", __dir__)
+  # No KV_* setting of the environment the tests run in leaks into kv-rb.
+  CLEAN_ENV = { "KV_ADDR" => nil, "KV_TOKEN" => nil, "KV_CA_FILE" => nil, "KV_CERT" => nil, "KV_KEY" => nil }.freeze
+  TOKEN = "cli-#{SecureRandom.hex(8)}".freeze
+  READ_TOKEN = "cli-read-#{SecureRandom.hex(8)}".freeze
 
   def setup
     @server = KvServerProcess.shared
   end
 
   # Runs kv-rb; returns [stdout, stderr, exit code].
-  def kv_rb(*args, env: { "KV_ADDR" => nil }, address: @server.address)
+  def kv_rb(*args, env: {}, address: @server.address)
     args = ["--addr", address, *args] if address
-    stdout, stderr, status = Open3.capture3(env, RbConfig.ruby, EXE, *args)
+    stdout, stderr, status = Open3.capture3(CLEAN_ENV.merge(env), RbConfig.ruby, EXE, *args)
     [stdout, stderr, status.exitstatus]
   end
 
@@ -81,7 +86,8 @@ class CLITest < Minitest::Test
     stdout, stderr, code = kv_rb("--help", address: nil)
     assert_equal 0, code
     assert_equal "", stderr
-    ["KEY[=VALUE]", "--addr", "KV_ADDR", "--timeout", "--version", "3 server unreachable"].each do |text|
+    ["KEY[=VALUE]", "--addr", "KV_ADDR", "--timeout", "--version", "3 server unreachable", "--token", "KV_TOKEN",
+     "--ca-file", "KV_CA_FILE", "--cert", "KV_CERT", "--key", "KV_KEY"].each do |text|
       assert_includes stdout, text
     end
   end
@@ -97,6 +103,82 @@ class CLITest < Minitest::Test
       assert_equal "", stdout
       assert_equal 1, stderr.lines.size, stderr
       assert_includes stderr, "kv-rb --help"
+    end
+  end
+
+  # A kvserver wanting mutual TLS and a token, and the kv-rb flags that get in.
+  def secure_server
+    certs = TestCerts.files
+    shared_server("--tls-cert", certs[:server_cert], "--tls-key", certs[:server_key], "--tls-client-ca", certs[:ca],
+                  "--auth-token-file", self.class.token_file)
+  end
+
+  def self.token_file
+    @token_file ||= begin
+      dir = Dir.mktmpdir("kv-cli-tokens")
+      Minitest.after_run { FileUtils.rm_rf(dir) }
+      File.join(dir, "tokens").tap { |path| File.write(path, "#{TOKEN} readwrite\n#{READ_TOKEN} read\n") }
+    end
+  end
+
+  def secure_flags(token: TOKEN)
+    certs = TestCerts.files
+    ["--ca-file", certs[:ca], "--cert", certs[:client_cert], "--key", certs[:client_key], "--token", token]
+  end
+
+  def test_tls_and_token_flags
+    address = secure_server.address
+    key = unique_key
+    assert_equal ["", "", 0], kv_rb(*secure_flags, "#{key}=locked", address:)
+    assert_equal ["locked\n", "", 0], kv_rb(*secure_flags, key, address:)
+  end
+
+  def test_tls_and_token_from_the_environment
+    certs = TestCerts.files
+    env = { "KV_ADDR" => secure_server.address, "KV_TOKEN" => TOKEN, "KV_CA_FILE" => certs[:ca],
+            "KV_CERT" => certs[:client_cert], "KV_KEY" => certs[:client_key] }
+    key = unique_key
+    assert_equal ["", "", 0], kv_rb("#{key}=from-env", env:, address: nil)
+    assert_equal ["from-env\n", "", 0], kv_rb(key, env:, address: nil)
+    # A flag wins over its variable.
+    stdout, stderr, code = kv_rb("--token", READ_TOKEN, "#{key}=x", env:, address: nil)
+    assert_equal ["", 4], [stdout, code]
+    assert stderr.start_with?("server refused the request (PERMISSION_DENIED): "), stderr
+  end
+
+  def test_a_refused_token_exits_4_with_one_line
+    address = secure_server.address
+    key = unique_key
+    [[READ_TOKEN, "#{key}=x", "PERMISSION_DENIED"], ["wrong", key, "UNAUTHENTICATED"]].each do |token, item, status|
+      stdout, stderr, code = kv_rb(*secure_flags(token:), item, address:)
+      assert_equal ["", 4], [stdout, code]
+      assert_equal 1, stderr.lines.size, stderr
+      assert stderr.start_with?("server refused the request (#{status}): "), stderr
+    end
+    certs = TestCerts.files
+    stdout, stderr, code = kv_rb("--ca-file", certs[:ca], "--cert", certs[:client_cert], "--key", certs[:client_key],
+                                 key, address:)
+    assert_equal ["", 4], [stdout, code]
+    assert stderr.start_with?("server refused the request (UNAUTHENTICATED): "), stderr
+  end
+
+  def test_a_tls_server_without_the_right_flags_is_unreachable
+    address = secure_server.address
+    stdout, stderr, code = kv_rb("--timeout", "2", "--token", TOKEN, unique_key, address:)
+    assert_equal ["", 3], [stdout, code]
+    assert_equal 1, stderr.lines.size, stderr
+    assert stderr.start_with?("cannot reach kvserver at #{address}: "), stderr
+  end
+
+  def test_bad_security_flags_are_usage_errors
+    certs = TestCerts.files
+    missing = File.join(Dir.tmpdir, "#{unique_key('missing')}.pem")
+    [[["--ca-file", missing, "k"], missing], [["--cert", certs[:client_cert], "k"], "key_file"],
+     [["--token", "", "k"], "--token"], [["--token", "two words", "k"], "token"]].each do |args, text|
+      stdout, stderr, code = kv_rb(*args)
+      assert_equal ["", 2], [stdout, code], args.inspect
+      assert_equal 1, stderr.lines.size, stderr
+      assert_includes stderr, text
     end
   end
 end

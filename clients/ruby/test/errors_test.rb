@@ -12,10 +12,19 @@ class ErrorsTest < Minitest::Test
       CODES::INVALID_ARGUMENT => KeyValue::InvalidArgument,
       CODES::OUT_OF_RANGE => KeyValue::Compacted,
       CODES::RESOURCE_EXHAUSTED => KeyValue::ResourceExhausted,
+      CODES::UNAUTHENTICATED => KeyValue::Unauthenticated,
+      CODES::PERMISSION_DENIED => KeyValue::PermissionDenied,
       CODES::UNAVAILABLE => KeyValue::ServerUnavailable,
       CODES::DEADLINE_EXCEEDED => KeyValue::ServerUnavailable
     }.each do |code, expected|
       assert_instance_of expected, KeyValue.error_for_status(code, "text")
+    end
+  end
+
+  def test_both_services_map_the_token_codes
+    %i[tutorial v1].each do |api|
+      assert_instance_of KeyValue::Unauthenticated, KeyValue.error_for_status(CODES::UNAUTHENTICATED, "no token", api:)
+      assert_instance_of KeyValue::PermissionDenied, KeyValue.error_for_status(CODES::PERMISSION_DENIED, "read", api:)
     end
   end
 
@@ -48,7 +57,7 @@ class ErrorsTest < Minitest::Test
 
   def test_every_error_is_a_key_value_error
     [KeyValue::KeyNotFound, KeyValue::LeaseNotFound, KeyValue::InvalidArgument, KeyValue::Compacted,
-     KeyValue::ResourceExhausted, KeyValue::ServerUnavailable,
+     KeyValue::ResourceExhausted, KeyValue::ServerUnavailable, KeyValue::Unauthenticated, KeyValue::PermissionDenied,
      KeyValue::RequestFailed].each { |klass| assert_operator klass, :<, KeyValue::Error }
     assert_operator KeyValue::Error, :<, StandardError
   end

@@ -3,6 +3,10 @@
 $LOAD_PATH.unshift(File.expand_path("../lib", __dir__))
 $LOAD_PATH.unshift(__dir__)
 
+# gRPC's C core logs every failed TLS handshake on stderr; the tests fail
+# handshakes on purpose. GRPC_VERBOSITY=ERROR (or DEBUG) shows them again.
+ENV["GRPC_VERBOSITY"] ||= "NONE"
+
 require "securerandom"
 require "socket"
 require "minitest/autorun"
@@ -26,6 +30,19 @@ module TestHelpers
     ensure
       assert_equal 0, server.stop
     end
+  end
+
+  # A kvserver started with +flags+ the first time a test asks for it, shared
+  # by every test asking for the same flags, and stopped when the run ends.
+  def shared_server(*flags)
+    TestHelpers.servers[flags] ||= KvServerProcess.new(flags).tap do |server|
+      server.start
+      Minitest.after_run { server.stop }
+    end
+  end
+
+  def self.servers
+    @servers ||= {}
   end
 
   # A client of the shared kvserver, closed after the block.

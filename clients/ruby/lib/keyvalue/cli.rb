@@ -5,6 +5,37 @@ require "keyvalue/client"
 require "keyvalue/version"
 
 module KeyValue
+  # kv-rb's TLS and token flags, each with the environment variable that
+  # supplies it when the flag is not given; they become the Client options of
+  # the same names.
+  module SecurityFlags
+    # Client option => [flag, variable, help].
+    FLAGS = {
+      token: ["--token TOKEN", "KV_TOKEN", "Bearer token sent with every request"],
+      ca_file: ["--ca-file FILE", "KV_CA_FILE", "PEM CA certificate(s) to verify the server with; enables TLS"],
+      cert_file: ["--cert FILE", "KV_CERT", "PEM client certificate, for mutual TLS (with --key)"],
+      key_file: ["--key FILE", "KV_KEY", "PEM private key of --cert"]
+    }.freeze
+
+    # The options set (non-empty) in +env+: the security options, plus those
+    # of +variables+ (option => variable).
+    def self.from_env(env, variables = {})
+      variables = FLAGS.transform_values { |(_, variable)| variable }.merge(variables)
+      variables.transform_values { |variable| env.fetch(variable, "") }.reject { |_, value| value.empty? }
+    end
+
+    # Adds the flags to the OptionParser +opts+; each stores into +options+.
+    def self.define(opts, options)
+      FLAGS.each do |option, (flag, variable, help)|
+        opts.on(flag, "#{help} (default: $#{variable})") do |value|
+          raise ArgumentError, "#{flag.split.first} must not be empty" if value.empty?
+
+          options[option] = value
+        end
+      end
+    end
+  end
+
   # The kv-rb command: the tutorial's client.rb, which prints the value of each
   # key given, plus KEY=VALUE to set a key.
   #
@@ -28,7 +59,7 @@ module KeyValue
     EPILOG = <<~TEXT.freeze
       Exit codes: #{EXIT_OK} all ok, #{EXIT_KEY_NOT_FOUND} key not found, #{EXIT_USAGE} usage error,
       #{EXIT_UNREACHABLE} server unreachable (or no answer within --timeout),
-      #{EXIT_REFUSED} request refused by the server (e.g. key empty or too long).
+      #{EXIT_REFUSED} request refused by the server (e.g. key empty or too long, no token or not allowed).
       With several arguments, the code of the first failure.
       A key starting with '-' goes after '--', as in: -- -key=value
     TEXT
@@ -42,15 +73,15 @@ module KeyValue
     def initialize(out:, err:, env:)
       @out = out
       @err = err
-      address = env.fetch(ADDRESS_ENV, "")
-      @options = { address: address.empty? ? Client::DEFAULT_ADDRESS : address, timeout: Client::DEFAULT_TIMEOUT }
+      @options = { address: Client::DEFAULT_ADDRESS, timeout: Client::DEFAULT_TIMEOUT,
+                   **SecurityFlags.from_env(env, address: ADDRESS_ENV) }
     end
 
     def run(argv)
       items = parser.parse(argv)
       return usage_error("at least one KEY or KEY=VALUE is required") if items.empty?
 
-      Client.open(@options[:address], timeout: @options[:timeout]) { |client| run_items(client, items) }
+      Client.open(@options[:address], **@options.except(:address)) { |client| run_items(client, items) }
     rescue OptionParser::ParseError, ArgumentError => e
       usage_error(e.message)
     rescue Interrupt
@@ -110,6 +141,7 @@ module KeyValue
                       "Prints the value of each KEY on its own line; KEY=VALUE sets the key\n" \
                       "(split on the first '='). Arguments run in order.\n\n"
         connection_options(opts)
+        SecurityFlags.define(opts, @options)
         opts.on("-h", "--help", "Show this help") { throw_help(opts) }
         opts.on("--version", "Show the version") { throw_version }
         opts.separator("")

@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "grpc"
+require "keyvalue/credentials"
 require "keyvalue/errors"
 require "keyvalue/proto/api_services_pb"
 require "keyvalue/proto/keyvalue/v1/kv_services_pb"
@@ -22,11 +23,21 @@ module KeyValue
   # channel connects on the first call and reconnects by itself if the server
   # restarts. A client may be shared by threads.
   #
+  # Security (see KeyValue::Credentials): ca_file makes the channel TLS,
+  # trusting those PEM certificates (cert_file alone: TLS with the system's
+  # roots); cert_file and key_file present a client certificate (mutual TLS);
+  # token sends "authorization: Bearer TOKEN" on every call of both services,
+  # watches included. A server that refuses the token raises Unauthenticated
+  # or PermissionDenied; a failed TLS handshake is ServerUnavailable.
+  #
   #   KeyValue::Client.open("127.0.0.1:50051") do |client|
   #     client.set("weather", "sunny")
   #     client.get("weather") # => "sunny"
   #     client.get_record("weather").mod_revision # => 42
   #   end
+  #
+  #   KeyValue::Client.open("kv.example:50051", ca_file: "ca.pem", cert_file: "me.pem",
+  #                                             key_file: "me.key", token: ENV["KV_TOKEN"])
   class Client
     # get_record, put, delete, range, count, compare_and_set, txn, batch_get,
     # batch_put, watch, lease_grant, lease_keep_alive, lease_revoke, lease_info.
@@ -45,10 +56,10 @@ module KeyValue
 
     attr_reader :address, :timeout
 
-    # Opens a client, yields it and closes it afterwards; without a block,
-    # returns the open client.
-    def self.open(address = DEFAULT_ADDRESS, timeout: DEFAULT_TIMEOUT)
-      client = new(address, timeout:)
+    # Opens a client (with the options of #new), yields it and closes it
+    # afterwards; without a block, returns the open client.
+    def self.open(address = DEFAULT_ADDRESS, **options)
+      client = new(address, **options)
       return client unless block_given?
 
       begin
@@ -58,16 +69,30 @@ module KeyValue
       end
     end
 
-    def initialize(address = DEFAULT_ADDRESS, timeout: DEFAULT_TIMEOUT)
+    # - timeout: seconds per call (nil: no deadline);
+    # - token: a bearer token, sent on every call;
+    # - ca_file: PEM CA certificate(s) to verify the server with (TLS);
+    # - cert_file, key_file: PEM client certificate and key (mutual TLS).
+    #
+    # Raises ArgumentError for a bad option, naming any file that cannot be
+    # read. Nothing is sent until the first call.
+    def initialize(address = DEFAULT_ADDRESS, timeout: DEFAULT_TIMEOUT, token: nil, ca_file: nil, cert_file: nil,
+                   key_file: nil)
       raise ArgumentError, "address must not be empty" if address.to_s.strip.empty?
       raise ArgumentError, "timeout must be above zero, got #{timeout}" unless timeout.nil? || timeout.positive?
 
       @address = address
       @timeout = timeout
-      @channel = GRPC::Core::Channel.new(address, CHANNEL_ARGS, :this_channel_is_insecure)
+      @credentials = Credentials.new(token:, ca_file:, cert_file:, key_file:)
+      @channel = GRPC::Core::Channel.new(address, CHANNEL_ARGS, @credentials.channel_credentials)
       @stub = Simplekeyvalue::KeyValue::Stub.new(address, :this_channel_is_insecure, channel_override: @channel)
       @v1 = Keyvalue::V1::KV::Stub.new(address, :this_channel_is_insecure, channel_override: @channel)
       @closed = false
+    end
+
+    # Whether the channel is TLS.
+    def tls?
+      @credentials.tls?
     end
 
     # Stores +value+ under +key+, replacing any previous value.
@@ -100,7 +125,8 @@ module KeyValue
     end
 
     def inspect
-      "#<#{self.class.name} #{@address} timeout=#{@timeout} #{@closed ? 'closed' : 'open'}>"
+      security = [tls? ? "tls" : "plaintext", @credentials.token? ? "token" : nil].compact.join("+")
+      "#<#{self.class.name} #{@address} timeout=#{@timeout} #{security} #{@closed ? 'closed' : 'open'}>"
     end
 
     private
@@ -108,7 +134,7 @@ module KeyValue
     # A call of the tutorial's service.
     def call(method, request)
       check_open
-      @stub.public_send(method, request, deadline:)
+      @stub.public_send(method, request, deadline:, metadata:)
     rescue GRPC::BadStatus => e
       raise KeyValue.error_from_status(e)
     end
@@ -116,14 +142,14 @@ module KeyValue
     # A unary call of keyvalue.v1.KV.
     def call_v1(method, request)
       check_open
-      @v1.public_send(method, request, deadline:)
+      @v1.public_send(method, request, deadline:, metadata:)
     rescue GRPC::BadStatus => e
       raise KeyValue.error_from_status(e, api: :v1)
     end
 
     def watch_events(request, &)
       check_open
-      Watch.each(@v1, request, &)
+      Watch.each(@v1, request, metadata:, &)
     end
 
     def check_open
@@ -132,6 +158,12 @@ module KeyValue
 
     def deadline
       @timeout && (Time.now + @timeout)
+    end
+
+    # What each call sends: the token, if any (a copy, for the grpc gem to
+    # keep or change).
+    def metadata
+      @credentials.metadata.dup
     end
   end
 end

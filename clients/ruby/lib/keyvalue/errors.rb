@@ -42,6 +42,14 @@ module KeyValue
   # (UNAVAILABLE or DEADLINE_EXCEEDED).
   class ServerUnavailable < Error; end
 
+  # The server wants a token and got none, or one it does not know
+  # (UNAUTHENTICATED, from a server started with --auth-token-file).
+  class Unauthenticated < Error; end
+
+  # The token is known but may not do this: a read-only token on a write, or a
+  # key outside the token's prefix (PERMISSION_DENIED).
+  class PermissionDenied < Error; end
+
   # Any other failure status (INTERNAL, FAILED_PRECONDITION, ...).
   class RequestFailed < Error; end
 
@@ -57,6 +65,8 @@ module KeyValue
     codes::INVALID_ARGUMENT => InvalidArgument,
     codes::OUT_OF_RANGE => Compacted,
     codes::RESOURCE_EXHAUSTED => ResourceExhausted,
+    codes::UNAUTHENTICATED => Unauthenticated,
+    codes::PERMISSION_DENIED => PermissionDenied,
     codes::UNAVAILABLE => ServerUnavailable,
     codes::DEADLINE_EXCEEDED => ServerUnavailable
   }.freeze

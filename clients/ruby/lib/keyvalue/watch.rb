@@ -45,11 +45,11 @@ module KeyValue
   module Watch
     # Yields each Event of the Watch +request+ made through +stub+ (a
     # Keyvalue::V1::KV::Stub). The stream has no deadline: it runs until the
-    # consumer stops or the server goes away. Raises Compacted if the start
-    # revision is older than the server's history, ResourceExhausted at
-    # --max-watchers.
-    def self.each(stub, request)
-      operation = stub.watch(request, return_op: true)
+    # consumer stops or the server goes away. +metadata+ goes with the call
+    # (the client's token). Raises Compacted if the start revision is older
+    # than the server's history, ResourceExhausted at --max-watchers.
+    def self.each(stub, request, metadata: {})
+      operation = stub.watch(request, return_op: true, metadata:)
       operation.execute.each do |response|
         response.events.each { |event| yield Event.from_proto(event) }
       end

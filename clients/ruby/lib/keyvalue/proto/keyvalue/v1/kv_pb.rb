@@ -174,6 +174,18 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :ttl_ms, :uint64, 2
       optional :remaining_ms, :uint64, 3
     end
+    add_message "keyvalue.v1.SnapshotRequest" do
+    end
+    add_message "keyvalue.v1.SnapshotLease" do
+      optional :id, :int64, 1
+      optional :ttl_ms, :uint64, 2
+    end
+    add_message "keyvalue.v1.SnapshotChunk" do
+      optional :header, :message, 1, "keyvalue.v1.Header"
+      repeated :leases, :message, 2, "keyvalue.v1.SnapshotLease"
+      repeated :kvs, :message, 3, "keyvalue.v1.KeyValue"
+      optional :done, :bool, 4
+    end
   end
 end
 
@@ -212,5 +224,8 @@ module Keyvalue
     LeaseRevokeResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.LeaseRevokeResponse").msgclass
     LeaseInfoRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.LeaseInfoRequest").msgclass
     LeaseInfoResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.LeaseInfoResponse").msgclass
+    SnapshotRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.SnapshotRequest").msgclass
+    SnapshotLease = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.SnapshotLease").msgclass
+    SnapshotChunk = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.SnapshotChunk").msgclass
   end
 end
