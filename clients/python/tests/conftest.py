@@ -4,6 +4,9 @@ Every test talks to the real kvserver binary (``$KVSERVER_BIN``, default
 ``<repo>/target/debug/kvserver``); a missing binary fails the tests that need
 it with a message saying how to build it. Each server a fixture starts is
 stopped with SIGTERM when its scope ends, and must exit 0.
+
+The secured servers (TLS, mutual TLS, tokens, TLS with tokens) use the
+certificates and tokens of credentials.py.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from credentials import TOKEN_FILE, Pki, make_pki
 from kvserver_process import KvServer, KvServerError, find_binary, serve
 
 
@@ -60,3 +64,51 @@ def silent_address() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
         yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA with server and client certificates, and an unrelated CA with a client's."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``--auth-token-file`` with the tokens of credentials.py."""
+    path = tmp_path_factory.mktemp("auth") / "tokens"
+    path.write_text(TOKEN_FILE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tls_server(
+    kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory, pki: Pki
+) -> Iterator[KvServer]:
+    """A kvserver serving TLS with ``pki.server``, no client certificate needed."""
+    yield from serve(kvserver_bin, tmp_path_factory, pki.server_args())
+
+
+@pytest.fixture(scope="session")
+def mtls_server(
+    kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory, pki: Pki
+) -> Iterator[KvServer]:
+    """A kvserver that also requires a client certificate signed by ``pki.ca``."""
+    args = [*pki.server_args(), "--tls-client-ca", str(pki.ca)]
+    yield from serve(kvserver_bin, tmp_path_factory, args)
+
+
+@pytest.fixture(scope="session")
+def token_server(
+    kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory, token_file: Path
+) -> Iterator[KvServer]:
+    """A plaintext kvserver that requires a token."""
+    yield from serve(kvserver_bin, tmp_path_factory, ["--auth-token-file", str(token_file)])
+
+
+@pytest.fixture(scope="session")
+def tls_token_server(
+    kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory, pki: Pki, token_file: Path
+) -> Iterator[KvServer]:
+    """A kvserver serving TLS that also requires a token."""
+    args = [*pki.server_args(), "--auth-token-file", str(token_file)]
+    yield from serve(kvserver_bin, tmp_path_factory, args)

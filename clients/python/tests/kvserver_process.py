@@ -78,6 +78,14 @@ class KvServer:
             raise KvServerError("kvserver is not running")
         return self._address
 
+    @property
+    def localhost_address(self) -> str:
+        """The address with the host name ``localhost`` instead of the IP address.
+
+        A TLS client dialing it checks the certificate's DNS name, not its IP.
+        """
+        return "localhost:" + self.address.rpartition(":")[2]
+
     def log(self) -> str:
         """Everything the server wrote to stderr so far."""
         try:

@@ -13,13 +13,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from credentials import READ_TOKEN, WRITE_TOKEN, Pki
 from kvserver_process import KvServer
 
 from keyvalue import Client, InvalidArgument
-from keyvalue.cli import ADDRESS_ENV, build_parser
+from keyvalue.cli import ADDRESS_ENV, CA_FILE_ENV, CERT_ENV, KEY_ENV, TOKEN_ENV, build_parser
 from keyvalue.client import DEFAULT_ADDRESS
 
 ENTRY_POINTS = ["module", "script"]
+# The variables kv-py reads; unset for each run unless the test sets them.
+KV_ENV = (ADDRESS_ENV, TOKEN_ENV, CA_FILE_ENV, CERT_ENV, KEY_ENV)
 
 
 def command(entry_point: str) -> list[str]:
@@ -39,8 +42,8 @@ def command(entry_point: str) -> list[str]:
 def kv(
     *args: str, entry_point: str = "module", env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run kv-py with ``args``; ``$KV_ADDR`` is unset unless ``env`` sets it."""
-    full_env = {name: value for name, value in os.environ.items() if name != ADDRESS_ENV}
+    """Run kv-py with ``args``; ``$KV_ADDR`` and co. are unset unless ``env`` sets them."""
+    full_env = {name: value for name, value in os.environ.items() if name not in KV_ENV}
     full_env.update(env or {})
     return subprocess.run(
         [*command(entry_point), *args],
@@ -176,3 +179,155 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert "usage:" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.returncode == 2
+
+
+# ---- TLS and tokens -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_tls_and_token_flags(
+    tls_token_server: KvServer, pki: Pki, key: str, entry_point: str
+) -> None:
+    result = kv(
+        "--addr",
+        tls_token_server.localhost_address,
+        "--ca-file",
+        str(pki.ca),
+        "--token",
+        WRITE_TOKEN,
+        f"{key}=secure",
+        key,
+        entry_point=entry_point,
+    )
+    assert result.stderr == ""
+    assert result.stdout.splitlines() == [
+        f'sent "{key}" to server',
+        f'server returned value "secure" for key "{key}"',
+    ]
+    assert result.returncode == 0
+
+
+def test_tls_and_token_environment_variables(
+    tls_token_server: KvServer, pki: Pki, key: str
+) -> None:
+    env = {
+        ADDRESS_ENV: tls_token_server.address,
+        CA_FILE_ENV: str(pki.ca),
+        TOKEN_ENV: WRITE_TOKEN,
+    }
+    result = kv(f"{key}=from-env", key, env=env)
+    assert result.stderr == ""
+    assert result.stdout.splitlines()[-1] == f'server returned value "from-env" for key "{key}"'
+    assert result.returncode == 0
+
+
+def test_mutual_tls_flags_and_environment_variables(
+    mtls_server: KvServer, pki: Pki, key: str
+) -> None:
+    flags = [
+        "--addr",
+        mtls_server.address,
+        "--ca-file",
+        str(pki.ca),
+        "--cert",
+        str(pki.client.cert),
+        "--key",
+        str(pki.client.key),
+    ]
+    assert kv(*flags, f"{key}=mutual").returncode == 0
+    env = {
+        ADDRESS_ENV: mtls_server.address,
+        CA_FILE_ENV: str(pki.ca),
+        CERT_ENV: str(pki.client.cert),
+        KEY_ENV: str(pki.client.key),
+    }
+    result = kv(key, env=env)
+    assert result.stdout == f'server returned value "mutual" for key "{key}"\n'
+    assert result.returncode == 0
+
+
+def test_mutual_tls_without_a_client_certificate_is_unreachable(
+    mtls_server: KvServer, pki: Pki
+) -> None:
+    # gRPC's C core logs failed TLS handshakes to stderr itself, at import-time
+    # verbosity; GRPC_VERBOSITY=NONE (documented in the README) silences it.
+    result = kv(
+        "--addr",
+        mtls_server.address,
+        "--ca-file",
+        str(pki.ca),
+        "--timeout",
+        "3",
+        "k",
+        env={"GRPC_VERBOSITY": "NONE"},
+    )
+    assert result.stderr.startswith(
+        f"failed to get key from server: cannot reach kvserver at {mtls_server.address}: "
+    )
+    assert result.stderr.count("\n") == 1
+    assert result.returncode == 3
+
+
+def test_plaintext_to_a_tls_server_is_unreachable(tls_server: KvServer) -> None:
+    result = kv("--addr", tls_server.address, "--timeout", "3", "k")
+    assert result.stderr.count("\n") == 1
+    assert "cannot reach kvserver" in result.stderr
+    assert result.returncode == 3
+
+
+def test_a_missing_token_is_one_line_and_exit_4(token_server: KvServer, key: str) -> None:
+    result = kv("--addr", token_server.address, key)
+    assert result.stdout == ""
+    assert result.stderr.startswith("failed to get key from server: this server needs a token")
+    assert result.stderr.count("\n") == 1
+    assert result.returncode == 4
+
+
+def test_a_read_token_can_get_but_set_is_refused_with_exit_4(
+    token_server: KvServer, key: str
+) -> None:
+    assert kv("--addr", token_server.address, "--token", WRITE_TOKEN, f"{key}=v").returncode == 0
+    result = kv(f"{key}=other", key, env={ADDRESS_ENV: token_server.address, TOKEN_ENV: READ_TOKEN})
+    assert result.stdout == f'server returned value "v" for key "{key}"\n'
+    assert result.stderr.startswith("failed to set key on server: the token may only read")
+    assert result.stderr.count("\n") == 1
+    assert result.returncode == 4
+
+
+def test_the_token_flag_wins_over_the_environment(token_server: KvServer, key: str) -> None:
+    env = {ADDRESS_ENV: token_server.address, TOKEN_ENV: READ_TOKEN}
+    result = kv("--token", WRITE_TOKEN, f"{key}=v", env=env)
+    assert result.stderr == ""
+    assert result.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ca-file", "CA", "--cert", "CERT"], "--cert and --key go together"),
+        (["--ca-file", "CA", "--key", "KEY"], "--cert and --key go together"),
+        (["--cert", "CERT", "--key", "KEY"], "--cert and --key need --ca-file"),
+        (["--ca-file", "/no/such/ca.pem"], "cannot read ca_file '/no/such/ca.pem'"),
+        (["--token", "two words"], "token must be printable ASCII"),
+    ],
+    ids=["cert-without-key", "key-without-cert", "cert-without-ca", "missing-ca", "bad-token"],
+)
+def test_bad_security_flags_are_usage_errors(args: list[str], message: str) -> None:
+    result = kv(*args, "k")
+    assert result.stdout == ""
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2
+
+
+def test_security_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in KV_ENV:
+        monkeypatch.delenv(name, raising=False)
+    args = build_parser().parse_args(["k"])
+    assert (args.token, args.ca_file, args.cert, args.key) == (None, None, None, None)
+    monkeypatch.setenv(TOKEN_ENV, "t")
+    monkeypatch.setenv(CA_FILE_ENV, "ca.pem")
+    monkeypatch.setenv(CERT_ENV, "c.pem")
+    monkeypatch.setenv(KEY_ENV, "")  # empty is unset
+    args = build_parser().parse_args(["k"])
+    assert (args.token, args.ca_file, args.cert, args.key) == ("t", "ca.pem", "c.pem", None)

@@ -11,9 +11,11 @@ from keyvalue import (
     KeyNotFound,
     KeyValueError,
     LeaseNotFound,
+    PermissionDenied,
     RequestFailed,
     ResourceExhausted,
     ServerUnavailable,
+    Unauthenticated,
 )
 from keyvalue.errors import error_for_status, from_rpc_error
 
@@ -29,6 +31,8 @@ from keyvalue.errors import error_for_status, from_rpc_error
         (grpc.StatusCode.RESOURCE_EXHAUSTED, ResourceExhausted),
         (grpc.StatusCode.OUT_OF_RANGE, Compacted),
         (grpc.StatusCode.UNKNOWN, RequestFailed),
+        (grpc.StatusCode.UNAUTHENTICATED, Unauthenticated),
+        (grpc.StatusCode.PERMISSION_DENIED, PermissionDenied),
     ],
 )
 def test_each_code_maps_to_its_exception(

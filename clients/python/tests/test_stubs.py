@@ -105,4 +105,5 @@ def test_both_services_are_in_the_committed_stubs() -> None:
         "LeaseKeepAlive",
         "LeaseRevoke",
         "LeaseInfo",
+        "Snapshot",
     }

@@ -14,9 +14,11 @@ from keyvalue.errors import (
     KeyNotFound,
     KeyValueError,
     LeaseNotFound,
+    PermissionDenied,
     RequestFailed,
     ResourceExhausted,
     ServerUnavailable,
+    Unauthenticated,
 )
 from keyvalue.key_value import KeyValue
 from keyvalue.lease import Lease, LeaseInfo
@@ -41,11 +43,13 @@ __all__ = [
     "LeaseInfo",
     "LeaseNotFound",
     "Op",
+    "PermissionDenied",
     "PutResult",
     "RangeResult",
     "RequestFailed",
     "ResourceExhausted",
     "ServerUnavailable",
     "TxnResult",
+    "Unauthenticated",
     "Watch",
 ]

@@ -32,11 +32,16 @@ EXIT_REFUSED = 4
 EXIT_INTERRUPTED = 130
 
 ADDRESS_ENV = "KV_ADDR"
+TOKEN_ENV = "KV_TOKEN"
+CA_FILE_ENV = "KV_CA_FILE"
+CERT_ENV = "KV_CERT"
+KEY_ENV = "KV_KEY"
 
 _EPILOG = f"""\
 exit codes: {EXIT_OK} all ok, {EXIT_KEY_NOT_FOUND} key not found, {EXIT_USAGE} usage error,
 {EXIT_UNREACHABLE} server unreachable (or no answer within --timeout),
-{EXIT_REFUSED} request refused by the server (e.g. key empty or too long).
+{EXIT_REFUSED} request refused by the server (e.g. key empty or too long, no or bad
+token, token not allowed to do this).
 With several arguments, the code of the first failure.
 A key starting with '-' goes after '--', as in: -- -key=value"""
 
@@ -131,14 +136,59 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long each request may take (default: %(default)s)",
     )
+    security = parser.add_argument_group("security")
+    security.add_argument(
+        "--token",
+        default=_env(TOKEN_ENV),
+        help=f"send 'authorization: Bearer TOKEN' with every request (default: ${TOKEN_ENV})",
+    )
+    security.add_argument(
+        "--ca-file",
+        default=_env(CA_FILE_ENV),
+        metavar="PEM",
+        help=f"use TLS, trusting server certificates this CA signed (default: ${CA_FILE_ENV})",
+    )
+    security.add_argument(
+        "--cert",
+        default=_env(CERT_ENV),
+        metavar="PEM",
+        help=f"client certificate for mutual TLS, with --key and --ca-file (default: ${CERT_ENV})",
+    )
+    security.add_argument(
+        "--key",
+        default=_env(KEY_ENV),
+        metavar="PEM",
+        help=f"private key of --cert (default: ${KEY_ENV})",
+    )
     return parser
+
+
+def _env(name: str) -> str | None:
+    """The environment variable's value; unset and empty are both ``None``."""
+    return os.environ.get(name) or None
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Entry point of ``kv-py``; returns the exit code."""
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together (mutual TLS takes both)")
+    if args.cert is not None and args.ca_file is None:
+        parser.error("--cert and --key need --ca-file (they are for TLS)")
     try:
-        with Client(args.addr, timeout=args.timeout) as client:
+        client = Client(
+            args.addr,
+            timeout=args.timeout,
+            token=args.token,
+            ca_file=args.ca_file,
+            cert_file=args.cert,
+            key_file=args.key,
+        )
+    except ValueError as error:  # an unreadable file (named), a malformed token
+        parser.error(str(error))
+    try:
+        with client:
             return run(client, args.items, sys.stdout, sys.stderr)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

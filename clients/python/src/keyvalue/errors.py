@@ -77,6 +77,22 @@ class Compacted(KeyValueError):
     """
 
 
+class Unauthenticated(KeyValueError):
+    """The server wants a token and got none, or one it does not know (``UNAUTHENTICATED``).
+
+    Pass ``token=`` to :class:`~keyvalue.Client` (``--token`` / ``$KV_TOKEN``
+    for ``kv-py``).
+    """
+
+
+class PermissionDenied(KeyValueError):
+    """The token may not do this (``PERMISSION_DENIED``).
+
+    A ``read`` token calling a method that writes, or a token confined to a
+    key prefix reaching a key outside it. The message says which.
+    """
+
+
 class RequestFailed(KeyValueError):
     """Any other failure status (``INTERNAL``, ``UNKNOWN``, ...)."""
 
@@ -100,6 +116,8 @@ _ERROR_FOR_CODE: Mapping[grpc.StatusCode, type[KeyValueError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: ServerUnavailable,
     grpc.StatusCode.OUT_OF_RANGE: Compacted,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 """The mapping for the tutorial service, and the default."""
 

@@ -324,3 +324,27 @@ class LeaseInfoResponse(_message.Message):
     ttl_ms: int
     remaining_ms: int
     def __init__(self, id: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., remaining_ms: _Optional[int] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SnapshotLease(_message.Message):
+    __slots__ = ("id", "ttl_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    ttl_ms: int
+    def __init__(self, id: _Optional[int] = ..., ttl_ms: _Optional[int] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("header", "leases", "kvs", "done")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    KVS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    leases: _containers.RepeatedCompositeFieldContainer[SnapshotLease]
+    kvs: _containers.RepeatedCompositeFieldContainer[KeyValue]
+    done: bool
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., leases: _Optional[_Iterable[_Union[SnapshotLease, _Mapping]]] = ..., kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., done: _Optional[bool] = ...) -> None: ...

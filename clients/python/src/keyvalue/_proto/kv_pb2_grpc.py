@@ -94,6 +94,11 @@ class KVStub:
                 request_serializer=keyvalue_dot___proto_dot_kv__pb2.LeaseInfoRequest.SerializeToString,
                 response_deserializer=keyvalue_dot___proto_dot_kv__pb2.LeaseInfoResponse.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_stream(
+                '/keyvalue.v1.KV/Snapshot',
+                request_serializer=keyvalue_dot___proto_dot_kv__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=keyvalue_dot___proto_dot_kv__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -181,6 +186,14 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """A consistent copy of every key and lease, at one revision, streamed in
+        chunks while writes go on (for `kv backup`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -243,6 +256,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.LeaseInfo,
                     request_deserializer=keyvalue_dot___proto_dot_kv__pb2.LeaseInfoRequest.FromString,
                     response_serializer=keyvalue_dot___proto_dot_kv__pb2.LeaseInfoResponse.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=keyvalue_dot___proto_dot_kv__pb2.SnapshotRequest.FromString,
+                    response_serializer=keyvalue_dot___proto_dot_kv__pb2.SnapshotChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -569,6 +587,33 @@ class KV:
             '/keyvalue.v1.KV/LeaseInfo',
             keyvalue_dot___proto_dot_kv__pb2.LeaseInfoRequest.SerializeToString,
             keyvalue_dot___proto_dot_kv__pb2.LeaseInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/keyvalue.v1.KV/Snapshot',
+            keyvalue_dot___proto_dot_kv__pb2.SnapshotRequest.SerializeToString,
+            keyvalue_dot___proto_dot_kv__pb2.SnapshotChunk.FromString,
             options,
             channel_credentials,
             insecure,
