@@ -1,0 +1,71 @@
+"""What operators' tools see of a real kvserver.
+
+Reflection, as grpcurl and grpcio-reflection use it, and the metrics page,
+read by Prometheus' own parser.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from kvserver_process import KvServer, serve
+from prometheus_client.parser import text_string_to_metric_families
+
+from keyvalue import Client, KeyNotFound
+
+
+@pytest.fixture
+def metrics_server(
+    kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KvServer]:
+    yield from serve(kvserver_bin, tmp_path_factory, ["--metrics-listen", "127.0.0.1:0"])
+
+
+def test_reflection_lists_and_describes_both_services(server: KvServer) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        assert {"simplekeyvalue.KeyValue", "keyvalue.v1.KV"} <= services
+        kv = database.FindFileContainingSymbol("keyvalue.v1.KV")
+        assert kv.package == "keyvalue.v1"
+        assert "KV" in [service.name for service in kv.service]
+
+
+def test_the_metrics_page_parses_and_counts_what_happened(metrics_server: KvServer) -> None:
+    match = re.search(r"^metrics on (http://\S+)$", metrics_server.log(), re.MULTILINE)
+    assert match, metrics_server.log()
+    with Client(metrics_server.address) as client:
+        client.set("weather", "sunny")
+        client.set("weather", "rain")
+        assert client.get("weather") == "rain"
+        with pytest.raises(KeyNotFound):
+            client.get("never-set")
+    with urllib.request.urlopen(match.group(1), timeout=10) as response:
+        assert response.status == 200
+        page = response.read().decode()
+    families = {family.name: family for family in text_string_to_metric_families(page)}
+
+    requests = {
+        (sample.labels["method"], sample.labels["code"]): sample.value
+        for sample in families["kv_requests"].samples
+        if sample.name == "kv_requests_total"
+    }
+    assert requests[("/simplekeyvalue.KeyValue/Set", "Ok")] == 2
+    assert requests[("/simplekeyvalue.KeyValue/Get", "Ok")] == 1
+    assert requests[("/simplekeyvalue.KeyValue/Get", "NotFound")] == 1
+
+    latency = families["kv_request_duration_seconds"]
+    assert latency.type == "histogram"
+    counts = [s for s in latency.samples if s.name.endswith("_count")]
+    assert sum(s.value for s in counts) == 4
+    keys = families["kv_keys"].samples[0].value
+    assert keys == 1
+    assert families["kv_connections_open"].samples[0].value >= 0
