@@ -13,6 +13,9 @@ WORKDIR /src
 # Dependencies first, so that editing the code does not rebuild them.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
+# The manifest names these targets; cargo wants their files to exist.
+COPY tests tests
+COPY benches benches
 RUN mkdir -p src/bin \
     && echo 'fn main() {}' > src/bin/kvserver.rs \
     && echo 'fn main() {}' > src/bin/kv.rs \
