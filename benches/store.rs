@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use keyvalue::storage::ops::{
-    Compare, CompareOp, CompareTarget, KeyRange, Op, RangeQuery, Txn,
-};
+use keyvalue::storage::ops::{Compare, CompareOp, CompareTarget, KeyRange, Op, RangeQuery, Txn};
 use keyvalue::storage::{DiskStore, MemoryStore, Store, SyncPolicy};
 use tokio::runtime::Runtime;
 
