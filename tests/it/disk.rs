@@ -189,12 +189,20 @@ fn a_data_dir_without_permission_is_a_clear_error() {
     std::fs::create_dir(&locked).unwrap();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
     let data_dir = locked.join("data");
+    // Kept until the end: `nobody` runs the binary from here.
+    let shared = tempfile::tempdir().unwrap();
     let mut command = if running_as_root() {
-        // Root may enter any directory; `nobody` may not enter root's 0700 one.
+        // Root may enter any directory; `nobody` may not enter root's 0700
+        // one. `nobody` may not reach the build directory either, so it runs
+        // a copy of the binary from a directory anyone may enter.
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let binary = shared.path().join("kvserver");
+        std::fs::copy(env!("CARGO_BIN_EXE_kvserver"), &binary).unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut command = Command::new("setpriv");
         command
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_kvserver"));
+            .arg(&binary);
         command
     } else {
         std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
