@@ -248,3 +248,47 @@ fn unusable_certificate_files_stop_the_server_with_a_message() {
         assert!(!stderr.contains("listening on"));
     }
 }
+
+#[test]
+fn kv_speaks_tls_and_tokens_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new("test CA");
+    let (cert, key) = server_files(dir.path(), &ca);
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem);
+    let tokens = write(
+        dir.path(),
+        "tokens",
+        "writer-secret readwrite\nreader-secret read\n",
+    );
+    let server = start_tls(
+        &cert,
+        &key,
+        &["--auth-token-file", tokens.to_str().unwrap()],
+    );
+    let trusted = ["--ca-file", ca_file.to_str().unwrap()];
+    let writer = [trusted[0], trusted[1], "--token", "writer-secret"];
+    let reader = [trusted[0], trusted[1], "--token", "reader-secret"];
+    assert!(
+        kv(&server, &writer, &["set", "k", "secret"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        text(&kv(&server, &reader, &["get", "k"]).stdout),
+        "secret\n"
+    );
+    let refused = kv(&server, &reader, &["set", "k", "x"]);
+    assert_eq!(refused.status.code(), Some(4));
+    assert!(
+        text(&refused.stderr).contains("PermissionDenied"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let anonymous = kv(&server, &trusted, &["get", "k"]);
+    assert_eq!(anonymous.status.code(), Some(4));
+    assert!(
+        text(&anonymous.stderr).contains("Unauthenticated"),
+        "{}",
+        text(&anonymous.stderr)
+    );
+}
