@@ -423,6 +423,10 @@ impl<S: Store> Kv for KvService<S> {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        // Revoking deletes the lease's keys wherever they are: only for
+        // tokens that may touch every key.
+        let scope = scope_of(&request);
+        Checks::new(&self.limits, scope.as_ref()).range(&KeyRange::prefix(Bytes::new()))?;
         let (deleted, revision) = self
             .store
             .lease_revoke(request.into_inner().id)

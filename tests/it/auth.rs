@@ -178,6 +178,23 @@ async fn a_prefix_token_reaches_only_its_keys() {
         .await
         .unwrap_err();
     assert_eq!(watch.code(), Code::PermissionDenied);
+    // Revoking a lease deletes its keys wherever they are: not for a prefix.
+    let lease = kv
+        .lease_grant(with_token(
+            pb::LeaseGrantRequest { ttl_ms: 60_000 },
+            "writer-secret",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let revoke = kv
+        .lease_revoke(with_token(
+            pb::LeaseRevokeRequest { id: lease.id },
+            "app-secret",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(revoke.code(), Code::PermissionDenied);
     // The tutorial service is confined the same way.
     let mut tutorial = server.client().await;
     let status = tutorial
