@@ -38,52 +38,77 @@ pub struct MemoryStore {
 }
 
 /// A key and its record in one allocation, so that a million small keys do
-/// not cost three allocations and a few handles each: `[key length: u32]
-/// [key][create_revision][mod_revision][version][lease][value]`, integers
-/// little-endian. Ordered, compared and looked up by the key alone. Shared
-/// (`Arc`), so a snapshot copies pointers, not data.
+/// not cost three allocations and a few handles each: `[key length][key]
+/// [create_revision][mod_revision][version][lease][value]`, the numbers as
+/// LEB128 varints (a small revision takes a byte or three, not eight).
+/// Ordered, compared and looked up by the key alone. Shared (`Arc`), so a
+/// snapshot copies pointers, not data.
 #[derive(Clone)]
 struct Entry(Arc<[u8]>);
 
-const COUNTERS: usize = 4 * 8;
+fn put_varint(bytes: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        bytes.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    bytes.push(n as u8);
+}
+
+/// The varint at `*at`, moving `*at` past it. Entries are only ever written
+/// by [`Entry::new`], so they are well formed.
+fn get_varint(bytes: &[u8], at: &mut usize) -> u64 {
+    let mut n = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = bytes[*at];
+        *at += 1;
+        n |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return n;
+        }
+        shift += 7;
+    }
+}
 
 impl Entry {
     fn new(key: &[u8], record: &Record) -> Entry {
-        let key_len = u32::try_from(key.len()).expect("keys are limited far below 4 GiB");
-        let mut bytes = Vec::with_capacity(4 + key.len() + COUNTERS + record.value.len());
-        bytes.extend_from_slice(&key_len.to_le_bytes());
+        let mut bytes = Vec::with_capacity(key.len() + record.value.len() + 16);
+        put_varint(&mut bytes, key.len() as u64);
         bytes.extend_from_slice(key);
-        bytes.extend_from_slice(&record.create_revision.to_le_bytes());
-        bytes.extend_from_slice(&record.mod_revision.to_le_bytes());
-        bytes.extend_from_slice(&record.version.to_le_bytes());
-        bytes.extend_from_slice(&record.lease.to_le_bytes());
+        put_varint(&mut bytes, record.create_revision);
+        put_varint(&mut bytes, record.mod_revision);
+        put_varint(&mut bytes, record.version);
+        // Lease ids are positive; the cast keeps any i64 anyway.
+        put_varint(&mut bytes, record.lease as u64);
         bytes.extend_from_slice(&record.value);
         Entry(bytes.into())
     }
 
-    fn key_len(&self) -> usize {
-        let mut le = [0u8; 4];
-        le.copy_from_slice(&self.0[..4]);
-        u32::from_le_bytes(le) as usize
+    /// Where the key starts, and its length.
+    fn key_span(&self) -> (usize, usize) {
+        let mut at = 0;
+        let len = get_varint(&self.0, &mut at) as usize;
+        (at, len)
     }
 
     fn key(&self) -> &[u8] {
-        &self.0[4..4 + self.key_len()]
+        let (at, len) = self.key_span();
+        &self.0[at..at + len]
     }
 
     fn record(&self) -> Record {
-        let at = 4 + self.key_len();
-        let word = |n: usize| {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(&self.0[at + 8 * n..at + 8 * n + 8]);
-            le
-        };
+        let (start, len) = self.key_span();
+        let mut at = start + len;
+        let create_revision = get_varint(&self.0, &mut at);
+        let mod_revision = get_varint(&self.0, &mut at);
+        let version = get_varint(&self.0, &mut at);
+        let lease = get_varint(&self.0, &mut at) as i64;
         Record {
-            create_revision: u64::from_le_bytes(word(0)),
-            mod_revision: u64::from_le_bytes(word(1)),
-            version: u64::from_le_bytes(word(2)),
-            lease: i64::from_le_bytes(word(3)),
-            value: Bytes::copy_from_slice(&self.0[at + COUNTERS..]),
+            create_revision,
+            mod_revision,
+            version,
+            lease,
+            value: Bytes::copy_from_slice(&self.0[at..]),
         }
     }
 }
@@ -414,4 +439,30 @@ pub(crate) fn random_lease_id() -> LeaseId {
 #[cfg(test)]
 mod tests {
     crate::storage::conformance::conformance_suite!(super::MemoryStore::new());
+}
+
+#[cfg(test)]
+mod entry_tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_small_and_extreme_numbers() {
+        for (key, record) in [
+            (&b""[..], Record::after_put(None, Bytes::new(), 1, 0)),
+            (
+                &b"k\xff"[..],
+                Record {
+                    value: Bytes::from_static(b"value"),
+                    create_revision: u64::MAX,
+                    mod_revision: 1 << 35,
+                    version: 127,
+                    lease: i64::MAX,
+                },
+            ),
+        ] {
+            let entry = Entry::new(key, &record);
+            assert_eq!(entry.key(), key);
+            assert_eq!(entry.record(), record);
+        }
+    }
 }
