@@ -57,6 +57,8 @@ pub struct BenchConfig {
     /// What every key starts with; `None`: a random prefix per run, so runs
     /// never see each other's keys.
     pub key_prefix: Option<String>,
+    /// Keys per BatchGet (`batch` in the mix).
+    pub batch_size: usize,
 }
 
 /// The service a benchmark loads.
@@ -77,7 +79,7 @@ pub enum OpKind {
     Set,
     /// Read a window of [`RANGE_WINDOW`] consecutive keys (v1).
     Range,
-    /// Read [`BATCH_KEYS`] keys in one call (v1).
+    /// Read `batch_size` keys in one call (v1).
     Batch,
     /// Compare-and-set one key on its revision (v1).
     Txn,
@@ -115,8 +117,6 @@ impl OpKind {
 
 /// Keys one Range reads.
 pub const RANGE_WINDOW: usize = 10;
-/// Keys one BatchGet reads.
-pub const BATCH_KEYS: usize = 10;
 
 /// The share of each operation, in percent, adding up to 100.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,6 +258,7 @@ impl Report {
             "conns": config.conns,
             "concurrency": config.concurrency,
             "keys": config.keys,
+            "batch_size": config.batch_size,
             "key_size": config.key_size,
             "value_size": config.value_size,
             "api": match config.api { Api::Tutorial => "tutorial", Api::V1 => "v1" },
@@ -451,6 +452,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
             all_keys: std::sync::Arc::clone(&all_keys),
             value_size: config.value_size,
             mix: config.mix,
+            batch_size: config.batch_size.max(1),
             preload: config.preload,
             limit,
             deadline,
@@ -560,6 +562,7 @@ struct WorkerSpec {
     all_keys: std::sync::Arc<Vec<String>>,
     value_size: usize,
     mix: Mix,
+    batch_size: usize,
     preload: bool,
     limit: Option<u64>,
     deadline: Option<Duration>,
@@ -628,7 +631,7 @@ impl WorkerSpec {
                     self.range(&mut conn, start, &expected, &mut result).await;
                 }
                 OpKind::Batch => {
-                    let slots: Vec<usize> = (0..BATCH_KEYS)
+                    let slots: Vec<usize> = (0..self.batch_size)
                         .map(|_| (next() % self.keys.len() as u64) as usize)
                         .collect();
                     self.batch(&mut conn, &slots, &expected, &mut result).await;

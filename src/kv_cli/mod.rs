@@ -247,9 +247,12 @@ struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     value_size: usize,
     /// Operation mix in percent, e.g. get=90,set=10 or set=100; with
-    /// --api v1 also range (10 keys), batch (BatchGet of 10) and txn (a CAS).
+    /// --api v1 also range (10 keys), batch (BatchGet of --batch-size) and txn (a CAS).
     #[arg(long, default_value = "get=90,set=10", value_parser = Mix::parse)]
     mix: Mix,
+    /// Keys per BatchGet for `batch` in the mix.
+    #[arg(long, default_value_t = 10)]
+    batch_size: usize,
     /// Start every key with this (default: a random prefix per run, so runs
     /// never see each other's keys).
     #[arg(long)]
@@ -834,6 +837,7 @@ async fn bench(addr: String, args: BenchArgs) -> ExitCode {
         },
         mix: args.mix,
         key_prefix: args.key_prefix,
+        batch_size: args.batch_size,
         preload: !args.no_preload,
     };
     match crate::bench::run(&config).await {
