@@ -626,8 +626,11 @@ fn leased(key: &str, lease: LeaseId) -> Op {
 pub(crate) async fn keys_of_an_expired_lease_vanish_and_expiry_deletes_them<S: Store>(
     store: Arc<S>,
 ) {
-    let lease = store.lease_grant(Duration::from_millis(300)).await.unwrap();
-    assert_eq!(lease.ttl, Duration::from_millis(300));
+    let lease = store
+        .lease_grant(Duration::from_millis(1000))
+        .await
+        .unwrap();
+    assert_eq!(lease.ttl, Duration::from_millis(1000));
     store
         .txn(Txn::of(vec![
             leased("t/1", lease.id),
@@ -642,7 +645,7 @@ pub(crate) async fn keys_of_an_expired_lease_vanish_and_expiry_deletes_them<S: S
         .unwrap();
     assert!(store.get(b"t/1").await.unwrap().is_some());
 
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(1400)).await;
     // Gone for every reader at the deadline, before any expiry ran.
     assert_eq!(store.get(b"t/1").await.unwrap(), None);
     let left = store

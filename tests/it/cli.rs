@@ -289,13 +289,13 @@ fn txn_reads_a_transaction_from_stdin_or_a_file() {
 #[test]
 fn set_with_a_ttl_prints_its_lease_and_the_key_expires() {
     let server = Server::start();
-    let set = kv(server.addr(), &["set", "--ttl", "500ms", "temp", "v"]);
+    let set = kv(server.addr(), &["set", "--ttl", "1s", "temp", "v"]);
     let printed = text(&set.stdout);
     let lease = printed.strip_prefix("lease ").expect("the lease id").trim();
     assert!(lease.parse::<i64>().unwrap() > 0);
     let info = text(&kv(server.addr(), &["lease", "info", lease]).stdout);
-    assert!(info.contains("ttl 500ms"), "{info}");
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert!(info.contains("ttl 1000ms"), "{info}");
+    std::thread::sleep(std::time::Duration::from_millis(1400));
     assert_eq!(kv(server.addr(), &["get", "temp"]).status.code(), Some(1));
     let keep_alive = kv(server.addr(), &["lease", "keep-alive", lease]);
     assert_eq!(keep_alive.status.code(), Some(4));

@@ -568,7 +568,7 @@ async fn leases_are_kept_alive_shared_and_revoked() {
     let server = Server::start();
     let mut kv = server.kv_client().await;
     let lease = kv
-        .lease_grant(pb::LeaseGrantRequest { ttl_ms: 500 })
+        .lease_grant(pb::LeaseGrantRequest { ttl_ms: 1000 })
         .await
         .unwrap()
         .into_inner();
@@ -582,8 +582,8 @@ async fn leases_are_kept_alive_shared_and_revoked() {
         .await
         .unwrap();
     }
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
         kv.lease_keep_alive(pb::LeaseKeepAliveRequest { id: lease.id })
             .await
             .unwrap();
