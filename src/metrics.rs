@@ -215,7 +215,7 @@ impl Metrics {
 
     /// The tower layer that counts requests.
     pub fn layer(self: &Arc<Self>) -> MetricsLayer {
-        MetricsLayer(Some(Arc::clone(self)))
+        MetricsLayer(Arc::clone(self))
     }
 }
 
@@ -228,9 +228,9 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// The layer; `None` counts nothing (no `--metrics-listen`).
-#[derive(Clone, Default)]
-pub struct MetricsLayer(Option<Arc<Metrics>>);
+/// The layer (present only with `--metrics-listen`).
+#[derive(Clone)]
+pub struct MetricsLayer(Arc<Metrics>);
 
 impl<S> Layer<S> for MetricsLayer {
     type Service = Counted<S>;
@@ -247,7 +247,7 @@ impl<S> Layer<S> for MetricsLayer {
 #[derive(Clone)]
 pub struct Counted<S> {
     inner: S,
-    metrics: Option<Arc<Metrics>>,
+    metrics: Arc<Metrics>,
 }
 
 type Answer<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
@@ -268,9 +268,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let Some(metrics) = self.metrics.clone() else {
-            return Box::pin(self.inner.call(request));
-        };
+        let metrics = Arc::clone(&self.metrics);
         let method = method_index(request.uri().path());
         let started = Instant::now();
         let response = self.inner.call(request);

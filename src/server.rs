@@ -20,11 +20,12 @@ use tonic_health::ServingStatus;
 use crate::grpc::{
     AuthLayer, KvService, Limits, ShedLayer, Tokens, TutorialService, oversize_layer,
 };
-use crate::metrics::{self, Metrics, MetricsLayer, Tracked};
+use crate::metrics::{self, Metrics, Tracked};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::storage::Store;
 use crate::tls::{self, TlsSetup};
 use tokio_stream::StreamExt;
+use tower::util::option_layer;
 
 /// The names `grpc.health.v1.Health` reports on: the whole server (""),
 /// and each service.
@@ -128,15 +129,16 @@ pub async fn run<S: Store>(
     // client that never answers the server's GOAWAY would hold it forever; the
     // grace timer starts when shutdown does and bounds that wait.
     let (shutdown_started, grace_starts) = oneshot::channel::<()>();
-    let counting = metrics
-        .as_ref()
-        .map_or_else(MetricsLayer::default, |(metrics, _)| metrics.layer());
+    // Layers that are off are left out (not passed through), so they cost
+    // a request nothing.
+    let counting = option_layer(metrics.as_ref().map(|(metrics, _)| metrics.layer()));
+    let authenticating = option_layer(config.auth.clone().map(AuthLayer::new));
     let router = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .layer(counting)
         .layer(ShedLayer::new(config.max_in_flight))
         .layer(oversize_layer(config.limits))
-        .layer(AuthLayer::new(config.auth.clone()))
+        .layer(authenticating)
         .add_service(tutorial.into_server())
         .add_service(kv.into_server())
         .add_service(health_service)

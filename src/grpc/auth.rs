@@ -181,14 +181,14 @@ fn authorize(
     Ok(Some(grant.scope.clone()))
 }
 
-/// The layer: `None` lets everything through (no token file).
-#[derive(Clone, Default)]
+/// The layer (present only when there is a token file).
+#[derive(Clone)]
 pub(crate) struct AuthLayer {
-    tokens: Option<Arc<Tokens>>,
+    tokens: Arc<Tokens>,
 }
 
 impl AuthLayer {
-    pub(crate) fn new(tokens: Option<Arc<Tokens>>) -> AuthLayer {
+    pub(crate) fn new(tokens: Arc<Tokens>) -> AuthLayer {
         AuthLayer { tokens }
     }
 }
@@ -208,7 +208,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub(crate) struct Auth<S> {
     inner: S,
-    tokens: Option<Arc<Tokens>>,
+    tokens: Arc<Tokens>,
 }
 
 type Answer<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
@@ -229,18 +229,16 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if let Some(tokens) = &self.tokens {
-            let authorization = request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(|value| value.as_bytes());
-            match authorize(tokens, request.uri().path(), authorization) {
-                Ok(Some(scope)) => {
-                    request.extensions_mut().insert(scope);
-                }
-                Ok(None) => {}
-                Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|value| value.as_bytes());
+        match authorize(&self.tokens, request.uri().path(), authorization) {
+            Ok(Some(scope)) => {
+                request.extensions_mut().insert(scope);
             }
+            Ok(None) => {}
+            Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
         }
         Box::pin(self.inner.call(request))
     }
