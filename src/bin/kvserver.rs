@@ -113,6 +113,12 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrent_streams: u32,
 
+    /// Threads that serve requests (default: one per core). Fewer spend less
+    /// CPU per request on a machine shared with other work, at some cost in
+    /// throughput (docs/PERFORMANCE.md).
+    #[arg(long, env = "KVSERVER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+
     /// On SIGINT/SIGTERM, how long in-flight requests get to finish before the
     /// server exits anyway (e.g. 10s, 500ms).
     #[arg(long, env = "KVSERVER_SHUTDOWN_GRACE", default_value = "10s",
@@ -191,8 +197,7 @@ enum Backend {
     Memory,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let command = Args::command();
     let argv = match config_file::merge(&command, std::env::args_os().collect()) {
         Ok(argv) => argv,
@@ -216,7 +221,15 @@ async fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
 
-    match serve(args).await {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(threads as usize);
+    }
+    let outcome = match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(serve(args)),
+        Err(e) => Err(format!("cannot start the async runtime: {e}")),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("kvserver: {message}");

@@ -289,3 +289,21 @@ async fn sigterm_under_load_on_disk_loses_no_acknowledged_write() {
         }
     }
 }
+
+#[tokio::test]
+async fn threads_sets_the_number_of_serving_threads() {
+    let server = Server::start_with(&["--threads", "1"]);
+    let mut client = server.client().await;
+    set(&mut client, "k", "one thread").await;
+    assert_eq!(get(&mut client, "k").await.unwrap(), "one thread");
+    // The main thread (blocked on the runtime) and one worker.
+    let threads = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+        .unwrap()
+        .count();
+    assert_eq!(threads, 2, "threads of a --threads 1 server");
+    let zero = Command::new(env!("CARGO_BIN_EXE_kvserver"))
+        .args(["--threads", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(zero.status.code(), Some(2));
+}
