@@ -21,7 +21,7 @@ use super::status::from_store_error;
 use crate::proto::keyvalue::v1 as pb;
 use crate::proto::keyvalue::v1::kv_server::{Kv, KvServer};
 use crate::storage::Store;
-use crate::storage::ops::{KeyRange, Op, OpResult, RangeQuery, Txn, TxnResult};
+use crate::storage::ops::{Compare, KeyRange, Op, OpResult, RangeQuery, Txn, TxnResult};
 
 /// Handlers of `keyvalue.v1.KV` over a [`Store`].
 pub struct KvService<S> {
@@ -52,19 +52,29 @@ fn scope_of<T>(request: &Request<T>) -> Option<Scope> {
     request.extensions().get::<Scope>().cloned()
 }
 
-/// The compare-and-set transaction: `ops` if `condition` holds, else a read
-/// of `key`.
-fn conditional(key: &Bytes, condition: Option<pb::Condition>, ops: Vec<Op>) -> Result<Txn, Status> {
-    let compares = match condition {
-        Some(condition) => vec![convert::condition(key, condition)?],
-        None => Vec::new(),
+/// The compares a Put's or Delete's `condition` on `key` stands for (none
+/// without a condition).
+fn compares_for(key: &Bytes, condition: Option<pb::Condition>) -> Result<Vec<Compare>, Status> {
+    condition
+        .map(|condition| convert::condition(key, condition))
+        .into_iter()
+        .collect()
+}
+
+/// The compare-and-set transaction: `ops` if `compares` hold, else a read of
+/// `key`, so a failed compare answers with the current state. Without
+/// compares there is nothing to fail, and no read.
+fn conditional(key: &Bytes, compares: Vec<Compare>, ops: Vec<Op>) -> Txn {
+    let failure = if compares.is_empty() {
+        Vec::new()
+    } else {
+        vec![Op::Get(RangeQuery::all(KeyRange::key(key.clone())))]
     };
-    let failure = vec![Op::Get(RangeQuery::all(KeyRange::key(key.clone())))];
-    Ok(Txn {
+    Txn {
         compares,
         success: ops,
         failure,
-    })
+    }
 }
 
 /// The record the failure branch of [`conditional`] read.
@@ -116,7 +126,8 @@ impl<S: Store> Kv for KvService<S> {
                 ));
             }
         };
-        let txn = conditional(&request.key, request.condition.take(), Vec::new())?;
+        // The condition is checked before a lease is granted for it.
+        let compares = compares_for(&request.key, request.condition.take())?;
         let lease = match ttl {
             Some(ttl) => {
                 let lease = self
@@ -134,11 +145,9 @@ impl<S: Store> Kv for KvService<S> {
             }
             None => 0,
         };
-        let txn = Txn {
-            success: vec![op],
-            ..txn
-        };
-        let outcome = self.run(txn).await;
+        let outcome = self
+            .run(conditional(&request.key, compares, vec![op]))
+            .await;
         let mut result = match outcome {
             Ok(result) if result.succeeded => result,
             other => {
@@ -193,7 +202,11 @@ impl<S: Store> Kv for KvService<S> {
             prev: request.prev_kv,
         };
         let mut result = self
-            .run(conditional(&key, request.condition, vec![delete])?)
+            .run(conditional(
+                &key,
+                compares_for(&key, request.condition)?,
+                vec![delete],
+            ))
             .await?;
         if !result.succeeded {
             return Ok(Response::new(pb::DeleteResponse {
