@@ -11,7 +11,6 @@
 //! calls that is their final status; a stream that fails later counts as OK.
 
 use std::fmt::Write as _;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +22,7 @@ use tokio::net::TcpListener;
 use tonic::Code;
 use tower::{Layer, Service};
 
+use crate::grpc::LayerFuture;
 use crate::storage::StoreStats;
 
 /// The methods counted one by one; anything else counts as "other".
@@ -250,8 +250,6 @@ pub struct Counted<S> {
     metrics: Arc<Metrics>,
 }
 
-type Answer<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
-
 impl<S, B, RB> Service<http::Request<B>> for Counted<S>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
@@ -261,7 +259,7 @@ where
 {
     type Response = http::Response<RB>;
     type Error = S::Error;
-    type Future = Answer<Self::Response, Self::Error>;
+    type Future = LayerFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -13,14 +13,14 @@
 //! Health checks need no token (probes and load balancers rarely carry
 //! one). Tokens are compared in constant time and never logged.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tonic::Status;
 use tower::{Layer, Service};
+
+use super::{LayerFuture, is_health_check};
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,9 +149,6 @@ const WRITE_METHODS: [&str; 8] = [
     "/keyvalue.v1.KV/LeaseRevoke",
 ];
 
-/// Methods anyone may call.
-const OPEN_PREFIX: &str = "/grpc.health.v1.Health/";
-
 /// The scope of a request to `path` carrying `authorization`, or the status
 /// that refuses it.
 fn authorize(
@@ -159,7 +156,7 @@ fn authorize(
     path: &str,
     authorization: Option<&[u8]>,
 ) -> Result<Option<Scope>, Status> {
-    if path.starts_with(OPEN_PREFIX) {
+    if is_health_check(path) {
         return Ok(None);
     }
     let Some(header) = authorization else {
@@ -211,8 +208,6 @@ pub(crate) struct Auth<S> {
     tokens: Arc<Tokens>,
 }
 
-type Answer<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
-
 impl<S, B, RB> Service<http::Request<B>> for Auth<S>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
@@ -222,7 +217,7 @@ where
 {
     type Response = http::Response<RB>;
     type Error = S::Error;
-    type Future = Answer<Self::Response, Self::Error>;
+    type Future = LayerFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

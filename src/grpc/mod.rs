@@ -25,3 +25,15 @@ pub(crate) use oversize::layer as oversize_layer;
 pub(crate) use shed::ShedLayer;
 pub use tutorial::TutorialService;
 pub use validate::Limits;
+
+/// The future of a request through one of the server's tower layers (auth,
+/// shedding, metrics): boxed, since each layer may answer without the inner
+/// service.
+pub(crate) type LayerFuture<R, E> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<R, E>> + Send>>;
+
+/// Whether `path` is a health check, which no token guards and no limit
+/// sheds: probes must see a busy or locked-down server as alive.
+pub(crate) fn is_health_check(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+}

@@ -7,14 +7,14 @@
 //! `--max-watchers`). Health checks are never shed, so a busy server is not
 //! mistaken for a dead one.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::sync::Semaphore;
 use tonic::Status;
 use tower::{Layer, Service};
+
+use super::{LayerFuture, is_health_check};
 
 /// The layer; `None` sheds nothing.
 #[derive(Clone, Default)]
@@ -49,8 +49,6 @@ pub(crate) struct Shed<S> {
     places: Option<(Arc<Semaphore>, usize)>,
 }
 
-type Answer<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
-
 impl<S, B, RB> Service<http::Request<B>> for Shed<S>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
@@ -60,7 +58,7 @@ where
 {
     type Response = http::Response<RB>;
     type Error = S::Error;
-    type Future = Answer<Self::Response, Self::Error>;
+    type Future = LayerFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -70,7 +68,7 @@ where
         let Some((places, limit)) = &self.places else {
             return Box::pin(self.inner.call(request));
         };
-        if request.uri().path().starts_with("/grpc.health.v1.Health/") {
+        if is_health_check(request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
         let Ok(place) = Arc::clone(places).try_acquire_owned() else {
