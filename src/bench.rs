@@ -703,7 +703,7 @@ impl WorkerSpec {
                 expected.values[slot] = Some(value);
                 expected.revisions[slot] = revision;
             }
-            Err(status) => self.failed(status, "set", slot, result),
+            Err(status) => self.failed(status, "set", &self.keys[slot], result),
         }
     }
 
@@ -730,7 +730,7 @@ impl WorkerSpec {
         };
         match answer {
             Ok(got) => self.check(slot, got.as_deref(), expected, result),
-            Err(status) => self.failed(status, "get", slot, result),
+            Err(status) => self.failed(status, "get", &self.keys[slot], result),
         }
     }
 
@@ -754,7 +754,7 @@ impl WorkerSpec {
         };
         let reply = match client.range(request).await {
             Ok(reply) => reply.into_inner(),
-            Err(status) => return self.failed(status, "range", start / self.workers, result),
+            Err(status) => return self.failed(status, "range", &self.all_keys[start], result),
         };
         for index in start..end {
             let Some(slot) = self.slot_of(index) else {
@@ -792,7 +792,7 @@ impl WorkerSpec {
                     );
                 }
             }
-            Err(status) => self.failed(status, "batch", slots[0], result),
+            Err(status) => self.failed(status, "batch", &self.keys[slots[0]], result),
         }
     }
 
@@ -836,7 +836,7 @@ impl WorkerSpec {
                     ));
                 }
             }
-            Err(status) => self.failed(status, "txn", slot, result),
+            Err(status) => self.failed(status, "txn", &self.keys[slot], result),
         }
     }
 
@@ -860,11 +860,11 @@ impl WorkerSpec {
         }
     }
 
-    fn failed(&self, status: Status, op: &str, slot: usize, result: &mut WorkerResult) {
+    /// Counts a failed request; `key` is the (first) key it named.
+    fn failed(&self, status: Status, op: &str, key: &str, result: &mut WorkerResult) {
         result.errors += 1;
         result.problem(format!(
-            "{op} {}: {:?}: {}",
-            self.keys.get(slot).map_or("?", String::as_str),
+            "{op} {key}: {:?}: {}",
             status.code(),
             status.message()
         ));
