@@ -13,7 +13,8 @@
 //! expiry task revokes expired leases soon after, which deletes the keys for
 //! good and tells watchers (`EventKind::Expire`).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -45,26 +46,32 @@ struct Lease {
 /// The deadlines of every live lease.
 #[derive(Debug, Default)]
 pub(crate) struct Leases {
-    leases: Mutex<HashMap<LeaseId, Lease>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    leases: HashMap<LeaseId, Lease>,
+    /// Deadlines in order, so finding the expired leases costs what expired,
+    /// not every lease, every tick. Entries go stale when a lease is kept
+    /// alive or removed; [`Leases::expired`] skips those.
+    due: BinaryHeap<Reverse<(Instant, LeaseId)>>,
 }
 
 impl Leases {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<LeaseId, Lease>> {
-        // Every update is a single insert or remove: a panic elsewhere cannot
-        // leave the map half-changed.
-        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every update completes under the lock: a panic elsewhere cannot
+        // leave the state half-changed.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts tracking lease `id`, expiring `ttl` from now.
     pub(crate) fn insert(&self, id: LeaseId, ttl: Duration) -> LeaseInfo {
         let ttl = ttl.min(MAX_TTL);
-        self.map().insert(
-            id,
-            Lease {
-                ttl,
-                deadline: Instant::now() + ttl,
-            },
-        );
+        let deadline = Instant::now() + ttl;
+        let mut state = self.state();
+        state.leases.insert(id, Lease { ttl, deadline });
+        state.due.push(Reverse((deadline, id)));
         LeaseInfo {
             id,
             ttl,
@@ -74,12 +81,13 @@ impl Leases {
 
     /// Stops tracking lease `id`.
     pub(crate) fn remove(&self, id: LeaseId) {
-        self.map().remove(&id);
+        self.state().leases.remove(&id);
     }
 
     /// Whether lease `id` exists and has not expired.
     pub(crate) fn is_live(&self, id: LeaseId) -> bool {
-        self.map()
+        self.state()
+            .leases
             .get(&id)
             .is_some_and(|lease| lease.deadline > Instant::now())
     }
@@ -93,20 +101,26 @@ impl Leases {
     /// Restarts the TTL of a live lease; `None` if it expired or never was.
     pub(crate) fn keep_alive(&self, id: LeaseId) -> Option<LeaseInfo> {
         let now = Instant::now();
-        let mut map = self.map();
-        let lease = map.get_mut(&id).filter(|lease| lease.deadline > now)?;
+        let mut state = self.state();
+        let lease = state
+            .leases
+            .get_mut(&id)
+            .filter(|lease| lease.deadline > now)?;
         lease.deadline = now + lease.ttl;
+        let (ttl, deadline) = (lease.ttl, lease.deadline);
+        state.due.push(Reverse((deadline, id)));
         Some(LeaseInfo {
             id,
-            ttl: lease.ttl,
-            remaining: lease.ttl,
+            ttl,
+            remaining: ttl,
         })
     }
 
     /// The state of a live lease.
     pub(crate) fn info(&self, id: LeaseId) -> Option<LeaseInfo> {
         let now = Instant::now();
-        self.map()
+        self.state()
+            .leases
             .get(&id)
             .filter(|lease| lease.deadline > now)
             .map(|lease| LeaseInfo {
@@ -125,24 +139,54 @@ impl Leases {
         Fut: Future<Output = Result<(u64, Revision), StoreError>>,
     {
         let mut deleted = 0;
-        for id in self.expired() {
+        let expired = self.expired();
+        for (done, &id) in expired.iter().enumerate() {
             match revoke(id).await {
                 Ok((count, _)) => deleted += count,
                 Err(StoreError::LeaseNotFound(_)) => self.remove(id),
-                Err(error) => return Err(error),
+                Err(error) => {
+                    // Still expired: the next round tries these again.
+                    self.requeue(&expired[done..]);
+                    return Err(error);
+                }
             }
         }
         Ok(deleted)
     }
 
-    /// The leases whose deadline has passed.
+    /// The leases whose deadline has passed, taken off the queue of
+    /// deadlines: the caller revokes them (or [`Leases::requeue`]s them).
     pub(crate) fn expired(&self) -> Vec<LeaseId> {
         let now = Instant::now();
-        self.map()
-            .iter()
-            .filter(|(_, lease)| lease.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect()
+        let mut state = self.state();
+        let mut expired = Vec::new();
+        while let Some(&Reverse((deadline, id))) = state.due.peek() {
+            if deadline > now {
+                break;
+            }
+            state.due.pop();
+            // Skip entries a keep-alive or a removal made stale.
+            if state
+                .leases
+                .get(&id)
+                .is_some_and(|lease| lease.deadline <= now)
+            {
+                expired.push(id);
+            }
+        }
+        expired.sort_unstable();
+        expired.dedup();
+        expired
+    }
+
+    /// Puts leases that `expired` handed out, but were not revoked, back on
+    /// the queue, due now.
+    fn requeue(&self, ids: &[LeaseId]) {
+        let now = Instant::now();
+        let mut state = self.state();
+        for &id in ids {
+            state.due.push(Reverse((now, id)));
+        }
     }
 }
 
@@ -164,6 +208,9 @@ mod tests {
         assert!(leases.is_expired(7));
         assert_eq!(leases.keep_alive(7), None, "an expired lease stays expired");
         assert_eq!(leases.expired(), vec![7]);
+        assert_eq!(leases.expired(), Vec::<LeaseId>::new(), "handed out once");
+        leases.requeue(&[7]);
+        assert_eq!(leases.expired(), vec![7], "until put back");
     }
 
     #[test]
@@ -171,5 +218,32 @@ mod tests {
         let leases = Leases::default();
         assert!(!leases.is_expired(0));
         assert!(leases.is_expired(42));
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    #[test]
+    fn kept_alive_and_removed_leases_are_not_expired() {
+        let leases = Leases::default();
+        // Sleeps only ever run long: lease 1 (deadline 400 ms) is expired at
+        // the first look, and lease 2 (renewed to 600 ms) only if the sleeps
+        // overran by 150 ms.
+        leases.insert(1, Duration::from_millis(400));
+        leases.insert(2, Duration::from_millis(400));
+        leases.insert(3, Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(200));
+        leases.keep_alive(2).unwrap();
+        leases.remove(3);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(leases.expired(), vec![1]);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(
+            leases.expired(),
+            vec![2],
+            "once its renewed deadline passed"
+        );
     }
 }
