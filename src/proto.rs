@@ -18,6 +18,20 @@ pub mod keyvalue {
     }
 }
 
-/// Every contract above, as an encoded `FileDescriptorSet`, for server
+/// The part of etcd's v3 API that the etcd storage backend calls,
+/// `proto/etcd/` (clients only).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub(crate) mod etcd {
+    /// etcd's services and their messages.
+    pub(crate) mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    /// etcd's key/value records and watch events.
+    pub(crate) mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+}
+
+/// Every contract above but etcd's, as an encoded `FileDescriptorSet`, for server
 /// reflection (`grpcurl list` without proto files).
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));

@@ -110,11 +110,12 @@ pub async fn run<S: Store>(
     let kv = KvService::new(Arc::clone(&store), config.limits);
     let expiry = tokio::spawn(expire_leases(Arc::clone(&store)));
     let (health, health_service) = tonic_health::server::health_reporter();
-    for service in SERVICES {
-        health
-            .set_service_status(service, ServingStatus::Serving)
-            .await;
-    }
+    // The first status is set before serving starts, so a probe never sees
+    // an unknown service; later changes follow the store.
+    let mut available = store.availability();
+    report_health(&health, *available.borrow_and_update()).await;
+    let availability = tokio::spawn(follow_availability(available, health.clone()));
+    let availability_after_serving = availability.abort_handle();
     let reflection = |builder: tonic_reflection::server::Builder<'static>| {
         builder.register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
     };
@@ -146,13 +147,10 @@ pub async fn run<S: Store>(
         .add_service(reflection_v1alpha);
     let shutdown = async move {
         shutdown.await;
+        availability.abort();
         // Load balancers and probes stop sending new work while the
         // in-flight requests finish.
-        for service in SERVICES {
-            health
-                .set_service_status(service, ServingStatus::NotServing)
-                .await;
-        }
+        report_health(&health, false).await;
         let _ = shutdown_started.send(());
     };
     let reload = config
@@ -197,6 +195,7 @@ pub async fn run<S: Store>(
         }
     };
     expiry.abort();
+    availability_after_serving.abort();
     if let Some((_, endpoint)) = metrics {
         endpoint.abort();
     }
@@ -209,6 +208,32 @@ pub async fn run<S: Store>(
         warn!("flushing the store at shutdown failed: {error}");
     }
     served
+}
+
+/// Reports the store's availability through the health service: SERVING
+/// while the store can serve, NOT_SERVING while it cannot (an etcd cluster
+/// that is unreachable), until shutdown aborts it.
+async fn follow_availability(
+    mut available: tokio::sync::watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+) {
+    // An error means a store whose availability never changes.
+    while available.changed().await.is_ok() {
+        let now = *available.borrow_and_update();
+        report_health(&health, now).await;
+    }
+}
+
+/// Sets every service SERVING or NOT_SERVING.
+async fn report_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for service in SERVICES {
+        health.set_service_status(service, status).await;
+    }
 }
 
 /// How often expired leases are deleted. Readers stop seeing their keys at

@@ -22,7 +22,9 @@ use keyvalue::duration::parse_duration;
 use keyvalue::grpc::{Limits, Tokens};
 use keyvalue::server::{self, Config, Listeners};
 use keyvalue::shutdown;
-use keyvalue::storage::{DiskStore, MemoryStore, Store, SyncPolicy, WatchLimits};
+use keyvalue::storage::{
+    DiskStore, EtcdConfig, EtcdStore, MemoryStore, Store, SyncPolicy, WatchLimits,
+};
 use keyvalue::tls::{TlsFiles, TlsSetup};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -57,6 +59,49 @@ struct Args {
 
     #[command(subcommand)]
     command: Option<ServerCommand>,
+
+    /// Client URLs of the etcd cluster's members, comma-separated
+    /// (--backend etcd). Name every member: calls move to the next one when
+    /// one fails.
+    #[arg(
+        long,
+        env = "KVSERVER_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    etcd_endpoints: Vec<String>,
+
+    /// Prefix of every key inside etcd, so that one cluster can serve other
+    /// users too (e.g. `kv/`); clients never see it.
+    #[arg(long, env = "KVSERVER_ETCD_PREFIX", default_value = "")]
+    etcd_prefix: String,
+
+    /// Longest one call to etcd may take, failover included; past it the
+    /// client gets UNAVAILABLE.
+    #[arg(long, env = "KVSERVER_ETCD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    etcd_timeout: Duration,
+
+    /// etcd user to authenticate as, when the cluster has auth enabled (with
+    /// --etcd-password-file).
+    #[arg(long, env = "KVSERVER_ETCD_USER", requires = "etcd_password_file")]
+    etcd_user: Option<String>,
+
+    /// File whose first line is the password of --etcd-user.
+    #[arg(long, env = "KVSERVER_ETCD_PASSWORD_FILE", requires = "etcd_user")]
+    etcd_password_file: Option<PathBuf>,
+
+    /// PEM CA of the etcd members' certificates (https:// endpoints).
+    #[arg(long, env = "KVSERVER_ETCD_CA_FILE")]
+    etcd_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for etcd members that require one (with
+    /// --etcd-key).
+    #[arg(long, env = "KVSERVER_ETCD_CERT", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+
+    /// The PEM private key of --etcd-cert.
+    #[arg(long, env = "KVSERVER_ETCD_KEY", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
 
     /// When the disk backend acknowledges a write: `always` (after fsync; writes
     /// that arrive together share one fsync), or `interval=<ms>` (before fsync,
@@ -195,6 +240,9 @@ enum Backend {
     Disk,
     /// In memory: fast, and lost when the server stops.
     Memory,
+    /// In an etcd cluster (--etcd-endpoints): replicated, and shared by every
+    /// kvserver pointed at it.
+    Etcd,
 }
 
 fn main() -> ExitCode {
@@ -287,7 +335,32 @@ async fn serve(args: Args) -> Result<(), String> {
             let store = MemoryStore::with_watch_limits(watch_limits);
             serve_store(store, &args, auth, tls.clone(), shutdown).await
         }
+        Backend::Etcd => {
+            let store = EtcdStore::connect(&etcd_config(&args)?, watch_limits).await?;
+            serve_store(store, &args, auth, tls.clone(), shutdown).await
+        }
     }
+}
+
+/// The `--etcd-*` flags.
+fn etcd_config(args: &Args) -> Result<EtcdConfig, String> {
+    let credentials = match (&args.etcd_user, &args.etcd_password_file) {
+        (Some(user), Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let password = text.lines().next().unwrap_or_default().to_owned();
+            Some((user.clone(), password))
+        }
+        _ => None,
+    };
+    Ok(EtcdConfig {
+        endpoints: args.etcd_endpoints.clone(),
+        prefix: args.etcd_prefix.clone().into_bytes(),
+        timeout: args.etcd_timeout,
+        credentials,
+        ca_file: args.etcd_ca_file.clone(),
+        client_identity: args.etcd_cert.clone().zip(args.etcd_key.clone()),
+    })
 }
 
 async fn serve_store<S: Store>(

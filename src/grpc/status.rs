@@ -16,6 +16,7 @@ pub(crate) fn from_store_error(error: StoreError) -> Status {
         error @ StoreError::LeaseNotFound(_) => Status::not_found(error.to_string()),
         error @ StoreError::Compacted { .. } => Status::out_of_range(error.to_string()),
         StoreError::LimitReached(msg) => Status::resource_exhausted(msg),
+        StoreError::Rejected(msg) => Status::invalid_argument(msg),
     }
 }
 

@@ -31,6 +31,9 @@ pub enum StoreError {
         /// The oldest revision a watch can start from now.
         oldest: Revision,
     },
+    /// The backend refused the request as malformed (etcd refuses a
+    /// transaction that writes one key twice, say); the message says why.
+    Rejected(String),
     /// A configured limit was reached (watchers, say); the message names it.
     LimitReached(String),
 }
@@ -47,7 +50,7 @@ impl fmt::Display for StoreError {
                 "revision {requested} is compacted: history starts at revision {oldest}; \
                  read the current state and watch from that read's revision + 1"
             ),
-            StoreError::LimitReached(msg) => f.write_str(msg),
+            StoreError::Rejected(msg) | StoreError::LimitReached(msg) => f.write_str(msg),
         }
     }
 }

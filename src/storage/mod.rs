@@ -13,11 +13,13 @@
 //! - `apply`: what reads and transactions mean, once for every backend.
 //! - `lease`: lease deadlines and lazy expiry.
 //! - `watch`: the event history and the watch streams.
-//! - `memory`, `disk`: the backends; `conformance`: the suite they all pass.
+//! - `memory`, `disk`, `etcd`: the backends; `conformance`: the suite they
+//!   all pass.
 
 mod apply;
 mod disk;
 mod error;
+mod etcd;
 mod lease;
 mod memory;
 pub mod ops;
@@ -33,6 +35,7 @@ use bytes::Bytes;
 
 pub use disk::{DB_FILE, DiskStore, OpenError, SyncPolicy};
 pub use error::StoreError;
+pub use etcd::{EtcdConfig, EtcdStore};
 pub use lease::{LeaseInfo, MAX_TTL};
 pub use memory::MemoryStore;
 pub use watch::{EventStream, WatchLimits};
@@ -197,4 +200,12 @@ pub trait Store: Send + Sync + 'static {
     /// server calls it when it stops; backends that acknowledge only durable
     /// writes, or keep nothing, return at once.
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether the store can serve requests now, as a channel that changes
+    /// when that does; the server reports it through the health service. A
+    /// remote backend is unavailable while its cluster is unreachable; local
+    /// backends always are available.
+    fn availability(&self) -> tokio::sync::watch::Receiver<bool> {
+        tokio::sync::watch::channel(true).1
+    }
 }

@@ -164,11 +164,13 @@ impl WatchHub {
     }
 }
 
-/// One of the `max_watchers` places; given back when dropped.
-struct WatcherSlot(Arc<AtomicUsize>);
+/// One of the `max_watchers` places; given back when dropped. The etcd
+/// backend counts its watches with it too.
+pub(super) struct WatcherSlot(Arc<AtomicUsize>);
 
 impl WatcherSlot {
-    fn take(count: &Arc<AtomicUsize>, max: usize) -> Result<WatcherSlot, StoreError> {
+    /// A place among `max` counted by `count`, or `LimitReached`.
+    pub(super) fn take(count: &Arc<AtomicUsize>, max: usize) -> Result<WatcherSlot, StoreError> {
         let slot = WatcherSlot(Arc::clone(count));
         if count.fetch_add(1, Ordering::SeqCst) >= max {
             return Err(StoreError::LimitReached(format!(

@@ -1,0 +1,362 @@
+//! The connection to an etcd cluster: one lazily connected channel per
+//! member, failover between them, authentication, and the mapping of etcd's
+//! statuses to [`StoreError`]s.
+//!
+//! Every call has a deadline (`--etcd-timeout`), so an unreachable cluster
+//! gives `Unavailable` instead of a hang. A call whose member cannot be
+//! reached moves to the next member. It is retried there only when that
+//! cannot apply a change twice: reads and lease queries always, writes only
+//! when the request never left this process (the connection was refused).
+//! A write whose outcome is unknown is reported as `Unavailable`; etcd
+//! clients do the same, since repeating it could overwrite a later write.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Request, Response, Status};
+
+use crate::proto::etcd::etcdserverpb::AuthenticateRequest;
+use crate::proto::etcd::etcdserverpb::auth_client::AuthClient;
+use crate::storage::StoreError;
+
+/// How the etcd backend reaches its cluster (`--etcd-*` flags).
+#[derive(Clone, Debug)]
+pub struct EtcdConfig {
+    /// Client URLs of the members, `http://host:port` or `https://host:port`.
+    pub endpoints: Vec<String>,
+    /// Prepended to every key, so several users can share one cluster; empty
+    /// for none.
+    pub prefix: Vec<u8>,
+    /// Longest any one call to etcd may take, retries included.
+    pub timeout: Duration,
+    /// User name and password, when the cluster has authentication enabled.
+    pub credentials: Option<(String, String)>,
+    /// PEM CA that signed the members' certificates (for `https://` endpoints).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, when the members require them.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl EtcdConfig {
+    /// A configuration for plaintext `endpoints`, without prefix or
+    /// credentials, with a 5 s timeout.
+    pub fn new(endpoints: Vec<String>) -> EtcdConfig {
+        EtcdConfig {
+            endpoints,
+            prefix: Vec::new(),
+            timeout: Duration::from_secs(5),
+            credentials: None,
+            ca_file: None,
+            client_identity: None,
+        }
+    }
+}
+
+/// Whether a call may be sent again after its member failed mid-call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Retry {
+    /// Reads: sending one twice changes nothing.
+    Always,
+    /// Writes: only if the first attempt never reached a member.
+    IfNeverSent,
+}
+
+/// The members of one etcd cluster and which of them calls go to.
+pub(super) struct Cluster {
+    members: Vec<Member>,
+    /// Index of the member calls go to first; moves on when it fails.
+    current: AtomicUsize,
+    timeout: Duration,
+    credentials: Option<(String, String)>,
+    /// The token from etcd's Authenticate, sent with every call.
+    token: Mutex<Option<MetadataValue<tonic::metadata::Ascii>>>,
+}
+
+struct Member {
+    url: String,
+    channel: Channel,
+}
+
+/// Pause after every member failed once, before the next round.
+const ROUND_PAUSE: Duration = Duration::from_millis(100);
+
+impl Cluster {
+    /// Channels to every member of `config`; nothing connects until the first
+    /// call, so a cluster that is down now does not stop the server starting.
+    pub(super) fn new(config: &EtcdConfig) -> Result<Cluster, String> {
+        if config.endpoints.is_empty() {
+            return Err("--etcd-endpoints names no etcd member".to_owned());
+        }
+        let tls = client_tls(config)?;
+        let members = config
+            .endpoints
+            .iter()
+            .map(|url| {
+                let mut endpoint = Endpoint::from_shared(url.clone())
+                    .map_err(|e| format!("bad etcd endpoint {url:?}: {e}"))?
+                    .connect_timeout(config.timeout.min(Duration::from_secs(2)))
+                    .tcp_nodelay(true)
+                    // A member that vanishes without closing the connection
+                    // (power loss, partition) is noticed within seconds.
+                    .http2_keep_alive_interval(Duration::from_secs(2))
+                    .keep_alive_timeout(Duration::from_secs(2))
+                    .keep_alive_while_idle(true);
+                if url.starts_with("https://") {
+                    let tls = tls.clone().unwrap_or_else(ClientTlsConfig::new);
+                    endpoint = endpoint
+                        .tls_config(tls)
+                        .map_err(|e| format!("TLS setup for {url}: {e}"))?;
+                } else if !url.starts_with("http://") {
+                    return Err(format!(
+                        "etcd endpoint {url:?} must start with http:// or https://"
+                    ));
+                }
+                Ok(Member {
+                    url: url.clone(),
+                    channel: endpoint.connect_lazy(),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Cluster {
+            members,
+            current: AtomicUsize::new(0),
+            timeout: config.timeout,
+            credentials: config.credentials.clone(),
+            token: Mutex::new(None),
+        })
+    }
+
+    /// The longest a call may take.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The member calls go to now, and its index.
+    pub(super) fn current(&self) -> (usize, Channel) {
+        let index = self.current.load(Ordering::Relaxed) % self.members.len();
+        (index, self.members[index].channel.clone())
+    }
+
+    /// The URL of member `index`.
+    pub(super) fn url(&self, index: usize) -> &str {
+        &self.members[index].url
+    }
+
+    /// Moves calls off member `index` (if they are still on it) to the next.
+    pub(super) fn fail_over(&self, index: usize) {
+        let _ = self.current.compare_exchange(
+            index,
+            (index + 1) % self.members.len(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// A request for `message`, with the authentication token if there is one.
+    pub(super) async fn request<M>(&self, message: M) -> Result<Request<M>, StoreError> {
+        let mut request = Request::new(message);
+        if let Some(token) = self.token().await? {
+            request.metadata_mut().insert("token", token);
+        }
+        Ok(request)
+    }
+
+    /// Calls `call` on the current member, failing over and retrying as
+    /// `retry` allows, within the timeout; `what` names the call in errors.
+    pub(super) async fn unary<M, T, F, Fut>(
+        &self,
+        what: &str,
+        retry: Retry,
+        message: M,
+        call: F,
+    ) -> Result<T, StoreError>
+    where
+        M: Clone,
+        F: Fn(Channel, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut failures = 0;
+        let mut reauthenticated = false;
+        loop {
+            let (index, channel) = self.current();
+            let request = self.request(message.clone()).await?;
+            let attempt = tokio::time::timeout_at(deadline, call(channel, request)).await;
+            let status = match attempt {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) => status,
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "etcd did not answer {what} within {:?} (last tried {})",
+                        self.timeout,
+                        self.url(index)
+                    )));
+                }
+            };
+            if is_expired_token(&status) && !reauthenticated {
+                reauthenticated = true;
+                self.forget_token();
+                continue;
+            }
+            if !is_member_failure(&status) {
+                return Err(map_status(what, &status));
+            }
+            self.fail_over(index);
+            failures += 1;
+            let may_retry = retry == Retry::Always || never_sent(&status);
+            if !may_retry {
+                return Err(StoreError::Unavailable(format!(
+                    "etcd member {} failed during {what}, which may or may not have been \
+                     applied: {}",
+                    self.url(index),
+                    status.message()
+                )));
+            }
+            if failures % self.members.len() == 0 {
+                if Instant::now() + ROUND_PAUSE >= deadline {
+                    return Err(StoreError::Unavailable(format!(
+                        "no etcd member answered {what} within {:?}: last, {}: {}",
+                        self.timeout,
+                        self.url(index),
+                        status.message()
+                    )));
+                }
+                tokio::time::sleep(ROUND_PAUSE).await;
+            }
+        }
+    }
+
+    async fn token(&self) -> Result<Option<MetadataValue<tonic::metadata::Ascii>>, StoreError> {
+        let Some((name, password)) = &self.credentials else {
+            return Ok(None);
+        };
+        if let Some(token) = self.token.lock().expect("token lock").clone() {
+            return Ok(Some(token));
+        }
+        let (index, channel) = self.current();
+        let request = AuthenticateRequest {
+            name: name.clone(),
+            password: password.clone(),
+        };
+        let answer =
+            tokio::time::timeout(self.timeout, AuthClient::new(channel).authenticate(request))
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable(format!(
+                        "etcd member {} did not answer Authenticate within {:?}",
+                        self.url(index),
+                        self.timeout
+                    ))
+                })?;
+        let answer = match answer {
+            Ok(answer) => answer.into_inner(),
+            Err(status) => {
+                if is_member_failure(&status) {
+                    self.fail_over(index);
+                }
+                return Err(map_status("Authenticate", &status));
+            }
+        };
+        let token = MetadataValue::try_from(answer.token.as_str())
+            .map_err(|_| StoreError::Internal("etcd sent a token that is not ASCII".to_owned()))?;
+        *self.token.lock().expect("token lock") = Some(token.clone());
+        Ok(Some(token))
+    }
+
+    fn forget_token(&self) {
+        *self.token.lock().expect("token lock") = None;
+    }
+}
+
+fn client_tls(config: &EtcdConfig) -> Result<Option<ClientTlsConfig>, String> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    if config.ca_file.is_none() && config.client_identity.is_none() {
+        return Ok(None);
+    }
+    let mut tls = ClientTlsConfig::new();
+    if let Some(ca) = &config.ca_file {
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    if let Some((cert, key)) = &config.client_identity {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
+}
+
+/// Whether the member (or the connection to it) failed, rather than the
+/// request: another member may answer.
+pub(super) fn is_member_failure(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable => true,
+        // etcd reports "no leader", "leader changed" and timeouts of its
+        // own proposals as Unavailable or Unknown; transport errors that
+        // tonic cannot classify are Unknown too.
+        Code::Unknown => {
+            let message = status.message();
+            message.contains("leader")
+                || message.contains("timed out")
+                || message.contains("transport")
+                || message.contains("connection")
+        }
+        _ => false,
+    }
+}
+
+/// Whether the request surely never reached a member (the connection could
+/// not be made), so that sending it elsewhere cannot apply it twice.
+fn never_sent(status: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        let text = error.to_string();
+        if text.contains("tcp connect error") || text.contains("error trying to connect") {
+            return true;
+        }
+        source = error.source();
+    }
+    // etcd itself refused before proposing: nothing was applied.
+    status.message().contains("no leader")
+}
+
+fn is_expired_token(status: &Status) -> bool {
+    status.code() == Code::Unauthenticated && status.message().contains("invalid auth token")
+}
+
+/// The storage error for an etcd status that is not the member's failure.
+pub(super) fn map_status(what: &str, status: &Status) -> StoreError {
+    let message = status.message();
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            StoreError::Unavailable(format!("etcd failed {what}: {message}"))
+        }
+        Code::ResourceExhausted => {
+            StoreError::ResourceExhausted(format!("etcd refused {what}: {message}"))
+        }
+        Code::InvalidArgument if message.contains("too many operations") => {
+            StoreError::LimitReached(format!(
+                "etcd refused {what}: {message} (start etcd with a --max-txn-ops at least \
+                 kvserver's --max-batch-keys and --max-txn-ops)"
+            ))
+        }
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StoreError::Rejected(format!("etcd refused {what}: {message}"))
+        }
+        Code::Unauthenticated | Code::PermissionDenied => StoreError::Unavailable(format!(
+            "etcd refused kvserver's credentials for {what} (check --etcd-user and the \
+             user's roles): {message}"
+        )),
+        _ => StoreError::Internal(format!("etcd failed {what}: {message}")),
+    }
+}

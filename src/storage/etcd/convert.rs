@@ -1,0 +1,256 @@
+//! Our storage vocabulary in etcd's messages and back, and the key prefix
+//! (`--etcd-prefix`) that every key carries inside etcd.
+//!
+//! The data models are the same (etcd's revisions, versions and leases are
+//! ours), so this is field-for-field; the one transformation is the prefix,
+//! added to every key going out and stripped from every key coming back.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::proto::etcd::etcdserverpb as pb;
+use crate::proto::etcd::mvccpb;
+use crate::storage::ops::{
+    Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, Op, OpResult,
+    RangeEnd, RangeQuery, RangeResult, prefix_end,
+};
+use crate::storage::{Record, StoreError};
+
+/// Where our keys live inside etcd.
+#[derive(Clone, Debug)]
+pub(super) struct Keys {
+    prefix: Bytes,
+}
+
+impl Keys {
+    pub(super) fn new(prefix: &[u8]) -> Keys {
+        Keys {
+            prefix: Bytes::copy_from_slice(prefix),
+        }
+    }
+
+    /// `key` as etcd stores it.
+    pub(super) fn outgoing(&self, key: &[u8]) -> Bytes {
+        if self.prefix.is_empty() {
+            return Bytes::copy_from_slice(key);
+        }
+        let mut full = BytesMut::with_capacity(self.prefix.len() + key.len());
+        full.extend_from_slice(&self.prefix);
+        full.extend_from_slice(key);
+        full.freeze()
+    }
+
+    /// A key from etcd without the prefix.
+    pub(super) fn incoming(&self, key: Bytes) -> Bytes {
+        key.slice(self.prefix.len().min(key.len())..)
+    }
+
+    /// `range` as etcd's `key` and `range_end`.
+    pub(super) fn range(&self, range: &KeyRange) -> (Bytes, Bytes) {
+        let mut start = self.outgoing(&range.start);
+        if start.is_empty() {
+            // etcd refuses an empty key; no key is below "\0" but the empty
+            // one, which neither etcd nor kvserver allows.
+            start = Bytes::from_static(b"\0");
+        }
+        let end = match &range.end {
+            RangeEnd::Single => Bytes::new(),
+            RangeEnd::Before(end) => self.outgoing(end),
+            // Everything from `start` on, within the prefix; etcd spells
+            // "no upper bound" as a single zero byte.
+            RangeEnd::Unbounded => prefix_end(&self.prefix).unwrap_or(Bytes::from_static(b"\0")),
+        };
+        (start, end)
+    }
+
+    /// Every key of ours.
+    pub(super) fn everything(&self) -> (Bytes, Bytes) {
+        self.range(&KeyRange::prefix(Bytes::new()))
+    }
+
+    /// Whether an etcd key is one of ours.
+    pub(super) fn owns(&self, key: &[u8]) -> bool {
+        key.starts_with(&self.prefix)
+    }
+
+    pub(super) fn range_request(&self, query: &RangeQuery) -> pb::RangeRequest {
+        let (key, range_end) = self.range(&query.range);
+        pb::RangeRequest {
+            key,
+            range_end,
+            limit: query.limit as i64,
+            keys_only: query.keys_only,
+            count_only: query.count_only,
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn key_value(&self, kv: mvccpb::KeyValue) -> KeyValue {
+        KeyValue {
+            key: self.incoming(kv.key.clone()),
+            record: record(kv),
+        }
+    }
+
+    pub(super) fn range_result(&self, answer: pb::RangeResponse) -> RangeResult {
+        RangeResult {
+            revision: revision_of(answer.header.as_ref()),
+            more: answer.more,
+            count: answer.count.max(0) as u64,
+            kvs: answer
+                .kvs
+                .into_iter()
+                .map(|kv| self.key_value(kv))
+                .collect(),
+        }
+    }
+
+    pub(super) fn compare(&self, compare: &Compare) -> pb::Compare {
+        use pb::compare::{CompareResult, CompareTarget as Target, TargetUnion};
+        let (target, union) = match &compare.target {
+            CompareTarget::Value(value) => (Target::Value, TargetUnion::Value(value.clone())),
+            CompareTarget::ModRevision(revision) => {
+                (Target::Mod, TargetUnion::ModRevision(*revision as i64))
+            }
+            CompareTarget::CreateRevision(revision) => (
+                Target::Create,
+                TargetUnion::CreateRevision(*revision as i64),
+            ),
+            CompareTarget::Version(version) => {
+                (Target::Version, TargetUnion::Version(*version as i64))
+            }
+        };
+        let result = match compare.op {
+            CompareOp::Equal => CompareResult::Equal,
+            CompareOp::NotEqual => CompareResult::NotEqual,
+            CompareOp::Less => CompareResult::Less,
+            CompareOp::Greater => CompareResult::Greater,
+        };
+        pb::Compare {
+            result: result as i32,
+            target: target as i32,
+            key: self.outgoing(&compare.key),
+            range_end: Bytes::new(),
+            target_union: Some(union),
+        }
+    }
+
+    pub(super) fn op(&self, op: &Op) -> pb::RequestOp {
+        use pb::request_op::Request;
+        let request = match op {
+            Op::Get(query) => Request::RequestRange(self.range_request(query)),
+            Op::Put {
+                key,
+                value,
+                lease,
+                prev,
+            } => Request::RequestPut(pb::PutRequest {
+                key: self.outgoing(key),
+                value: value.clone(),
+                lease: *lease,
+                prev_kv: *prev,
+                ..Default::default()
+            }),
+            Op::Delete { range, prev } => {
+                let (key, range_end) = self.range(range);
+                Request::RequestDeleteRange(pb::DeleteRangeRequest {
+                    key,
+                    range_end,
+                    prev_kv: *prev,
+                })
+            }
+        };
+        pb::RequestOp {
+            request: Some(request),
+        }
+    }
+
+    pub(super) fn op_result(&self, answer: pb::ResponseOp) -> Result<OpResult, StoreError> {
+        use pb::response_op::Response;
+        match answer.response {
+            Some(Response::ResponseRange(range)) => Ok(OpResult::Get(self.range_result(range))),
+            Some(Response::ResponsePut(put)) => Ok(OpResult::Put {
+                prev: put.prev_kv.map(record),
+            }),
+            Some(Response::ResponseDeleteRange(delete)) => Ok(OpResult::Delete {
+                deleted: delete.deleted.max(0) as u64,
+                prev: delete
+                    .prev_kvs
+                    .into_iter()
+                    .map(|kv| self.key_value(kv))
+                    .collect(),
+            }),
+            Some(Response::ResponseTxn(_)) | None => Err(StoreError::Internal(
+                "etcd answered a transaction operation with an unexpected response".to_owned(),
+            )),
+        }
+    }
+
+    /// A watch event; etcd reports a lease's expiry as a delete.
+    pub(super) fn event(&self, event: mvccpb::Event) -> Option<Event> {
+        let kv = event.kv?;
+        let kind = match mvccpb::event::EventType::try_from(event.r#type) {
+            Ok(mvccpb::event::EventType::Put) => EventKind::Put,
+            _ => EventKind::Delete,
+        };
+        Some(Event {
+            kind,
+            key: self.incoming(kv.key.clone()),
+            record: record(kv),
+        })
+    }
+}
+
+/// The record etcd holds for a key.
+pub(super) fn record(kv: mvccpb::KeyValue) -> Record {
+    Record {
+        value: kv.value,
+        create_revision: kv.create_revision.max(0) as u64,
+        mod_revision: kv.mod_revision.max(0) as u64,
+        version: kv.version.max(0) as u64,
+        lease: kv.lease,
+    }
+}
+
+/// The store revision an answer reflects.
+pub(super) fn revision_of(header: Option<&pb::ResponseHeader>) -> u64 {
+    header.map_or(0, |header| header.revision.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_goes_on_every_key_and_bound_and_comes_off_again() {
+        let keys = Keys::new(b"app/");
+        assert_eq!(keys.outgoing(b"k"), Bytes::from_static(b"app/k"));
+        assert_eq!(
+            keys.incoming(Bytes::from_static(b"app/k")),
+            Bytes::from_static(b"k")
+        );
+        assert_eq!(
+            keys.range(&KeyRange::key(Bytes::from_static(b"k"))),
+            (Bytes::from_static(b"app/k"), Bytes::new())
+        );
+        assert_eq!(
+            keys.range(&KeyRange::prefix(Bytes::from_static(b"u/"))),
+            (Bytes::from_static(b"app/u/"), Bytes::from_static(b"app/u0"))
+        );
+        // "Everything from here on" stops at the end of the prefix.
+        assert_eq!(
+            keys.everything(),
+            (Bytes::from_static(b"app/"), Bytes::from_static(b"app0"))
+        );
+        assert!(keys.owns(b"app/x") && !keys.owns(b"other/x"));
+    }
+
+    #[test]
+    fn without_a_prefix_everything_is_every_key_of_the_cluster() {
+        let keys = Keys::new(b"");
+        assert_eq!(
+            keys.everything(),
+            (Bytes::from_static(b"\0"), Bytes::from_static(b"\0"))
+        );
+        assert_eq!(keys.outgoing(b"k"), Bytes::from_static(b"k"));
+    }
+}

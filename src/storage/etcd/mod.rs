@@ -1,0 +1,545 @@
+//! The etcd backend: the [`Store`] trait over an etcd cluster, so that any
+//! number of kvservers serve the same data as stateless gateways and the data
+//! survives the loss of a machine (etcd's Raft does that; we write no
+//! consensus of our own).
+//!
+//! Our data model is etcd's, so every operation maps onto one etcd call: a
+//! read onto a linearizable Range, every write onto a Put or a Txn, a lease
+//! onto an etcd lease, a watch onto an etcd watch. Where the two differ
+//! (etcd's leases count whole seconds and are expired by etcd, which reports
+//! an expiry as a delete; revisions are the cluster's, shared with everyone
+//! using it) `docs/DEPLOYMENT.md` says so.
+//!
+//! This is the one part of the storage layer that speaks gRPC: as a client of
+//! etcd, through the code `build.rs` generates from `proto/etcd/`.
+//!
+//! - `cluster`: channels to the members, failover, deadlines, error mapping.
+//! - `convert`: our operations as etcd messages, and the key prefix.
+//! - `watch`: etcd watches, resumed on another member when one fails.
+
+mod cluster;
+mod convert;
+mod watch;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch as signal};
+
+pub use cluster::EtcdConfig;
+use cluster::{Cluster, Retry};
+use convert::{Keys, record, revision_of};
+
+use super::lease::MAX_TTL;
+use super::ops::{KeyRange, LeaseId, Op, RangeQuery, RangeResult, Txn, TxnResult};
+use super::watch::WatcherSlot;
+use super::{
+    EventStream, LeaseInfo, Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError,
+    StoreStats, WatchLimits,
+};
+use crate::proto::etcd::etcdserverpb as pb;
+use crate::proto::etcd::etcdserverpb::kv_client::KvClient;
+use crate::proto::etcd::etcdserverpb::lease_client::LeaseClient;
+use crate::proto::etcd::etcdserverpb::maintenance_client::MaintenanceClient;
+
+/// How often the cluster is probed for health and counted for metrics.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A store whose data lives in an etcd cluster.
+pub struct EtcdStore {
+    shared: Arc<Shared>,
+    /// Stops the probe task when the store goes.
+    _probe: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    cluster: Arc<Cluster>,
+    keys: Keys,
+    watchers: Arc<AtomicUsize>,
+    max_watchers: usize,
+    available: signal::Sender<bool>,
+    keys_stored: AtomicU64,
+    revision: AtomicU64,
+    disk_bytes: AtomicU64,
+}
+
+impl EtcdStore {
+    /// A store over the cluster of `config`. It does not wait for the
+    /// cluster: one that is down now makes the store unavailable (and the
+    /// server NOT_SERVING) until it is back.
+    pub async fn connect(config: &EtcdConfig, limits: WatchLimits) -> Result<EtcdStore, String> {
+        let cluster = Arc::new(Cluster::new(config)?);
+        let (available, _) = signal::channel(false);
+        let shared = Arc::new(Shared {
+            cluster,
+            keys: Keys::new(&config.prefix),
+            watchers: Arc::new(AtomicUsize::new(0)),
+            max_watchers: limits.max_watchers,
+            available,
+            keys_stored: AtomicU64::new(0),
+            revision: AtomicU64::new(0),
+            disk_bytes: AtomicU64::new(0),
+        });
+        shared.probe().await;
+        let probe = tokio::spawn(probe_forever(Arc::downgrade(&shared)));
+        Ok(EtcdStore {
+            shared,
+            _probe: probe,
+        })
+    }
+
+    async fn kv_range(&self, request: pb::RangeRequest) -> Result<pb::RangeResponse, StoreError> {
+        self.shared.kv_range(request).await
+    }
+
+    async fn kv_txn(
+        &self,
+        what: &str,
+        request: pb::TxnRequest,
+    ) -> Result<pb::TxnResponse, StoreError> {
+        let retry = if request.success.iter().chain(&request.failure).any(writes) {
+            Retry::IfNeverSent
+        } else {
+            Retry::Always
+        };
+        self.shared
+            .cluster
+            .unary(what, retry, request, |channel, request| async move {
+                KvClient::new(channel).txn(request).await
+            })
+            .await
+    }
+
+    async fn time_to_live(
+        &self,
+        id: LeaseId,
+        keys: bool,
+    ) -> Result<pb::LeaseTimeToLiveResponse, StoreError> {
+        let answer = self
+            .shared
+            .cluster
+            .unary(
+                "LeaseTimeToLive",
+                Retry::Always,
+                pb::LeaseTimeToLiveRequest { id, keys },
+                |channel, request| async move {
+                    LeaseClient::new(channel).lease_time_to_live(request).await
+                },
+            )
+            .await?;
+        if answer.ttl < 0 {
+            return Err(StoreError::LeaseNotFound(id));
+        }
+        Ok(answer)
+    }
+}
+
+fn writes(op: &pb::RequestOp) -> bool {
+    !matches!(op.request, Some(pb::request_op::Request::RequestRange(_)))
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        self._probe.abort();
+    }
+}
+
+impl Shared {
+    async fn kv_range(&self, request: pb::RangeRequest) -> Result<pb::RangeResponse, StoreError> {
+        self.cluster
+            .unary(
+                "Range",
+                Retry::Always,
+                request,
+                |channel, request| async move { KvClient::new(channel).range(request).await },
+            )
+            .await
+    }
+
+    /// One page of [`SNAPSHOT_CHUNK`] of our keys after the etcd key `after`
+    /// (from the first key for `None`), at `revision` (0: the current one).
+    async fn page(
+        &self,
+        after: Option<&Bytes>,
+        revision: Revision,
+        keys_only: bool,
+    ) -> Result<pb::RangeResponse, StoreError> {
+        let (first, range_end) = self.keys.everything();
+        let key = match after {
+            Some(after) => {
+                let mut next = after.to_vec();
+                next.push(0);
+                Bytes::from(next)
+            }
+            None => first,
+        };
+        self.kv_range(pb::RangeRequest {
+            key,
+            range_end,
+            limit: SNAPSHOT_CHUNK as i64,
+            revision: revision as i64,
+            keys_only,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Asks the cluster a linearizable question (how many keys are ours),
+    /// which only a cluster with a leader and a quorum answers; records the
+    /// answer for the metrics and the verdict for the health service.
+    async fn probe(&self) {
+        let (key, range_end) = self.keys.everything();
+        let counted = self
+            .kv_range(pb::RangeRequest {
+                key,
+                range_end,
+                count_only: true,
+                ..Default::default()
+            })
+            .await;
+        match counted {
+            Ok(answer) => {
+                self.keys_stored
+                    .store(answer.count.max(0) as u64, Ordering::Relaxed);
+                self.revision
+                    .store(revision_of(answer.header.as_ref()), Ordering::Relaxed);
+                if !*self.available.borrow() {
+                    tracing::info!("the etcd cluster answers: serving");
+                }
+                self.available.send_replace(true);
+            }
+            Err(error) => {
+                if *self.available.borrow() {
+                    tracing::warn!("the etcd cluster does not answer: {error}");
+                }
+                self.available.send_replace(false);
+                return;
+            }
+        }
+        let (_, channel) = self.cluster.current();
+        let status = tokio::time::timeout(
+            self.cluster.timeout(),
+            MaintenanceClient::new(channel).status(pb::StatusRequest {}),
+        )
+        .await;
+        if let Ok(Ok(status)) = status {
+            self.disk_bytes
+                .store(status.into_inner().db_size.max(0) as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Probes the cluster every [`PROBE_INTERVAL`] until the store is gone.
+async fn probe_forever(shared: std::sync::Weak<Shared>) {
+    let mut ticks = tokio::time::interval(PROBE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.probe().await;
+    }
+}
+
+/// etcd grants whole seconds: a TTL rounds up to the next second.
+fn whole_seconds(ttl: Duration) -> i64 {
+    let ttl = ttl.min(MAX_TTL);
+    (ttl.as_millis().div_ceil(1000) as i64).max(1)
+}
+
+fn seconds(ttl: i64) -> Duration {
+    Duration::from_secs(ttl.max(0) as u64)
+}
+
+/// The lease that an etcd "lease not found" in `txn` is about.
+fn first_lease(txn: &Txn) -> LeaseId {
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .find_map(|op| match op {
+            Op::Put { lease, .. } if *lease != 0 => Some(*lease),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+impl Store for EtcdStore {
+    async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        let answer = self
+            .kv_range(pb::RangeRequest {
+                key: self.shared.keys.outgoing(key),
+                ..Default::default()
+            })
+            .await?;
+        Ok(answer.kvs.into_iter().next().map(record))
+    }
+
+    async fn put(&self, key: Bytes, value: Bytes) -> Result<Revision, StoreError> {
+        let request = pb::PutRequest {
+            key: self.shared.keys.outgoing(&key),
+            value,
+            ..Default::default()
+        };
+        let answer = self
+            .shared
+            .cluster
+            .unary(
+                "Put",
+                Retry::IfNeverSent,
+                request,
+                |channel, request| async move { KvClient::new(channel).put(request).await },
+            )
+            .await?;
+        Ok(revision_of(answer.header.as_ref()))
+    }
+
+    async fn range(&self, query: RangeQuery) -> Result<RangeResult, StoreError> {
+        let answer = self
+            .kv_range(self.shared.keys.range_request(&query))
+            .await?;
+        Ok(self.shared.keys.range_result(answer))
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+        let keys = &self.shared.keys;
+        let request = pb::TxnRequest {
+            compare: txn.compares.iter().map(|c| keys.compare(c)).collect(),
+            success: txn.success.iter().map(|op| keys.op(op)).collect(),
+            failure: txn.failure.iter().map(|op| keys.op(op)).collect(),
+        };
+        let answer = match self.kv_txn("Txn", request).await {
+            Err(StoreError::Rejected(message)) if message.contains("lease not found") => {
+                return Err(StoreError::LeaseNotFound(first_lease(&txn)));
+            }
+            other => other?,
+        };
+        Ok(TxnResult {
+            succeeded: answer.succeeded,
+            revision: revision_of(answer.header.as_ref()),
+            results: answer
+                .responses
+                .into_iter()
+                .map(|op| keys.op_result(op))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseInfo, StoreError> {
+        let request = pb::LeaseGrantRequest {
+            ttl: whole_seconds(ttl),
+            id: 0,
+        };
+        let answer =
+            self.shared
+                .cluster
+                .unary(
+                    "LeaseGrant",
+                    Retry::IfNeverSent,
+                    request,
+                    |channel, request| async move {
+                        LeaseClient::new(channel).lease_grant(request).await
+                    },
+                )
+                .await?;
+        if !answer.error.is_empty() {
+            return Err(StoreError::Rejected(format!(
+                "etcd refused the lease: {}",
+                answer.error
+            )));
+        }
+        Ok(LeaseInfo {
+            id: answer.id,
+            ttl: seconds(answer.ttl),
+            remaining: seconds(answer.ttl),
+        })
+    }
+
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
+        // One request on etcd's keep-alive stream, one answer. Refreshing a
+        // lease twice is harmless, so it may be retried anywhere.
+        let answer = self
+            .shared
+            .cluster
+            .unary(
+                "LeaseKeepAlive",
+                Retry::Always,
+                pb::LeaseKeepAliveRequest { id },
+                |channel, request| async move {
+                    let (metadata, extensions, message) = request.into_parts();
+                    let request = tonic::Request::from_parts(
+                        metadata,
+                        extensions,
+                        tokio_stream::once(message),
+                    );
+                    let mut answers = LeaseClient::new(channel)
+                        .lease_keep_alive(request)
+                        .await?
+                        .into_inner();
+                    match answers.message().await? {
+                        Some(answer) => Ok(tonic::Response::new(answer)),
+                        None => Err(tonic::Status::unavailable(
+                            "etcd closed the keep-alive stream without an answer",
+                        )),
+                    }
+                },
+            )
+            .await?;
+        if answer.ttl <= 0 {
+            return Err(StoreError::LeaseNotFound(id));
+        }
+        Ok(LeaseInfo {
+            id,
+            ttl: seconds(answer.ttl),
+            remaining: seconds(answer.ttl),
+        })
+    }
+
+    async fn lease_info(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
+        let answer = self.time_to_live(id, false).await?;
+        Ok(LeaseInfo {
+            id,
+            ttl: seconds(answer.granted_ttl),
+            remaining: seconds(answer.ttl),
+        })
+    }
+
+    async fn lease_revoke(&self, id: LeaseId) -> Result<(u64, Revision), StoreError> {
+        // etcd does not say how many keys a revocation deleted; its keys
+        // just before are the closest answer (a key attached in between is
+        // deleted but not counted).
+        let attached = self.time_to_live(id, true).await?;
+        let ours = attached
+            .keys
+            .iter()
+            .filter(|key| self.shared.keys.owns(key))
+            .count() as u64;
+        let answer =
+            self.shared
+                .cluster
+                .unary(
+                    "LeaseRevoke",
+                    Retry::IfNeverSent,
+                    pb::LeaseRevokeRequest { id },
+                    |channel, request| async move {
+                        LeaseClient::new(channel).lease_revoke(request).await
+                    },
+                )
+                .await;
+        match answer {
+            Ok(answer) => Ok((ours, revision_of(answer.header.as_ref()))),
+            Err(StoreError::Rejected(message)) if message.contains("lease not found") => {
+                Err(StoreError::LeaseNotFound(id))
+            }
+            Err(StoreError::Internal(message)) if message.contains("lease not found") => {
+                Err(StoreError::LeaseNotFound(id))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn expire_leases(&self) -> Result<u64, StoreError> {
+        // etcd's leader expires leases and deletes their keys itself.
+        Ok(0)
+    }
+
+    async fn watch(
+        &self,
+        range: KeyRange,
+        from: Option<Revision>,
+    ) -> Result<EventStream, StoreError> {
+        let slot = WatcherSlot::take(&self.shared.watchers, self.shared.max_watchers)?;
+        watch::start(
+            Arc::clone(&self.shared.cluster),
+            self.shared.keys.clone(),
+            range,
+            from,
+            slot,
+        )
+        .await
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            keys: self.shared.keys_stored.load(Ordering::Relaxed),
+            disk_bytes: self.shared.disk_bytes.load(Ordering::Relaxed),
+            commits: 0,
+            commit_nanos: 0,
+            revision: self.shared.revision.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        // Every page is read at one revision, so the copy is consistent while
+        // writes go on (unless etcd compacts that revision away meanwhile,
+        // which ends the copy with an error). A first pass over the keys
+        // alone finds the leases they use, which the snapshot lists first.
+        let first = self.shared.page(None, 0, true).await?;
+        let revision = revision_of(first.header.as_ref());
+        let mut used = std::collections::BTreeSet::new();
+        let mut page = first;
+        loop {
+            used.extend(page.kvs.iter().map(|kv| kv.lease).filter(|&id| id != 0));
+            let Some(last) = page.kvs.last().filter(|_| page.more) else {
+                break;
+            };
+            let last = last.key.clone();
+            page = self.shared.page(Some(&last), revision, true).await?;
+        }
+        let mut leases = Vec::with_capacity(used.len());
+        for id in used {
+            match self.lease_info(id).await {
+                Ok(info) => leases.push((id, info.ttl)),
+                // Expired since: its keys are gone from the present, not
+                // from this revision's copy; they keep a lease of the
+                // shortest TTL and go soon after a restore.
+                Err(StoreError::LeaseNotFound(_)) => leases.push((id, Duration::from_secs(1))),
+                Err(error) => return Err(error),
+            }
+        }
+        let (sender, chunks) = mpsc::channel(4);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let mut after: Option<Bytes> = None;
+            loop {
+                let page = match shared.page(after.as_ref(), revision, false).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        let _ = sender.send(Err(error)).await;
+                        return;
+                    }
+                };
+                let more = page.more;
+                after = page.kvs.last().map(|kv| kv.key.clone());
+                let kvs: Vec<_> = page
+                    .kvs
+                    .into_iter()
+                    .map(|kv| shared.keys.key_value(kv))
+                    .collect();
+                if !kvs.is_empty() && sender.send(Ok(kvs)).await.is_err() {
+                    return;
+                }
+                if !more || after.is_none() {
+                    return;
+                }
+            }
+        });
+        Ok(Snapshot {
+            revision,
+            leases,
+            chunks,
+        })
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // Every acknowledged write is already in etcd's fsynced log.
+        Ok(())
+    }
+
+    fn availability(&self) -> signal::Receiver<bool> {
+        self.shared.available.subscribe()
+    }
+}
