@@ -398,7 +398,7 @@ mod tests {
     crate::storage::conformance::conformance_suite!({
         let dir = tempfile::tempdir().unwrap();
         let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
-        crate::storage::conformance::WithDir { store, _dir: dir }
+        crate::storage::conformance::Alongside { store, _kept: dir }
     });
 
     #[test]

@@ -353,6 +353,8 @@ pub(super) fn map_status(what: &str, status: &Status) -> StoreError {
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
             StoreError::Rejected(format!("etcd refused {what}: {message}"))
         }
+        // The caller knows which lease it asked about.
+        Code::NotFound if message.contains("lease not found") => StoreError::LeaseNotFound(0),
         Code::Unauthenticated | Code::PermissionDenied => StoreError::Unavailable(format!(
             "etcd refused kvserver's credentials for {what} (check --etcd-user and the \
              user's roles): {message}"

@@ -21,6 +21,11 @@ mod cluster;
 mod convert;
 mod watch;
 
+/// Real etcd processes for the conformance suite (shared with `tests/it`).
+#[cfg(test)]
+#[path = "../../../tests/support/etcd.rs"]
+mod etcd_process;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -312,7 +317,7 @@ impl Store for EtcdStore {
             failure: txn.failure.iter().map(|op| keys.op(op)).collect(),
         };
         let answer = match self.kv_txn("Txn", request).await {
-            Err(StoreError::Rejected(message)) if message.contains("lease not found") => {
+            Err(StoreError::LeaseNotFound(_)) => {
                 return Err(StoreError::LeaseNotFound(first_lease(&txn)));
             }
             other => other?,
@@ -431,12 +436,7 @@ impl Store for EtcdStore {
                 .await;
         match answer {
             Ok(answer) => Ok((ours, revision_of(answer.header.as_ref()))),
-            Err(StoreError::Rejected(message)) if message.contains("lease not found") => {
-                Err(StoreError::LeaseNotFound(id))
-            }
-            Err(StoreError::Internal(message)) if message.contains("lease not found") => {
-                Err(StoreError::LeaseNotFound(id))
-            }
+            Err(StoreError::LeaseNotFound(_)) => Err(StoreError::LeaseNotFound(id)),
             Err(error) => Err(error),
         }
     }
@@ -542,4 +542,28 @@ impl Store for EtcdStore {
     fn availability(&self) -> signal::Receiver<bool> {
         self.shared.available.subscribe()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::etcd_process::EtcdCluster;
+    use super::*;
+    use crate::storage::conformance::{Alongside, Expiry, conformance_suite};
+
+    /// A store over a fresh single-member etcd of its own, so that revisions
+    /// start over as on a fresh local store. Under a prefix, to show that
+    /// the prefix is invisible.
+    async fn fresh() -> Alongside<EtcdStore, EtcdCluster> {
+        let etcd = tokio::task::spawn_blocking(EtcdCluster::single)
+            .await
+            .expect("etcd starts");
+        let mut config = EtcdConfig::new(etcd.urls());
+        config.prefix = b"conformance/".to_vec();
+        let store = EtcdStore::connect(&config, WatchLimits::default())
+            .await
+            .expect("store over etcd");
+        Alongside { store, _kept: etcd }
+    }
+
+    conformance_suite!(fresh().await, Expiry::Remote);
 }
