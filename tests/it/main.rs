@@ -12,6 +12,7 @@ mod config;
 mod contract;
 mod crash;
 mod disk;
+mod etcd;
 mod harness;
 mod kv_api;
 mod lifecycle;

@@ -52,6 +52,9 @@ use crate::proto::etcd::etcdserverpb::maintenance_client::MaintenanceClient;
 /// How often the cluster is probed for health and counted for metrics.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long starting up waits for the cluster's first answer.
+const FIRST_PROBE_LIMIT: Duration = Duration::from_secs(2);
+
 /// A store whose data lives in an etcd cluster.
 pub struct EtcdStore {
     shared: Arc<Shared>,
@@ -87,7 +90,17 @@ impl EtcdStore {
             revision: AtomicU64::new(0),
             disk_bytes: AtomicU64::new(0),
         });
-        shared.probe().await;
+        // One look before serving, so the health service starts out right; a
+        // cluster that takes longer to answer is found by the probe task.
+        if tokio::time::timeout(FIRST_PROBE_LIMIT, shared.probe())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the etcd cluster did not answer within {FIRST_PROBE_LIMIT:?}: \
+                 NOT_SERVING until it does"
+            );
+        }
         let probe = tokio::spawn(probe_forever(Arc::downgrade(&shared)));
         Ok(EtcdStore {
             shared,

@@ -1,0 +1,516 @@
+//! kvserver over real etcd (`--backend etcd`): the APIs through a gateway,
+//! an unreachable cluster, and two gateways over a three-member cluster that
+//! loses a member, then its leader, under load.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use keyvalue::proto::keyvalue::v1 as pb;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::harness::{Server, get, kvserver, set};
+
+#[path = "../support/etcd.rs"]
+mod etcd_process;
+use etcd_process::EtcdCluster;
+
+/// A kvserver over `endpoints` (comma-separated), with extra arguments.
+fn gateway(endpoints: &str, args: &[&str]) -> Server {
+    let mut command = kvserver();
+    command.args(["--listen", "127.0.0.1:0", "--backend", "etcd"]);
+    command.args(["--etcd-endpoints", endpoints]);
+    command.args(args);
+    Server::spawn(command).unwrap_or_else(|output| panic!("kvserver did not start: {output}"))
+}
+
+async fn health(server: &Server) -> ServingStatus {
+    let channel = Channel::from_shared(format!("http://{}", server.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ServingStatus::try_from(answer.status).expect("a known status")
+}
+
+/// Waits (polling, with a deadline) until the server reports `wanted`.
+async fn until_health(server: &Server, wanted: ServingStatus, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = health(server).await;
+        if now == wanted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health stayed {now:?}, not {wanted:?}, for {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn key(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_apis_work_through_a_gateway_and_the_prefix_stays_inside_etcd() {
+    let etcd = tokio::task::spawn_blocking(EtcdCluster::single)
+        .await
+        .unwrap();
+    let server = gateway(&etcd.endpoints(), &["--etcd-prefix", "kv/"]);
+    assert_eq!(health(&server).await, ServingStatus::Serving);
+
+    // The tutorial's contract, unchanged.
+    let mut tutorial = server.client().await;
+    set(&mut tutorial, "weather", "sunny").await;
+    assert_eq!(get(&mut tutorial, "weather").await.unwrap(), "sunny");
+    let missing = get(&mut tutorial, "nothing").await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(missing.message(), "key not found");
+
+    // In etcd, under the prefix; to the client, without it.
+    let stored = etcd.etcdctl(&["get", "kv/weather", "--print-value-only"]);
+    assert_eq!(stored.trim(), "sunny");
+    let mut client = server.kv_client().await;
+    let listed = client
+        .range(pb::RangeRequest {
+            key: Bytes::new(),
+            prefix: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = listed.kvs.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(names, [key("weather")]);
+
+    // A batch as large as kvserver allows is one etcd transaction.
+    let puts = (0..1000)
+        .map(|i| pb::PutRequest {
+            key: key(&format!("batch/{i:04}")),
+            value: key(&i.to_string()),
+            ..Default::default()
+        })
+        .collect();
+    client
+        .batch_put(pb::BatchPutRequest { puts })
+        .await
+        .unwrap();
+    let counted = client
+        .range(pb::RangeRequest {
+            key: key("batch/"),
+            prefix: true,
+            count_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(counted.count, 1000);
+
+    // Compare-and-set on etcd's revisions.
+    let current = client
+        .get(pb::GetRequest {
+            key: key("weather"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .kv
+        .unwrap();
+    let cas = |expected: u64, value: &str| pb::PutRequest {
+        key: key("weather"),
+        value: key(value),
+        condition: Some(pb::Condition {
+            check: Some(pb::condition::Check::ModRevision(expected)),
+        }),
+        ..Default::default()
+    };
+    let won = client
+        .put(cas(current.mod_revision, "rainy"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(won.succeeded);
+    let lost = client
+        .put(cas(current.mod_revision, "snowy"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!lost.succeeded);
+    assert_eq!(get(&mut tutorial, "weather").await.unwrap(), "rainy");
+
+    // A key with a TTL becomes an etcd lease; etcd deletes it.
+    client
+        .put(pb::PutRequest {
+            key: key("session"),
+            value: key("open"),
+            ttl_ms: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&mut tutorial, "session").await.is_ok() {
+        assert!(Instant::now() < deadline, "a 1 s TTL key outlived 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Bad input is refused before it reaches etcd.
+    let empty = client.put(pb::PutRequest::default()).await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_through_one_gateway_sees_writes_through_another() {
+    let etcd = tokio::task::spawn_blocking(EtcdCluster::single)
+        .await
+        .unwrap();
+    let writer = gateway(&etcd.endpoints(), &[]);
+    let watcher = gateway(&etcd.endpoints(), &[]);
+    let mut events = watcher
+        .kv_client()
+        .await
+        .watch(pb::WatchRequest {
+            key: key("jobs/"),
+            prefix: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut tutorial = writer.client().await;
+    set(&mut tutorial, "jobs/1", "queued").await;
+    set(&mut tutorial, "other", "ignored").await;
+    set(&mut tutorial, "jobs/1", "done").await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let answer = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the watch goes on")
+            .expect("events, not an error");
+        seen.extend(answer.events.into_iter().map(|e| e.kv.unwrap().value));
+    }
+    assert_eq!(seen, [key("queued"), key("done")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_is_unavailable_at_once_and_the_gateway_reconnects() {
+    let mut etcd = tokio::task::spawn_blocking(EtcdCluster::single)
+        .await
+        .unwrap();
+    let server = gateway(&etcd.endpoints(), &["--etcd-timeout", "1s"]);
+    let mut tutorial = server.client().await;
+    set(&mut tutorial, "kept", "yes").await;
+
+    etcd.kill(0);
+    until_health(&server, ServingStatus::NotServing, Duration::from_secs(10)).await;
+    let started = Instant::now();
+    let failed = get(&mut tutorial, "kept").await.unwrap_err();
+    assert_eq!(failed.code(), Code::Unavailable, "{failed:?}");
+    assert!(
+        failed.message().contains("etcd"),
+        "the message names the cause: {}",
+        failed.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?} against --etcd-timeout 1s",
+        started.elapsed()
+    );
+
+    // A client deadline shorter than --etcd-timeout is kept too.
+    let slow = gateway(&etcd.endpoints(), &["--etcd-timeout", "30s"]);
+    let mut impatient = slow.kv_client().await;
+    let mut request = tonic::Request::new(pb::GetRequest { key: key("kept") });
+    request.set_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let failed = impatient.get(request).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a 300 ms deadline answered after {:?}: {failed:?}",
+        started.elapsed()
+    );
+
+    tokio::task::block_in_place(|| etcd.restart(0));
+    until_health(&server, ServingStatus::Serving, Duration::from_secs(20)).await;
+    assert_eq!(get(&mut tutorial, "kept").await.unwrap(), "yes");
+}
+
+/// What the load acknowledged: key to value.
+type Acknowledged = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// Writers of unique keys through `gateway` until `stop`, recording every
+/// acknowledged write. Failures (during a failover) are counted, not fatal:
+/// a write that failed may or may not have happened, and is not checked.
+fn load(
+    gateway: &Server,
+    writer: usize,
+    acknowledged: Acknowledged,
+    acks: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    let addr = format!("http://{}", gateway.addr());
+    tokio::spawn(async move {
+        let channel = Channel::from_shared(addr).unwrap().connect_lazy();
+        let mut client = pb::kv_client::KvClient::new(channel);
+        let mut failures = 0;
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let name = format!("load/{writer}/{i:06}");
+            let mut request = tonic::Request::new(pb::PutRequest {
+                key: key(&name),
+                value: key(&i.to_string()),
+                ..Default::default()
+            });
+            request.set_timeout(Duration::from_secs(3));
+            match client.put(request).await {
+                Ok(_) => {
+                    acknowledged.lock().unwrap().insert(name, i.to_string());
+                    acks.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            i += 1;
+        }
+        failures
+    })
+}
+
+/// Waits until `acks` grows by `more` (writes go on), within `within`.
+async fn until_more_acks(acks: &AtomicU64, more: u64, within: Duration, when: &str) {
+    let start = acks.load(Ordering::Relaxed);
+    let deadline = Instant::now() + within;
+    while acks.load(Ordering::Relaxed) < start + more {
+        assert!(
+            Instant::now() < deadline,
+            "writes stopped {when}: {} acknowledged in {within:?}",
+            acks.load(Ordering::Relaxed) - start
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until member `i` alone (a serializable read of its own copy)
+/// holds `name` = `value`: it has caught up with writes made without it.
+async fn until_member_has(etcd: &EtcdCluster, i: usize, name: &str, value: &str) {
+    let url = etcd.url(i);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &url, "get", "--consistency=s"])
+            .args(["--print-value-only", name])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&output.stdout).trim() == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member {i} did not catch up with {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_over_three_members_lose_a_member_then_the_leader_and_lose_nothing() {
+    let mut etcd = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
+        .await
+        .unwrap();
+    let leader = etcd.leader();
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    // Gateway B starts on the follower that dies first, so its watch must
+    // move to another member.
+    let order = |first: usize| {
+        [first, (first + 1) % 3, (first + 2) % 3]
+            .map(|i| etcd.url(i))
+            .join(",")
+    };
+    let a = gateway(&order(other), &["--etcd-timeout", "3s"]);
+    let b = gateway(&order(follower), &["--etcd-timeout", "3s"]);
+
+    let mut through_a = a.client().await;
+    let mut through_b = b.client().await;
+    set(&mut through_a, "greeting", "hello").await;
+    assert_eq!(get(&mut through_b, "greeting").await.unwrap(), "hello");
+    let mut watch = b
+        .kv_client()
+        .await
+        .watch(pb::WatchRequest {
+            key: key("watched/"),
+            prefix: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let acknowledged: Acknowledged = Arc::default();
+    let acks = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let via = if w % 2 == 0 { &a } else { &b };
+            load(
+                via,
+                w,
+                Arc::clone(&acknowledged),
+                Arc::clone(&acks),
+                Arc::clone(&stop),
+            )
+        })
+        .collect();
+    until_more_acks(&acks, 100, Duration::from_secs(20), "before any failure").await;
+
+    // A follower dies under load: writes go on.
+    etcd.kill(follower);
+    until_more_acks(&acks, 200, Duration::from_secs(20), "after a follower died").await;
+    set(&mut through_a, "written-while-down", "1").await;
+    tokio::task::block_in_place(|| etcd.restart(follower));
+    until_member_has(&etcd, follower, "written-while-down", "1").await;
+
+    // The leader dies under load: a new one is elected, writes go on.
+    let leader = etcd.leader();
+    etcd.kill(leader);
+    until_more_acks(&acks, 200, Duration::from_secs(30), "after the leader died").await;
+    set(&mut through_b, "written-without-leader", "2").await;
+    tokio::task::block_in_place(|| etcd.restart(leader));
+    until_member_has(&etcd, leader, "written-without-leader", "2").await;
+    until_more_acks(&acks, 100, Duration::from_secs(20), "after the restarts").await;
+
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = 0;
+    for writer in writers {
+        failures += writer.await.unwrap();
+    }
+
+    // Every acknowledged write is there, through both gateways.
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    eprintln!(
+        "{} writes acknowledged, {failures} failed during the failovers",
+        acknowledged.len()
+    );
+    assert!(acknowledged.len() >= 600, "{} writes", acknowledged.len());
+    for server in [&a, &b] {
+        let mut client = server.kv_client().await;
+        let names: Vec<&String> = acknowledged.keys().collect();
+        for chunk in names.chunks(1000) {
+            let answer = client
+                .batch_get(pb::BatchGetRequest {
+                    keys: chunk.iter().map(|name| key(name)).collect(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            for (name, result) in chunk.iter().zip(answer.results) {
+                let value = result.kv.map(|kv| kv.value);
+                assert_eq!(
+                    value,
+                    Some(key(&acknowledged[*name])),
+                    "acknowledged write {name} through {}",
+                    server.addr()
+                );
+            }
+        }
+    }
+
+    // B's watch moved off the dead member and still reports A's writes.
+    set(&mut through_a, "watched/after", "both failures").await;
+    let answer = tokio::time::timeout(Duration::from_secs(20), watch.next())
+        .await
+        .expect("the watch reports within 20 s")
+        .expect("the watch goes on")
+        .expect("events, not an error");
+    assert_eq!(
+        answer.events[0].kv.as_ref().unwrap().value,
+        key("both failures")
+    );
+}
+
+#[test]
+fn a_backup_through_an_etcd_gateway_restores_into_a_disk_data_dir() {
+    let etcd = EtcdCluster::single();
+    let server = gateway(&etcd.endpoints(), &["--etcd-prefix", "app/"]);
+    let kv = |addr: &str, args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_kv"))
+            .env_remove("KV_ADDR")
+            .args(["--addr", addr])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "kv {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let batch: Vec<String> = (0..2500).map(|i| format!("k{i:04}=v{i}")).collect();
+    // 2,500 keys, more than one snapshot chunk, in transactions of 100.
+    for chunk in batch.chunks(100) {
+        let puts = chunk
+            .iter()
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap();
+                format!("put {k} {v}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kv"))
+            .env_remove("KV_ADDR")
+            .args(["--addr", server.addr(), "txn"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("\n{puts}\n").as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup");
+    kv(server.addr(), &["backup", file.to_str().unwrap()]);
+    let data = dir.path().join("data");
+    let restored = kvserver()
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("restore")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(restored.status.success());
+    let local = Server::start_on_disk(&data, &[]);
+    let listing = kv(local.addr(), &["ls"]);
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 2500);
+    assert_eq!(lines[0], "k0000\tv0");
+    assert_eq!(lines[2499], "k2499\tv2499");
+}
