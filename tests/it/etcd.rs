@@ -21,7 +21,7 @@ use crate::harness::{Server, get, kvserver, set};
 
 #[path = "../support/etcd.rs"]
 mod etcd_process;
-use etcd_process::EtcdCluster;
+use etcd_process::{ClientTls, EtcdCluster};
 
 /// A kvserver over `endpoints` (comma-separated), with extra arguments.
 fn gateway(endpoints: &str, args: &[&str]) -> Server {
@@ -513,4 +513,83 @@ fn a_backup_through_an_etcd_gateway_restores_into_a_disk_data_dir() {
     assert_eq!(lines.len(), 2500);
     assert_eq!(lines[0], "k0000\tv0");
     assert_eq!(lines[2499], "k2499\tv2499");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_reaches_etcd_over_mutual_tls_with_a_user_and_password() {
+    use crate::tls::{Authority, write};
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let ca = Authority::new("etcd test CA");
+    write(dir.path(), "ca.pem", &ca.pem);
+    let (cert, key) = ca.sign(&["127.0.0.1", "localhost"]);
+    write(dir.path(), "etcd.pem", &cert);
+    write(dir.path(), "etcd.key", &key);
+    let (cert, key) = ca.sign(&["kvserver"]);
+    write(dir.path(), "client.pem", &cert);
+    write(dir.path(), "client.key", &key);
+    write(dir.path(), "password", "s3cret\n");
+    write(dir.path(), "wrong-password", "guess\n");
+    let tls = ClientTls {
+        cert: path("etcd.pem").into(),
+        key: path("etcd.key").into(),
+        ca: path("ca.pem").into(),
+        client_cert: path("client.pem").into(),
+        client_key: path("client.key").into(),
+    };
+    let mut etcd = tokio::task::spawn_blocking(move || EtcdCluster::start_with(1, Some(tls)))
+        .await
+        .unwrap();
+    etcd.etcdctl(&["user", "add", "root:s3cret", "--interactive=false"]);
+    etcd.etcdctl(&["auth", "enable"]);
+    etcd.add_etcdctl_flag("--user=root:s3cret");
+
+    let certificates = [
+        "--etcd-ca-file",
+        &path("ca.pem"),
+        "--etcd-cert",
+        &path("client.pem"),
+        "--etcd-key",
+        &path("client.key"),
+    ];
+    let mut args = certificates.to_vec();
+    let password = path("password");
+    args.extend(["--etcd-user", "root", "--etcd-password-file", &password]);
+    let server = gateway(&etcd.endpoints(), &args);
+    assert_eq!(health(&server).await, ServingStatus::Serving);
+    let mut client = server.client().await;
+    set(&mut client, "secure", "yes").await;
+    assert_eq!(get(&mut client, "secure").await.unwrap(), "yes");
+    assert_eq!(
+        etcd.etcdctl(&["get", "secure", "--print-value-only"])
+            .trim(),
+        "yes"
+    );
+
+    // A wrong password: the gateway runs but does not serve, and says why.
+    let mut args = certificates.to_vec();
+    let wrong = path("wrong-password");
+    args.extend(["--etcd-user", "root", "--etcd-password-file", &wrong]);
+    let refused = gateway(&etcd.endpoints(), &args);
+    assert_eq!(health(&refused).await, ServingStatus::NotServing);
+    let failed = get(&mut refused.client().await, "secure")
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), Code::Unavailable);
+    assert!(
+        failed.message().contains("--etcd-user"),
+        "{}",
+        failed.message()
+    );
+
+    // No client certificate: etcd refuses the connection.
+    let anonymous = gateway(
+        &etcd.endpoints(),
+        &["--etcd-ca-file", &path("ca.pem"), "--etcd-timeout", "1s"],
+    );
+    assert_eq!(health(&anonymous).await, ServingStatus::NotServing);
+    let failed = get(&mut anonymous.client().await, "secure")
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), Code::Unavailable, "{failed:?}");
 }

@@ -10,13 +10,15 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use crate::harness::{Server, kvserver, send_signal};
 
 /// A certificate authority that signs server and client certificates.
-struct Authority {
+pub(crate) struct Authority {
     issuer: Issuer<'static, KeyPair>,
-    pem: String,
+    /// The CA's own certificate, as PEM.
+    pub(crate) pem: String,
 }
 
 impl Authority {
-    fn new(name: &str) -> Authority {
+    /// A new self-signed CA called `name`.
+    pub(crate) fn new(name: &str) -> Authority {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -29,7 +31,7 @@ impl Authority {
     }
 
     /// A certificate for `names` and its key, as PEM.
-    fn sign(&self, names: &[&str]) -> (String, String) {
+    pub(crate) fn sign(&self, names: &[&str]) -> (String, String) {
         let params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
@@ -39,7 +41,8 @@ impl Authority {
     }
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+/// Writes `text` to `dir/name`; returns the path.
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path

@@ -31,13 +31,30 @@ const ELECTION_MS: &str = "500";
 /// A running etcd cluster on 127.0.0.1.
 pub struct EtcdCluster {
     members: Vec<Member>,
+    /// Extra `etcdctl` flags (certificates, credentials) for this cluster.
+    etcdctl_flags: Vec<String>,
     _dir: tempfile::TempDir,
+}
+
+/// How clients reach the members: plaintext, or TLS with these PEM files
+/// (the members require client certificates signed by `ca`).
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// The members' certificate and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA of the members' and the clients' certificates.
+    pub ca: PathBuf,
+    /// A client certificate and key for etcdctl.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    tls: Option<ClientTls>,
     data_dir: PathBuf,
     process: Option<Child>,
     log: Arc<(Mutex<Vec<String>>, Condvar)>,
@@ -51,6 +68,11 @@ impl EtcdCluster {
 
     /// A cluster of `size` members, each ready to serve.
     pub fn start(size: usize) -> EtcdCluster {
+        EtcdCluster::start_with(size, None)
+    }
+
+    /// A cluster of `size` members that serve clients over `tls`, if given.
+    pub fn start_with(size: usize, tls: Option<ClientTls>) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("temporary directory for etcd");
         for _attempt in 0..3 {
             let mut members: Vec<Member> = (0..size)
@@ -58,6 +80,7 @@ impl EtcdCluster {
                     name: format!("m{i}"),
                     client_port: free_port(),
                     peer_port: free_port(),
+                    tls: tls.clone(),
                     data_dir: dir.path().join(format!("m{i}-{}", free_port())),
                     process: None,
                     log: Arc::new((Mutex::new(Vec::new()), Condvar::new())),
@@ -68,7 +91,19 @@ impl EtcdCluster {
                 member.spawn(&initial, "new");
             }
             if members.iter().all(Member::wait_ready) {
-                return EtcdCluster { members, _dir: dir };
+                let etcdctl_flags = match &tls {
+                    Some(tls) => vec![
+                        format!("--cacert={}", tls.ca.display()),
+                        format!("--cert={}", tls.client_cert.display()),
+                        format!("--key={}", tls.client_key.display()),
+                    ],
+                    None => Vec::new(),
+                };
+                return EtcdCluster {
+                    members,
+                    etcdctl_flags,
+                    _dir: dir,
+                };
             }
             // A port was taken between picking and binding: start over.
             for member in &mut members {
@@ -155,12 +190,18 @@ impl EtcdCluster {
         None
     }
 
+    /// Adds a flag to every later `etcdctl` call (`--user=root:pw`, say).
+    pub fn add_etcdctl_flag(&mut self, flag: &str) {
+        self.etcdctl_flags.push(flag.to_owned());
+    }
+
     /// Runs `etcdctl` against the whole cluster; returns its stdout.
     pub fn etcdctl(&self, args: &[&str]) -> String {
         let output = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .arg("--endpoints")
             .arg(self.endpoints())
+            .args(&self.etcdctl_flags)
             .args(args)
             .output()
             .expect("etcdctl runs");
@@ -183,7 +224,8 @@ impl Drop for EtcdCluster {
 
 impl Member {
     fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn peer_url(&self) -> String {
@@ -193,7 +235,18 @@ impl Member {
     fn spawn(&mut self, initial_cluster: &str, state: &str) {
         // A fresh log: the last process's lines (and its exit) are history.
         self.log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let mut child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let mut child = command
             .args(["--name", &self.name])
             .arg("--data-dir")
             .arg(&self.data_dir)

@@ -256,11 +256,18 @@ impl Cluster {
                 })?;
         let answer = match answer {
             Ok(answer) => answer.into_inner(),
-            Err(status) => {
-                if is_member_failure(&status) {
-                    self.fail_over(index);
-                }
+            Err(status) if is_member_failure(&status) => {
+                self.fail_over(index);
                 return Err(map_status("Authenticate", &status));
+            }
+            // Not the request's fault, but kvserver's configuration: the
+            // client gets UNAVAILABLE and the operator a message to act on.
+            Err(status) => {
+                return Err(StoreError::Unavailable(format!(
+                    "kvserver cannot sign in to etcd as {name:?} (check --etcd-user and \
+                     --etcd-password-file): {}",
+                    status.message()
+                )));
             }
         };
         let token = MetadataValue::try_from(answer.token.as_str())

@@ -92,14 +92,13 @@ impl EtcdStore {
         });
         // One look before serving, so the health service starts out right; a
         // cluster that takes longer to answer is found by the probe task.
-        if tokio::time::timeout(FIRST_PROBE_LIMIT, shared.probe())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
+        match tokio::time::timeout(FIRST_PROBE_LIMIT, shared.probe()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!("NOT_SERVING until etcd answers: {error}"),
+            Err(_) => tracing::warn!(
                 "the etcd cluster did not answer within {FIRST_PROBE_LIMIT:?}: \
                  NOT_SERVING until it does"
-            );
+            ),
         }
         let probe = tokio::spawn(probe_forever(Arc::downgrade(&shared)));
         Ok(EtcdStore {
@@ -207,7 +206,7 @@ impl Shared {
     /// Asks the cluster a linearizable question (how many keys are ours),
     /// which only a cluster with a leader and a quorum answers; records the
     /// answer for the metrics and the verdict for the health service.
-    async fn probe(&self) {
+    async fn probe(&self) -> Result<(), StoreError> {
         let (key, range_end) = self.keys.everything();
         let counted = self
             .kv_range(pb::RangeRequest {
@@ -233,7 +232,7 @@ impl Shared {
                     tracing::warn!("the etcd cluster does not answer: {error}");
                 }
                 self.available.send_replace(false);
-                return;
+                return Err(error);
             }
         }
         let (_, channel) = self.cluster.current();
@@ -246,6 +245,7 @@ impl Shared {
             self.disk_bytes
                 .store(status.into_inner().db_size.max(0) as u64, Ordering::Relaxed);
         }
+        Ok(())
     }
 }
 
@@ -259,7 +259,8 @@ async fn probe_forever(shared: std::sync::Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        shared.probe().await;
+        // Failures are logged when the availability changes.
+        let _ = shared.probe().await;
     }
 }
 
