@@ -3,6 +3,9 @@
 # Python client sets weather=sunny, then the Ruby client and `kv` both read
 # `weather` back and print `sunny`.
 #
+# Arguments, if any, are kvserver's (default: --backend memory), so the same
+# test runs over every backend (tests/e2e/tutorial-on-etcd.sh passes etcd's).
+#
 # Needs KVSERVER_BIN and KV_BIN (built binaries) and PYTHON (a Python with the
 # keyvalue package installed); scripts/test sets all three.
 set -euo pipefail
@@ -12,8 +15,11 @@ cd "$(dirname "$0")/../.."
 
 fail() { echo "e2e: FAIL: $*" >&2; exit 1; }
 
+backend=("$@")
+[ ${#backend[@]} -gt 0 ] || backend=(--backend memory)
+
 log=$(mktemp)
-"$KVSERVER_BIN" --listen 127.0.0.1:0 --backend memory 2>"$log" &
+"$KVSERVER_BIN" --listen 127.0.0.1:0 "${backend[@]}" 2>"$log" &
 server=$!
 cleanup() {
   kill -TERM "$server" 2>/dev/null || true
@@ -31,7 +37,7 @@ for _ in $(seq 200); do
   sleep 0.1
 done
 [ -n "$addr" ] || fail "kvserver did not announce its address"
-echo "kvserver on $addr"
+echo "kvserver on $addr (${backend[*]})"
 
 out=$("$PYTHON" -m keyvalue --addr "$addr" weather=sunny)
 [ "$out" = 'sent "weather" to server' ] || fail "python set printed: $out"
