@@ -369,3 +369,63 @@ pub(super) fn map_status(what: &str, status: &Status) -> StoreError {
         _ => StoreError::Internal(format!("etcd failed {what}: {message}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_statuses_become_the_storage_errors_clients_can_act_on() {
+        let map = |code, message: &str| map_status("Txn", &Status::new(code, message));
+        assert_eq!(
+            map(Code::NotFound, "etcdserver: requested lease not found"),
+            StoreError::LeaseNotFound(0)
+        );
+        assert!(matches!(
+            map(Code::InvalidArgument, "etcdserver: too many operations in txn request"),
+            StoreError::LimitReached(message) if message.contains("--max-txn-ops")
+        ));
+        assert!(matches!(
+            map(
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request"
+            ),
+            StoreError::Rejected(_)
+        ));
+        assert!(matches!(
+            map(
+                Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded"
+            ),
+            StoreError::ResourceExhausted(_)
+        ));
+        assert!(matches!(
+            map(Code::Unavailable, "etcdserver: no leader"),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            map(Code::PermissionDenied, "etcdserver: permission denied"),
+            StoreError::Unavailable(message) if message.contains("--etcd-user")
+        ));
+    }
+
+    #[test]
+    fn only_failures_of_the_member_move_calls_to_another() {
+        assert!(is_member_failure(&Status::unavailable(
+            "connection refused"
+        )));
+        assert!(is_member_failure(&Status::unknown(
+            "etcdserver: leader changed"
+        )));
+        assert!(!is_member_failure(&Status::invalid_argument("bad")));
+        assert!(!is_member_failure(&Status::not_found("lease not found")));
+    }
+
+    #[test]
+    fn a_write_is_sent_again_only_if_it_never_left() {
+        assert!(never_sent(&Status::unavailable("etcdserver: no leader")));
+        assert!(!never_sent(&Status::unavailable(
+            "etcdserver: request timed out"
+        )));
+    }
+}

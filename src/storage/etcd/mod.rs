@@ -580,4 +580,12 @@ mod tests {
     }
 
     conformance_suite!(fresh().await, Expiry::Remote);
+
+    #[test]
+    fn ttls_round_up_to_whole_seconds() {
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1000)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1001)), 2);
+        assert_eq!(whole_seconds(Duration::MAX), MAX_TTL.as_secs() as i64);
+    }
 }
