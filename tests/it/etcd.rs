@@ -19,12 +19,10 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::harness::{Server, get, kvserver, set};
 
-#[path = "../support/etcd.rs"]
-mod etcd_process;
-use etcd_process::{ClientTls, EtcdCluster};
+use crate::etcd_process::{ClientTls, EtcdCluster};
 
 /// A kvserver over `endpoints` (comma-separated), with extra arguments.
-fn gateway(endpoints: &str, args: &[&str]) -> Server {
+pub(crate) fn gateway(endpoints: &str, args: &[&str]) -> Server {
     let mut command = kvserver();
     command.args(["--listen", "127.0.0.1:0", "--backend", "etcd"]);
     command.args(["--etcd-endpoints", endpoints]);

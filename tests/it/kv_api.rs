@@ -1,5 +1,6 @@
 //! The full API, `keyvalue.v1.KV`, through the real binary: every RPC, its
-//! errors and limits, and the guarantees docs/API.md promises.
+//! errors and limits, and the guarantees docs/API.md promises. The tests that
+//! hold on every backend run on the memory backend and over etcd.
 
 use std::time::Duration;
 
@@ -11,6 +12,48 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::harness::{Server, get, set};
+
+/// The tests that hold on every backend, each run twice: on the memory
+/// backend, and through a kvserver over a fresh single-member etcd.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod on_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::harness::Server::start()).await;
+                }
+            )*
+        }
+        mod on_etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let etcd = tokio::task::spawn_blocking(
+                        crate::etcd_process::EtcdCluster::single,
+                    )
+                    .await
+                    .unwrap();
+                    super::$test(crate::etcd::gateway(&etcd.endpoints(), &[])).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    both_services_serve_the_same_data,
+    get_and_put_carry_revisions_and_versions,
+    a_failed_compare_and_set_answers_with_the_current_state,
+    racing_compare_and_sets_have_exactly_one_winner_a_thousand_times,
+    delete_of_a_key_a_prefix_and_a_range_counts_what_went,
+    paging_through_100000_keys_returns_each_exactly_once,
+    txn_applies_one_branch_atomically_at_one_revision,
+    batches_get_and_put_many_keys_in_one_call,
+    a_watch_from_an_old_revision_replays_exactly_the_missed_events_in_order,
+    leases_are_kept_alive_shared_and_revoked,
+    bad_requests_get_invalid_argument_naming_the_problem,
+);
 
 fn b(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
@@ -41,9 +84,7 @@ fn revision(header: &Option<pb::Header>) -> u64 {
     header.as_ref().expect("a header").revision
 }
 
-#[tokio::test]
-async fn both_services_serve_the_same_data() {
-    let server = Server::start();
+async fn both_services_serve_the_same_data(server: Server) {
     let mut tutorial = server.client().await;
     let mut kv = server.kv_client().await;
     set(&mut tutorial, "weather", "sunny").await;
@@ -66,9 +107,7 @@ async fn both_services_serve_the_same_data() {
     assert_eq!(status.code(), Code::FailedPrecondition);
 }
 
-#[tokio::test]
-async fn get_and_put_carry_revisions_and_versions() {
-    let server = Server::start();
+async fn get_and_put_carry_revisions_and_versions(server: Server) {
     let mut kv = server.kv_client().await;
     assert_eq!(kv_get(&mut kv, "missing").await, None);
     let first = put(&mut kv, "k", "1").await;
@@ -119,9 +158,7 @@ fn cas(key: &str, mod_revision: u64, value: &str) -> pb::PutRequest {
     }
 }
 
-#[tokio::test]
-async fn a_failed_compare_and_set_answers_with_the_current_state() {
-    let server = Server::start();
+async fn a_failed_compare_and_set_answers_with_the_current_state(server: Server) {
     let mut kv = server.kv_client().await;
     let created = revision(&put(&mut kv, "k", "v1").await.header);
     let won = kv.put(cas("k", created, "v2")).await.unwrap().into_inner();
@@ -170,9 +207,7 @@ async fn a_failed_compare_and_set_answers_with_the_current_state() {
     assert_eq!(done.deleted, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_compare_and_sets_have_exactly_one_winner_a_thousand_times() {
-    let server = Server::start();
+async fn racing_compare_and_sets_have_exactly_one_winner_a_thousand_times(server: Server) {
     let mut first = server.kv_client().await;
     let mut second = server.kv_client().await;
     let mut setup = server.kv_client().await;
@@ -193,9 +228,7 @@ async fn racing_compare_and_sets_have_exactly_one_winner_a_thousand_times() {
     }
 }
 
-#[tokio::test]
-async fn delete_of_a_key_a_prefix_and_a_range_counts_what_went() {
-    let server = Server::start();
+async fn delete_of_a_key_a_prefix_and_a_range_counts_what_went(server: Server) {
     let mut kv = server.kv_client().await;
     for key in ["a", "p/1", "p/2", "p/3", "q", "r"] {
         put(&mut kv, key, "v").await;
@@ -251,9 +284,7 @@ async fn delete_of_a_key_a_prefix_and_a_range_counts_what_went() {
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn paging_through_100000_keys_returns_each_exactly_once() {
-    let server = Server::start();
+async fn paging_through_100000_keys_returns_each_exactly_once(server: Server) {
     let mut kv = server.kv_client().await;
     const KEYS: usize = 100_000;
     for batch in 0..KEYS / 1000 {
@@ -309,9 +340,7 @@ async fn paging_through_100000_keys_returns_each_exactly_once() {
     assert_eq!((counted.count, counted.kvs.len()), (KEYS as u64, 0));
 }
 
-#[tokio::test]
-async fn txn_applies_one_branch_atomically_at_one_revision() {
-    let server = Server::start();
+async fn txn_applies_one_branch_atomically_at_one_revision(server: Server) {
     let mut kv = server.kv_client().await;
     let start = revision(&put(&mut kv, "balance", "100").await.header);
     let compare = pb::Compare {
@@ -359,9 +388,7 @@ async fn txn_applies_one_branch_atomically_at_one_revision() {
     assert_eq!(revision(&refused.header), start + 1, "nothing written");
 }
 
-#[tokio::test]
-async fn batches_get_and_put_many_keys_in_one_call() {
-    let server = Server::start();
+async fn batches_get_and_put_many_keys_in_one_call(server: Server) {
     let mut kv = server.kv_client().await;
     let puts = (0..10)
         .map(|i| pb::PutRequest {
@@ -407,9 +434,7 @@ async fn next_response(
         .expect("the stream goes on")
 }
 
-#[tokio::test]
-async fn a_watch_from_an_old_revision_replays_exactly_the_missed_events_in_order() {
-    let server = Server::start();
+async fn a_watch_from_an_old_revision_replays_exactly_the_missed_events_in_order(server: Server) {
     let mut kv = server.kv_client().await;
     let mut revisions = Vec::new();
     for i in 0..30 {
@@ -563,9 +588,7 @@ async fn ttl_expiry_is_seen_by_get_range_and_watch() {
     assert_eq!(status.code(), Code::NotFound);
 }
 
-#[tokio::test]
-async fn leases_are_kept_alive_shared_and_revoked() {
-    let server = Server::start();
+async fn leases_are_kept_alive_shared_and_revoked(server: Server) {
     let mut kv = server.kv_client().await;
     let lease = kv
         .lease_grant(pb::LeaseGrantRequest { ttl_ms: 1000 })
@@ -609,9 +632,7 @@ async fn leases_are_kept_alive_shared_and_revoked() {
     assert!(status.message().contains(&lease.id.to_string()));
 }
 
-#[tokio::test]
-async fn bad_requests_get_invalid_argument_naming_the_problem() {
-    let server = Server::start();
+async fn bad_requests_get_invalid_argument_naming_the_problem(server: Server) {
     let mut kv = server.kv_client().await;
     let cases: Vec<(&str, tonic::Status)> = vec![
         (

@@ -13,6 +13,8 @@ mod contract;
 mod crash;
 mod disk;
 mod etcd;
+#[path = "../support/etcd.rs"]
+mod etcd_process;
 mod harness;
 mod kv_api;
 mod lifecycle;
