@@ -47,6 +47,7 @@ macro_rules! conformance_suite {
             concurrent_writers_of_many_keys_keep_their_last_write,
             range_is_sorted_and_pages_with_limit_more_and_count,
             range_by_prefix_between_keys_only_and_count_only,
+            a_range_that_holds_no_key_reads_and_deletes_nothing,
             delete_of_a_key_and_of_a_range_counts_and_returns_what_went,
             a_deleted_key_starts_over_when_put_again,
             put_can_return_the_previous_record,
@@ -368,6 +369,28 @@ pub(crate) async fn range_by_prefix_between_keys_only_and_count_only<S: Store>(s
         .await
         .unwrap();
     assert_eq!(empty.count, 0);
+}
+
+pub(crate) async fn a_range_that_holds_no_key_reads_and_deletes_nothing<S: Store>(store: Arc<S>) {
+    fill(&*store, &["\0", "a", "b"]).await;
+    // ["", "\0") holds only the empty key, which is no key; the others end
+    // at or before their start.
+    for (start, end) in [("", "\0"), ("b", "a"), ("a", "a")] {
+        let range = KeyRange::between(bytes(start), bytes(end));
+        let read = store.range(RangeQuery::all(range.clone())).await.unwrap();
+        assert_eq!((read.kvs.len(), read.count), (0, 0), "[{start:?}, {end:?})");
+        let result = store.txn(Txn::of(vec![delete_op(range)])).await.unwrap();
+        assert!(
+            matches!(result.results[..], [OpResult::Delete { deleted: 0, .. }]),
+            "[{start:?}, {end:?}) deleted {:?}",
+            result.results
+        );
+    }
+    let all = store
+        .range(RangeQuery::all(KeyRange::prefix(Bytes::new())))
+        .await
+        .unwrap();
+    assert_eq!(keys(&all), ["\0", "a", "b"]);
 }
 
 pub(crate) async fn delete_of_a_key_and_of_a_range_counts_and_returns_what_went<S: Store>(

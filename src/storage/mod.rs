@@ -98,7 +98,9 @@ pub const SNAPSHOT_CHUNK: usize = 1000;
 pub struct Snapshot {
     /// The revision the copy is at.
     pub revision: Revision,
-    /// Every granted lease and its TTL.
+    /// Every granted lease and its TTL (for the etcd backend, every lease
+    /// one of the copied keys is attached to: etcd's leases are the whole
+    /// cluster's).
     pub leases: Vec<(LeaseId, Duration)>,
     /// The keys, in order, [`SNAPSHOT_CHUNK`] at a time.
     pub chunks: tokio::sync::mpsc::Receiver<Result<Vec<ops::KeyValue>, StoreError>>,

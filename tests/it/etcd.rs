@@ -17,7 +17,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::harness::{Server, get, kvserver, set};
+use crate::harness::{Server, get, kvserver, send_signal, set};
 
 use crate::etcd_process::{ClientTls, EtcdCluster};
 
@@ -590,4 +590,114 @@ async fn a_gateway_reaches_etcd_over_mutual_tls_with_a_user_and_password() {
         .await
         .unwrap_err();
     assert_eq!(failed.code(), Code::Unavailable, "{failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_revision_etcd_compacted_is_refused_with_the_oldest_left() {
+    let etcd = tokio::task::spawn_blocking(EtcdCluster::single)
+        .await
+        .unwrap();
+    let server = gateway(&etcd.endpoints(), &[]);
+    let mut client = server.kv_client().await;
+    let mut revisions = Vec::new();
+    for i in 0..10 {
+        let answer = client
+            .put(pb::PutRequest {
+                key: key("k"),
+                value: key(&i.to_string()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        revisions.push(answer.header.unwrap().revision);
+    }
+    etcd.etcdctl(&["compact", &revisions[5].to_string()]);
+
+    let refused = client
+        .watch(pb::WatchRequest {
+            key: key("k"),
+            start_revision: revisions[2],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains(&format!("history starts at revision {}", revisions[5])),
+        "{}",
+        refused.message()
+    );
+
+    // From the oldest revision left, the rest is replayed.
+    let mut events = client
+        .watch(pb::WatchRequest {
+            key: key("k"),
+            start_revision: revisions[6],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut values = Vec::new();
+    while values.len() < 4 {
+        let answer = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("events within 10 s")
+            .unwrap()
+            .unwrap();
+        values.extend(answer.events.into_iter().map(|e| e.kv.unwrap().value));
+    }
+    assert_eq!(values, [key("6"), key("7"), key("8"), key("9")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_hangs_is_passed_over_within_the_timeout() {
+    let etcd = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
+        .await
+        .unwrap();
+    // The gateway talks to a follower first; that follower then freezes
+    // (SIGSTOP): its connections stay open, but nothing answers.
+    let leader = etcd.leader();
+    let frozen = (leader + 1) % 3;
+    let order = [frozen, (frozen + 1) % 3, (frozen + 2) % 3]
+        .map(|i| etcd.url(i))
+        .join(",");
+    let server = gateway(&order, &["--etcd-timeout", "2s"]);
+    let mut client = server.client().await;
+    set(&mut client, "before", "1").await;
+    send_signal(etcd.pid(frozen), "STOP");
+
+    // A read is retried on the next member within the timeout.
+    let started = Instant::now();
+    assert_eq!(get(&mut client, "before").await.unwrap(), "1");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // Writes go on (the first may be refused as of unknown outcome).
+    let mut written = false;
+    for attempt in 0..5 {
+        let answer = client
+            .set(keyvalue::proto::simplekeyvalue::SetRequest {
+                key: "after".to_owned(),
+                value: attempt.to_string(),
+            })
+            .await;
+        if answer.is_ok() {
+            written = true;
+            break;
+        }
+        assert_eq!(answer.unwrap_err().code(), Code::Unavailable);
+    }
+    assert!(
+        written,
+        "no write succeeded with one member of three frozen"
+    );
+    assert!(get(&mut client, "after").await.is_ok());
+    until_health(&server, ServingStatus::Serving, Duration::from_secs(5)).await;
+    send_signal(etcd.pid(frozen), "CONT");
 }

@@ -128,6 +128,15 @@ impl EtcdCluster {
         self.members[i].client_url()
     }
 
+    /// The process id of member `i` (to stop it with SIGSTOP, say).
+    pub fn pid(&self, i: usize) -> u32 {
+        self.members[i]
+            .process
+            .as_ref()
+            .expect("member is running")
+            .id()
+    }
+
     /// Kills member `i` with SIGKILL (its data dir stays, for a restart).
     pub fn kill(&mut self, i: usize) {
         self.members[i].kill();

@@ -23,6 +23,10 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::proto::etcd::etcdserverpb::AuthenticateRequest;
 use crate::proto::etcd::etcdserverpb::auth_client::AuthClient;
+use crate::proto::etcd::etcdserverpb::kv_client::KvClient;
+use crate::proto::etcd::etcdserverpb::lease_client::LeaseClient;
+use crate::proto::etcd::etcdserverpb::maintenance_client::MaintenanceClient;
+use crate::proto::etcd::etcdserverpb::watch_client::WatchClient;
 use crate::storage::StoreError;
 
 /// How the etcd backend reaches its cluster (`--etcd-*` flags).
@@ -85,6 +89,54 @@ struct Member {
 
 /// Pause after every member failed once, before the next round.
 const ROUND_PAUSE: Duration = Duration::from_millis(100);
+
+/// The least time one attempt gets (see [`attempt_deadline`]).
+const MIN_ATTEMPT: Duration = Duration::from_millis(500);
+
+/// Largest answer accepted from etcd (tonic's default of 4 MiB is less than
+/// a page of large values).
+const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+
+/// Why one attempt failed.
+enum Failure {
+    /// Member `.0` failed (unreachable, no leader, too slow): another may
+    /// answer.
+    Member(usize, String),
+    /// The answer stands, whichever member is asked.
+    Final(StoreError),
+}
+
+/// When one attempt must end: half of what is left of `deadline` (at least
+/// [`MIN_ATTEMPT`]), so a member that hangs leaves time to ask another.
+fn attempt_deadline(deadline: Instant) -> Instant {
+    let now = Instant::now();
+    let half = deadline.saturating_duration_since(now) / 2;
+    (now + half.max(MIN_ATTEMPT)).min(deadline)
+}
+
+/// etcd's clients, accepting answers up to [`MAX_ANSWER_BYTES`].
+pub(super) fn kv_client(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES)
+}
+
+/// See [`kv_client`].
+pub(super) fn lease_client(channel: Channel) -> LeaseClient<Channel> {
+    LeaseClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES)
+}
+
+/// See [`kv_client`].
+pub(super) fn watch_client(channel: Channel) -> WatchClient<Channel> {
+    WatchClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES)
+}
+
+/// See [`kv_client`].
+pub(super) fn maintenance_client(channel: Channel) -> MaintenanceClient<Channel> {
+    MaintenanceClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES)
+}
+
+fn auth_client(channel: Channel) -> AuthClient<Channel> {
+    AuthClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES)
+}
 
 impl Cluster {
     /// Channels to every member of `config`; nothing connects until the first
@@ -158,10 +210,36 @@ impl Cluster {
         );
     }
 
-    /// A request for `message`, with the authentication token if there is one.
-    pub(super) async fn request<M>(&self, message: M) -> Result<Request<M>, StoreError> {
+    /// A request for `message` with what every etcd call carries:
+    /// `hasleader`, so that a member cut off from its leader refuses at once
+    /// instead of waiting, and the authentication token (signed in for, by
+    /// `deadline`, if there is none yet).
+    pub(super) async fn request<M>(
+        &self,
+        message: M,
+        deadline: Instant,
+    ) -> Result<Request<M>, StoreError> {
+        self.signed_request(message, deadline)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Member(index, reason) => StoreError::Unavailable(format!(
+                    "etcd member {} failed: {reason}",
+                    self.url(index)
+                )),
+                Failure::Final(error) => error,
+            })
+    }
+
+    async fn signed_request<M>(
+        &self,
+        message: M,
+        deadline: Instant,
+    ) -> Result<Request<M>, Failure> {
         let mut request = Request::new(message);
-        if let Some(token) = self.token().await? {
+        request
+            .metadata_mut()
+            .insert("hasleader", MetadataValue::from_static("true"));
+        if let Some(token) = self.token(deadline).await? {
             request.metadata_mut().insert("token", token);
         }
         Ok(request)
@@ -183,56 +261,91 @@ impl Cluster {
     {
         let deadline = Instant::now() + self.timeout;
         let mut failures = 0;
-        let mut reauthenticated = false;
+        let mut signed_in_again = false;
         loop {
             let (index, channel) = self.current();
-            let request = self.request(message.clone()).await?;
-            let attempt = tokio::time::timeout_at(deadline, call(channel, request)).await;
-            let status = match attempt {
-                Ok(Ok(response)) => return Ok(response.into_inner()),
-                Ok(Err(status)) => status,
-                Err(_) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "etcd did not answer {what} within {:?} (last tried {})",
-                        self.timeout,
-                        self.url(index)
-                    )));
+            let attempt_deadline = attempt_deadline(deadline);
+            let request = match self.signed_request(message.clone(), attempt_deadline).await {
+                Ok(request) => request,
+                Err(Failure::Final(error)) => return Err(error),
+                Err(Failure::Member(_, reason)) => {
+                    self.next_member(index, &mut failures, deadline, what, &reason)
+                        .await?;
+                    continue;
                 }
             };
-            if is_expired_token(&status) && !reauthenticated {
-                reauthenticated = true;
-                self.forget_token();
-                continue;
-            }
-            if !is_member_failure(&status) {
-                return Err(map_status(what, &status));
-            }
-            self.fail_over(index);
-            failures += 1;
-            let may_retry = retry == Retry::Always || never_sent(&status);
-            if !may_retry {
-                return Err(StoreError::Unavailable(format!(
-                    "etcd member {} failed during {what}, which may or may not have been \
-                     applied: {}",
-                    self.url(index),
-                    status.message()
-                )));
-            }
-            if failures % self.members.len() == 0 {
-                if Instant::now() + ROUND_PAUSE >= deadline {
-                    return Err(StoreError::Unavailable(format!(
-                        "no etcd member answered {what} within {:?}: last, {}: {}",
-                        self.timeout,
-                        self.url(index),
-                        status.message()
-                    )));
-                }
-                tokio::time::sleep(ROUND_PAUSE).await;
-            }
+            let reason =
+                match tokio::time::timeout_at(attempt_deadline, call(channel, request)).await {
+                    Ok(Ok(response)) => return Ok(response.into_inner()),
+                    Ok(Err(status)) => {
+                        if needs_new_token(&status) && !signed_in_again {
+                            signed_in_again = true;
+                            self.forget_token();
+                            continue;
+                        }
+                        if !is_member_failure(&status) {
+                            return Err(map_status(what, &status));
+                        }
+                        if retry == Retry::IfNeverSent && !never_sent(&status) {
+                            self.fail_over(index);
+                            return Err(StoreError::Unavailable(format!(
+                                "etcd member {} failed during {what}, which may or may not have \
+                             been applied: {}",
+                                self.url(index),
+                                status.message()
+                            )));
+                        }
+                        status.message().to_owned()
+                    }
+                    Err(_) => {
+                        if retry == Retry::IfNeverSent {
+                            self.fail_over(index);
+                            return Err(StoreError::Unavailable(format!(
+                                "etcd member {} did not answer {what} in time; it may or may not \
+                             have been applied",
+                                self.url(index)
+                            )));
+                        }
+                        "no answer in time".to_owned()
+                    }
+                };
+            self.next_member(index, &mut failures, deadline, what, &reason)
+                .await?;
         }
     }
 
-    async fn token(&self) -> Result<Option<MetadataValue<tonic::metadata::Ascii>>, StoreError> {
+    /// After member `index` failed: moves calls to the next member, pausing
+    /// after each round of them, or gives up when the deadline is near.
+    async fn next_member(
+        &self,
+        index: usize,
+        failures: &mut usize,
+        deadline: Instant,
+        what: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.fail_over(index);
+        *failures += 1;
+        let pause = if failures.is_multiple_of(self.members.len()) {
+            ROUND_PAUSE
+        } else {
+            Duration::ZERO
+        };
+        if Instant::now() + pause >= deadline {
+            return Err(StoreError::Unavailable(format!(
+                "no etcd member answered {what} within {:?}; the last, {}: {reason}",
+                self.timeout,
+                self.url(index)
+            )));
+        }
+        tokio::time::sleep(pause).await;
+        Ok(())
+    }
+
+    async fn token(
+        &self,
+        deadline: Instant,
+    ) -> Result<Option<MetadataValue<tonic::metadata::Ascii>>, Failure> {
         let Some((name, password)) = &self.credentials else {
             return Ok(None);
         };
@@ -244,34 +357,29 @@ impl Cluster {
             name: name.clone(),
             password: password.clone(),
         };
-        let answer =
-            tokio::time::timeout(self.timeout, AuthClient::new(channel).authenticate(request))
-                .await
-                .map_err(|_| {
-                    StoreError::Unavailable(format!(
-                        "etcd member {} did not answer Authenticate within {:?}",
-                        self.url(index),
-                        self.timeout
-                    ))
-                })?;
+        let answer = tokio::time::timeout_at(deadline, auth_client(channel).authenticate(request))
+            .await
+            .map_err(|_| Failure::Member(index, "no answer to Authenticate in time".to_owned()))?;
         let answer = match answer {
             Ok(answer) => answer.into_inner(),
             Err(status) if is_member_failure(&status) => {
-                self.fail_over(index);
-                return Err(map_status("Authenticate", &status));
+                return Err(Failure::Member(index, status.message().to_owned()));
             }
             // Not the request's fault, but kvserver's configuration: the
             // client gets UNAVAILABLE and the operator a message to act on.
             Err(status) => {
-                return Err(StoreError::Unavailable(format!(
+                return Err(Failure::Final(StoreError::Unavailable(format!(
                     "kvserver cannot sign in to etcd as {name:?} (check --etcd-user and \
                      --etcd-password-file): {}",
                     status.message()
-                )));
+                ))));
             }
         };
-        let token = MetadataValue::try_from(answer.token.as_str())
-            .map_err(|_| StoreError::Internal("etcd sent a token that is not ASCII".to_owned()))?;
+        let token = MetadataValue::try_from(answer.token.as_str()).map_err(|_| {
+            Failure::Final(StoreError::Internal(
+                "etcd sent a token that is not ASCII".to_owned(),
+            ))
+        })?;
         *self.token.lock().expect("token lock") = Some(token.clone());
         Ok(Some(token))
     }
@@ -310,6 +418,7 @@ pub(super) fn is_member_failure(status: &Status) -> bool {
             let message = status.message();
             message.contains("leader")
                 || message.contains("timed out")
+                || message.contains("proposal dropped")
                 || message.contains("transport")
                 || message.contains("connection")
         }
@@ -337,8 +446,11 @@ fn never_sent(status: &Status) -> bool {
     status.message().contains("no leader")
 }
 
-fn is_expired_token(status: &Status) -> bool {
-    status.code() == Code::Unauthenticated && status.message().contains("invalid auth token")
+/// Whether etcd refused the token (expired, or issued before a change of
+/// users or roles) before doing anything: sign in again and resend.
+fn needs_new_token(status: &Status) -> bool {
+    let message = status.message();
+    message.contains("invalid auth token") || message.contains("revision of auth store is old")
 }
 
 /// The storage error for an etcd status that is not the member's failure.
@@ -355,6 +467,13 @@ pub(super) fn map_status(what: &str, status: &Status) -> StoreError {
             StoreError::LimitReached(format!(
                 "etcd refused {what}: {message} (start etcd with a --max-txn-ops at least \
                  kvserver's --max-batch-keys and --max-txn-ops)"
+            ))
+        }
+        // A read pinned to a revision (a snapshot's pages) that etcd has
+        // compacted away meanwhile: the whole read must start over.
+        Code::OutOfRange | Code::FailedPrecondition if message.contains("compacted") => {
+            StoreError::Unavailable(format!(
+                "etcd compacted the revision {what} was reading at ({message}); retry"
             ))
         }
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {

@@ -45,21 +45,36 @@ impl Keys {
     }
 
     /// `range` as etcd's `key` and `range_end`.
+    ///
+    /// Two of etcd's spellings must never come out by accident: an empty
+    /// `key` (refused) and a `range_end` of one zero byte (every key from
+    /// `key` on). A range that holds no key (its end at or before its
+    /// start) becomes an empty interval `[k, k)` instead, which etcd answers
+    /// with nothing, as the local backends do.
     pub(super) fn range(&self, range: &KeyRange) -> (Bytes, Bytes) {
-        let mut start = self.outgoing(&range.start);
-        if start.is_empty() {
-            // etcd refuses an empty key; no key is below "\0" but the empty
-            // one, which neither etcd nor kvserver allows.
-            start = Bytes::from_static(b"\0");
-        }
-        let end = match &range.end {
-            RangeEnd::Single => Bytes::new(),
-            RangeEnd::Before(end) => self.outgoing(end),
+        // The empty key is no key: the smallest one is "\0".
+        let lowest: &[u8] = if range.start.is_empty() {
+            b"\0"
+        } else {
+            &range.start
+        };
+        match &range.end {
+            RangeEnd::Single => (self.outgoing(&range.start), Bytes::new()),
+            RangeEnd::Before(end) if end.as_ref() <= lowest => {
+                let mut at = self.outgoing(lowest);
+                if at.as_ref() == b"\0" {
+                    at = Bytes::from_static(b"\0\0");
+                }
+                (at.clone(), at)
+            }
+            RangeEnd::Before(end) => (self.outgoing(lowest), self.outgoing(end)),
             // Everything from `start` on, within the prefix; etcd spells
             // "no upper bound" as a single zero byte.
-            RangeEnd::Unbounded => prefix_end(&self.prefix).unwrap_or(Bytes::from_static(b"\0")),
-        };
-        (start, end)
+            RangeEnd::Unbounded => (
+                self.outgoing(lowest),
+                prefix_end(&self.prefix).unwrap_or(Bytes::from_static(b"\0")),
+            ),
+        }
     }
 
     /// Every key of ours.
@@ -236,12 +251,29 @@ mod tests {
             keys.range(&KeyRange::prefix(Bytes::from_static(b"u/"))),
             (Bytes::from_static(b"app/u/"), Bytes::from_static(b"app/u0"))
         );
-        // "Everything from here on" stops at the end of the prefix.
+        // "Everything" starts at the smallest key ("\0", the empty key
+        // being none) and stops at the end of the prefix.
         assert_eq!(
             keys.everything(),
-            (Bytes::from_static(b"app/"), Bytes::from_static(b"app0"))
+            (Bytes::from_static(b"app/\0"), Bytes::from_static(b"app0"))
         );
         assert!(keys.owns(b"app/x") && !keys.owns(b"other/x"));
+    }
+
+    #[test]
+    fn a_range_that_holds_no_key_never_becomes_every_key() {
+        for prefix in [&b""[..], b"app/"] {
+            let keys = Keys::new(prefix);
+            for (start, end) in [("", "\0"), ("b", "a"), ("k", "k")] {
+                let (key, range_end) = keys.range(&KeyRange::between(
+                    Bytes::copy_from_slice(start.as_bytes()),
+                    Bytes::copy_from_slice(end.as_bytes()),
+                ));
+                assert_eq!(key, range_end, "[{start:?}, {end:?}) is empty");
+                assert_ne!(range_end.as_ref(), b"\0");
+                assert!(!key.is_empty());
+            }
+        }
     }
 
     #[test]

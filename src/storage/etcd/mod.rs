@@ -34,7 +34,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch as signal};
 
 pub use cluster::EtcdConfig;
-use cluster::{Cluster, Retry};
+use cluster::{Cluster, Retry, kv_client, lease_client, maintenance_client};
 use convert::{Keys, record, revision_of};
 
 use super::lease::MAX_TTL;
@@ -45,21 +45,21 @@ use super::{
     StoreStats, WatchLimits,
 };
 use crate::proto::etcd::etcdserverpb as pb;
-use crate::proto::etcd::etcdserverpb::kv_client::KvClient;
-use crate::proto::etcd::etcdserverpb::lease_client::LeaseClient;
-use crate::proto::etcd::etcdserverpb::maintenance_client::MaintenanceClient;
 
-/// How often the cluster is probed for health and counted for metrics.
+/// How often the cluster is probed for health.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How long starting up waits for the cluster's first answer.
-const FIRST_PROBE_LIMIT: Duration = Duration::from_secs(2);
+/// Every how many probes our keys are counted for the metrics (a count
+/// walks etcd's whole index of them).
+const COUNT_EVERY: u32 = 15;
+/// How long a probe waits for an answer before the cluster counts as
+/// unreachable.
+const PROBE_LIMIT: Duration = Duration::from_secs(2);
 
 /// A store whose data lives in an etcd cluster.
 pub struct EtcdStore {
     shared: Arc<Shared>,
-    /// Stops the probe task when the store goes.
-    _probe: tokio::task::JoinHandle<()>,
+    /// The probe task, stopped when the store goes.
+    probe: tokio::task::JoinHandle<()>,
 }
 
 struct Shared {
@@ -74,9 +74,9 @@ struct Shared {
 }
 
 impl EtcdStore {
-    /// A store over the cluster of `config`. It does not wait for the
-    /// cluster: one that is down now makes the store unavailable (and the
-    /// server NOT_SERVING) until it is back.
+    /// A store over the cluster of `config`. It waits at most
+    /// [`PROBE_LIMIT`] for the cluster: one that is down makes the store
+    /// unavailable (and the server NOT_SERVING) until it is back.
     pub async fn connect(config: &EtcdConfig, limits: WatchLimits) -> Result<EtcdStore, String> {
         let cluster = Arc::new(Cluster::new(config)?);
         let (available, _) = signal::channel(false);
@@ -92,19 +92,11 @@ impl EtcdStore {
         });
         // One look before serving, so the health service starts out right; a
         // cluster that takes longer to answer is found by the probe task.
-        match tokio::time::timeout(FIRST_PROBE_LIMIT, shared.probe()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!("NOT_SERVING until etcd answers: {error}"),
-            Err(_) => tracing::warn!(
-                "the etcd cluster did not answer within {FIRST_PROBE_LIMIT:?}: \
-                 NOT_SERVING until it does"
-            ),
+        if let Err(error) = shared.probe(true).await {
+            tracing::warn!("NOT_SERVING until etcd answers: {error}");
         }
         let probe = tokio::spawn(probe_forever(Arc::downgrade(&shared)));
-        Ok(EtcdStore {
-            shared,
-            _probe: probe,
-        })
+        Ok(EtcdStore { shared, probe })
     }
 
     async fn kv_range(&self, request: pb::RangeRequest) -> Result<pb::RangeResponse, StoreError> {
@@ -124,7 +116,7 @@ impl EtcdStore {
         self.shared
             .cluster
             .unary(what, retry, request, |channel, request| async move {
-                KvClient::new(channel).txn(request).await
+                kv_client(channel).txn(request).await
             })
             .await
     }
@@ -142,7 +134,7 @@ impl EtcdStore {
                 Retry::Always,
                 pb::LeaseTimeToLiveRequest { id, keys },
                 |channel, request| async move {
-                    LeaseClient::new(channel).lease_time_to_live(request).await
+                    lease_client(channel).lease_time_to_live(request).await
                 },
             )
             .await?;
@@ -159,7 +151,7 @@ fn writes(op: &pb::RequestOp) -> bool {
 
 impl Drop for EtcdStore {
     fn drop(&mut self) {
-        self._probe.abort();
+        self.probe.abort();
     }
 }
 
@@ -170,7 +162,7 @@ impl Shared {
                 "Range",
                 Retry::Always,
                 request,
-                |channel, request| async move { KvClient::new(channel).range(request).await },
+                |channel, request| async move { kv_client(channel).range(request).await },
             )
             .await
     }
@@ -203,30 +195,33 @@ impl Shared {
         .await
     }
 
-    /// Asks the cluster a linearizable question (how many keys are ours),
-    /// which only a cluster with a leader and a quorum answers; records the
-    /// answer for the metrics and the verdict for the health service.
-    async fn probe(&self) -> Result<(), StoreError> {
-        let (key, range_end) = self.keys.everything();
-        let counted = self
-            .kv_range(pb::RangeRequest {
+    /// Asks the cluster a linearizable question, which only a cluster with a
+    /// leader and a quorum answers, and records the verdict for the health
+    /// service. With `count`, the question is how many keys are ours, and
+    /// the answer (with etcd's database size) goes to the metrics.
+    async fn probe(&self, count: bool) -> Result<(), StoreError> {
+        let question = if count {
+            let (key, range_end) = self.keys.everything();
+            pb::RangeRequest {
                 key,
                 range_end,
                 count_only: true,
                 ..Default::default()
-            })
-            .await;
-        match counted {
-            Ok(answer) => {
-                self.keys_stored
-                    .store(answer.count.max(0) as u64, Ordering::Relaxed);
-                self.revision
-                    .store(revision_of(answer.header.as_ref()), Ordering::Relaxed);
-                if !*self.available.borrow() {
-                    tracing::info!("the etcd cluster answers: serving");
-                }
-                self.available.send_replace(true);
             }
+        } else {
+            pb::RangeRequest {
+                key: self.keys.outgoing(b"\0"),
+                ..Default::default()
+            }
+        };
+        let answer = match tokio::time::timeout(PROBE_LIMIT, self.kv_range(question)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "etcd did not answer within {PROBE_LIMIT:?}"
+            ))),
+        };
+        let answer = match answer {
+            Ok(answer) => answer,
             Err(error) => {
                 if *self.available.borrow() {
                     tracing::warn!("the etcd cluster does not answer: {error}");
@@ -234,16 +229,26 @@ impl Shared {
                 self.available.send_replace(false);
                 return Err(error);
             }
+        };
+        if !*self.available.borrow() {
+            tracing::info!("the etcd cluster answers: serving");
         }
-        let (_, channel) = self.cluster.current();
-        let status = tokio::time::timeout(
-            self.cluster.timeout(),
-            MaintenanceClient::new(channel).status(pb::StatusRequest {}),
-        )
-        .await;
-        if let Ok(Ok(status)) = status {
-            self.disk_bytes
-                .store(status.into_inner().db_size.max(0) as u64, Ordering::Relaxed);
+        self.available.send_replace(true);
+        self.revision
+            .store(revision_of(answer.header.as_ref()), Ordering::Relaxed);
+        if count {
+            self.keys_stored
+                .store(answer.count.max(0) as u64, Ordering::Relaxed);
+            let (_, channel) = self.cluster.current();
+            let status = tokio::time::timeout(
+                PROBE_LIMIT,
+                maintenance_client(channel).status(pb::StatusRequest {}),
+            )
+            .await;
+            if let Ok(Ok(status)) = status {
+                self.disk_bytes
+                    .store(status.into_inner().db_size.max(0) as u64, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
@@ -254,13 +259,13 @@ async fn probe_forever(shared: std::sync::Weak<Shared>) {
     let mut ticks = tokio::time::interval(PROBE_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
-    loop {
+    for probe in 1u32.. {
         ticks.tick().await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
         // Failures are logged when the availability changes.
-        let _ = shared.probe().await;
+        let _ = shared.probe(probe.is_multiple_of(COUNT_EVERY)).await;
     }
 }
 
@@ -274,7 +279,8 @@ fn seconds(ttl: i64) -> Duration {
     Duration::from_secs(ttl.max(0) as u64)
 }
 
-/// The lease that an etcd "lease not found" in `txn` is about.
+/// The lease that an etcd "lease not found" in `txn` is about: the first
+/// leased put of either branch (etcd does not say which lease it missed).
 fn first_lease(txn: &Txn) -> LeaseId {
     txn.success
         .iter()
@@ -310,7 +316,7 @@ impl Store for EtcdStore {
                 "Put",
                 Retry::IfNeverSent,
                 request,
-                |channel, request| async move { KvClient::new(channel).put(request).await },
+                |channel, request| async move { kv_client(channel).put(request).await },
             )
             .await?;
         Ok(revision_of(answer.header.as_ref()))
@@ -352,18 +358,16 @@ impl Store for EtcdStore {
             ttl: whole_seconds(ttl),
             id: 0,
         };
-        let answer =
-            self.shared
-                .cluster
-                .unary(
-                    "LeaseGrant",
-                    Retry::IfNeverSent,
-                    request,
-                    |channel, request| async move {
-                        LeaseClient::new(channel).lease_grant(request).await
-                    },
-                )
-                .await?;
+        let answer = self
+            .shared
+            .cluster
+            .unary(
+                "LeaseGrant",
+                Retry::IfNeverSent,
+                request,
+                |channel, request| async move { lease_client(channel).lease_grant(request).await },
+            )
+            .await?;
         if !answer.error.is_empty() {
             return Err(StoreError::Rejected(format!(
                 "etcd refused the lease: {}",
@@ -394,7 +398,7 @@ impl Store for EtcdStore {
                         extensions,
                         tokio_stream::once(message),
                     );
-                    let mut answers = LeaseClient::new(channel)
+                    let mut answers = lease_client(channel)
                         .lease_keep_alive(request)
                         .await?
                         .into_inner();
@@ -436,18 +440,16 @@ impl Store for EtcdStore {
             .iter()
             .filter(|key| self.shared.keys.owns(key))
             .count() as u64;
-        let answer =
-            self.shared
-                .cluster
-                .unary(
-                    "LeaseRevoke",
-                    Retry::IfNeverSent,
-                    pb::LeaseRevokeRequest { id },
-                    |channel, request| async move {
-                        LeaseClient::new(channel).lease_revoke(request).await
-                    },
-                )
-                .await;
+        let answer = self
+            .shared
+            .cluster
+            .unary(
+                "LeaseRevoke",
+                Retry::IfNeverSent,
+                pb::LeaseRevokeRequest { id },
+                |channel, request| async move { lease_client(channel).lease_revoke(request).await },
+            )
+            .await;
         match answer {
             Ok(answer) => Ok((ours, revision_of(answer.header.as_ref()))),
             Err(StoreError::LeaseNotFound(_)) => Err(StoreError::LeaseNotFound(id)),

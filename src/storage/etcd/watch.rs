@@ -3,21 +3,23 @@
 //!
 //! etcd keeps the history itself (until it is compacted), so a watch that
 //! starts in the past, or resumes after a member died, misses nothing: it
-//! asks for the revision after the last one it delivered. If etcd has
-//! compacted past that revision, the consumer gets `Compacted`, as from
-//! every backend.
+//! asks for the revision after the last one it knows to be delivered. Events
+//! move that revision on, and so do etcd's progress notifications, which a
+//! quiet watch gets too, so resuming it never asks for a revision compacted
+//! away while nothing happened. If etcd has compacted past the revision a
+//! watch needs, the consumer gets `Compacted`, as from every backend.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use super::cluster::{Cluster, is_member_failure, map_status};
+use super::cluster::{Cluster, is_member_failure, kv_client, map_status, watch_client};
 use super::convert::{Keys, revision_of};
 use crate::proto::etcd::etcdserverpb as pb;
-use crate::proto::etcd::etcdserverpb::watch_client::WatchClient;
 use crate::storage::ops::{Event, KeyRange};
 use crate::storage::watch::WatcherSlot;
 use crate::storage::{EventStream, Revision, StoreError};
@@ -28,16 +30,18 @@ const STREAM_BUFFER: usize = 64;
 /// hammered by every watch at once.
 const RESUME_PAUSE: Duration = Duration::from_millis(200);
 
-/// An open etcd watch: the stream of answers, and the request side, which
-/// must stay open (etcd ends the watch when it closes).
+/// An open etcd watch: the stream of answers, the member it is on, and the
+/// request side, which must stay open (etcd ends the watch when it closes).
 struct Upstream {
     answers: Streaming<pb::WatchResponse>,
+    member: usize,
     _requests: mpsc::Sender<pb::WatchRequest>,
 }
 
 /// Starts a watch of `range` from `from` (`None`: from the next write).
-/// Fails at once if no member takes it; afterwards the watch resumes by
-/// itself until its consumer drops the stream.
+/// Fails at once if no member takes it or the history it needs is
+/// compacted; afterwards the watch resumes by itself until its consumer
+/// drops the stream.
 pub(super) async fn start(
     cluster: Arc<Cluster>,
     keys: Keys,
@@ -52,13 +56,58 @@ pub(super) async fn start(
             oldest: 1,
         });
     }
-    let (upstream, next) = open(&cluster, &keys, &range, from).await?;
+    let (mut upstream, next) = open(&cluster, &keys, &range, from).await?;
+    if let Some(from) = from {
+        refuse_if_compacted(&cluster, &keys, &range, from, &mut upstream).await?;
+    }
     let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(async move {
         let _slot = slot;
         forward(cluster, keys, range, upstream, next, sender).await;
     });
     Ok(ReceiverStream::new(receiver))
+}
+
+/// etcd accepts a watch from a compacted revision and cancels it a moment
+/// later. The local backends refuse it at once, so this does too: a read
+/// at `from` tells whether etcd still has it, and if not the cancellation
+/// (which names the oldest revision left) is awaited.
+async fn refuse_if_compacted(
+    cluster: &Cluster,
+    keys: &Keys,
+    range: &KeyRange,
+    from: Revision,
+    upstream: &mut Upstream,
+) -> Result<(), StoreError> {
+    let (key, range_end) = keys.range(range);
+    let probe = pb::RangeRequest {
+        key,
+        range_end,
+        revision: from as i64,
+        limit: 1,
+        keys_only: true,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + cluster.timeout();
+    let request = cluster.request(probe, deadline).await?;
+    let (_, channel) = cluster.current();
+    let compacted = match tokio::time::timeout_at(deadline, kv_client(channel).range(request)).await
+    {
+        Ok(Err(status)) => status.message().contains("compacted"),
+        // Answered, or a future revision, or no answer: the stream will say.
+        _ => false,
+    };
+    if !compacted {
+        return Ok(());
+    }
+    let oldest = match tokio::time::timeout_at(deadline, upstream.answers.message()).await {
+        Ok(Ok(Some(answer))) if answer.compact_revision > 0 => answer.compact_revision as Revision,
+        _ => from + 1,
+    };
+    Err(StoreError::Compacted {
+        requested: from,
+        oldest,
+    })
 }
 
 /// Opens an etcd watch from `from` on the current member (failing over
@@ -76,21 +125,24 @@ async fn open(
                 key,
                 range_end,
                 start_revision: from.unwrap_or(0) as i64,
+                progress_notify: true,
                 ..Default::default()
             },
         )),
     };
-    let deadline = tokio::time::Instant::now() + cluster.timeout();
+    let deadline = Instant::now() + cluster.timeout();
     loop {
-        let (index, channel) = cluster.current();
+        let (member, channel) = cluster.current();
         let attempt = tokio::time::timeout_at(deadline, async {
             let (requests, outgoing) = mpsc::channel(1);
             requests
                 .send(create.clone())
                 .await
                 .expect("the receiver is alive");
-            let request = cluster.request(ReceiverStream::new(outgoing)).await?;
-            let mut answers = WatchClient::new(channel)
+            let request = cluster
+                .request(ReceiverStream::new(outgoing), deadline)
+                .await?;
+            let mut answers = watch_client(channel)
                 .watch(request)
                 .await
                 .map_err(|status| status_error(&status))?
@@ -100,12 +152,6 @@ async fn open(
                 .await
                 .map_err(|status| status_error(&status))?
                 .ok_or_else(|| StoreError::Unavailable("etcd closed the watch".to_owned()))?;
-            if created.compact_revision > 0 {
-                return Err(StoreError::Compacted {
-                    requested: from.unwrap_or(0),
-                    oldest: created.compact_revision as Revision,
-                });
-            }
             if created.canceled {
                 return Err(StoreError::Rejected(format!(
                     "etcd refused the watch: {}",
@@ -116,6 +162,7 @@ async fn open(
             Ok((
                 Upstream {
                     answers,
+                    member,
                     _requests: requests,
                 },
                 next,
@@ -124,8 +171,8 @@ async fn open(
         .await;
         match attempt {
             Ok(Err(StoreError::Unavailable(message))) => {
-                cluster.fail_over(index);
-                if tokio::time::Instant::now() + RESUME_PAUSE >= deadline {
+                cluster.fail_over(member);
+                if Instant::now() + RESUME_PAUSE >= deadline {
                     return Err(StoreError::Unavailable(format!(
                         "no etcd member took the watch within {:?}: {message}",
                         cluster.timeout()
@@ -135,7 +182,7 @@ async fn open(
             }
             Ok(outcome) => return outcome,
             Err(_) => {
-                cluster.fail_over(index);
+                cluster.fail_over(member);
                 return Err(StoreError::Unavailable(format!(
                     "no etcd member took the watch within {:?}",
                     cluster.timeout()
@@ -145,6 +192,8 @@ async fn open(
     }
 }
 
+/// A failed member is `Unavailable` (resume elsewhere); anything else ends
+/// the watch.
 fn status_error(status: &tonic::Status) -> StoreError {
     if is_member_failure(status) {
         StoreError::Unavailable(status.message().to_owned())
@@ -154,7 +203,7 @@ fn status_error(status: &tonic::Status) -> StoreError {
 }
 
 /// Forwards events, one revision per message, resuming on failure, until the
-/// consumer leaves or the history it needs is compacted.
+/// consumer leaves, the history it needs is compacted, or etcd refuses it.
 async fn forward(
     cluster: Arc<Cluster>,
     keys: Keys,
@@ -168,45 +217,62 @@ async fn forward(
             answer = upstream.answers.message() => answer,
             () = sender.closed() => return,
         };
-        match answer {
+        let resume = match answer {
+            Ok(Some(answer)) if answer.compact_revision > 0 => {
+                let _ = sender
+                    .send(Err(StoreError::Compacted {
+                        requested: next,
+                        oldest: answer.compact_revision as Revision,
+                    }))
+                    .await;
+                return;
+            }
+            // Cancelled for another reason (the member lost its leader):
+            // another member can take the watch.
+            Ok(Some(answer)) if answer.canceled => true,
+            Ok(Some(answer)) if answer.events.is_empty() => {
+                // A progress notification: every event up to its revision
+                // has been delivered.
+                next = next.max(revision_of(answer.header.as_ref()) + 1);
+                false
+            }
             Ok(Some(answer)) => {
-                if answer.compact_revision > 0 || answer.canceled {
-                    let _ = sender
-                        .send(Err(StoreError::Compacted {
-                            requested: next,
-                            oldest: answer.compact_revision.max(0) as Revision,
-                        }))
-                        .await;
-                    return;
-                }
                 for batch in by_revision(answer.events.into_iter().filter_map(|e| keys.event(e))) {
                     next = batch[0].revision() + 1;
                     if sender.send(Ok(batch)).await.is_err() {
                         return;
                     }
                 }
+                false
             }
-            // The member failed or closed the stream: resume elsewhere.
-            Ok(None) | Err(_) => loop {
-                let (index, _) = cluster.current();
-                cluster.fail_over(index);
-                tokio::select! {
-                    () = tokio::time::sleep(RESUME_PAUSE) => {}
-                    () = sender.closed() => return,
+            Ok(None) => true,
+            Err(status) if is_member_failure(&status) => true,
+            Err(status) => {
+                let _ = sender.send(Err(map_status("Watch", &status))).await;
+                return;
+            }
+        };
+        if !resume {
+            continue;
+        }
+        cluster.fail_over(upstream.member);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(RESUME_PAUSE) => {}
+                () = sender.closed() => return,
+            }
+            match open(&cluster, &keys, &range, Some(next)).await {
+                Ok((resumed, _)) => {
+                    tracing::debug!(next, "watch resumed on another etcd member");
+                    upstream = resumed;
+                    break;
                 }
-                match open(&cluster, &keys, &range, Some(next)).await {
-                    Ok((resumed, _)) => {
-                        tracing::debug!(next, "watch resumed on another etcd member");
-                        upstream = resumed;
-                        break;
-                    }
-                    Err(StoreError::Unavailable(_)) => continue,
-                    Err(error) => {
-                        let _ = sender.send(Err(error)).await;
-                        return;
-                    }
+                Err(StoreError::Unavailable(_)) => continue,
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
+                    return;
                 }
-            },
+            }
         }
     }
 }
