@@ -11,7 +11,10 @@
 //! using it) `docs/DEPLOYMENT.md` says so.
 //!
 //! This is the one part of the storage layer that speaks gRPC: as a client of
-//! etcd, through the code `build.rs` generates from `proto/etcd/`.
+//! etcd, through the code `build.rs` generates from `proto/etcd/`. Not the
+//! `etcd-client` crate: its build script needs a system `protoc` (we build
+//! with none), we call few of etcd's methods, and owning the calls is what
+//! lets them follow our rules for failover, retries and deadlines.
 //!
 //! - `cluster`: channels to the members, failover, deadlines, error mapping.
 //! - `convert`: our operations as etcd messages, and the key prefix.
