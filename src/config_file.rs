@@ -88,8 +88,13 @@ pub fn render(command: &Command, args: Vec<OsString>) -> String {
         }
         let line = match arg.get_action() {
             ArgAction::SetTrue => format!("{long} = {}", matches.get_flag(id)),
-            _ => match matches.get_raw(id).and_then(|mut values| values.next()) {
-                Some(value) => format!("{long} = {}", toml_string(&value.to_string_lossy())),
+            // A list (`--etcd-endpoints a,b`) is one comma-separated string,
+            // as it is written.
+            _ => match matches.get_raw(id) {
+                Some(values) => {
+                    let values: Vec<_> = values.map(|v| v.to_string_lossy()).collect();
+                    format!("{long} = {}", toml_string(&values.join(",")))
+                }
                 None => format!("# {long} (not set)"),
             },
         };

@@ -78,7 +78,20 @@ fn flags_beat_the_environment_which_beats_the_file() {
 
 #[test]
 fn printed_settings_read_back_as_the_same_settings() {
-    let first = print_config(&["--max-txn-ops", "7", "--log-requests"], &[]);
+    let first = print_config(
+        &[
+            "--max-txn-ops",
+            "7",
+            "--log-requests",
+            "--etcd-endpoints",
+            "http://10.0.0.1:2379,http://10.0.0.2:2379",
+        ],
+        &[],
+    );
+    assert!(
+        first.contains(r#"etcd-endpoints = "http://10.0.0.1:2379,http://10.0.0.2:2379""#),
+        "a list is printed whole: {first}"
+    );
     let file = config_file(&first);
     let second = print_config(&["--config", file.path().to_str().unwrap()], &[]);
     assert_eq!(first, second);
