@@ -448,6 +448,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         let spec = WorkerSpec {
             id: worker,
             workers: config.concurrency,
+            wire_keys: keys.iter().map(|key| Bytes::from(key.clone())).collect(),
             keys,
             all_keys: std::sync::Arc::clone(&all_keys),
             value_size: config.value_size,
@@ -558,6 +559,9 @@ struct WorkerSpec {
     workers: usize,
     /// The keys this worker owns: global index `id + slot * workers`.
     keys: Vec<String>,
+    /// The same keys as the full API sends them (a clone is a reference
+    /// count, not a copy: a batch names a thousand keys per request).
+    wire_keys: Vec<Bytes>,
     /// Every key of the run, in order (for Range windows).
     all_keys: std::sync::Arc<Vec<String>>,
     value_size: usize,
@@ -680,18 +684,17 @@ impl WorkerSpec {
         expected: &mut Expected,
         result: &mut WorkerResult,
     ) {
-        let key = self.keys[slot].clone();
         let answer = match conn {
             Conn::Tutorial(client) => client
                 .set(SetRequest {
-                    key,
+                    key: self.keys[slot].clone(),
                     value: value.clone(),
                 })
                 .await
                 .map(|_| 0),
             Conn::V1(client) => client
                 .put(pb::PutRequest {
-                    key: Bytes::from(key),
+                    key: self.wire_keys[slot].clone(),
                     value: Bytes::from(value.clone()),
                     ..Default::default()
                 })
@@ -714,16 +717,20 @@ impl WorkerSpec {
         expected: &Expected,
         result: &mut WorkerResult,
     ) {
-        let key = self.keys[slot].clone();
         let answer = match conn {
-            Conn::Tutorial(client) => match client.get(GetRequest { key }).await {
+            Conn::Tutorial(client) => match client
+                .get(GetRequest {
+                    key: self.keys[slot].clone(),
+                })
+                .await
+            {
                 Ok(reply) => Ok(Some(reply.into_inner().value.into_bytes())),
                 Err(status) if status.code() == Code::NotFound => Ok(None),
                 Err(status) => Err(status),
             },
             Conn::V1(client) => client
                 .get(pb::GetRequest {
-                    key: Bytes::from(key),
+                    key: self.wire_keys[slot].clone(),
                 })
                 .await
                 .map(|reply| reply.into_inner().kv.map(|kv| kv.value.to_vec())),
@@ -779,7 +786,7 @@ impl WorkerSpec {
         let Conn::V1(client) = conn else { return };
         let keys = slots
             .iter()
-            .map(|&slot| Bytes::from(self.keys[slot].clone()))
+            .map(|&slot| self.wire_keys[slot].clone())
             .collect();
         match client.batch_get(pb::BatchGetRequest { keys }).await {
             Ok(reply) => {
@@ -805,7 +812,7 @@ impl WorkerSpec {
         result: &mut WorkerResult,
     ) {
         let Conn::V1(client) = conn else { return };
-        let key = Bytes::from(self.keys[slot].clone());
+        let key = self.wire_keys[slot].clone();
         let request = pb::TxnRequest {
             compare: vec![pb::Compare {
                 key: key.clone(),
