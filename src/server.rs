@@ -273,11 +273,48 @@ async fn reload_on_sighup(tls: Arc<TlsSetup>) {
 /// The connection limit: a connection beyond it is closed as soon as it is
 /// accepted (its client sees UNAVAILABLE and may try another server).
 #[derive(Clone)]
-struct Admission(Option<(Arc<tokio::sync::Semaphore>, usize)>);
+struct Admission {
+    places: Option<(Arc<tokio::sync::Semaphore>, usize)>,
+    refusals: Arc<RefusalLog>,
+}
+
+/// Warnings about refused connections, at most one per [`REFUSAL_LOG_EVERY`]
+/// with how many were refused since the last: a client that reconnects in a
+/// loop must not flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    last_warning: std::sync::Mutex<Option<std::time::Instant>>,
+    unreported: std::sync::atomic::AtomicU64,
+}
+
+/// The least time between two warnings about refused connections.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl RefusalLog {
+    fn refused(&self, limit: usize) {
+        use std::sync::atomic::Ordering;
+        let refused = self.unreported.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_warning.lock().expect("refusal log lock");
+        let now = std::time::Instant::now();
+        if last.is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        self.unreported.fetch_sub(refused, Ordering::Relaxed);
+        warn!(
+            refused,
+            "{limit} connections are open, the limit (--max-connections): closed {refused} \
+             new one(s) since the last warning"
+        );
+    }
+}
 
 impl Admission {
     fn new(limit: Option<usize>) -> Admission {
-        Admission(limit.map(|limit| (Arc::new(tokio::sync::Semaphore::new(limit)), limit)))
+        Admission {
+            places: limit.map(|limit| (Arc::new(tokio::sync::Semaphore::new(limit)), limit)),
+            refusals: Arc::default(),
+        }
     }
 
     /// The accepted connection, counted, or `None` if it is one too many.
@@ -290,14 +327,12 @@ impl Admission {
             Ok(io) => io,
             Err(error) => return Some(Err(error)),
         };
-        let place = match &self.0 {
+        let place = match &self.places {
             None => None,
             Some((places, limit)) => match Arc::clone(places).try_acquire_owned() {
                 Ok(place) => Some(place),
                 Err(_) => {
-                    warn!(
-                        "{limit} connections are open, the limit (--max-connections): closing a new one"
-                    );
+                    self.refusals.refused(*limit);
                     return None;
                 }
             },

@@ -79,6 +79,23 @@ async fn connections_beyond_max_connections_are_refused() {
         );
     }
     assert_eq!(get(&mut first, "k").await.unwrap(), "2");
+    // A client retrying in a loop gets one warning in the log, not one each.
+    for _ in 0..20 {
+        let _ = tokio::net::TcpStream::connect(server.addr()).await;
+    }
+    let warnings = || {
+        server
+            .stderr_lines()
+            .iter()
+            .filter(|line| line.contains("--max-connections"))
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while warnings() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no warning logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(warnings(), 1, "{:?}", server.stderr_lines());
     // Closing one makes room for the next.
     drop(second);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
