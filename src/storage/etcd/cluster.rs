@@ -155,10 +155,14 @@ impl Cluster {
                     .connect_timeout(config.timeout.min(Duration::from_secs(2)))
                     .tcp_nodelay(true)
                     // A member that vanishes without closing the connection
-                    // (power loss, partition) is noticed within seconds.
-                    .http2_keep_alive_interval(Duration::from_secs(2))
-                    .keep_alive_timeout(Duration::from_secs(2))
-                    .keep_alive_while_idle(true);
+                    // (power loss, partition) is noticed by a watch within
+                    // 15 s (calls have their own deadlines). Not more often,
+                    // nor while no call is open: etcd closes connections
+                    // that ping more often than every 5 s or while idle
+                    // (--grpc-keepalive-min-time, permit-without-stream).
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .keep_alive_while_idle(false);
                 if url.starts_with("https://") {
                     let tls = tls.clone().unwrap_or_else(ClientTlsConfig::new);
                     endpoint = endpoint
