@@ -6,8 +6,10 @@
 //!
 //! # Module map
 //!
-//! - [`storage`]: the [`storage::Store`] trait, its error type and the backends.
-//!   Knows nothing of gRPC.
+//! - [`storage`]: the [`storage::Store`] trait, its error type and the backends
+//!   (memory, disk, and etcd: kvserver as a stateless gateway over an etcd
+//!   cluster). Knows nothing of our gRPC API; the etcd backend is a gRPC
+//!   client of etcd's.
 //! - [`grpc`]: the gRPC services: validate a request, delegate to the store, map
 //!   the error to a status. The only layer that turns storage results into wire
 //!   messages.
@@ -26,7 +28,8 @@
 //! - [`config_file`]: `kvserver --config FILE` merged under flags and the
 //!   environment, and `--print-config`.
 //! - [`duration`]: parsing `10s`-style durations for command-line flags.
-//! - [`proto`]: code generated from `proto/` by `build.rs`.
+//! - [`proto`]: code generated from `proto/` by `build.rs` (our two APIs, and
+//!   the client of etcd's that the etcd backend uses).
 //!
 //! The binaries are thin: `src/bin/kvserver.rs` parses flags, binds and calls
 //! [`server::run`]; `src/bin/kv.rs` calls [`kv_cli::main`].
