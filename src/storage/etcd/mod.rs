@@ -77,9 +77,9 @@ struct Shared {
 }
 
 impl EtcdStore {
-    /// A store over the cluster of `config`. It waits at most
-    /// [`PROBE_LIMIT`] for the cluster: one that is down makes the store
-    /// unavailable (and the server NOT_SERVING) until it is back.
+    /// A store over the cluster of `config`. It waits at most two seconds
+    /// for the cluster: one that is down makes the store unavailable (and
+    /// the server NOT_SERVING) until it is back.
     pub async fn connect(config: &EtcdConfig, limits: WatchLimits) -> Result<EtcdStore, String> {
         let cluster = Arc::new(Cluster::new(config)?);
         let (available, _) = signal::channel(false);
