@@ -10,6 +10,7 @@
 # - KeyValue::RangeScan (range_scan.rb): the paging behind Client#range.
 # - KeyValue::Compare, Op and TxnResult (txn.rb): transactions.
 # - KeyValue::Event and Watch (watch.rb): watching changes.
+# - KeyValue::Snapshot (snapshot.rb): a consistent copy of every key and lease.
 # - KeyValue::Error and its subclasses (errors.rb): every failure, mapped
 #   from gRPC status codes in one place.
 # - KeyValue::CLI (keyvalue/cli.rb): the kv-rb command.

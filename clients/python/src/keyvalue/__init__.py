@@ -3,7 +3,7 @@
 Use :class:`Client` to talk to a kvserver: ``get``/``set`` speak the tutorial's
 ``simplekeyvalue.KeyValue``; every other method speaks the full API,
 ``keyvalue.v1.KV`` (revisions, ranges, compare-and-set, transactions, batches,
-watches, leases). Failures raise subclasses of :class:`KeyValueError`. The
+watches, leases, snapshots). Failures raise subclasses of :class:`KeyValueError`. The
 ``kv-py`` command (``python -m keyvalue``) lives in :mod:`keyvalue.cli`.
 """
 
@@ -23,6 +23,7 @@ from keyvalue.errors import (
 from keyvalue.key_value import KeyValue
 from keyvalue.lease import Lease, LeaseInfo
 from keyvalue.results import CasResult, DeleteResult, PutResult, RangeResult
+from keyvalue.snapshot import Snapshot
 from keyvalue.transactions import Compare, Op, TxnResult
 from keyvalue.watch import Event, Watch
 
@@ -49,6 +50,7 @@ __all__ = [
     "RequestFailed",
     "ResourceExhausted",
     "ServerUnavailable",
+    "Snapshot",
     "TxnResult",
     "Unauthenticated",
     "Watch",

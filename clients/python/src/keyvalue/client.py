@@ -4,8 +4,8 @@ One :class:`Client` holds one gRPC channel to one server, over which it speaks
 the tutorial's ``simplekeyvalue.KeyValue`` (:meth:`Client.get`,
 :meth:`Client.set`: text keys and values) and the full API ``keyvalue.v1.KV``
 (every other method: bytes or str keys and values, revisions, ranges,
-transactions, watches, leases). Both serve the same data. Each call has a
-deadline (``timeout``; watches have none) and raises a
+transactions, watches, leases, snapshots). Both serve the same data. Each call
+has a deadline (``timeout``; watches and snapshots have none) and raises a
 :class:`~keyvalue.errors.KeyValueError` subclass on failure, never a raw
 ``grpc.RpcError``::
 
@@ -37,6 +37,7 @@ from keyvalue.errors import error_for_status, from_rpc_error
 from keyvalue.key_value import BytesLike, KeyValue, kv_field, to_bytes
 from keyvalue.lease import Lease, LeaseInfo, to_millis
 from keyvalue.results import CasResult, PutResult
+from keyvalue.snapshot import Snapshot
 from keyvalue.transactions import Compare, Op, TxnResult, txn_request
 from keyvalue.watch import Watch
 
@@ -513,6 +514,41 @@ class Client:
             raise from_rpc_error(cast(grpc.RpcError, call), service="v1")
         return Watch(call)
 
+    # ---- snapshots ----------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """A consistent copy of every key and lease, at one revision, streamed.
+
+        Returns once the first chunk has arrived, with the copy's revision and
+        leases; iterating the result yields every key, in key order, as the
+        server streams them (1000 per chunk). Writes made meanwhile are not in
+        the copy. The stream has no deadline (a large store takes as long as it
+        takes); cancel it (or leave its ``with`` block) to stop early::
+
+            with client.snapshot() as snapshot:
+                snapshot.revision  # int
+                snapshot.leases  # tuple of Lease(id, ttl)
+                keys = list(snapshot)  # KeyValue, each key once, in order
+
+        Returns:
+            A :class:`~keyvalue.snapshot.Snapshot`: an iterator of
+            :class:`~keyvalue.KeyValue`, also a context manager.
+
+        Raises:
+            PermissionDenied: The token may not read every key (a token confined
+                to a prefix).
+            Unauthenticated: The server wants a token and got none or an unknown one.
+            ServerUnavailable: The server cannot be reached within the timeout.
+                Iterating raises it too if the stream ends before the copy is complete.
+            KeyValueError: Any other failure (also while iterating).
+        """
+        self._check_open()
+        call = self._kv.Snapshot(kv_pb2.SnapshotRequest())
+        # Bounds the wait for the server's answer by the client's timeout; the
+        # first chunk follows the headers at once.
+        self._await_answer(call)
+        return Snapshot(call, self.address)
+
     # ---- leases -------------------------------------------------------------
 
     def lease_grant(self, ttl: float) -> Lease:
@@ -628,7 +664,7 @@ class Client:
             finally:
                 answered.set()
 
-        threading.Thread(target=wait, name="keyvalue-watch-start", daemon=True).start()
+        threading.Thread(target=wait, name="keyvalue-stream-start", daemon=True).start()
         if not answered.wait(self.timeout):
             call.cancel()
             raise error_for_status(

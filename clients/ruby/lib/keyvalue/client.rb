@@ -6,6 +6,7 @@ require "keyvalue/errors"
 require "keyvalue/proto/api_services_pb"
 require "keyvalue/proto/keyvalue/v1/kv_services_pb"
 require "keyvalue/kv_api"
+require "keyvalue/snapshot"
 require "keyvalue/watch"
 
 module KeyValue
@@ -18,7 +19,8 @@ module KeyValue
   #   values are binary Strings there (any String is sent as its bytes; what
   #   comes back is ASCII-8BIT), and a missing key is nil, not an error.
   #
-  # Each call has a deadline (+timeout+ seconds; a watch has none) and raises
+  # Each call has a deadline (+timeout+ seconds; a watch or a snapshot has
+  # none) and raises
   # a KeyValue::Error subclass on failure, never a raw GRPC::BadStatus. The
   # channel connects on the first call and reconnects by itself if the server
   # restarts. A client may be shared by threads.
@@ -40,7 +42,8 @@ module KeyValue
   #                                             key_file: "me.key", token: ENV["KV_TOKEN"])
   class Client
     # get_record, put, delete, range, count, compare_and_set, txn, batch_get,
-    # batch_put, watch, lease_grant, lease_keep_alive, lease_revoke, lease_info.
+    # batch_put, watch, lease_grant, lease_keep_alive, lease_revoke, lease_info,
+    # snapshot.
     include KVAPI
 
     # Where kvserver listens unless told otherwise.
@@ -150,6 +153,11 @@ module KeyValue
     def watch_events(request, &)
       check_open
       Watch.each(@v1, request, metadata:, &)
+    end
+
+    def start_snapshot
+      check_open
+      Snapshot.start(@v1, metadata:)
     end
 
     def check_open

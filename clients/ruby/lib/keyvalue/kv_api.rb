@@ -13,8 +13,9 @@ require "keyvalue/wire"
 # keyvalue.v1.KV API (client.rb holds the connection and the tutorial's get
 # and set).
 module KeyValue
-  # Mixed into Client, whose private call_v1 (one unary call, errors mapped)
-  # and watch_events (the Watch stream) it relies on.
+  # Mixed into Client, whose private call_v1 (one unary call, errors mapped),
+  # watch_events (the Watch stream) and start_snapshot (the Snapshot stream)
+  # it relies on.
   #
   # Keys and values are binary Strings: any String is sent as its bytes, and
   # what comes back is ASCII-8BIT. A missing key is nil or an empty answer,
@@ -139,6 +140,34 @@ module KeyValue
     # or was revoked.
     def lease_info(id)
       Lease.from_proto(call_v1(:lease_info, Keyvalue::V1::LeaseInfoRequest.new(id:)))
+    end
+
+    # A consistent copy of every key and lease at one revision, as `kv backup`
+    # takes it: a Snapshot, started (its first chunk read), with revision,
+    # leases, and each / Enumerable over every key's Record, once, in key
+    # order, streamed 1000 keys per chunk. Writes made meanwhile are not in
+    # it. With a block, yields the Snapshot, closes it when the block ends
+    # (cancelling the stream if it is not complete) and returns the block's
+    # value; without one, returns it (close it if you stop early).
+    #
+    #   client.snapshot do |snapshot|
+    #     snapshot.revision # => Integer
+    #     snapshot.leases   # => [Lease(id, ttl)]
+    #     snapshot.each { |record| backup << record }
+    #   end
+    #
+    # Raises PermissionDenied for a token confined to a prefix (a copy holds
+    # every key); ServerUnavailable if the server cannot be reached, or (from
+    # each) if the stream ends before the copy is complete.
+    def snapshot
+      snapshot = start_snapshot
+      return snapshot unless block_given?
+
+      begin
+        yield snapshot
+      ensure
+        snapshot.close
+      end
     end
   end
 end

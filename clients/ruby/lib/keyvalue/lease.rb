@@ -2,12 +2,13 @@
 
 require "keyvalue/wire"
 
-# KeyValue::Lease: a TTL that keys share, as lease_grant, lease_keep_alive and
-# lease_info return it.
+# KeyValue::Lease: a TTL that keys share, as lease_grant, lease_keep_alive,
+# lease_info and snapshot return it.
 module KeyValue
   # - id: the lease's id, for put(lease:), lease_keep_alive and lease_revoke;
   # - ttl: the TTL it was granted with, in seconds (a Float);
-  # - remaining: seconds left before it expires unless kept alive.
+  # - remaining: seconds left before it expires unless kept alive (nil in a
+  #   Snapshot's leases: a copy records the TTL only).
   #
   # When a lease expires or is revoked, every key attached to it is deleted.
   Lease = Struct.new(:id, :ttl, :remaining, keyword_init: true) do

@@ -1,0 +1,166 @@
+"""Snapshots: a consistent copy of every key and lease, at one revision.
+
+:meth:`keyvalue.Client.snapshot` returns a :class:`Snapshot`: its
+:attr:`~Snapshot.revision` and :attr:`~Snapshot.leases` are known at once, and
+iterating it yields every key, in key order, as the server streams them (1000
+keys per chunk, so memory stays flat however large the store). It is also a
+context manager; leaving the ``with`` block (or :meth:`Snapshot.cancel`) ends
+the stream::
+
+    with client.snapshot() as snapshot:
+        print(snapshot.revision, snapshot.leases)
+        for kv in snapshot:
+            print(kv.key, kv.value, kv.mod_revision, kv.lease)
+
+Writes made while the copy streams are not in it: every key is as it was at
+:attr:`~Snapshot.revision`. This is what ``kv backup`` reads.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from keyvalue._proto import kv_pb2
+from keyvalue.errors import error_for_status, from_rpc_error
+from keyvalue.key_value import KeyValue
+from keyvalue.lease import Lease
+
+
+class Snapshot:
+    """A consistent copy of the store, streamed; an iterator of :class:`~keyvalue.KeyValue`.
+
+    Iterating yields every key of the copy exactly once, in key order, with
+    all its counters (``create_revision``, ``mod_revision``, ``version``,
+    ``lease``). The keys can be iterated only once. Iteration ends
+    (``StopIteration``) after the last key, or once the snapshot is cancelled,
+    from any thread. A failure raises a :class:`~keyvalue.errors.KeyValueError`;
+    a stream that ends before the server's last chunk raises
+    :class:`~keyvalue.errors.ServerUnavailable`, so a copy that iterated to its
+    end without an error is complete.
+
+    Attributes:
+        revision: The store's revision the copy is at.
+        leases: Every lease of the copy, as :class:`~keyvalue.Lease` (the TTL it
+            was granted with, in seconds; the time it had left is not recorded).
+
+    Args:
+        call: The grpcio server-streaming call of ``keyvalue.v1.KV/Snapshot``.
+        address: The server's address, for error messages.
+
+    Raises:
+        KeyValueError: The first chunk could not be read (see
+            :meth:`~keyvalue.Client.snapshot`); the call is cancelled.
+    """
+
+    def __init__(self, call: Any, address: str) -> None:
+        # A grpc.Call that is also an iterator of SnapshotChunk (untyped in grpcio).
+        self._call = call
+        self._address = address
+        self._pending: deque[KeyValue] = deque()
+        self._cancelled = False
+        self._complete = False
+        try:
+            first = self._read()
+        except BaseException:
+            self.cancel()
+            raise
+        if first is None:  # cancelled meanwhile, from another thread
+            raise error_for_status(grpc.StatusCode.CANCELLED, "the snapshot was cancelled")
+        self.revision: int = first.header.revision
+        self.leases: tuple[Lease, ...] = tuple(
+            Lease(id=lease.id, ttl=lease.ttl_ms / 1000) for lease in first.leases
+        )
+        self._accept(first)
+
+    def __iter__(self) -> Iterator[KeyValue]:
+        return self
+
+    def __next__(self) -> KeyValue:
+        while not self._pending:
+            if self._complete or self._cancelled:
+                raise StopIteration
+            chunk = self._read()
+            if chunk is None:
+                raise StopIteration
+            self._accept(chunk)
+        return self._pending.popleft()
+
+    @property
+    def complete(self) -> bool:
+        """Whether the server's last chunk has arrived (every key was received)."""
+        return self._complete
+
+    def cancel(self) -> None:
+        """End the stream; a blocked iteration ends too. Calling it again does nothing."""
+        self._cancelled = True
+        self._call.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` has been called (or the stream was cancelled)."""
+        return self._cancelled
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.cancel()
+
+    def __del__(self) -> None:
+        # An abandoned snapshot must not keep the server streaming a copy.
+        call = getattr(self, "_call", None)
+        if call is not None:
+            call.cancel()
+
+    def __repr__(self) -> str:
+        state = "complete" if self._complete else "cancelled" if self._cancelled else "open"
+        revision = getattr(self, "revision", "?")
+        return f"<Snapshot revision={revision} {state}>"
+
+    def _read(self) -> kv_pb2.SnapshotChunk | None:
+        """The next chunk; ``None`` if the stream was cancelled.
+
+        Raises:
+            ServerUnavailable: The stream ended before the last chunk.
+            KeyValueError: The call failed.
+        """
+        try:
+            chunk: kv_pb2.SnapshotChunk = next(self._call)
+        except StopIteration:
+            raise error_for_status(
+                grpc.StatusCode.UNAVAILABLE,
+                f"kvserver at {self._address} ended the snapshot before it was complete",
+            ) from None
+        except grpc.RpcError as error:
+            if self._cancelled or error.code() is grpc.StatusCode.CANCELLED:
+                self._cancelled = True
+                return None
+            raise from_rpc_error(error, service="v1") from error
+        return chunk
+
+    def _accept(self, chunk: kv_pb2.SnapshotChunk) -> None:
+        """Queue the chunk's keys; note the last chunk.
+
+        Raises:
+            RequestFailed: The chunk is at another revision than the first.
+        """
+        if chunk.header.revision != self.revision:
+            self.cancel()
+            raise error_for_status(
+                grpc.StatusCode.DATA_LOSS,
+                f"the snapshot's chunks are at different revisions "
+                f"({self.revision}, then {chunk.header.revision})",
+            )
+        self._pending.extend(KeyValue.from_pb(kv) for kv in chunk.kvs)
+        if chunk.done:
+            self._complete = True
