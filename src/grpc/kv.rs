@@ -374,24 +374,33 @@ impl<S: Store> Kv for KvService<S> {
         Checks::new(&self.limits, scope.as_ref()).range(&KeyRange::prefix(Bytes::new()))?;
         let snapshot = self.store.snapshot().await.map_err(from_store_error)?;
         let revision = snapshot.revision;
-        let mut leases: Vec<pb::SnapshotLease> = snapshot
-            .leases
-            .iter()
-            .map(|(id, ttl)| pb::SnapshotLease {
-                id: *id,
-                ttl_ms: ttl.as_millis() as u64,
-            })
-            .collect();
-        let chunks = tokio_stream::wrappers::ReceiverStream::new(snapshot.chunks)
-            .map(move |chunk| {
-                let kvs = chunk.map_err(from_store_error)?;
-                Ok(pb::SnapshotChunk {
-                    header: header(revision),
-                    leases: std::mem::take(&mut leases),
-                    kvs: kvs.into_iter().map(kv_of).collect(),
-                    done: false,
+        // The first chunk names the revision and every lease, even in a
+        // store with leases and no keys; the keys follow.
+        let head = pb::SnapshotChunk {
+            header: header(revision),
+            leases: snapshot
+                .leases
+                .iter()
+                .map(|(id, ttl)| pb::SnapshotLease {
+                    id: *id,
+                    ttl_ms: ttl.as_millis() as u64,
                 })
-            })
+                .collect(),
+            kvs: Vec::new(),
+            done: false,
+        };
+        let chunks = tokio_stream::once(Ok(head))
+            .chain(
+                tokio_stream::wrappers::ReceiverStream::new(snapshot.chunks).map(move |chunk| {
+                    let kvs = chunk.map_err(from_store_error)?;
+                    Ok(pb::SnapshotChunk {
+                        header: header(revision),
+                        leases: Vec::new(),
+                        kvs: kvs.into_iter().map(kv_of).collect(),
+                        done: false,
+                    })
+                }),
+            )
             .chain(tokio_stream::once(Ok(pb::SnapshotChunk {
                 header: header(revision),
                 leases: Vec::new(),

@@ -204,3 +204,32 @@ fn restore_refuses_a_data_dir_with_a_database_and_a_damaged_backup() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("already holds a database"));
 }
+
+#[tokio::test]
+async fn a_snapshot_of_a_store_with_leases_and_no_keys_names_the_leases() {
+    use tokio_stream::StreamExt;
+    let server = Server::start();
+    let mut client = server.kv_client().await;
+    let lease = client
+        .lease_grant(pb::LeaseGrantRequest { ttl_ms: 60_000 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut chunks = client
+        .snapshot(pb::SnapshotRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = chunks.next().await.unwrap().unwrap();
+    let leases: Vec<_> = first.leases.iter().map(|l| (l.id, l.ttl_ms)).collect();
+    assert_eq!(leases, [(lease.id, 60_000)]);
+    let mut rest = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        rest.push(chunk.unwrap());
+    }
+    assert!(rest.last().unwrap().done);
+    assert!(
+        rest.iter()
+            .all(|chunk| chunk.kvs.is_empty() && chunk.leases.is_empty())
+    );
+}
