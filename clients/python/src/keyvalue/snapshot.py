@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from types import TracebackType
 from typing import Any
 
 import grpc
@@ -29,9 +28,10 @@ from keyvalue._proto import kv_pb2
 from keyvalue.errors import error_for_status, from_rpc_error
 from keyvalue.key_value import KeyValue
 from keyvalue.lease import Lease
+from keyvalue.stream import CancellableStream
 
 
-class Snapshot:
+class Snapshot(CancellableStream):
     """A consistent copy of the store, streamed; an iterator of :class:`~keyvalue.KeyValue`.
 
     Iterating yields every key of the copy exactly once, in key order, with
@@ -59,10 +59,9 @@ class Snapshot:
 
     def __init__(self, call: Any, address: str) -> None:
         # A grpc.Call that is also an iterator of SnapshotChunk (untyped in grpcio).
-        self._call = call
+        super().__init__(call)
         self._address = address
         self._pending: deque[KeyValue] = deque()
-        self._cancelled = False
         self._complete = False
         try:
             first = self._read()
@@ -94,33 +93,6 @@ class Snapshot:
     def complete(self) -> bool:
         """Whether the server's last chunk has arrived (every key was received)."""
         return self._complete
-
-    def cancel(self) -> None:
-        """End the stream; a blocked iteration ends too. Calling it again does nothing."""
-        self._cancelled = True
-        self._call.cancel()
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether :meth:`cancel` has been called (or the stream was cancelled)."""
-        return self._cancelled
-
-    def __enter__(self) -> Snapshot:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.cancel()
-
-    def __del__(self) -> None:
-        # An abandoned snapshot must not keep the server streaming a copy.
-        call = getattr(self, "_call", None)
-        if call is not None:
-            call.cancel()
 
     def __repr__(self) -> str:
         state = "complete" if self._complete else "cancelled" if self._cancelled else "open"

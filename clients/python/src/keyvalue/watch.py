@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal
 
 import grpc
@@ -27,6 +26,7 @@ import grpc
 from keyvalue._proto import kv_pb2
 from keyvalue.errors import from_rpc_error
 from keyvalue.key_value import KeyValue
+from keyvalue.stream import CancellableStream
 
 EventKind = Literal["put", "delete", "expire"]
 """What happened to the key: written, deleted, or deleted because its lease expired."""
@@ -66,7 +66,7 @@ class Event:
         return cls(kind=kind, kv=KeyValue.from_pb(message.kv))
 
 
-class Watch:
+class Watch(CancellableStream):
     """The events of one watch stream, in revision order; also a context manager.
 
     Iterating blocks until the next event. Iteration ends (``StopIteration``)
@@ -81,9 +81,8 @@ class Watch:
 
     def __init__(self, call: Any) -> None:
         # A grpc.Call that is also an iterator of WatchResponse (untyped in grpcio).
-        self._call = call
+        super().__init__(call)
         self._pending: deque[Event] = deque()
-        self._cancelled = False
 
     def __iter__(self) -> Iterator[Event]:
         return self
@@ -103,33 +102,6 @@ class Watch:
                 raise from_rpc_error(error, service="v1") from error
             self._pending.extend(Event.from_pb(event) for event in response.events)
         return self._pending.popleft()
-
-    def cancel(self) -> None:
-        """End the stream; a blocked iteration ends too. Calling it again does nothing."""
-        self._cancelled = True
-        self._call.cancel()
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether :meth:`cancel` has been called (or the stream was cancelled)."""
-        return self._cancelled
-
-    def __enter__(self) -> Watch:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.cancel()
-
-    def __del__(self) -> None:
-        # An abandoned watch must not hold a server-side watcher forever.
-        call = getattr(self, "_call", None)
-        if call is not None:
-            call.cancel()
 
     def __repr__(self) -> str:
         state = "cancelled" if self._cancelled else "open"
