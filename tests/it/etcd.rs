@@ -701,3 +701,21 @@ async fn a_member_that_hangs_is_passed_over_within_the_timeout() {
     until_health(&server, ServingStatus::Serving, Duration::from_secs(5)).await;
     send_signal(etcd.pid(frozen), "CONT");
 }
+
+#[test]
+fn bad_etcd_settings_stop_kvserver_with_a_message() {
+    for (endpoints, complaint) in [
+        ("https://127.0.0.1:2379", "--etcd-ca-file"),
+        ("127.0.0.1:2379", "must start with http:// or https://"),
+    ] {
+        let output = kvserver()
+            .args(["--listen", "127.0.0.1:0", "--backend", "etcd"])
+            .args(["--etcd-endpoints", endpoints])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{endpoints}: {stderr}");
+        assert!(stderr.contains(complaint), "{endpoints}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+}

@@ -164,7 +164,14 @@ impl Cluster {
                     .keep_alive_timeout(Duration::from_secs(5))
                     .keep_alive_while_idle(false);
                 if url.starts_with("https://") {
-                    let tls = tls.clone().unwrap_or_else(ClientTlsConfig::new);
+                    // No system roots are built in: etcd clusters sign their
+                    // members with a CA of their own.
+                    let Some(tls) = tls.clone().filter(|_| config.ca_file.is_some()) else {
+                        return Err(format!(
+                            "etcd endpoint {url} is https://: give the CA that signed the \
+                             members' certificates with --etcd-ca-file"
+                        ));
+                    };
                     endpoint = endpoint
                         .tls_config(tls)
                         .map_err(|e| format!("TLS setup for {url}: {e}"))?;
