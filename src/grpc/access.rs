@@ -2,11 +2,17 @@
 //! of the caller's token. Handlers build one [`Checks`] per request and pass
 //! it wherever keys are read from the request, so no key escapes either.
 
-use tonic::Status;
+use tonic::{Request, Status};
 
 use super::Limits;
 use super::auth::Scope;
 use crate::storage::ops::{KeyRange, RangeEnd, prefix_end};
+
+/// The scope the authentication layer found for the request's token; `None`
+/// when the server checks no tokens. A copy, so the request can be consumed.
+pub(crate) fn scope_of<T>(request: &Request<T>) -> Option<Scope> {
+    request.extensions().get::<Scope>().cloned()
+}
 
 /// The limits, and the token's scope if the server checks tokens.
 #[derive(Clone, Copy)]
@@ -23,7 +29,16 @@ impl<'a> Checks<'a> {
     /// A key to read or write: non-empty, within the limit, in scope.
     pub(crate) fn key(&self, key: &[u8]) -> Result<(), Status> {
         self.limits.check_key(key)?;
-        self.range(&KeyRange::key(bytes::Bytes::copy_from_slice(key)))
+        match self.scope {
+            Some(scope) if !key.starts_with(&scope.prefix) => Err(out_of_scope(scope)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every key (a snapshot, a lease revocation): only for a token that
+    /// may use every key.
+    pub(crate) fn everything(&self) -> Result<(), Status> {
+        self.range(&KeyRange::prefix(bytes::Bytes::new()))
     }
 
     /// A value: within the limit.
@@ -46,21 +61,25 @@ impl<'a> Checks<'a> {
         }
         // Every key of [start, end) starts with the prefix exactly when the
         // range lies within [prefix, prefix_end(prefix)).
-        let inside = match (&range.end, prefix_end(&scope.prefix)) {
-            (RangeEnd::Single, _) => range.start.starts_with(&scope.prefix),
-            (_, _) if range.start.as_ref() < scope.prefix.as_ref() => false,
-            (RangeEnd::Before(end), Some(limit)) => *end <= limit,
-            (RangeEnd::Unbounded, Some(_)) => false,
-            (RangeEnd::Before(_) | RangeEnd::Unbounded, None) => true,
+        let inside = match &range.end {
+            RangeEnd::Single => range.start.starts_with(&scope.prefix),
+            _ if range.start.as_ref() < scope.prefix.as_ref() => false,
+            RangeEnd::Before(end) => prefix_end(&scope.prefix).is_none_or(|limit| *end <= limit),
+            RangeEnd::Unbounded => prefix_end(&scope.prefix).is_none(),
         };
         if inside {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(out_of_scope(scope))
         }
-        Err(Status::permission_denied(format!(
-            "the token may only use keys that start with {:?}",
-            String::from_utf8_lossy(&scope.prefix)
-        )))
     }
+}
+
+fn out_of_scope(scope: &Scope) -> Status {
+    Status::permission_denied(format!(
+        "the token may only use keys that start with {:?}",
+        String::from_utf8_lossy(&scope.prefix)
+    ))
 }
 
 #[cfg(test)]

@@ -14,8 +14,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::Limits;
-use super::access::Checks;
-use super::auth::Scope;
+use super::access::{Checks, scope_of};
 use super::convert::{self, header, kv, kv_of};
 use super::status::from_store_error;
 use crate::proto::keyvalue::v1 as pb;
@@ -48,10 +47,6 @@ impl<S: Store> KvService<S> {
 }
 
 /// The token scope the auth layer gave the request, if any.
-fn scope_of<T>(request: &Request<T>) -> Option<Scope> {
-    request.extensions().get::<Scope>().cloned()
-}
-
 /// The compares a Put's or Delete's `condition` on `key` stands for (none
 /// without a condition).
 fn compares_for(key: &Bytes, condition: Option<pb::Condition>) -> Result<Vec<Compare>, Status> {
@@ -371,7 +366,7 @@ impl<S: Store> Kv for KvService<S> {
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         // A copy of everything: only for tokens that may see every key.
         let scope = scope_of(&request);
-        Checks::new(&self.limits, scope.as_ref()).range(&KeyRange::prefix(Bytes::new()))?;
+        Checks::new(&self.limits, scope.as_ref()).everything()?;
         let snapshot = self.store.snapshot().await.map_err(from_store_error)?;
         let revision = snapshot.revision;
         // The first chunk names the revision and every lease, even in a
@@ -448,7 +443,7 @@ impl<S: Store> Kv for KvService<S> {
         // Revoking deletes the lease's keys wherever they are: only for
         // tokens that may touch every key.
         let scope = scope_of(&request);
-        Checks::new(&self.limits, scope.as_ref()).range(&KeyRange::prefix(Bytes::new()))?;
+        Checks::new(&self.limits, scope.as_ref()).everything()?;
         let (deleted, revision) = self
             .store
             .lease_revoke(request.into_inner().id)

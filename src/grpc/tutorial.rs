@@ -10,8 +10,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::Limits;
-use super::access::Checks;
-use super::auth::Scope;
+use super::access::{Checks, scope_of};
 use super::status::{from_store_error, key_not_found};
 use crate::proto::simplekeyvalue::key_value_server::{KeyValue, KeyValueServer};
 use crate::proto::simplekeyvalue::{GetReply, GetRequest, SetReply, SetRequest};
@@ -45,7 +44,7 @@ impl<S: Store> TutorialService<S> {
 #[tonic::async_trait]
 impl<S: Store> KeyValue for TutorialService<S> {
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetReply>, Status> {
-        let scope = request.extensions().get::<Scope>().cloned();
+        let scope = scope_of(&request);
         let checks = Checks::new(&self.limits, scope.as_ref());
         let SetRequest { key, value } = request.into_inner();
         if self.log_requests {
@@ -61,7 +60,7 @@ impl<S: Store> KeyValue for TutorialService<S> {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
-        let scope = request.extensions().get::<Scope>().cloned();
+        let scope = scope_of(&request);
         let checks = Checks::new(&self.limits, scope.as_ref());
         let GetRequest { key } = request.into_inner();
         if self.log_requests {
