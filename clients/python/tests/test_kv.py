@@ -391,6 +391,31 @@ def test_txn_compares_on_absent_keys_versions_and_create_revisions(
     assert client.txn([Compare.value(key, "!=", b"w")]).succeeded
 
 
+def test_a_put_in_a_txn_answers_the_lease_of_its_op(client: Client, key: str) -> None:
+    ran, other = client.lease_grant(60), client.lease_grant(60)
+    try:
+        for succeeded in (True, False):
+            compare = Compare.absent(key) if succeeded else Compare.exists(key + "/never")
+            result = client.txn(
+                [compare],
+                success=[Op.get(key), Op.put(key, "s", lease=ran.id if succeeded else other.id)],
+                failure=[Op.put(key, "f", lease=other.id if succeeded else ran.id), Op.get(key)],
+            )
+            assert result.succeeded is succeeded
+            put = result.responses[1 if succeeded else 0]
+            assert isinstance(put, PutResult)
+            assert put.lease == ran.id
+            kv = client.get_kv(key)
+            assert kv is not None
+            assert kv.lease == ran.id
+        unleased = client.txn([], success=[Op.put(key, "none")]).responses[0]
+        assert isinstance(unleased, PutResult)
+        assert unleased.lease == 0
+    finally:
+        client.lease_revoke(ran.id)
+        client.lease_revoke(other.id)
+
+
 def test_compare_rejects_an_unknown_operator(key: str) -> None:
     with pytest.raises(ValueError, match="compare op"):
         Compare.value(key, "~", "v")  # type: ignore[arg-type]

@@ -325,7 +325,7 @@ class Client:
         """
         request = txn_request(compares, success, failure)
         reply = self._unary(self._kv.Txn, request, kv_pb2.TxnResponse)
-        return TxnResult.from_pb(reply)
+        return TxnResult.from_pb(reply, success, failure)
 
     # ---- ranges -------------------------------------------------------------
 

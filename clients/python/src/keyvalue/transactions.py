@@ -226,21 +226,41 @@ class TxnResult:
     responses: tuple[OpResult, ...]
 
     @classmethod
-    def from_pb(cls, message: kv_pb2.TxnResponse) -> TxnResult:
-        """The result of a wire ``TxnResponse``."""
+    def from_pb(
+        cls, message: kv_pb2.TxnResponse, success: Sequence[Op], failure: Sequence[Op]
+    ) -> TxnResult:
+        """The result of a wire ``TxnResponse`` to a transaction of these branches.
+
+        Each response is read with the operation it answers (of the branch
+        that ran): the server names no lease in a put's response, so a put's
+        result carries the lease its operation asked for.
+
+        Raises:
+            ValueError: The server answered another number of operations than
+                the branch has.
+        """
+        ops = success if message.succeeded else failure
+        if len(message.responses) != len(ops):
+            raise ValueError(
+                f"the server answered {len(message.responses)} operations, "
+                f"the branch that ran has {len(ops)}"
+            )
         return cls(
             succeeded=message.succeeded,
             revision=message.header.revision,
-            responses=tuple(_op_result(response) for response in message.responses),
+            responses=tuple(
+                _op_result(op, response)
+                for op, response in zip(ops, message.responses, strict=True)
+            ),
         )
 
 
-def _op_result(message: kv_pb2.OpResponse) -> OpResult:
+def _op_result(op: Op, message: kv_pb2.OpResponse) -> OpResult:
     kind = message.WhichOneof("response")
     if kind == "range":
         return RangeResult.from_pb(message.range)
     if kind == "put":
-        return PutResult.from_pb(message.put)
+        return PutResult.from_pb(message.put, op.lease)
     if kind == "delete":
         return DeleteResult.from_pb(message.delete)
     raise ValueError(f"the server answered an operation with no response ({kind!r})")
