@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from credentials import READ_TOKEN, SCOPE, SCOPED_TOKEN, WRITE_TOKEN, Pki
 from kvserver_process import KvServer
@@ -28,8 +27,6 @@ from keyvalue import (
     ServerUnavailable,
     Unauthenticated,
 )
-from keyvalue._proto import kv_pb2
-from keyvalue.errors import from_rpc_error
 
 # Failures to connect should come quickly, not after the default 5 s.
 SHORT_TIMEOUT = 3.0
@@ -187,25 +184,13 @@ def test_a_readwrite_token_reaches_watches(token_server: KvServer, key: str) -> 
         assert event.kv.value == b"seen"
 
 
-def snapshot(client: Client) -> list[kv_pb2.SnapshotChunk]:
-    """Call keyvalue.v1.KV/Snapshot (no public method yet) over the client's channel."""
-    try:
-        return list(client._kv.Snapshot(kv_pb2.SnapshotRequest(), timeout=client.timeout))
-    except grpc.RpcError as error:
-        raise from_rpc_error(error, service="v1") from error
-
-
 def test_the_token_reaches_snapshots(token_server: KvServer, key: str) -> None:
     with Client(token_server.address, token=WRITE_TOKEN) as client:
         client.put(key, "in the snapshot")
-        chunks = snapshot(client)
-    assert chunks[-1].done
-    assert key.encode() in {kv.key for chunk in chunks for kv in chunk.kvs}
-
-
-def test_a_snapshot_without_a_token_is_refused(token_server: KvServer) -> None:
-    with Client(token_server.address) as client, pytest.raises(Unauthenticated):
-        snapshot(client)
+        with client.snapshot() as snapshot:
+            keys = {kv.key for kv in snapshot}
+            assert snapshot.complete
+    assert key.encode() in keys
 
 
 def test_a_read_token_reads_but_does_not_write(token_server: KvServer, key: str) -> None:
@@ -249,7 +234,7 @@ def test_a_scoped_token_is_confined_to_its_prefix(token_server: KvServer) -> Non
             lambda: client.get_kv(outside),
             lambda: client.count(),  # every key
             lambda: client.watch(outside),
-            lambda: snapshot(client),  # every key
+            lambda: client.snapshot(),  # every key
         ]
         for call in refused:
             with pytest.raises(PermissionDenied):
