@@ -7,6 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -225,5 +226,19 @@ impl XorShift {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
+    }
+}
+
+/// Waits until `acks` grows by `more` (writes go on), within `within`.
+pub(crate) async fn until_more_acks(acks: &AtomicU64, more: u64, within: Duration, when: &str) {
+    let start = acks.load(Ordering::Relaxed);
+    let deadline = Instant::now() + within;
+    while acks.load(Ordering::Relaxed) < start + more {
+        assert!(
+            Instant::now() < deadline,
+            "writes stopped {when}: {} acknowledged in {within:?}",
+            acks.load(Ordering::Relaxed) - start
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
