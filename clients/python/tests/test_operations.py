@@ -7,6 +7,7 @@ read by Prometheus' own parser.
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,9 +49,8 @@ def test_the_metrics_page_parses_and_counts_what_happened(metrics_server: KvServ
         assert client.get("weather") == "rain"
         with pytest.raises(KeyNotFound):
             client.get("never-set")
-    with urllib.request.urlopen(match.group(1), timeout=10) as response:
-        assert response.status == 200
-        page = response.read().decode()
+        # Read while the client's connection is open: the only one this server has.
+        page = read_page(match.group(1))
     families = {family.name: family for family in text_string_to_metric_families(page)}
 
     requests = {
@@ -68,4 +68,24 @@ def test_the_metrics_page_parses_and_counts_what_happened(metrics_server: KvServ
     assert sum(s.value for s in counts) == 4
     keys = families["kv_keys"].samples[0].value
     assert keys == 1
-    assert families["kv_connections_open"].samples[0].value >= 0
+    assert families["kv_connections_open"].samples[0].value == 1
+    # Once the client is closed, the server counts its connection closed too.
+    deadline = time.monotonic() + 5.0
+    while connections_open(read_page(match.group(1))) != 0:
+        assert time.monotonic() < deadline, "kv_connections_open stayed above 0"
+        time.sleep(0.05)
+
+
+def read_page(url: str) -> str:
+    """The metrics page at ``url``."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        text: str = response.read().decode()
+    return text
+
+
+def connections_open(page: str) -> float:
+    """The value of ``kv_connections_open`` on a metrics page."""
+    families = {family.name: family for family in text_string_to_metric_families(page)}
+    value: float = families["kv_connections_open"].samples[0].value
+    return value

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from credentials import READ_TOKEN, SCOPE, SCOPED_TOKEN, WRITE_TOKEN, Pki
 from kvserver_process import KvServer
+from watch_helpers import take
 
 from keyvalue import (
     Client,
@@ -57,8 +58,7 @@ def test_tls_accepts_str_paths(tls_server: KvServer, pki: Pki, key: str) -> None
 def test_tls_watch(tls_server: KvServer, pki: Pki, key: str) -> None:
     with Client(tls_server.address, ca_file=pki.ca) as client, client.watch(key) as events:
         client.put(key, "x")
-        event = next(iter(events))
-        assert (event.kind, event.kv.value) == ("put", b"x")
+        assert [(event.kind, event.kv.value) for event in take(events, 1)] == [("put", b"x")]
 
 
 def test_plaintext_client_to_tls_server_is_unavailable(tls_server: KvServer, key: str) -> None:
@@ -180,8 +180,7 @@ def test_a_readwrite_token_works_on_both_services(token_server: KvServer, key: s
 def test_a_readwrite_token_reaches_watches(token_server: KvServer, key: str) -> None:
     with Client(token_server.address, token=WRITE_TOKEN) as client, client.watch(key) as events:
         client.put(key, "seen")
-        event = next(iter(events))
-        assert event.kv.value == b"seen"
+        assert [event.kv.value for event in take(events, 1)] == [b"seen"]
 
 
 def test_the_token_reaches_snapshots(token_server: KvServer, key: str) -> None:
@@ -258,7 +257,7 @@ def test_tls_and_a_token_together(tls_token_server: KvServer, pki: Pki, key: str
         assert client.get(key) == "both"
         with client.watch(key) as events:
             client.put(key, "watched")
-            assert next(iter(events)).kv.value == b"watched"
+            assert [event.kv.value for event in take(events, 1)] == [b"watched"]
         assert "tls token" in repr(client)
         assert WRITE_TOKEN not in repr(client)
     with (

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import itertools
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from kvserver_process import KvServer, serve
+from watch_helpers import EVENT_WAIT, take
 
 from keyvalue import Client, Compacted, Event, ResourceExhausted, ServerUnavailable, Watch
 
 HISTORY = 5
-# How long a test waits for events it expects before giving up.
-EVENT_WAIT = 5.0
 
 
 @pytest.fixture
@@ -33,25 +32,27 @@ def short_history_server(
     yield from serve(kvserver_bin, tmp_path_factory, ["--watch-history", str(HISTORY)])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def one_watcher_server(
     kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KvServer]:
-    """A kvserver allowing a single open watch."""
+    """A kvserver allowing a single open watch, for this test alone (no slot taken)."""
     yield from serve(kvserver_bin, tmp_path_factory, ["--max-watchers", "1"])
 
 
-def take(watch: Watch, count: int, within: float = EVENT_WAIT) -> list[Event]:
-    """The next ``count`` events, or fewer if they do not all come ``within`` seconds.
+def watch_once_freed(client: Client, key: str, within: float = EVENT_WAIT) -> Watch:
+    """A watch of ``key``, retried while the server has no free slot, up to ``within`` s.
 
-    The watch is cancelled when the time is up, which ends the iteration.
+    The server frees a cancelled watch's slot shortly after the cancellation arrives.
     """
-    timer = threading.Timer(within, watch.cancel)
-    timer.start()
-    try:
-        return list(itertools.islice(watch, count))
-    finally:
-        timer.cancel()
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return client.watch(key)
+        except ResourceExhausted:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def summary(events: list[Event]) -> list[tuple[str, bytes, bytes]]:
@@ -106,13 +107,20 @@ def test_watch_from_a_past_revision_replays_the_missed_events_then_live_ones(
     assert later[0].revision == live
 
 
-def test_leaving_the_with_block_cancels_the_watch(client: Client, key: str) -> None:
-    with client.watch(key) as watch:
-        open_inside = not watch.cancelled
-    assert open_inside
-    assert watch.cancelled
-    client.put(key, "after")
-    assert list(watch) == []
+def test_leaving_the_with_block_cancels_the_watch_on_the_server(
+    one_watcher_server: KvServer, key: str
+) -> None:
+    with Client(one_watcher_server.address) as client:
+        with client.watch(key) as watch:
+            open_inside = not watch.cancelled
+            with pytest.raises(ResourceExhausted):
+                client.watch(key)
+        assert open_inside
+        assert watch.cancelled
+        # The server freed the only slot: another watch opens, and sees changes.
+        with watch_once_freed(client, key) as again:
+            client.put(key, "after")
+            assert summary(take(again, 1)) == [("put", key.encode(), b"after")]
 
 
 def test_cancel_from_another_thread_ends_a_blocked_iteration(client: Client, key: str) -> None:

@@ -34,7 +34,11 @@ class LeaseTest < Minitest::Test
     keys = [unique_key, unique_key]
     with_client do |client|
       lease = client.lease_grant(1.5)
-      assert_equal [1.5, 1.5], [lease.ttl, lease.remaining]
+      assert_equal 1.5, lease.ttl
+      info = client.lease_info(lease.id)
+      assert_equal [lease.id, 1.5], [info.id, info.ttl]
+      assert_operator info.remaining, :<=, 1.5
+      assert_operator info.remaining, :>, 1.0
       keys.each { |key| assert_equal lease.id, client.put(key, "v", lease: lease.id).lease }
 
       sleep 0.8
