@@ -137,7 +137,7 @@ pub async fn run<S: Store>(
     let router = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .layer(counting)
-        .layer(ShedLayer::new(config.max_in_flight))
+        .layer(option_layer(config.max_in_flight.map(ShedLayer::new)))
         .layer(oversize_layer(config.limits))
         .layer(authenticating)
         .add_service(tutorial.into_server())
@@ -147,7 +147,10 @@ pub async fn run<S: Store>(
         .add_service(reflection_v1alpha);
     let shutdown = async move {
         shutdown.await;
+        // Stopped for good before NOT_SERVING goes out, so that a change of
+        // the store's availability cannot report SERVING after it.
         availability.abort();
+        let _ = availability.await;
         // Load balancers and probes stop sending new work while the
         // in-flight requests finish.
         report_health(&health, false).await;
@@ -159,20 +162,18 @@ pub async fn run<S: Store>(
         .map(|tls| tokio::spawn(reload_on_sighup(tls)));
     // Each connection is counted open while it lives (when metrics are on).
     let tracked = metrics.as_ref().map(|(metrics, _)| Arc::clone(metrics));
+    // The connection limit applies at accept, before any TLS handshake.
     let admission = Admission::new(config.max_connections);
+    let connections = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .filter_map(move |stream| admission.admit(stream, tracked.as_ref()));
     let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + '_>> =
         match &config.tls {
-            Some(tls) => {
-                let incoming = tls::incoming(listener, Arc::clone(tls))
-                    .filter_map(move |stream| admission.admit(stream, tracked.as_ref()));
-                Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
-            }
-            None => {
-                let incoming = TcpIncoming::from(listener)
-                    .with_nodelay(Some(true))
-                    .filter_map(move |stream| admission.admit(stream, tracked.as_ref()));
-                Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
-            }
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                tls::incoming(connections, Arc::clone(tls)),
+                shutdown,
+            )),
+            None => Box::pin(router.serve_with_incoming_shutdown(connections, shutdown)),
         };
     let grace_over = async move {
         if grace_starts.await.is_ok() {
@@ -283,8 +284,8 @@ struct Admission {
 /// loop must not flood the log.
 #[derive(Default)]
 struct RefusalLog {
-    last_warning: std::sync::Mutex<Option<std::time::Instant>>,
-    unreported: std::sync::atomic::AtomicU64,
+    /// When the last warning went out, and the refusals since.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
 }
 
 /// The least time between two warnings about refused connections.
@@ -292,15 +293,15 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl RefusalLog {
     fn refused(&self, limit: usize) {
-        use std::sync::atomic::Ordering;
-        let refused = self.unreported.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self.last_warning.lock().expect("refusal log lock");
+        let mut state = self.state.lock().expect("refusal log lock");
+        let (last_warning, unreported) = &mut *state;
+        *unreported += 1;
         let now = std::time::Instant::now();
-        if last.is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_EVERY) {
+        if last_warning.is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_EVERY) {
             return;
         }
-        *last = Some(now);
-        self.unreported.fetch_sub(refused, Ordering::Relaxed);
+        *last_warning = Some(now);
+        let refused = std::mem::take(unreported);
         warn!(
             refused,
             "{limit} connections are open, the limit (--max-connections): closed {refused} \

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::crypto::{CryptoProvider, ring};
@@ -24,10 +24,15 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::debug;
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause after a failed accept (out of file descriptors, say) before the next.
+pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
 /// Where the server's certificate comes from.
 #[derive(Clone, Debug)]
@@ -146,26 +151,36 @@ impl TlsSetup {
     }
 }
 
-/// TLS connections from `listener`, for `serve_with_incoming`. The accept
-/// loop ends when the stream is dropped (the server stopped accepting).
-pub fn incoming(
-    listener: TcpListener,
+/// TLS connections made from the TCP `connections` (already admitted by the
+/// connection limit, so a flood of them costs no handshakes beyond it), for
+/// `serve_with_incoming`. Each handshake runs in a task of its own, within
+/// [`HANDSHAKE_TIMEOUT`]. The loop ends when the stream is dropped (the
+/// server stopped accepting) or the connections end.
+pub fn incoming<IO>(
+    connections: impl Stream<Item = Result<IO, io::Error>> + Send + 'static,
     tls: Arc<TlsSetup>,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, io::Error>> {
+) -> ReceiverStream<Result<TlsStream<IO>, io::Error>>
+where
+    IO: AsyncRead + AsyncWrite + Connected<ConnectInfo = TcpConnectInfo> + Unpin + Send + 'static,
+{
     let (sender, receiver) = mpsc::channel(64);
     tokio::spawn(async move {
+        let mut connections = std::pin::pin!(connections);
         loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
+            let tcp = tokio::select! {
+                next = connections.next() => match next {
+                    Some(Ok(tcp)) => tcp,
+                    Some(Err(error)) => {
+                        // Out of file descriptors, say: pause rather than spin.
                         debug!("accept failed: {error}");
+                        tokio::time::sleep(ACCEPT_PAUSE).await;
                         continue;
                     }
+                    None => return,
                 },
                 () = sender.closed() => return,
             };
-            let _ = tcp.set_nodelay(true);
+            let peer = tcp.connect_info().remote_addr();
             let acceptor = tls.acceptor.clone();
             let sender = sender.clone();
             tokio::spawn(async move {
@@ -173,8 +188,8 @@ pub fn incoming(
                     Ok(Ok(stream)) => {
                         let _ = sender.send(Ok(stream)).await;
                     }
-                    Ok(Err(error)) => debug!("TLS handshake with {peer} failed: {error}"),
-                    Err(_) => debug!("TLS handshake with {peer} timed out"),
+                    Ok(Err(error)) => debug!("TLS handshake with {peer:?} failed: {error}"),
+                    Err(_) => debug!("TLS handshake with {peer:?} timed out"),
                 }
             });
         }

@@ -16,17 +16,19 @@ use tower::{Layer, Service};
 
 use super::{LayerFuture, is_health_check};
 
-/// The layer; `None` sheds nothing.
-#[derive(Clone, Default)]
+/// The layer (the server leaves it out when there is no limit).
+#[derive(Clone)]
 pub(crate) struct ShedLayer {
-    places: Option<(Arc<Semaphore>, usize)>,
+    places: Arc<Semaphore>,
+    limit: usize,
 }
 
 impl ShedLayer {
-    /// At most `limit` requests in flight; `None`: no limit.
-    pub(crate) fn new(limit: Option<usize>) -> ShedLayer {
+    /// At most `limit` requests in flight.
+    pub(crate) fn new(limit: usize) -> ShedLayer {
         ShedLayer {
-            places: limit.map(|limit| (Arc::new(Semaphore::new(limit)), limit)),
+            places: Arc::new(Semaphore::new(limit)),
+            limit,
         }
     }
 }
@@ -37,7 +39,8 @@ impl<S> Layer<S> for ShedLayer {
     fn layer(&self, inner: S) -> Shed<S> {
         Shed {
             inner,
-            places: self.places.clone(),
+            places: Arc::clone(&self.places),
+            limit: self.limit,
         }
     }
 }
@@ -46,7 +49,8 @@ impl<S> Layer<S> for ShedLayer {
 #[derive(Clone)]
 pub(crate) struct Shed<S> {
     inner: S,
-    places: Option<(Arc<Semaphore>, usize)>,
+    places: Arc<Semaphore>,
+    limit: usize,
 }
 
 impl<S, B, RB> Service<http::Request<B>> for Shed<S>
@@ -65,13 +69,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let Some((places, limit)) = &self.places else {
-            return Box::pin(self.inner.call(request));
-        };
         if is_health_check(request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
-        let Ok(place) = Arc::clone(places).try_acquire_owned() else {
+        let Ok(place) = Arc::clone(&self.places).try_acquire_owned() else {
+            let limit = self.limit;
             let status = Status::resource_exhausted(format!(
                 "the server is working on {limit} requests, its limit (--max-in-flight); \
                  retry with backoff"
