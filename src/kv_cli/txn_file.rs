@@ -103,7 +103,8 @@ fn compare(line: &str, encoding: Encoding) -> Result<pb::Compare, String> {
     use pb::compare::{Op, Target};
     let shape = "expected TARGET(\"key\") OP \"operand\", e.g. mod(\"k\") = \"5\"";
     let open = line.find('(').ok_or(shape)?;
-    let close = line.rfind(')').ok_or(shape)?;
+    // A ')' only before the '(' (as in `x)(`) is no key in parentheses.
+    let close = line.rfind(')').filter(|&close| close > open).ok_or(shape)?;
     let target = line[..open].trim();
     let key = tokens(&line[open + 1..close])?;
     let [key] = key.as_slice() else {
@@ -236,5 +237,17 @@ mod tests {
             assert!(error.starts_with(line), "{text:?}: {error}");
         }
         assert!(parse("\n\n\n\n", Encoding::Text).is_err());
+    }
+
+    #[test]
+    fn a_closing_parenthesis_before_the_opening_one_is_a_parse_error() {
+        for text in ["x)(\n", "mod)(\"k\" = \"1\"\n", ")(\n"] {
+            let error = parse(text, Encoding::Text).unwrap_err();
+            assert!(
+                error.starts_with("line 1: expected TARGET"),
+                "{text:?}: {error}"
+            );
+            assert_eq!(error.lines().count(), 1, "{error}");
+        }
     }
 }
