@@ -11,14 +11,14 @@ import math
 from dataclasses import dataclass
 
 
-def to_millis(seconds: float, what: str = "ttl") -> int:
+def to_millis(seconds: float) -> int:
     """``seconds`` as whole milliseconds, rounded up so a positive TTL never becomes 0.
 
     Raises:
         ValueError: ``seconds`` is not above zero (or not finite).
     """
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{what} must be a number of seconds above zero, got {seconds}")
+        raise ValueError(f"ttl must be a number of seconds above zero, got {seconds}")
     return math.ceil(seconds * 1000)
 
 

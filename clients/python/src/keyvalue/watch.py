@@ -93,8 +93,6 @@ class Watch(CancellableStream):
                 raise StopIteration
             try:
                 response: kv_pb2.WatchResponse = next(self._call)
-            except StopIteration:
-                raise
             except grpc.RpcError as error:
                 if self._cancelled or error.code() is grpc.StatusCode.CANCELLED:
                     self._cancelled = True
