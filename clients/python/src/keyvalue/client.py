@@ -34,7 +34,7 @@ import grpc
 
 from keyvalue._proto import api_pb2, api_pb2_grpc, kv_pb2, kv_pb2_grpc
 from keyvalue.errors import error_for_status, from_rpc_error
-from keyvalue.key_value import BytesLike, KeyValue, kv_field, to_bytes
+from keyvalue.key_value import BytesLike, KeyValue, kv_field, optional_bytes, to_bytes
 from keyvalue.lease import Lease, LeaseInfo, to_millis
 from keyvalue.results import CasResult, PutResult
 from keyvalue.snapshot import Snapshot
@@ -233,7 +233,7 @@ class Client:
             KeyValueError: Any other failure.
         """
         request = kv_pb2.DeleteRequest(
-            key=to_bytes(key), range_end=_optional_bytes(range_end), prefix=prefix
+            key=to_bytes(key), range_end=optional_bytes(range_end), prefix=prefix
         )
         reply = self._unary(self._kv.Delete, request, kv_pb2.DeleteResponse)
         return reply.deleted
@@ -367,7 +367,7 @@ class Client:
             raise ValueError(f"page_size must be above zero, got {page_size}")
         request = kv_pb2.RangeRequest(
             key=to_bytes(key),
-            range_end=_optional_bytes(range_end),
+            range_end=optional_bytes(range_end),
             prefix=prefix,
             keys_only=keys_only,
         )
@@ -404,7 +404,7 @@ class Client:
         """
         request = kv_pb2.RangeRequest(
             key=to_bytes(key),
-            range_end=_optional_bytes(range_end),
+            range_end=optional_bytes(range_end),
             prefix=prefix,
             count_only=True,
         )
@@ -501,7 +501,7 @@ class Client:
         self._check_open()
         request = kv_pb2.WatchRequest(
             key=to_bytes(key),
-            range_end=_optional_bytes(range_end),
+            range_end=optional_bytes(range_end),
             prefix=prefix,
             start_revision=start_revision,
         )
@@ -562,7 +562,7 @@ class Client:
         """
         request = kv_pb2.LeaseGrantRequest(ttl_ms=to_millis(ttl))
         reply = self._unary(self._kv.LeaseGrant, request, kv_pb2.LeaseGrantResponse)
-        return Lease(id=reply.id, ttl=reply.ttl_ms / 1000)
+        return Lease.from_pb(reply)
 
     def lease_keep_alive(self, lease_id: int) -> Lease:
         """Restart the lease's TTL.
@@ -574,7 +574,7 @@ class Client:
         """
         request = kv_pb2.LeaseKeepAliveRequest(id=lease_id)
         reply = self._unary(self._kv.LeaseKeepAlive, request, kv_pb2.LeaseKeepAliveResponse)
-        return Lease(id=reply.id, ttl=reply.ttl_ms / 1000)
+        return Lease.from_pb(reply)
 
     def lease_revoke(self, lease_id: int) -> int:
         """End the lease now, deleting its keys.
@@ -779,8 +779,3 @@ def _channel_credentials(
     return grpc.ssl_channel_credentials(
         root_certificates=root, private_key=key, certificate_chain=chain
     )
-
-
-def _optional_bytes(data: BytesLike | None) -> bytes:
-    """``data`` as bytes; ``None`` (not given) is empty, as on the wire."""
-    return b"" if data is None else to_bytes(data)

@@ -30,6 +30,11 @@ def to_bytes(data: BytesLike) -> bytes:
     raise TypeError(f"expected bytes or str, got {type(data).__name__}")
 
 
+def optional_bytes(data: BytesLike | None) -> bytes:
+    """``data`` as bytes; ``None`` (not given) is empty, as on the wire."""
+    return b"" if data is None else to_bytes(data)
+
+
 @dataclass(frozen=True, slots=True)
 class KeyValue:
     """A key and its state at some revision.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from keyvalue._proto import kv_pb2
+
 
 def to_millis(seconds: float) -> int:
     """``seconds`` as whole milliseconds, rounded up so a positive TTL never becomes 0.
@@ -33,6 +35,14 @@ class Lease:
 
     id: int
     ttl: float
+
+    @classmethod
+    def from_pb(
+        cls,
+        message: kv_pb2.LeaseGrantResponse | kv_pb2.LeaseKeepAliveResponse | kv_pb2.SnapshotLease,
+    ) -> Lease:
+        """The lease a wire grant or keep-alive answer, or a snapshot, names."""
+        return cls(id=message.id, ttl=message.ttl_ms / 1000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 
 from keyvalue._proto import kv_pb2
-from keyvalue.errors import error_for_status, from_rpc_error
+from keyvalue.errors import error_for_status
 from keyvalue.key_value import KeyValue
 from keyvalue.lease import Lease
 from keyvalue.stream import CancellableStream
@@ -71,9 +71,7 @@ class Snapshot(CancellableStream):
         if first is None:  # cancelled meanwhile, from another thread
             raise error_for_status(grpc.StatusCode.CANCELLED, "the snapshot was cancelled")
         self.revision: int = first.header.revision
-        self.leases: tuple[Lease, ...] = tuple(
-            Lease(id=lease.id, ttl=lease.ttl_ms / 1000) for lease in first.leases
-        )
+        self.leases: tuple[Lease, ...] = tuple(Lease.from_pb(lease) for lease in first.leases)
         self._accept(first)
 
     def __iter__(self) -> Iterator[KeyValue]:
@@ -107,17 +105,12 @@ class Snapshot(CancellableStream):
             KeyValueError: The call failed.
         """
         try:
-            chunk: kv_pb2.SnapshotChunk = next(self._call)
+            chunk: kv_pb2.SnapshotChunk | None = self._receive()
         except StopIteration:
             raise error_for_status(
                 grpc.StatusCode.UNAVAILABLE,
                 f"kvserver at {self._address} ended the snapshot before it was complete",
             ) from None
-        except grpc.RpcError as error:
-            if self._cancelled or error.code() is grpc.StatusCode.CANCELLED:
-                self._cancelled = True
-                return None
-            raise from_rpc_error(error, service="v1") from error
         return chunk
 
     def _accept(self, chunk: kv_pb2.SnapshotChunk) -> None:

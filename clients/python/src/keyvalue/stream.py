@@ -10,6 +10,10 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, Self
 
+import grpc
+
+from keyvalue.errors import from_rpc_error
+
 
 class CancellableStream:
     """A server-streaming call that ends on :meth:`cancel`, ``with`` or drop.
@@ -26,6 +30,25 @@ class CancellableStream:
         """End the stream; a blocked iteration ends too. Calling it again does nothing."""
         self._cancelled = True
         self._call.cancel()
+
+    def _receive(self) -> Any:
+        """The call's next message; ``None`` once the stream is cancelled.
+
+        A call cancelled from this side fails with an ``RpcError``
+        (``CANCELLED``): that is the end of the stream, not an error. What the
+        server ending the stream means is the caller's to decide.
+
+        Raises:
+            StopIteration: The server ended the stream.
+            KeyValueError: The call failed.
+        """
+        try:
+            return next(self._call)
+        except grpc.RpcError as error:
+            if self._cancelled or error.code() is grpc.StatusCode.CANCELLED:
+                self._cancelled = True
+                return None
+            raise from_rpc_error(error, service="v1") from error
 
     @property
     def cancelled(self) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from keyvalue._proto import kv_pb2
-from keyvalue.key_value import BytesLike, to_bytes
+from keyvalue.key_value import BytesLike, optional_bytes, to_bytes
 from keyvalue.results import DeleteResult, PutResult, RangeResult
 
 CompareOp = Literal["=", "==", "!=", "<", ">"]
@@ -151,7 +151,7 @@ class Op:
         Without ``prefix`` or ``range_end`` it reads ``key`` alone.
         """
         key_bytes = to_bytes(key)
-        end = to_bytes(range_end) if range_end is not None else b""
+        end = optional_bytes(range_end)
         if not prefix and not end:
             # One key: the range [key, key + "\0").
             end = key_bytes + b"\0"
@@ -179,8 +179,13 @@ class Op:
         prev_kv: bool = False,
     ) -> Op:
         """Delete one key, a prefix or a range; answered by a :class:`DeleteResult`."""
-        end = to_bytes(range_end) if range_end is not None else b""
-        return cls("delete", to_bytes(key), range_end=end, prefix=prefix, prev_kv=prev_kv)
+        return cls(
+            "delete",
+            to_bytes(key),
+            range_end=optional_bytes(range_end),
+            prefix=prefix,
+            prev_kv=prev_kv,
+        )
 
     def to_pb(self) -> kv_pb2.Op:
         """The wire form."""

@@ -21,10 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import grpc
-
 from keyvalue._proto import kv_pb2
-from keyvalue.errors import from_rpc_error
 from keyvalue.key_value import KeyValue
 from keyvalue.stream import CancellableStream
 
@@ -91,13 +88,10 @@ class Watch(CancellableStream):
         while not self._pending:
             if self._cancelled:
                 raise StopIteration
-            try:
-                response: kv_pb2.WatchResponse = next(self._call)
-            except grpc.RpcError as error:
-                if self._cancelled or error.code() is grpc.StatusCode.CANCELLED:
-                    self._cancelled = True
-                    raise StopIteration from None
-                raise from_rpc_error(error, service="v1") from error
+            # The server ending the stream ends the iteration too (StopIteration).
+            response: kv_pb2.WatchResponse | None = self._receive()
+            if response is None:
+                raise StopIteration
             self._pending.extend(Event.from_pb(event) for event in response.events)
         return self._pending.popleft()
 
