@@ -290,30 +290,20 @@ fn txn_op(checks: &Checks<'_>, op: pb::Op) -> Result<Op, Status> {
 }
 
 /// The wire form of the answers to `ops`, one each.
-pub(crate) fn op_responses(
-    ops: &[Op],
-    results: Vec<OpResult>,
-    revision: Revision,
-) -> Vec<pb::OpResponse> {
+pub(crate) fn op_responses(results: Vec<OpResult>, revision: Revision) -> Vec<pb::OpResponse> {
     use pb::op_response::Response;
-    ops.iter()
-        .zip(results)
-        .map(|(op, result)| {
-            let response = match (op, result) {
-                (_, OpResult::Get(range)) => Response::Range(range_response(range)),
-                (op, OpResult::Put { prev }) => {
-                    let key = match op {
-                        Op::Put { key, .. } => key.clone(),
-                        _ => Bytes::new(),
-                    };
-                    Response::Put(pb::PutResponse {
-                        header: header(revision),
-                        succeeded: true,
-                        prev_kv: prev.map(|record| kv(key, record)),
-                        lease: 0,
-                    })
-                }
-                (_, OpResult::Delete { deleted, prev }) => Response::Delete(pb::DeleteResponse {
+    results
+        .into_iter()
+        .map(|result| {
+            let response = match result {
+                OpResult::Get(range) => Response::Range(range_response(range)),
+                OpResult::Put { prev } => Response::Put(pb::PutResponse {
+                    header: header(revision),
+                    succeeded: true,
+                    prev_kv: prev.map(kv_of),
+                    lease: 0,
+                }),
+                OpResult::Delete { deleted, prev } => Response::Delete(pb::DeleteResponse {
                     header: header(revision),
                     succeeded: true,
                     deleted,

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use super::Limits;
 use super::access::{Checks, scope_of};
-use super::convert::{self, header, kv, kv_of};
+use super::convert::{self, header, kv_of};
 use super::status::from_store_error;
 use crate::proto::keyvalue::v1 as pb;
 use crate::proto::keyvalue::v1::kv_server::{Kv, KvServer};
@@ -160,7 +160,7 @@ impl<S: Store> Kv for KvService<S> {
             }
         };
         let prev_kv = match result.results.pop() {
-            Some(OpResult::Put { prev }) => prev.map(|record| kv(request.key.clone(), record)),
+            Some(OpResult::Put { prev }) => prev.map(kv_of),
             _ => None,
         };
         Ok(Response::new(pb::PutResponse {
@@ -243,16 +243,11 @@ impl<S: Store> Kv for KvService<S> {
         let scope = scope_of(&request);
         let checks = Checks::new(&self.limits, scope.as_ref());
         let txn = convert::txn(&checks, request.into_inner())?;
-        let result = self.run(txn.clone()).await?;
-        let ops = if result.succeeded {
-            &txn.success
-        } else {
-            &txn.failure
-        };
+        let result = self.run(txn).await?;
         Ok(Response::new(pb::TxnResponse {
             header: header(result.revision),
             succeeded: result.succeeded,
-            responses: convert::op_responses(ops, result.results, result.revision),
+            responses: convert::op_responses(result.results, result.revision),
         }))
     }
 

@@ -233,7 +233,10 @@ pub(crate) fn apply(
                     record,
                 });
                 OpResult::Put {
-                    prev: previous.filter(|_| *prev),
+                    prev: previous.filter(|_| *prev).map(|record| KeyValue {
+                        key: key.clone(),
+                        record,
+                    }),
                 }
             }
             Op::Delete { range, prev } => {

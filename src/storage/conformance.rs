@@ -463,8 +463,9 @@ pub(crate) async fn put_can_return_the_previous_record<S: Store>(store: Arc<S>) 
     let OpResult::Put { prev: Some(prev) } = &second.results[0] else {
         panic!("the previous record: {second:?}")
     };
-    assert_eq!(prev.value, bytes("one"));
-    assert_eq!(prev.mod_revision, first.revision);
+    assert_eq!(prev.key, bytes("k"));
+    assert_eq!(prev.record.value, bytes("one"));
+    assert_eq!(prev.record.mod_revision, first.revision);
 }
 
 fn cas(key: &str, expected_revision: Revision, value: &str) -> Txn {

@@ -215,8 +215,9 @@ pub enum OpResult {
     Get(RangeResult),
     /// A put happened.
     Put {
-        /// The record it replaced, if asked for and if there was one.
-        prev: Option<Record>,
+        /// The key and the record it replaced, if asked for and if there
+        /// was one.
+        prev: Option<KeyValue>,
     },
     /// A delete happened.
     Delete {

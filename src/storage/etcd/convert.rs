@@ -184,7 +184,7 @@ impl Keys {
         match answer.response {
             Some(Response::ResponseRange(range)) => Ok(OpResult::Get(self.range_result(range))),
             Some(Response::ResponsePut(put)) => Ok(OpResult::Put {
-                prev: put.prev_kv.map(record),
+                prev: put.prev_kv.map(|kv| self.key_value(kv)),
             }),
             Some(Response::ResponseDeleteRange(delete)) => Ok(OpResult::Delete {
                 deleted: delete.deleted.max(0) as u64,
