@@ -220,6 +220,12 @@ def test_timeout_must_be_positive() -> None:
         Client("127.0.0.1:1", timeout=0)
 
 
+def test_a_nan_timeout_is_refused() -> None:
+    # NaN compares false with everything, so it is not "<= 0" either.
+    with pytest.raises(ValueError, match="timeout must be above zero, got nan"):
+        Client("127.0.0.1:1", timeout=float("nan"))
+
+
 def test_address_must_not_be_empty() -> None:
     with pytest.raises(ValueError, match="address"):
         Client("")

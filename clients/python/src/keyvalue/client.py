@@ -104,7 +104,7 @@ class Client:
     ):
         if not address.strip():
             raise ValueError("address must not be empty")
-        if timeout is not None and timeout <= 0:
+        if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be above zero, got {timeout}")
         if token is not None:
             _check_token(token)
