@@ -205,14 +205,13 @@ impl Cursor {
                 oldest: history.oldest,
             });
         }
+        // Events are kept in revision order: the first at or after `from` is
+        // found by bisection, not by a scan of the whole history (which
+        // holds the lock every writer needs).
+        let first = history.events.partition_point(|event| event.revision() < from);
         Ok(Cursor {
             next: from,
-            backlog: history
-                .events
-                .iter()
-                .filter(|event| event.revision() >= from)
-                .cloned()
-                .collect(),
+            backlog: history.events.range(first..).cloned().collect(),
             live: history.live.subscribe(),
         })
     }
