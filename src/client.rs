@@ -177,12 +177,16 @@ impl Client {
         let timeout = options.timeout;
         let token = options.token.as_deref();
         let authorization = match token {
-            Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
-                ClientError::InvalidAddress {
-                    addr: addr.to_owned(),
-                    reason: "the token holds characters that cannot be sent as metadata".into(),
-                }
-            })?),
+            Some(token) => {
+                Some(
+                    format!("Bearer {token}")
+                        .parse()
+                        .map_err(|_| ClientError::Config {
+                            reason: "the token holds characters that cannot be sent as metadata"
+                                .into(),
+                        })?,
+                )
+            }
             None => None,
         };
         let scheme = if options.tls.is_some() {
@@ -244,18 +248,20 @@ impl Client {
     /// `key` with its revisions, or `None` if it does not exist.
     pub async fn get(&mut self, key: Bytes) -> Result<Option<pb::KeyValue>, ClientError> {
         let request = pb::GetRequest { key };
-        match self.inner.get(self.request(request)).await {
-            Ok(reply) => Ok(reply.into_inner().kv),
-            Err(status) => Err(self.failed(status)),
-        }
+        self.inner
+            .get(self.request(request))
+            .await
+            .map(|reply| reply.into_inner().kv)
+            .map_err(|status| self.failed(status))
     }
 
     /// A put, with whatever options `request` carries.
     pub async fn put(&mut self, request: pb::PutRequest) -> Result<pb::PutResponse, ClientError> {
-        match self.inner.put(self.request(request)).await {
-            Ok(reply) => Ok(reply.into_inner()),
-            Err(status) => Err(self.failed(status)),
-        }
+        self.inner
+            .put(self.request(request))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
     }
 
     /// A delete of a key, range or prefix.
@@ -263,10 +269,11 @@ impl Client {
         &mut self,
         request: pb::DeleteRequest,
     ) -> Result<pb::DeleteResponse, ClientError> {
-        match self.inner.delete(self.request(request)).await {
-            Ok(reply) => Ok(reply.into_inner()),
-            Err(status) => Err(self.failed(status)),
-        }
+        self.inner
+            .delete(self.request(request))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
     }
 
     /// One page of a range.
@@ -274,18 +281,20 @@ impl Client {
         &mut self,
         request: pb::RangeRequest,
     ) -> Result<pb::RangeResponse, ClientError> {
-        match self.inner.range(self.request(request)).await {
-            Ok(reply) => Ok(reply.into_inner()),
-            Err(status) => Err(self.failed(status)),
-        }
+        self.inner
+            .range(self.request(request))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
     }
 
     /// A transaction.
     pub async fn txn(&mut self, request: pb::TxnRequest) -> Result<pb::TxnResponse, ClientError> {
-        match self.inner.txn(self.request(request)).await {
-            Ok(reply) => Ok(reply.into_inner()),
-            Err(status) => Err(self.failed(status)),
-        }
+        self.inner
+            .txn(self.request(request))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
     }
 
     /// A stream of changes. Each item is the events of one revision.
@@ -293,10 +302,11 @@ impl Client {
         &mut self,
         request: pb::WatchRequest,
     ) -> Result<tonic::Streaming<pb::WatchResponse>, ClientError> {
-        match self.inner.watch(self.request(request)).await {
-            Ok(reply) => Ok(reply.into_inner()),
-            Err(status) => Err(self.failed(status)),
-        }
+        self.inner
+            .watch(self.request(request))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
     }
 
     /// Grants a lease.
@@ -307,10 +317,11 @@ impl Client {
         let request = pb::LeaseGrantRequest {
             ttl_ms: ttl.as_millis().max(1) as u64,
         };
-        match self.inner.lease_grant(self.request(request)).await {
-            Ok(reply) => Ok(reply.into_inner()),
-            Err(status) => Err(self.failed(status)),
-        }
+        self.inner
+            .lease_grant(self.request(request))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
     }
 
     /// Restarts a lease's TTL.
@@ -318,54 +329,60 @@ impl Client {
         &mut self,
         id: i64,
     ) -> Result<pb::LeaseKeepAliveResponse, ClientError> {
-        match self
-            .inner
+        self.inner
             .lease_keep_alive(self.request(pb::LeaseKeepAliveRequest { id }))
             .await
-        {
-            Ok(reply) => Ok(reply.into_inner()),
-            Err(status) => Err(self.failed(status)),
-        }
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
     }
 
     /// A lease's TTL and time left.
     pub async fn lease_info(&mut self, id: i64) -> Result<pb::LeaseInfoResponse, ClientError> {
-        match self
-            .inner
+        self.inner
             .lease_info(self.request(pb::LeaseInfoRequest { id }))
             .await
-        {
-            Ok(reply) => Ok(reply.into_inner()),
-            Err(status) => Err(self.failed(status)),
-        }
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
     }
 
     /// Revokes a lease and deletes its keys.
     pub async fn lease_revoke(&mut self, id: i64) -> Result<pb::LeaseRevokeResponse, ClientError> {
-        match self
-            .inner
+        self.inner
             .lease_revoke(self.request(pb::LeaseRevokeRequest { id }))
             .await
-        {
-            Ok(reply) => Ok(reply.into_inner()),
-            Err(status) => Err(self.failed(status)),
-        }
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
     }
 
     /// A consistent copy of everything, as a stream of chunks.
     pub async fn snapshot(&mut self) -> Result<tonic::Streaming<pb::SnapshotChunk>, ClientError> {
-        match self
-            .inner
+        self.inner
             .snapshot(self.request(pb::SnapshotRequest {}))
             .await
-        {
-            Ok(reply) => Ok(reply.into_inner()),
-            Err(status) => Err(self.failed(status)),
-        }
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
     }
 
     /// Maps a status that ended a watch stream.
     pub fn stream_error(&self, status: Status) -> ClientError {
         self.failed(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_token_that_cannot_be_sent_is_a_config_error() {
+        let options = ConnectOptions {
+            timeout: Duration::from_secs(1),
+            token: Some("line\nbreak".to_owned()),
+            tls: None,
+        };
+        let Err(error) = Client::connect("127.0.0.1:1", &options).await else {
+            panic!("connected with a token holding a newline");
+        };
+        assert!(matches!(error, ClientError::Config { .. }), "{error:?}");
     }
 }
