@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: real kvserver processes, unique keys, dead addresses.
+"""Shared pytest fixtures: real kvserver processes, a client, unique keys, dead addresses.
 
 Every test talks to the real kvserver binary (``$KVSERVER_BIN``, default
 ``<repo>/target/debug/kvserver``); a missing binary fails the tests that need
@@ -20,6 +20,8 @@ import pytest
 from credentials import TOKEN_FILE, Pki, make_pki
 from kvserver_process import KvServer, KvServerError, find_binary, serve
 
+from keyvalue import Client
+
 
 @pytest.fixture(scope="session")
 def kvserver_bin() -> Path:
@@ -37,6 +39,13 @@ def server(kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     Tests sharing it must use their own keys (the ``key`` fixture).
     """
     yield from serve(kvserver_bin, tmp_path_factory)
+
+
+@pytest.fixture
+def client(server: KvServer) -> Iterator[Client]:
+    """A client of the shared default server."""
+    with Client(server.address) as client:
+        yield client
 
 
 @pytest.fixture

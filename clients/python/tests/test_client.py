@@ -52,13 +52,6 @@ def large_server(
 
 
 @pytest.fixture
-def client(server: KvServer) -> Iterator[Client]:
-    """A client of the shared default server."""
-    with Client(server.address) as client:
-        yield client
-
-
-@pytest.fixture
 def small_client(small_server: KvServer) -> Iterator[Client]:
     """A client of the server with tiny limits."""
     with Client(small_server.address) as client:

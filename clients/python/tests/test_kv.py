@@ -32,13 +32,6 @@ PAGE_LIMIT = 100
 BATCH_LIMIT = 3
 
 
-@pytest.fixture
-def client(server: KvServer) -> Iterator[Client]:
-    """A client of the shared default server."""
-    with Client(server.address) as client:
-        yield client
-
-
 @pytest.fixture(scope="module")
 def paging_server(
     kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory

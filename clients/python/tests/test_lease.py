@@ -7,20 +7,11 @@ short and every sleep leaves a margin of several hundred milliseconds.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import grpc
 import pytest
-from kvserver_process import KvServer
 
 from keyvalue import Client, Lease, LeaseNotFound
-
-
-@pytest.fixture
-def client(server: KvServer) -> Iterator[Client]:
-    """A client of the shared default server."""
-    with Client(server.address) as client:
-        yield client
 
 
 def test_lease_grant_and_info(client: Client) -> None:

@@ -17,13 +17,6 @@ from keyvalue import Client, Compacted, Event, ResourceExhausted, ServerUnavaila
 HISTORY = 5
 
 
-@pytest.fixture
-def client(server: KvServer) -> Iterator[Client]:
-    """A client of the shared default server."""
-    with Client(server.address) as client:
-        yield client
-
-
 @pytest.fixture(scope="module")
 def short_history_server(
     kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory

@@ -7,24 +7,9 @@ require "test_certs"
 class AuthTest < Minitest::Test
   include TestHelpers
 
-  READER = "reader-#{SecureRandom.hex(8)}".freeze
-  WRITER = "writer-#{SecureRandom.hex(8)}".freeze
-  SCOPED = "scoped-#{SecureRandom.hex(8)}".freeze
-  SCOPE = "app/"
-
-  # The token file every auth server here reads, written once per run.
-  def self.token_file
-    @token_file ||= begin
-      dir = Dir.mktmpdir("kv-tokens")
-      Minitest.after_run { FileUtils.rm_rf(dir) }
-      path = File.join(dir, "tokens")
-      File.write(path, "#{READER} read\n#{WRITER} readwrite\n#{SCOPED} readwrite #{SCOPE}\n")
-      path
-    end
-  end
-
+  # The tokens (READER, WRITER, SCOPED) and their file are TestHelpers'.
   def server
-    shared_server("--auth-token-file", self.class.token_file)
+    shared_server("--auth-token-file", TestHelpers.token_file)
   end
 
   def client(token, &)
@@ -107,7 +92,7 @@ class AuthTest < Minitest::Test
   def test_tls_and_a_token_together
     certs = TestCerts.files
     tls_auth = shared_server("--tls-cert", certs[:server_cert], "--tls-key", certs[:server_key],
-                             "--auth-token-file", self.class.token_file)
+                             "--auth-token-file", TestHelpers.token_file)
     key = unique_key
     KeyValue::Client.open(tls_auth.address, ca_file: certs[:ca], token: WRITER) do |writer|
       assert_includes writer.inspect, "tls+token"

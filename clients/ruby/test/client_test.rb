@@ -12,7 +12,7 @@ class ClientTest < Minitest::Test
 
   def test_set_then_get_returns_the_value
     key = unique_key
-    KeyValue::Client.open(@server.address) do |client|
+    with_client do |client|
       assert_nil client.set(key, "sunny")
       assert_equal "sunny", client.get(key)
     end
@@ -20,7 +20,7 @@ class ClientTest < Minitest::Test
 
   def test_set_overwrites
     key = unique_key
-    KeyValue::Client.open(@server.address) do |client|
+    with_client do |client|
       client.set(key, "one")
       client.set(key, "two")
       assert_equal "two", client.get(key)
@@ -30,7 +30,7 @@ class ClientTest < Minitest::Test
   def test_values_keep_every_character
     key = unique_key
     value = "a=b=c\nline two \u00e9\u6f22 \u{1F600}"
-    KeyValue::Client.open(@server.address) do |client|
+    with_client do |client|
       client.set(key, value)
       assert_equal value, client.get(key)
       client.set(key, "")
@@ -40,12 +40,12 @@ class ClientTest < Minitest::Test
 
   def test_writes_are_seen_by_other_connections
     key = unique_key
-    KeyValue::Client.open(@server.address) { |writer| writer.set(key, "shared") }
-    KeyValue::Client.open(@server.address) { |reader| assert_equal "shared", reader.get(key) }
+    with_client { |writer| writer.set(key, "shared") }
+    with_client { |reader| assert_equal "shared", reader.get(key) }
   end
 
   def test_missing_key_raises_key_not_found_with_the_servers_text
-    KeyValue::Client.open(@server.address) do |client|
+    with_client do |client|
       error = assert_raises(KeyValue::KeyNotFound) { client.get(unique_key("never-set")) }
       assert_equal "key not found", error.message
       assert_equal GRPC::Core::StatusCodes::NOT_FOUND, error.code
@@ -55,16 +55,14 @@ class ClientTest < Minitest::Test
   end
 
   def test_empty_key_raises_invalid_argument
-    KeyValue::Client.open(@server.address) do |client|
+    with_client do |client|
       assert_equal "key is empty", assert_raises(KeyValue::InvalidArgument) { client.get("") }.message
       assert_equal "key is empty", assert_raises(KeyValue::InvalidArgument) { client.set("", "v") }.message
     end
   end
 
   def test_oversized_key_and_value_name_the_limit
-    server = KvServerProcess.new(["--max-key-bytes", "8", "--max-value-bytes", "16"])
-    server.start
-    KeyValue::Client.open(server.address) do |client|
+    with_server("--max-key-bytes", "8", "--max-value-bytes", "16") do |client|
       key_error = assert_raises(KeyValue::InvalidArgument) { client.set("k" * 9, "v") }
       assert_includes key_error.message, "--max-key-bytes"
       value_error = assert_raises(KeyValue::InvalidArgument) { client.set("k", "v" * 17) }
@@ -72,8 +70,6 @@ class ClientTest < Minitest::Test
       client.set("k" * 8, "v" * 16)
       assert_equal "v" * 16, client.get("k" * 8)
     end
-  ensure
-    assert_equal 0, server.stop
   end
 
   def test_unreachable_server_raises_server_unavailable

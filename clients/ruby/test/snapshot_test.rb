@@ -137,23 +137,15 @@ class SnapshotTest < Minitest::Test
   end
 
   def test_tokens
-    dir = Dir.mktmpdir("kv-tokens")
-    path = File.join(dir, "tokens")
-    File.write(path, "reader-0123 read\nscoped-4567 readwrite app/\n")
-    server = KvServerProcess.new(["--auth-token-file", path])
-    server.start
-    KeyValue::Client.open(server.address, token: "reader-0123") do |reader|
-      assert_predicate reader.snapshot { |s| s.tap(&:to_a) }, :complete?
-    end
-    KeyValue::Client.open(server.address, token: "scoped-4567") do |scoped|
-      error = assert_raises(KeyValue::PermissionDenied) { scoped.snapshot }
-      assert_equal GRPC::Core::StatusCodes::PERMISSION_DENIED, error.code
-    end
-    KeyValue::Client.open(server.address) do |anonymous|
+    with_server("--auth-token-file", TestHelpers.token_file) do |anonymous, server|
+      KeyValue::Client.open(server.address, token: READER) do |reader|
+        assert_predicate reader.snapshot { |s| s.tap(&:to_a) }, :complete?
+      end
+      KeyValue::Client.open(server.address, token: SCOPED) do |scoped|
+        error = assert_raises(KeyValue::PermissionDenied) { scoped.snapshot }
+        assert_equal GRPC::Core::StatusCodes::PERMISSION_DENIED, error.code
+      end
       assert_raises(KeyValue::Unauthenticated) { anonymous.snapshot }
     end
-  ensure
-    assert_equal 0, server.stop if server
-    FileUtils.rm_rf(dir) if dir
   end
 end

@@ -7,14 +7,34 @@ $LOAD_PATH.unshift(__dir__)
 # handshakes on purpose. GRPC_VERBOSITY=ERROR (or DEBUG) shows them again.
 ENV["GRPC_VERBOSITY"] ||= "NONE"
 
+require "fileutils"
 require "securerandom"
 require "socket"
+require "tmpdir"
 require "minitest/autorun"
 require "keyvalue"
 require "kvserver_process"
 
 # Helpers shared by the test files.
 module TestHelpers
+  # The tokens of TestHelpers.token_file: one that may only read, one that may
+  # read and write, and one that may read and write only keys under SCOPE.
+  READER = "reader-#{SecureRandom.hex(8)}".freeze
+  WRITER = "writer-#{SecureRandom.hex(8)}".freeze
+  SCOPED = "scoped-#{SecureRandom.hex(8)}".freeze
+  SCOPE = "app/"
+
+  # A --auth-token-file with READER, WRITER and SCOPED, written once per run.
+  def self.token_file
+    @token_file ||= begin
+      dir = Dir.mktmpdir("kv-tokens")
+      Minitest.after_run { FileUtils.rm_rf(dir) }
+      path = File.join(dir, "tokens")
+      File.write(path, "#{READER} read\n#{WRITER} readwrite\n#{SCOPED} readwrite #{SCOPE}\n")
+      path
+    end
+  end
+
   # A key no other test uses, so tests sharing one server never collide.
   def unique_key(prefix = "key")
     "#{prefix}-#{SecureRandom.hex(6)}"
