@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use bytes::Bytes;
 
+use crate::client::{AuthorizedChannel, ClientError, ConnectOptions};
 use crate::proto::keyvalue::v1 as pb;
 use crate::proto::keyvalue::v1::kv_client::KvClient;
 use crate::proto::simplekeyvalue::key_value_client::KeyValueClient;
@@ -36,6 +36,9 @@ use crate::proto::simplekeyvalue::{GetRequest, SetRequest};
 pub struct BenchConfig {
     /// Server address, `host:port`.
     pub addr: String,
+    /// How to connect: TLS, token, and the timeout of connecting and of
+    /// every request (as for every other `kv` command).
+    pub connect: ConnectOptions,
     /// HTTP/2 connections.
     pub conns: usize,
     /// Requests in flight (workers), spread over the connections.
@@ -204,17 +207,40 @@ pub enum Stop {
     Requests(u64),
 }
 
-/// Why a run could not start.
+/// Why a run could not start, or could not finish.
 #[derive(Debug)]
-pub struct BenchError(pub String);
+pub enum BenchError {
+    /// The configuration cannot work (zero connections, keys too short for
+    /// their number, fewer keys than workers, an invalid address, ...).
+    Usage(String),
+    /// The server could not be reached.
+    Unreachable(String),
+    /// The run itself broke (a worker panicked).
+    Failed(String),
+}
 
 impl std::fmt::Display for BenchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            BenchError::Usage(text) | BenchError::Unreachable(text) | BenchError::Failed(text) => {
+                f.write_str(text)
+            }
+        }
     }
 }
 
 impl std::error::Error for BenchError {}
+
+impl From<ClientError> for BenchError {
+    fn from(error: ClientError) -> BenchError {
+        match error {
+            ClientError::InvalidAddress { .. } | ClientError::Config { .. } => {
+                BenchError::Usage(error.to_string())
+            }
+            _ => BenchError::Unreachable(error.to_string()),
+        }
+    }
+}
 
 /// The figures of a run.
 #[derive(Debug)]
@@ -382,28 +408,12 @@ impl WorkerResult {
 
 /// Runs the benchmark and returns its report.
 pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
-    if config.conns == 0 || config.concurrency == 0 || config.keys == 0 {
-        return Err(BenchError(
-            "--conns, --concurrency and --keys must be above zero".into(),
-        ));
-    }
-    if config.api == Api::Tutorial && !config.mix.tutorial_only() {
-        return Err(BenchError(format!(
-            "--mix {} needs --api v1: the tutorial API has only get and set",
-            config.mix
-        )));
-    }
-    let channels = connect(config).await?;
     let prefix = config
         .key_prefix
         .clone()
         .unwrap_or_else(|| format!("{:04x}/", seed() as u16));
-    if format!("{prefix}{}", config.keys - 1).len() > config.key_size.max(1) {
-        return Err(BenchError(format!(
-            "--key-size {} is too small for {} keys (keys look like {prefix}00123)",
-            config.key_size, config.keys
-        )));
-    }
+    validate(config, &prefix)?;
+    let channels = connect(config).await?;
     let keys: Vec<String> = (0..config.keys)
         .map(|i| {
             let key = format!("{prefix}{i}");
@@ -470,7 +480,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     for worker in workers {
         let result = worker
             .await
-            .map_err(|e| BenchError(format!("a worker failed: {e}")))?;
+            .map_err(|e| BenchError::Failed(format!("a worker failed: {e}")))?;
         for (sum, count) in total.by_kind.iter_mut().zip(result.by_kind) {
             *sum += count;
         }
@@ -482,7 +492,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         total
             .latency_us
             .add(&result.latency_us)
-            .map_err(|e| BenchError(format!("merging latencies: {e}")))?;
+            .map_err(|e| BenchError::Failed(format!("merging latencies: {e}")))?;
     }
     let elapsed = started.elapsed();
     progress.finish_and_clear();
@@ -497,26 +507,41 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     })
 }
 
-async fn connect(config: &BenchConfig) -> Result<Vec<Channel>, BenchError> {
-    let uri = if config.addr.contains("://") {
-        config.addr.clone()
-    } else {
-        format!("http://{}", config.addr)
-    };
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| BenchError(format!("invalid server address {:?}: {e}", config.addr)))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+/// Checks that `config` can run as asked, before connecting.
+fn validate(config: &BenchConfig, prefix: &str) -> Result<(), BenchError> {
+    if config.conns == 0 || config.concurrency == 0 || config.keys == 0 {
+        return Err(BenchError::Usage(
+            "--conns, --concurrency and --keys must be above zero".into(),
+        ));
+    }
+    if config.keys < config.concurrency {
+        // Each worker owns its own keys: a worker without any would do
+        // nothing, and its share of --requests would silently go unrun.
+        return Err(BenchError::Usage(format!(
+            "--keys {} is fewer than --concurrency {}: every worker needs a key of its own",
+            config.keys, config.concurrency
+        )));
+    }
+    if config.api == Api::Tutorial && !config.mix.tutorial_only() {
+        return Err(BenchError::Usage(format!(
+            "--mix {} needs --api v1: the tutorial API has only get and set",
+            config.mix
+        )));
+    }
+    if format!("{prefix}{}", config.keys - 1).len() > config.key_size.max(1) {
+        return Err(BenchError::Usage(format!(
+            "--key-size {} is too small for {} keys (keys look like {prefix}00123)",
+            config.key_size, config.keys
+        )));
+    }
+    Ok(())
+}
+
+/// `conns` connections, each of them its own HTTP/2 connection.
+async fn connect(config: &BenchConfig) -> Result<Vec<AuthorizedChannel>, BenchError> {
     let mut channels = Vec::with_capacity(config.conns);
     for _ in 0..config.conns {
-        let channel = endpoint.connect().await.map_err(|e| {
-            BenchError(format!(
-                "cannot reach kvserver at {}: {}",
-                config.addr,
-                crate::client::root_cause(&e)
-            ))
-        })?;
-        channels.push(channel);
+        channels.push(crate::client::authorized_channel(&config.addr, &config.connect).await?);
     }
     Ok(channels)
 }
@@ -549,8 +574,8 @@ fn seed() -> u64 {
 
 /// A worker's connection, to the service under load.
 enum Conn {
-    Tutorial(KeyValueClient<Channel>),
-    V1(KvClient<Channel>),
+    Tutorial(KeyValueClient<AuthorizedChannel>),
+    V1(KvClient<AuthorizedChannel>),
 }
 
 /// What one worker does.

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -60,9 +61,8 @@ impl ClientTls {
 #[derive(Clone)]
 pub struct Client {
     addr: String,
-    inner: KvClient<Channel>,
-    /// `Bearer <token>`, sent with every call, if the server wants a token.
-    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// Every call carries the token, if there is one.
+    inner: KvClient<AuthorizedChannel>,
 }
 
 /// Why a client call failed.
@@ -170,75 +170,104 @@ pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-impl Client {
-    /// Connects to `addr` (`host:port`, or a full `http://` URI). Every call,
-    /// the connection attempt included, gives up after `timeout`.
-    pub async fn connect(addr: &str, options: &ConnectOptions) -> Result<Client, ClientError> {
-        let timeout = options.timeout;
-        let token = options.token.as_deref();
-        let authorization = match token {
-            Some(token) => {
-                Some(
-                    format!("Bearer {token}")
-                        .parse()
-                        .map_err(|_| ClientError::Config {
-                            reason: "the token holds characters that cannot be sent as metadata"
-                                .into(),
-                        })?,
-                )
-            }
-            None => None,
+/// `authorization: Bearer <token>` on every call through a connection, if
+/// there is a token.
+#[derive(Clone, Debug, Default)]
+pub struct Authorization(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Authorization {
+    /// The header for `token`; a token that cannot be sent as metadata is a
+    /// [`ClientError::Config`].
+    pub fn new(token: Option<&str>) -> Result<Authorization, ClientError> {
+        let Some(token) = token else {
+            return Ok(Authorization(None));
         };
-        let scheme = if options.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("{scheme}://{addr}")
-        };
-        let mut endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::InvalidAddress {
-            addr: addr.to_owned(),
-            reason: root_cause(&e),
-        })?;
-        if let Some(tls) = &options.tls {
-            endpoint =
-                endpoint
-                    .tls_config(tls.config()?)
-                    .map_err(|e| ClientError::InvalidAddress {
-                        addr: addr.to_owned(),
-                        reason: root_cause(&e),
-                    })?;
+        format!("Bearer {token}")
+            .parse()
+            .map(|value| Authorization(Some(value)))
+            .map_err(|_| ClientError::Config {
+                reason: "the token holds characters that cannot be sent as metadata".into(),
+            })
+    }
+}
+
+impl tonic::service::Interceptor for Authorization {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
-        let channel = endpoint
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect()
-            .await
-            .map_err(|e| ClientError::Unreachable {
+        Ok(request)
+    }
+}
+
+/// A connection through which every call carries the token, if any.
+pub type AuthorizedChannel = InterceptedService<Channel, Authorization>;
+
+/// Opens a new HTTP/2 connection to `addr` (`host:port`, or a full URI) as
+/// `options` say: TLS or not, and `options.timeout` for connecting and for
+/// every call until its answer starts. `kv` and `kv bench` both connect here.
+pub async fn channel(addr: &str, options: &ConnectOptions) -> Result<Channel, ClientError> {
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("{scheme}://{addr}")
+    };
+    let mut endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::InvalidAddress {
+        addr: addr.to_owned(),
+        reason: root_cause(&e),
+    })?;
+    if let Some(tls) = &options.tls {
+        endpoint = endpoint
+            .tls_config(tls.config()?)
+            .map_err(|e| ClientError::InvalidAddress {
                 addr: addr.to_owned(),
                 reason: root_cause(&e),
             })?;
+    }
+    endpoint
+        .connect_timeout(options.timeout)
+        .timeout(options.timeout)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            addr: addr.to_owned(),
+            reason: root_cause(&e),
+        })
+}
+
+/// [`channel`] with the token of `options` on every call.
+pub async fn authorized_channel(
+    addr: &str,
+    options: &ConnectOptions,
+) -> Result<AuthorizedChannel, ClientError> {
+    // The token first: a bad one is a mistake of the command line, whether or
+    // not the server can be reached.
+    let authorization = Authorization::new(options.token.as_deref())?;
+    Ok(InterceptedService::new(
+        channel(addr, options).await?,
+        authorization,
+    ))
+}
+
+impl Client {
+    /// Connects to `addr` (`host:port`, or a full `http://` URI). Every call,
+    /// the connection attempt included, gives up after `options.timeout`.
+    pub async fn connect(addr: &str, options: &ConnectOptions) -> Result<Client, ClientError> {
+        let channel = authorized_channel(addr, options).await?;
         Ok(Client {
             addr: addr.to_owned(),
             // The timeout bounds each call until its answer starts, so a
             // watch's stream runs on for as long as the user wants.
             inner: KvClient::new(channel).max_decoding_message_size(usize::MAX),
-            authorization,
         })
-    }
-
-    /// `message` as a request, with the token if there is one.
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(authorization) = &self.authorization {
-            request
-                .metadata_mut()
-                .insert("authorization", authorization.clone());
-        }
-        request
     }
 
     fn failed(&self, status: Status) -> ClientError {
@@ -249,7 +278,7 @@ impl Client {
     pub async fn get(&mut self, key: Bytes) -> Result<Option<pb::KeyValue>, ClientError> {
         let request = pb::GetRequest { key };
         self.inner
-            .get(self.request(request))
+            .get(request)
             .await
             .map(|reply| reply.into_inner().kv)
             .map_err(|status| self.failed(status))
@@ -258,7 +287,7 @@ impl Client {
     /// A put, with whatever options `request` carries.
     pub async fn put(&mut self, request: pb::PutRequest) -> Result<pb::PutResponse, ClientError> {
         self.inner
-            .put(self.request(request))
+            .put(request)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status))
@@ -270,7 +299,7 @@ impl Client {
         request: pb::DeleteRequest,
     ) -> Result<pb::DeleteResponse, ClientError> {
         self.inner
-            .delete(self.request(request))
+            .delete(request)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status))
@@ -282,7 +311,7 @@ impl Client {
         request: pb::RangeRequest,
     ) -> Result<pb::RangeResponse, ClientError> {
         self.inner
-            .range(self.request(request))
+            .range(request)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status))
@@ -291,7 +320,7 @@ impl Client {
     /// A transaction.
     pub async fn txn(&mut self, request: pb::TxnRequest) -> Result<pb::TxnResponse, ClientError> {
         self.inner
-            .txn(self.request(request))
+            .txn(request)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status))
@@ -303,7 +332,7 @@ impl Client {
         request: pb::WatchRequest,
     ) -> Result<tonic::Streaming<pb::WatchResponse>, ClientError> {
         self.inner
-            .watch(self.request(request))
+            .watch(request)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status))
@@ -318,7 +347,7 @@ impl Client {
             ttl_ms: ttl.as_millis().max(1) as u64,
         };
         self.inner
-            .lease_grant(self.request(request))
+            .lease_grant(request)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status))
@@ -330,7 +359,7 @@ impl Client {
         id: i64,
     ) -> Result<pb::LeaseKeepAliveResponse, ClientError> {
         self.inner
-            .lease_keep_alive(self.request(pb::LeaseKeepAliveRequest { id }))
+            .lease_keep_alive(pb::LeaseKeepAliveRequest { id })
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status))
@@ -339,7 +368,7 @@ impl Client {
     /// A lease's TTL and time left.
     pub async fn lease_info(&mut self, id: i64) -> Result<pb::LeaseInfoResponse, ClientError> {
         self.inner
-            .lease_info(self.request(pb::LeaseInfoRequest { id }))
+            .lease_info(pb::LeaseInfoRequest { id })
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status))
@@ -348,7 +377,7 @@ impl Client {
     /// Revokes a lease and deletes its keys.
     pub async fn lease_revoke(&mut self, id: i64) -> Result<pb::LeaseRevokeResponse, ClientError> {
         self.inner
-            .lease_revoke(self.request(pb::LeaseRevokeRequest { id }))
+            .lease_revoke(pb::LeaseRevokeRequest { id })
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status))
@@ -357,7 +386,7 @@ impl Client {
     /// A consistent copy of everything, as a stream of chunks.
     pub async fn snapshot(&mut self) -> Result<tonic::Streaming<pb::SnapshotChunk>, ClientError> {
         self.inner
-            .snapshot(self.request(pb::SnapshotRequest {}))
+            .snapshot(pb::SnapshotRequest {})
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status))

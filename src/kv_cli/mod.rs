@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value as Json, json};
 use tokio_stream::StreamExt;
 
-use crate::bench::{Api, BenchConfig, Mix, Stop};
+use crate::bench::{Api, BenchConfig, BenchError, Mix, Stop};
 use crate::client::{Client, ClientError, ClientTls, ConnectOptions};
 use crate::duration::parse_duration;
 use crate::proto::keyvalue::v1 as pb;
@@ -263,9 +263,6 @@ struct BenchArgs {
     /// Do not set every key before measuring (Gets of unset keys expect NOT_FOUND).
     #[arg(long)]
     no_preload: bool,
-    /// Print the report as one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 /// `--api`.
@@ -386,16 +383,6 @@ pub fn main() -> ExitCode {
 }
 
 async fn execute(cli: Cli) -> ExitCode {
-    if let Command::Bench(args) = cli.command {
-        return bench(cli.addr, args).await;
-    }
-    let encoding = if cli.hex {
-        Encoding::Hex
-    } else if cli.base64 {
-        Encoding::Base64
-    } else {
-        Encoding::Text
-    };
     let options = ConnectOptions {
         timeout: cli.timeout,
         token: cli.token.clone(),
@@ -403,6 +390,16 @@ async fn execute(cli: Cli) -> ExitCode {
             ca,
             identity: cli.cert_file.clone().zip(cli.key_file.clone()),
         }),
+    };
+    if let Command::Bench(args) = cli.command {
+        return bench(cli.addr, options, cli.json, args).await;
+    }
+    let encoding = if cli.hex {
+        Encoding::Hex
+    } else if cli.base64 {
+        Encoding::Base64
+    } else {
+        Encoding::Text
     };
     let outcome = match Client::connect(&cli.addr, &options).await {
         Ok(client) => {
@@ -812,16 +809,10 @@ async fn lease(cx: &mut Context, command: LeaseCommand) -> Outcome {
     Ok(())
 }
 
-async fn bench(addr: String, args: BenchArgs) -> ExitCode {
-    if matches!(args.api, ApiArg::Tutorial) && !args.mix.tutorial_only() {
-        eprintln!(
-            "kv bench: --mix {} needs --api v1: the tutorial API has only get and set",
-            args.mix
-        );
-        return ExitCode::from(exit::USAGE);
-    }
+async fn bench(addr: String, connect: ConnectOptions, json: bool, args: BenchArgs) -> ExitCode {
     let config = BenchConfig {
         addr,
+        connect,
         conns: args.conns,
         concurrency: args.concurrency,
         stop: match args.requests {
@@ -842,7 +833,7 @@ async fn bench(addr: String, args: BenchArgs) -> ExitCode {
     };
     match crate::bench::run(&config).await {
         Ok(report) => {
-            if args.json {
+            if json {
                 println!("{}", report.to_json(&config));
             } else {
                 print!("{}", report.to_text());
@@ -859,7 +850,11 @@ async fn bench(addr: String, args: BenchArgs) -> ExitCode {
         }
         Err(error) => {
             eprintln!("kv bench: {error}");
-            ExitCode::from(exit::UNREACHABLE)
+            ExitCode::from(match error {
+                BenchError::Usage(_) => exit::USAGE,
+                BenchError::Unreachable(_) => exit::UNREACHABLE,
+                BenchError::Failed(_) => exit::BENCH_FAILED,
+            })
         }
     }
 }

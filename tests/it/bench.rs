@@ -8,6 +8,7 @@ use crate::harness::Server;
 fn kv_bench(addr: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kv"))
         .env_remove("KV_ADDR")
+        .env_remove("KV_TOKEN")
         .args(["--addr", addr, "bench"])
         .args(args)
         .output()
@@ -93,6 +94,63 @@ fn a_bad_mix_is_a_usage_error() {
         let output = kv_bench("127.0.0.1:1", &["--mix", mix]);
         assert_eq!(output.status.code(), Some(2), "--mix {mix}");
     }
+}
+
+#[test]
+fn a_configuration_that_cannot_work_is_a_usage_error_before_connecting() {
+    // The address is unreachable: only a check made before connecting can
+    // tell these apart from it.
+    for (addr, args, complaint) in [
+        ("127.0.0.1:1", &["--conns", "0"][..], "above zero"),
+        ("127.0.0.1:1", &["--concurrency", "0"][..], "above zero"),
+        ("127.0.0.1:1", &["--key-size", "2"][..], "--key-size 2"),
+        (
+            "127.0.0.1:1",
+            &["--keys", "4", "--concurrency", "8"][..],
+            "--keys 4",
+        ),
+        ("not an address", &[][..], "invalid server address"),
+    ] {
+        let output = kv_bench(addr, &[&["--requests", "10"], args].concat());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(complaint), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_global_token_is_sent_with_every_request() {
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tokens.path(), "bench-secret readwrite\n").unwrap();
+    let server = Server::start_with(&["--auth-token-file", tokens.path().to_str().unwrap()]);
+    let load = ["--requests", "500", "--concurrency", "4", "--keys", "20"];
+    let with_token = kv_bench(
+        server.addr(),
+        &[&load[..], &["--token", "bench-secret", "--json"]].concat(),
+    );
+    let report = json_report(&with_token);
+    assert_eq!(report["ops"], 500);
+    assert_eq!(report["errors"], 0);
+    assert_eq!(report["mismatches"], 0);
+
+    // Without it every request is refused, and the benchmark fails.
+    let without = kv_bench(server.addr(), &[&load[..], &["--json"]].concat());
+    assert_eq!(
+        without.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&without.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&without.stdout).unwrap();
+    assert!(report["errors"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("Unauthenticated"),
+        "{report}"
+    );
 }
 
 #[test]
