@@ -133,25 +133,38 @@ impl Leases {
     /// Revokes every expired lease with `revoke` (which reports its keys as
     /// expired); a lease already gone is just forgotten. Returns how many
     /// keys were deleted.
-    pub(crate) async fn expire_with<F, Fut>(&self, mut revoke: F) -> Result<u64, StoreError>
+    ///
+    /// Every revocation is started before any is awaited, so a backend
+    /// whose `revoke` queues its work at the call (the disk store's
+    /// committer) commits them together: one fsync, not one per lease.
+    pub(crate) async fn expire_with<F, Fut>(&self, revoke: F) -> Result<u64, StoreError>
     where
         F: FnMut(LeaseId) -> Fut,
         Fut: Future<Output = Result<(u64, Revision), StoreError>>,
     {
-        let mut deleted = 0;
         let expired = self.expired();
-        for (done, &id) in expired.iter().enumerate() {
-            match revoke(id).await {
+        let answers: Vec<Fut> = expired.iter().copied().map(revoke).collect();
+        let mut deleted = 0;
+        let mut failed = Vec::new();
+        let mut first_error = None;
+        for (&id, answer) in expired.iter().zip(answers) {
+            match answer.await {
                 Ok((count, _)) => deleted += count,
                 Err(StoreError::LeaseNotFound(_)) => self.remove(id),
                 Err(error) => {
-                    // Still expired: the next round tries these again.
-                    self.requeue(&expired[done..]);
-                    return Err(error);
+                    failed.push(id);
+                    first_error.get_or_insert(error);
                 }
             }
         }
-        Ok(deleted)
+        match first_error {
+            None => Ok(deleted),
+            Some(error) => {
+                // Still expired: the next round tries these again.
+                self.requeue(&failed);
+                Err(error)
+            }
+        }
     }
 
     /// The leases whose deadline has passed, taken off the queue of
@@ -211,6 +224,34 @@ mod tests {
         assert_eq!(leases.expired(), Vec::<LeaseId>::new(), "handed out once");
         leases.requeue(&[7]);
         assert_eq!(leases.expired(), vec![7], "until put back");
+    }
+
+    #[tokio::test]
+    async fn expiry_starts_every_revocation_first_and_requeues_only_failures() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        let leases = Leases::default();
+        for id in [1, 2, 3] {
+            leases.insert(id, Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let started = Rc::new(RefCell::new(Vec::new()));
+        let outcome = leases
+            .expire_with(|id| {
+                started.borrow_mut().push(id);
+                let started = Rc::clone(&started);
+                async move {
+                    assert_eq!(started.borrow().len(), 3, "all started before any awaited");
+                    if id == 2 {
+                        Err(StoreError::Unavailable("disk".into()))
+                    } else {
+                        Ok((1, 0))
+                    }
+                }
+            })
+            .await;
+        assert_eq!(outcome, Err(StoreError::Unavailable("disk".into())));
+        assert_eq!(leases.expired(), vec![2], "only the failed one is retried");
     }
 
     #[test]

@@ -163,9 +163,22 @@ impl Committer {
 
     /// Applies `mutation`; answers once it is committed.
     pub(super) async fn write(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
+        self.submit(mutation).await
+    }
+
+    /// Queues `mutation` now, before the returned future is first polled, so
+    /// that mutations submitted one after another join one commit; the
+    /// future answers once it is committed.
+    pub(super) fn submit(
+        &self,
+        mutation: Mutation,
+    ) -> impl Future<Output = Result<Outcome, StoreError>> + use<> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Write(mutation, reply))?;
-        answer.await.map_err(|_| stopped())?
+        let sent = self.send(Command::Write(mutation, reply));
+        async move {
+            sent?;
+            answer.await.map_err(|_| stopped())?
+        }
     }
 
     /// Returns once every write acknowledged so far is on stable storage.

@@ -209,10 +209,19 @@ impl DiskStore {
         ReadView::new(txn, &self.leases)
     }
 
-    async fn revoke(&self, id: LeaseId, kind: EventKind) -> Result<(u64, Revision), StoreError> {
-        match self.committer.write(Mutation::Revoke { id, kind }).await? {
-            Outcome::Revoked(deleted, revision) => Ok((deleted, revision)),
-            other => Err(unexpected(other)),
+    /// Revokes lease `id`; the revocation is queued for the committer at
+    /// once (see [`Committer::submit`]), and the future answers when done.
+    fn revoke(
+        &self,
+        id: LeaseId,
+        kind: EventKind,
+    ) -> impl Future<Output = Result<(u64, Revision), StoreError>> + use<> {
+        let committed = self.committer.submit(Mutation::Revoke { id, kind });
+        async move {
+            match committed.await? {
+                Outcome::Revoked(deleted, revision) => Ok((deleted, revision)),
+                other => Err(unexpected(other)),
+            }
         }
     }
 }
