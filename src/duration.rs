@@ -54,4 +54,20 @@ mod tests {
             assert!(error.contains(&format!("{bad:?}")), "{bad}: {error}");
         }
     }
+
+    #[test]
+    fn a_finite_number_beyond_what_a_duration_holds_is_too_large() {
+        // u64::MAX seconds is about 1.8e19.
+        for big in [
+            "100000000000000000000s",
+            "10000000000000000h",
+            "18446744073709551616",
+        ] {
+            let error = parse_duration(big).unwrap_err();
+            assert_eq!(
+                error,
+                format!("{big:?} is not a valid duration (negative or too large)")
+            );
+        }
+    }
 }

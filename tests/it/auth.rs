@@ -250,11 +250,27 @@ fn kv_sends_its_token_and_never_prints_it() {
     assert_eq!(String::from_utf8_lossy(&read.stdout), "v\n");
     let refused = kv(&["set", "k", "x"], Some("reader-secret"));
     assert_eq!(refused.status.code(), Some(4));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("PermissionDenied"));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("PermissionDenied"), "{stderr}");
+    assert!(!stderr.contains("reader-secret"), "{stderr}");
     let anonymous = kv(&["get", "k"], None);
     assert_eq!(anonymous.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
+    // A token the server does not know is not echoed back either.
+    let unknown = kv(&["get", "k"], Some("guessed-secret"));
+    assert_eq!(unknown.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+    assert!(!stderr.contains("guessed-secret"), "{stderr}");
     let flag = kv(&["--token", "writer-secret", "get", "k"], None);
     assert!(flag.status.success());
+    assert!(
+        !String::from_utf8_lossy(&flag.stderr).contains("writer-secret"),
+        "{}",
+        String::from_utf8_lossy(&flag.stderr)
+    );
     let help = String::from_utf8_lossy(&kv(&["--help"], Some("writer-secret")).stdout).into_owned();
     assert!(
         help.contains("--token") && !help.contains("writer-secret"),

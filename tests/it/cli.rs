@@ -258,7 +258,20 @@ fn cas_succeeds_at_the_expected_revision_and_exits_6_otherwise() {
     assert_eq!(object["succeeded"], false);
     assert_eq!(object["current"]["value"], "v2");
     let created = kv(server.addr(), &["cas", "fresh", "new", "--expect-rev", "0"]);
-    assert!(created.status.success());
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    assert_eq!(text(&kv(server.addr(), &["get", "fresh"]).stdout), "new\n");
+    // Revision 0 means "does not exist": now that it does, the compare fails.
+    let again = kv(
+        server.addr(),
+        &["cas", "fresh", "newer", "--expect-rev", "0"],
+    );
+    assert_eq!(again.status.code(), Some(6), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).starts_with("compare failed: key \"fresh\" is at revision "),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(text(&kv(server.addr(), &["get", "fresh"]).stdout), "new\n");
     assert_eq!(text(&kv(server.addr(), &["get", "k"]).stdout), "v2\n");
 }
 

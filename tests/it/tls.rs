@@ -152,7 +152,12 @@ fn mutual_tls_refuses_clients_without_a_certificate_from_the_client_ca() {
         &["--ca-file", ca_file.to_str().unwrap()],
         &["get", "k"],
     );
-    assert_ne!(without.status.code(), Some(0), "no client certificate");
+    assert_eq!(
+        without.status.code(),
+        Some(3),
+        "no client certificate: {}",
+        text(&without.stderr)
+    );
     let (rogue_cert, rogue_key) = Authority::new("rogue").sign(&["mallory"]);
     let rogue_cert = write(dir.path(), "m.pem", &rogue_cert);
     let rogue_key = write(dir.path(), "m.key", &rogue_key);
@@ -164,10 +169,12 @@ fn mutual_tls_refuses_clients_without_a_certificate_from_the_client_ca() {
         "--key",
         rogue_key.to_str().unwrap(),
     ];
-    assert_ne!(
-        kv(&server, &rogue, &["get", "k"]).status.code(),
-        Some(0),
-        "a foreign certificate"
+    let foreign = kv(&server, &rogue, &["get", "k"]);
+    assert_eq!(
+        foreign.status.code(),
+        Some(3),
+        "a foreign certificate: {}",
+        text(&foreign.stderr)
     );
 }
 
