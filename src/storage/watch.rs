@@ -208,7 +208,9 @@ impl Cursor {
         // Events are kept in revision order: the first at or after `from` is
         // found by bisection, not by a scan of the whole history (which
         // holds the lock every writer needs).
-        let first = history.events.partition_point(|event| event.revision() < from);
+        let first = history
+            .events
+            .partition_point(|event| event.revision() < from);
         Ok(Cursor {
             next: from,
             backlog: history.events.range(first..).cloned().collect(),
