@@ -1,15 +1,13 @@
 //! Token authentication through the real binary: `--auth-token-file`, roles,
 //! prefixes, both services, and `kv --token`.
 
-use std::process::Command;
-
 use bytes::Bytes;
 use keyvalue::proto::keyvalue::v1 as pb;
 use keyvalue::proto::simplekeyvalue::{GetRequest, SetRequest};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 
-use crate::harness::Server;
+use crate::harness::{Server, kv_command, kvserver};
 
 const TOKENS: &str = "# tokens of the test\n\
                       reader-secret read\n\
@@ -211,31 +209,18 @@ async fn a_prefix_token_reaches_only_its_keys() {
 
 #[tokio::test]
 async fn health_needs_no_token() {
-    use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::health_check_response::ServingStatus;
     let (server, _file) = server_with_tokens();
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let answer = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await;
-    assert!(answer.is_ok(), "{answer:?}");
+    let answer = server.health("").await;
+    assert!(matches!(answer, Ok(ServingStatus::Serving)), "{answer:?}");
 }
 
 #[test]
 fn kv_sends_its_token_and_never_prints_it() {
     let (server, _file) = server_with_tokens();
     let kv = |args: &[&str], token: Option<&str>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kv"));
-        command
-            .env_remove("KV_TOKEN")
-            .args(["--addr", server.addr()])
-            .args(args);
+        let mut command = kv_command();
+        command.args(["--addr", server.addr()]).args(args);
         if let Some(token) = token {
             command.env("KV_TOKEN", token);
         }
@@ -282,7 +267,7 @@ fn kv_sends_its_token_and_never_prints_it() {
 fn a_bad_token_file_stops_the_server_with_the_line() {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), "good read\nbad superuser\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_kvserver"))
+    let output = kvserver()
         .args([
             "--listen",
             "127.0.0.1:0",

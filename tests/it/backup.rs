@@ -1,14 +1,13 @@
 //! `kv backup` and `kvserver restore` through the real binaries: a
 //! consistent copy taken while writes go on, restored into a new data dir.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use keyvalue::proto::keyvalue::v1 as pb;
 
-use crate::harness::{Server, kvserver};
+use crate::harness::{Server, kv, kvserver};
 
 /// Every key with its counters, through paging.
 async fn everything(server: &Server) -> Vec<pb::KeyValue> {
@@ -93,11 +92,7 @@ async fn a_backup_of_100000_keys_taken_under_writes_restores_exactly() {
     let addr = server.addr().to_owned();
     let file_arg = file.clone();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_kv"))
-            .args(["--addr", &addr, "--json", "backup"])
-            .arg(&file_arg)
-            .output()
-            .unwrap()
+        kv(&addr, &["--json", "backup", file_arg.to_str().unwrap()])
     })
     .await
     .unwrap();

@@ -1,18 +1,12 @@
 //! `kv bench` against the real server: it runs the requested load, checks
 //! every answer, and reports what it measured.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::harness::Server;
+use crate::harness::{Server, kv, kv_command};
 
 fn kv_bench(addr: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kv"))
-        .env_remove("KV_ADDR")
-        .env_remove("KV_TOKEN")
-        .args(["--addr", addr, "bench"])
-        .args(args)
-        .output()
-        .expect("run kv bench")
+    kv(addr, &[&["bench"], args].concat())
 }
 
 fn json_report(output: &Output) -> serde_json::Value {
@@ -195,7 +189,7 @@ fn a_server_that_loses_writes_fails_the_benchmark() {
     // Another client deletes the benchmark's keys while it runs: the reads
     // that follow must not match what the benchmark wrote, and it must say so.
     let server = Server::start();
-    let bench = Command::new(env!("CARGO_BIN_EXE_kv"))
+    let bench = kv_command()
         .args([
             "--addr",
             server.addr(),
@@ -220,10 +214,7 @@ fn a_server_that_loses_writes_fails_the_benchmark() {
         .expect("run kv bench");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while std::time::Instant::now() < deadline {
-        let deleted = Command::new(env!("CARGO_BIN_EXE_kv"))
-            .args(["--addr", server.addr(), "del", "--prefix", "victim/"])
-            .output()
-            .expect("run kv del");
+        let deleted = kv(server.addr(), &["del", "--prefix", "victim/"]);
         assert!(deleted.status.success());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

@@ -1,21 +1,8 @@
 //! The `kv` command line: its output, its one-line errors and its exit codes.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::harness::Server;
-
-fn kv(addr: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kv"))
-        .env_remove("KV_ADDR")
-        .args(["--addr", addr])
-        .args(args)
-        .output()
-        .expect("run kv")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::harness::{Server, kv, kv_command, kv_with_input, kvserver, text};
 
 /// An address where nothing listens: bind a port, then free it.
 fn closed_port_addr() -> String {
@@ -87,7 +74,7 @@ fn a_refused_request_exits_4_with_the_servers_reason() {
 #[test]
 fn the_address_can_come_from_kv_addr() {
     let server = Server::start();
-    let set = Command::new(env!("CARGO_BIN_EXE_kv"))
+    let set = kv_command()
         .env("KV_ADDR", server.addr())
         .args(["set", "weather", "sunny"])
         .output()
@@ -101,7 +88,7 @@ fn the_address_can_come_from_kv_addr() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let missing_value = Command::new(env!("CARGO_BIN_EXE_kv"))
+    let missing_value = kv_command()
         .args(["set", "only-a-key"])
         .output()
         .expect("run kv");
@@ -113,10 +100,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn help_describes_every_command_and_the_exit_codes() {
-    let help = Command::new(env!("CARGO_BIN_EXE_kv"))
-        .arg("--help")
-        .output()
-        .expect("run kv --help");
+    let help = kv_command().arg("--help").output().expect("run kv --help");
     assert!(help.status.success());
     let help = text(&help.stdout);
     for expected in ["set", "get", "--addr", "KV_ADDR", "--timeout", "Exit codes"] {
@@ -129,7 +113,7 @@ fn help_describes_every_command_and_the_exit_codes() {
 
 #[test]
 fn kvserver_help_describes_every_flag() {
-    let help = Command::new(env!("CARGO_BIN_EXE_kvserver"))
+    let help = kvserver()
         .arg("--help")
         .output()
         .expect("run kvserver --help");
@@ -149,27 +133,6 @@ fn kvserver_help_describes_every_flag() {
             "kvserver --help lacks {expected:?}"
         );
     }
-}
-
-/// Runs `kv` with `stdin` as its input.
-fn kv_with_input(addr: &str, args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kv"))
-        .env_remove("KV_ADDR")
-        .args(["--addr", addr])
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run kv");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("kv output")
 }
 
 fn json_of(output: &Output) -> serde_json::Value {
@@ -369,7 +332,7 @@ fn watch_streams_changes_until_interrupted() {
     use std::io::{BufRead, BufReader};
     let server = Server::start();
     kv(server.addr(), &["set", "w/old", "before"]);
-    let mut watcher = Command::new(env!("CARGO_BIN_EXE_kv"))
+    let mut watcher = kv_command()
         .args([
             "--addr",
             server.addr(),

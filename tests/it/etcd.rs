@@ -3,7 +3,6 @@
 //! loses a member, then its leader, under load.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,11 +12,11 @@ use keyvalue::proto::keyvalue::v1 as pb;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
-use crate::harness::{Server, get, kvserver, send_signal, set, until_more_acks};
+use crate::harness::{
+    Server, b, get, kv, kv_with_input, kvserver, send_signal, set, text, until_more_acks,
+};
 
 use crate::etcd_process::{ClientTls, EtcdCluster};
 
@@ -30,27 +29,11 @@ pub(crate) fn gateway(endpoints: &str, args: &[&str]) -> Server {
     Server::spawn(command).unwrap_or_else(|output| panic!("kvserver did not start: {output}"))
 }
 
-async fn health(server: &Server) -> ServingStatus {
-    let channel = Channel::from_shared(format!("http://{}", server.addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let answer = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    ServingStatus::try_from(answer.status).expect("a known status")
-}
-
 /// Waits (polling, with a deadline) until the server reports `wanted`.
 async fn until_health(server: &Server, wanted: ServingStatus, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let now = health(server).await;
+        let now = server.health("").await.unwrap();
         if now == wanted {
             return;
         }
@@ -62,17 +45,13 @@ async fn until_health(server: &Server, wanted: ServingStatus, within: Duration) 
     }
 }
 
-fn key(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_apis_work_through_a_gateway_and_the_prefix_stays_inside_etcd() {
     let etcd = tokio::task::spawn_blocking(EtcdCluster::single)
         .await
         .unwrap();
     let server = gateway(&etcd.endpoints(), &["--etcd-prefix", "kv/"]);
-    assert_eq!(health(&server).await, ServingStatus::Serving);
+    assert_eq!(server.health("").await.unwrap(), ServingStatus::Serving);
 
     // The tutorial's contract, unchanged.
     let mut tutorial = server.client().await;
@@ -96,13 +75,13 @@ async fn both_apis_work_through_a_gateway_and_the_prefix_stays_inside_etcd() {
         .unwrap()
         .into_inner();
     let names: Vec<_> = listed.kvs.iter().map(|kv| kv.key.clone()).collect();
-    assert_eq!(names, [key("weather")]);
+    assert_eq!(names, [b("weather")]);
 
     // A batch as large as kvserver allows is one etcd transaction.
     let puts = (0..1000)
         .map(|i| pb::PutRequest {
-            key: key(&format!("batch/{i:04}")),
-            value: key(&i.to_string()),
+            key: b(&format!("batch/{i:04}")),
+            value: b(&i.to_string()),
             ..Default::default()
         })
         .collect();
@@ -112,7 +91,7 @@ async fn both_apis_work_through_a_gateway_and_the_prefix_stays_inside_etcd() {
         .unwrap();
     let counted = client
         .range(pb::RangeRequest {
-            key: key("batch/"),
+            key: b("batch/"),
             prefix: true,
             count_only: true,
             ..Default::default()
@@ -122,43 +101,11 @@ async fn both_apis_work_through_a_gateway_and_the_prefix_stays_inside_etcd() {
         .into_inner();
     assert_eq!(counted.count, 1000);
 
-    // Compare-and-set on etcd's revisions.
-    let current = client
-        .get(pb::GetRequest {
-            key: key("weather"),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .kv
-        .unwrap();
-    let cas = |expected: u64, value: &str| pb::PutRequest {
-        key: key("weather"),
-        value: key(value),
-        condition: Some(pb::Condition {
-            check: Some(pb::condition::Check::ModRevision(expected)),
-        }),
-        ..Default::default()
-    };
-    let won = client
-        .put(cas(current.mod_revision, "rainy"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(won.succeeded);
-    let lost = client
-        .put(cas(current.mod_revision, "snowy"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!lost.succeeded);
-    assert_eq!(get(&mut tutorial, "weather").await.unwrap(), "rainy");
-
     // A key with a TTL becomes an etcd lease; etcd deletes it.
     client
         .put(pb::PutRequest {
-            key: key("session"),
-            value: key("open"),
+            key: b("session"),
+            value: b("open"),
             ttl_ms: 1000,
             ..Default::default()
         })
@@ -186,7 +133,7 @@ async fn a_watch_through_one_gateway_sees_writes_through_another() {
         .kv_client()
         .await
         .watch(pb::WatchRequest {
-            key: key("jobs/"),
+            key: b("jobs/"),
             prefix: true,
             ..Default::default()
         })
@@ -206,7 +153,7 @@ async fn a_watch_through_one_gateway_sees_writes_through_another() {
             .expect("events, not an error");
         seen.extend(answer.events.into_iter().map(|e| e.kv.unwrap().value));
     }
-    assert_eq!(seen, [key("queued"), key("done")]);
+    assert_eq!(seen, [b("queued"), b("done")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,7 +184,7 @@ async fn an_unreachable_cluster_is_unavailable_at_once_and_the_gateway_reconnect
     // A client deadline shorter than --etcd-timeout is kept too.
     let slow = gateway(&etcd.endpoints(), &["--etcd-timeout", "30s"]);
     let mut impatient = slow.kv_client().await;
-    let mut request = tonic::Request::new(pb::GetRequest { key: key("kept") });
+    let mut request = tonic::Request::new(pb::GetRequest { key: b("kept") });
     request.set_timeout(Duration::from_millis(300));
     let started = Instant::now();
     let failed = impatient.get(request).await.unwrap_err();
@@ -278,8 +225,8 @@ fn load(
         while !stop.load(Ordering::Relaxed) {
             let name = format!("load/{writer}/{i:06}");
             let mut request = tonic::Request::new(pb::PutRequest {
-                key: key(&name),
-                value: key(&i.to_string()),
+                key: b(&name),
+                value: b(&i.to_string()),
                 ..Default::default()
             });
             request.set_timeout(Duration::from_secs(3));
@@ -302,16 +249,10 @@ fn load(
 /// Waits until member `i` alone (a serializable read of its own copy)
 /// holds `name` = `value`: it has caught up with writes made without it.
 async fn until_member_has(etcd: &EtcdCluster, i: usize, name: &str, value: &str) {
-    let url = etcd.url(i);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let output = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &url, "get", "--consistency=s"])
-            .args(["--print-value-only", name])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&output.stdout).trim() == value {
+        let read = etcd.etcdctl_on(i, &["get", "--consistency=s", "--print-value-only", name]);
+        if read.is_some_and(|stdout| stdout.trim() == value) {
             return;
         }
         assert!(
@@ -337,18 +278,18 @@ async fn two_gateways_over_three_members_lose_a_member_then_the_leader_and_lose_
             .map(|i| etcd.url(i))
             .join(",")
     };
-    let a = gateway(&order(other), &["--etcd-timeout", "3s"]);
-    let b = gateway(&order(follower), &["--etcd-timeout", "3s"]);
+    let gateway_a = gateway(&order(other), &["--etcd-timeout", "3s"]);
+    let gateway_b = gateway(&order(follower), &["--etcd-timeout", "3s"]);
 
-    let mut through_a = a.client().await;
-    let mut through_b = b.client().await;
+    let mut through_a = gateway_a.client().await;
+    let mut through_b = gateway_b.client().await;
     set(&mut through_a, "greeting", "hello").await;
     assert_eq!(get(&mut through_b, "greeting").await.unwrap(), "hello");
-    let mut watch = b
+    let mut watch = gateway_b
         .kv_client()
         .await
         .watch(pb::WatchRequest {
-            key: key("watched/"),
+            key: b("watched/"),
             prefix: true,
             ..Default::default()
         })
@@ -361,7 +302,7 @@ async fn two_gateways_over_three_members_lose_a_member_then_the_leader_and_lose_
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let via = if w % 2 == 0 { &a } else { &b };
+            let via = if w % 2 == 0 { &gateway_a } else { &gateway_b };
             load(
                 via,
                 w,
@@ -402,13 +343,13 @@ async fn two_gateways_over_three_members_lose_a_member_then_the_leader_and_lose_
         acknowledged.len()
     );
     assert!(acknowledged.len() >= 600, "{} writes", acknowledged.len());
-    for server in [&a, &b] {
+    for server in [&gateway_a, &gateway_b] {
         let mut client = server.kv_client().await;
         let names: Vec<&String> = acknowledged.keys().collect();
         for chunk in names.chunks(1000) {
             let answer = client
                 .batch_get(pb::BatchGetRequest {
-                    keys: chunk.iter().map(|name| key(name)).collect(),
+                    keys: chunk.iter().map(|name| b(name)).collect(),
                 })
                 .await
                 .unwrap()
@@ -417,7 +358,7 @@ async fn two_gateways_over_three_members_lose_a_member_then_the_leader_and_lose_
                 let value = result.kv.map(|kv| kv.value);
                 assert_eq!(
                     value,
-                    Some(key(&acknowledged[*name])),
+                    Some(b(&acknowledged[*name])),
                     "acknowledged write {name} through {}",
                     server.addr()
                 );
@@ -434,7 +375,7 @@ async fn two_gateways_over_three_members_lose_a_member_then_the_leader_and_lose_
         .expect("events, not an error");
     assert_eq!(
         answer.events[0].kv.as_ref().unwrap().value,
-        key("both failures")
+        b("both failures")
     );
 }
 
@@ -443,12 +384,7 @@ fn a_backup_through_an_etcd_gateway_restores_into_a_disk_data_dir() {
     let etcd = EtcdCluster::single();
     let server = gateway(&etcd.endpoints(), &["--etcd-prefix", "app/"]);
     let kv = |addr: &str, args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_kv"))
-            .env_remove("KV_ADDR")
-            .args(["--addr", addr])
-            .args(args)
-            .output()
-            .unwrap();
+        let output = kv(addr, args);
         assert!(
             output.status.success(),
             "kv {args:?}: {}",
@@ -467,21 +403,8 @@ fn a_backup_through_an_etcd_gateway_restores_into_a_disk_data_dir() {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kv"))
-            .env_remove("KV_ADDR")
-            .args(["--addr", server.addr(), "txn"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("\n{puts}\n").as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        let txn = kv_with_input(server.addr(), &["txn"], &format!("\n{puts}\n"));
+        assert!(txn.status.success(), "{}", text(&txn.stderr));
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backup");
@@ -544,7 +467,7 @@ async fn a_gateway_reaches_etcd_over_mutual_tls_with_a_user_and_password() {
     let password = path("password");
     args.extend(["--etcd-user", "root", "--etcd-password-file", &password]);
     let server = gateway(&etcd.endpoints(), &args);
-    assert_eq!(health(&server).await, ServingStatus::Serving);
+    assert_eq!(server.health("").await.unwrap(), ServingStatus::Serving);
     let mut client = server.client().await;
     set(&mut client, "secure", "yes").await;
     assert_eq!(get(&mut client, "secure").await.unwrap(), "yes");
@@ -559,7 +482,7 @@ async fn a_gateway_reaches_etcd_over_mutual_tls_with_a_user_and_password() {
     let wrong = path("wrong-password");
     args.extend(["--etcd-user", "root", "--etcd-password-file", &wrong]);
     let refused = gateway(&etcd.endpoints(), &args);
-    assert_eq!(health(&refused).await, ServingStatus::NotServing);
+    assert_eq!(refused.health("").await.unwrap(), ServingStatus::NotServing);
     let failed = get(&mut refused.client().await, "secure")
         .await
         .unwrap_err();
@@ -575,7 +498,10 @@ async fn a_gateway_reaches_etcd_over_mutual_tls_with_a_user_and_password() {
         &etcd.endpoints(),
         &["--etcd-ca-file", &path("ca.pem"), "--etcd-timeout", "1s"],
     );
-    assert_eq!(health(&anonymous).await, ServingStatus::NotServing);
+    assert_eq!(
+        anonymous.health("").await.unwrap(),
+        ServingStatus::NotServing
+    );
     let failed = get(&mut anonymous.client().await, "secure")
         .await
         .unwrap_err();
@@ -593,8 +519,8 @@ async fn a_watch_from_a_revision_etcd_compacted_is_refused_with_the_oldest_left(
     for i in 0..10 {
         let answer = client
             .put(pb::PutRequest {
-                key: key("k"),
-                value: key(&i.to_string()),
+                key: b("k"),
+                value: b(&i.to_string()),
                 ..Default::default()
             })
             .await
@@ -606,7 +532,7 @@ async fn a_watch_from_a_revision_etcd_compacted_is_refused_with_the_oldest_left(
 
     let refused = client
         .watch(pb::WatchRequest {
-            key: key("k"),
+            key: b("k"),
             start_revision: revisions[2],
             ..Default::default()
         })
@@ -624,7 +550,7 @@ async fn a_watch_from_a_revision_etcd_compacted_is_refused_with_the_oldest_left(
     // From the oldest revision left, the rest is replayed.
     let mut events = client
         .watch(pb::WatchRequest {
-            key: key("k"),
+            key: b("k"),
             start_revision: revisions[6],
             ..Default::default()
         })
@@ -640,7 +566,7 @@ async fn a_watch_from_a_revision_etcd_compacted_is_refused_with_the_oldest_left(
             .unwrap();
         values.extend(answer.events.into_iter().map(|e| e.kv.unwrap().value));
     }
-    assert_eq!(values, [key("6"), key("7"), key("8"), key("9")]);
+    assert_eq!(values, [b("6"), b("7"), b("8"), b("9")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,17 +6,21 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use keyvalue::proto::keyvalue::v1::kv_client::KvClient;
 use keyvalue::proto::simplekeyvalue::key_value_client::KeyValueClient;
 use keyvalue::proto::simplekeyvalue::{GetRequest, SetRequest};
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// How long a server may take to start or to stop before the test fails.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -134,6 +138,29 @@ impl Server {
             .expect("connect to kvserver")
     }
 
+    /// A client of the standard health service on a new connection.
+    pub(crate) async fn health_client(&self) -> HealthClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .expect("a valid address")
+            .connect()
+            .await
+            .expect("connect to kvserver");
+        HealthClient::new(channel)
+    }
+
+    /// What the health service says of `service` ("": the whole server).
+    pub(crate) async fn health(&self, service: &str) -> Result<ServingStatus, tonic::Status> {
+        let answer = self
+            .health_client()
+            .await
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(ServingStatus::try_from(answer.status).expect("a known status"))
+    }
+
     /// Sends `signal` (e.g. "TERM", "INT"), waits for the process to exit and
     /// collects all it wrote to stderr.
     ///
@@ -172,6 +199,58 @@ pub(crate) fn kvserver() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kvserver"))
 }
 
+/// A command that runs the `kv` binary under test, with none of the
+/// environment variables that would point it at another server or change how
+/// it connects (a test sets the ones it means to).
+pub(crate) fn kv_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kv"));
+    for name in [
+        "KV_ADDR",
+        "KV_TIMEOUT",
+        "KV_TOKEN",
+        "KV_CA_FILE",
+        "KV_CERT",
+        "KV_KEY",
+    ] {
+        command.env_remove(name);
+    }
+    command
+}
+
+/// Runs `kv --addr <addr> <args>` and collects what it printed.
+pub(crate) fn kv(addr: &str, args: &[&str]) -> Output {
+    kv_command()
+        .args(["--addr", addr])
+        .args(args)
+        .output()
+        .expect("run kv")
+}
+
+/// [`kv`] with `stdin` as its input.
+pub(crate) fn kv_with_input(addr: &str, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = kv_command()
+        .args(["--addr", addr])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kv");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("kv output")
+}
+
+/// Output bytes as text, for assertions and messages.
+pub(crate) fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// Sends a signal by name without `unsafe` (the crate forbids it).
 pub(crate) fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
@@ -190,6 +269,11 @@ fn wait_with_patience(child: &mut Child) -> Option<ExitStatus> {
         std::thread::sleep(Duration::from_millis(10));
     }
     None
+}
+
+/// `text` as the bytes of a key or value of the full API.
+pub(crate) fn b(text: &str) -> Bytes {
+    Bytes::copy_from_slice(text.as_bytes())
 }
 
 /// Sets `key` to `value`, panicking on any error.

@@ -11,7 +11,7 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::harness::{Server, get, set};
+use crate::harness::{Server, b, get, set};
 
 /// The tests that hold on every backend, each run twice: on the memory
 /// backend, and through a kvserver over a fresh single-member etcd.
@@ -54,10 +54,6 @@ on_every_backend!(
     leases_are_kept_alive_shared_and_revoked,
     bad_requests_get_invalid_argument_naming_the_problem,
 );
-
-fn b(text: &str) -> Bytes {
-    Bytes::copy_from_slice(text.as_bytes())
-}
 
 async fn put(client: &mut KvClient<Channel>, key: &str, value: &str) -> pb::PutResponse {
     client

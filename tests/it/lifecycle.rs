@@ -2,14 +2,13 @@
 //! `--log-requests`, and graceful exit on SIGINT / SIGTERM.
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use keyvalue::proto::simplekeyvalue::SetRequest;
 
-use crate::harness::{Server, get, set, until_more_acks};
+use crate::harness::{Server, get, kvserver, set, until_more_acks};
 
 #[tokio::test]
 async fn port_zero_announces_the_real_port() {
@@ -28,7 +27,7 @@ async fn port_zero_announces_the_real_port() {
 
 #[tokio::test]
 async fn the_listen_address_can_come_from_the_environment() {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kvserver"));
+    let mut command = kvserver();
     command
         .args(["--backend", "memory"])
         .env("KVSERVER_LISTEN", "127.0.0.1:0");
@@ -42,7 +41,7 @@ async fn the_listen_address_can_come_from_the_environment() {
 #[test]
 fn an_address_in_use_is_a_clear_error() {
     let first = Server::start();
-    let output = Command::new(env!("CARGO_BIN_EXE_kvserver"))
+    let output = kvserver()
         .args(["--listen", first.addr(), "--backend", "memory"])
         .output()
         .expect("run second kvserver");
@@ -57,7 +56,7 @@ fn an_address_in_use_is_a_clear_error() {
 
 #[test]
 fn an_unparsable_listen_address_is_a_clear_error() {
-    let output = Command::new(env!("CARGO_BIN_EXE_kvserver"))
+    let output = kvserver()
         .args(["--listen", "not-an-address"])
         .output()
         .expect("run kvserver");
@@ -215,7 +214,7 @@ fn a_silent_connection_cannot_hold_shutdown_past_the_grace_period() {
 
 #[tokio::test]
 async fn a_non_loopback_address_without_protection_is_warned_about() {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kvserver"));
+    let mut command = kvserver();
     command.args(["--listen", "0.0.0.0:0", "--backend", "memory"]);
     let server = Server::spawn(command).expect("server on all interfaces");
     let stderr = server.stop("TERM").await.stderr.join("\n");
@@ -319,9 +318,6 @@ async fn threads_sets_the_number_of_serving_threads() {
         .unwrap()
         .count();
     assert_eq!(threads, 2, "threads of a --threads 1 server");
-    let zero = Command::new(env!("CARGO_BIN_EXE_kvserver"))
-        .args(["--threads", "0"])
-        .output()
-        .unwrap();
+    let zero = kvserver().args(["--threads", "0"]).output().unwrap();
     assert_eq!(zero.status.code(), Some(2));
 }

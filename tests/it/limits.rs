@@ -134,7 +134,7 @@ async fn a_refused_write_leaves_the_stored_value_alone() {
 
 #[test]
 fn a_zero_key_limit_is_refused_at_startup() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kvserver"))
+    let output = crate::harness::kvserver()
         .args(["--listen", "127.0.0.1:0", "--max-key-bytes", "0"])
         .output()
         .expect("run kvserver");

@@ -3,7 +3,6 @@
 
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -22,24 +21,11 @@ async fn channel(server: &Server) -> tonic::transport::Channel {
 #[tokio::test]
 async fn health_reports_every_service_serving() {
     let server = Server::start();
-    let mut health = HealthClient::new(channel(&server).await);
     for service in ["", "simplekeyvalue.KeyValue", "keyvalue.v1.KV"] {
-        let status = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+        let status = server.health(service).await.unwrap();
+        assert_eq!(status, ServingStatus::Serving, "{service:?}");
     }
-    let unknown = health
-        .check(HealthCheckRequest {
-            service: "no.such.Service".into(),
-        })
-        .await
-        .unwrap_err();
+    let unknown = server.health("no.such.Service").await.unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 }
 
@@ -89,7 +75,7 @@ async fn reflection_lists_the_services_without_proto_files() {
 #[tokio::test]
 async fn health_turns_not_serving_while_draining() {
     let server = Server::start_with(&["--shutdown-grace", "10s"]);
-    let mut health = HealthClient::new(channel(&server).await);
+    let mut health = server.health_client().await;
     let mut updates = health
         .watch(HealthCheckRequest {
             service: String::new(),

@@ -3,11 +3,11 @@
 //! Certificates are made by the test (rcgen) in a temporary directory.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
-use crate::harness::{Server, kvserver, send_signal};
+use crate::harness::{self, Server, kvserver, send_signal, text};
 
 /// A certificate authority that signs server and client certificates.
 pub(crate) struct Authority {
@@ -68,18 +68,9 @@ fn start_tls(cert: &Path, key: &Path, extra: &[&str]) -> Server {
     Server::start_with(&args)
 }
 
+/// `kv` with the TLS flags `tls`, then `args`.
 fn kv(server: &Server, tls: &[&str], args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kv"))
-        .env_remove("KV_CA_FILE")
-        .args(["--addr", server.addr(), "--timeout", "3s"])
-        .args(tls)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    harness::kv(server.addr(), &[&["--timeout", "3s"], tls, args].concat())
 }
 
 #[test]

@@ -223,6 +223,25 @@ impl EtcdCluster {
     }
 }
 
+impl EtcdCluster {
+    /// Runs `etcdctl` against member `i` alone; its stdout if it succeeded,
+    /// `None` if not (the member may be down, or still catching up).
+    pub fn etcdctl_on(&self, i: usize, args: &[&str]) -> Option<String> {
+        let output = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.url(i))
+            .args(&self.etcdctl_flags)
+            .args(args)
+            .output()
+            .expect("etcdctl runs");
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
         for member in &mut self.members {
