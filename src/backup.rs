@@ -94,10 +94,18 @@ pub fn read(mut input: impl Read) -> Result<Backup, String> {
         if input.read_exact(&mut length).is_err() {
             return Err("the backup is cut short: its last chunk is missing".into());
         }
-        let mut bytes = vec![0u8; u32::from_le_bytes(length) as usize];
+        // Read what is there, up to the length the file claims, rather than
+        // allocate that length up front: a damaged length may claim 4 GiB.
+        let length = u64::from(u32::from_le_bytes(length));
+        let mut bytes = Vec::new();
         input
-            .read_exact(&mut bytes)
-            .map_err(|_| "the backup is cut short inside a chunk".to_owned())?;
+            .by_ref()
+            .take(length)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read the backup: {e}"))?;
+        if bytes.len() as u64 != length {
+            return Err("the backup is cut short inside a chunk".into());
+        }
         let chunk = pb::SnapshotChunk::decode(bytes.as_slice())
             .map_err(|e| format!("a chunk of the backup is damaged: {e}"))?;
         let at = chunk.header.map_or(0, |h| h.revision);
@@ -162,5 +170,16 @@ mod tests {
         let mixed = file(&[chunk(7, &["a"], false), chunk(8, &[], true)]);
         assert!(read(mixed.as_slice()).unwrap_err().contains("revisions"));
         assert!(read(&b"hello"[..]).is_err());
+    }
+
+    #[test]
+    fn a_damaged_length_is_refused_without_allocating_it() {
+        let mut damaged = file(&[]);
+        damaged.extend_from_slice(&u32::MAX.to_le_bytes());
+        damaged.extend_from_slice(b"a few bytes");
+        assert_eq!(
+            read(damaged.as_slice()).unwrap_err(),
+            "the backup is cut short inside a chunk"
+        );
     }
 }
