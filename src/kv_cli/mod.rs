@@ -719,11 +719,37 @@ async fn watch(cx: &mut Context, key: &str, prefix: bool, from_rev: Option<u64>)
 }
 
 async fn backup(cx: &mut Context, file: &std::path::Path) -> Outcome {
+    // Next to the file, named after all of it: x.kv and x.db have their own.
+    let mut partial = file.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let written = write_backup(cx, file, &partial).await;
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    let (keys, revision) = written?;
+    if cx.json {
+        print_json(&json!({"keys": keys, "revision": revision}));
+    } else {
+        println!(
+            "backed up {keys} keys at revision {revision} to {}",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the backup to `partial`, then renames it to `file`; returns how
+/// many keys it holds and their revision.
+async fn write_backup(
+    cx: &mut Context,
+    file: &std::path::Path,
+    partial: &std::path::Path,
+) -> Result<(u64, u64), Failure> {
     use crate::backup::BackupWriter;
     let io = |e: std::io::Error| Failure::usage(format!("cannot write {}: {e}", file.display()));
-    let partial = file.with_extension("partial");
     let mut writer = BackupWriter::new(std::io::BufWriter::new(
-        std::fs::File::create(&partial).map_err(io)?,
+        std::fs::File::create(partial).map_err(io)?,
     ))
     .map_err(io)?;
     let mut stream = cx.client.snapshot().await?;
@@ -751,16 +777,8 @@ async fn backup(cx: &mut Context, file: &std::path::Path) -> Outcome {
         .into_inner()
         .map_err(|e| io(e.into_error()))?;
     out.sync_all().map_err(io)?;
-    std::fs::rename(&partial, file).map_err(io)?;
-    if cx.json {
-        print_json(&json!({"keys": keys, "revision": revision}));
-    } else {
-        println!(
-            "backed up {keys} keys at revision {revision} to {}",
-            file.display()
-        );
-    }
-    Ok(())
+    std::fs::rename(partial, file).map_err(io)?;
+    Ok((keys, revision))
 }
 
 async fn lease(cx: &mut Context, command: LeaseCommand) -> Outcome {

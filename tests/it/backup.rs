@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use keyvalue::proto::keyvalue::v1 as pb;
 
-use crate::harness::{Server, kv, kvserver};
+use crate::harness::{Server, kv, kvserver, text};
 
 /// Every key with its counters, through paging.
 async fn everything(server: &Server) -> Vec<pb::KeyValue> {
@@ -227,4 +227,28 @@ async fn a_snapshot_of_a_store_with_leases_and_no_keys_names_the_leases() {
         rest.iter()
             .all(|chunk| chunk.kvs.is_empty() && chunk.leases.is_empty())
     );
+}
+
+#[test]
+fn a_failed_backup_leaves_no_partial_file_and_the_old_backup_untouched() {
+    // A token confined to a prefix may not take a snapshot of every key: the
+    // backup fails after its file was opened.
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "app-secret readwrite app/\n").unwrap();
+    let server = Server::start_with(&["--auth-token-file", tokens.to_str().unwrap()]);
+    let old = dir.path().join("x.kv");
+    std::fs::write(&old, "an older backup").unwrap();
+    let output = kv(
+        server.addr(),
+        &["--token", "app-secret", "backup", old.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output.stderr));
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "an older backup");
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["tokens", "x.kv"]);
 }
