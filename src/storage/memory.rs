@@ -257,7 +257,7 @@ impl Keyspace for View<'_, &mut State> {
         {
             keys.remove(key);
         }
-        if record.lease != 0 {
+        if record.lease != 0 && previous.map(|p| p.lease) != Some(record.lease) {
             self.state
                 .lease_keys
                 .entry(record.lease)

@@ -191,8 +191,12 @@ fn initialize(db: &Database) -> Result<(), StoreError> {
     txn.commit().map_err(storage_error)
 }
 
-/// Creates the tables a database of an earlier version lacks.
+/// Creates the tables a database of an earlier version lacks (and writes
+/// nothing to one that has them all).
 fn upgrade(db: &Database) -> Result<(), StoreError> {
+    if !keyspace::tables_missing(&db.begin_read().map_err(storage_error)?) {
+        return Ok(());
+    }
     let txn = db.begin_write().map_err(storage_error)?;
     keyspace::create_tables(&txn)?;
     txn.commit().map_err(storage_error)

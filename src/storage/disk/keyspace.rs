@@ -17,7 +17,7 @@ use super::record_format::{self, META_REVISION};
 use super::{META, RECORDS, storage_error};
 use crate::storage::apply::{Keyspace, KeyspaceRead};
 use crate::storage::lease::Leases;
-use crate::storage::ops::{KeyRange, LeaseId, RangeEnd};
+use crate::storage::ops::{KeyRange, LeaseId, RangeEnd, prefix_end};
 use crate::storage::{Record, Revision, StoreError};
 
 /// Lease id → TTL in milliseconds.
@@ -34,6 +34,14 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(LEASES).map_err(storage_error)?;
     txn.open_table(LEASE_KEYS).map_err(storage_error)?;
     Ok(())
+}
+
+/// Whether a table of the current layout is missing (a database written by
+/// an earlier version): then [`create_tables`] must run.
+pub(super) fn tables_missing(txn: &ReadTransaction) -> bool {
+    txn.open_table(RECORDS).is_err()
+        || txn.open_table(LEASES).is_err()
+        || txn.open_table(LEASE_KEYS).is_err()
 }
 
 fn lease_key(id: LeaseId, key: &[u8]) -> Vec<u8> {
@@ -215,7 +223,8 @@ impl Keyspace for WriteView<'_> {
                 .remove(lease_key(previous.lease, key).as_slice())
                 .map_err(storage_error)?;
         }
-        if record.lease != 0 {
+        // An overwrite under the same lease finds its row already there.
+        if record.lease != 0 && previous.map(|p| p.lease) != Some(record.lease) {
             self.lease_keys
                 .insert(lease_key(record.lease, key).as_slice(), ())
                 .map_err(storage_error)?;
@@ -242,13 +251,14 @@ impl Keyspace for WriteView<'_> {
 
     fn lease_keys(&self, id: LeaseId) -> Result<Vec<Bytes>, StoreError> {
         let prefix = id.to_be_bytes();
-        let end = (id + 1).to_be_bytes();
+        let rows = match prefix_end(&prefix) {
+            Some(end) => self
+                .lease_keys
+                .range::<&[u8]>(prefix.as_slice()..end.as_ref()),
+            None => self.lease_keys.range::<&[u8]>(prefix.as_slice()..),
+        };
         let mut keys = Vec::new();
-        for entry in self
-            .lease_keys
-            .range::<&[u8]>(prefix.as_slice()..end.as_slice())
-            .map_err(storage_error)?
-        {
+        for entry in rows.map_err(storage_error)? {
             let (composite, ()) = entry.map(|(k, v)| (k, v.value())).map_err(storage_error)?;
             keys.push(Bytes::copy_from_slice(&composite.value()[8..]));
         }

@@ -426,6 +426,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_database_without_the_lease_tables_gets_them_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(DiskStore::open(dir.path(), SyncPolicy::Always).unwrap());
+        // What an earlier version wrote: no lease tables.
+        {
+            let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(keyspace::LEASES).unwrap();
+            txn.delete_table(keyspace::LEASE_KEYS).unwrap();
+            txn.commit().unwrap();
+            assert!(keyspace::tables_missing(&db.begin_read().unwrap()));
+        }
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap();
+        let put = Op::Put {
+            key: Bytes::from("k"),
+            value: Bytes::from("v"),
+            lease: lease.id,
+            prev: false,
+        };
+        store.txn(Txn::of(vec![put])).await.unwrap();
+        assert_eq!(store.lease_revoke(lease.id).await.unwrap().0, 1);
+    }
+
+    #[tokio::test]
     async fn data_survives_a_reopen_with_its_revisions() {
         let dir = tempfile::tempdir().unwrap();
         let written = {
