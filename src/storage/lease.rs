@@ -203,6 +203,19 @@ impl Leases {
     }
 }
 
+/// A random positive lease id (ids are never reused in practice, so a stale
+/// id held by a client cannot touch a newer lease).
+pub(crate) fn random_lease_id() -> LeaseId {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (hasher.finish() >> 1) as LeaseId | 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::apply::{self, Keyspace, KeyspaceRead, ReadOnly};
-use super::lease::{LeaseInfo, Leases};
+use super::lease::{LeaseInfo, Leases, random_lease_id};
 use super::ops::KeyValue;
 use super::ops::{
     EventKind, KeyRange, LeaseId, Op, RangeEnd, RangeQuery, RangeResult, Txn, TxnResult,
@@ -421,19 +421,6 @@ impl Store for MemoryStore {
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
-}
-
-/// A random positive lease id (ids are never reused in practice, so a stale
-/// id held by a client cannot touch a newer lease).
-pub(crate) fn random_lease_id() -> LeaseId {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::hash::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    (hasher.finish() >> 1) as LeaseId | 1
 }
 
 #[cfg(test)]

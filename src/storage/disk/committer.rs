@@ -433,7 +433,7 @@ impl Worker {
                     results.push(Ok(done));
                 }
                 // Nothing was changed: only this mutation fails.
-                Err(error @ (StoreError::LeaseNotFound(_) | StoreError::LimitReached(_))) => {
+                Err(error @ StoreError::LeaseNotFound(_)) => {
                     results.push(Err(error));
                 }
                 Err(error) => return Err(error),

@@ -34,8 +34,8 @@ use self::database::DbHandle;
 use self::keyspace::{ReadView, WriteView};
 use super::apply::{self, ReadOnly};
 use super::apply::{Keyspace as _, KeyspaceRead as _};
+use super::lease::random_lease_id;
 use super::lease::{LeaseInfo, Leases};
-use super::memory::random_lease_id;
 use super::ops::KeyValue;
 use super::ops::{EventKind, KeyRange, LeaseId, Op, RangeQuery, RangeResult, Txn, TxnResult};
 use super::watch::{EventStream, WatchHub, WatchLimits};
@@ -203,8 +203,8 @@ impl DiskStore {
         }
     }
 
-    /// A consistent snapshot to read from.
-    fn snapshot(&self) -> Result<ReadView<'_>, StoreError> {
+    /// A consistent view to read from (a redb read transaction).
+    fn read_view(&self) -> Result<ReadView<'_>, StoreError> {
         let txn = self.db.current()?.begin_read().map_err(storage_error)?;
         ReadView::new(txn, &self.leases)
     }
@@ -253,7 +253,7 @@ fn unexpected(outcome: Outcome) -> StoreError {
 
 impl Store for DiskStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        apply::get(&self.snapshot()?, key)
+        apply::get(&self.read_view()?, key)
     }
 
     async fn put(&self, key: Bytes, value: Bytes) -> Result<Revision, StoreError> {
@@ -267,14 +267,14 @@ impl Store for DiskStore {
     }
 
     async fn range(&self, query: RangeQuery) -> Result<RangeResult, StoreError> {
-        let snapshot = self.snapshot()?;
+        let snapshot = self.read_view()?;
         apply::range(&snapshot, &query, snapshot.revision()?)
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
         if !txn.writes() {
             // Reads only: a snapshot answers without the committer.
-            let snapshot = self.snapshot()?;
+            let snapshot = self.read_view()?;
             let revision = snapshot.revision()?;
             return Ok(apply::apply(&mut ReadOnly(snapshot), &txn, revision)?.result);
         }

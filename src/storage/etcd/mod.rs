@@ -102,10 +102,6 @@ impl EtcdStore {
         Ok(EtcdStore { shared, probe })
     }
 
-    async fn kv_range(&self, request: pb::RangeRequest) -> Result<pb::RangeResponse, StoreError> {
-        self.shared.kv_range(request).await
-    }
-
     async fn kv_txn(
         &self,
         what: &str,
@@ -298,6 +294,7 @@ fn first_lease(txn: &Txn) -> LeaseId {
 impl Store for EtcdStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
         let answer = self
+            .shared
             .kv_range(pb::RangeRequest {
                 key: self.shared.keys.outgoing(key),
                 ..Default::default()
@@ -327,6 +324,7 @@ impl Store for EtcdStore {
 
     async fn range(&self, query: RangeQuery) -> Result<RangeResult, StoreError> {
         let answer = self
+            .shared
             .kv_range(self.shared.keys.range_request(&query))
             .await?;
         Ok(self.shared.keys.range_result(answer))
