@@ -77,13 +77,20 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
-fn read_cert_and_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+/// The PEM certificates of `path`, at least one; `what` names the file's
+/// role in errors.
+fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| format!("cannot read the certificate {}: {e}", files.cert.display()))?;
+        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", files.cert.display()));
+        return Err(format!("{} holds no PEM certificate", path.display()));
     }
+    Ok(certs)
+}
+
+fn read_cert_and_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
+    let certs = read_certs(&files.cert, "certificate")?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| format!("cannot read the private key {}: {e}", files.key.display()))?;
     CertifiedKey::from_der(certs, key, &provider()).map_err(|e| {
@@ -97,16 +104,10 @@ fn read_cert_and_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
 
 fn read_roots(path: &Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read the client CA {}: {e}", path.display()))?;
-    for cert in certs {
+    for cert in read_certs(path, "client CA")? {
         roots
             .add(cert)
             .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
     }
     Ok(roots)
 }

@@ -329,15 +329,15 @@ async fn serve(args: Args) -> Result<(), String> {
         Backend::Disk => {
             let store = DiskStore::open_with(&args.data_dir, args.sync, watch_limits)
                 .map_err(|e| e.to_string())?;
-            serve_store(store, &args, auth, tls.clone(), shutdown).await
+            serve_store(store, &args, auth, tls, shutdown).await
         }
         Backend::Memory => {
             let store = MemoryStore::with_watch_limits(watch_limits);
-            serve_store(store, &args, auth, tls.clone(), shutdown).await
+            serve_store(store, &args, auth, tls, shutdown).await
         }
         Backend::Etcd => {
             let store = EtcdStore::connect(&etcd_config(&args)?, watch_limits).await?;
-            serve_store(store, &args, auth, tls.clone(), shutdown).await
+            serve_store(store, &args, auth, tls, shutdown).await
         }
     }
 }
