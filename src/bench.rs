@@ -76,6 +76,7 @@ pub enum Api {
 /// An operation of the load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpKind {
+    // In the order of OP_KINDS: `index` relies on it.
     /// Read one key.
     Get,
     /// Write one key.
@@ -97,6 +98,11 @@ const OP_KINDS: [OpKind; 5] = [
 ];
 
 impl OpKind {
+    /// The place of this kind in [`OP_KINDS`], a [`Mix`] and `by_kind`.
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn plural(self) -> &'static str {
         match self {
             OpKind::Batch => "batches",
@@ -165,7 +171,7 @@ impl Mix {
 
     /// The share of `kind`.
     pub fn share(&self, kind: OpKind) -> u32 {
-        self.0[OP_KINDS.iter().position(|k| *k == kind).unwrap_or(0)]
+        self.0[kind.index()]
     }
 
     /// The operation for a roll in `0..100`.
@@ -671,7 +677,7 @@ impl WorkerSpec {
                         .await;
                 }
             }
-            result.by_kind[OP_KINDS.iter().position(|k| *k == kind).unwrap_or(0)] += 1;
+            result.by_kind[kind.index()] += 1;
             let micros = began.elapsed().as_micros() as u64;
             let _ = result.latency_us.record(micros.max(1));
             done += 1;

@@ -57,6 +57,12 @@ impl ClientTls {
     }
 }
 
+/// A TTL in the whole milliseconds the API takes: at least 1 (0 would mean
+/// "no TTL"), at most `u64::MAX`.
+pub fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// A connection to a kvserver.
 #[derive(Clone)]
 pub struct Client {
@@ -344,7 +350,7 @@ impl Client {
         ttl: Duration,
     ) -> Result<pb::LeaseGrantResponse, ClientError> {
         let request = pb::LeaseGrantRequest {
-            ttl_ms: ttl.as_millis().max(1) as u64,
+            ttl_ms: ttl_ms(ttl),
         };
         self.inner
             .lease_grant(request)
@@ -401,6 +407,13 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ttl_is_whole_milliseconds_never_zero() {
+        assert_eq!(ttl_ms(Duration::from_secs(30)), 30_000);
+        assert_eq!(ttl_ms(Duration::from_micros(10)), 1);
+        assert_eq!(ttl_ms(Duration::MAX), u64::MAX);
+    }
 
     #[tokio::test]
     async fn a_token_that_cannot_be_sent_is_a_config_error() {

@@ -490,7 +490,7 @@ async fn set(
         key: cx.bytes(key)?,
         value: cx.bytes(value)?,
         lease: lease.unwrap_or(0),
-        ttl_ms: ttl.map_or(0, |ttl| ttl.as_millis().max(1) as u64),
+        ttl_ms: ttl.map_or(0, crate::client::ttl_ms),
         ..Default::default()
     };
     let reply = cx.client.put(request).await?;
