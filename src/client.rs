@@ -120,13 +120,15 @@ impl ClientError {
             Code::NotFound => ClientError::LeaseNotFound {
                 message: status.message().to_owned(),
             },
-            // An Unknown status with a source never came from the server: the
-            // connection failed (a TLS client at a plaintext server, say).
+            // An Unknown or Cancelled status with a source never came from the
+            // server: the connection failed (a TLS client at a plaintext
+            // server, or a server that refused the client's certificate after
+            // the handshake and closed the connection under the request).
             Code::Unavailable | Code::DeadlineExceeded => ClientError::Unreachable {
                 addr: addr.to_owned(),
                 reason: root_cause(&status),
             },
-            Code::Unknown if std::error::Error::source(&status).is_some() => {
+            Code::Unknown | Code::Cancelled if std::error::Error::source(&status).is_some() => {
                 ClientError::Unreachable {
                     addr: addr.to_owned(),
                     reason: root_cause(&status),
@@ -413,6 +415,24 @@ mod tests {
         assert_eq!(ttl_ms(Duration::from_secs(30)), 30_000);
         assert_eq!(ttl_ms(Duration::from_micros(10)), 1);
         assert_eq!(ttl_ms(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_cancelled_connection_is_unreachable_but_a_cancelled_answer_is_not() {
+        let mut local = Status::new(Code::Cancelled, "operation was canceled");
+        local.set_source(std::sync::Arc::new(std::io::Error::other("closed")));
+        assert!(matches!(
+            ClientError::from_status(local, "a:1"),
+            ClientError::Unreachable { .. }
+        ));
+        let answered = Status::new(Code::Cancelled, "the server gave up");
+        assert!(matches!(
+            ClientError::from_status(answered, "a:1"),
+            ClientError::Rejected {
+                code: Code::Cancelled,
+                ..
+            }
+        ));
     }
 
     #[tokio::test]
