@@ -58,6 +58,9 @@ struct Member {
     data_dir: PathBuf,
     process: Option<Child>,
     log: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// While the member is down, its ports, held so that another test's
+    /// etcd cannot take them before [`EtcdCluster::restart`].
+    reserved: Vec<TcpListener>,
 }
 
 impl EtcdCluster {
@@ -84,6 +87,7 @@ impl EtcdCluster {
                     data_dir: dir.path().join(format!("m{i}-{}", free_port())),
                     process: None,
                     log: Arc::new((Mutex::new(Vec::new()), Condvar::new())),
+                    reserved: Vec::new(),
                 })
                 .collect();
             let initial = initial_cluster(&members);
@@ -139,7 +143,12 @@ impl EtcdCluster {
 
     /// Kills member `i` with SIGKILL (its data dir stays, for a restart).
     pub fn kill(&mut self, i: usize) {
-        self.members[i].kill();
+        let member = &mut self.members[i];
+        member.kill();
+        member.reserved = [member.client_port, member.peer_port]
+            .into_iter()
+            .filter_map(|port| TcpListener::bind(("127.0.0.1", port)).ok())
+            .collect();
     }
 
     /// Starts member `i` again on its data dir and ports, and waits until it
@@ -263,6 +272,7 @@ impl Member {
     fn spawn(&mut self, initial_cluster: &str, state: &str) {
         // A fresh log: the last process's lines (and its exit) are history.
         self.log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        self.reserved.clear();
         let mut command = Command::new("etcd");
         if let Some(tls) = &self.tls {
             command
