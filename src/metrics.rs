@@ -286,7 +286,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             // Out of file descriptors, say: pause rather than spin.
-            tokio::time::sleep(crate::tls::ACCEPT_PAUSE).await;
+            tokio::time::sleep(crate::server::ACCEPT_PAUSE).await;
             continue;
         };
         let metrics = Arc::clone(&metrics);

@@ -5,6 +5,7 @@
 //! hand it over together with a store and a shutdown future.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use crate::metrics::{self, Metrics, Tracked};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::storage::Store;
 use crate::tls::{self, TlsSetup};
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
 use tower::util::option_layer;
 
 /// The names `grpc.health.v1.Health` reports on: the whole server (""),
@@ -164,9 +165,9 @@ pub async fn run<S: Store>(
     let tracked = metrics.as_ref().map(|(metrics, _)| Arc::clone(metrics));
     // The connection limit applies at accept, before any TLS handshake.
     let admission = Admission::new(config.max_connections);
-    let connections = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .filter_map(move |stream| admission.admit(stream, tracked.as_ref()));
+    let connections =
+        pause_after_failed_accepts(TcpIncoming::from(listener).with_nodelay(Some(true)))
+            .filter_map(move |stream| admission.admit(stream, tracked.as_ref()));
     let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + '_>> =
         match &config.tls {
             Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
@@ -276,38 +277,66 @@ async fn reload_on_sighup(tls: Arc<TlsSetup>) {
 #[derive(Clone)]
 struct Admission {
     places: Option<(Arc<tokio::sync::Semaphore>, usize)>,
-    refusals: Arc<RefusalLog>,
+    refusals: Arc<ThrottledWarning>,
 }
 
-/// Warnings about refused connections, at most one per [`REFUSAL_LOG_EVERY`]
-/// with how many were refused since the last: a client that reconnects in a
-/// loop must not flood the log.
+/// A warning that may recur often, given at most once per [`WARN_EVERY`]
+/// with how many times its cause happened since the last: a client that
+/// reconnects in a loop, or a listener out of file descriptors, must not
+/// flood the log.
 #[derive(Default)]
-struct RefusalLog {
-    /// When the last warning went out, and the refusals since.
+struct ThrottledWarning {
+    /// When the last warning went out, and the occurrences since.
     state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
 }
 
-/// The least time between two warnings about refused connections.
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+/// The least time between two warnings about the same cause.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
-impl RefusalLog {
-    fn refused(&self, limit: usize) {
-        let mut state = self.state.lock().expect("refusal log lock");
+impl ThrottledWarning {
+    /// Counts one occurrence; returns how many to report if a warning is due.
+    fn occurred(&self) -> Option<u64> {
+        let mut state = self.state.lock().expect("throttled warning lock");
         let (last_warning, unreported) = &mut *state;
         *unreported += 1;
         let now = std::time::Instant::now();
-        if last_warning.is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_EVERY) {
-            return;
+        if last_warning.is_some_and(|last| now.duration_since(last) < WARN_EVERY) {
+            return None;
         }
         *last_warning = Some(now);
-        let refused = std::mem::take(unreported);
-        warn!(
-            refused,
-            "{limit} connections are open, the limit (--max-connections): closed {refused} \
-             new one(s) since the last warning"
-        );
+        Some(std::mem::take(unreported))
     }
+}
+
+/// Pause after a failed accept before the next.
+pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
+/// The accepted connections, where a failed accept is followed by a pause
+/// (and a warning, now and then). A failure such as EMFILE (out of file
+/// descriptors) lasts, and the listener stays readable meanwhile: retrying at
+/// once, which is what tonic does after skipping the error, spins a core
+/// until a descriptor frees up.
+fn pause_after_failed_accepts<T>(
+    accepted: impl Stream<Item = io::Result<T>>,
+) -> impl Stream<Item = io::Result<T>> {
+    let failures = Arc::new(ThrottledWarning::default());
+    accepted.then(move |accepted| {
+        let failures = Arc::clone(&failures);
+        async move {
+            if let Err(error) = &accepted {
+                if let Some(failed) = failures.occurred() {
+                    warn!(
+                        failed,
+                        "accepting a connection failed: {error} ({failed} time(s) since the \
+                         last warning); if out of file descriptors, raise the limit (ulimit \
+                         -n, LimitNOFILE) or lower --max-connections"
+                    );
+                }
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+            }
+            accepted
+        }
+    })
 }
 
 impl Admission {
@@ -333,7 +362,13 @@ impl Admission {
             Some((places, limit)) => match Arc::clone(places).try_acquire_owned() {
                 Ok(place) => Some(place),
                 Err(_) => {
-                    self.refusals.refused(*limit);
+                    if let Some(refused) = self.refusals.occurred() {
+                        warn!(
+                            refused,
+                            "{limit} connections are open, the limit (--max-connections): \
+                             closed {refused} new one(s) since the last warning"
+                        );
+                    }
                     return None;
                 }
             },

@@ -31,9 +31,6 @@ use tracing::debug;
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Pause after a failed accept (out of file descriptors, say) before the next.
-pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
-
 /// Where the server's certificate comes from.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -171,12 +168,8 @@ where
             let tcp = tokio::select! {
                 next = connections.next() => match next {
                     Some(Ok(tcp)) => tcp,
-                    Some(Err(error)) => {
-                        // Out of file descriptors, say: pause rather than spin.
-                        debug!("accept failed: {error}");
-                        tokio::time::sleep(ACCEPT_PAUSE).await;
-                        continue;
-                    }
+                    // Already reported, after a pause (server.rs).
+                    Some(Err(_)) => continue,
                     None => return,
                 },
                 () = sender.closed() => return,

@@ -1,5 +1,5 @@
-//! Limits that protect the server under load: requests in flight and
-//! connections. (Client deadlines are enforced by tonic's grpc-timeout
+//! Limits that protect the server under load: requests in flight,
+//! connections, and the process's file descriptors. (Client deadlines are enforced by tonic's grpc-timeout
 //! handling, which drops a handler's future when the deadline passes.)
 
 use std::time::Duration;
@@ -113,4 +113,64 @@ async fn connections_beyond_max_connections_are_refused() {
         .filter(|line| line.contains("--max-connections"))
         .count();
     assert_eq!(warnings, 1, "{stderr:?}");
+}
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat format") + 2..]
+        .split(' ')
+        .collect();
+    let field = |n: usize| fields[n - 3].parse::<u64>().expect("a tick count");
+    field(14) + field(15)
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_server_waits_instead_of_spinning() {
+    // A kvserver allowed 64 descriptors, and more connections than that: the
+    // kernel completes them, and each accept beyond the limit fails with
+    // EMFILE while the listener stays readable. Retrying at once would spin a
+    // core until a descriptor frees up.
+    let mut command = std::process::Command::new("sh");
+    command.args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""]);
+    command.arg(crate::harness::kvserver().get_program());
+    command.args(["--listen", "127.0.0.1:0", "--backend", "memory"]);
+    let server = Server::spawn(command).expect("kvserver starts with 64 descriptors");
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(std::net::TcpStream::connect(server.addr()).expect("the kernel accepts"));
+    }
+    // Let the server take what it can and hit the limit.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = cpu_ticks(server.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spent = cpu_ticks(server.pid()) - before;
+    let hz: u64 = crate::harness::text(
+        &std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .expect("getconf")
+            .stdout,
+    )
+    .trim()
+    .parse()
+    .expect("ticks per second");
+    assert!(
+        spent * 10 < hz,
+        "the server used {spent} ticks of CPU (of {hz} per second) in a second without \
+         descriptors: it spins on accept"
+    );
+    let warnings: Vec<String> = server
+        .stderr_lines()
+        .into_iter()
+        .filter(|line| line.contains("accepting a connection failed"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning per 10 s: {warnings:?}");
+    assert!(warnings[0].contains("ulimit"), "{}", warnings[0]);
+    // Descriptors free up: the server serves again.
+    drop(held);
+    let mut client = server.client().await;
+    set(&mut client, "after", "fds").await;
+    assert_eq!(get(&mut client, "after").await.unwrap(), "fds");
 }
