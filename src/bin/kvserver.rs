@@ -256,8 +256,15 @@ fn main() -> ExitCode {
     };
     let args = Args::parse_from(argv.clone());
     if args.print_config {
-        print!("{}", config_file::render(&command, argv));
-        return ExitCode::SUCCESS;
+        // A reader that has gone (`| true`) is no error; Rust's print! would panic.
+        let rendered = config_file::render(&command, argv);
+        return match std::io::Write::write_all(&mut std::io::stdout(), rendered.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                eprintln!("kvserver: cannot write the configuration: {e}");
+                ExitCode::FAILURE
+            }
+            _ => ExitCode::SUCCESS,
+        };
     }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(

@@ -6,9 +6,11 @@
 //! stderr with an exit code from [`exit`].
 
 mod encoding;
+mod output;
+use output::outln;
 mod txn_file;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -39,6 +41,9 @@ pub mod exit {
     pub const BENCH_FAILED: u8 = 5;
     /// `kv cas`: the key was not at the expected revision.
     pub const COMPARE_FAILED: u8 = 6;
+    /// The output could not be written (other than to a closed pipe, which
+    /// ends `kv` quietly with 0).
+    pub const OUTPUT_FAILED: u8 = 7;
 }
 
 /// Command-line client of kvserver.
@@ -46,7 +51,8 @@ pub mod exit {
 /// Exit codes: 0 success, 1 key not found, 2 usage error, 3 server unreachable
 /// (or no answer within --timeout), 4 request refused by the server, 5 `kv
 /// bench` saw a wrong answer or a failed request, 6 `kv cas` found another
-/// revision.
+/// revision, 7 the output could not be written. When stdout is a pipe that
+/// closes (`kv watch | head -1`), kv ends quietly with 0.
 #[derive(Parser, Debug)]
 #[command(name = "kv", version, about, long_about)]
 struct Cli {
@@ -350,20 +356,6 @@ impl Context {
     }
 }
 
-fn print_json(value: &Json) {
-    println!("{value}");
-}
-
-/// Writes `parts` and a newline to stdout as one line.
-fn print_line(parts: &[&[u8]]) {
-    let mut out = std::io::stdout().lock();
-    for part in parts {
-        let _ = out.write_all(part);
-    }
-    let _ = out.write_all(b"\n");
-    let _ = out.flush();
-}
-
 /// Runs `kv` with the process's arguments; returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -465,16 +457,16 @@ async fn get(cx: &mut Context, key: &str, with_revisions: bool) -> Outcome {
         .into());
     };
     if cx.json {
-        print_json(&cx.kv_json(&kv, true)?);
+        output::json(&cx.kv_json(&kv, true)?);
     } else if with_revisions {
-        print_line(&[b"key: ", &cx.raw(&kv.key)]);
-        print_line(&[b"value: ", &cx.raw(&kv.value)]);
-        println!("create_revision: {}", kv.create_revision);
-        println!("mod_revision: {}", kv.mod_revision);
-        println!("version: {}", kv.version);
-        println!("lease: {}", kv.lease);
+        output::line(&[b"key: ", &cx.raw(&kv.key)]);
+        output::line(&[b"value: ", &cx.raw(&kv.value)]);
+        outln!("create_revision: {}", kv.create_revision);
+        outln!("mod_revision: {}", kv.mod_revision);
+        outln!("version: {}", kv.version);
+        outln!("lease: {}", kv.lease);
     } else {
-        print_line(&[&cx.raw(&kv.value)]);
+        output::line(&[&cx.raw(&kv.value)]);
     }
     Ok(())
 }
@@ -496,9 +488,9 @@ async fn set(
     let reply = cx.client.put(request).await?;
     let revision = reply.header.map_or(0, |h| h.revision);
     if cx.json {
-        print_json(&json!({"revision": revision, "lease": reply.lease}));
+        output::json(&json!({"revision": revision, "lease": reply.lease}));
     } else if ttl.is_some() {
-        println!("lease {}", reply.lease);
+        outln!("lease {}", reply.lease);
     }
     Ok(())
 }
@@ -515,12 +507,12 @@ async fn del(cx: &mut Context, key: &str, prefix: bool, to: Option<&str>) -> Out
     };
     let reply = cx.client.delete(request).await?;
     if cx.json {
-        print_json(&json!({
+        output::json(&json!({
             "deleted": reply.deleted,
             "revision": reply.header.map_or(0, |h| h.revision),
         }));
     } else {
-        println!("{}", reply.deleted);
+        outln!("{}", reply.deleted);
     }
     Ok(())
 }
@@ -553,9 +545,9 @@ async fn ls(cx: &mut Context, prefix: &str, keys_only: bool, limit: Option<u64>)
             if cx.json {
                 listed.push(cx.kv_json(kv, !keys_only)?);
             } else if keys_only {
-                print_line(&[&cx.raw(&kv.key)]);
+                output::line(&[&cx.raw(&kv.key)]);
             } else {
-                print_line(&[&cx.raw(&kv.key), b"\t", &cx.raw(&kv.value)]);
+                output::line(&[&cx.raw(&kv.key), b"\t", &cx.raw(&kv.value)]);
             }
         }
         if !page.more {
@@ -564,7 +556,7 @@ async fn ls(cx: &mut Context, prefix: &str, keys_only: bool, limit: Option<u64>)
         token = page.next_page_token;
     }
     if cx.json {
-        print_json(&Json::Array(listed));
+        output::json(&Json::Array(listed));
     }
     Ok(())
 }
@@ -585,7 +577,7 @@ async fn cas(cx: &mut Context, key: &str, value: &str, expect_rev: u64) -> Outco
             (Some(kv), false) => cx.kv_json(kv, true)?,
             _ => Json::Null,
         };
-        print_json(
+        output::json(
             &json!({"succeeded": reply.succeeded, "revision": revision, "current": current}),
         );
     }
@@ -619,7 +611,7 @@ async fn txn(cx: &mut Context, file: Option<&str>) -> Outcome {
     let revision = reply.header.map_or(0, |h| h.revision);
     let mut responses = Vec::new();
     if !cx.json {
-        println!(
+        outln!(
             "{}",
             if reply.succeeded {
                 "SUCCESS"
@@ -632,11 +624,11 @@ async fn txn(cx: &mut Context, file: Option<&str>) -> Outcome {
         use pb::op_response::Response;
         match &response.response {
             Some(Response::Put(_)) if cx.json => responses.push(json!({"put": "ok"})),
-            Some(Response::Put(_)) => println!("OK"),
+            Some(Response::Put(_)) => outln!("OK"),
             Some(Response::Delete(delete)) if cx.json => {
                 responses.push(json!({"deleted": delete.deleted}))
             }
-            Some(Response::Delete(delete)) => println!("{}", delete.deleted),
+            Some(Response::Delete(delete)) => outln!("{}", delete.deleted),
             Some(Response::Range(range)) if cx.json => {
                 let kvs = range
                     .kvs
@@ -647,14 +639,14 @@ async fn txn(cx: &mut Context, file: Option<&str>) -> Outcome {
             }
             Some(Response::Range(range)) => {
                 for kv in &range.kvs {
-                    print_line(&[&cx.raw(&kv.key), b"\t", &cx.raw(&kv.value)]);
+                    output::line(&[&cx.raw(&kv.key), b"\t", &cx.raw(&kv.value)]);
                 }
             }
             None => {}
         }
     }
     if cx.json {
-        print_json(
+        output::json(
             &json!({"succeeded": reply.succeeded, "revision": revision, "responses": responses}),
         );
     }
@@ -694,10 +686,10 @@ async fn watch(cx: &mut Context, key: &str, prefix: bool, from_rev: Option<u64>)
                     "revision": kv.mod_revision,
                     "kv": cx.kv_json(&kv, kind == "PUT")?,
                 });
-                print_json(&object);
+                output::json(&object);
             } else if kind == "PUT" {
                 let revision = kv.mod_revision.to_string();
-                print_line(&[
+                output::line(&[
                     revision.as_bytes(),
                     b" PUT ",
                     &cx.raw(&kv.key),
@@ -706,7 +698,7 @@ async fn watch(cx: &mut Context, key: &str, prefix: bool, from_rev: Option<u64>)
                 ]);
             } else {
                 let revision = kv.mod_revision.to_string();
-                print_line(&[
+                output::line(&[
                     revision.as_bytes(),
                     b" ",
                     kind.as_bytes(),
@@ -729,9 +721,9 @@ async fn backup(cx: &mut Context, file: &std::path::Path) -> Outcome {
     }
     let (keys, revision) = written?;
     if cx.json {
-        print_json(&json!({"keys": keys, "revision": revision}));
+        output::json(&json!({"keys": keys, "revision": revision}));
     } else {
-        println!(
+        outln!(
             "backed up {keys} keys at revision {revision} to {}",
             file.display()
         );
@@ -786,15 +778,15 @@ async fn lease(cx: &mut Context, command: LeaseCommand) -> Outcome {
         LeaseCommand::Grant { ttl } => {
             let lease = cx.client.lease_grant(ttl).await?;
             if cx.json {
-                print_json(&json!({"id": lease.id, "ttl_ms": lease.ttl_ms}));
+                output::json(&json!({"id": lease.id, "ttl_ms": lease.ttl_ms}));
             } else {
-                println!("{}", lease.id);
+                outln!("{}", lease.id);
             }
         }
         LeaseCommand::KeepAlive { id, every } => loop {
             let lease = cx.client.lease_keep_alive(id).await?;
             if cx.json {
-                print_json(&json!({"id": lease.id, "ttl_ms": lease.ttl_ms}));
+                output::json(&json!({"id": lease.id, "ttl_ms": lease.ttl_ms}));
             }
             let Some(every) = every else { break };
             tokio::select! {
@@ -805,22 +797,24 @@ async fn lease(cx: &mut Context, command: LeaseCommand) -> Outcome {
         LeaseCommand::Info { id } => {
             let lease = cx.client.lease_info(id).await?;
             if cx.json {
-                print_json(
+                output::json(
                     &json!({"id": lease.id, "ttl_ms": lease.ttl_ms, "remaining_ms": lease.remaining_ms}),
                 );
             } else {
-                println!(
+                outln!(
                     "lease {} ttl {}ms remaining {}ms",
-                    lease.id, lease.ttl_ms, lease.remaining_ms
+                    lease.id,
+                    lease.ttl_ms,
+                    lease.remaining_ms
                 );
             }
         }
         LeaseCommand::Revoke { id } => {
             let reply = cx.client.lease_revoke(id).await?;
             if cx.json {
-                print_json(&json!({"deleted": reply.deleted}));
+                output::json(&json!({"deleted": reply.deleted}));
             } else {
-                println!("{}", reply.deleted);
+                outln!("{}", reply.deleted);
             }
         }
     }
@@ -852,9 +846,9 @@ async fn bench(addr: String, connect: ConnectOptions, json: bool, args: BenchArg
     match crate::bench::run(&config).await {
         Ok(report) => {
             if json {
-                println!("{}", report.to_json(&config));
+                outln!("{}", report.to_json(&config));
             } else {
-                print!("{}", report.to_text());
+                output::verbatim(&report.to_text());
             }
             if report.clean() {
                 ExitCode::SUCCESS

@@ -366,3 +366,97 @@ fn watch_streams_changes_until_interrupted() {
     let status = watcher.wait().unwrap();
     assert_eq!(status.code(), Some(0), "Ctrl-C ends a watch cleanly");
 }
+
+/// Waits up to 20 s for `child` to exit.
+fn exited_within_patience(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("poll kv") {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_kv_quietly() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let server = Server::start();
+    // More output than a pipe holds (64 KiB), so kv is still writing when
+    // the reader leaves, as under `kv ls | head -1`.
+    let value = "v".repeat(1000);
+    let mut script = String::from("\n");
+    for i in 0..100 {
+        script.push_str(&format!("put k{i:03} {value}\n"));
+    }
+    let output = kv_with_input(server.addr(), &["txn"], &script);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    for json in [false, true] {
+        let mut command = kv_command();
+        command.args(["--addr", server.addr(), "ls"]);
+        if json {
+            command.arg("--json");
+        }
+        let mut ls = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kv ls");
+        let mut first = [0u8; 10];
+        ls.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // The read end is closed here.
+        let status = exited_within_patience(&mut ls).expect("kv ls ends");
+        let mut stderr = String::new();
+        ls.stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(
+            (status.code(), stderr.as_str()),
+            (Some(0), ""),
+            "json: {json}"
+        );
+    }
+    // `kv watch | head -1`: the next event after the reader left ends it.
+    kv(server.addr(), &["set", "w", "before"]);
+    let mut watch = kv_command()
+        .args(["--addr", server.addr(), "watch", "w", "--from-rev", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kv watch");
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line").expect("text");
+    assert!(first.contains("PUT w before"), "{first}");
+    drop(lines);
+    kv(server.addr(), &["set", "w", "after the reader left"]);
+    let status = exited_within_patience(&mut watch).expect("kv watch ends once its reader is gone");
+    let mut stderr = String::new();
+    watch
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
+}
+
+#[test]
+fn output_that_cannot_be_written_exits_7_with_one_line() {
+    let server = Server::start();
+    kv(server.addr(), &["set", "k", "v"]);
+    let full = std::fs::File::create("/dev/full").expect("open /dev/full");
+    let output = kv_command()
+        .args(["--addr", server.addr(), "get", "k"])
+        .stdout(full)
+        .output()
+        .expect("run kv get");
+    assert_eq!(output.status.code(), Some(7));
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot write the output"), "{stderr}");
+}
