@@ -19,16 +19,28 @@ use super::ops::{
 };
 use super::{Record, Revision, StoreError};
 
+/// Whether a scan hands over the values of the records it visits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Values {
+    /// Each record comes with its value.
+    Decoded,
+    /// Each record comes with an empty value: enough to count keys, list
+    /// them or check their leases, without copying every value (on disk,
+    /// decoding a value is a copy out of the page).
+    Skipped,
+}
+
 /// A consistent, read-only view of a backend's keys.
 pub(crate) trait KeyspaceRead {
     /// The stored record of `key`, expired or not.
     fn get_raw(&self, key: &[u8]) -> Result<Option<Record>, StoreError>;
 
     /// Calls `visit` with every stored key of `range` in key order, until it
-    /// breaks.
+    /// breaks; with [`Values::Skipped`], every record's value is empty.
     fn scan(
         &self,
         range: &KeyRange,
+        values: Values,
         visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
     ) -> Result<(), StoreError>;
 
@@ -72,9 +84,10 @@ impl<V: KeyspaceRead> KeyspaceRead for ReadOnly<V> {
     fn scan(
         &self,
         range: &KeyRange,
+        values: Values,
         visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        self.0.scan(range, visit)
+        self.0.scan(range, values, visit)
     }
 
     fn leases(&self) -> &Leases {
@@ -139,21 +152,44 @@ pub(crate) fn range(
         }
         return Ok(result);
     }
-    space.scan(&query.range, &mut |key, record| {
-        if live(space, &record) {
-            result.count += 1;
-            if !query.count_only {
-                if query.limit == 0 || result.kvs.len() < query.limit {
-                    result
-                        .kvs
-                        .push(shaped(query, Bytes::copy_from_slice(key), record));
-                } else {
-                    result.more = true;
-                }
-            }
+    // Values are copied only for the keys that are answered: a count, a
+    // keys-only listing and the keys past a page's limit (counted, as etcd
+    // does, so that `count` is the whole range's) need none.
+    let values = if query.count_only || query.keys_only {
+        Values::Skipped
+    } else {
+        Values::Decoded
+    };
+    let mut rest = None;
+    space.scan(&query.range, values, &mut |key, record| {
+        if !live(space, &record) {
+            return ControlFlow::Continue(());
+        }
+        if !query.count_only && query.limit > 0 && result.kvs.len() == query.limit {
+            // The page is full, and this key is past it.
+            rest = Some(KeyRange {
+                start: Bytes::copy_from_slice(key),
+                end: query.range.end.clone(),
+            });
+            return ControlFlow::Break(());
+        }
+        result.count += 1;
+        if !query.count_only {
+            result
+                .kvs
+                .push(shaped(query, Bytes::copy_from_slice(key), record));
         }
         ControlFlow::Continue(())
     })?;
+    if let Some(rest) = rest {
+        result.more = true;
+        space.scan(&rest, Values::Skipped, &mut |_, record| {
+            if live(space, &record) {
+                result.count += 1;
+            }
+            ControlFlow::Continue(())
+        })?;
+    }
     Ok(result)
 }
 
@@ -240,7 +276,12 @@ pub(crate) fn apply(
                 }
             }
             Op::Delete { range, prev } => {
-                let doomed = stored_in(space, range)?;
+                let values = if *prev {
+                    Values::Decoded
+                } else {
+                    Values::Skipped
+                };
+                let doomed = stored_in(space, range, values)?;
                 let mut deleted = 0;
                 let mut kept = Vec::new();
                 for (key, record) in doomed {
@@ -318,6 +359,7 @@ fn deletion(kind: EventKind, key: Bytes, revision: Revision) -> Event {
 fn stored_in(
     space: &impl KeyspaceRead,
     range: &KeyRange,
+    values: Values,
 ) -> Result<Vec<(Bytes, Record)>, StoreError> {
     let mut found = Vec::new();
     if let crate::storage::ops::RangeEnd::Single = range.end {
@@ -326,7 +368,7 @@ fn stored_in(
         }
         return Ok(found);
     }
-    space.scan(range, &mut |key, record| {
+    space.scan(range, values, &mut |key, record| {
         found.push((Bytes::copy_from_slice(key), record));
         ControlFlow::Continue(())
     })?;

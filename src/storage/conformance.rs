@@ -689,6 +689,7 @@ pub(crate) async fn keys_of_an_expired_lease_vanish_and_are_deleted<S: Store>(
         ]))
         .await
         .unwrap();
+    store.put(bytes("t/0"), bytes("permanent")).await.unwrap();
     store.put(bytes("t/3"), bytes("permanent")).await.unwrap();
     let mut events = store
         .watch(KeyRange::prefix(bytes("t/")), None)
@@ -720,8 +721,16 @@ pub(crate) async fn keys_of_an_expired_lease_vanish_and_are_deleted<S: Store>(
         .range(RangeQuery::all(KeyRange::prefix(bytes("t/"))))
         .await
         .unwrap();
-    assert_eq!(keys(&left), ["t/3"]);
-    assert_eq!(left.count, 1);
+    assert_eq!(keys(&left), ["t/0", "t/3"]);
+    assert_eq!(left.count, 2);
+    // A page: the expired keys past it (still stored, on a local expiry)
+    // are not counted either.
+    let mut page = RangeQuery::all(KeyRange::prefix(bytes("t/")));
+    page.limit = 1;
+    let page = store.range(page).await.unwrap();
+    assert_eq!(keys(&page), ["t/0"]);
+    assert!(page.more);
+    assert_eq!(page.count, 2);
     assert_eq!(
         store.lease_info(lease.id).await.unwrap_err(),
         StoreError::LeaseNotFound(lease.id)

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::apply::{self, Keyspace, KeyspaceRead, ReadOnly};
+use super::apply::{self, Keyspace, KeyspaceRead, ReadOnly, Values};
 use super::lease::{LeaseInfo, Leases, random_lease_id};
 use super::ops::KeyValue;
 use super::ops::{
@@ -217,6 +217,7 @@ impl<S: std::ops::Deref<Target = State>> KeyspaceRead for View<'_, S> {
     fn scan(
         &self,
         range: &KeyRange,
+        values: Values,
         visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
         let end: Bound<&[u8]> = match &range.end {
@@ -231,7 +232,11 @@ impl<S: std::ops::Deref<Target = State>> KeyspaceRead for View<'_, S> {
         }
         let start: Bound<&[u8]> = Bound::Included(&range.start);
         for entry in self.state.records.range::<[u8], _>((start, end)) {
-            if visit(entry.key(), entry.record()).is_break() {
+            let mut record = entry.record();
+            if values == Values::Skipped {
+                record.value = Bytes::new();
+            }
+            if visit(entry.key(), record).is_break() {
                 break;
             }
         }

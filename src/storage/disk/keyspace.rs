@@ -15,7 +15,7 @@ use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransact
 
 use super::record_format::{self, META_REVISION};
 use super::{META, RECORDS, storage_error};
-use crate::storage::apply::{Keyspace, KeyspaceRead};
+use crate::storage::apply::{Keyspace, KeyspaceRead, Values};
 use crate::storage::lease::Leases;
 use crate::storage::ops::{KeyRange, LeaseId, RangeEnd, prefix_end};
 use crate::storage::{Record, Revision, StoreError};
@@ -64,6 +64,7 @@ fn get_record(
 fn scan_records(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     range: &KeyRange,
+    values: Values,
     visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
 ) -> Result<(), StoreError> {
     let start = Bound::Included(range.start.as_ref());
@@ -75,7 +76,10 @@ fn scan_records(
     };
     for entry in table.range::<&[u8]>((start, end)).map_err(storage_error)? {
         let (key, value) = entry.map_err(storage_error)?;
-        let record = record_format::decode(key.value(), value.value())?;
+        let record = match values {
+            Values::Decoded => record_format::decode(key.value(), value.value())?,
+            Values::Skipped => record_format::decode_without_value(key.value(), value.value())?,
+        };
         if visit(key.value(), record).is_break() {
             break;
         }
@@ -133,9 +137,10 @@ impl KeyspaceRead for ReadView<'_> {
     fn scan(
         &self,
         range: &KeyRange,
+        values: Values,
         visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        scan_records(&self.records, range, visit)
+        scan_records(&self.records, range, values, visit)
     }
 
     fn leases(&self) -> &Leases {
@@ -198,9 +203,10 @@ impl KeyspaceRead for WriteView<'_> {
     fn scan(
         &self,
         range: &KeyRange,
+        values: Values,
         visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        scan_records(&self.records, range, visit)
+        scan_records(&self.records, range, values, visit)
     }
 
     fn leases(&self) -> &Leases {

@@ -32,7 +32,7 @@ use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use self::committer::{Committer, Mutation, Outcome};
 use self::database::DbHandle;
 use self::keyspace::{ReadView, WriteView};
-use super::apply::{self, ReadOnly};
+use super::apply::{self, ReadOnly, Values};
 use super::apply::{Keyspace as _, KeyspaceRead as _};
 use super::lease::random_lease_id;
 use super::lease::{LeaseInfo, Leases};
@@ -348,7 +348,7 @@ impl Store for DiskStore {
             }
             let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK);
             let everything = KeyRange::prefix(Bytes::new());
-            let walked = view.scan(&everything, &mut |key, record| {
+            let walked = view.scan(&everything, Values::Decoded, &mut |key, record| {
                 chunk.push(KeyValue {
                     key: Bytes::copy_from_slice(key),
                     record,

@@ -40,6 +40,19 @@ pub(super) fn encode(record: &Record) -> Vec<u8> {
 
 /// The record stored as `bytes`; `key` only names the culprit in the error.
 pub(super) fn decode(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
+    let (mut record, header_len) = decode_header(key, bytes)?;
+    record.value = Bytes::copy_from_slice(&bytes[header_len..]);
+    Ok(record)
+}
+
+/// The record stored as `bytes`, with an empty value: its counters and lease
+/// without the copy of the value.
+pub(super) fn decode_without_value(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
+    Ok(decode_header(key, bytes)?.0)
+}
+
+/// Everything of the record but its value, and where the value starts.
+fn decode_header(key: &[u8], bytes: &[u8]) -> Result<(Record, usize), StoreError> {
     let corrupt = |what: &str| {
         StoreError::Internal(format!(
             "the stored record of key {:?} is unreadable: {what}",
@@ -60,7 +73,7 @@ pub(super) fn decode(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
         le.copy_from_slice(&bytes[at..at + 8]);
         le
     };
-    Ok(Record {
+    let record = Record {
         create_revision: u64::from_le_bytes(counter(1)),
         mod_revision: u64::from_le_bytes(counter(9)),
         version: u64::from_le_bytes(counter(17)),
@@ -69,8 +82,9 @@ pub(super) fn decode(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
         } else {
             0
         },
-        value: Bytes::copy_from_slice(&bytes[header_len..]),
-    })
+        value: Bytes::new(),
+    };
+    Ok((record, header_len))
 }
 
 /// The revision stored as `bytes` under [`META_REVISION`].
