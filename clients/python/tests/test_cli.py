@@ -55,6 +55,26 @@ def kv(
     )
 
 
+def test_a_reader_that_goes_away_ends_kv_py_quietly(server: KvServer, key: str) -> None:
+    # More output than a pipe holds (64 KiB), as under `kv-py KEY KEY | head -c 10`.
+    value = "x" * 100_000
+    with Client(server.address) as client:
+        client.set(key, value)
+    env = {name: value for name, value in os.environ.items() if name not in KV_ENV}
+    process = subprocess.Popen(
+        [*command("module"), "--addr", server.address, key, key, key],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    assert process.stdout.read(10) == b"server ret"
+    process.stdout.close()
+    assert process.wait(timeout=60) == 0
+    assert process.stderr.read() == b""
+
+
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS)
 def test_set_then_get_prints_the_tutorial_lines(
     server: KvServer, key: str, entry_point: str

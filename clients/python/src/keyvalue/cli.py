@@ -192,6 +192,11 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             return run(client, args.items, sys.stdout, sys.stderr)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (kv-py KEY | head -c 10): end quietly, as kv
+        # does. Python flushes stdout again at exit; let that go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":
