@@ -25,6 +25,20 @@ class CLITest < Minitest::Test
     [stdout, stderr, status.exitstatus]
   end
 
+  def test_a_reader_that_goes_away_ends_kv_rb_quietly
+    key = unique_key
+    # More output than a pipe holds (64 KiB), as under `kv-rb KEY KEY | head -c 10`.
+    _, set_errors, code = kv_rb("#{key}=#{'x' * 100_000}")
+    assert_equal [0, ""], [code, set_errors]
+    env = CLEAN_ENV.merge("KV_ADDR" => @server.address)
+    Open3.popen3(env, RbConfig.ruby, EXE, key, key, key) do |stdin, stdout, stderr, waiter|
+      stdin.close
+      assert_equal "x" * 10, stdout.read(10)
+      stdout.close
+      assert_equal [0, ""], [waiter.value.exitstatus, stderr.read]
+    end
+  end
+
   def test_sets_print_nothing_and_gets_print_each_value_on_its_own_line
     first = unique_key
     second = unique_key
