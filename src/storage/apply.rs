@@ -239,7 +239,7 @@ pub(crate) fn apply(
             return Err(StoreError::LeaseNotFound(*lease));
         }
     }
-    let revision = if ops.iter().any(Op::writes) {
+    let revision = if writes(space, ops)? {
         current + 1
     } else {
         current
@@ -353,6 +353,36 @@ fn deletion(kind: EventKind, key: Bytes, revision: Revision) -> Event {
             lease: 0,
         },
     }
+}
+
+/// Whether `ops` change anything in `space`: a put does, a delete only if its
+/// range holds a stored key (live or expired: deleting an expired key is
+/// when watchers learn of its expiry). Only a write takes a revision, as in
+/// etcd: deleting nothing must not leave watchers a revision without events.
+/// A delete is judged on the keys stored before the transaction: one that
+/// follows a put in the same transaction is in a write already.
+fn writes(space: &impl KeyspaceRead, ops: &[Op]) -> Result<bool, StoreError> {
+    for op in ops {
+        match op {
+            Op::Get(_) => {}
+            Op::Put { .. } => return Ok(true),
+            Op::Delete { range, .. } => {
+                let mut found = false;
+                if let crate::storage::ops::RangeEnd::Single = range.end {
+                    found = space.get_raw(&range.start)?.is_some();
+                } else {
+                    space.scan(range, Values::Skipped, &mut |_, _| {
+                        found = true;
+                        ControlFlow::Break(())
+                    })?;
+                }
+                if found {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Every stored (live or expired) key and record of `range`.

@@ -202,7 +202,8 @@ pub enum Op {
 }
 
 impl Op {
-    /// Whether the operation changes data.
+    /// Whether the operation may change data (a delete changes nothing if
+    /// its range holds no key: then it is no write, see `storage::apply`).
     pub fn writes(&self) -> bool {
         !matches!(self, Op::Get(_))
     }
@@ -251,7 +252,7 @@ impl Txn {
         }
     }
 
-    /// Whether either branch changes data.
+    /// Whether either branch may change data.
     pub fn writes(&self) -> bool {
         self.success.iter().chain(&self.failure).any(Op::writes)
     }
