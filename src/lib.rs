@@ -28,6 +28,8 @@
 //! - [`config_file`]: `kvserver --config FILE` merged under flags and the
 //!   environment, and `--print-config`.
 //! - [`duration`]: parsing `10s`-style durations for command-line flags.
+//! - [`usage`]: the command line of both binaries parsed with clap, a
+//!   mistake in it reported on one line.
 //! - [`proto`]: code generated from `proto/` by `build.rs` (our two APIs, and
 //!   the client of etcd's that the etcd backend uses).
 //!
@@ -47,3 +49,4 @@ pub mod server;
 pub mod shutdown;
 pub mod storage;
 pub mod tls;
+pub mod usage;

@@ -254,7 +254,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let args = Args::parse_from(argv.clone());
+    let args = match keyvalue::usage::parse::<Args>(argv.clone()) {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     if args.print_config {
         // A reader that has gone (`| true`) is no error; Rust's print! would panic.
         let rendered = config_file::render(&command, argv);

@@ -358,7 +358,10 @@ impl Context {
 
 /// Runs `kv` with the process's arguments; returns its exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match crate::usage::parse::<Cli>(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     // One request needs one thread; a benchmark's workers use every core.
     let mut builder = match cli.command {
         Command::Bench(_) => tokio::runtime::Builder::new_multi_thread(),

@@ -86,16 +86,87 @@ fn the_address_can_come_from_kv_addr() {
     );
 }
 
+/// Asserts that `output` is a usage error of `program`: exit 2, nothing on
+/// stdout, and one line on stderr that names the program, says what is
+/// wrong (`complaint`) and points at --help.
+fn assert_one_line_usage_error(output: &Output, program: &str, complaint: &str) {
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(text(&output.stdout), "");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(&format!("{program}: ")), "{stderr}");
+    assert!(stderr.contains(complaint), "{stderr}");
+    assert!(
+        stderr.ends_with(&format!(" (see {program} --help)\n")),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn usage_errors_exit_2() {
-    let missing_value = kv_command()
-        .args(["set", "only-a-key"])
-        .output()
-        .expect("run kv");
-    assert_eq!(missing_value.status.code(), Some(2));
+    for (args, complaint) in [
+        (&["set", "only-a-key"][..], "<VALUE>"),
+        (
+            &["set", "--ttl", "5s", "--lease", "1", "k", "v"][..],
+            "'--ttl <TTL>' cannot be used with '--lease <LEASE>'",
+        ),
+        (
+            &["cas", "k", "v", "--expect-rev", "-1"][..],
+            "unexpected argument '-1'",
+        ),
+        (&[][..], "requires a subcommand"),
+        (&["lease"][..], "'kv lease' requires a subcommand"),
+        (&["--timeout", "0s", "get", "k"][..], "above zero"),
+    ] {
+        let output = kv_command().args(args).output().expect("run kv");
+        assert_one_line_usage_error(&output, "kv", complaint);
+    }
     let bad_address = kv("http://[not an address", &["get", "k"]);
     assert_eq!(bad_address.status.code(), Some(2));
     assert!(text(&bad_address.stderr).starts_with("invalid server address"));
+}
+
+#[test]
+fn kvserver_usage_errors_exit_2_with_one_line() {
+    for (args, complaint) in [
+        (&["--max-key-bytes", "0"][..], "0 is not in 1.."),
+        (&["--backend", "paper"][..], "invalid value 'paper'"),
+        (&["restore"][..], "<FILE>"),
+        (&["--tls-key", "k.pem"][..], "--tls-cert"),
+    ] {
+        let output = kvserver().args(args).output().expect("run kvserver");
+        assert_one_line_usage_error(&output, "kvserver", complaint);
+    }
+    // A bad setting in the config file becomes a flag, checked like one.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "max-key-bytes = 0\n").unwrap();
+    let output = kvserver()
+        .args(["--config", file.path().to_str().unwrap()])
+        .output()
+        .expect("run kvserver");
+    assert_one_line_usage_error(&output, "kvserver", "--max-key-bytes");
+}
+
+#[test]
+fn help_and_version_print_in_full_and_exit_0() {
+    for program in ["kv", "kvserver"] {
+        let mut command = if program == "kv" {
+            kv_command()
+        } else {
+            kvserver()
+        };
+        let version = command.arg("--version").output().expect("run --version");
+        assert_eq!(version.status.code(), Some(0), "{program}");
+        assert_eq!(
+            text(&version.stdout),
+            format!("{program} {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+    let help = kv_command().args(["lease", "--help"]).output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    let help = text(&help.stdout);
+    assert!(help.contains("Usage: kv lease"), "{help}");
+    assert!(help.lines().count() > 5, "{help}");
 }
 
 #[test]
