@@ -157,10 +157,16 @@ pub async fn run<S: Store>(
         report_health(&health, false).await;
         let _ = shutdown_started.send(());
     };
-    let reload = config
-        .tls
-        .clone()
-        .map(|tls| tokio::spawn(reload_on_sighup(tls)));
+    // SIGHUP is taken whether or not there is anything to reload: its
+    // default action would end the server on the spot, with no graceful
+    // shutdown (`systemctl reload` sends it).
+    let reload = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => Some(tokio::spawn(reload_on_sighup(hangups, config.tls.clone()))),
+        Err(error) => {
+            warn!("cannot listen for SIGHUP ({error}): a SIGHUP will end the server");
+            None
+        }
+    };
     // Each connection is counted open while it lives (when metrics are on).
     let tracked = metrics.as_ref().map(|(metrics, _)| Arc::clone(metrics));
     // The connection limit applies at accept, before any TLS handshake.
@@ -257,17 +263,14 @@ async fn expire_leases<S: Store>(store: Arc<S>) {
 }
 
 /// Reloads the TLS certificate and key on every SIGHUP, forever (the server
-/// aborts it). A failed reload keeps the certificate in use.
-async fn reload_on_sighup(tls: Arc<TlsSetup>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        warn!("cannot listen for SIGHUP: the TLS certificate will not be reloaded");
-        return;
-    };
+/// aborts it). A failed reload keeps the certificate in use. Without TLS
+/// there is nothing to reload, and a SIGHUP is only logged.
+async fn reload_on_sighup(mut hangups: tokio::signal::unix::Signal, tls: Option<Arc<TlsSetup>>) {
     while hangups.recv().await.is_some() {
-        match tls.reload() {
-            Ok(()) => info!("SIGHUP: reloaded the TLS certificate and key"),
-            Err(error) => warn!("SIGHUP: kept the old TLS certificate: {error}"),
+        match tls.as_ref().map(|tls| tls.reload()) {
+            Some(Ok(())) => info!("SIGHUP: reloaded the TLS certificate and key"),
+            Some(Err(error)) => warn!("SIGHUP: kept the old TLS certificate: {error}"),
+            None => info!("SIGHUP: nothing to reload (no --tls-cert); the server goes on"),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Starting, announcing, logging and stopping: `--listen`, `KVSERVER_LISTEN`,
-//! `--log-requests`, and graceful exit on SIGINT / SIGTERM.
+//! `--log-requests`, graceful exit on SIGINT / SIGTERM, and SIGHUP.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -86,6 +86,32 @@ async fn sigterm_and_sigint_exit_zero() {
             stopped.stderr
         );
     }
+}
+
+#[tokio::test]
+async fn sighup_without_tls_is_logged_and_the_server_goes_on() {
+    let server = Server::start();
+    let mut client = server.client().await;
+    set(&mut client, "k", "before").await;
+    crate::harness::send_signal(server.pid(), "HUP");
+    // Until the server says it saw the signal (it serves meanwhile).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server
+        .stderr_lines()
+        .iter()
+        .any(|line| line.contains("SIGHUP: nothing to reload"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no SIGHUP line: {:?}",
+            server.stderr_lines()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(&mut client, "k").await.unwrap(), "before");
+    drop(client);
+    let stopped = server.stop("TERM").await;
+    assert!(stopped.status.success(), "{}", stopped.status);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
