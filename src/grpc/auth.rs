@@ -3,7 +3,9 @@
 //!
 //! The token file has one token per line: `TOKEN ROLE [PREFIX]`, where ROLE is
 //! `read` or `readwrite` and PREFIX, if given, confines the token to keys
-//! that start with it; `#` starts a comment. Clients send
+//! that start with it; `#` starts a comment. A token may appear on one line
+//! only: a repeated one would leave the file's meaning to line order, and a
+//! stray extra line could quietly widen what the token may do. Clients send
 //! `authorization: Bearer TOKEN`. A missing or unknown token is
 //! `UNAUTHENTICATED`; a read token calling a method that writes is
 //! `PERMISSION_DENIED`. The layer decides from the method's path alone; it
@@ -13,6 +15,7 @@
 //! Health checks need no token (probes and load balancers rarely carry
 //! one). Tokens are compared in constant time and never logged.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -53,9 +56,11 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    /// Parses a token file; errors name the line.
+    /// Parses a token file; errors name the line (and never the token).
     pub fn parse(text: &str) -> Result<Tokens, String> {
         let mut grants = Vec::new();
+        // The line each token was first seen on, to name both lines of a repeat.
+        let mut first_lines: HashMap<&str, usize> = HashMap::new();
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -72,6 +77,12 @@ impl Tokens {
                     ));
                 }
             };
+            if let Some(first) = first_lines.insert(token, number + 1) {
+                return Err(format!(
+                    "line {}: the token is already on line {first} (a token may appear once)",
+                    number + 1
+                ));
+            }
             let role = match *role {
                 "read" => Role::Read,
                 "readwrite" => Role::ReadWrite,
@@ -256,6 +267,34 @@ mod tests {
                 .starts_with("line 2:")
         );
         assert!(Tokens::parse("# nothing\n").is_err());
+    }
+
+    #[test]
+    fn a_repeated_token_names_both_lines_and_not_the_token() {
+        // The walkthrough's case: a second line would have granted writes.
+        let error =
+            Tokens::parse("abc-secret read\n# a comment\nabc-secret readwrite\n").unwrap_err();
+        assert!(
+            error.starts_with("line 3:") && error.contains("line 1"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("abc-secret"),
+            "tokens are never printed: {error}"
+        );
+        // Same role, other prefix: still a repeat; the first repeat is named.
+        let error = Tokens::parse("x1 read\ny2 read\nx1 read app/\nx1 read\n").unwrap_err();
+        assert!(
+            error.starts_with("line 3:") && error.contains("line 1"),
+            "{error}"
+        );
+        // Tokens differing only in length or case are different tokens.
+        assert_eq!(
+            Tokens::parse("ab read\nabc read\nABC read\n")
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! Token authentication through the real binary: `--auth-token-file`, roles,
 //! prefixes, both services, and `kv --token`.
 
+use std::io::Read;
+use std::process::Stdio;
+
 use bytes::Bytes;
 use keyvalue::proto::keyvalue::v1 as pb;
 use keyvalue::proto::simplekeyvalue::{GetRequest, SetRequest};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 
-use crate::harness::{Server, kv_command, kvserver};
+use crate::harness::{Server, kv_command, kvserver, wait_with_patience};
 
 const TOKENS: &str = "# tokens of the test\n\
                       reader-secret read\n\
@@ -263,11 +266,14 @@ fn kv_sends_its_token_and_never_prints_it() {
     );
 }
 
-#[test]
-fn a_bad_token_file_stops_the_server_with_the_line() {
+/// Runs kvserver with a token file holding `contents`, which it is expected
+/// to refuse as other bad startup input is: one line on stderr, exit 1, never
+/// listening. Returns that line. A server that starts anyway fails the test
+/// (after the harness's patience) instead of hanging it.
+fn refused_start(contents: &str) -> String {
     let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), "good read\nbad superuser\n").unwrap();
-    let output = kvserver()
+    std::fs::write(file.path(), contents).unwrap();
+    let mut child = kvserver()
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -276,16 +282,52 @@ fn a_bad_token_file_stops_the_server_with_the_line() {
             "--auth-token-file",
         ])
         .arg(file.path())
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let Some(status) = wait_with_patience(&mut child) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("kvserver started with the token file {contents:?}");
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_bad_token_file_stops_the_server_with_the_line() {
+    let stderr = refused_start("good read\nbad superuser\n");
     assert!(
         stderr.contains("line 2") && stderr.contains("superuser"),
         "{stderr}"
     );
     assert!(
         !stderr.contains("good"),
+        "tokens are never printed: {stderr}"
+    );
+}
+
+#[test]
+fn a_token_on_two_lines_stops_the_server_naming_both() {
+    // Were the last line to win, this read token would be allowed to write.
+    let stderr = refused_start("twice-secret read\nother-secret read\ntwice-secret readwrite\n");
+    assert!(
+        stderr.contains("line 3") && stderr.contains("line 1"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("-secret"),
         "tokens are never printed: {stderr}"
     );
 }

@@ -260,7 +260,9 @@ pub(crate) fn send_signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -s {signal} {pid} failed");
 }
 
-fn wait_with_patience(child: &mut Child) -> Option<ExitStatus> {
+/// Waits for `child` to exit, for at most [`PATIENCE`]; `None` if it is
+/// still running (the caller decides whether to kill it).
+pub(crate) fn wait_with_patience(child: &mut Child) -> Option<ExitStatus> {
     let deadline = Instant::now() + PATIENCE;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
