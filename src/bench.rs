@@ -132,8 +132,9 @@ pub const RANGE_WINDOW: usize = 10;
 pub struct Mix([u32; 5]);
 
 impl Mix {
-    /// Parses `get=90,set=10`; one missing share of get/set is the rest to
-    /// 100 (`get=95` means `get=95,set=5`).
+    /// Parses `get=90,set=10`: each operation at most once, and the shares
+    /// add up to exactly 100. No share is filled in to make up the rest:
+    /// `get=50` would quietly run as many sets as gets.
     pub fn parse(text: &str) -> Result<Mix, String> {
         let mut shares: [Option<u32>; 5] = [None; 5];
         for part in text.split(',') {
@@ -143,28 +144,28 @@ impl Mix {
             let share: u32 = share
                 .trim()
                 .parse()
-                .map_err(|_| format!("{part:?}: the share must be a whole percentage"))?;
+                .ok()
+                .filter(|share| *share <= 100)
+                .ok_or_else(|| {
+                    format!("{part:?}: the share must be a whole percentage, 0 to 100")
+                })?;
+            let op = op.trim();
             let index = OP_KINDS
                 .iter()
-                .position(|kind| kind.name() == op.trim())
+                .position(|kind| kind.name() == op)
                 .ok_or_else(|| {
-                    format!(
-                        "unknown operation {:?} (use get, set, range, batch, txn)",
-                        op.trim()
-                    )
+                    format!("unknown operation {op:?} (use get, set, range, batch, txn)")
                 })?;
-            shares[index] = Some(share);
-        }
-        let given: u32 = shares.iter().flatten().sum();
-        match (shares[0], shares[1]) {
-            (Some(_), None) => shares[1] = Some(100u32.saturating_sub(given)),
-            (None, Some(_)) => shares[0] = Some(100u32.saturating_sub(given)),
-            _ => {}
+            if shares[index].replace(share).is_some() {
+                return Err(format!("{op} is given more than once"));
+            }
         }
         let mix = Mix(shares.map(|share| share.unwrap_or(0)));
         let total: u32 = mix.0.iter().sum();
         if total != 100 {
-            return Err(format!("the shares add up to {total}, not 100"));
+            return Err(format!(
+                "the shares add up to {total}, not 100 (e.g. get=90,set=10)"
+            ));
         }
         Ok(mix)
     }
@@ -913,5 +914,59 @@ fn shorten(text: &str) -> &str {
     match text.char_indices().nth(40) {
         Some((at, _)) => &text[..at],
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mix_names_every_share() {
+        let mix = Mix::parse("get=90, set=10").unwrap();
+        assert_eq!((mix.share(OpKind::Get), mix.share(OpKind::Set)), (90, 10));
+        let mix = Mix::parse("set=100").unwrap();
+        assert_eq!((mix.share(OpKind::Get), mix.share(OpKind::Set)), (0, 100));
+        let mix = Mix::parse("get=40,range=30,batch=20,txn=10,set=0").unwrap();
+        assert_eq!(mix.to_string(), "get=40,range=30,batch=20,txn=10");
+    }
+
+    #[test]
+    fn shares_that_do_not_add_up_to_100_are_refused() {
+        for (text, total) in [("get=50", 50), ("get=90,set=20", 110), ("set=0", 0)] {
+            let error = Mix::parse(text).unwrap_err();
+            assert!(
+                error.starts_with(&format!("the shares add up to {total}, not 100")),
+                "{text}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_operation_given_twice_is_refused() {
+        for text in ["get=100,get=0", "get=50,set=0,get=50"] {
+            assert_eq!(
+                Mix::parse(text).unwrap_err(),
+                "get is given more than once",
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_share_is_a_percentage() {
+        // Shares above 100 would overflow the sum into 100 again.
+        for text in [
+            "get=4294967295,set=101",
+            "get=101",
+            "get=-1,set=101",
+            "get=x",
+        ] {
+            let error = Mix::parse(text).unwrap_err();
+            assert!(
+                error.contains("whole percentage, 0 to 100"),
+                "{text}: {error}"
+            );
+        }
     }
 }

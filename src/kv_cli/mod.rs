@@ -252,7 +252,7 @@ struct BenchArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 100)]
     value_size: usize,
-    /// Operation mix in percent, e.g. get=90,set=10 or set=100; with
+    /// Operation mix in percent, adding up to 100, e.g. get=90,set=10 or set=100; with
     /// --api v1 also range (10 keys), batch (BatchGet of --batch-size) and txn (a CAS).
     #[arg(long, default_value = "get=90,set=10", value_parser = Mix::parse)]
     mix: Mix,

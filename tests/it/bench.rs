@@ -3,7 +3,7 @@
 
 use std::process::Output;
 
-use crate::harness::{Server, kv, kv_command};
+use crate::harness::{Server, kv, kv_command, text};
 
 fn kv_bench(addr: &str, args: &[&str]) -> Output {
     kv(addr, &[&["bench"], args].concat())
@@ -84,9 +84,19 @@ fn the_text_report_has_throughput_percentiles_and_a_histogram() {
 
 #[test]
 fn a_bad_mix_is_a_usage_error() {
-    for mix in ["get=50,set=60", "delete=100", "get", "get=50,range=50"] {
+    for (mix, complaint) in [
+        ("get=50,set=60", "add up to 110, not 100"),
+        ("get=50", "add up to 50, not 100"),
+        ("get=100,get=0", "get is given more than once"),
+        ("delete=100", "unknown operation \"delete\""),
+        ("get", "expected op=percent"),
+        ("get=50,range=50", "needs --api v1"),
+    ] {
         let output = kv_bench("127.0.0.1:1", &["--mix", mix]);
-        assert_eq!(output.status.code(), Some(2), "--mix {mix}");
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "--mix {mix}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "--mix {mix}: {stderr}");
+        assert!(stderr.contains(complaint), "--mix {mix}: {stderr}");
     }
 }
 
