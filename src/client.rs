@@ -39,19 +39,24 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
+    /// The TLS settings, from files checked here: a file without the
+    /// certificate or key it should hold is a mistake of the command line,
+    /// which the handshake would only report as an untrusted server.
     fn config(&self) -> Result<tonic::transport::ClientTlsConfig, ClientError> {
-        let read = |path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| ClientError::Config {
-                reason: format!("cannot read {}: {e}", path.display()),
-            })
+        let config_error = |reason| ClientError::Config { reason };
+        let certificate = |path: &std::path::Path, what| {
+            let pem = crate::tls::read_pem(path, what).map_err(config_error)?;
+            crate::tls::pem_certs(&pem, path, what).map_err(config_error)?;
+            Ok(pem)
         };
-        let mut config = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(read(&self.ca)?));
+        let mut config = tonic::transport::ClientTlsConfig::new().ca_certificate(
+            tonic::transport::Certificate::from_pem(certificate(&self.ca, "CA certificate")?),
+        );
         if let Some((cert, key)) = &self.identity {
-            config = config.identity(tonic::transport::Identity::from_pem(
-                read(cert)?,
-                read(key)?,
-            ));
+            let cert_pem = certificate(cert, "client certificate")?;
+            let key_pem = crate::tls::read_pem(key, "private key").map_err(config_error)?;
+            crate::tls::pem_key(&key_pem, key).map_err(config_error)?;
+            config = config.identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
         }
         Ok(config)
     }

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::crypto::{CryptoProvider, ring};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use tokio_rustls::rustls::sign::CertifiedKey;
@@ -77,8 +77,20 @@ fn provider() -> Arc<CryptoProvider> {
 /// The PEM certificates of `path`, at least one; `what` names the file's
 /// role in errors.
 fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
+    pem_certs(&read_pem(path, what)?, path, what)
+}
+
+/// The PEM certificates in `pem`, the contents of `path`, at least one;
+/// `what` names the file's role in errors. `kv` checks its files with it
+/// too, so that a file that holds no certificate is reported as such and
+/// not as a failed handshake.
+pub(crate) fn pem_certs(
+    pem: &[u8],
+    path: &Path,
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("{} holds no PEM certificate", path.display()));
@@ -86,10 +98,22 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, S
     Ok(certs)
 }
 
+/// The first PEM private key in `pem`, the contents of `path`.
+pub(crate) fn pem_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => format!("{} holds no PEM private key", path.display()),
+        e => format!("cannot read the private key {}: {e}", path.display()),
+    })
+}
+
+/// The contents of `path`; `what` names the file's role in errors.
+pub(crate) fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+}
+
 fn read_cert_and_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
     let certs = read_certs(&files.cert, "certificate")?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("cannot read the private key {}: {e}", files.key.display()))?;
+    let key = pem_key(&read_pem(&files.key, "private key")?, &files.key)?;
     CertifiedKey::from_der(certs, key, &provider()).map_err(|e| {
         format!(
             "the key {} does not fit the certificate {}: {e}",

@@ -307,3 +307,84 @@ fn kv_speaks_tls_and_tokens_together() {
         text(&anonymous.stderr)
     );
 }
+
+#[test]
+fn kv_files_without_a_certificate_or_key_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new("test CA");
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem);
+    let (client_cert, client_key) = ca.sign(&["client"]);
+    let client_cert = write(dir.path(), "client.pem", &client_cert);
+    let client_key = write(dir.path(), "client.key", &client_key);
+    let text_file = write(dir.path(), "hostname", "localhost\n");
+    let [ca_file, client_cert, client_key, text_file] =
+        [&ca_file, &client_cert, &client_key, &text_file].map(|path| path.to_str().unwrap());
+    // A server that would accept these clients, so that only the files
+    // themselves can make kv fail.
+    let (cert, key) = server_files(dir.path(), &ca);
+    let server = start_tls(&cert, &key, &[]);
+    let with_identity = kv(
+        &server,
+        &[
+            "--ca-file",
+            ca_file,
+            "--cert",
+            client_cert,
+            "--key",
+            client_key,
+        ],
+        &["set", "k", "v"],
+    );
+    assert!(
+        with_identity.status.success(),
+        "{}",
+        text(&with_identity.stderr)
+    );
+    for (tls, expected) in [
+        (
+            &["--ca-file", text_file][..],
+            format!("{text_file} holds no PEM certificate\n"),
+        ),
+        (
+            &[
+                "--ca-file",
+                ca_file,
+                "--cert",
+                text_file,
+                "--key",
+                client_key,
+            ][..],
+            format!("{text_file} holds no PEM certificate\n"),
+        ),
+        (
+            &[
+                "--ca-file",
+                ca_file,
+                "--cert",
+                client_cert,
+                "--key",
+                text_file,
+            ][..],
+            format!("{text_file} holds no PEM private key\n"),
+        ),
+        (
+            // A certificate where the key should be is no key either.
+            &[
+                "--ca-file",
+                ca_file,
+                "--cert",
+                client_cert,
+                "--key",
+                client_cert,
+            ][..],
+            format!("{client_cert} holds no PEM private key\n"),
+        ),
+    ] {
+        let output = kv(&server, tls, &["get", "k"]);
+        assert_eq!(
+            (output.status.code(), text(&output.stderr)),
+            (Some(2), expected),
+            "{tls:?}"
+        );
+    }
+}
