@@ -236,6 +236,14 @@ pub async fn channel(addr: &str, options: &ConnectOptions) -> Result<Channel, Cl
         addr: addr.to_owned(),
         reason: root_cause(&e),
     })?;
+    // Without a port the URI's default (80, 443) would be tried: never a
+    // kvserver's, so the mistake would show as a refused connection.
+    if !addr.contains("://") && endpoint.uri().port_u16().is_none() {
+        return Err(ClientError::InvalidAddress {
+            addr: addr.to_owned(),
+            reason: "expected host:port, e.g. 127.0.0.1:50051".to_owned(),
+        });
+    }
     if let Some(tls) = &options.tls {
         endpoint = endpoint
             .tls_config(tls.config()?)

@@ -127,6 +127,23 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn an_address_without_a_port_is_a_usage_error() {
+    // Were the scheme's port (80) tried, this would be "connection refused".
+    for addr in ["127.0.0.1", "localhost", "[::1]", "127.0.0.1:"] {
+        let output = kv(addr, &["get", "k"]);
+        assert_eq!(
+            (output.status.code(), text(&output.stderr)),
+            (
+                Some(2),
+                format!(
+                    "invalid server address {addr:?}: expected host:port, e.g. 127.0.0.1:50051\n"
+                )
+            )
+        );
+    }
+}
+
+#[test]
 fn kvserver_usage_errors_exit_2_with_one_line() {
     for (args, complaint) in [
         (&["--max-key-bytes", "0"][..], "0 is not in 1.."),
