@@ -168,7 +168,8 @@ enum Command {
     ///
     /// Compares: value|mod|create|ver("key") =|!=|<|> "operand". Operations:
     /// put KEY VALUE, del KEY [END], del --prefix P, get KEY [END],
-    /// get --prefix P. Quote tokens with spaces; # starts a comment line.
+    /// get --prefix P (--prefix may also follow P). Quote tokens with spaces,
+    /// and keys or values that start with --; # starts a comment line.
     Txn {
         /// The file; stdin if absent or "-".
         file: Option<String>,

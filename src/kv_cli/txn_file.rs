@@ -14,9 +14,13 @@
 //! all hold, a blank line, and the operations if not. A compare is
 //! `value|mod|create|ver("key") =|!=|<|> "operand"`; an operation is
 //! `put KEY VALUE`, `del KEY [END]`, `del --prefix P`, `get KEY [END]` or
-//! `get --prefix P`. Tokens may be double-quoted (with `\"` and `\\`);
-//! lines starting with `#` are comments. Keys and values go through the
-//! command's `--hex`/`--base64` encoding.
+//! `get --prefix P`, where `--prefix` may also follow P (as etcdctl takes
+//! it). Any other unquoted word starting with `--` is an unknown option, an
+//! error, never a key: a mistyped option taken as a key (`del x --perfix`,
+//! the range from x to "--perfix") would do something nobody asked for; a
+//! key or value that starts with `--` is quoted. Tokens may be double-quoted
+//! (with `\"` and `\\`); lines starting with `#` are comments. Keys and
+//! values go through the command's `--hex`/`--base64` encoding.
 
 use bytes::Bytes;
 
@@ -65,8 +69,15 @@ pub(super) fn parse(text: &str, encoding: Encoding) -> Result<pb::TxnRequest, St
     })
 }
 
+/// A word of a line.
+struct Token {
+    text: String,
+    /// Written in double quotes: a key or value, never an option.
+    quoted: bool,
+}
+
 /// Splits a line into tokens: whitespace-separated, double quotes group.
-fn tokens(line: &str) -> Result<Vec<String>, String> {
+fn tokens(line: &str) -> Result<Vec<Token>, String> {
     let mut tokens = Vec::new();
     let mut chars = line.chars().peekable();
     while let Some(&next) = chars.peek() {
@@ -75,7 +86,8 @@ fn tokens(line: &str) -> Result<Vec<String>, String> {
             continue;
         }
         let mut token = String::new();
-        if next == '"' {
+        let quoted = next == '"';
+        if quoted {
             chars.next();
             loop {
                 match chars.next() {
@@ -94,9 +106,17 @@ fn tokens(line: &str) -> Result<Vec<String>, String> {
                 chars.next();
             }
         }
-        tokens.push(token);
+        tokens.push(Token {
+            text: token,
+            quoted,
+        });
     }
     Ok(tokens)
+}
+
+/// The texts of the tokens of `line`, for where no option can appear.
+fn words(line: &str) -> Result<Vec<String>, String> {
+    Ok(tokens(line)?.into_iter().map(|token| token.text).collect())
 }
 
 fn compare(line: &str, encoding: Encoding) -> Result<pb::Compare, String> {
@@ -106,11 +126,11 @@ fn compare(line: &str, encoding: Encoding) -> Result<pb::Compare, String> {
     // A ')' only before the '(' (as in `x)(`) is no key in parentheses.
     let close = line.rfind(')').filter(|&close| close > open).ok_or(shape)?;
     let target = line[..open].trim();
-    let key = tokens(&line[open + 1..close])?;
+    let key = words(&line[open + 1..close])?;
     let [key] = key.as_slice() else {
         return Err(shape.into());
     };
-    let rest = tokens(&line[close + 1..])?;
+    let rest = words(&line[close + 1..])?;
     let [op, operand] = rest.as_slice() else {
         return Err(shape.into());
     };
@@ -147,39 +167,54 @@ fn compare(line: &str, encoding: Encoding) -> Result<pb::Compare, String> {
 fn op(line: &str, encoding: Encoding) -> Result<pb::Op, String> {
     use pb::op::Op;
     let tokens = tokens(line)?;
-    let words: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    // The first word is the operation; after it, an unquoted word starting
+    // with `--` is an option.
+    let mut words = Vec::new();
+    let mut prefix = false;
+    for (index, token) in tokens.iter().enumerate() {
+        match token.text.as_str() {
+            text if index == 0 || token.quoted || !text.starts_with("--") => words.push(text),
+            "--prefix" => prefix = true,
+            other => {
+                return Err(format!(
+                    "{line:?}: unknown option {other:?} (only --prefix is one; quote a key \
+                     or value that starts with --)"
+                ));
+            }
+        }
+    }
     let key = |text: &str| encoding.decode(text);
-    let op = match words.as_slice() {
-        ["put", k, v] => Op::Put(pb::PutRequest {
+    let op = match (words.as_slice(), prefix) {
+        (["put", k, v], false) => Op::Put(pb::PutRequest {
             key: key(k)?,
             value: encoding.decode(v)?,
             ..Default::default()
         }),
-        ["del", "--prefix", p] => Op::Delete(pb::DeleteRequest {
+        (["del", p], true) => Op::Delete(pb::DeleteRequest {
             key: key(p)?,
             prefix: true,
             ..Default::default()
         }),
-        ["del", k] => Op::Delete(pb::DeleteRequest {
+        (["del", k], false) => Op::Delete(pb::DeleteRequest {
             key: key(k)?,
             ..Default::default()
         }),
-        ["del", k, end] => Op::Delete(pb::DeleteRequest {
+        (["del", k, end], false) => Op::Delete(pb::DeleteRequest {
             key: key(k)?,
             range_end: key(end)?,
             ..Default::default()
         }),
-        ["get", "--prefix", p] => Op::Range(pb::RangeRequest {
+        (["get", p], true) => Op::Range(pb::RangeRequest {
             key: key(p)?,
             prefix: true,
             ..Default::default()
         }),
-        ["get", k] => Op::Range(pb::RangeRequest {
+        (["get", k], false) => Op::Range(pb::RangeRequest {
             key: key(k)?,
             range_end: single_key_end(&key(k)?),
             ..Default::default()
         }),
-        ["get", k, end] => Op::Range(pb::RangeRequest {
+        (["get", k, end], false) => Op::Range(pb::RangeRequest {
             key: key(k)?,
             range_end: key(end)?,
             ..Default::default()
@@ -249,5 +284,76 @@ mod tests {
             );
             assert_eq!(error.lines().count(), 1, "{error}");
         }
+    }
+
+    /// The one operation of a transaction whose success branch is `line`.
+    fn only_op(line: &str) -> pb::op::Op {
+        let txn = parse(&format!("\n{line}\n"), Encoding::Text).unwrap();
+        assert_eq!(txn.success.len(), 1, "{line}");
+        txn.success[0].op.clone().expect("an operation")
+    }
+
+    #[test]
+    fn the_prefix_option_may_come_before_or_after_the_key() {
+        for line in ["del --prefix tmp/", "del tmp/ --prefix"] {
+            let pb::op::Op::Delete(delete) = only_op(line) else {
+                panic!("{line}: a delete")
+            };
+            assert_eq!(
+                (delete.key, delete.range_end, delete.prefix),
+                (Bytes::from_static(b"tmp/"), Bytes::new(), true),
+                "{line}"
+            );
+        }
+        let pb::op::Op::Range(range) = only_op("get tmp/ --prefix") else {
+            panic!("a range")
+        };
+        assert_eq!(
+            (range.key, range.prefix),
+            (Bytes::from_static(b"tmp/"), true)
+        );
+    }
+
+    #[test]
+    fn an_unknown_option_is_an_error_and_a_quoted_one_is_a_key() {
+        for (text, complaint) in [
+            (
+                "\ndel x --from-key\n",
+                "line 2: \"del x --from-key\": unknown option \"--from-key\"",
+            ),
+            (
+                "\n\nput k --5\n",
+                "line 3: \"put k --5\": unknown option \"--5\"",
+            ),
+            (
+                "\ndel --prefix\n",
+                "line 2: \"del --prefix\": expected put KEY VALUE",
+            ),
+            (
+                "\ndel a b --prefix\n",
+                "line 2: \"del a b --prefix\": expected put KEY VALUE",
+            ),
+            (
+                "\nput k v --prefix\n",
+                "line 2: \"put k v --prefix\": expected put KEY VALUE",
+            ),
+        ] {
+            let error = parse(text, Encoding::Text).unwrap_err();
+            assert!(error.starts_with(complaint), "{text:?}: {error}");
+        }
+        let pb::op::Op::Delete(delete) = only_op("del x \"--prefix\"") else {
+            panic!("a delete")
+        };
+        assert_eq!(
+            (delete.range_end, delete.prefix),
+            (Bytes::from_static(b"--prefix"), false)
+        );
+        let pb::op::Op::Put(put) = only_op("put \"--k\" \"--5\"") else {
+            panic!("a put")
+        };
+        assert_eq!(
+            (put.key, put.value),
+            (Bytes::from_static(b"--k"), Bytes::from_static(b"--5"))
+        );
     }
 }

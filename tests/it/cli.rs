@@ -351,6 +351,30 @@ fn txn_reads_a_transaction_from_stdin_or_a_file() {
 }
 
 #[test]
+fn txn_deletes_a_prefix_and_refuses_an_unknown_option() {
+    let server = Server::start();
+    for key in ["x/1", "x/2", "y"] {
+        assert!(kv(server.addr(), &["set", key, "v"]).status.success());
+    }
+    // Read as `del KEY END`, this deleted nothing and the server refused it.
+    let deleted = kv_with_input(server.addr(), &["txn"], "\ndel x/ --prefix\n");
+    assert_eq!(
+        (deleted.status.code(), text(&deleted.stdout)),
+        (Some(0), "SUCCESS\n2\n".to_owned()),
+        "{}",
+        text(&deleted.stderr)
+    );
+    let unknown = kv_with_input(server.addr(), &["txn"], "\nput y w\ndel y --from-key\n");
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(
+        text(&unknown.stderr),
+        "line 3: \"del y --from-key\": unknown option \"--from-key\" (only --prefix is one; \
+         quote a key or value that starts with --)\n"
+    );
+    assert_eq!(text(&kv(server.addr(), &["ls"]).stdout), "y\tv\n");
+}
+
+#[test]
 fn set_with_a_ttl_prints_its_lease_and_the_key_expires() {
     let server = Server::start();
     let set = kv(server.addr(), &["set", "--ttl", "1s", "temp", "v"]);
