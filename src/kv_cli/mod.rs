@@ -188,7 +188,8 @@ enum Command {
     /// Write a consistent copy of every key and lease to FILE, while the
     /// server goes on serving (restore with `kvserver restore FILE`).
     Backup {
-        /// The file to write (replaced only once the backup is complete).
+        /// The file to write: a new path, or a regular file, replaced only once
+        /// the backup is complete.
         file: std::path::PathBuf,
     },
     /// Leases: grant one, keep it alive, look at it, revoke it.
@@ -719,6 +720,9 @@ async fn backup(cx: &mut Context, file: &std::path::Path) -> Outcome {
     let mut partial = file.as_os_str().to_owned();
     partial.push(".partial");
     let partial = std::path::PathBuf::from(partial);
+    for path in [file, &partial] {
+        refuse_unless_regular_file(path)?;
+    }
     let written = write_backup(cx, file, &partial).await;
     if written.is_err() {
         let _ = std::fs::remove_file(&partial);
@@ -733,6 +737,22 @@ async fn backup(cx: &mut Context, file: &std::path::Path) -> Outcome {
         );
     }
     Ok(())
+}
+
+/// Refuses a `path` that exists and is not a regular file. The backup is
+/// renamed over its file, so a device, FIFO or directory there would be
+/// replaced (or the rename fail after the whole backup), and a symbolic link
+/// replaced instead of the file it points to; the partial file is opened
+/// for writing, which would follow a link, and wait for a FIFO's reader.
+fn refuse_unless_regular_file(path: &std::path::Path) -> Outcome {
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if !metadata.file_type().is_file() => Err(Failure::usage(format!(
+            "{} exists and is not a regular file; kv backup writes a new file or replaces \
+             a regular one",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Writes the backup to `partial`, then renames it to `file`; returns how

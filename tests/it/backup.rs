@@ -252,3 +252,81 @@ fn a_failed_backup_leaves_no_partial_file_and_the_old_backup_untouched() {
     left.sort();
     assert_eq!(left, ["tokens", "x.kv"]);
 }
+
+#[test]
+fn a_target_that_is_not_a_regular_file_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start();
+    assert!(kv(server.addr(), &["set", "k", "v"]).status.success());
+    let directory = dir.path().join("a-directory");
+    std::fs::create_dir(&directory).unwrap();
+    let fifo = dir.path().join("a-fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let regular = dir.path().join("regular.kv");
+    std::fs::write(&regular, "an older backup").unwrap();
+    let link = dir.path().join("link.kv");
+    std::os::unix::fs::symlink(&regular, &link).unwrap();
+    // The partial file's path is checked too (were it a FIFO, kv would wait
+    // for a reader; a directory fails the test rather than hanging it).
+    let blocked = dir.path().join("blocked.kv");
+    let blocked_partial = dir.path().join("blocked.kv.partial");
+    std::fs::create_dir(&blocked_partial).unwrap();
+    for (target, named) in [
+        (&directory, &directory),
+        (&fifo, &fifo),
+        (&link, &link),
+        (&blocked, &blocked_partial),
+    ] {
+        let output = kv(server.addr(), &["backup", target.to_str().unwrap()]);
+        assert_eq!(
+            (output.status.code(), text(&output.stderr)),
+            (
+                Some(2),
+                format!(
+                    "{} exists and is not a regular file; kv backup writes a new file or \
+                     replaces a regular one\n",
+                    named.display()
+                )
+            )
+        );
+    }
+    assert!(std::fs::metadata(&directory).unwrap().is_dir());
+    assert_eq!(std::fs::read_dir(&directory).unwrap().count(), 0);
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &std::fs::symlink_metadata(&fifo).unwrap().file_type()
+    ));
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(&regular).unwrap(),
+        "an older backup"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "a-directory",
+            "a-fifo",
+            "blocked.kv.partial",
+            "link.kv",
+            "regular.kv"
+        ]
+    );
+    // A regular file and a new path are written as before.
+    for target in [&regular, &dir.path().join("new.kv")] {
+        let output = kv(server.addr(), &["backup", target.to_str().unwrap()]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        assert!(
+            std::fs::read(target)
+                .unwrap()
+                .starts_with(b"keyvalue-backup/")
+        );
+    }
+}
