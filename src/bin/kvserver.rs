@@ -36,7 +36,7 @@ use tracing_subscriber::EnvFilter;
 /// SIGTERM stop it gracefully: in-flight requests finish, then it exits 0.
 /// Log verbosity follows RUST_LOG (default `info`).
 #[derive(Parser, Debug)]
-#[command(name = "kvserver", version, about, long_about)]
+#[command(name = "kvserver", version)]
 struct Args {
     /// Address to listen on. The default is loopback only; use 0.0.0.0:50051 to
     /// serve all interfaces. Port 0 picks a free port.

@@ -54,7 +54,7 @@ pub mod exit {
 /// revision, 7 the output could not be written. When stdout is a pipe that
 /// closes (`kv watch | head -1`), kv ends quietly with 0.
 #[derive(Parser, Debug)]
-#[command(name = "kv", version, about, long_about)]
+#[command(name = "kv", version)]
 struct Cli {
     /// Server address, host:port.
     #[arg(

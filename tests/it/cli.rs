@@ -197,6 +197,26 @@ fn help_describes_every_command_and_the_exit_codes() {
             "kv --help lacks {expected:?}:\n{help}"
         );
     }
+    // Every code of kv_cli::exit, as it is documented.
+    for code in [
+        "0 success",
+        "1 key not found",
+        "2 usage error",
+        "3 server unreachable",
+        "4 request refused by the server",
+        "5 `kv bench` saw a wrong answer",
+        "6 `kv cas` found another revision",
+        "7 the output could not be written",
+    ] {
+        assert!(help.contains(code), "kv --help lacks {code:?}:\n{help}");
+    }
+    // The short help is about kv, not the whole package.
+    let short = kv_command().arg("-h").output().expect("run kv -h");
+    assert!(
+        text(&short.stdout).starts_with("Command-line client of kvserver\n"),
+        "{}",
+        text(&short.stdout)
+    );
 }
 
 #[test]
@@ -221,6 +241,12 @@ fn kvserver_help_describes_every_flag() {
             "kvserver --help lacks {expected:?}"
         );
     }
+    let short = kvserver().arg("-h").output().expect("run kvserver -h");
+    assert!(
+        text(&short.stdout).starts_with("The key/value gRPC server\n"),
+        "{}",
+        text(&short.stdout)
+    );
 }
 
 fn json_of(output: &Output) -> serde_json::Value {
