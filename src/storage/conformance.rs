@@ -546,6 +546,15 @@ pub(crate) async fn value_version_and_existence_compares<S: Store>(store: Arc<S>
         (CompareTarget::Version(2), CompareOp::Equal, true),
         (CompareTarget::Version(0), CompareOp::Greater, true),
         (CompareTarget::CreateRevision(0), CompareOp::Greater, true),
+        // Numbers past i64::MAX (the API's are u64, etcd's i64) are above
+        // every revision and version.
+        (CompareTarget::ModRevision(u64::MAX), CompareOp::Less, true),
+        (
+            CompareTarget::CreateRevision(1 << 63),
+            CompareOp::Greater,
+            false,
+        ),
+        (CompareTarget::Version(u64::MAX), CompareOp::NotEqual, true),
     ] {
         let result = store.txn(check(target.clone(), op)).await.unwrap();
         assert_eq!(result.succeeded, expected, "{target:?} {op:?}");

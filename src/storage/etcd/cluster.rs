@@ -471,6 +471,17 @@ pub(super) fn map_status(what: &str, status: &Status) -> StoreError {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
             StoreError::Unavailable(format!("etcd failed {what}: {message}"))
         }
+        // etcd's gRPC limit on what it receives (its --max-request-bytes plus
+        // 512 KiB) answers RESOURCE_EXHAUSTED, which for us means a full
+        // disk; a request too large is the client's to change.
+        Code::ResourceExhausted | Code::InvalidArgument
+            if message.contains("larger than max") || message.contains("request is too large") =>
+        {
+            StoreError::Rejected(format!(
+                "etcd refused {what} as too large ({message}); send less in one request, or \
+                 start etcd with a larger --max-request-bytes"
+            ))
+        }
         Code::ResourceExhausted => {
             StoreError::ResourceExhausted(format!("etcd refused {what}: {message}"))
         }
@@ -522,6 +533,18 @@ mod tests {
             ),
             StoreError::Rejected(_)
         ));
+        for (code, message) in [
+            (
+                Code::ResourceExhausted,
+                "grpc: received message larger than max (2400060 vs. 2097152)",
+            ),
+            (Code::InvalidArgument, "etcdserver: request is too large"),
+        ] {
+            assert!(matches!(
+                map(code, message),
+                StoreError::Rejected(why) if why.contains("--max-request-bytes")
+            ));
+        }
         assert!(matches!(
             map(
                 Code::ResourceExhausted,

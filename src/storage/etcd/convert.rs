@@ -4,6 +4,7 @@
 //! The data models are the same (etcd's revisions, versions and leases are
 //! ours), so this is field-for-field; the one transformation is the prefix,
 //! added to every key going out and stripped from every key coming back.
+//! Numbers going out pass through [`etcd_number`]: etcd's are signed.
 
 use bytes::{Bytes, BytesMut};
 
@@ -92,7 +93,7 @@ impl Keys {
         pb::RangeRequest {
             key,
             range_end,
-            limit: query.limit as i64,
+            limit: etcd_number(query.limit as u64),
             keys_only: query.keys_only,
             count_only: query.count_only,
             ..Default::default()
@@ -123,15 +124,16 @@ impl Keys {
         use pb::compare::{CompareResult, CompareTarget as Target, TargetUnion};
         let (target, union) = match &compare.target {
             CompareTarget::Value(value) => (Target::Value, TargetUnion::Value(value.clone())),
-            CompareTarget::ModRevision(revision) => {
-                (Target::Mod, TargetUnion::ModRevision(*revision as i64))
-            }
+            CompareTarget::ModRevision(revision) => (
+                Target::Mod,
+                TargetUnion::ModRevision(etcd_number(*revision)),
+            ),
             CompareTarget::CreateRevision(revision) => (
                 Target::Create,
-                TargetUnion::CreateRevision(*revision as i64),
+                TargetUnion::CreateRevision(etcd_number(*revision)),
             ),
             CompareTarget::Version(version) => {
-                (Target::Version, TargetUnion::Version(*version as i64))
+                (Target::Version, TargetUnion::Version(etcd_number(*version)))
             }
         };
         let result = match compare.op {
@@ -216,6 +218,15 @@ impl Keys {
 }
 
 /// The record etcd holds for a key.
+/// `n` as etcd's signed revisions, versions and limits. Ours are unsigned,
+/// and a plain cast turns 2^63 and above into negative numbers: a compare
+/// `mod_revision < 2^64-1` would then fail on etcd and hold on the local
+/// backends. etcd never holds a number above `i64::MAX`, so it stands for
+/// every larger one: compares and watches come out the same.
+pub(super) fn etcd_number(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 pub(super) fn record(kv: mvccpb::KeyValue) -> Record {
     Record {
         value: kv.value,

@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, watch as signal};
 
 pub use cluster::EtcdConfig;
 use cluster::{Cluster, Retry, kv_client, lease_client, maintenance_client};
-use convert::{Keys, record, revision_of};
+use convert::{Keys, etcd_number, record, revision_of};
 
 use super::lease::MAX_TTL;
 use super::ops::{KeyRange, LeaseId, Op, RangeQuery, RangeResult, Txn, TxnResult};
@@ -187,7 +187,7 @@ impl Shared {
             key,
             range_end,
             limit: SNAPSHOT_CHUNK as i64,
-            revision: revision as i64,
+            revision: etcd_number(revision),
             keys_only,
             ..Default::default()
         })

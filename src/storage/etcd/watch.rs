@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use super::cluster::{Cluster, is_member_failure, kv_client, map_status, watch_client};
-use super::convert::{Keys, revision_of};
+use super::convert::{Keys, etcd_number, revision_of};
 use crate::proto::etcd::etcdserverpb as pb;
 use crate::storage::ops::{Event, KeyRange};
 use crate::storage::watch::WatcherSlot;
@@ -83,7 +83,7 @@ async fn refuse_if_compacted(
     let probe = pb::RangeRequest {
         key,
         range_end,
-        revision: from as i64,
+        revision: etcd_number(from),
         limit: 1,
         keys_only: true,
         ..Default::default()
@@ -124,7 +124,7 @@ async fn open(
             pb::WatchCreateRequest {
                 key,
                 range_end,
-                start_revision: from.unwrap_or(0) as i64,
+                start_revision: etcd_number(from.unwrap_or(0)),
                 progress_notify: true,
                 ..Default::default()
             },
