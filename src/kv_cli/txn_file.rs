@@ -11,7 +11,8 @@
 //! ```
 //!
 //! First the compares, one per line, then a blank line, the operations if they
-//! all hold, a blank line, and the operations if not. A compare is
+//! all hold, a blank line, and the operations if not (blank lines after them,
+//! which etcdctl needs, are taken too). A compare is
 //! `value|mod|create|ver("key") =|!=|<|> "operand"`; an operation is
 //! `put KEY VALUE`, `del KEY [END]`, `del --prefix P`, `get KEY [END]` or
 //! `get --prefix P`, where `--prefix` may also follow P (as etcdctl takes
@@ -43,6 +44,11 @@ pub(super) fn parse(text: &str, encoding: Encoding) -> Result<pb::TxnRequest, St
             .last_mut()
             .expect("sections is never empty")
             .push((number + 1, line));
+    }
+    // etcdctl wants a blank line after the failure part too (it reads until
+    // one); blank lines at the end end the transaction, nothing more.
+    while sections.len() > 3 && sections.last().is_some_and(Vec::is_empty) {
+        sections.pop();
     }
     if sections.len() > 3 {
         return Err(
@@ -271,7 +277,18 @@ mod tests {
             let error = parse(text, Encoding::Text).unwrap_err();
             assert!(error.starts_with(line), "{text:?}: {error}");
         }
-        assert!(parse("\n\n\n\n", Encoding::Text).is_err());
+        // A fourth part is a mistake; blank lines at the end are not.
+        assert!(parse("\n\nput a 1\n\nput b 2\n", Encoding::Text).is_err());
+    }
+
+    #[test]
+    fn etcdctls_blank_line_after_the_failure_part_is_taken() {
+        let without = "value(\"k\") != \"1\"\n\nput k 1\n\nput k 2\n";
+        let expected = parse(without, Encoding::Text).unwrap();
+        for with in [format!("{without}\n"), format!("{without}\n\n\n")] {
+            assert_eq!(parse(&with, Encoding::Text).unwrap(), expected, "{with:?}");
+        }
+        assert_eq!(expected.failure.len(), 1);
     }
 
     #[test]
