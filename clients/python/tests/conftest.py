@@ -1,12 +1,13 @@
 """Shared pytest fixtures: real kvserver processes, a client, unique keys, dead addresses.
 
-Every test talks to the real kvserver binary (``$KVSERVER_BIN``, default
+Tests talk to the real kvserver binary (``$KVSERVER_BIN``, default
 ``<repo>/target/debug/kvserver``); a missing binary fails the tests that need
-it with a message saying how to build it. Each server a fixture starts is
+it with a message saying how to build it. Each kvserver a fixture starts is
 stopped with SIGTERM when its scope ends, and must exit 0.
 
 The secured servers (TLS, mutual TLS, tokens, TLS with tokens) use the
-certificates and tokens of credentials.py.
+certificates and tokens of credentials.py. One server is not kvserver: the
+in-process one of cutting_server.py, whose streams are cut with ``CANCELLED``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from credentials import TOKEN_FILE, Pki, make_pki
+from cutting_server import serve_cutting
 from kvserver_process import KvServer, KvServerError, find_binary, serve
 
 from keyvalue import Client
@@ -73,6 +75,12 @@ def silent_address() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
         yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture(scope="session")
+def cutting_address() -> Iterator[str]:
+    """The address of a server whose Snapshot and Watch abort with ``CANCELLED``."""
+    yield from serve_cutting()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 from credentials import READ_TOKEN, SCOPED_TOKEN
+from cutting_server import CUT_DETAILS, SENT_KEY
 from kvserver_process import KvServer, serve
 
 from keyvalue import (
@@ -20,6 +21,7 @@ from keyvalue import (
     KeyValue,
     Lease,
     PermissionDenied,
+    RequestFailed,
     ServerUnavailable,
     Snapshot,
     Unauthenticated,
@@ -142,6 +144,35 @@ def test_cancelling_a_snapshot_ends_its_iteration(client: Client) -> None:
     assert not snapshot.complete
     snapshot.cancel()  # again: nothing happens
     assert "cancelled" in repr(snapshot)
+
+
+def test_closing_the_client_under_a_snapshot_raises_instead_of_ending_short(
+    client: Client,
+) -> None:
+    put_keys(client, [f"c/{i:05d}".encode() for i in range(3 * CHUNK)])
+    snapshot = client.snapshot()
+    assert next(snapshot).key == b"c/00000"
+    client.close()
+    rest: list[KeyValue] = []
+    with pytest.raises(RequestFailed) as raised:
+        rest.extend(snapshot)  # the keys already received, then the error
+    assert raised.value.code is grpc.StatusCode.CANCELLED
+    assert "the snapshot stream" in raised.value.message
+    assert "was cut" in raised.value.message
+    assert len(rest) < 3 * CHUNK - 1
+    assert not snapshot.complete
+    assert not snapshot.cancelled
+
+
+def test_a_snapshot_the_server_cuts_with_cancelled_raises(cutting_address: str) -> None:
+    with Client(cutting_address) as client, client.snapshot() as snapshot:
+        assert next(snapshot).key == SENT_KEY
+        with pytest.raises(RequestFailed) as raised:
+            next(snapshot)
+    assert raised.value.code is grpc.StatusCode.CANCELLED
+    assert f"the snapshot stream from kvserver at {cutting_address} was cut" in str(raised.value)
+    assert CUT_DETAILS in str(raised.value)
+    assert not snapshot.complete
 
 
 def test_snapshot_with_tokens(token_server: KvServer) -> None:

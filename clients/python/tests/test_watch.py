@@ -9,10 +9,19 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cutting_server import CUT_DETAILS, SENT_KEY
 from kvserver_process import KvServer, serve
 from watch_helpers import EVENT_WAIT, take
 
-from keyvalue import Client, Compacted, Event, ResourceExhausted, ServerUnavailable, Watch
+from keyvalue import (
+    Client,
+    Compacted,
+    Event,
+    RequestFailed,
+    ResourceExhausted,
+    ServerUnavailable,
+    Watch,
+)
 
 HISTORY = 5
 
@@ -125,6 +134,28 @@ def test_cancel_from_another_thread_ends_a_blocked_iteration(client: Client, key
     finally:
         timer.cancel()
     assert watch.cancelled
+
+
+def test_a_watch_the_server_cuts_with_cancelled_raises(cutting_address: str) -> None:
+    with Client(cutting_address) as client, client.watch("any") as watch:
+        assert [event.kv.key for event in take(watch, 1)] == [SENT_KEY]
+        with pytest.raises(RequestFailed) as raised:
+            take(watch, 1)
+    assert raised.value.code is grpc.StatusCode.CANCELLED
+    assert f"the watch stream from kvserver at {cutting_address} was cut" in str(raised.value)
+    assert CUT_DETAILS in str(raised.value)
+
+
+def test_closing_the_client_under_a_watch_raises(client: Client, key: str) -> None:
+    watch = client.watch(key)
+    client.put(key, "seen")
+    assert summary(take(watch, 1)) == [("put", key.encode(), b"seen")]
+    client.close()
+    with pytest.raises(RequestFailed) as raised:
+        take(watch, 1)
+    assert raised.value.code is grpc.StatusCode.CANCELLED
+    assert "was cut" in raised.value.message
+    assert not watch.cancelled
 
 
 def test_for_loop_over_a_watch(client: Client, key: str) -> None:

@@ -512,7 +512,7 @@ class Client:
         if call.done() and call.code() is not grpc.StatusCode.OK:
             # The finished call is itself the RpcError its iteration would raise.
             raise from_rpc_error(cast(grpc.RpcError, call), service="v1")
-        return Watch(call)
+        return Watch(call, self.address)
 
     # ---- snapshots ----------------------------------------------------------
 

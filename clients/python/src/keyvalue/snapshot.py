@@ -40,8 +40,10 @@ class Snapshot(CancellableStream):
     (``StopIteration``) after the last key, or once the snapshot is cancelled,
     from any thread. A failure raises a :class:`~keyvalue.errors.KeyValueError`;
     a stream that ends before the server's last chunk raises
-    :class:`~keyvalue.errors.ServerUnavailable`, so a copy that iterated to its
-    end without an error is complete.
+    :class:`~keyvalue.errors.ServerUnavailable`, and one cancelled other than by
+    :meth:`cancel` (by the server, or by :meth:`~keyvalue.Client.close`) raises
+    :class:`~keyvalue.errors.RequestFailed` (``CANCELLED``), so a copy that
+    iterated to its end without an error is complete.
 
     Attributes:
         revision: The store's revision the copy is at.
@@ -57,10 +59,11 @@ class Snapshot(CancellableStream):
             :meth:`~keyvalue.Client.snapshot`); the call is cancelled.
     """
 
+    _what = "snapshot"
+
     def __init__(self, call: Any, address: str) -> None:
         # A grpc.Call that is also an iterator of SnapshotChunk (untyped in grpcio).
-        super().__init__(call)
-        self._address = address
+        super().__init__(call, address)
         self._pending: deque[KeyValue] = deque()
         self._complete = False
         try:

@@ -68,17 +68,22 @@ class Watch(CancellableStream):
 
     Iterating blocks until the next event. Iteration ends (``StopIteration``)
     once the watch is cancelled, from any thread, or the server ends the
-    stream; a failure raises a :class:`~keyvalue.errors.KeyValueError`
+    stream with ``OK``; a failure raises a :class:`~keyvalue.errors.KeyValueError`
     (:class:`~keyvalue.errors.Compacted` when ``start_revision`` is older than
-    the history the server keeps).
+    the history the server keeps; :class:`~keyvalue.errors.RequestFailed`,
+    ``CANCELLED``, when the stream is cancelled other than by :meth:`cancel`:
+    by the server, or by :meth:`~keyvalue.Client.close`).
 
     Args:
         call: The grpcio server-streaming call of ``keyvalue.v1.KV/Watch``.
+        address: The server's address, for error messages.
     """
 
-    def __init__(self, call: Any) -> None:
+    _what = "watch"
+
+    def __init__(self, call: Any, address: str) -> None:
         # A grpc.Call that is also an iterator of WatchResponse (untyped in grpcio).
-        super().__init__(call)
+        super().__init__(call, address)
         self._pending: deque[Event] = deque()
 
     def __iter__(self) -> Iterator[Event]:
