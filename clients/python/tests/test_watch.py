@@ -1,4 +1,7 @@
-"""Tests of Client.watch against a real kvserver: replay, live events, expiry, errors."""
+"""Tests of Client.watch against a real kvserver: replay, live events, expiry, errors.
+
+Also a watch that another server cuts short, and an event of an unknown kind.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from keyvalue import (
     ServerUnavailable,
     Watch,
 )
+from keyvalue._proto import kv_pb2
 
 HISTORY = 5
 
@@ -57,7 +61,7 @@ def watch_once_freed(client: Client, key: str, within: float = EVENT_WAIT) -> Wa
             time.sleep(0.02)
 
 
-def summary(events: list[Event]) -> list[tuple[str, bytes, bytes]]:
+def summary(events: list[Event]) -> list[tuple[str | int, bytes, bytes]]:
     return [(event.kind, event.kv.key, event.kv.value) for event in events]
 
 
@@ -156,6 +160,17 @@ def test_closing_the_client_under_a_watch_raises(client: Client, key: str) -> No
     assert raised.value.code is grpc.StatusCode.CANCELLED
     assert "was cut" in raised.value.message
     assert not watch.cancelled
+
+
+def test_an_event_kind_this_client_does_not_know_is_kept_as_its_number() -> None:
+    # What a newer server with more kinds could send: field 1 (kind) = 7, no
+    # Event.Kind of this client, followed by the rest of the event.
+    rest = kv_pb2.Event(kv=kv_pb2.KeyValue(key=b"k", mod_revision=9)).SerializeToString()
+    event = Event.from_pb(kv_pb2.Event.FromString(b"\x08\x07" + rest))
+    assert event.kind == 7
+    assert (event.kv.key, event.revision) == (b"k", 9)
+    known = Event.from_pb(kv_pb2.Event(kind=kv_pb2.Event.EXPIRE, kv=kv_pb2.KeyValue(key=b"k")))
+    assert known.kind == "expire"
 
 
 def test_for_loop_over_a_watch(client: Client, key: str) -> None:

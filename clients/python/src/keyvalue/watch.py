@@ -26,7 +26,11 @@ from keyvalue.key_value import KeyValue
 from keyvalue.stream import CancellableStream
 
 EventKind = Literal["put", "delete", "expire"]
-"""What happened to the key: written, deleted, or deleted because its lease expired."""
+"""What happened to the key: written, deleted, or deleted because its lease expired.
+
+A kind this client does not know (sent by a newer server) stays the ``int`` on
+the wire: see :attr:`Event.kind`.
+"""
 
 _KIND_OF: dict[int, EventKind] = {
     kv_pb2.Event.PUT: "put",
@@ -40,12 +44,14 @@ class Event:
     """One change to one key.
 
     Attributes:
-        kind: ``"put"``, ``"delete"`` or ``"expire"``.
+        kind: ``"put"``, ``"delete"`` or ``"expire"``; for a kind this client
+            does not know (a newer server's), the number on the wire, an ``int``,
+            so that such an event passes through instead of failing the watch.
         kv: For a put, the new state. For a delete or an expiry, the key, with
             ``mod_revision`` the revision of the deletion (and an empty value).
     """
 
-    kind: EventKind
+    kind: EventKind | int
     kv: KeyValue
 
     @property
@@ -55,11 +61,8 @@ class Event:
 
     @classmethod
     def from_pb(cls, message: kv_pb2.Event) -> Event:
-        """The event of a wire ``keyvalue.v1.Event``."""
-        try:
-            kind = _KIND_OF[message.kind]
-        except KeyError:
-            raise ValueError(f"unknown event kind {message.kind}") from None
+        """The event of a wire ``keyvalue.v1.Event``; an unknown kind stays its number."""
+        kind = _KIND_OF.get(message.kind, int(message.kind))
         return cls(kind=kind, kv=KeyValue.from_pb(message.kv))
 
 
