@@ -173,6 +173,17 @@ def test_an_event_kind_this_client_does_not_know_is_kept_as_its_number() -> None
     assert known.kind == "expire"
 
 
+def test_cancel_ends_the_iteration_at_once_even_with_events_received(
+    client: Client, key: str
+) -> None:
+    revision = client.batch_put({f"{key}/{i}": "v" for i in range(3)})
+    with client.watch(f"{key}/", prefix=True, start_revision=revision) as watch:
+        # One revision, one response: the other two events are received with the first.
+        assert len(take(watch, 1)) == 1
+        watch.cancel()
+        assert list(watch) == []
+
+
 def test_for_loop_over_a_watch(client: Client, key: str) -> None:
     client.put(key, "first")
     revision = client.put(key, "second").revision

@@ -18,8 +18,6 @@ Writes made while the copy streams are not in it: every key is as it was at
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -31,15 +29,16 @@ from keyvalue.lease import Lease
 from keyvalue.stream import CancellableStream
 
 
-class Snapshot(CancellableStream):
+class Snapshot(CancellableStream[KeyValue]):
     """A consistent copy of the store, streamed; an iterator of :class:`~keyvalue.KeyValue`.
 
     Iterating yields every key of the copy exactly once, in key order, with
     all its counters (``create_revision``, ``mod_revision``, ``version``,
     ``lease``). The keys can be iterated only once. Iteration ends
-    (``StopIteration``) after the last key, or once the snapshot is cancelled,
-    from any thread. A failure raises a :class:`~keyvalue.errors.KeyValueError`;
-    a stream that ends before the server's last chunk raises
+    (``StopIteration``) after the last key, or at once when the snapshot is
+    cancelled, from any thread: keys already received are not yielded. A
+    failure raises a :class:`~keyvalue.errors.KeyValueError`; a stream that
+    ends before the server's last chunk raises
     :class:`~keyvalue.errors.ServerUnavailable`, and one cancelled other than by
     :meth:`cancel` (by the server, or by :meth:`~keyvalue.Client.close`) raises
     :class:`~keyvalue.errors.RequestFailed` (``CANCELLED``), so a copy that
@@ -64,7 +63,6 @@ class Snapshot(CancellableStream):
     def __init__(self, call: Any, address: str) -> None:
         # A grpc.Call that is also an iterator of SnapshotChunk (untyped in grpcio).
         super().__init__(call, address)
-        self._pending: deque[KeyValue] = deque()
         self._complete = False
         try:
             first = self._read()
@@ -77,19 +75,6 @@ class Snapshot(CancellableStream):
         self.leases: tuple[Lease, ...] = tuple(Lease.from_pb(lease) for lease in first.leases)
         self._accept(first)
 
-    def __iter__(self) -> Iterator[KeyValue]:
-        return self
-
-    def __next__(self) -> KeyValue:
-        while not self._pending:
-            if self._complete or self._cancelled:
-                raise StopIteration
-            chunk = self._read()
-            if chunk is None:
-                raise StopIteration
-            self._accept(chunk)
-        return self._pending.popleft()
-
     @property
     def complete(self) -> bool:
         """Whether the server's last chunk has arrived (every key was received)."""
@@ -99,6 +84,21 @@ class Snapshot(CancellableStream):
         state = "complete" if self._complete else "cancelled" if self._cancelled else "open"
         revision = getattr(self, "revision", "?")
         return f"<Snapshot revision={revision} {state}>"
+
+    def _read_more(self) -> bool:
+        """Receive and queue the next chunk, unless the last one has arrived.
+
+        Raises:
+            ServerUnavailable: The stream ended before the last chunk.
+            KeyValueError: The call failed.
+        """
+        if self._complete:
+            return False
+        chunk = self._read()
+        if chunk is None:
+            return False
+        self._accept(chunk)
+        return True
 
     def _read(self) -> kv_pb2.SnapshotChunk | None:
         """The next chunk; ``None`` if the stream was cancelled.

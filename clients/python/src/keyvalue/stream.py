@@ -5,25 +5,33 @@ Each wraps one grpcio server-streaming call that any thread may cancel, that a
 dropped, so an abandoned stream never keeps the server working for nobody.
 Only such a cancellation ends the stream quietly: a call cancelled by anything
 else (the server, or the channel closing under it) was cut short, and raises.
+Iterating yields the items of each message received; once cancelled, nothing
+more, not even items already received.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections import deque
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 import grpc
 
 from keyvalue.errors import error_for_status, from_rpc_error
 
+T = TypeVar("T")
+"""What iterating the stream yields."""
 
-class CancellableStream:
+
+class CancellableStream(ABC, Generic[T]):
     """A server-streaming call that ends on :meth:`cancel`, ``with`` or drop.
 
-    Only a cancellation this side asked for ends the stream quietly: a call
-    cancelled otherwise (the server aborting it with ``CANCELLED``, or
-    :meth:`~keyvalue.Client.close` closing the channel under it) was cut short,
-    and raises.
+    An iterator of the items of the messages received; subclasses say how a
+    message becomes items (:meth:`_read_more`). Only a cancellation this side
+    asked for ends the stream quietly: a call cancelled otherwise (the server
+    aborting it with ``CANCELLED``, or :meth:`~keyvalue.Client.close` closing
+    the channel under it) was cut short, and raises.
 
     Args:
         call: The grpcio call (a ``grpc.Call`` that is also an iterator).
@@ -37,11 +45,41 @@ class CancellableStream:
         self._call = call
         self._address = address
         self._cancelled = False
+        self._pending: deque[T] = deque()
+        """Items received and not yet yielded."""
 
     def cancel(self) -> None:
-        """End the stream; a blocked iteration ends too. Calling it again does nothing."""
+        """End the stream and its iteration at once; a blocked iteration ends too.
+
+        Items already received and not yet yielded are dropped. Calling it
+        again does nothing.
+        """
         self._cancelled = True
         self._call.cancel()
+        self._pending.clear()
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> T:
+        while not self._cancelled:
+            if self._pending:
+                return self._pending.popleft()
+            if not self._read_more():
+                break
+        raise StopIteration
+
+    @abstractmethod
+    def _read_more(self) -> bool:
+        """Receive the next message and queue its items in ``_pending``.
+
+        Returns:
+            Whether more may come: ``False`` once the stream is over or cancelled.
+
+        Raises:
+            StopIteration: The stream is over (ends the iteration).
+            KeyValueError: The call failed.
+        """
 
     def _receive(self) -> Any:
         """The call's next message; ``None`` once :meth:`cancel` has been called.

@@ -16,10 +16,8 @@ saw revision N resumes from N + 1 and misses nothing.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from keyvalue._proto import kv_pb2
 from keyvalue.key_value import KeyValue
@@ -66,42 +64,34 @@ class Event:
         return cls(kind=kind, kv=KeyValue.from_pb(message.kv))
 
 
-class Watch(CancellableStream):
+class Watch(CancellableStream[Event]):
     """The events of one watch stream, in revision order; also a context manager.
 
     Iterating blocks until the next event. Iteration ends (``StopIteration``)
-    once the watch is cancelled, from any thread, or the server ends the
-    stream with ``OK``; a failure raises a :class:`~keyvalue.errors.KeyValueError`
+    at once when the watch is cancelled, from any thread (events already
+    received are not yielded), or when the server ends the stream with
+    ``OK``; a failure raises a :class:`~keyvalue.errors.KeyValueError`
     (:class:`~keyvalue.errors.Compacted` when ``start_revision`` is older than
     the history the server keeps; :class:`~keyvalue.errors.RequestFailed`,
     ``CANCELLED``, when the stream is cancelled other than by :meth:`cancel`:
     by the server, or by :meth:`~keyvalue.Client.close`).
 
     Args:
-        call: The grpcio server-streaming call of ``keyvalue.v1.KV/Watch``.
+        call: The grpcio server-streaming call of ``keyvalue.v1.KV/Watch`` (a
+            ``grpc.Call`` that is also an iterator of ``WatchResponse``).
         address: The server's address, for error messages.
     """
 
     _what = "watch"
 
-    def __init__(self, call: Any, address: str) -> None:
-        # A grpc.Call that is also an iterator of WatchResponse (untyped in grpcio).
-        super().__init__(call, address)
-        self._pending: deque[Event] = deque()
-
-    def __iter__(self) -> Iterator[Event]:
-        return self
-
-    def __next__(self) -> Event:
-        while not self._pending:
-            if self._cancelled:
-                raise StopIteration
-            # The server ending the stream ends the iteration too (StopIteration).
-            response: kv_pb2.WatchResponse | None = self._receive()
-            if response is None:
-                raise StopIteration
-            self._pending.extend(Event.from_pb(event) for event in response.events)
-        return self._pending.popleft()
+    def _read_more(self) -> bool:
+        """Receive and queue the next response's events; blocks until it comes."""
+        # The server ending the stream ends the iteration too (StopIteration).
+        response: kv_pb2.WatchResponse | None = self._receive()
+        if response is None:
+            return False
+        self._pending.extend(Event.from_pb(event) for event in response.events)
+        return True
 
     def __repr__(self) -> str:
         state = "cancelled" if self._cancelled else "open"
