@@ -110,6 +110,14 @@ class CLITest < Minitest::Test
     assert_equal ["kv-rb #{KeyValue::VERSION}\n", "", 0], kv_rb("--version", address: nil)
   end
 
+  def test_a_bad_timeout_is_a_usage_error_naming_the_flag
+    ["0", "-1", "1e12"].each do |timeout|
+      _, stderr, code = kv_rb("--timeout", timeout, "k")
+      assert_equal 2, code
+      assert stderr.start_with?("kv-rb: --timeout must be a number of seconds above zero, at most "), stderr
+    end
+  end
+
   def test_usage_errors_exit_2_with_one_line
     [[], ["--timeout", "0", "k"], ["--timeout", "soon", "k"], ["--bogus", "k"], ["--addr", " ", "k"]].each do |args|
       stdout, stderr, code = kv_rb(*args, address: nil)

@@ -101,6 +101,18 @@ class ClientTest < Minitest::Test
 
   def test_bad_arguments_are_refused_before_connecting
     assert_raises(ArgumentError) { KeyValue::Client.new("  ") }
-    assert_raises(ArgumentError) { KeyValue::Client.new("127.0.0.1:1", timeout: 0) }
+    ["5", 0, -1, Float::INFINITY, Float::NAN, KeyValue::Client::MAX_TIMEOUT + 1].each do |timeout|
+      error = assert_argument_error("timeout") { KeyValue::Client.new("127.0.0.1:1", timeout:) }
+      assert_includes error.message, "nil or a number of seconds above zero, at most #{KeyValue::Client::MAX_TIMEOUT}"
+    end
+  end
+
+  def test_the_longest_timeout_and_no_timeout_work
+    [KeyValue::Client::MAX_TIMEOUT, nil].each do |timeout|
+      KeyValue::Client.open(@server.address, timeout:) do |client|
+        client.set("weather", "long")
+        assert_equal "long", client.get("weather")
+      end
+    end
   end
 end

@@ -78,8 +78,9 @@ class CompareAndSetTest < Minitest::Test
 
   def test_a_bad_expected_revision_is_refused_before_sending
     with_client do |client|
-      assert_raises(ArgumentError) { client.compare_and_set("k", "v", expect_revision: -1) }
-      assert_raises(ArgumentError) { client.compare_and_set("k", "v", expect_revision: nil) }
+      [-1, nil, 2**64, "1"].each do |expect_revision|
+        assert_argument_error("expect_revision") { client.compare_and_set("k", "v", expect_revision:) }
+      end
     end
   end
 end

@@ -87,8 +87,13 @@ class LeaseTest < Minitest::Test
 
   def test_ttls_must_be_positive
     with_client do |client|
-      assert_raises(ArgumentError) { client.lease_grant(0) }
-      assert_raises(ArgumentError) { client.lease_grant("10") }
+      [0, "10", Float::INFINITY, Float::NAN, 1e20, 2**70].each do |ttl|
+        error = assert_argument_error("ttl") { client.lease_grant(ttl) }
+        assert_includes error.message, "a number of seconds above zero, at most #{KeyValue::Wire::MAX_TTL_SECONDS}"
+      end
+      %i[lease_keep_alive lease_revoke lease_info].product([-1, 2**63, "1"]).each do |method, id|
+        assert_argument_error("id") { client.public_send(method, id) }
+      end
       assert_raises(KeyValue::InvalidArgument) { client.put(unique_key, "v", ttl: 10, lease: 1) }
       assert_equal 0.001, client.lease_grant(0.0001).ttl, "rounded up to a millisecond, never to no TTL"
     end

@@ -71,7 +71,7 @@ class RangeTest < Minitest::Test
       assert_equal keys.first(7), client.range("k", prefix: true, limit: 7).map(&:key)
       assert_equal [], client.range(limit: 0).to_a
       assert_equal keys, client.range(limit: 1_000).map(&:key)
-      assert_raises(ArgumentError) { client.range(limit: -1) }
+      [-1, "3", 1.5].each { |limit| assert_argument_error("limit") { client.range(limit:) } }
     end
   end
 

@@ -91,8 +91,10 @@ class RecordsTest < Minitest::Test
       assert_equal "key is empty", assert_raises(KeyValue::InvalidArgument) { client.put("", "v") }.message
       assert_raises(KeyValue::InvalidArgument) { client.delete("a", prefix: true, range_end: "b") }
       assert_raises(KeyValue::InvalidArgument) { client.delete("b", range_end: "a") }
-      assert_raises(ArgumentError) { client.put(unique_key, "v", ttl: 0) }
-      assert_raises(ArgumentError) { client.put(unique_key, "v", ttl: -1) }
+      [0, -1, Float::INFINITY, Float::NAN, 1e20, "10"].each do |ttl|
+        assert_argument_error("ttl") { client.put(unique_key, "v", ttl:) }
+      end
+      [-1, 2**63, "1", 1.0].each { |lease| assert_argument_error("lease") { client.put(unique_key, "v", lease:) } }
     end
   end
 

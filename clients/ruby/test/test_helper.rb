@@ -76,6 +76,14 @@ module TestHelpers
     thread.value
   end
 
+  # Asserts that the block raises ArgumentError with a message that names
+  # +name+ and says what it must be.
+  def assert_argument_error(name, &)
+    error = assert_raises(ArgumentError, &)
+    assert error.message.start_with?("#{name} must be "), error.message
+    error
+  end
+
   # An address where nothing listens: a port bound and released again.
   def unused_address
     socket = TCPServer.new("127.0.0.1", 0)

@@ -97,4 +97,18 @@ class TxnTest < Minitest::Test
     assert_raises(ArgumentError) { Compare.version("k", :<=, 1) }
     assert_raises(ArgumentError) { Compare.value("k", "==", "v") }
   end
+
+  def test_builders_refuse_numbers_the_wire_cannot_carry
+    [-1, 2**32, "3", 2.0].each do |limit|
+      error = assert_argument_error("limit") { Op.range("a", limit:) }
+      assert_includes error.message, "nil or an Integer from 0 to #{(2**32) - 1}"
+    end
+    [-1, 2**64, 1.5, nil].each do |operand|
+      assert_argument_error("mod_revision") { Compare.mod_revision("a", :==, operand) }
+      assert_argument_error("create_revision") { Compare.create_revision("a", :>, operand) }
+      assert_argument_error("version") { Compare.version("a", :<, operand) }
+    end
+    assert_argument_error("lease") { Op.put("a", "v", lease: -1) }
+    assert_equal((2**64) - 1, Compare.mod_revision("a", :<, (2**64) - 1).mod_revision)
+  end
 end

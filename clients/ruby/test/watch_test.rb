@@ -94,6 +94,9 @@ class WatchTest < Minitest::Test
     with_client do |client|
       assert_raises(KeyValue::InvalidArgument) { client.watch("") { flunk } }
       assert_raises(KeyValue::InvalidArgument) { client.watch("a", prefix: true, range_end: "b").first }
+      [-1, 2**64, "1"].each do |start_revision|
+        assert_argument_error("start_revision") { client.watch("a", start_revision:) }
+      end
     end
   end
 

@@ -156,9 +156,7 @@ module KeyValue
         @options[:address] = a
       end
       opts.on("--timeout SECONDS", Float, "Seconds each request may take (default: #{Client::DEFAULT_TIMEOUT})") do |t|
-        raise ArgumentError, "the timeout must be above zero, got #{t}" unless t.positive?
-
-        @options[:timeout] = t
+        @options[:timeout] = Wire.duration("--timeout", t, Client::MAX_TIMEOUT)
       end
     end
 

@@ -8,6 +8,7 @@ require "keyvalue/proto/keyvalue/v1/kv_services_pb"
 require "keyvalue/kv_api"
 require "keyvalue/snapshot"
 require "keyvalue/watch"
+require "keyvalue/wire"
 
 module KeyValue
   # A connection to one kvserver: a typed, blocking wrapper around its two
@@ -50,6 +51,9 @@ module KeyValue
     DEFAULT_ADDRESS = "127.0.0.1:50051"
     # Seconds each call may take, connecting included, before it fails.
     DEFAULT_TIMEOUT = 5.0
+    # The longest timeout: a year (the grpc gem cannot take deadlines much
+    # further off; nil is no deadline at all).
+    MAX_TIMEOUT = 365 * 24 * 3600
 
     # The grpc gem refuses replies above 4 MiB by default. The server already
     # bounds values (--max-value-bytes, which may be raised above 4 MiB), so
@@ -72,7 +76,8 @@ module KeyValue
       end
     end
 
-    # - timeout: seconds per call (nil: no deadline);
+    # - timeout: seconds per call, above zero and at most MAX_TIMEOUT (nil:
+    #   no deadline);
     # - token: a bearer token, sent on every call;
     # - ca_file: PEM CA certificate(s) to verify the server with (TLS);
     # - cert_file, key_file: PEM client certificate and key (mutual TLS).
@@ -82,10 +87,9 @@ module KeyValue
     def initialize(address = DEFAULT_ADDRESS, timeout: DEFAULT_TIMEOUT, token: nil, ca_file: nil, cert_file: nil,
                    key_file: nil)
       raise ArgumentError, "address must not be empty" if address.to_s.strip.empty?
-      raise ArgumentError, "timeout must be above zero, got #{timeout}" unless timeout.nil? || timeout.positive?
 
       @address = address
-      @timeout = timeout
+      @timeout = Wire.duration("timeout", timeout, MAX_TIMEOUT, nil_ok: true)
       @credentials = Credentials.new(token:, ca_file:, cert_file:, key_file:)
       @channel = GRPC::Core::Channel.new(address, CHANNEL_ARGS, @credentials.channel_credentials)
       @stub = Simplekeyvalue::KeyValue::Stub.new(address, :this_channel_is_insecure, channel_override: @channel)

@@ -22,12 +22,8 @@ module KeyValue
     # The PutRequest that stores +value+ under +key+ only if the key's
     # mod_revision is +expect_revision+ (0: only if the key does not exist).
     def self.request(key, value, expect_revision)
-      unless expect_revision.is_a?(Integer) && !expect_revision.negative?
-        raise ArgumentError, "expect_revision must be an Integer >= 0, got #{expect_revision.inspect}"
-      end
-
-      Keyvalue::V1::PutRequest.new(key: Wire.bytes(key), value: Wire.bytes(value), prev_kv: true,
-                                   condition: Keyvalue::V1::Condition.new(mod_revision: expect_revision))
+      condition = Keyvalue::V1::Condition.new(mod_revision: Wire.integer("expect_revision", expect_revision))
+      Keyvalue::V1::PutRequest.new(key: Wire.bytes(key), value: Wire.bytes(value), prev_kv: true, condition:)
     end
 
     # The result of the answer to +request+.

@@ -36,7 +36,8 @@ module KeyValue
     # Raises LeaseNotFound for an unknown lease, InvalidArgument for a bad key,
     # value or TTL.
     def put(key, value, ttl: nil, lease: 0, prev: false)
-      request = Keyvalue::V1::PutRequest.new(key: Wire.bytes(key), value: Wire.bytes(value), lease:, prev_kv: prev,
+      request = Keyvalue::V1::PutRequest.new(key: Wire.bytes(key), value: Wire.bytes(value), prev_kv: prev,
+                                             lease: Wire.lease_id("lease", lease),
                                              ttl_ms: ttl.nil? ? 0 : Wire.ttl_ms(ttl))
       PutResult.from_proto(call_v1(:put, request), lease:)
     end
@@ -111,7 +112,8 @@ module KeyValue
     # Raises Compacted if start_revision is older than the server's
     # --watch-history, ResourceExhausted at its --max-watchers.
     def watch(key, prefix: false, range_end: nil, start_revision: 0, &block)
-      request = Keyvalue::V1::WatchRequest.new(**Wire.key_range(key, prefix, range_end), start_revision:)
+      request = Keyvalue::V1::WatchRequest.new(**Wire.key_range(key, prefix, range_end),
+                                               start_revision: Wire.integer("start_revision", start_revision))
       return Enumerator.new { |out| watch_events(request) { |event| out << event } } unless block
 
       watch_events(request, &block)
@@ -127,19 +129,19 @@ module KeyValue
     # Restarts the lease's TTL; returns the Lease. Raises LeaseNotFound if it
     # already expired or was revoked.
     def lease_keep_alive(id)
-      Lease.from_proto(call_v1(:lease_keep_alive, Keyvalue::V1::LeaseKeepAliveRequest.new(id:)))
+      Lease.from_proto(call_v1(:lease_keep_alive, Keyvalue::V1::LeaseKeepAliveRequest.new(id: Wire.lease_id("id", id))))
     end
 
     # Ends the lease now, deleting its keys; returns how many.
     # Raises LeaseNotFound if it already expired or was revoked.
     def lease_revoke(id)
-      call_v1(:lease_revoke, Keyvalue::V1::LeaseRevokeRequest.new(id:)).deleted
+      call_v1(:lease_revoke, Keyvalue::V1::LeaseRevokeRequest.new(id: Wire.lease_id("id", id))).deleted
     end
 
     # The Lease, with its remaining time. Raises LeaseNotFound if it expired
     # or was revoked.
     def lease_info(id)
-      Lease.from_proto(call_v1(:lease_info, Keyvalue::V1::LeaseInfoRequest.new(id:)))
+      Lease.from_proto(call_v1(:lease_info, Keyvalue::V1::LeaseInfoRequest.new(id: Wire.lease_id("id", id))))
     end
 
     # A consistent copy of every key and lease at one revision, as `kv backup`

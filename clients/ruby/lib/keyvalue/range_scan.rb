@@ -19,13 +19,9 @@ module KeyValue
     # +fields+ are the request's key range and keys_only; +limit+ is the most
     # records to yield (nil: no limit).
     def initialize(fetch, fields, limit)
-      unless limit.nil? || (limit.is_a?(Integer) && !limit.negative?)
-        raise ArgumentError, "limit must be nil or an Integer >= 0, got #{limit.inspect}"
-      end
-
       @fetch = fetch
       @fields = fields
-      @limit = limit
+      @limit = Wire.integer("limit", limit, nil_ok: true)
     end
 
     # An Enumerator over the records; nothing is fetched before it is used.

@@ -29,15 +29,15 @@ module KeyValue
     end
 
     def mod_revision(key, operator, revision)
-      build(key, operator, mod_revision: revision)
+      build(key, operator, mod_revision: Wire.integer("mod_revision", revision))
     end
 
     def create_revision(key, operator, revision)
-      build(key, operator, create_revision: revision)
+      build(key, operator, create_revision: Wire.integer("create_revision", revision))
     end
 
     def version(key, operator, version)
-      build(key, operator, version:)
+      build(key, operator, version: Wire.integer("version", version))
     end
 
     # The key exists.
@@ -73,13 +73,15 @@ module KeyValue
     # Reads a range or prefix (one page: at most +limit+ keys, or the server's
     # --max-range-page); its result is an Array of Records.
     def self.range(key = "", prefix: false, range_end: nil, keys_only: false, limit: nil)
-      request = Keyvalue::V1::RangeRequest.new(**Wire.key_range(key, prefix, range_end), keys_only:, limit: limit.to_i)
+      limit = Wire.integer("limit", limit, Wire::UINT32, nil_ok: true).to_i
+      request = Keyvalue::V1::RangeRequest.new(**Wire.key_range(key, prefix, range_end), keys_only:, limit:)
       new(Keyvalue::V1::Op.new(range: request)) { |response| response.range.kvs.map { |kv| Record.from_proto(kv) } }
     end
 
     # Stores a value; its result is a PutResult.
     def self.put(key, value, lease: 0, prev: false)
-      request = Keyvalue::V1::PutRequest.new(key: Wire.bytes(key), value: Wire.bytes(value), lease:, prev_kv: prev)
+      request = Keyvalue::V1::PutRequest.new(key: Wire.bytes(key), value: Wire.bytes(value), prev_kv: prev,
+                                             lease: Wire.lease_id("lease", lease))
       new(Keyvalue::V1::Op.new(put: request)) { |response| PutResult.from_proto(response.put, lease:) }
     end
 

@@ -13,14 +13,51 @@ module KeyValue
       string.to_s.b
     end
 
+    # What an unsigned field (a revision, a version) can hold.
+    UINT64 = (0..((2**64) - 1))
+    # What a Range's limit can hold.
+    UINT32 = (0..((2**32) - 1))
+    # Lease ids: positive int64s, and 0 for none.
+    LEASE_IDS = (0..((2**63) - 1))
+    # The longest TTL whose milliseconds fit the uint64 field (the server
+    # allows a year: it refuses longer ones with InvalidArgument).
+    MAX_TTL_SECONDS = UINT64.end / 1000
+
+    # +value+ if it is an Integer in +range+ (or nil, with nil_ok); else
+    # ArgumentError naming +name+.
+    def integer(name, value, range = UINT64, nil_ok: false)
+      check(name, value, nil_ok, "an Integer from #{range.begin} to #{range.end}") do
+        value.is_a?(Integer) && range.cover?(value)
+      end
+    end
+
+    # +value+ if it is a lease id (0: none); else ArgumentError naming +name+.
+    def lease_id(name, value)
+      integer(name, value, LEASE_IDS)
+    end
+
+    # +value+ if it is a number of seconds above zero and at most +max+ (so
+    # neither infinite nor NaN), or nil with nil_ok; else ArgumentError naming
+    # +name+.
+    def duration(name, value, max, nil_ok: false)
+      check(name, value, nil_ok, "a number of seconds above zero, at most #{max}") do
+        value.is_a?(Numeric) && value.real? && value.positive? && value <= max
+      end
+    end
+
+    # +value+ if the block holds for it (or it is nil, with nil_ok); else
+    # ArgumentError naming +name+ and saying it must be +allowed+.
+    def check(name, value, nil_ok, allowed)
+      return value if (nil_ok && value.nil?) || yield
+
+      raise ArgumentError, "#{name} must be #{'nil or ' if nil_ok}#{allowed}, got #{value.inspect}"
+    end
+    private_class_method :check
+
     # Seconds as whole milliseconds, rounded up so that a short TTL never
     # becomes 0 (which means no TTL on the wire).
     def ttl_ms(seconds)
-      unless seconds.is_a?(Numeric) && seconds.positive?
-        raise ArgumentError, "ttl must be a number above zero, got #{seconds.inspect}"
-      end
-
-      (seconds * 1000).ceil
+      (duration("ttl", seconds, MAX_TTL_SECONDS) * 1000).ceil
     end
 
     # Milliseconds as seconds.
