@@ -69,6 +69,17 @@ class CLITest < Minitest::Test
     assert_equal 4, code
   end
 
+  def test_an_argument_that_is_not_utf8_is_a_usage_error_before_anything_runs
+    key = unique_key
+    stdout, stderr, code = kv_rb("#{key}=ok", "#{key}=\xff".b, key)
+    assert_equal "", stdout
+    assert_equal 1, stderr.lines.size
+    assert stderr.start_with?("kv-rb: KEY[=VALUE] argument 2 must be valid UTF-8 text"), stderr
+    assert_equal 2, code
+    assert_equal ["", "key #{key.inspect} not found\n", 1], kv_rb(key)
+    assert_equal ["\u00e9\n", "", 0], kv_rb("#{key}=\u00e9".b, key)
+  end
+
   def test_the_first_failure_decides_the_exit_code
     _, stderr, code = kv_rb(unique_key("missing"), "=value")
     assert_equal 2, stderr.lines.size

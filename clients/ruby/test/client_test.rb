@@ -38,6 +38,31 @@ class ClientTest < Minitest::Test
     end
   end
 
+  def test_text_in_a_binary_string_or_another_encoding_is_sent_as_utf8
+    key = unique_key("\u00e9t\u00e9")
+    with_client do |client|
+      client.set(key.b, "\u00e9\u6f22".b)
+      value = client.get(key)
+      assert_equal "\u00e9\u6f22", value
+      assert_equal Encoding::UTF_8, value.encoding
+      client.set(key.encode("UTF-16LE"), "caf\u00e9".encode("ISO-8859-1"))
+      assert_equal "caf\u00e9", client.get(key.b)
+    end
+  end
+
+  def test_strings_that_are_not_utf8_raise_argument_error_before_anything_is_sent
+    key = unique_key
+    # Nothing listens there: a request that went out would be ServerUnavailable.
+    KeyValue::Client.open(unused_address, timeout: 2) do |client|
+      assert_argument_error("value") { client.set(key, "\xff") }
+      assert_argument_error("value") { client.set(key, "\xC3".dup.force_encoding("US-ASCII")) }
+      assert_argument_error("key") { client.set("k\xff".b, "v") }
+      error = assert_argument_error("key") { client.get("\xC3(".b) }
+      assert_includes error.message, "must be valid UTF-8 text"
+    end
+    with_client { |client| assert_raises(KeyValue::KeyNotFound) { client.get(key) } }
+  end
+
   def test_writes_are_seen_by_other_connections
     key = unique_key
     with_client { |writer| writer.set(key, "shared") }

@@ -78,7 +78,9 @@ module KeyValue
     end
 
     def run(argv)
-      items = parser.parse(argv)
+      # An argument that is not valid in the locale's encoding is parsed as
+      # bytes (run_items refuses it).
+      items = parser.parse(argv.map { |arg| arg.valid_encoding? ? arg : arg.b })
       return usage_error("at least one KEY or KEY=VALUE is required") if items.empty?
 
       Client.open(@options[:address], **@options.except(:address)) { |client| run_items(client, items) }
@@ -90,7 +92,10 @@ module KeyValue
 
     private
 
+    # Every argument must be UTF-8 text (as Client#set and #get send it):
+    # checked before anything is sent, an ArgumentError (a usage error).
     def run_items(client, items)
+      items.each.with_index(1) { |item, position| Wire.text("KEY[=VALUE] argument #{position}", item) }
       items.map { |item| run_item(client, item) }.find { |code| code != EXIT_OK } || EXIT_OK
     end
 

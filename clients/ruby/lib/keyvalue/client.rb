@@ -102,21 +102,24 @@ module KeyValue
       @credentials.tls?
     end
 
-    # Stores +value+ under +key+, replacing any previous value.
+    # Stores +value+ under +key+, replacing any previous value. Both are text:
+    # Strings in any encoding that convert to UTF-8 (a binary String must hold
+    # valid UTF-8); anything else raises ArgumentError before it is sent.
     #
     # Raises InvalidArgument (key empty or too long, value too long),
     # ServerUnavailable, or another KeyValue::Error.
     def set(key, value)
-      call(:set, Simplekeyvalue::SetRequest.new(key:, value:))
+      call(:set, Simplekeyvalue::SetRequest.new(key: Wire.text("key", key), value: Wire.text("value", value)))
       nil
     end
 
-    # The value last stored under +key+.
+    # The value last stored under +key+ (a UTF-8 String). +key+ is text, as
+    # for #set.
     #
     # Raises KeyNotFound (never set), InvalidArgument (key empty or too long),
     # ServerUnavailable, or another KeyValue::Error.
     def get(key)
-      call(:get, Simplekeyvalue::GetRequest.new(key:)).value
+      call(:get, Simplekeyvalue::GetRequest.new(key: Wire.text("key", key))).value
     end
 
     # Closes the channel. Calling it again does nothing.

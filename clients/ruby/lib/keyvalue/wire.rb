@@ -1,7 +1,8 @@
 # frozen_string_literal: true
 
-# Conversions from Ruby arguments to fields of keyvalue.v1 requests: keys and
-# values as bytes, TTLs in milliseconds, key ranges.
+# Conversions from Ruby arguments to fields of requests: keys and values as
+# bytes (keyvalue.v1) or UTF-8 text (the tutorial's simplekeyvalue), TTLs in
+# milliseconds, key ranges.
 module KeyValue
   # Helpers shared by the client and the Txn builders; not part of the API.
   module Wire
@@ -11,6 +12,24 @@ module KeyValue
     # nil becomes "".
     def bytes(string)
       string.to_s.b
+    end
+
+    # +string+ as UTF-8 text, the way a protobuf string field takes it (nil
+    # becomes ""): a String in another encoding is transcoded, and a binary
+    # (ASCII-8BIT) one holding valid UTF-8 is taken as UTF-8. Anything that is
+    # not valid text raises ArgumentError naming +name+, before it is sent
+    # (the server would refuse the whole message).
+    def text(name, string)
+      string = string.to_s
+      utf8 = begin
+        string.encoding == Encoding::BINARY ? string.dup.force_encoding(Encoding::UTF_8) : string.encode("UTF-8")
+      rescue EncodingError # not valid in its own encoding, or with no UTF-8 form
+        nil
+      end
+      return utf8 if utf8&.valid_encoding?
+
+      raise ArgumentError, "#{name} must be valid UTF-8 text, got a String (encoding #{string.encoding}) that is " \
+                           "not: the tutorial's get and set send protobuf strings (put and get_record take any bytes)"
     end
 
     # What an unsigned field (a revision, a version) can hold.
