@@ -84,6 +84,19 @@ module TestHelpers
     error
   end
 
+  # Yields the address of a TCP server that accepts connections and never
+  # sends a byte (not even HTTP/2's settings).
+  def with_silent_server
+    server = TCPServer.new("127.0.0.1", 0)
+    accepted = []
+    acceptor = Thread.new { loop { accepted << server.accept } }
+    yield "127.0.0.1:#{server.addr[1]}"
+  ensure
+    acceptor&.kill
+    accepted&.each(&:close)
+    server&.close
+  end
+
   # An address where nothing listens: a port bound and released again.
   def unused_address
     socket = TCPServer.new("127.0.0.1", 0)

@@ -20,9 +20,10 @@ module KeyValue
   #   values are binary Strings there (any String is sent as its bytes; what
   #   comes back is ASCII-8BIT), and a missing key is nil, not an error.
   #
-  # Each call has a deadline (+timeout+ seconds; a watch or a snapshot has
-  # none) and raises
-  # a KeyValue::Error subclass on failure, never a raw GRPC::BadStatus. The
+  # Each call has a deadline (+timeout+ seconds) and raises a KeyValue::Error
+  # subclass on failure, never a raw GRPC::BadStatus. A watch or a snapshot
+  # must find the connection ready within the timeout (else
+  # ServerUnavailable); the stream itself then has no deadline. The
   # channel connects on the first call and reconnects by itself if the server
   # restarts. A client may be shared by threads.
   #
@@ -59,7 +60,9 @@ module KeyValue
     # bounds values (--max-value-bytes, which may be raised above 4 MiB), so
     # accept whatever it sends back.
     CHANNEL_ARGS = { "grpc.max_receive_message_length" => -1 }.freeze
-    private_constant :CHANNEL_ARGS
+    # Channel states that are neither connected nor failed.
+    WAITING_STATES = [GRPC::Core::ConnectivityStates::IDLE, GRPC::Core::ConnectivityStates::CONNECTING].freeze
+    private_constant :CHANNEL_ARGS, :WAITING_STATES
 
     attr_reader :address, :timeout
 
@@ -158,13 +161,32 @@ module KeyValue
     end
 
     def watch_events(request, &)
-      check_open
+      await_connection
       Watch.each(@v1, request, metadata:, &)
     end
 
     def start_snapshot
-      check_open
+      await_connection
       Snapshot.start(@v1, metadata:)
+    end
+
+    # Before a stream, which has no deadline: waits until the channel has
+    # connected (or failed, which the stream then reports), for at most the
+    # timeout. A server that accepts the connection and never answers
+    # raises ServerUnavailable (DEADLINE_EXCEEDED), as a unary call would.
+    def await_connection
+      check_open
+      return unless @timeout
+
+      until_time = deadline
+      state = @channel.connectivity_state(true)
+      while WAITING_STATES.include?(state)
+        unless @channel.watch_connectivity_state(state, until_time)
+          raise KeyValue.error_for_status(GRPC::Core::StatusCodes::DEADLINE_EXCEEDED,
+                                          "no connection to #{@address} within #{@timeout}s", api: :v1)
+        end
+        state = @channel.connectivity_state(true)
+      end
     end
 
     def check_open

@@ -110,7 +110,9 @@ module KeyValue
     # they cancel the stream; an abandoned #next does not).
     #
     # Raises Compacted if start_revision is older than the server's
-    # --watch-history, ResourceExhausted at its --max-watchers.
+    # --watch-history, ResourceExhausted at its --max-watchers,
+    # ServerUnavailable if the connection is not ready within the client's
+    # timeout (the stream itself has no deadline).
     def watch(key, prefix: false, range_end: nil, start_revision: 0, &block)
       request = Keyvalue::V1::WatchRequest.new(**Wire.key_range(key, prefix, range_end),
                                                start_revision: Wire.integer("start_revision", start_revision))
@@ -159,8 +161,9 @@ module KeyValue
     #   end
     #
     # Raises PermissionDenied for a token confined to a prefix (a copy holds
-    # every key); ServerUnavailable if the server cannot be reached, or (from
-    # each) if the stream ends before the copy is complete.
+    # every key); ServerUnavailable if the connection is not ready within the
+    # client's timeout (the stream itself has no deadline), or (from each) if
+    # the stream ends before the copy is complete.
     def snapshot
       snapshot = start_snapshot
       return snapshot unless block_given?
