@@ -92,7 +92,7 @@ class WatchTest < Minitest::Test
 
   def test_watch_and_snapshot_give_up_on_a_server_that_never_answers_after_the_timeout
     with_silent_server do |address|
-      KeyValue::Client.open(address, timeout: 1) do |client|
+      KeyValue::Client.open(address, timeout: 0.5) do |client|
         { watch: -> { client.watch("k") { flunk } }, snapshot: -> { client.snapshot { flunk } } }.each do |name, call|
           started = Time.now
           attempt = Thread.new do
@@ -104,7 +104,7 @@ class WatchTest < Minitest::Test
           assert_instance_of KeyValue::ServerUnavailable, error, name
           assert_equal GRPC::Core::StatusCodes::DEADLINE_EXCEEDED, error.code
           assert_includes error.message, address
-          assert_in_delta 1, Time.now - started, 0.9, name
+          assert_in_delta 0.5, Time.now - started, 0.45, name
         end
       end
     end
@@ -112,10 +112,10 @@ class WatchTest < Minitest::Test
 
   def test_an_established_watch_has_no_deadline
     key = unique_key
-    KeyValue::Client.open(KvServerProcess.shared.address, timeout: 0.3) do |client|
+    KeyValue::Client.open(KvServerProcess.shared.address, timeout: 0.2) do |client|
       start = client.put(key, "before").revision + 1
       watcher = Thread.new { client.watch(key, start_revision: start).first.record.value }
-      sleep 1
+      sleep 0.5
       client.put(key, "after the timeout")
       assert_equal "after the timeout".b, value_within(watcher)
     end
