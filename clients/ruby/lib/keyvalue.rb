@@ -11,6 +11,8 @@
 # - KeyValue::Compare, Op and TxnResult (txn.rb): transactions.
 # - KeyValue::Event and Watch (watch.rb): watching changes.
 # - KeyValue::Snapshot (snapshot.rb): a consistent copy of every key and lease.
+# - KeyValue::Stream (stream.rb): the replies of a streaming call, read on a
+#   thread of their own, behind Watch and Snapshot.
 # - KeyValue::Error and its subclasses (errors.rb): every failure, mapped
 #   from gRPC status codes in one place.
 # - KeyValue::CLI (keyvalue/cli.rb): the kv-rb command.

@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "open3"
 require "test_helper"
 
 # watch: replay from a past revision, live events, cancellation, and the
@@ -93,7 +94,7 @@ class WatchTest < Minitest::Test
   def test_watch_and_snapshot_give_up_on_a_server_that_never_answers_after_the_timeout
     with_silent_server do |address|
       KeyValue::Client.open(address, timeout: 0.5) do |client|
-        { watch: -> { client.watch("k") { flunk } }, snapshot: -> { client.snapshot { flunk } } }.each do |name, call|
+        { watch: -> { client.watch("k") { flunk } }, snapshot: -> { client.snapshot } }.each do |name, call|
           started = Time.now
           attempt = Thread.new do
             call.call
@@ -121,6 +122,19 @@ class WatchTest < Minitest::Test
     end
   end
 
+  def test_ctrl_c_and_sigterm_stop_a_process_blocked_in_a_watch
+    key = unique_key
+    revision = with_client { |client| client.put(key, "seen").revision }
+    watch = "client.watch(#{key.dump}, start_revision: #{revision}) { |event| puts event.record.value; $stdout.flush }"
+    assert_signals_stop(KvServerProcess.shared.address, watch, "seen\n")
+  end
+
+  def test_ctrl_c_and_sigterm_stop_a_process_blocked_in_a_snapshot
+    with_silent_server do |address|
+      assert_signals_stop(address, "puts :started; $stdout.flush; client.snapshot", "started\n")
+    end
+  end
+
   def test_a_watch_needs_a_key_or_a_prefix
     with_client do |client|
       assert_raises(KeyValue::InvalidArgument) { client.watch("") { flunk } }
@@ -132,6 +146,26 @@ class WatchTest < Minitest::Test
   end
 
   private
+
+  # Runs +code+ in a Ruby process of its own, with +client+ a Client of
+  # +address+ without a timeout; once it has printed +first_line+ (and gone
+  # on to block on the stream), SIGINT, then in another process SIGTERM,
+  # must end it within 5 seconds.
+  def assert_signals_stop(address, code, first_line)
+    lib = File.expand_path("../lib", __dir__)
+    script = "require 'keyvalue'\nclient = KeyValue::Client.new(#{address.dump}, timeout: nil)\n#{code}"
+    %w[INT TERM].each do |signal|
+      Open3.popen2(RbConfig.ruby, "-I", lib, "-e", script) do |_, out, waiter|
+        assert_equal first_line, out.gets
+        sleep 0.2 # into the wait for the stream
+        Process.kill(signal, waiter.pid)
+        status = waiter.join(5)&.value
+        Process.kill("KILL", waiter.pid) unless status
+        assert status, "SIG#{signal} did not stop the process within 5s"
+        assert_equal Signal.list.fetch(signal), status.termsig, status.inspect
+      end
+    end
+  end
 
   # The block's value once it stops raising ResourceExhausted (the server
   # frees a cancelled watch's slot shortly after the cancellation arrives).

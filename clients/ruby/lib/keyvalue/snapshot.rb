@@ -5,6 +5,7 @@ require "keyvalue/errors"
 require "keyvalue/lease"
 require "keyvalue/proto/keyvalue/v1/kv_pb"
 require "keyvalue/record"
+require "keyvalue/stream"
 require "keyvalue/wire"
 
 # Snapshot (Client#snapshot): a consistent copy of every key and lease, at one
@@ -25,9 +26,9 @@ module KeyValue
   # A stream that ends before the server's last chunk raises
   # ServerUnavailable, so an #each that returns has yielded every key
   # (complete? is then true). #close cancels the stream; Client#snapshot with
-  # a block closes it when the block ends. The stream has no deadline. Read a
-  # snapshot on the thread that started it (the stream is read through a Ruby
-  # Enumerator, whose fiber stays on that thread).
+  # a block closes it when the block ends. The stream has no deadline; it is
+  # read through a Stream, on a thread of its own, so that a signal
+  # interrupts a wait for the next chunk.
   class Snapshot
     include Enumerable
 
@@ -38,17 +39,12 @@ module KeyValue
     # Raises PermissionDenied for a token confined to a prefix (a copy holds
     # every key), ServerUnavailable if the server cannot be reached.
     def self.start(stub, metadata: {})
-      operation = stub.snapshot(Keyvalue::V1::SnapshotRequest.new, return_op: true, metadata:)
-      new(operation, operation.execute)
-    rescue GRPC::BadStatus => e
-      raise KeyValue.error_from_status(e, api: :v1)
+      new(Stream.new(stub.snapshot(Keyvalue::V1::SnapshotRequest.new, return_op: true, metadata:)))
     end
 
-    # +operation+ is the call (to cancel), +replies+ the Enumerator of its
-    # SnapshotChunks; see Snapshot.start.
-    def initialize(operation, replies)
-      @operation = operation
-      @replies = replies
+    # +stream+ is the Stream of the call's SnapshotChunks; see Snapshot.start.
+    def initialize(stream)
+      @stream = stream
       @pending = []
       @complete = false
       @closed = false
@@ -81,7 +77,7 @@ module KeyValue
       return if @closed
 
       @closed = true
-      @operation.cancel
+      @stream.close
     end
 
     def closed?
@@ -118,12 +114,8 @@ module KeyValue
     end
 
     def read_chunk
-      @replies.next
-    rescue StopIteration
-      raise KeyValue.error_for_status(GRPC::Core::StatusCodes::UNAVAILABLE,
-                                      "the server ended the snapshot before it was complete", api: :v1)
-    rescue GRPC::BadStatus => e
-      raise KeyValue.error_from_status(e, api: :v1)
+      @stream.next or raise KeyValue.error_for_status(GRPC::Core::StatusCodes::UNAVAILABLE,
+                                                      "the server ended the snapshot before it was complete", api: :v1)
     end
 
     def accept(chunk)
@@ -138,7 +130,7 @@ module KeyValue
 
       @complete = true
       # Nothing follows the last chunk but the status: free the call now.
-      @operation.cancel
+      @stream.close
     end
   end
 end

@@ -4,6 +4,7 @@ require "grpc"
 require "keyvalue/errors"
 require "keyvalue/proto/keyvalue/v1/kv_pb"
 require "keyvalue/record"
+require "keyvalue/stream"
 
 # Watch (Client#watch): KeyValue::Event, and the streaming call that yields
 # them and is cancelled when its consumer stops.
@@ -37,11 +38,10 @@ module KeyValue
   end
 
   # Runs one Watch call and yields its events in revision order. However the
-  # consumer stops (break, return, an exception, or the end of the stream),
-  # the call is cancelled, so the server closes the watch and frees its slot
-  # (--max-watchers). The grpc gem already closes a call whose iteration
-  # stops; the cancel in +ensure+ makes it explicit, and is harmless on a
-  # call that has finished.
+  # consumer stops (break, return, an exception, Ctrl-C or another signal,
+  # or the end of the stream), the call is cancelled, so the server closes
+  # the watch and frees its slot (--max-watchers). The call is read through
+  # a Stream, on a thread of its own, so that a signal interrupts the wait.
   module Watch
     # Yields each Event of the Watch +request+ made through +stub+ (a
     # Keyvalue::V1::KV::Stub). The stream has no deadline: it runs until the
@@ -49,14 +49,12 @@ module KeyValue
     # (the client's token). Raises Compacted if the start revision is older
     # than the server's history, ResourceExhausted at --max-watchers.
     def self.each(stub, request, metadata: {})
-      operation = stub.watch(request, return_op: true, metadata:)
-      operation.execute.each do |response|
+      stream = Stream.new(stub.watch(request, return_op: true, metadata:))
+      while (response = stream.next)
         response.events.each { |event| yield Event.from_proto(event) }
       end
-    rescue GRPC::BadStatus => e
-      raise KeyValue.error_from_status(e, api: :v1)
     ensure
-      operation&.cancel
+      stream&.close
     end
   end
 end
