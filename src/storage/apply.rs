@@ -368,14 +368,10 @@ fn writes(space: &impl KeyspaceRead, ops: &[Op]) -> Result<bool, StoreError> {
             Op::Put { .. } => return Ok(true),
             Op::Delete { range, .. } => {
                 let mut found = false;
-                if let crate::storage::ops::RangeEnd::Single = range.end {
-                    found = space.get_raw(&range.start)?.is_some();
-                } else {
-                    space.scan(range, Values::Skipped, &mut |_, _| {
-                        found = true;
-                        ControlFlow::Break(())
-                    })?;
-                }
+                space.scan(range, Values::Skipped, &mut |_, _| {
+                    found = true;
+                    ControlFlow::Break(())
+                })?;
                 if found {
                     return Ok(true);
                 }
@@ -391,13 +387,9 @@ fn stored_in(
     range: &KeyRange,
     values: Values,
 ) -> Result<Vec<(Bytes, Record)>, StoreError> {
+    // A scan, for one key too: it honours `values` (a point read would copy
+    // the value that a delete without `prev` never returns).
     let mut found = Vec::new();
-    if let crate::storage::ops::RangeEnd::Single = range.end {
-        if let Some(record) = space.get_raw(&range.start)? {
-            found.push((range.start.clone(), record));
-        }
-        return Ok(found);
-    }
     space.scan(range, values, &mut |key, record| {
         found.push((Bytes::copy_from_slice(key), record));
         ControlFlow::Continue(())
