@@ -2,7 +2,7 @@
 
 use std::process::Output;
 
-use crate::harness::{Server, kv, kv_command, kv_with_input, kvserver, text};
+use crate::harness::{Server, kv, kv_command, kv_with_input, kvserver, text, wait_with_patience};
 
 /// An address where nothing listens: bind a port, then free it.
 fn closed_port_addr() -> String {
@@ -505,17 +505,13 @@ fn watch_streams_changes_until_interrupted() {
     assert_eq!(status.code(), Some(0), "Ctrl-C ends a watch cleanly");
 }
 
-/// Waits up to 20 s for `child` to exit.
-fn exited_within_patience(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("poll kv") {
-            return Some(status);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    None
+/// Waits for `child` to exit (see `wait_with_patience`); kills it and fails
+/// the test if it does not.
+fn exits(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    wait_with_patience(child).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("{what} did not end")
+    })
 }
 
 #[test]
@@ -546,7 +542,7 @@ fn a_reader_that_goes_away_ends_kv_quietly() {
         let mut first = [0u8; 10];
         ls.stdout.take().unwrap().read_exact(&mut first).unwrap();
         // The read end is closed here.
-        let status = exited_within_patience(&mut ls).expect("kv ls ends");
+        let status = exits(&mut ls, "kv ls");
         let mut stderr = String::new();
         ls.stderr
             .take()
@@ -572,7 +568,7 @@ fn a_reader_that_goes_away_ends_kv_quietly() {
     assert!(first.contains("PUT w before"), "{first}");
     drop(lines);
     kv(server.addr(), &["set", "w", "after the reader left"]);
-    let status = exited_within_patience(&mut watch).expect("kv watch ends once its reader is gone");
+    let status = exits(&mut watch, "kv watch, once its reader was gone,");
     let mut stderr = String::new();
     watch
         .stderr

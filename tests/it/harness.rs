@@ -108,6 +108,21 @@ impl Server {
         self.stderr.lock().expect("stderr lines").clone()
     }
 
+    /// Waits until the server has written a line to stderr that contains
+    /// `needle` (a log line after a signal, say); fails the test after
+    /// [`PATIENCE`].
+    pub(crate) fn wait_for_log_line(&self, needle: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.stderr_lines().iter().any(|line| line.contains(needle)) {
+            assert!(
+                Instant::now() < deadline,
+                "kvserver wrote no line with {needle:?}: {:?}",
+                self.stderr_lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The server's process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
