@@ -48,8 +48,9 @@ type Entry = (Vec<u8>, oneshot::Sender<std::io::Result<()>>);
 
 struct Ceiling {
     map: Mutex<HashMap<String, String>>,
-    /// `None` without `--journal`: then a Set is answered at once.
-    journal: Option<Mutex<Sender<Entry>>>,
+    /// `None` without `--journal`: then a Set is answered at once. (A
+    /// `Sender` is shared by reference: no lock on the way to the journal.)
+    journal: Option<Sender<Entry>>,
 }
 
 #[tonic::async_trait]
@@ -67,8 +68,6 @@ impl KeyValue for Ceiling {
         if let Some(journal) = &self.journal {
             let (done, synced) = oneshot::channel();
             journal
-                .lock()
-                .unwrap()
                 .send((entry, done))
                 .map_err(|_| Status::unavailable("the journal thread stopped"))?;
             synced
@@ -141,7 +140,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::thread::Builder::new()
                 .name("journal".into())
                 .spawn(move || journal_thread(file, entries))?;
-            Some(Mutex::new(sender))
+            Some(sender)
         }
         None => None,
     };
