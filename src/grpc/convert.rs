@@ -98,17 +98,12 @@ pub(crate) fn range_query(
         }
         range = range.resumed_at(request.page_token);
     }
+    // A limit above the page size is capped, not refused: the answer says
+    // `more`, and the client asks for the next page. So a client may always
+    // send the limit it wants without knowing the server's --max-range-page.
     let limit = match request.limit as usize {
         0 => checks.limits.max_range_page,
-        limit => {
-            checks.limits.check_count(
-                "keys per page",
-                limit,
-                checks.limits.max_range_page,
-                "--max-range-page",
-            )?;
-            limit
-        }
+        limit => limit.min(checks.limits.max_range_page),
     };
     Ok(RangeQuery {
         range,
