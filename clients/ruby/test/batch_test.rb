@@ -41,4 +41,17 @@ class BatchTest < Minitest::Test
       assert_equal %w[a b c].map(&:b), client.batch_get(four.first(3)).map(&:value)
     end
   end
+
+  def test_batch_put_with_a_lease_attaches_every_key_and_revoking_deletes_them
+    prefix = "#{unique_key}/"
+    with_client do |client|
+      lease = client.lease_grant(60)
+      client.batch_put({ "#{prefix}a" => "1", "#{prefix}b" => "2" }, lease: lease.id)
+      assert_equal [lease.id] * 2, client.range(prefix, prefix: true).map(&:lease)
+      assert_equal 2, client.lease_revoke(lease.id)
+      assert_equal 0, client.count(prefix, prefix: true)
+      assert_raises(KeyValue::LeaseNotFound) { client.batch_put({ "#{prefix}c" => "3" }, lease: lease.id) }
+      assert_argument_error("lease") { client.batch_put({ "#{prefix}c" => "3" }, lease: -1) }
+    end
+  end
 end

@@ -36,4 +36,23 @@ class DeleteTest < Minitest::Test
       assert_equal ["#{prefix}c".b], client.range(prefix, prefix: true).map(&:key)
     end
   end
+
+  def test_delete_if_deletes_only_at_the_expected_revision
+    key = unique_key
+    with_client do |client|
+      written = client.put(key, "v1").revision
+      client.put(key, "v2")
+      stale = client.delete_if(key, expect_revision: written)
+      refute stale.succeeded?
+      assert_equal ["v2".b, written + 1], [stale.current.value, stale.current.mod_revision]
+      deleted = client.delete_if(key, expect_revision: written + 1)
+      assert deleted.succeeded?
+      assert_nil deleted.current
+      assert_nil client.get_record(key)
+      gone = client.delete_if(key, expect_revision: written + 1)
+      refute gone.succeeded?
+      assert_nil gone.current
+      assert_argument_error("expect_revision") { client.delete_if(key, expect_revision: -1) }
+    end
+  end
 end

@@ -24,4 +24,18 @@ class GemTest < Minitest::Test
       assert_equal Dir.glob("lib/**/*.rb", base: ROOT).sort, spec.files.grep(%r{\Alib/}).sort
     end
   end
+
+  # RubyGems warns of (and gem push refuses) what it cannot check: every
+  # license must be an SPDX identifier, and a gem needs a homepage.
+  def test_the_gemspec_has_valid_licenses_and_a_homepage_and_builds_without_warnings
+    Dir.mktmpdir("kv-gem") do |dir|
+      output, status = Open3.capture2e("gem", "build", "keyvalue.gemspec", "-o", File.join(dir, "k.gem"), chdir: ROOT)
+      assert status.success?, output
+      refute_match(/WARNING/, output)
+      spec = Gem::Package.new(File.join(dir, "k.gem")).spec
+      assert_equal %w[MIT Apache-2.0], spec.licenses
+      assert(spec.licenses.all? { |license| Gem::Licenses.match?(license) }, spec.licenses.inspect)
+      assert_match(%r{\Ahttps://}, spec.homepage.to_s)
+    end
+  end
 end

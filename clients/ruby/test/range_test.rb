@@ -75,6 +75,41 @@ class RangeTest < Minitest::Test
     end
   end
 
+  # Issue 18, bug 2: a limit below the page size used to fetch a whole page
+  # and cut it. Each request must ask for no more than is still wanted, and
+  # no more than page_size; the server answers that many.
+  def test_each_page_asks_for_what_is_still_wanted_at_most_page_size
+    with_server("--max-range-page", "100") do |client, server|
+      keys = Array.new(250) { |i| format("k%03d", i).b }
+      client.batch_put(keys.product(["v"]).to_h)
+      stub = Keyvalue::V1::KV::Stub.new(server.address, :this_channel_is_insecure)
+      {
+        { limit: 1 } => [[1, 1]],
+        { limit: 150 } => [[150, 100], [50, 50]],
+        { limit: 7, page_size: 3 } => [[3, 3], [3, 3], [1, 1]],
+        { page_size: 120 } => [[120, 100], [120, 100], [120, 50]],
+        { limit: 2**40 } => [[0, 100], [0, 100], [0, 50]]
+      }.each do |options, expected|
+        pages = []
+        fetch = ->(request) { stub.range(request).tap { |page| pages << [request.limit, page.kvs.size] } }
+        scan = KeyValue::RangeScan.new(fetch, KeyValue::Wire.key_range("k", true, nil), options[:limit],
+                                       **options.slice(:page_size))
+        assert_equal keys.first(options[:limit] || 250), scan.enumerator.map(&:key), options.inspect
+        assert_equal expected, pages, options.inspect
+      end
+    end
+  end
+
+  def test_page_size_pages_through_everything_and_must_be_positive
+    prefix = "#{unique_key}/"
+    with_client do |client|
+      client.batch_put(Array.new(7) { |i| ["#{prefix}#{i}", i.to_s] }.to_h)
+      assert_equal %w[0 1 2 3 4 5 6].map(&:b), client.range(prefix, prefix: true, page_size: 2).map(&:value)
+      assert_equal %w[0 1 2].map(&:b), client.range(prefix, prefix: true, page_size: 2, limit: 3).map(&:value)
+      [0, -1, 2**32, "2"].each { |page_size| assert_argument_error("page_size") { client.range(page_size:) } }
+    end
+  end
+
   def test_count_counts_without_fetching
     prefix = unique_key
     with_client do |client|

@@ -40,16 +40,71 @@ class WatchTest < Minitest::Test
     end
   end
 
-  def test_without_a_block_watch_returns_an_enumerator_that_takes_what_it_needs
+  def test_without_a_block_watch_returns_a_registered_watch_whose_each_takes_what_it_needs
     key = unique_key
     with_client do |client|
       revisions = %w[1 2 3].map { |value| client.put(key, value).revision }
       events = client.watch(key, start_revision: revisions[0])
-      assert_instance_of Enumerator, events
+      assert_instance_of KeyValue::Watch, events
+      assert events.registered?
       first_two = events.first(2).map { |e| [e.record.value, e.revision] }
       assert_equal [["1".b, revisions[0]], ["2".b, revisions[1]]], first_two
-      assert_equal([1, 2, 3], events.take(3).map { |event| event.record.version })
+      assert events.closed?, "first(2) leaves each early, which closes the watch"
+      assert_equal([1, 2, 3], client.watch(key, start_revision: revisions[0]).take(3).map { |e| e.record.version })
       assert_equal [revisions[2]], client.watch(key, start_revision: revisions[2]).first(1).map(&:revision)
+    end
+  end
+
+  # Issue 18, bug 1: a watch read on another thread must see a put made
+  # right after watch returned (the server has registered it by then).
+  def test_a_put_right_after_watch_returns_is_seen_by_a_reader_thread
+    with_client do |client|
+      10.times do
+        key = unique_key
+        watch = client.watch(key)
+        reader = Thread.new { watch.first }
+        revision = client.put(key, "right after").revision
+        event = value_within(reader, 5)
+        assert_equal [:put, "right after".b, revision], [event.kind, event.record.value, event.revision]
+        assert watch.closed?
+      end
+    end
+  end
+
+  def test_next_reads_one_event_at_a_time_and_close_from_another_thread_ends_each
+    key = unique_key
+    with_client do |client|
+      watch = client.watch(key)
+      first = client.put(key, "1").revision
+      client.put(key, "2")
+      assert_equal first, watch.next.revision
+      assert_equal "2".b, watch.next.record.value
+      assert_equal first + 2, watch.next_revision
+      seen = Queue.new
+      reader = Thread.new do
+        watch.each { |event| seen << event.record.value }
+        :ended
+      end
+      client.put(key, "3")
+      assert_equal "3".b, seen.pop
+      watch.close
+      assert_equal :ended, value_within(reader)
+      assert_raises(StopIteration) { watch.next }
+    end
+  end
+
+  # Issue 18, bug 3: a watch dropped after next (no break, no close) held
+  # its server slot until the process ended.
+  def test_watches_dropped_after_next_do_not_exhaust_the_servers_watchers
+    with_server("--max-watchers", "2") do |client|
+      revision = client.put("k", "1").revision
+      values = Array.new(4) { client.watch("k", start_revision: revision).next.record.value }
+      assert_equal ["1".b] * 4, values
+      held = Array.new(2) { client.watch("k", start_revision: revision) }
+      error = assert_raises(KeyValue::ResourceExhausted) { client.watch("k", start_revision: revision) }
+      assert_includes error.message, "--max-watchers"
+      held.each(&:close)
+      assert_equal "1".b, client.watch("k", start_revision: revision).next.record.value
     end
   end
 

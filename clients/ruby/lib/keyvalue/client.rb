@@ -1,13 +1,13 @@
 # frozen_string_literal: true
 
 require "grpc"
+require "keyvalue/connection"
 require "keyvalue/credentials"
 require "keyvalue/errors"
-require "keyvalue/proto/api_services_pb"
-require "keyvalue/proto/keyvalue/v1/kv_services_pb"
 require "keyvalue/kv_api"
-require "keyvalue/snapshot"
 require "keyvalue/watch"
+require "keyvalue/watch_registry"
+require "keyvalue/watch_session"
 require "keyvalue/wire"
 
 module KeyValue
@@ -56,14 +56,6 @@ module KeyValue
     # further off; nil is no deadline at all).
     MAX_TIMEOUT = 365 * 24 * 3600
 
-    # The grpc gem refuses replies above 4 MiB by default. The server already
-    # bounds values (--max-value-bytes, which may be raised above 4 MiB), so
-    # accept whatever it sends back.
-    CHANNEL_ARGS = { "grpc.max_receive_message_length" => -1 }.freeze
-    # Channel states that are neither connected nor failed.
-    WAITING_STATES = [GRPC::Core::ConnectivityStates::IDLE, GRPC::Core::ConnectivityStates::CONNECTING].freeze
-    private_constant :CHANNEL_ARGS, :WAITING_STATES
-
     attr_reader :address, :timeout
 
     # Opens a client (with the options of #new), yields it and closes it
@@ -94,9 +86,8 @@ module KeyValue
       @address = address
       @timeout = Wire.duration("timeout", timeout, MAX_TIMEOUT, nil_ok: true)
       @credentials = Credentials.new(token:, ca_file:, cert_file:, key_file:)
-      @channel = GRPC::Core::Channel.new(address, CHANNEL_ARGS, @credentials.channel_credentials)
-      @stub = Simplekeyvalue::KeyValue::Stub.new(address, :this_channel_is_insecure, channel_override: @channel)
-      @v1 = Keyvalue::V1::KV::Stub.new(address, :this_channel_is_insecure, channel_override: @channel)
+      @connection = Connection.new(address, @timeout, @credentials)
+      @watches = WatchRegistry.new(address, @timeout)
       @closed = false
     end
 
@@ -130,7 +121,8 @@ module KeyValue
       return if @closed
 
       @closed = true
-      @channel.close
+      @watches.close_all
+      @connection.close
     end
 
     def closed?
@@ -146,61 +138,33 @@ module KeyValue
 
     # A call of the tutorial's service.
     def call(method, request)
-      check_open
-      @stub.public_send(method, request, deadline:, metadata:)
-    rescue GRPC::BadStatus => e
-      raise KeyValue.error_from_status(e)
+      @connection.unary(:tutorial, method, request)
     end
 
     # A unary call of keyvalue.v1.KV.
     def call_v1(method, request)
-      check_open
-      @v1.public_send(method, request, deadline:, metadata:)
-    rescue GRPC::BadStatus => e
-      raise KeyValue.error_from_status(e, api: :v1)
+      @connection.unary(:v1, method, request)
     end
 
-    def watch_events(request, &)
-      await_connection
-      Watch.each(@v1, request, metadata:, &)
+    # A Watch of the key range +fields+, once the server registered it.
+    # The session's calls go on the client's channel; a refusal at
+    # --max-watchers first collects this client's abandoned watches.
+    def start_watch(fields, start_revision, resume)
+      @connection.check_open
+      open = ->(revision) { @connection.watch_call(Keyvalue::V1::WatchRequest.new(**fields, start_revision: revision)) }
+      now = -> { current_revision(fields[:key]) }
+      @watches.start { WatchSession.new(open:, start_revision:, resume:, now:) }
+    end
+
+    # The store's revision, read through a cheap count of one key.
+    def current_revision(key)
+      request = Keyvalue::V1::RangeRequest.new(key: Wire.bytes(key), range_end: Wire.single_key_end(key),
+                                               count_only: true)
+      Wire.revision(call_v1(:range, request))
     end
 
     def start_snapshot
-      await_connection
-      Snapshot.start(@v1, metadata:)
-    end
-
-    # Before a stream, which has no deadline: waits until the channel has
-    # connected (or failed, which the stream then reports), for at most the
-    # timeout. A server that accepts the connection and never answers
-    # raises ServerUnavailable (DEADLINE_EXCEEDED), as a unary call would.
-    def await_connection
-      check_open
-      return unless @timeout
-
-      until_time = deadline
-      state = @channel.connectivity_state(true)
-      while WAITING_STATES.include?(state)
-        unless @channel.watch_connectivity_state(state, until_time)
-          raise KeyValue.error_for_status(GRPC::Core::StatusCodes::DEADLINE_EXCEEDED,
-                                          "no connection to #{@address} within #{@timeout}s", api: :v1)
-        end
-        state = @channel.connectivity_state(true)
-      end
-    end
-
-    def check_open
-      raise IOError, "the client is closed" if @closed
-    end
-
-    def deadline
-      @timeout && (Time.now + @timeout)
-    end
-
-    # What each call sends: the token, if any (a copy, for the grpc gem to
-    # keep or change).
-    def metadata
-      @credentials.metadata.dup
+      @connection.snapshot
     end
   end
 end

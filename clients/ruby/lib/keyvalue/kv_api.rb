@@ -14,7 +14,7 @@ require "keyvalue/wire"
 # and set).
 module KeyValue
   # Mixed into Client, whose private call_v1 (one unary call, errors mapped),
-  # watch_events (the Watch stream) and start_snapshot (the Snapshot stream)
+  # start_watch (a registered Watch) and start_snapshot (the Snapshot stream)
   # it relies on.
   #
   # Keys and values are binary Strings: any String is sent as its bytes, and
@@ -53,13 +53,16 @@ module KeyValue
     # page after page as it goes (nothing before it is used). By default to
     # the end of the keyspace; prefix: true for the keys starting with +key+;
     # range_end: up to that key (exclusive). keys_only: values come back
-    # empty. limit: at most this many records.
+    # empty. limit: at most this many records (no page asks for more than
+    # are still wanted). page_size: at most this many records per request
+    # (default: the server's --max-range-page, which also caps it).
     #
     #   client.range("user/", prefix: true).each { |record| ... }
     #   client.range("a", range_end: "b", keys_only: true).map(&:key)
-    def range(key = "", prefix: false, range_end: nil, keys_only: false, limit: nil)
+    #   client.range("big/", prefix: true, page_size: 10).first(3)
+    def range(key = "", prefix: false, range_end: nil, keys_only: false, limit: nil, page_size: nil)
       fields = Wire.key_range(key, prefix, range_end).merge(keys_only:)
-      RangeScan.new(->(request) { call_v1(:range, request) }, fields, limit).enumerator
+      RangeScan.new(->(request) { call_v1(:range, request) }, fields, limit, page_size:).enumerator
     end
 
     # How many keys the range (as for #range) holds, without fetching them.
@@ -77,6 +80,17 @@ module KeyValue
       CompareAndSetResult.from_proto(request, call_v1(:put, request))
     end
 
+    # Deletes +key+ only if its mod_revision is still +expect_revision+.
+    # Returns a CompareAndSetResult: succeeded? (deleted), revision, and on
+    # failure current, the Record that made it fail (nil: the key does not
+    # exist). A failed condition is an answer, not an error.
+    def delete_if(key, expect_revision:)
+      condition = Keyvalue::V1::Condition.new(mod_revision: Wire.integer("expect_revision", expect_revision))
+      response = call_v1(:delete, Keyvalue::V1::DeleteRequest.new(key: Wire.bytes(key), condition:))
+      current = response.succeeded ? nil : Record.from_proto(response.prev_kvs.first)
+      CompareAndSetResult.new(succeeded: response.succeeded, revision: Wire.revision(response), current:)
+    end
+
     # Atomically: if every Compare holds, the +success+ Ops, else the
     # +failure+ Ops. Returns a TxnResult (succeeded?, revision, results).
     def txn(compares:, success: [], failure: [])
@@ -92,33 +106,51 @@ module KeyValue
     end
 
     # Stores every key => value of +hash+ atomically, at one revision, which
-    # it returns; batch_put("a" => "1", "b" => "2"). Raises InvalidArgument
-    # above the server's --max-batch-keys. (For keys on a lease, use txn with
-    # Op.put(key, value, lease:).)
-    def batch_put(hash)
-      puts = hash.map { |key, value| Keyvalue::V1::PutRequest.new(key: Wire.bytes(key), value: Wire.bytes(value)) }
+    # it returns; batch_put("a" => "1", "b" => "2"). lease: attach every key
+    # to this lease (see lease_grant): batch_put({ "a" => "1" }, lease: id).
+    # Raises InvalidArgument above the server's --max-batch-keys,
+    # LeaseNotFound for an unknown lease.
+    def batch_put(hash = nil, lease: 0, **pairs)
+      lease = Wire.lease_id("lease", lease)
+      puts = (hash || pairs).map do |key, value|
+        Keyvalue::V1::PutRequest.new(key: Wire.bytes(key), value: Wire.bytes(value), lease:)
+      end
       Wire.revision(call_v1(:batch_put, Keyvalue::V1::BatchPutRequest.new(puts:)))
     end
 
-    # Yields an Event for each change to +key+ (prefix: true: to the keys
-    # starting with it; range_end: to the keys up to that one), in revision
-    # order, until the block breaks (which cancels the stream) or the server
-    # goes away. From start_revision on if given (a client that saw revision
-    # N resumes from N + 1 and misses nothing); 0: from when the server
-    # registers the watch. Without a block, returns an Enumerator that starts
-    # the watch when used (prefer first(n), take(n) or each with a break:
-    # they cancel the stream; an abandoned #next does not).
+    # Watches +key+ (prefix: true: the keys starting with it; range_end: the
+    # keys up to that one) and returns a Watch once the server has
+    # registered it: every change made after this returns is seen, in
+    # revision order. From start_revision on if given (a client that saw
+    # revision N resumes from N + 1 and misses nothing); 0: from now.
     #
-    # Raises Compacted if start_revision is older than the server's
-    # --watch-history, ResourceExhausted at its --max-watchers,
-    # ServerUnavailable if the connection is not ready within the client's
-    # timeout (the stream itself has no deadline).
-    def watch(key, prefix: false, range_end: nil, start_revision: 0, &block)
-      request = Keyvalue::V1::WatchRequest.new(**Wire.key_range(key, prefix, range_end),
-                                               start_revision: Wire.integer("start_revision", start_revision))
-      return Enumerator.new { |out| watch_events(request) { |event| out << event } } unless block
+    # With a block, yields each Event until the block breaks (or the watch
+    # is closed from another thread), then closes the watch; returns nil.
+    # Without one, returns the Watch: read it with each or next, from any
+    # thread, and close it when done (or leave each early, which closes it).
+    #
+    # resume: true (the default) makes the watch start again by itself after
+    # a broken connection or a server restart, from the revision after the
+    # last event it handed over (it assumes the store outlived the restart:
+    # a disk or etcd backend). resume: false ends it with ServerUnavailable.
+    #
+    # Raises Compacted if start_revision (or the resume point) is older than
+    # the server's --watch-history; ResourceExhausted at its --max-watchers
+    # (after cancelling this client's watches that Ruby has collected);
+    # ServerUnavailable if the server is unreachable, or does not register
+    # the watch within the client's timeout (the stream itself has no
+    # deadline).
+    def watch(key, prefix: false, range_end: nil, start_revision: 0, resume: true, &block)
+      watch = start_watch(Wire.key_range(key, prefix, range_end), Wire.integer("start_revision", start_revision),
+                          resume)
+      return watch unless block_given?
 
-      watch_events(request, &block)
+      begin
+        watch.each(&block)
+      ensure
+        watch.close
+      end
+      nil
     end
 
     # A new lease of +ttl_seconds+ (a Lease); keys put with lease: its id are

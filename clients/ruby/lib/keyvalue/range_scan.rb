@@ -8,8 +8,10 @@ require "keyvalue/wire"
 # page by page behind Client#range.
 module KeyValue
   # Yields a Record per key, requesting the next page (page_token) when one
-  # runs out, until the range or +limit+ is exhausted. Each page asks for the
-  # server's page size (--max-range-page): any other could be above its limit.
+  # runs out, until the range or +limit+ is exhausted. Each page asks for no
+  # more records than are still wanted (the rest of +limit+) nor than
+  # +page_size+; without either it asks for the server's page size
+  # (--max-range-page), and the server caps a larger one to that.
   #
   # Pages are read one at a time, each at the store's revision of the moment:
   # keys written while a scan runs may or may not be seen, but no key is ever
@@ -17,11 +19,13 @@ module KeyValue
   class RangeScan
     # +fetch+ calls Range with a RangeRequest and returns its RangeResponse;
     # +fields+ are the request's key range and keys_only; +limit+ is the most
-    # records to yield (nil: no limit).
-    def initialize(fetch, fields, limit)
+    # records to yield and +page_size+ the most per request (nil: no limit,
+    # the server's page size).
+    def initialize(fetch, fields, limit, page_size: nil)
       @fetch = fetch
       @fields = fields
       @limit = Wire.integer("limit", limit, nil_ok: true)
+      @page_size = Wire.integer("page_size", page_size, 1..Wire::UINT32.end, nil_ok: true)
     end
 
     # An Enumerator over the records; nothing is fetched before it is used.
@@ -33,7 +37,7 @@ module KeyValue
       yielded = 0
       token = "".b
       until full?(yielded)
-        page = @fetch.call(Keyvalue::V1::RangeRequest.new(**@fields, page_token: token))
+        page = @fetch.call(Keyvalue::V1::RangeRequest.new(**@fields, page_token: token, limit: page_limit(yielded)))
         page.kvs.each do |kv|
           break if full?(yielded)
 
@@ -47,6 +51,13 @@ module KeyValue
     end
 
     private
+
+    # The limit of the next request: what is still wanted, at most a page
+    # (0: the server's page size).
+    def page_limit(yielded)
+      wanted = [@limit && (@limit - yielded), @page_size].compact.min
+      wanted.nil? || wanted > Wire::UINT32.end ? 0 : wanted
+    end
 
     def full?(yielded)
       !@limit.nil? && yielded >= @limit

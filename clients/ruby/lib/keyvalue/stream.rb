@@ -3,7 +3,7 @@
 require "grpc"
 require "keyvalue/errors"
 
-# KeyValue::Stream: the replies of a server-streaming call (Watch, Snapshot),
+# KeyValue::Stream: the replies of a server-streaming call (Snapshot),
 # read on a thread of their own so that the caller's wait can be interrupted.
 module KeyValue
   # The grpc gem's blocking read does not return for a signal: a process

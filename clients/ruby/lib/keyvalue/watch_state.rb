@@ -1,0 +1,111 @@
+# frozen_string_literal: true
+
+# KeyValue::WatchState: where a watch is in its life, shared between the
+# thread that reads its calls and the threads that wait on it or close it.
+module KeyValue
+  # :starting until the server first registers the watch, then :registered;
+  # :failed (with the error) or :closed (cancelled) at the end. Every change
+  # wakes the threads waiting in #await_registered and #pause.
+  class WatchState
+    attr_reader :error
+
+    def initialize
+      @lock = Mutex.new
+      @changed = ConditionVariable.new
+      @state = :starting
+      @registered = false
+    end
+
+    # Waits until the watch left :starting, for at most +timeout+ seconds
+    # (nil: no limit); whether it was registered. Raises the error of a
+    # watch that failed before that.
+    def await_registered(timeout)
+      deadline = timeout && (monotonic + timeout)
+      @lock.synchronize do
+        wait_while_starting(deadline)
+        raise @error if @state == :failed && !@registered
+
+        @registered
+      end
+    end
+
+    def registered?
+      @registered
+    end
+
+    def closed?
+      @state == :closed
+    end
+
+    # Records the server's registration (again, after a resume).
+    def registered!
+      change { @registered = true }
+    end
+
+    # Closes the watch, unless it failed; yields (under the lock) so that
+    # the caller takes what it must cancel atomically with the change.
+    def close!
+      change do
+        @state = :closed unless @state == :failed
+        yield
+      end
+    end
+
+    # Records +error+ as the end of the watch; false if it was closed
+    # already (a cancelled call ends with an error nobody waits for).
+    def fail!(error)
+      change do
+        next false if @state == :closed
+
+        @state = :failed
+        @error = error
+        true
+      end
+    end
+
+    # Runs the block under the lock; false if the watch is closed.
+    def unless_closed
+      @lock.synchronize do
+        next false if @state == :closed
+
+        yield
+        true
+      end
+    end
+
+    # Waits +seconds+, or less if the watch is closed meanwhile; whether it
+    # is still open.
+    def pause(seconds)
+      @lock.synchronize do
+        @changed.wait(@lock, seconds) unless @state == :closed
+        @state != :closed
+      end
+    end
+
+    private
+
+    def change
+      @lock.synchronize do
+        result = yield
+        @state = :registered if @state == :starting && @registered
+        @changed.broadcast
+        result
+      end
+    end
+
+    # Under the lock: waits for a change until the state leaves :starting or
+    # +deadline+ passes.
+    def wait_while_starting(deadline)
+      while @state == :starting
+        left = deadline && (deadline - monotonic)
+        return if left&.<= 0
+
+        @changed.wait(@lock, left)
+      end
+    end
+
+    def monotonic
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+  end
+end
