@@ -31,11 +31,21 @@ class _CuttingKV(kv_pb2_grpc.KVServicer):
         yield kv_pb2.SnapshotChunk(kvs=[kv_pb2.KeyValue(key=SENT_KEY, value=b"v")], done=False)
         context.abort(grpc.StatusCode.CANCELLED, CUT_DETAILS)
 
+    def Range(
+        self, request: kv_pb2.RangeRequest, context: grpc.ServicerContext
+    ) -> kv_pb2.RangeResponse:
+        """An empty range at revision 1 (where a resuming watch starts from)."""
+        return kv_pb2.RangeResponse(header=kv_pb2.Header(revision=1))
+
     def Watch(
         self, request: kv_pb2.WatchRequest, context: grpc.ServicerContext
     ) -> Iterator[kv_pb2.WatchResponse]:
         yield kv_pb2.WatchResponse(
-            events=[kv_pb2.Event(kind=kv_pb2.Event.PUT, kv=kv_pb2.KeyValue(key=SENT_KEY))]
+            events=[
+                kv_pb2.Event(
+                    kind=kv_pb2.Event.PUT, kv=kv_pb2.KeyValue(key=SENT_KEY, mod_revision=2)
+                )
+            ]
         )
         context.abort(grpc.StatusCode.CANCELLED, CUT_DETAILS)
 

@@ -55,21 +55,59 @@ class KvServer:
         log_path: Where its stderr goes.
         extra_args: Flags added after ``--listen``/``--backend``, e.g.
             ``["--max-key-bytes", "8"]``.
+        data_dir: Use the disk backend on this directory (kept across
+            restarts); default: the memory backend.
     """
 
-    def __init__(self, binary: Path, log_path: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        log_path: Path,
+        extra_args: Sequence[str] = (),
+        *,
+        data_dir: Path | None = None,
+    ) -> None:
         self.binary = binary
         self.log_path = log_path
-        self.args = [
-            str(binary),
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "memory",
-            *extra_args,
-        ]
+        backend = ["--backend", "memory"]
+        if data_dir is not None:
+            backend = ["--backend", "disk", "--data-dir", str(data_dir)]
+        self.args = [str(binary), "--listen", "127.0.0.1:0", *backend, *extra_args]
         self._process: subprocess.Popen[bytes] | None = None
         self._address: str | None = None
+        self._last_address: str | None = None
+
+    def restart(self, *, kill: bool = False) -> None:
+        """Stop the server, then start it again on the same port (and data dir).
+
+        With ``kill`` it is killed with SIGKILL, as a crash would end it;
+        otherwise stopped with SIGTERM, as an operator would.
+
+        Raises:
+            KvServerError: It did not stop cleanly, or did not start again.
+        """
+        if kill:
+            self.stop_abruptly()
+        else:
+            self.stop()
+        self.start_again()
+
+    def start_again(self) -> None:
+        """Start the stopped server again on the port of its last run.
+
+        Raises:
+            KvServerError: It never ran, or did not start.
+        """
+        if self._last_address is None:
+            raise KvServerError("kvserver never ran: nothing to start again")
+        self.args[self.args.index("--listen") + 1] = self._last_address
+        self.start()
+
+    def stop_abruptly(self) -> None:
+        """Kill the server with SIGKILL (no shutdown at all), as a crash would."""
+        self._last_address = self._address or self._last_address
+        self._address = None
+        self._kill()
 
     @property
     def address(self) -> str:
@@ -133,6 +171,7 @@ class KvServer:
             KvServerError: If it is still running after ``timeout`` seconds; it
                 is killed first.
         """
+        self._last_address = self._address or self._last_address
         process, self._process, self._address = self._process, None, None
         if process is None:
             raise KvServerError("kvserver is not running")
@@ -155,11 +194,19 @@ class KvServer:
 
 
 def serve(
-    binary: Path, tmp_path_factory: pytest.TempPathFactory, extra_args: Sequence[str] = ()
+    binary: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    extra_args: Sequence[str] = (),
+    *,
+    disk: bool = False,
 ) -> Iterator[KvServer]:
-    """Run a kvserver for the duration of a yield fixture, then stop it."""
-    log_path = tmp_path_factory.mktemp("kvserver") / "stderr.log"
-    server = KvServer(binary, log_path, extra_args)
+    """Run a kvserver for the duration of a yield fixture, then stop it.
+
+    With ``disk``, on the disk backend, in a data dir of its own.
+    """
+    directory = tmp_path_factory.mktemp("kvserver")
+    log_path = directory / "stderr.log"
+    server = KvServer(binary, log_path, extra_args, data_dir=directory / "data" if disk else None)
     try:
         server.start()
     except KvServerError as error:

@@ -13,6 +13,7 @@ from kvserver_process import KvServer, serve
 
 from keyvalue import (
     Client,
+    DeadlineExceeded,
     InvalidArgument,
     KeyNotFound,
     KeyValueError,
@@ -169,14 +170,36 @@ def test_refused_connection_raises_server_unavailable(unreachable_address: str) 
     assert elapsed < 4, "a refused connection should fail fast, not wait for the deadline"
 
 
-def test_silent_server_raises_server_unavailable_after_the_timeout(silent_address: str) -> None:
+def test_silent_server_raises_deadline_exceeded_after_the_timeout(silent_address: str) -> None:
     with Client(silent_address, timeout=0.5) as client:
         started = time.monotonic()
-        with pytest.raises(ServerUnavailable) as raised:
+        with pytest.raises(DeadlineExceeded) as raised:
             client.set("weather", "sunny")
         elapsed = time.monotonic() - started
     assert raised.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    # Still a ServerUnavailable, as it was raised before it had a class of its own.
+    assert isinstance(raised.value, ServerUnavailable)
     assert 0.4 <= elapsed < 5
+
+
+def test_a_call_timeout_overrides_the_client_timeout(silent_address: str) -> None:
+    with Client(silent_address, timeout=None) as client:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            client.get_kv("weather", timeout=0.3)
+        assert time.monotonic() - started < 3
+        with pytest.raises(ValueError, match="timeout must be above zero"):
+            client.get_kv("weather", timeout=0)
+
+
+def test_wait_for_ready_waits_for_the_server_instead_of_failing_fast(
+    unreachable_address: str,
+) -> None:
+    with Client(unreachable_address, timeout=0.5, wait_for_ready=True) as client:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            client.get("weather")
+        assert time.monotonic() - started >= 0.4
 
 
 def test_errors_are_ours_and_keep_the_grpc_error_as_cause(client: Client, key: str) -> None:
@@ -222,3 +245,33 @@ def test_a_nan_timeout_is_refused() -> None:
 def test_address_must_not_be_empty() -> None:
     with pytest.raises(ValueError, match="address"):
         Client("")
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1:", "has no port"),
+        ("localhost", "has no port"),
+        ("kv://localhost", "has no port"),
+        (":50051", "has no host"),
+        ("localhost:http", "not a number from 1 to 65535"),
+        ("localhost:70000", "not a number from 1 to 65535"),
+        ("::1:50051", "IPv6 address in brackets"),
+        ("http://localhost:50051", "unknown scheme 'http'"),
+        ("kv://localhost:50051/path", "kv://host:port, nothing more"),
+    ],
+)
+def test_an_address_without_host_or_port_is_refused_at_construction(
+    address: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Client(address)
+
+
+def test_the_kv_url_form_reaches_the_same_server(server: KvServer, key: str) -> None:
+    port = server.address.rpartition(":")[2]
+    Client("[::1]:50051").close()  # an IPv6 address in brackets is fine
+    with Client(f"kv://127.0.0.1:{port}") as by_url:
+        by_url.set(key, "by url")
+        assert by_url.get(key) == "by url"
+        assert by_url.address == f"kv://127.0.0.1:{port}"

@@ -7,6 +7,7 @@ import pytest
 
 from keyvalue import (
     Compacted,
+    DeadlineExceeded,
     InvalidArgument,
     KeyNotFound,
     KeyValueError,
@@ -26,7 +27,7 @@ from keyvalue.errors import error_for_status, from_rpc_error
         (grpc.StatusCode.NOT_FOUND, KeyNotFound),
         (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgument),
         (grpc.StatusCode.UNAVAILABLE, ServerUnavailable),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, ServerUnavailable),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceeded),
         (grpc.StatusCode.INTERNAL, RequestFailed),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, ResourceExhausted),
         (grpc.StatusCode.OUT_OF_RANGE, Compacted),

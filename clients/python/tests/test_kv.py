@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -27,6 +28,7 @@ from keyvalue import (
     PutResult,
     RangeResult,
 )
+from keyvalue._proto import kv_pb2_grpc
 
 PAGE_LIMIT = 100
 BATCH_LIMIT = 3
@@ -227,13 +229,56 @@ def test_range_pages_through_every_key_exactly_once_in_order(paging_server: KvSe
         assert [kv.key for kv in seen] == keys
         assert all(kv.value == kv.key[::-1] for kv in seen)
         assert client.count("paged/", prefix=True) == 2500
-        # A page larger than the server allows is refused, naming the flag...
-        with pytest.raises(InvalidArgument, match="--max-range-page"):
-            list(client.range("paged/", prefix=True, page_size=PAGE_LIMIT + 1))
-        # ...but a total limit above it is fine: it only stops the iteration.
+        # A page larger than the server allows is capped to it, page after page...
+        assert [kv.key for kv in client.range("paged/", prefix=True, page_size=1000)] == keys
+        # ...and so is a total limit above it: it only stops the iteration.
         assert [kv.key for kv in client.range("paged/", prefix=True, limit=250)] == keys[:250]
         small_pages = client.range("paged/", prefix=True, page_size=7, limit=30)
         assert [kv.key for kv in small_pages] == keys[:30]
+
+
+class _RangeRecorder(grpc.UnaryUnaryClientInterceptor):
+    """Records the limit of every Range request sent, and the keys each reply held."""
+
+    def __init__(self) -> None:
+        self.exchanges: list[tuple[int, int]] = []
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        outcome = continuation(details, request)
+        if details.method.endswith("/Range"):
+            self.exchanges.append((request.limit, len(outcome.result().kvs)))
+        return outcome
+
+
+def _recording(client: Client) -> _RangeRecorder:
+    """Spy on the client's keyvalue.v1 calls: they still go to the real server."""
+    recorder = _RangeRecorder()
+    client._kv = kv_pb2_grpc.KVStub(grpc.intercept_channel(client._channel, recorder))
+    return recorder
+
+
+@pytest.mark.parametrize(
+    ("limit", "page_size", "exchanges"),
+    [
+        # A limit below the page asks for that many keys, and gets only them.
+        (1, None, [(1, 1)]),
+        (3, 50, [(3, 3)]),
+        (250, 100, [(100, 100), (100, 100), (50, 50)]),
+        # A limit above the server's page is sent as is; the server caps it.
+        (10**12, None, [(2**32 - 1, PAGE_LIMIT), (2**32 - 1, PAGE_LIMIT), (2**32 - 1, 50)]),
+        (260, 1000, [(260, PAGE_LIMIT), (160, PAGE_LIMIT), (60, 50)]),
+    ],
+)
+def test_range_asks_for_no_more_than_the_limit(
+    paging_server: KvServer, limit: int, page_size: int | None, exchanges: list[tuple[int, int]]
+) -> None:
+    value = "v" * 1000
+    with Client(paging_server.address) as client:
+        client.batch_put({f"limited/{i:03d}": value for i in range(250)})
+        recorder = _recording(client)
+        got = list(client.range("limited/", prefix=True, limit=limit, page_size=page_size))
+        assert len(got) == min(limit, 250)
+        assert recorder.exchanges == exchanges
 
 
 def test_range_is_lazy(paging_server: KvServer) -> None:

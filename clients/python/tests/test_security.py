@@ -281,6 +281,22 @@ def test_a_cert_without_a_key_is_a_value_error(pki: Pki) -> None:
         Client("127.0.0.1:1", ca_file=pki.ca, key_file=pki.client.key)
 
 
+def test_a_private_key_as_ca_file_is_refused_at_construction(pki: Pki) -> None:
+    with pytest.raises(ValueError, match=r"ca_file .*client\.key.* holds no certificate"):
+        Client("127.0.0.1:1", ca_file=pki.client.key)
+    # And the other way round: a certificate where the key should be.
+    with pytest.raises(ValueError, match=r"key_file .* holds no private key"):
+        Client("127.0.0.1:1", ca_file=pki.ca, cert_file=pki.client.cert, key_file=pki.ca)
+
+
+def test_tls_true_trusts_the_system_roots_not_a_private_ca(tls_server: KvServer, key: str) -> None:
+    # The test CA is in no system store: the handshake fails, but TLS was tried.
+    with Client(tls_server.localhost_address, tls=True, timeout=5) as client:
+        assert client.tls
+        with pytest.raises(ServerUnavailable):
+            client.set(key, "v")
+
+
 def test_a_client_certificate_needs_a_ca_file(pki: Pki) -> None:
     with pytest.raises(ValueError, match="need ca_file"):
         Client("127.0.0.1:1", cert_file=pki.client.cert, key_file=pki.client.key)

@@ -10,6 +10,7 @@ watches, leases, snapshots). Failures raise subclasses of :class:`KeyValueError`
 from keyvalue.client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client
 from keyvalue.errors import (
     Compacted,
+    DeadlineExceeded,
     InvalidArgument,
     KeyNotFound,
     KeyValueError,
@@ -20,9 +21,12 @@ from keyvalue.errors import (
     ServerUnavailable,
     Unauthenticated,
 )
+from keyvalue.kept_lease import KeptLease
 from keyvalue.key_value import KeyValue
 from keyvalue.lease import Lease, LeaseInfo
+from keyvalue.recipes import Lock
 from keyvalue.results import CasResult, DeleteResult, PutResult, RangeResult
+from keyvalue.retry import RetryPolicy
 from keyvalue.snapshot import Snapshot
 from keyvalue.transactions import Compare, Op, TxnResult
 from keyvalue.watch import Event, Watch
@@ -34,21 +38,25 @@ __all__ = [
     "Client",
     "Compacted",
     "Compare",
+    "DeadlineExceeded",
     "DeleteResult",
     "Event",
     "InvalidArgument",
+    "KeptLease",
     "KeyNotFound",
     "KeyValue",
     "KeyValueError",
     "Lease",
     "LeaseInfo",
     "LeaseNotFound",
+    "Lock",
     "Op",
     "PermissionDenied",
     "PutResult",
     "RangeResult",
     "RequestFailed",
     "ResourceExhausted",
+    "RetryPolicy",
     "ServerUnavailable",
     "Snapshot",
     "TxnResult",

@@ -5,91 +5,126 @@ the tutorial's ``simplekeyvalue.KeyValue`` (:meth:`Client.get`,
 :meth:`Client.set`: text keys and values) and the full API ``keyvalue.v1.KV``
 (every other method: bytes or str keys and values, revisions, ranges,
 transactions, watches, leases, snapshots). Both serve the same data. Each call
-has a deadline (``timeout``; watches and snapshots have none) and raises a
+has a deadline (the client's ``timeout``, or the call's own ``timeout=``;
+watches and snapshots have none once started) and raises a
 :class:`~keyvalue.errors.KeyValueError` subclass on failure, never a raw
 ``grpc.RpcError``::
 
     with Client("127.0.0.1:50051", timeout=5.0) as client:
         client.set("weather", "sunny")
         client.get("weather")  # "sunny"
-        client.get_kv("weather").value  # b"sunny"
+        client.get_kv("weather", timeout=0.5).value  # b"sunny"
 
 With ``ca_file`` the channel is TLS (and mutual TLS with ``cert_file`` and
-``key_file``); with ``token`` every call of both services carries
+``key_file``), with ``tls=True`` TLS trusting the system's root certificates;
+with ``token`` every call of both services carries
 ``authorization: Bearer <token>``::
 
-    Client("localhost:50051", ca_file="ca.pem", token="s3cret")
+    Client("kv://localhost:50051", ca_file="ca.pem", token="s3cret")
+
+What is built on these calls (leases kept alive, locks, the update loop) lives
+in :mod:`keyvalue.recipes`; what each call sends and how its reply is read, in
+:mod:`keyvalue.calls`, shared with :class:`~keyvalue.AsyncClient`.
+
+A client is thread-safe: one client (one channel, one connection) may serve
+every thread of a program at once, and should; a :class:`~keyvalue.Watch` or a
+:class:`~keyvalue.Snapshot` is read by one thread at a time, but any thread
+may cancel it.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, TypeVar, cast, overload
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
 
 import grpc
 
-from keyvalue._proto import api_pb2, api_pb2_grpc, kv_pb2, kv_pb2_grpc
-from keyvalue.errors import error_for_status, from_rpc_error
-from keyvalue.key_value import BytesLike, KeyValue, kv_field, optional_bytes, to_bytes
-from keyvalue.lease import Lease, LeaseInfo, to_millis
-from keyvalue.results import CasResult, PutResult
+from keyvalue import calls
+from keyvalue._base import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, ClientBase
+from keyvalue._proto import api_pb2_grpc, kv_pb2, kv_pb2_grpc
+from keyvalue.calls import CLIENT_TIMEOUT, BatchItems, Call, Timeout
+from keyvalue.channel import CHANNEL_OPTIONS, StrPath
+from keyvalue.errors import KeyValueError, error_for_status, from_rpc_error
+from keyvalue.kept_lease import KeptLease
+from keyvalue.key_value import BytesLike, KeyValue
+from keyvalue.recipes import Lock, Steps, Updater, WaitForDelete, lock_steps, update_steps
+from keyvalue.results import CasResult
+from keyvalue.retry import Retrying, RetryPolicy
 from keyvalue.snapshot import Snapshot
-from keyvalue.transactions import Compare, Op, TxnResult, txn_request
-from keyvalue.watch import Watch
+from keyvalue.watch import Watch, WatchCursor
 
-_Reply = TypeVar("_Reply")
+__all__ = ["DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "Client", "StrPath"]
+
+_R = TypeVar("_R")
+_P = ParamSpec("_P")
 # A key type: Mapping is invariant in its keys, so dict[str, ...] needs a TypeVar.
 _Key = TypeVar("_Key", bound=BytesLike)
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
-"""Where kvserver listens unless told otherwise."""
 
-DEFAULT_TIMEOUT = 5.0
-"""Seconds each call may take, connecting included, before it fails."""
+def unary(build: Callable[_P, Call[_R]]) -> Callable[Concatenate[Client, _P], _R]:
+    """A method of :class:`Client` that sends the call ``build`` makes of its arguments.
 
-_CHANNEL_OPTIONS = [
-    # grpcio refuses replies above 4 MiB by default. The server already bounds
-    # values (--max-value-bytes, which may be raised above 4 MiB), so accept
-    # whatever it sends back.
-    ("grpc.max_receive_message_length", -1),
-]
+    The method has ``build``'s signature and documentation: each unary call is
+    defined once, in :mod:`keyvalue.calls`, for both clients.
+    """
 
+    def method(self: Client, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return self.run(build(*args, **kwargs))
 
-StrPath = str | os.PathLike[str]
-"""A file name: ``str`` or ``pathlib.Path``."""
+    functools.update_wrapper(method, build)
+    return method
 
 
-class Client:
+class Client(ClientBase):
     """A connection to one kvserver.
 
     The channel connects lazily on the first call, and reconnects by itself
     if the server restarts. Close the client when done, or use it as a context
     manager; a closed client raises ``ValueError`` on every call.
 
+    Every unary method takes ``timeout=``: seconds for this call, or ``None``
+    for no deadline; by default the client's. Writes also take
+    ``idempotent=True``, which lets the retry policy repeat them (see
+    :mod:`keyvalue.retry`).
+
     Args:
-        address: The server, as ``host:port``. With TLS, the host must be a
-            name (or IP address) the server's certificate covers.
+        address: The server, as ``host:port`` or ``kv://host:port``. With TLS,
+            the host must be a name (or IP address) the server's certificate covers.
         timeout: Seconds each call may take before it fails with
-            :class:`~keyvalue.errors.ServerUnavailable`; ``None`` waits forever.
+            :class:`~keyvalue.errors.DeadlineExceeded` (or
+            :class:`~keyvalue.errors.ServerUnavailable` if it could not
+            connect); ``None`` waits forever.
         token: Send ``authorization: Bearer <token>`` with every call, for a
             server started with ``--auth-token-file``. Without TLS the token
             crosses the network in the clear.
+        tls: Connect over TLS, trusting the system's root certificates (for a
+            server whose certificate a public CA signed).
         ca_file: Connect over TLS, trusting the server certificates this PEM
-            file's CA certificates signed. Without it the channel is plaintext.
+            file's CA certificates signed. Without it (and ``tls``) the channel
+            is plaintext.
         cert_file: With ``key_file``: present this PEM certificate chain to the
             server (mutual TLS, for a server started with ``--tls-client-ca``).
-            Needs ``ca_file``.
+            Needs ``ca_file`` or ``tls``.
         key_file: The PEM private key of ``cert_file``.
+        retry: Retry safe calls that failed for want of a connection or of an
+            answer in time, as this policy says (see :mod:`keyvalue.retry`);
+            ``None``: never retry. Watches resume after a lost connection
+            whatever this says (with this policy, or a default one).
+        wait_for_ready: Calls made while the server cannot be reached wait
+            for it (up to their timeout) instead of failing at once with
+            :class:`~keyvalue.errors.ServerUnavailable`: gRPC's wait-for-ready.
 
     Raises:
-        ValueError: A bad argument: an empty address or token, a timeout not
-            above zero, ``cert_file`` without ``key_file`` (or the other way
-            round) or without ``ca_file``, or a file that cannot be read or
-            is not PEM (the message names the file).
+        ValueError: A bad argument: an empty address, one without a port or
+            host, an empty token, a timeout not above zero, ``cert_file``
+            without ``key_file`` (or the other way round) or without TLS, or a
+            file that cannot be read or does not hold what it should (a
+            private key as ``ca_file``; the message names the file).
     """
 
     def __init__(
@@ -98,234 +133,53 @@ class Client:
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         token: str | None = None,
+        tls: bool = False,
         ca_file: StrPath | None = None,
         cert_file: StrPath | None = None,
         key_file: StrPath | None = None,
+        retry: RetryPolicy | None = None,
+        wait_for_ready: bool = False,
     ):
-        if not address.strip():
-            raise ValueError("address must not be empty")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be above zero, got {timeout}")
-        if token is not None:
-            _check_token(token)
-        credentials = _channel_credentials(ca_file, cert_file, key_file)
-        self.address = address
-        self.timeout = timeout
-        # Whether the channel is TLS (ca_file was given).
-        self.tls = credentials is not None
-        self._has_token = token is not None
+        super().__init__(
+            address,
+            timeout=timeout,
+            token=token,
+            tls=tls,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            retry=retry,
+            wait_for_ready=wait_for_ready,
+        )
+        target, credentials = self._config.address.target, self._config.credentials
         if credentials is None:
-            channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         else:
-            channel = grpc.secure_channel(address, credentials, options=_CHANNEL_OPTIONS)
-        if token is not None:
-            channel = grpc.intercept_channel(channel, _BearerToken(token))
-        self._channel = channel
+            self._channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
         self._stub = api_pb2_grpc.KeyValueStub(self._channel)
         self._kv = kv_pb2_grpc.KVStub(self._channel)
-        self._closed = False
 
-    def set(self, key: str, value: str) -> None:
-        """Store ``value`` under ``key``, replacing any previous value.
+    # ---- simplekeyvalue.KeyValue -------------------------------------------
 
-        Raises:
-            InvalidArgument: The key is empty or too long, or the value too long.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
-        """
-        self._check_open()
-        request = api_pb2.SetRequest(key=key, value=value)
-        try:
-            self._stub.Set(request, timeout=self.timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
+    set = unary(calls.tutorial_set)
 
-    def get(self, key: str) -> str:
-        """Return the value last stored under ``key``.
-
-        Raises:
-            KeyNotFound: The key was never set.
-            InvalidArgument: The key is empty or too long.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
-        """
-        self._check_open()
-        request = api_pb2.GetRequest(key=key)
-        try:
-            reply: api_pb2.GetReply = self._stub.Get(request, timeout=self.timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
-        return reply.value
+    get = unary(calls.tutorial_get)
 
     # ---- keyvalue.v1.KV: single keys -------------------------------------
 
-    def get_kv(self, key: BytesLike) -> KeyValue | None:
-        """The key with its revisions, or ``None`` if it does not exist.
+    get_kv = unary(calls.get_kv)
 
-        Raises:
-            InvalidArgument: The key is empty or too long.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
-        """
-        request = kv_pb2.GetRequest(key=to_bytes(key))
-        reply = self._unary(self._kv.Get, request, kv_pb2.GetResponse)
-        return kv_field(reply, "kv")
+    put = unary(calls.put)
 
-    def put(
-        self,
-        key: BytesLike,
-        value: BytesLike,
-        *,
-        ttl: float | None = None,
-        lease: int = 0,
-        prev_kv: bool = False,
-    ) -> PutResult:
-        """Store ``value`` under ``key``, replacing any previous value.
-
-        Args:
-            key: The key.
-            value: The value.
-            ttl: Seconds the key lives unless its lease is kept alive: the put
-                grants the key a lease of its own, named by the result.
-            lease: Attach the key to this lease instead (not with ``ttl``).
-            prev_kv: Return the key's previous state in the result.
-
-        Returns:
-            The revision of the put, the previous state (with ``prev_kv``) and the lease.
-
-        Raises:
-            ValueError: ``ttl`` is not above zero.
-            InvalidArgument: Bad key or value, or both ``ttl`` and ``lease``.
-            LeaseNotFound: ``lease`` does not exist.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
-        """
-        request = kv_pb2.PutRequest(
-            key=to_bytes(key),
-            value=to_bytes(value),
-            lease=lease,
-            ttl_ms=to_millis(ttl) if ttl is not None else 0,
-            prev_kv=prev_kv,
-        )
-        reply = self._unary(self._kv.Put, request, kv_pb2.PutResponse)
-        return PutResult.from_pb(reply, lease)
-
-    def delete(
-        self,
-        key: BytesLike,
-        *,
-        prefix: bool = False,
-        range_end: BytesLike | None = None,
-    ) -> int:
-        """Delete one key, every key starting with ``key`` (``prefix``), or a range.
-
-        Args:
-            key: The key, the prefix, or the first key of the range.
-            prefix: Delete every key that starts with ``key``.
-            range_end: Delete the keys from ``key`` (inclusive) to this (exclusive).
-
-        Returns:
-            How many keys were deleted (0 if none existed).
-
-        Raises:
-            InvalidArgument: Bad key or range, or both ``prefix`` and ``range_end``.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
-        """
-        request = kv_pb2.DeleteRequest(
-            key=to_bytes(key), range_end=optional_bytes(range_end), prefix=prefix
-        )
-        reply = self._unary(self._kv.Delete, request, kv_pb2.DeleteResponse)
-        return reply.deleted
+    delete = unary(calls.delete)
 
     # ---- conditional writes ----------------------------------------------
 
-    def compare_and_set(
-        self, key: BytesLike, value: BytesLike, *, expect_revision: int
-    ) -> CasResult:
-        """Store ``value`` only if the key's ``mod_revision`` is ``expect_revision``.
+    compare_and_set = unary(calls.compare_and_set)
 
-        Args:
-            key: The key.
-            value: The value.
-            expect_revision: The ``mod_revision`` the key must have (as last
-                read); 0 means "only if the key does not exist".
+    delete_if = unary(calls.delete_if)
 
-        Returns:
-            Whether it was written, the revision, and the key's state: the new
-            one on success, the one that made the condition fail otherwise.
-            A failed condition is not an error.
-
-        Raises:
-            InvalidArgument: Bad key or value.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
-        """
-        key_bytes, value_bytes = to_bytes(key), to_bytes(value)
-        request = kv_pb2.PutRequest(
-            key=key_bytes,
-            value=value_bytes,
-            prev_kv=True,
-            condition=kv_pb2.Condition(mod_revision=expect_revision),
-        )
-        reply = self._unary(self._kv.Put, request, kv_pb2.PutResponse)
-        revision = reply.header.revision
-        previous = kv_field(reply, "prev_kv")
-        if not reply.succeeded:
-            return CasResult(succeeded=False, revision=revision, current=previous)
-        # The state the put wrote, as the server computes it from the previous one.
-        current = KeyValue(
-            key=key_bytes,
-            value=value_bytes,
-            create_revision=previous.create_revision if previous else revision,
-            mod_revision=revision,
-            version=previous.version + 1 if previous else 1,
-            lease=0,
-        )
-        return CasResult(succeeded=True, revision=revision, current=current)
-
-    def delete_if(self, key: BytesLike, *, expect_revision: int) -> CasResult:
-        """Delete the key only if its ``mod_revision`` is ``expect_revision``.
-
-        Returns:
-            Whether it was deleted, the revision, and, if not, the key's current
-            state (``None`` if it does not exist). A failed condition is not an error.
-
-        Raises:
-            InvalidArgument: Bad key.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
-        """
-        request = kv_pb2.DeleteRequest(
-            key=to_bytes(key), condition=kv_pb2.Condition(mod_revision=expect_revision)
-        )
-        reply = self._unary(self._kv.Delete, request, kv_pb2.DeleteResponse)
-        current = None
-        if not reply.succeeded and reply.prev_kvs:
-            current = KeyValue.from_pb(reply.prev_kvs[0])
-        return CasResult(succeeded=reply.succeeded, revision=reply.header.revision, current=current)
-
-    def txn(
-        self,
-        compares: Sequence[Compare],
-        success: Sequence[Op] = (),
-        failure: Sequence[Op] = (),
-    ) -> TxnResult:
-        """Check ``compares``; run ``success`` if all hold, else ``failure``, atomically.
-
-        Returns:
-            Which branch ran, the revision, and one typed answer per operation.
-
-        Raises:
-            InvalidArgument: Bad keys or values, or more compares or operations
-                than the server allows (``--max-txn-ops``).
-            LeaseNotFound: A put names a lease that does not exist.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
-        """
-        request = txn_request(compares, success, failure)
-        reply = self._unary(self._kv.Txn, request, kv_pb2.TxnResponse)
-        return TxnResult.from_pb(reply, success, failure)
+    txn = unary(calls.txn)
 
     # ---- ranges -------------------------------------------------------------
 
@@ -338,12 +192,14 @@ class Client:
         keys_only: bool = False,
         limit: int | None = None,
         page_size: int | None = None,
+        timeout: Timeout = CLIENT_TIMEOUT,
     ) -> Iterator[KeyValue]:
         """The keys of a range, in key order, fetched page by page as iteration goes.
 
         Without ``prefix`` or ``range_end``, the range runs from ``key`` to the
         end of the keyspace (so ``range()`` is every key). Each page is one
-        request and reflects the store at that request's revision.
+        request and reflects the store at that request's revision. A page asks
+        for at most the keys still wanted (``limit``), so ``limit=1`` fetches one.
 
         Args:
             key: The first key (inclusive), or the prefix.
@@ -351,119 +207,70 @@ class Client:
             range_end: Stop before this key.
             keys_only: Leave the values out (they come back empty).
             limit: Yield at most this many keys.
-            page_size: Keys per request; default: the server's ``--max-range-page``.
+            page_size: Keys per request; default (and at most): the server's
+                ``--max-range-page``.
+            timeout: Seconds each page's request may take; default: the client's.
 
         Yields:
             Each key in the range, once.
 
         Raises:
-            InvalidArgument: Bad range, or ``page_size`` above the server's limit.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
-        """
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit must not be negative, got {limit}")
-        if page_size is not None and page_size <= 0:
-            raise ValueError(f"page_size must be above zero, got {page_size}")
-        request = kv_pb2.RangeRequest(
-            key=to_bytes(key),
-            range_end=optional_bytes(range_end),
-            prefix=prefix,
-            keys_only=keys_only,
-        )
-        remaining = limit
-        while remaining is None or remaining > 0:
-            page = page_size or 0
-            if remaining is not None and page_size is not None:
-                page = min(page_size, remaining)
-            request.limit = page
-            reply = self._unary(self._kv.Range, request, kv_pb2.RangeResponse)
-            for message in reply.kvs:
-                if remaining is not None:
-                    if remaining == 0:
-                        return
-                    remaining -= 1
-                yield KeyValue.from_pb(message)
-            if not reply.more or not reply.next_page_token:
-                return
-            request.page_token = reply.next_page_token
-
-    def count(
-        self,
-        key: BytesLike = b"",
-        *,
-        prefix: bool = False,
-        range_end: BytesLike | None = None,
-    ) -> int:
-        """How many keys the range holds (the same range as :meth:`range` takes).
-
-        Raises:
+            ValueError: ``limit`` is negative or ``page_size`` not above zero.
             InvalidArgument: Bad range.
             ServerUnavailable: The server cannot be reached or did not answer in time.
             KeyValueError: Any other failure.
         """
-        request = kv_pb2.RangeRequest(
-            key=to_bytes(key),
-            range_end=optional_bytes(range_end),
+        pager = calls.RangePager(
+            key,
             prefix=prefix,
-            count_only=True,
+            range_end=range_end,
+            keys_only=keys_only,
+            limit=limit,
+            page_size=page_size,
         )
-        return self._unary(self._kv.Range, request, kv_pb2.RangeResponse).count
+        while (call := pager.next_call(timeout)) is not None:
+            yield from self.run(call)
+
+    count = unary(calls.count)
 
     # ---- batches ------------------------------------------------------------
 
-    def batch_get(self, keys: Iterable[BytesLike]) -> list[KeyValue | None]:
-        """Many keys in one call, from one consistent snapshot.
+    batch_get = unary(calls.batch_get)
 
-        Returns:
-            One entry per key, in order: its state, or ``None`` if it does not exist.
-
-        Raises:
-            InvalidArgument: A bad key, or more keys than the server allows
-                (``--max-batch-keys``).
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
-        """
-        request = kv_pb2.BatchGetRequest(keys=[to_bytes(key) for key in keys])
-        reply = self._unary(self._kv.BatchGet, request, kv_pb2.BatchGetResponse)
-        return [kv_field(result, "kv") for result in reply.results]
+    # By hand, for its overloads: mypy infers a dict literal against each alone.
+    @overload
+    def batch_put(
+        self,
+        items: Mapping[_Key, BytesLike],
+        *,
+        lease: int = 0,
+        timeout: Timeout = CLIENT_TIMEOUT,
+        idempotent: bool = False,
+    ) -> int: ...
 
     @overload
-    def batch_put(self, items: Mapping[_Key, BytesLike], *, lease: int = 0) -> int: ...
-
-    @overload
-    def batch_put(self, items: Iterable[tuple[BytesLike, BytesLike]], *, lease: int = 0) -> int: ...
+    def batch_put(
+        self,
+        items: Iterable[tuple[BytesLike, BytesLike]],
+        *,
+        lease: int = 0,
+        timeout: Timeout = CLIENT_TIMEOUT,
+        idempotent: bool = False,
+    ) -> int: ...
 
     def batch_put(
         self,
-        items: Mapping[_Key, BytesLike] | Iterable[tuple[BytesLike, BytesLike]],
+        items: BatchItems,
         *,
         lease: int = 0,
+        timeout: Timeout = CLIENT_TIMEOUT,
+        idempotent: bool = False,
     ) -> int:
-        """Store many keys atomically, at one revision.
+        """Store many keys atomically, at one revision (replaced by the builder's doc)."""
+        call = calls.batch_put(items, lease=lease, timeout=timeout, idempotent=idempotent)
+        return self.run(call)
 
-        Args:
-            items: A mapping of keys to values, or ``(key, value)`` pairs.
-            lease: Attach every key to this lease (0: none).
-
-        Returns:
-            The revision of the batch.
-
-        Raises:
-            InvalidArgument: A bad key or value, or more keys than the server
-                allows (``--max-batch-keys``).
-            LeaseNotFound: ``lease`` does not exist.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
-        """
-        pairs = items.items() if isinstance(items, Mapping) else items
-        request = kv_pb2.BatchPutRequest(
-            puts=[
-                kv_pb2.PutRequest(key=to_bytes(key), value=to_bytes(value), lease=lease)
-                for key, value in pairs
-            ]
-        )
-        return self._unary(self._kv.BatchPut, request, kv_pb2.BatchPutResponse).header.revision
+    batch_put.__doc__ = calls.batch_put.__doc__
 
     # ---- watches ------------------------------------------------------------
 
@@ -474,6 +281,8 @@ class Client:
         prefix: bool = False,
         range_end: BytesLike | None = None,
         start_revision: int = 0,
+        resume: bool = True,
+        timeout: Timeout = CLIENT_TIMEOUT,
     ) -> Watch:
         """Watch a key, a prefix or a range for changes.
 
@@ -481,12 +290,21 @@ class Client:
         is seen. The stream has no deadline; cancel it (or leave its ``with``
         block) when done.
 
+        With ``resume`` (the default) the watch outlives a lost connection or
+        a server restart: it watches again from the revision after the last
+        event it yielded, so no event is lost or repeated, trying as the
+        client's retry policy says (or :data:`~keyvalue.watch.RESUME_POLICY`).
+        Should the server no longer keep that history, iterating raises
+        :class:`~keyvalue.errors.Compacted` rather than skip the gap.
+
         Args:
             key: The key, the prefix, or the first key of the range.
             prefix: Every key that starts with ``key``.
             range_end: The keys from ``key`` (inclusive) to this (exclusive).
             start_revision: Replay the changes from this revision on first
                 (0: only changes from now).
+            resume: Watch again after a lost connection (see above).
+            timeout: Seconds the server may take to register the watch.
 
         Returns:
             An iterator of :class:`~keyvalue.watch.Event`, also a context manager.
@@ -499,24 +317,24 @@ class Client:
             KeyValueError: Any other failure.
         """
         self._check_open()
-        request = kv_pb2.WatchRequest(
-            key=to_bytes(key),
-            range_end=optional_bytes(range_end),
-            prefix=prefix,
-            start_revision=start_revision,
+        if resume and start_revision == 0:
+            # Pin "from now" to a revision, so that a resumed watch knows where now was.
+            start_revision = self.run(calls.current_revision(timeout=timeout)) + 1
+        cursor = WatchCursor(
+            key, prefix=prefix, range_end=range_end, start_revision=start_revision, resume=resume
         )
-        call = self._kv.Watch(request)
-        # The server answers with headers once the watch is registered, or
-        # with the error status at once.
-        self._await_answer(call)
-        if call.done() and call.code() is not grpc.StatusCode.OK:
-            # The finished call is itself the RpcError its iteration would raise.
-            raise from_rpc_error(cast(grpc.RpcError, call), service="v1")
-        return Watch(call, self.address)
+        deadline = self._deadline(timeout)
+        retry_policy = cursor.policy(self.retry)
+
+        def start() -> Any:
+            retrying = Retrying(retry_policy, True)
+            return self._start_stream("Watch", cursor.request(), deadline, retrying)
+
+        return Watch(start(), self._config.address.target, cursor, start)
 
     # ---- snapshots ----------------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, *, timeout: Timeout = CLIENT_TIMEOUT) -> Snapshot:
         """A consistent copy of every key and lease, at one revision, streamed.
 
         Returns once the first chunk has arrived, with the copy's revision and
@@ -529,6 +347,9 @@ class Client:
                 snapshot.revision  # int
                 snapshot.leases  # tuple of Lease(id, ttl)
                 keys = list(snapshot)  # KeyValue, each key once, in order
+
+        Args:
+            timeout: Seconds the server may take to start answering.
 
         Returns:
             A :class:`~keyvalue.snapshot.Snapshot`: an iterator of
@@ -543,64 +364,105 @@ class Client:
             KeyValueError: Any other failure (also while iterating).
         """
         self._check_open()
-        call = self._kv.Snapshot(kv_pb2.SnapshotRequest())
-        # Bounds the wait for the server's answer by the client's timeout; the
-        # first chunk follows the headers at once.
-        self._await_answer(call)
-        return Snapshot(call, self.address)
+        # Starting a snapshot reads: safe to retry.
+        retrying = Retrying(self.retry, True)
+        call = self._start_stream(
+            "Snapshot", kv_pb2.SnapshotRequest(), self._deadline(timeout), retrying
+        )
+        return Snapshot(call, self._config.address.target)
 
     # ---- leases -------------------------------------------------------------
 
-    def lease_grant(self, ttl: float) -> Lease:
-        """Grant a lease that expires ``ttl`` seconds from now unless kept alive.
+    lease_grant = unary(calls.lease_grant)
+
+    lease_keep_alive = unary(calls.lease_keep_alive)
+
+    lease_revoke = unary(calls.lease_revoke)
+
+    lease_info = unary(calls.lease_info)
+
+    # ---- recipes: kept leases, locks, the update loop -------------------------
+
+    def lease(self, ttl: float) -> KeptLease:
+        """A lease kept alive in the background while a ``with`` block runs.
+
+            with client.lease(10) as lease:
+                client.put("service/me", "up", lease=lease.id)
+                ...  # the key lives as long as the block does
+            # revoked: the key is gone
+
+        The lease is granted when the block starts, kept alive by a thread
+        three times per ``ttl``, and revoked when the block ends, however it
+        ends. See :class:`~keyvalue.kept_lease.KeptLease`.
 
         Raises:
-            ValueError: ``ttl`` is not above zero.
-            InvalidArgument: ``ttl`` is above the server's limit.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
+            ValueError: ``ttl`` is not above zero (when the block starts).
+            KeyValueError: The grant failed (when the block starts).
         """
-        request = kv_pb2.LeaseGrantRequest(ttl_ms=to_millis(ttl))
-        reply = self._unary(self._kv.LeaseGrant, request, kv_pb2.LeaseGrantResponse)
-        return Lease.from_pb(reply)
+        self._check_open()
+        return KeptLease(self, ttl)
 
-    def lease_keep_alive(self, lease_id: int) -> Lease:
-        """Restart the lease's TTL.
+    @contextmanager
+    def lock(self, name: BytesLike, ttl: float = 10.0) -> Iterator[Lock]:
+        """Hold the lock ``name`` while a ``with`` block runs; wait for it first.
+
+            with client.lock("locks/report", ttl=10):
+                ...  # no other holder of locks/report anywhere meanwhile
+
+        The lock is the key ``name``, created in a transaction only if it does
+        not exist (as python-etcd3's lock), attached to a lease that is kept
+        alive while the block runs and revoked at its end, which releases the
+        lock. A holder that dies without releasing it loses it after ``ttl``
+        seconds. Waiting holders watch the key and try again when it goes.
+
+        Yields:
+            The :class:`~keyvalue.recipes.Lock`, whose ``revision`` grows with
+            each new holder (a fencing token).
 
         Raises:
-            LeaseNotFound: The lease expired, was revoked, or never existed.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
+            KeyValueError: A call failed while acquiring or releasing.
         """
-        request = kv_pb2.LeaseKeepAliveRequest(id=lease_id)
-        reply = self._unary(self._kv.LeaseKeepAlive, request, kv_pb2.LeaseKeepAliveResponse)
-        return Lease.from_pb(reply)
+        with self.lease(ttl) as lease:
+            yield self._drive(lock_steps(name, lease.id))
 
-    def lease_revoke(self, lease_id: int) -> int:
-        """End the lease now, deleting its keys.
+    def update(self, key: BytesLike, fn: Updater) -> CasResult:
+        """Set ``key`` to ``fn(current value)``, atomically, however many write it at once.
+
+        Reads the key, computes ``fn(value)`` (``value`` is ``None`` if the key
+        does not exist) and writes it with a compare-and-set; if another
+        writer changed the key meanwhile, starts over from the value that
+        writer left. ``fn`` may be called several times, so it should only
+        compute::
+
+            client.update("counter", lambda value: str(int(value or b"0") + 1))
 
         Returns:
-            How many keys were deleted.
+            The successful write: its revision and the key's new state.
 
         Raises:
-            LeaseNotFound: The lease expired, was revoked, or never existed.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
+            KeyValueError: A call failed.
         """
-        request = kv_pb2.LeaseRevokeRequest(id=lease_id)
-        return self._unary(self._kv.LeaseRevoke, request, kv_pb2.LeaseRevokeResponse).deleted
+        return self._drive(update_steps(key, fn))
 
-    def lease_info(self, lease_id: int) -> LeaseInfo:
-        """The lease's TTL and the time it has left.
+    def _drive(self, steps: Steps[_R]) -> _R:
+        """Run a recipe of :mod:`keyvalue.recipes`: do each step it yields, send back the result."""
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, WaitForDelete):
+                    self._wait_for_delete(step)
+                    step = steps.send(None)
+                else:
+                    step = steps.send(self.run(step))
+        except StopIteration as done:
+            return cast(_R, done.value)
 
-        Raises:
-            LeaseNotFound: The lease expired, was revoked, or never existed.
-            ServerUnavailable: The server cannot be reached or did not answer in time.
-            KeyValueError: Any other failure.
-        """
-        request = kv_pb2.LeaseInfoRequest(id=lease_id)
-        reply = self._unary(self._kv.LeaseInfo, request, kv_pb2.LeaseInfoResponse)
-        return LeaseInfo(id=reply.id, ttl=reply.ttl_ms / 1000, remaining=reply.remaining_ms / 1000)
+    def _wait_for_delete(self, step: WaitForDelete) -> None:
+        """Block until ``step.key`` is deleted or expires after ``step.revision``."""
+        with self.watch(step.key, start_revision=step.revision + 1) as watch:
+            for event in watch:
+                if event.kind != "put":
+                    return
 
     # ---- lifecycle ----------------------------------------------------------
 
@@ -609,11 +471,6 @@ class Client:
         if not self._closed:
             self._closed = True
             self._channel.close()
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` has been called."""
-        return self._closed
 
     def __enter__(self) -> Client:
         return self
@@ -626,33 +483,71 @@ class Client:
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        security = " tls" if self.tls else ""
-        auth = " token" if self._has_token else ""
-        return f"<Client {self.address} timeout={self.timeout}{security}{auth} {state}>"
+    # ---- sending ------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError("the client is closed")
+    def run(self, call: Call[_R]) -> _R:
+        """Send one :class:`~keyvalue.calls.Call` and return its result, retrying as allowed.
 
-    def _unary(self, rpc: Any, request: Any, reply_type: type[_Reply]) -> _Reply:
-        """Call a unary method of ``keyvalue.v1.KV`` with the client's deadline."""
-        self._check_open()
-        try:
-            reply = rpc(request, timeout=self.timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error, service="v1") from error
-        return cast(_Reply, reply)
-
-    def _await_answer(self, call: Any) -> None:
-        """Block until a streaming call has its response headers or its status.
-
-        Waits at most the client's timeout; ``initial_metadata()`` itself has
-        no deadline, so a helper thread waits for it.
+        Every method above is one call of this; the recipes of
+        :mod:`keyvalue.recipes` are sequences of them.
 
         Raises:
-            ServerUnavailable: No answer within the timeout (the call is cancelled).
+            KeyValueError: The call failed (after the retries it was allowed).
+        """
+        self._check_open()
+        stub = self._kv if call.service == "v1" else self._stub
+        method = getattr(stub, call.method)
+        deadline = self._deadline(call.timeout)
+        retrying = self._retrying(call)
+        while True:
+            try:
+                reply = method(
+                    call.request,
+                    timeout=deadline,
+                    metadata=self._config.metadata,
+                    wait_for_ready=self.wait_for_ready,
+                )
+                return call.parse(reply)
+            except grpc.RpcError as error:
+                failure = from_rpc_error(error, service=call.service)
+                delay = retrying.delay_after(failure)
+                if delay is None:
+                    raise failure from error
+            time.sleep(delay)
+
+    def _start_stream(
+        self, method: str, request: Any, deadline: float | None, retrying: Retrying
+    ) -> Any:
+        """Start a server-streaming call of ``keyvalue.v1.KV`` and wait for its answer.
+
+        Returns the call once the server has answered with headers (for a
+        watch: once it is registered), retrying a failed start as allowed.
+
+        Raises:
+            KeyValueError: The call failed at once, or did not start in time.
+        """
+        while True:
+            self._check_open()
+            call = getattr(self._kv, method)(
+                request, metadata=self._config.metadata, wait_for_ready=self.wait_for_ready
+            )
+            failure = self._await_answer(call, deadline)
+            if failure is None:
+                return call
+            delay = retrying.delay_after(failure)
+            if delay is None:
+                raise failure
+            time.sleep(delay)
+
+    def _await_answer(self, call: Any, deadline: float | None) -> KeyValueError | None:
+        """Block until a streaming call has its response headers or its status.
+
+        Waits at most ``deadline`` seconds; ``initial_metadata()`` itself has
+        no deadline, so a helper thread waits for it.
+
+        Returns:
+            ``None`` once answered, or the failure: the call's status, or
+            ``DEADLINE_EXCEEDED`` without an answer in time (the call is cancelled).
         """
         answered = threading.Event()
 
@@ -660,122 +555,18 @@ class Client:
             try:
                 call.initial_metadata()
             except grpc.RpcError:
-                pass  # the failure is the call's status, read by the caller
+                pass  # the failure is the call's status, read below
             finally:
                 answered.set()
 
         threading.Thread(target=wait, name="keyvalue-stream-start", daemon=True).start()
-        if not answered.wait(self.timeout):
+        if not answered.wait(deadline):
             call.cancel()
-            raise error_for_status(
+            return error_for_status(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"kvserver at {self.address} did not answer within {self.timeout} s",
+                f"kvserver at {self.address} did not answer within {deadline} s",
             )
-
-
-@dataclass(frozen=True, slots=True)
-class _CallDetails(grpc.ClientCallDetails):
-    """A call's details with other metadata (``grpc.ClientCallDetails`` is abstract)."""
-
-    method: str
-    timeout: float | None
-    metadata: tuple[tuple[str, str | bytes], ...] | None
-    credentials: grpc.CallCredentials | None
-    wait_for_ready: bool | None
-    compression: grpc.Compression | None
-
-
-class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """Adds ``authorization: Bearer <token>`` to every call on the channel.
-
-    An interceptor rather than ``grpc.metadata_call_credentials``, which
-    grpcio only applies over TLS: tokens work over plaintext channels too.
-    Both kinds of call the services have (unary, and server streaming for
-    Watch and Snapshot) are covered.
-    """
-
-    def __init__(self, token: str) -> None:
-        self._header = ("authorization", f"Bearer {token}")
-
-    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        metadata = (*(details.metadata or ()), self._header)
-        return _CallDetails(
-            method=details.method,
-            timeout=details.timeout,
-            metadata=metadata,
-            credentials=details.credentials,
-            wait_for_ready=details.wait_for_ready,
-            compression=details.compression,
-        )
-
-    def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
-        client_call_details: grpc.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_unary_stream(
-        self,
-        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
-        client_call_details: grpc.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        return continuation(self._details(client_call_details), request)
-
-
-def _check_token(token: str) -> None:
-    """Refuse a token that cannot be sent as a header value.
-
-    Raises:
-        ValueError: The token is empty, or has spaces or other characters
-            outside printable ASCII.
-    """
-    if not token:
-        raise ValueError("token must not be empty")
-    if not all("!" <= char <= "~" for char in token):
-        raise ValueError("token must be printable ASCII without spaces")
-
-
-def _read_pem(path: StrPath, argument: str) -> bytes:
-    """The contents of a PEM file.
-
-    Raises:
-        ValueError: It cannot be read, or holds no PEM block; the message
-            names ``argument`` and the file.
-    """
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise ValueError(f"cannot read {argument} {os.fsdecode(path)!r}: {reason}") from error
-    if b"-----BEGIN " not in data:
-        raise ValueError(f"{argument} {os.fsdecode(path)!r} is not a PEM file")
-    return data
-
-
-def _channel_credentials(
-    ca_file: StrPath | None, cert_file: StrPath | None, key_file: StrPath | None
-) -> grpc.ChannelCredentials | None:
-    """TLS credentials from the files, or ``None`` for a plaintext channel.
-
-    Raises:
-        ValueError: See :class:`Client`.
-    """
-    if (cert_file is None) != (key_file is None):
-        given, missing = ("cert_file", "key_file")
-        if cert_file is None:
-            given, missing = missing, given
-        raise ValueError(f"{given} needs {missing} too (mutual TLS takes both)")
-    if ca_file is None:
-        if cert_file is not None:
-            raise ValueError("cert_file and key_file need ca_file (they are for TLS)")
+        if call.done() and call.code() is not grpc.StatusCode.OK:
+            # The finished call is itself the RpcError its iteration would raise.
+            return from_rpc_error(call, service="v1")
         return None
-    root = _read_pem(ca_file, "ca_file")
-    chain = _read_pem(cert_file, "cert_file") if cert_file is not None else None
-    key = _read_pem(key_file, "key_file") if key_file is not None else None
-    return grpc.ssl_channel_credentials(
-        root_certificates=root, private_key=key, certificate_chain=chain
-    )

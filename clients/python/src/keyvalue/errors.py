@@ -55,8 +55,21 @@ class InvalidArgument(KeyValueError):
 class ServerUnavailable(KeyValueError):
     """The server could not be reached or did not answer in time.
 
-    Raised for ``UNAVAILABLE`` (nothing listening, connection lost) and
-    ``DEADLINE_EXCEEDED`` (no answer within the client's timeout).
+    Raised for ``UNAVAILABLE`` (nothing listening, connection lost) and, as
+    the subclass :class:`DeadlineExceeded`, for ``DEADLINE_EXCEEDED``.
+    A write that failed with ``UNAVAILABLE`` before it could connect was not
+    made; one whose connection was lost while it was in flight may have been.
+    """
+
+
+class DeadlineExceeded(ServerUnavailable):
+    """No answer within the call's timeout (``DEADLINE_EXCEEDED``).
+
+    A write that timed out **may have happened**: the server may have applied
+    it and the answer arrived too late. Read the key (or compare revisions)
+    before writing again, or make the write safe to repeat (a
+    compare-and-set, or ``idempotent=True`` on a write that is). A subclass of
+    :class:`ServerUnavailable`, which this error was raised as before.
     """
 
 
@@ -113,7 +126,7 @@ _ERROR_FOR_CODE: Mapping[grpc.StatusCode, type[KeyValueError]] = {
     grpc.StatusCode.NOT_FOUND: KeyNotFound,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.UNAVAILABLE: ServerUnavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: ServerUnavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.OUT_OF_RANGE: Compacted,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,

@@ -11,16 +11,25 @@ ends the stream::
 When :meth:`~keyvalue.Client.watch` returns, the server has registered the
 watch: every later change is seen. With ``start_revision`` the watch first
 replays the changes from that revision on, then goes on live; a client that
-saw revision N resumes from N + 1 and misses nothing.
+saw revision N resumes from N + 1 and misses nothing. A watch does that by
+itself when its connection is lost or the server restarts (``resume=True``,
+the default): no event is lost or yielded twice, and if the server no longer
+keeps the history it would need, iterating raises
+:class:`~keyvalue.errors.Compacted` instead of skipping the gap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import grpc
 
 from keyvalue._proto import kv_pb2
-from keyvalue.key_value import KeyValue
+from keyvalue.errors import KeyValueError
+from keyvalue.key_value import BytesLike, KeyValue, optional_bytes, to_bytes
+from keyvalue.retry import RetryPolicy
 from keyvalue.stream import CancellableStream
 
 EventKind = Literal["put", "delete", "expire"]
@@ -64,35 +73,135 @@ class Event:
         return cls(kind=kind, kv=KeyValue.from_pb(message.kv))
 
 
+RESUME_POLICY = RetryPolicy(attempts=12, initial_backoff=0.1, max_backoff=2.0)
+"""How a watch tries to resume when its client has no retry policy: about 15 s in all."""
+
+_RESUMED_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+"""Failures of a watch stream that mean the connection was lost, not the watch refused."""
+
+
+class WatchCursor:
+    """Where a watch is: what it watches, and the revision it needs next.
+
+    Shared by :class:`Watch` and the asyncio client's watch: both resume a
+    lost stream with :meth:`request`, from the revision after the last event
+    they yielded, and pass what they receive through :meth:`accept`, which
+    drops what was already yielded.
+
+    Args:
+        key: The key, the prefix, or the first key of the range.
+        prefix: Every key that starts with ``key``.
+        range_end: The keys from ``key`` (inclusive) to this (exclusive).
+        start_revision: The first revision wanted (0: from now, without resume).
+        resume: Whether a lost stream is resumed.
+    """
+
+    def __init__(
+        self,
+        key: BytesLike,
+        *,
+        prefix: bool,
+        range_end: BytesLike | None,
+        start_revision: int,
+        resume: bool,
+    ) -> None:
+        self._request = kv_pb2.WatchRequest(
+            key=to_bytes(key), range_end=optional_bytes(range_end), prefix=prefix
+        )
+        self.next_revision = start_revision
+        """The revision of the first change not yet yielded (0: unknown, from now)."""
+        self.resume = resume
+
+    def request(self) -> kv_pb2.WatchRequest:
+        """The request that watches from :attr:`next_revision` on."""
+        request = kv_pb2.WatchRequest()
+        request.CopyFrom(self._request)
+        request.start_revision = self.next_revision
+        return request
+
+    def accept(self, response: kv_pb2.WatchResponse) -> list[Event]:
+        """The events of ``response`` not yielded yet; they advance :attr:`next_revision`."""
+        events = [Event.from_pb(event) for event in response.events]
+        fresh = [event for event in events if event.revision >= self.next_revision]
+        if fresh:
+            self.next_revision = fresh[-1].revision + 1
+        return fresh
+
+    def resumes_after(self, failure: KeyValueError | None) -> bool:
+        """Whether to watch again after the stream ended (``None``: with ``OK``).
+
+        A watch never ends by itself, so a stream the server closed (a server
+        shutting down) is resumed like a lost connection.
+        """
+        return self.resume and (failure is None or failure.code in _RESUMED_CODES)
+
+    def policy(self, client_policy: RetryPolicy | None) -> RetryPolicy | None:
+        """How to retry (re)starting the stream: without resume, the client's policy."""
+        if not self.resume:
+            return client_policy
+        return client_policy or RESUME_POLICY
+
+
 class Watch(CancellableStream[Event]):
     """The events of one watch stream, in revision order; also a context manager.
 
     Iterating blocks until the next event. Iteration ends (``StopIteration``)
     at once when the watch is cancelled, from any thread (events already
-    received are not yielded), or when the server ends the stream with
-    ``OK``; a failure raises a :class:`~keyvalue.errors.KeyValueError`
-    (:class:`~keyvalue.errors.Compacted` when ``start_revision`` is older than
-    the history the server keeps; :class:`~keyvalue.errors.RequestFailed`,
-    ``CANCELLED``, when the stream is cancelled other than by :meth:`cancel`:
-    by the server, or by :meth:`~keyvalue.Client.close`).
+    received are not yielded). A resuming watch (the default) watches again
+    when the connection is lost or the server closes the stream, from the
+    revision after the last event yielded; without ``resume``, the server
+    ending the stream with ``OK`` ends the iteration. A failure raises a
+    :class:`~keyvalue.errors.KeyValueError`
+    (:class:`~keyvalue.errors.Compacted` when the history the watch needs is
+    gone; :class:`~keyvalue.errors.ServerUnavailable` when it could not
+    resume; :class:`~keyvalue.errors.RequestFailed`, ``CANCELLED``, when the
+    stream is cancelled other than by :meth:`cancel`: by the server, or by
+    :meth:`~keyvalue.Client.close`).
 
     Args:
-        call: The grpcio server-streaming call of ``keyvalue.v1.KV/Watch`` (a
-            ``grpc.Call`` that is also an iterator of ``WatchResponse``).
+        call: The started grpcio server-streaming call of ``keyvalue.v1.KV/Watch``.
         address: The server's address, for error messages.
+        cursor: What is watched, and from where to resume.
+        restart: Starts the call again from ``cursor`` (blocks, retrying as
+            allowed; raises what the start failed with).
     """
 
     _what = "watch"
 
+    def __init__(
+        self, call: Any, address: str, cursor: WatchCursor, restart: Callable[[], Any]
+    ) -> None:
+        super().__init__(call, address)
+        self._cursor = cursor
+        self._restart = restart
+
+    @property
+    def next_revision(self) -> int:
+        """The revision of the first change not yet yielded (0: unknown)."""
+        return self._cursor.next_revision
+
     def _read_more(self) -> bool:
         """Receive and queue the next response's events; blocks until it comes."""
-        # The server ending the stream ends the iteration too (StopIteration).
-        response: kv_pb2.WatchResponse | None = self._receive()
-        if response is None:
-            return False
-        self._pending.extend(Event.from_pb(event) for event in response.events)
-        return True
+        while True:
+            try:
+                response: kv_pb2.WatchResponse | None = self._receive()
+            except StopIteration:
+                if not self._cursor.resumes_after(None):
+                    raise
+            except KeyValueError as failure:
+                if not self._cursor.resumes_after(failure):
+                    raise
+            else:
+                if response is None:
+                    return False
+                self._pending.extend(self._cursor.accept(response))
+                return True
+            call = self._restart()
+            if self._cancelled:  # by another thread, while this one restarted
+                call.cancel()
+                return False
+            self._call = call
 
     def __repr__(self) -> str:
         state = "cancelled" if self._cancelled else "open"
-        return f"<Watch {state}>"
+        return f"<Watch {state} next_revision={self._cursor.next_revision}>"

@@ -1,0 +1,96 @@
+"""A lease kept alive in the background while a ``with`` block runs: :class:`KeptLease`.
+
+``with client.lease(ttl) as lease:`` grants a lease, restarts its TTL from a
+background thread three times per TTL, and revokes it when the block ends
+(which deletes the keys attached to it), however the block ends. If the lease
+is lost meanwhile (it expired because the server was unreachable for a whole
+TTL, or someone revoked it), :attr:`KeptLease.lost` says so; the keys attached
+to it are gone. The asyncio client has the same, kept by a task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from keyvalue.errors import KeyValueError, LeaseNotFound
+from keyvalue.recipes import KeepAlive
+
+if TYPE_CHECKING:
+    from keyvalue.client import Client
+
+
+class KeptLease:
+    """A lease granted on entry, kept alive by a thread, revoked on exit.
+
+    Attributes:
+        ttl: The lease's time to live, in seconds.
+        keep_alives: How many keep-alives succeeded so far.
+        lost: Why the lease was lost (:class:`~keyvalue.errors.LeaseNotFound`),
+            or ``None`` while it lives.
+
+    Args:
+        client: The client that grants, keeps and revokes it.
+        ttl: Seconds the lease lives without a keep-alive.
+    """
+
+    def __init__(self, client: Client, ttl: float) -> None:
+        self._client = client
+        self._plan = KeepAlive(ttl)
+        self.ttl = ttl
+        self.keep_alives = 0
+        self.lost: KeyValueError | None = None
+        self._id: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def id(self) -> int:
+        """The lease id, to attach keys to (``put(..., lease=lease.id)``)."""
+        if self._id is None:
+            raise ValueError("the lease is granted when its with block starts")
+        return self._id
+
+    def __enter__(self) -> KeptLease:
+        self._id = self._client.lease_grant(self.ttl).id
+        self._thread = threading.Thread(
+            target=self._keep, name=f"keyvalue-lease-{self._id}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.lost is None and self._id is not None:
+            # Expired meanwhile (LeaseNotFound): gone all the same.
+            with contextlib.suppress(LeaseNotFound):
+                self._client.lease_revoke(self._id)
+
+    def _keep(self) -> None:
+        wait = self._plan.interval
+        while not self._stop.wait(wait):
+            try:
+                self._client.lease_keep_alive(self.id)
+            except KeyValueError as failure:
+                if self._plan.gives_up_after(failure):
+                    self.lost = failure
+                    return
+                wait = self._plan.retry_interval  # unreachable for now: try again soon
+            except ValueError:
+                return  # the client was closed under the block
+            else:
+                self.keep_alives += 1
+                wait = self._plan.interval
+
+    def __repr__(self) -> str:
+        state = "lost" if self.lost else ("kept" if self._id is not None else "not granted")
+        return f"<KeptLease {self._id} ttl={self.ttl} {state}>"

@@ -1,0 +1,127 @@
+"""Watches that resume by themselves across a real kvserver restart and a kill -9.
+
+The server runs on the disk backend and comes back on the same port and data
+dir. A watch resumes from the revision after the last event it yielded: no
+event is lost, none is repeated. If the server no longer has that history, the
+watch raises Compacted instead of skipping the gap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kvserver_process import KvServer, serve
+from watch_helpers import take
+
+from keyvalue import Client, Compacted, Event, ServerUnavailable, Watch
+
+WAIT = 10.0
+"""How long a test waits for the events it expects, in seconds."""
+
+
+@pytest.fixture
+def disk_server(kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KvServer]:
+    """A kvserver of its own on the disk backend, with a short history, restarted by tests.
+
+    kvserver waits for open watch streams for its whole shutdown grace before
+    it exits: a short grace keeps a graceful restart short.
+    """
+    args = ["--watch-history", "3", "--shutdown-grace", "300ms"]
+    yield from serve(kvserver_bin, tmp_path_factory, args, disk=True)
+
+
+class _Collector:
+    """Reads a watch in a thread of its own, as a program blocked in ``for event in watch``."""
+
+    def __init__(self, watch: Watch) -> None:
+        self.watch = watch
+        self.events: list[Event] = []
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self.watch:
+                self.events.append(event)
+        except BaseException as error:  # handed to the test
+            self.failure = error
+
+    def wait_for(self, count: int) -> list[Event]:
+        deadline = time.monotonic() + WAIT
+        while len(self.events) < count and self.failure is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.failure is None, f"the watch failed: {self.failure!r}"
+        return list(self.events)
+
+    def stop(self) -> None:
+        self.watch.cancel()
+        self._thread.join(WAIT)
+
+
+def _put_all(client: Client, keys: list[str]) -> list[int]:
+    return [client.put(key, key).revision for key in keys]
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["graceful restart", "kill -9"])
+def test_a_watch_survives_a_restart_without_losing_or_repeating_events(
+    disk_server: KvServer, kill: bool
+) -> None:
+    # wait_for_ready: the writes after the restart wait for the channel to reconnect.
+    with Client(disk_server.address, wait_for_ready=True) as client:
+        collector = _Collector(client.watch("resume/", prefix=True))
+        try:
+            revisions = _put_all(client, [f"resume/before/{i}" for i in range(3)])
+            collector.wait_for(3)
+            disk_server.restart(kill=kill)
+            revisions += _put_all(client, [f"resume/after/{i}" for i in range(5)])
+            events = collector.wait_for(8)
+        finally:
+            collector.stop()
+    assert [event.revision for event in events] == revisions
+    assert [event.kv.value for event in events] == [event.kv.key for event in events]
+    assert len(events) == 8
+
+
+def test_a_watch_resumes_with_the_writes_made_before_it_was_read_again(
+    disk_server: KvServer,
+) -> None:
+    with (
+        Client(disk_server.address, wait_for_ready=True) as client,
+        client.watch("late/", prefix=True) as watch,
+    ):
+        first = client.put("late/0", "v").revision
+        assert [event.revision for event in take(watch, 1)] == [first]
+        disk_server.restart()
+        # Written after the restart, before the watch noticed it had lost its stream.
+        later = _put_all(client, ["late/1", "late/2"])
+        assert [event.revision for event in take(watch, 2, within=WAIT)] == later
+        assert watch.next_revision == later[-1] + 1
+
+
+def test_a_watch_that_cannot_resume_without_a_gap_raises_compacted(
+    disk_server: KvServer,
+) -> None:
+    with (
+        Client(disk_server.address, wait_for_ready=True) as client,
+        client.watch("gap/", prefix=True) as watch,
+    ):
+        client.put("gap/0", "v")
+        assert len(take(watch, 1)) == 1
+        disk_server.restart()
+        # More writes than the restarted server's history keeps (--watch-history 3).
+        _put_all(client, [f"gap/{i}" for i in range(1, 6)])
+        with pytest.raises(Compacted):
+            take(watch, 1, within=WAIT)
+
+
+def test_without_resume_a_restart_fails_the_watch(disk_server: KvServer) -> None:
+    with Client(disk_server.address) as client:
+        watch = client.watch("noresume/", prefix=True, resume=False)
+        disk_server.restart()
+        with pytest.raises(ServerUnavailable):
+            take(watch, 1, within=WAIT)
