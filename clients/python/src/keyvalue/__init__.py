@@ -1,12 +1,15 @@
 """Python client of keyvalue, the gRPC key/value service.
 
-Use :class:`Client` to talk to a kvserver: ``get``/``set`` speak the tutorial's
+Use :class:`Client` (or, under asyncio, :class:`AsyncClient`, the same API
+awaited) to talk to a kvserver: ``get``/``set`` speak the tutorial's
 ``simplekeyvalue.KeyValue``; every other method speaks the full API,
 ``keyvalue.v1.KV`` (revisions, ranges, compare-and-set, transactions, batches,
 watches, leases, snapshots). Failures raise subclasses of :class:`KeyValueError`. The
 ``kv-py`` command (``python -m keyvalue``) lives in :mod:`keyvalue.cli`.
 """
 
+from keyvalue.aio import AsyncClient, AsyncKeptLease
+from keyvalue.aio_streams import AsyncSnapshot, AsyncWatch
 from keyvalue.client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client
 from keyvalue.errors import (
     Compacted,
@@ -34,6 +37,10 @@ from keyvalue.watch import Event, Watch
 __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_TIMEOUT",
+    "AsyncClient",
+    "AsyncKeptLease",
+    "AsyncSnapshot",
+    "AsyncWatch",
     "CasResult",
     "Client",
     "Compacted",

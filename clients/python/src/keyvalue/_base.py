@@ -7,8 +7,12 @@ how they send a call; what they accept and keep is here, once.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any
 
+import grpc
+
+from keyvalue._proto import api_pb2_grpc, kv_pb2_grpc
 from keyvalue.calls import CLIENT_TIMEOUT, Call, Timeout
 from keyvalue.channel import ChannelConfig, StrPath
 from keyvalue.retry import Retrying, RetryPolicy
@@ -31,21 +35,21 @@ def check_timeout(timeout: float | None) -> float | None:
     return timeout
 
 
-class ClientBase:
+class ClientBase(ABC):
     """The arguments and state both clients keep; see :class:`~keyvalue.Client`."""
 
     def __init__(
         self,
-        address: str,
+        address: str = DEFAULT_ADDRESS,
         *,
-        timeout: float | None,
-        token: str | None,
-        tls: bool,
-        ca_file: StrPath | None,
-        cert_file: StrPath | None,
-        key_file: StrPath | None,
-        retry: RetryPolicy | None,
-        wait_for_ready: bool,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        token: str | None = None,
+        tls: bool = False,
+        ca_file: StrPath | None = None,
+        cert_file: StrPath | None = None,
+        key_file: StrPath | None = None,
+        retry: RetryPolicy | None = None,
+        wait_for_ready: bool = False,
     ) -> None:
         self.timeout = check_timeout(timeout)
         self._config = ChannelConfig.build(
@@ -57,6 +61,13 @@ class ClientBase:
         # Whether the channel is TLS (tls=True or ca_file was given).
         self.tls = self._config.credentials is not None
         self._closed = False
+        self._channel = self._open_channel(self._config.address.target, self._config.credentials)
+        self._stub = api_pb2_grpc.KeyValueStub(self._channel)
+        self._kv = kv_pb2_grpc.KVStub(self._channel)
+
+    @abstractmethod
+    def _open_channel(self, target: str, credentials: grpc.ChannelCredentials | None) -> Any:
+        """The channel to ``target``: a blocking one, or a ``grpc.aio`` one."""
 
     @property
     def closed(self) -> bool:
@@ -74,6 +85,23 @@ class ClientBase:
     def _retrying(self, call: Call[Any]) -> Retrying:
         """The retry state of one call: reads always qualify, writes if marked."""
         return Retrying(self.retry, call.safe or call.idempotent)
+
+    def _unary_method(self, call: Call[Any]) -> tuple[Any, dict[str, Any]]:
+        """The stub method that sends ``call``, and the options to send it with."""
+        stub = self._kv if call.service == "v1" else self._stub
+        options = {
+            "timeout": self._deadline(call.timeout),
+            "metadata": self._config.metadata,
+            "wait_for_ready": self.wait_for_ready,
+        }
+        return getattr(stub, call.method), options
+
+    def _open_stream(self, method: str, request: Any) -> Any:
+        """Start a server-streaming call of ``keyvalue.v1.KV`` (it has no deadline)."""
+        self._check_open()
+        return getattr(self._kv, method)(
+            request, metadata=self._config.metadata, wait_for_ready=self.wait_for_ready
+        )
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

@@ -46,7 +46,7 @@ import grpc
 
 from keyvalue import calls
 from keyvalue._base import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, ClientBase
-from keyvalue._proto import api_pb2_grpc, kv_pb2, kv_pb2_grpc
+from keyvalue._proto import kv_pb2
 from keyvalue.calls import CLIENT_TIMEOUT, BatchItems, Call, Timeout
 from keyvalue.channel import CHANNEL_OPTIONS, StrPath
 from keyvalue.errors import KeyValueError, error_for_status, from_rpc_error
@@ -54,7 +54,7 @@ from keyvalue.kept_lease import KeptLease
 from keyvalue.key_value import BytesLike, KeyValue
 from keyvalue.recipes import Lock, Steps, Updater, WaitForDelete, lock_steps, update_steps
 from keyvalue.results import CasResult
-from keyvalue.retry import Retrying, RetryPolicy
+from keyvalue.retry import Retrying
 from keyvalue.snapshot import Snapshot
 from keyvalue.watch import Watch, WatchCursor
 
@@ -127,37 +127,10 @@ class Client(ClientBase):
             private key as ``ca_file``; the message names the file).
     """
 
-    def __init__(
-        self,
-        address: str = DEFAULT_ADDRESS,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        token: str | None = None,
-        tls: bool = False,
-        ca_file: StrPath | None = None,
-        cert_file: StrPath | None = None,
-        key_file: StrPath | None = None,
-        retry: RetryPolicy | None = None,
-        wait_for_ready: bool = False,
-    ):
-        super().__init__(
-            address,
-            timeout=timeout,
-            token=token,
-            tls=tls,
-            ca_file=ca_file,
-            cert_file=cert_file,
-            key_file=key_file,
-            retry=retry,
-            wait_for_ready=wait_for_ready,
-        )
-        target, credentials = self._config.address.target, self._config.credentials
+    def _open_channel(self, target: str, credentials: grpc.ChannelCredentials | None) -> Any:
         if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
-        self._stub = api_pb2_grpc.KeyValueStub(self._channel)
-        self._kv = kv_pb2_grpc.KVStub(self._channel)
+            return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
     # ---- simplekeyvalue.KeyValue -------------------------------------------
 
@@ -495,24 +468,14 @@ class Client(ClientBase):
             KeyValueError: The call failed (after the retries it was allowed).
         """
         self._check_open()
-        stub = self._kv if call.service == "v1" else self._stub
-        method = getattr(stub, call.method)
-        deadline = self._deadline(call.timeout)
+        method, options = self._unary_method(call)
         retrying = self._retrying(call)
         while True:
             try:
-                reply = method(
-                    call.request,
-                    timeout=deadline,
-                    metadata=self._config.metadata,
-                    wait_for_ready=self.wait_for_ready,
-                )
-                return call.parse(reply)
+                return call.parse(method(call.request, **options))
             except grpc.RpcError as error:
                 failure = from_rpc_error(error, service=call.service)
-                delay = retrying.delay_after(failure)
-                if delay is None:
-                    raise failure from error
+                delay = retrying.delay_or_raise(failure, error)
             time.sleep(delay)
 
     def _start_stream(
@@ -527,17 +490,11 @@ class Client(ClientBase):
             KeyValueError: The call failed at once, or did not start in time.
         """
         while True:
-            self._check_open()
-            call = getattr(self._kv, method)(
-                request, metadata=self._config.metadata, wait_for_ready=self.wait_for_ready
-            )
+            call = self._open_stream(method, request)
             failure = self._await_answer(call, deadline)
             if failure is None:
                 return call
-            delay = retrying.delay_after(failure)
-            if delay is None:
-                raise failure
-            time.sleep(delay)
+            time.sleep(retrying.delay_or_raise(failure))
 
     def _await_answer(self, call: Any, deadline: float | None) -> KeyValueError | None:
         """Block until a streaming call has its response headers or its status.

@@ -22,29 +22,22 @@ if TYPE_CHECKING:
     from keyvalue.client import Client
 
 
-class KeptLease:
-    """A lease granted on entry, kept alive by a thread, revoked on exit.
+class KeptLeaseBase:
+    """What a kept lease is, blocking or asyncio: its id, TTL, and what befell it.
 
     Attributes:
         ttl: The lease's time to live, in seconds.
         keep_alives: How many keep-alives succeeded so far.
         lost: Why the lease was lost (:class:`~keyvalue.errors.LeaseNotFound`),
             or ``None`` while it lives.
-
-    Args:
-        client: The client that grants, keeps and revokes it.
-        ttl: Seconds the lease lives without a keep-alive.
     """
 
-    def __init__(self, client: Client, ttl: float) -> None:
-        self._client = client
+    def __init__(self, ttl: float) -> None:
         self._plan = KeepAlive(ttl)
         self.ttl = ttl
         self.keep_alives = 0
         self.lost: KeyValueError | None = None
         self._id: int | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @property
     def id(self) -> int:
@@ -52,6 +45,47 @@ class KeptLease:
         if self._id is None:
             raise ValueError("the lease is granted when its with block starts")
         return self._id
+
+    @property
+    def _revoke_at_exit(self) -> bool:
+        """Whether leaving the block has a lease to revoke."""
+        return self.lost is None and self._id is not None
+
+    def _next_wait(self, failure: Exception | None) -> float | None:
+        """Seconds until the next keep-alive after one that ended so; ``None``: stop.
+
+        A lease that no longer exists is lost; a closed client (``ValueError``)
+        ends the keeping; any other failure (the server unreachable) is tried
+        again soon.
+        """
+        if failure is None:
+            self.keep_alives += 1
+            return self._plan.interval
+        if isinstance(failure, KeyValueError):
+            if self._plan.gives_up_after(failure):
+                self.lost = failure
+                return None
+            return self._plan.retry_interval
+        return None
+
+    def __repr__(self) -> str:
+        state = "lost" if self.lost else ("kept" if self._id is not None else "not granted")
+        return f"<{type(self).__name__} {self._id} ttl={self.ttl} {state}>"
+
+
+class KeptLease(KeptLeaseBase):
+    """A lease granted on entry, kept alive by a thread, revoked on exit.
+
+    Args:
+        client: The client that grants, keeps and revokes it.
+        ttl: Seconds the lease lives without a keep-alive.
+    """
+
+    def __init__(self, client: Client, ttl: float) -> None:
+        super().__init__(ttl)
+        self._client = client
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> KeptLease:
         self._id = self._client.lease_grant(self.ttl).id
@@ -70,27 +104,17 @@ class KeptLease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if self.lost is None and self._id is not None:
+        if self._revoke_at_exit:
             # Expired meanwhile (LeaseNotFound): gone all the same.
             with contextlib.suppress(LeaseNotFound):
-                self._client.lease_revoke(self._id)
+                self._client.lease_revoke(self.id)
 
     def _keep(self) -> None:
-        wait = self._plan.interval
-        while not self._stop.wait(wait):
+        wait: float | None = self._plan.interval
+        while wait is not None and not self._stop.wait(wait):
             try:
                 self._client.lease_keep_alive(self.id)
-            except KeyValueError as failure:
-                if self._plan.gives_up_after(failure):
-                    self.lost = failure
-                    return
-                wait = self._plan.retry_interval  # unreachable for now: try again soon
-            except ValueError:
-                return  # the client was closed under the block
+            except (KeyValueError, ValueError) as failure:
+                wait = self._next_wait(failure)
             else:
-                self.keep_alives += 1
-                wait = self._plan.interval
-
-    def __repr__(self) -> str:
-        state = "lost" if self.lost else ("kept" if self._id is not None else "not granted")
-        return f"<KeptLease {self._id} ttl={self.ttl} {state}>"
+                wait = self._next_wait(None)

@@ -88,3 +88,14 @@ class Retrying:
         if failure.code not in RETRIED_CODES:
             return None
         return next(self._delays, None)
+
+    def delay_or_raise(self, failure: KeyValueError, cause: BaseException | None = None) -> float:
+        """Seconds to wait before trying again after ``failure``.
+
+        Raises:
+            KeyValueError: ``failure`` itself (from ``cause``), when not to try again.
+        """
+        delay = self.delay_after(failure)
+        if delay is None:
+            raise failure from cause
+        return delay

@@ -23,13 +23,56 @@ from typing import Any
 import grpc
 
 from keyvalue._proto import kv_pb2
-from keyvalue.errors import error_for_status
+from keyvalue.errors import KeyValueError, error_for_status
 from keyvalue.key_value import KeyValue
 from keyvalue.lease import Lease
-from keyvalue.stream import CancellableStream
+from keyvalue.stream import CancellableStream, StreamBase
 
 
-class Snapshot(CancellableStream[KeyValue]):
+class SnapshotBase(StreamBase[KeyValue]):
+    """What :class:`Snapshot` and the asyncio client's snapshot keep: revision, leases, state.
+
+    Attributes:
+        revision: The store's revision the copy is at.
+        leases: Every lease of the copy.
+    """
+
+    _what = "snapshot"
+    _complete = False
+    revision: int
+    leases: tuple[Lease, ...]
+
+    def _begin(self, first: kv_pb2.SnapshotChunk) -> None:
+        """Take the revision and leases of the first chunk, and its keys."""
+        self.revision = first.header.revision
+        self.leases = tuple(Lease.from_pb(lease) for lease in first.leases)
+        self._accept(first)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the server's last chunk has arrived (every key was received)."""
+        return self._complete
+
+    def _accept(self, chunk: kv_pb2.SnapshotChunk) -> None:
+        """Queue the chunk's keys; note the last chunk.
+
+        Raises:
+            RequestFailed: The chunk is at another revision than the first.
+        """
+        try:
+            self._pending.extend(chunk_keys(self.revision, chunk))
+        except KeyValueError:
+            self.cancel()
+            raise
+        self._complete = chunk.done
+
+    def __repr__(self) -> str:
+        state = "complete" if self._complete else "cancelled" if self._cancelled else "open"
+        revision = getattr(self, "revision", "?")
+        return f"<{type(self).__name__} revision={revision} {state}>"
+
+
+class Snapshot(SnapshotBase, CancellableStream[KeyValue]):
     """A consistent copy of the store, streamed; an iterator of :class:`~keyvalue.KeyValue`.
 
     Iterating yields every key of the copy exactly once, in key order, with
@@ -58,12 +101,9 @@ class Snapshot(CancellableStream[KeyValue]):
             :meth:`~keyvalue.Client.snapshot`); the call is cancelled.
     """
 
-    _what = "snapshot"
-
     def __init__(self, call: Any, address: str) -> None:
         # A grpc.Call that is also an iterator of SnapshotChunk (untyped in grpcio).
         super().__init__(call, address)
-        self._complete = False
         try:
             first = self._read()
         except BaseException:
@@ -71,19 +111,7 @@ class Snapshot(CancellableStream[KeyValue]):
             raise
         if first is None:  # cancelled meanwhile, from another thread
             raise error_for_status(grpc.StatusCode.CANCELLED, "the snapshot was cancelled")
-        self.revision: int = first.header.revision
-        self.leases: tuple[Lease, ...] = tuple(Lease.from_pb(lease) for lease in first.leases)
-        self._accept(first)
-
-    @property
-    def complete(self) -> bool:
-        """Whether the server's last chunk has arrived (every key was received)."""
-        return self._complete
-
-    def __repr__(self) -> str:
-        state = "complete" if self._complete else "cancelled" if self._cancelled else "open"
-        revision = getattr(self, "revision", "?")
-        return f"<Snapshot revision={revision} {state}>"
+        self._begin(first)
 
     def _read_more(self) -> bool:
         """Receive and queue the next chunk, unless the last one has arrived.
@@ -110,25 +138,28 @@ class Snapshot(CancellableStream[KeyValue]):
         try:
             chunk: kv_pb2.SnapshotChunk | None = self._receive()
         except StopIteration:
-            raise error_for_status(
-                grpc.StatusCode.UNAVAILABLE,
-                f"kvserver at {self._address} ended the snapshot before it was complete",
-            ) from None
+            raise incomplete(self._address) from None
         return chunk
 
-    def _accept(self, chunk: kv_pb2.SnapshotChunk) -> None:
-        """Queue the chunk's keys; note the last chunk.
 
-        Raises:
-            RequestFailed: The chunk is at another revision than the first.
-        """
-        if chunk.header.revision != self.revision:
-            self.cancel()
-            raise error_for_status(
-                grpc.StatusCode.DATA_LOSS,
-                f"the snapshot's chunks are at different revisions "
-                f"({self.revision}, then {chunk.header.revision})",
-            )
-        self._pending.extend(KeyValue.from_pb(kv) for kv in chunk.kvs)
-        if chunk.done:
-            self._complete = True
+def chunk_keys(revision: int, chunk: kv_pb2.SnapshotChunk) -> list[KeyValue]:
+    """The keys of a chunk of the snapshot at ``revision`` (both clients read chunks so).
+
+    Raises:
+        RequestFailed: The chunk is at another revision (``DATA_LOSS``).
+    """
+    if chunk.header.revision != revision:
+        raise error_for_status(
+            grpc.StatusCode.DATA_LOSS,
+            f"the snapshot's chunks are at different revisions "
+            f"({revision}, then {chunk.header.revision})",
+        )
+    return [KeyValue.from_pb(kv) for kv in chunk.kvs]
+
+
+def incomplete(address: str) -> KeyValueError:
+    """The error of a snapshot stream that ended before its last chunk."""
+    return error_for_status(
+        grpc.StatusCode.UNAVAILABLE,
+        f"kvserver at {address} ended the snapshot before it was complete",
+    )

@@ -11,6 +11,7 @@ more, not even items already received.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections import deque
 from types import TracebackType
@@ -18,23 +19,17 @@ from typing import Any, Generic, Self, TypeVar
 
 import grpc
 
-from keyvalue.errors import error_for_status, from_rpc_error
+from keyvalue.errors import KeyValueError, error_for_status, from_rpc_error
 
 T = TypeVar("T")
 """What iterating the stream yields."""
 
 
-class CancellableStream(ABC, Generic[T]):
-    """A server-streaming call that ends on :meth:`cancel`, ``with`` or drop.
-
-    An iterator of the items of the messages received; subclasses say how a
-    message becomes items (:meth:`_read_more`). Only a cancellation this side
-    asked for ends the stream quietly: a call cancelled otherwise (the server
-    aborting it with ``CANCELLED``, or :meth:`~keyvalue.Client.close` closing
-    the channel under it) was cut short, and raises.
+class StreamBase(Generic[T]):
+    """What every stream keeps, blocking or asyncio: the call, the items not yet yielded.
 
     Args:
-        call: The grpcio call (a ``grpc.Call`` that is also an iterator).
+        call: The grpcio call (``grpc.Call`` or ``grpc.aio.UnaryStreamCall``).
         address: The server's address, for error messages.
     """
 
@@ -57,6 +52,33 @@ class CancellableStream(ABC, Generic[T]):
         self._cancelled = True
         self._call.cancel()
         self._pending.clear()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` has been called (a ``with`` block's end calls it)."""
+        return self._cancelled
+
+    def __del__(self) -> None:
+        call = getattr(self, "_call", None)
+        if call is not None:
+            # An asyncio call whose loop is gone is gone with it.
+            with contextlib.suppress(Exception):
+                call.cancel()
+
+
+class CancellableStream(StreamBase[T], ABC):
+    """A server-streaming call that ends on :meth:`cancel`, ``with`` or drop.
+
+    An iterator of the items of the messages received; subclasses say how a
+    message becomes items (:meth:`_read_more`). Only a cancellation this side
+    asked for ends the stream quietly: a call cancelled otherwise (the server
+    aborting it with ``CANCELLED``, or :meth:`~keyvalue.Client.close` closing
+    the channel under it) was cut short, and raises.
+
+    Args:
+        call: The grpcio call (a ``grpc.Call`` that is also an iterator).
+        address: The server's address, for error messages.
+    """
 
     def __iter__(self) -> Self:
         return self
@@ -100,21 +122,7 @@ class CancellableStream(ABC, Generic[T]):
         except grpc.RpcError as error:
             if self._cancelled:
                 return None
-            failure = from_rpc_error(error, service="v1")
-            if failure.code is grpc.StatusCode.CANCELLED:
-                failure = error_for_status(
-                    failure.code,
-                    f"the {self._what} stream from kvserver at {self._address} was cut: "
-                    f"cancelled by the server or by closing the client, not by cancel() "
-                    f"({failure.message})",
-                    service="v1",
-                )
-            raise failure from error
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether :meth:`cancel` has been called (a ``with`` block's end calls it)."""
-        return self._cancelled
+            raise stream_failure(error, self._what, self._address) from error
 
     def __enter__(self) -> Self:
         return self
@@ -127,7 +135,20 @@ class CancellableStream(ABC, Generic[T]):
     ) -> None:
         self.cancel()
 
-    def __del__(self) -> None:
-        call = getattr(self, "_call", None)
-        if call is not None:
-            call.cancel()
+
+def stream_failure(error: grpc.RpcError, what: str, address: str) -> KeyValueError:
+    """The exception for a stream that failed other than by its own cancel().
+
+    A ``CANCELLED`` this side did not ask for means the stream was cut (by
+    the server, or by closing the client): the message says so.
+    """
+    failure = from_rpc_error(error, service="v1")
+    if failure.code is grpc.StatusCode.CANCELLED:
+        failure = error_for_status(
+            failure.code,
+            f"the {what} stream from kvserver at {address} was cut: "
+            f"cancelled by the server or by closing the client, not by cancel() "
+            f"({failure.message})",
+            service="v1",
+        )
+    return failure

@@ -30,7 +30,7 @@ from keyvalue._proto import kv_pb2
 from keyvalue.errors import KeyValueError
 from keyvalue.key_value import BytesLike, KeyValue, optional_bytes, to_bytes
 from keyvalue.retry import RetryPolicy
-from keyvalue.stream import CancellableStream
+from keyvalue.stream import CancellableStream, StreamBase
 
 EventKind = Literal["put", "delete", "expire"]
 """What happened to the key: written, deleted, or deleted because its lease expired.
@@ -142,28 +142,15 @@ class WatchCursor:
         return client_policy or RESUME_POLICY
 
 
-class Watch(CancellableStream[Event]):
-    """The events of one watch stream, in revision order; also a context manager.
-
-    Iterating blocks until the next event. Iteration ends (``StopIteration``)
-    at once when the watch is cancelled, from any thread (events already
-    received are not yielded). A resuming watch (the default) watches again
-    when the connection is lost or the server closes the stream, from the
-    revision after the last event yielded; without ``resume``, the server
-    ending the stream with ``OK`` ends the iteration. A failure raises a
-    :class:`~keyvalue.errors.KeyValueError`
-    (:class:`~keyvalue.errors.Compacted` when the history the watch needs is
-    gone; :class:`~keyvalue.errors.ServerUnavailable` when it could not
-    resume; :class:`~keyvalue.errors.RequestFailed`, ``CANCELLED``, when the
-    stream is cancelled other than by :meth:`cancel`: by the server, or by
-    :meth:`~keyvalue.Client.close`).
+class WatchBase(StreamBase[Event]):
+    """What :class:`Watch` and the asyncio client's watch keep: where to resume, and how.
 
     Args:
         call: The started grpcio server-streaming call of ``keyvalue.v1.KV/Watch``.
         address: The server's address, for error messages.
         cursor: What is watched, and from where to resume.
-        restart: Starts the call again from ``cursor`` (blocks, retrying as
-            allowed; raises what the start failed with).
+        restart: Starts the call again from ``cursor``, retrying as allowed
+            (for the asyncio client, a coroutine function).
     """
 
     _what = "watch"
@@ -179,6 +166,30 @@ class Watch(CancellableStream[Event]):
     def next_revision(self) -> int:
         """The revision of the first change not yet yielded (0: unknown)."""
         return self._cursor.next_revision
+
+    def __repr__(self) -> str:
+        state = "cancelled" if self._cancelled else "open"
+        return f"<{type(self).__name__} {state} next_revision={self._cursor.next_revision}>"
+
+
+class Watch(WatchBase, CancellableStream[Event]):
+    """The events of one watch stream, in revision order; also a context manager.
+
+    Iterating blocks until the next event. Iteration ends (``StopIteration``)
+    at once when the watch is cancelled, from any thread (events already
+    received are not yielded). A resuming watch (the default) watches again
+    when the connection is lost or the server closes the stream, from the
+    revision after the last event yielded; without ``resume``, the server
+    ending the stream with ``OK`` ends the iteration. A failure raises a
+    :class:`~keyvalue.errors.KeyValueError`
+    (:class:`~keyvalue.errors.Compacted` when the history the watch needs is
+    gone; :class:`~keyvalue.errors.ServerUnavailable` when it could not
+    resume; :class:`~keyvalue.errors.RequestFailed`, ``CANCELLED``, when the
+    stream is cancelled other than by :meth:`cancel`: by the server, or by
+    :meth:`~keyvalue.Client.close`).
+
+    Args: see :class:`WatchBase`.
+    """
 
     def _read_more(self) -> bool:
         """Receive and queue the next response's events; blocks until it comes."""
@@ -201,7 +212,3 @@ class Watch(CancellableStream[Event]):
                 call.cancel()
                 return False
             self._call = call
-
-    def __repr__(self) -> str:
-        state = "cancelled" if self._cancelled else "open"
-        return f"<Watch {state} next_revision={self._cursor.next_revision}>"

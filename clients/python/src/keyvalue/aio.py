@@ -1,0 +1,350 @@
+"""The asyncio client: :class:`AsyncClient`, :class:`~keyvalue.Client`'s API on ``grpc.aio``.
+
+Every method of :class:`~keyvalue.Client` is here, as a coroutine with the
+same arguments and results; ranges, watches and snapshots are async
+iterators; ``lease`` and ``lock`` are async context managers::
+
+    async with AsyncClient("127.0.0.1:50051") as client:
+        await client.put("jobs/1", "todo")
+        async for kv in client.range("jobs/", prefix=True):
+            print(kv.key, kv.value)
+        async with await client.watch("jobs/", prefix=True) as events:
+            async for event in events:
+                ...
+
+What each call sends and how its reply is read is shared with the blocking
+client (:mod:`keyvalue.calls`), and so are the lock and update loops
+(:mod:`keyvalue.recipes`), the resume point of watches
+(:class:`~keyvalue.watch.WatchCursor`) and the retry rules
+(:mod:`keyvalue.retry`): the two clients answer alike by construction.
+
+Make the client inside the event loop that uses it (``grpc.aio`` binds a
+channel to the running loop). One client may serve every task of that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
+
+import grpc
+
+from keyvalue import calls
+from keyvalue._base import ClientBase
+from keyvalue._proto import kv_pb2
+from keyvalue.aio_streams import AsyncSnapshot, AsyncWatch
+from keyvalue.calls import CLIENT_TIMEOUT, BatchItems, Call, Timeout
+from keyvalue.channel import CHANNEL_OPTIONS
+from keyvalue.errors import KeyValueError, LeaseNotFound, error_for_status, from_rpc_error
+from keyvalue.kept_lease import KeptLeaseBase
+from keyvalue.key_value import BytesLike, KeyValue
+from keyvalue.recipes import (
+    Lock,
+    Steps,
+    Updater,
+    WaitForDelete,
+    lock_steps,
+    update_steps,
+)
+from keyvalue.results import CasResult
+from keyvalue.retry import Retrying, RetryPolicy
+from keyvalue.watch import WatchCursor
+
+__all__ = ["AsyncClient", "AsyncKeptLease"]
+
+_R = TypeVar("_R")
+_P = ParamSpec("_P")
+# A key type: Mapping is invariant in its keys, so dict[str, ...] needs a TypeVar.
+_Key = TypeVar("_Key", bound=BytesLike)
+
+
+def unary(
+    build: Callable[_P, Call[_R]],
+) -> Callable[Concatenate[AsyncClient, _P], Coroutine[Any, Any, _R]]:
+    """A coroutine method of :class:`AsyncClient` sending the call ``build`` makes."""
+
+    async def method(self: AsyncClient, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return await self.run(build(*args, **kwargs))
+
+    functools.update_wrapper(method, build)
+    return method
+
+
+class AsyncClient(ClientBase):
+    """A ``grpc.aio`` connection to one kvserver: :class:`~keyvalue.Client`'s API, awaited.
+
+    Takes the arguments of :class:`~keyvalue.Client`, checked alike. Close it
+    with ``await client.close()`` or ``async with``.
+    """
+
+    def _open_channel(self, target: str, credentials: grpc.ChannelCredentials | None) -> Any:
+        if credentials is None:
+            return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+
+    set = unary(calls.tutorial_set)
+    get = unary(calls.tutorial_get)
+    get_kv = unary(calls.get_kv)
+    put = unary(calls.put)
+    delete = unary(calls.delete)
+    compare_and_set = unary(calls.compare_and_set)
+    delete_if = unary(calls.delete_if)
+    txn = unary(calls.txn)
+    count = unary(calls.count)
+    batch_get = unary(calls.batch_get)
+    lease_grant = unary(calls.lease_grant)
+    lease_keep_alive = unary(calls.lease_keep_alive)
+    lease_revoke = unary(calls.lease_revoke)
+    lease_info = unary(calls.lease_info)
+
+    @overload
+    async def batch_put(
+        self,
+        items: Mapping[_Key, BytesLike],
+        *,
+        lease: int = 0,
+        timeout: Timeout = CLIENT_TIMEOUT,
+        idempotent: bool = False,
+    ) -> int: ...
+
+    @overload
+    async def batch_put(
+        self,
+        items: Iterable[tuple[BytesLike, BytesLike]],
+        *,
+        lease: int = 0,
+        timeout: Timeout = CLIENT_TIMEOUT,
+        idempotent: bool = False,
+    ) -> int: ...
+
+    async def batch_put(
+        self,
+        items: BatchItems,
+        *,
+        lease: int = 0,
+        timeout: Timeout = CLIENT_TIMEOUT,
+        idempotent: bool = False,
+    ) -> int:
+        """Store many keys atomically, at one revision; see :func:`keyvalue.calls.batch_put`."""
+        call = calls.batch_put(items, lease=lease, timeout=timeout, idempotent=idempotent)
+        return await self.run(call)
+
+    async def range(
+        self,
+        key: BytesLike = b"",
+        *,
+        prefix: bool = False,
+        range_end: BytesLike | None = None,
+        keys_only: bool = False,
+        limit: int | None = None,
+        page_size: int | None = None,
+        timeout: Timeout = CLIENT_TIMEOUT,
+    ) -> AsyncIterator[KeyValue]:
+        """The keys of a range, page by page as iteration goes; see :meth:`keyvalue.Client.range`.
+
+        Yields:
+            Each key in the range, once, in key order.
+        """
+        pager = calls.RangePager(
+            key,
+            prefix=prefix,
+            range_end=range_end,
+            keys_only=keys_only,
+            limit=limit,
+            page_size=page_size,
+        )
+        while (call := pager.next_call(timeout)) is not None:
+            for kv in await self.run(call):
+                yield kv
+
+    async def watch(
+        self,
+        key: BytesLike,
+        *,
+        prefix: bool = False,
+        range_end: BytesLike | None = None,
+        start_revision: int = 0,
+        resume: bool = True,
+        timeout: Timeout = CLIENT_TIMEOUT,
+    ) -> AsyncWatch:
+        """Watch a key, a prefix or a range; see :meth:`keyvalue.Client.watch`.
+
+        Returns once the server has registered the watch.
+        """
+        self._check_open()
+        if resume and start_revision == 0:
+            start_revision = await self.run(calls.current_revision(timeout=timeout)) + 1
+        cursor = WatchCursor(
+            key, prefix=prefix, range_end=range_end, start_revision=start_revision, resume=resume
+        )
+        deadline = self._deadline(timeout)
+        policy = cursor.policy(self.retry)
+
+        async def start() -> Any:
+            return await self._start_stream("Watch", cursor.request(), deadline, policy)
+
+        return AsyncWatch(await start(), self._config.address.target, cursor, start)
+
+    async def snapshot(self, *, timeout: Timeout = CLIENT_TIMEOUT) -> AsyncSnapshot:
+        """A consistent copy of every key and lease; see :meth:`keyvalue.Client.snapshot`."""
+        self._check_open()
+        call = await self._start_stream(
+            "Snapshot", kv_pb2.SnapshotRequest(), self._deadline(timeout), self.retry
+        )
+        return await AsyncSnapshot.start(call, self._config.address.target)
+
+    # ---- recipes ------------------------------------------------------------
+
+    def lease(self, ttl: float) -> AsyncKeptLease:
+        """A lease kept alive by a task while an ``async with`` block runs, revoked at its end."""
+        self._check_open()
+        return AsyncKeptLease(self, ttl)
+
+    @asynccontextmanager
+    async def lock(self, name: BytesLike, ttl: float = 10.0) -> AsyncIterator[Lock]:
+        """Hold the lock ``name`` while an ``async with`` block runs (see ``Client.lock``).
+
+        Yields:
+            The held :class:`~keyvalue.recipes.Lock`.
+        """
+        async with self.lease(ttl) as lease:
+            yield await self._drive(lock_steps(name, lease.id))
+
+    async def update(self, key: BytesLike, fn: Updater) -> CasResult:
+        """Set ``key`` to ``fn(current value)`` atomically; see :meth:`keyvalue.Client.update`."""
+        return await self._drive(update_steps(key, fn))
+
+    async def _drive(self, steps: Steps[_R]) -> _R:
+        """Run a recipe of :mod:`keyvalue.recipes`, awaiting each step."""
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, WaitForDelete):
+                    await self._wait_for_delete(step)
+                    step = steps.send(None)
+                else:
+                    step = steps.send(await self.run(step))
+        except StopIteration as done:
+            return cast(_R, done.value)
+
+    async def _wait_for_delete(self, step: WaitForDelete) -> None:
+        async with await self.watch(step.key, start_revision=step.revision + 1) as watch:
+            async for event in watch:
+                if event.kind != "put":
+                    return
+
+    # ---- lifecycle ----------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the channel, cancelling what is under way. Calling it again does nothing."""
+        if not self._closed:
+            self._closed = True
+            await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ---- sending ------------------------------------------------------------
+
+    async def run(self, call: Call[_R]) -> _R:
+        """Send one :class:`~keyvalue.calls.Call`, retrying as allowed (see ``Client.run``)."""
+        self._check_open()
+        method, options = self._unary_method(call)
+        retrying = self._retrying(call)
+        while True:
+            try:
+                return call.parse(await method(call.request, **options))
+            except grpc.RpcError as error:
+                failure = from_rpc_error(error, service=call.service)
+                delay = retrying.delay_or_raise(failure, error)
+            await asyncio.sleep(delay)
+
+    async def _start_stream(
+        self, method: str, request: Any, deadline: float | None, policy: RetryPolicy | None
+    ) -> Any:
+        """Start a server-streaming call and wait for its headers, retrying a failed start.
+
+        Raises:
+            KeyValueError: The call failed at once, or did not start in time.
+        """
+        retrying = Retrying(policy, True)  # starting a stream reads
+        while True:
+            call = self._open_stream(method, request)
+            failure = await self._await_answer(call, deadline)
+            if failure is None:
+                return call
+            await asyncio.sleep(retrying.delay_or_raise(failure))
+
+    async def _await_answer(self, call: Any, deadline: float | None) -> KeyValueError | None:
+        """Wait for a streaming call's headers or status; ``None`` once answered."""
+        try:
+            await asyncio.wait_for(call.initial_metadata(), deadline)
+        except TimeoutError:
+            call.cancel()
+            return error_for_status(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"kvserver at {self.address} did not answer within {deadline} s",
+            )
+        except grpc.RpcError as error:
+            return from_rpc_error(error, service="v1")
+        if call.done():
+            code = await call.code()
+            if code is not grpc.StatusCode.OK:
+                details = await call.details()
+                return error_for_status(code, details or "", service="v1")
+        return None
+
+
+class AsyncKeptLease(KeptLeaseBase):
+    """A lease granted on entry, kept alive by a task, revoked on exit.
+
+    The asyncio form of :class:`~keyvalue.kept_lease.KeptLease`.
+    """
+
+    def __init__(self, client: AsyncClient, ttl: float) -> None:
+        super().__init__(ttl)
+        self._client = client
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> AsyncKeptLease:
+        self._id = (await self._client.lease_grant(self.ttl)).id
+        self._task = asyncio.create_task(self._keep(), name=f"keyvalue-lease-{self._id}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._revoke_at_exit:
+            with contextlib.suppress(LeaseNotFound):
+                await self._client.lease_revoke(self.id)
+
+    async def _keep(self) -> None:
+        wait: float | None = self._plan.interval
+        while wait is not None:
+            await asyncio.sleep(wait)
+            try:
+                await self._client.lease_keep_alive(self.id)
+            except (KeyValueError, ValueError) as failure:
+                wait = self._next_wait(failure)
+            else:
+                wait = self._next_wait(None)

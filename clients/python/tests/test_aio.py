@@ -1,0 +1,289 @@
+"""AsyncClient against a real kvserver: the API of Client, awaited, under asyncio.
+
+Each test runs its coroutine with plain ``asyncio.run`` (no plugin), bounded
+by a timeout so a hang fails instead of blocking the suite. The lease, lock
+and update tests are the asyncio versions of test_recipes.py's; the watch
+restart test that of test_watch_resume.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from kvserver_process import KvServer, serve
+
+from keyvalue import (
+    AsyncClient,
+    AsyncWatch,
+    Compare,
+    DeadlineExceeded,
+    Event,
+    KeyNotFound,
+    LeaseNotFound,
+    Op,
+    RetryPolicy,
+    ServerUnavailable,
+)
+
+T = TypeVar("T")
+LIMIT = 30.0
+"""The most any test's coroutine may take, in seconds."""
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coroutine, LIMIT))
+
+
+async def take(watch: AsyncWatch, count: int, within: float = 10.0) -> list[Event]:
+    """The next ``count`` events, or fewer if they do not all come ``within`` seconds."""
+    events: list[Event] = []
+
+    async def collect() -> None:
+        async for event in watch:
+            events.append(event)
+            if len(events) == count:
+                return
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(collect(), within)
+    return events
+
+
+@pytest.fixture
+def disk_server(kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KvServer]:
+    """A kvserver of its own on the disk backend, which the test restarts."""
+    yield from serve(kvserver_bin, tmp_path_factory, ["--shutdown-grace", "300ms"], disk=True)
+
+
+def test_the_unary_calls_answer_as_the_blocking_client_s(server: KvServer, key: str) -> None:
+    async def main() -> None:
+        async with AsyncClient(server.address) as client:
+            await client.set(key, "tutorial")
+            assert await client.get(key) == "tutorial"
+            with pytest.raises(KeyNotFound):
+                await client.get(f"{key}/never")
+            put = await client.put(f"{key}/a", "1", prev_kv=True)
+            kv = await client.get_kv(f"{key}/a", timeout=2)
+            assert kv is not None
+            assert (kv.value, kv.mod_revision) == (b"1", put.revision)
+            await client.batch_put({f"{key}/b": "2", f"{key}/c": b"3"})
+            assert await client.count(f"{key}/", prefix=True) == 3
+            got = await client.batch_get([f"{key}/a", f"{key}/zz"])
+            assert got[0] == kv
+            assert got[1] is None
+            cas = await client.compare_and_set(f"{key}/a", "2", expect_revision=put.revision)
+            assert cas.succeeded
+            stale = await client.compare_and_set(f"{key}/a", "3", expect_revision=put.revision)
+            assert not stale.succeeded
+            result = await client.txn([Compare.exists(f"{key}/a")], success=[Op.get(f"{key}/a")])
+            assert result.succeeded
+            assert await client.delete(f"{key}/", prefix=True) == 3
+
+    run(main())
+
+
+def test_range_is_an_async_iterator_that_honours_limit_and_pages(
+    server: KvServer, key: str
+) -> None:
+    async def main() -> None:
+        async with AsyncClient(server.address) as client:
+            keys = [f"{key}/{i:02d}".encode() for i in range(25)]
+            await client.batch_put({k: k for k in keys})
+            every = [kv.key async for kv in client.range(f"{key}/", prefix=True, page_size=7)]
+            assert every == keys
+            limited = [kv.key async for kv in client.range(f"{key}/", prefix=True, limit=3)]
+            assert limited == keys[:3]
+
+    run(main())
+
+
+def test_a_watch_sees_a_put_made_right_after_it_returns(server: KvServer, key: str) -> None:
+    async def main() -> None:
+        async with AsyncClient(server.address) as client:
+            async with await client.watch(key) as watch:
+                revision = (await client.put(key, "seen")).revision
+                events = await take(watch, 1)
+                assert [(e.kind, e.kv.value, e.revision) for e in events] == [
+                    ("put", b"seen", revision)
+                ]
+            assert watch.cancelled
+            assert await take(watch, 1, within=0.2) == []
+
+    run(main())
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["graceful restart", "kill -9"])
+def test_an_async_watch_survives_a_restart_without_losing_or_repeating_events(
+    disk_server: KvServer, kill: bool
+) -> None:
+    async def main() -> None:
+        async with (
+            AsyncClient(disk_server.address, wait_for_ready=True) as client,
+            await client.watch("aresume/", prefix=True) as watch,
+        ):
+            revisions = [(await client.put(f"aresume/{i}", "v")).revision for i in range(2)]
+            seen = await take(watch, 2)
+            await asyncio.to_thread(disk_server.restart, kill=kill)
+            for i in range(2, 5):
+                revisions.append((await client.put(f"aresume/{i}", "v")).revision)
+            seen += await take(watch, 3)
+            assert [event.revision for event in seen] == revisions
+
+    run(main())
+
+
+def test_an_abandoned_watch_in_a_task_does_not_keep_asyncio_run_from_returning(
+    server: KvServer,
+) -> None:
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from keyvalue import AsyncClient
+
+        async def forever(client):
+            async for _event in await client.watch("abandoned"):
+                pass
+
+        async def main():
+            client = AsyncClient({server.address!r})
+            asyncio.create_task(forever(client))
+            await asyncio.sleep(0.3)  # the watch is registered and waiting
+
+        asyncio.run(main())
+        print("returned")
+        """
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "returned"
+    assert "Traceback" not in done.stderr, done.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_a_snapshot_is_an_async_iterator_of_every_key(server: KvServer, key: str) -> None:
+    async def main() -> None:
+        async with AsyncClient(server.address) as client:
+            revision = await client.batch_put({f"{key}/1": "a", f"{key}/2": "b"})
+            async with await client.snapshot() as snapshot:
+                assert snapshot.revision >= revision
+                mine = [kv.key async for kv in snapshot if kv.key.startswith(key.encode())]
+            assert mine == [f"{key}/1".encode(), f"{key}/2".encode()]
+            assert snapshot.complete
+
+    run(main())
+
+
+def test_a_call_timeout_raises_deadline_exceeded(silent_address: str) -> None:
+    async def main() -> None:
+        async with AsyncClient(silent_address, timeout=None) as client:
+            with pytest.raises(DeadlineExceeded):
+                await client.get_kv("k", timeout=0.3)
+            with pytest.raises(DeadlineExceeded):
+                await client.watch("k", resume=False, timeout=0.3)
+
+    run(main())
+
+
+def test_a_read_is_retried_across_a_restart(disk_server: KvServer) -> None:
+    policy = RetryPolicy(attempts=10, initial_backoff=0.1, max_backoff=1.0)
+
+    async def main() -> None:
+        async with AsyncClient(disk_server.address, retry=policy) as client:
+            await client.put("aretry", "kept")
+            disk_server.stop()
+
+            async def start_later() -> None:
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(disk_server.start_again)
+
+            starting = asyncio.create_task(start_later())
+            kv = await client.get_kv("aretry")
+            await starting
+            assert kv is not None
+            assert kv.value == b"kept"
+            disk_server.stop()
+            with pytest.raises(ServerUnavailable):
+                await client.put("aretry", "not retried")
+            disk_server.start_again()
+
+    run(main())
+
+
+def test_a_kept_lease_outlives_three_ttls_and_is_revoked_at_exit(
+    server: KvServer, key: str
+) -> None:
+    async def main() -> None:
+        async with AsyncClient(server.address) as client:
+            async with client.lease(0.5) as lease:
+                await client.put(key, "alive", lease=lease.id)
+                await asyncio.sleep(1.7)
+                assert await client.get_kv(key) is not None
+                assert lease.keep_alives >= 3
+            assert await client.get_kv(key) is None
+            with pytest.raises(LeaseNotFound):
+                await client.lease_info(lease.id)
+
+    run(main())
+
+
+def test_a_lock_contended_by_eight_tasks_has_one_holder_at_a_time(
+    server: KvServer, key: str
+) -> None:
+    async def main() -> None:
+        inside = 0
+        most_inside = 0
+        fencing: list[int] = []
+        async with AsyncClient(server.address) as client:
+
+            async def contend() -> None:
+                nonlocal inside, most_inside
+                for _ in range(3):
+                    async with client.lock(key, ttl=2) as held:
+                        inside += 1
+                        most_inside = max(most_inside, inside)
+                        fencing.append(held.revision)
+                        await asyncio.sleep(0.005)
+                        inside -= 1
+
+            await asyncio.gather(*(contend() for _ in range(8)))
+            assert await client.get_kv(key) is None
+        assert most_inside == 1
+        assert len(fencing) == 24
+        assert fencing == sorted(set(fencing))
+
+    run(main())
+
+
+def test_update_under_sixteen_concurrent_tasks_loses_no_update(server: KvServer, key: str) -> None:
+    async def main() -> None:
+        async with AsyncClient(server.address) as client:
+
+            async def increment() -> None:
+                for _ in range(10):
+                    await client.update(key, lambda value: str(int(value or b"0") + 1))
+
+            await asyncio.gather(*(increment() for _ in range(16)))
+            kv = await client.get_kv(key)
+            assert kv is not None
+            assert (kv.value, kv.version) == (b"160", 160)
+
+    run(main())
+
+
+def test_bad_arguments_are_refused_as_by_the_blocking_client() -> None:
+    with pytest.raises(ValueError, match="has no port"):
+        AsyncClient("127.0.0.1:")
+    with pytest.raises(ValueError, match="timeout"):
+        AsyncClient("127.0.0.1:1", timeout=0)
