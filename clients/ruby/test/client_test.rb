@@ -140,4 +140,31 @@ class ClientTest < Minitest::Test
       end
     end
   end
+
+  def test_addresses_are_host_port_or_kv_urls_checked_at_construction
+    with_client do |client|
+      key = unique_key
+      client.put(key, "v")
+      url = "kv://#{KvServerProcess.shared.address}"
+      KeyValue::Client.open(url) { |by_url| assert_equal "v".b, by_url.get_record(key).value }
+      assert_equal KvServerProcess.shared.address, KeyValue::Client.new("#{url}/").address
+    end
+    ["", "127.0.0.1:", "localhost", "http://localhost:1", "a:0", "a:65536", "kv://"].each do |address|
+      error = assert_raises(ArgumentError) { KeyValue::Client.new(address) }
+      assert_match(/address/, error.message)
+    end
+    assert_equal "[::1]:5", KeyValue::Client.new("[::1]:5").address
+  end
+
+  # Parts of the client: a Client may be shared by threads.
+  def test_one_client_serves_many_threads
+    prefix = "#{unique_key}/"
+    with_client do |client|
+      threads = Array.new(8) do |t|
+        Thread.new { 20.times { |i| client.put("#{prefix}#{t}-#{i}", i.to_s) } }
+      end
+      threads.each { |thread| value_within(thread) }
+      assert_equal 160, client.count(prefix, prefix: true)
+    end
+  end
 end

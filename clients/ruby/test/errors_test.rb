@@ -15,7 +15,7 @@ class ErrorsTest < Minitest::Test
       CODES::UNAUTHENTICATED => KeyValue::Unauthenticated,
       CODES::PERMISSION_DENIED => KeyValue::PermissionDenied,
       CODES::UNAVAILABLE => KeyValue::ServerUnavailable,
-      CODES::DEADLINE_EXCEEDED => KeyValue::ServerUnavailable
+      CODES::DEADLINE_EXCEEDED => KeyValue::DeadlineExceeded
     }.each do |code, expected|
       assert_instance_of expected, KeyValue.error_for_status(code, "text")
     end
@@ -57,7 +57,8 @@ class ErrorsTest < Minitest::Test
 
   def test_every_error_is_a_key_value_error
     [KeyValue::KeyNotFound, KeyValue::LeaseNotFound, KeyValue::InvalidArgument, KeyValue::Compacted,
-     KeyValue::ResourceExhausted, KeyValue::ServerUnavailable, KeyValue::Unauthenticated, KeyValue::PermissionDenied,
+     KeyValue::ResourceExhausted, KeyValue::ServerUnavailable, KeyValue::DeadlineExceeded, KeyValue::Unauthenticated,
+     KeyValue::PermissionDenied,
      KeyValue::RequestFailed].each { |klass| assert_operator klass, :<, KeyValue::Error }
     assert_operator KeyValue::Error, :<, StandardError
   end

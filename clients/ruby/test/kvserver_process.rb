@@ -37,8 +37,13 @@ class KvServerProcess
     end
   end
 
-  def initialize(extra_args = [])
-    @args = [self.class.binary, "--listen", "127.0.0.1:0", "--backend", "memory", *extra_args]
+  # +data_dir+: the disk backend in that directory (else in memory), so
+  # that the data outlives a #restart; +listen+: the address to listen on
+  # (a port announced by an earlier server, to come back on it).
+  def initialize(extra_args = [], data_dir: nil, listen: "127.0.0.1:0")
+    backend = data_dir ? ["--backend", "disk", "--data-dir", data_dir] : %w[--backend memory]
+    @args = [self.class.binary, *backend, *extra_args]
+    @listen = listen
     @log_path = File.join(Dir.mktmpdir("kvserver"), "stderr.log")
   end
 
@@ -48,7 +53,8 @@ class KvServerProcess
 
   # Starts the server and waits until it announces its address.
   def start(timeout: 20)
-    @pid = Process.spawn(*@args, in: File::NULL, out: @log_path, err: @log_path)
+    File.truncate(@log_path, 0) if File.exist?(@log_path)
+    @pid = Process.spawn(*@args, "--listen", @listen, in: File::NULL, out: @log_path, err: @log_path)
     deadline = Time.now + timeout
     while Time.now < deadline
       line = log.lines.find { |l| l.start_with?(READY_PREFIX) }
@@ -80,6 +86,18 @@ class KvServerProcess
     Process.kill("KILL", pid)
     Process.wait(pid)
     raise Failure, "kvserver did not exit within #{timeout}s of SIGTERM\n#{log}"
+  end
+
+  # Stops the server (SIGTERM, its graceful stop, or SIGKILL, a crash) and
+  # starts it again on the same address (and data dir).
+  def restart(signal: "TERM")
+    @listen = @address
+    if signal == "KILL"
+      kill
+    else
+      stop
+    end
+    start
   end
 
   private

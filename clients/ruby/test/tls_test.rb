@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "open3"
 require "test_helper"
 require "test_certs"
 
@@ -48,6 +49,29 @@ class TLSTest < Minitest::Test
       event = client.watch(key, start_revision: revision).first
       assert_equal [:put, "one".b, revision], [event.kind, event.record.value, event.revision]
     end
+  end
+
+  # tls: true trusts the system's roots (here: none of them signed the test
+  # CA); gRPC reads them from GRPC_DEFAULT_SSL_ROOTS_FILE_PATH when set, so
+  # a process pointed at the test CA proves they are what is used.
+  def test_tls_true_verifies_the_server_with_the_systems_root_certificates
+    KeyValue::Client.open(tls_server.address, tls: true, timeout: 2) do |client|
+      assert client.tls?
+      assert_raises(KeyValue::ServerUnavailable) { client.get(unique_key) }
+    end
+    script = "require 'keyvalue'; KeyValue::Client.open(#{tls_server.address.dump}, tls: true) " \
+             "{ |c| c.set('k', 'v'); print c.get('k') }"
+    env = { "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH" => certs[:ca] }
+    output, status = Open3.capture2e(env, RbConfig.ruby, "-I", File.expand_path("../lib", __dir__), "-e", script)
+    assert status.success?, output
+    assert_equal "v", output
+  end
+
+  def test_tls_false_contradicts_tls_files
+    error = assert_raises(ArgumentError) { KeyValue::Client.new("127.0.0.1:1", tls: false, ca_file: certs[:ca]) }
+    assert_includes error.message, "ca_file"
+    assert_raises(ArgumentError) { KeyValue::Client.new("127.0.0.1:1", tls: "yes") }
+    refute KeyValue::Client.new("127.0.0.1:1", tls: false).tls?
   end
 
   def test_a_plaintext_client_cannot_talk_to_a_tls_server

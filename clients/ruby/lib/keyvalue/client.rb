@@ -1,10 +1,12 @@
 # frozen_string_literal: true
 
 require "grpc"
+require "keyvalue/address"
 require "keyvalue/connection"
 require "keyvalue/credentials"
 require "keyvalue/errors"
 require "keyvalue/kv_api"
+require "keyvalue/retry_policy"
 require "keyvalue/watch"
 require "keyvalue/watch_registry"
 require "keyvalue/watch_session"
@@ -25,7 +27,12 @@ module KeyValue
   # must find the connection ready within the timeout (else
   # ServerUnavailable); the stream itself then has no deadline. The
   # channel connects on the first call and reconnects by itself if the server
-  # restarts. A client may be shared by threads.
+  # restarts.
+  #
+  # Threads: a client may be shared by any number of threads; its channel
+  # and stubs are thread-safe and it keeps no per-call state, so calls from
+  # several threads run concurrently over one connection. A Watch is read
+  # by one thread at a time and may be closed from any other.
   #
   # Security (see KeyValue::Credentials): ca_file makes the channel TLS,
   # trusting those PEM certificates (cert_file alone: TLS with the system's
@@ -54,7 +61,7 @@ module KeyValue
     DEFAULT_TIMEOUT = 5.0
     # The longest timeout: a year (the grpc gem cannot take deadlines much
     # further off; nil is no deadline at all).
-    MAX_TIMEOUT = 365 * 24 * 3600
+    MAX_TIMEOUT = Wire::MAX_TIMEOUT
 
     attr_reader :address, :timeout
 
@@ -71,23 +78,34 @@ module KeyValue
       end
     end
 
+    # - address: "host:port", "[IPv6]:port" or "kv://host:port";
     # - timeout: seconds per call, above zero and at most MAX_TIMEOUT (nil:
-    #   no deadline);
+    #   no deadline); each call may pass its own (timeout:);
     # - token: a bearer token, sent on every call;
+    # - tls: true for TLS trusting the system's root certificates; false for
+    #   plaintext; nil (the default): TLS if ca_file or cert_file is given;
     # - ca_file: PEM CA certificate(s) to verify the server with (TLS);
-    # - cert_file, key_file: PEM client certificate and key (mutual TLS).
+    # - cert_file, key_file: PEM client certificate and key (mutual TLS);
+    # - retry_policy: a RetryPolicy to retry safe calls with (reads, and
+    #   writes passed idempotent: true) after UNAVAILABLE or
+    #   DEADLINE_EXCEEDED; nil (the default): no retries;
+    # - wait_for_ready: a call made while the server cannot be reached waits
+    #   for it, within its timeout, instead of failing at once.
     #
-    # Raises ArgumentError for a bad option, naming any file that cannot be
-    # read. Nothing is sent until the first call.
-    def initialize(address = DEFAULT_ADDRESS, timeout: DEFAULT_TIMEOUT, token: nil, ca_file: nil, cert_file: nil,
-                   key_file: nil)
-      raise ArgumentError, "address must not be empty" if address.to_s.strip.empty?
-
-      @address = address
+    # Raises ArgumentError for a bad option or address, naming any file that
+    # cannot be read. Nothing is sent until the first call.
+    def initialize(address = DEFAULT_ADDRESS, timeout: DEFAULT_TIMEOUT, token: nil, tls: nil, ca_file: nil,
+                   cert_file: nil, key_file: nil, retry_policy: nil, wait_for_ready: false)
+      @address = Address.parse(address)
       @timeout = Wire.duration("timeout", timeout, MAX_TIMEOUT, nil_ok: true)
-      @credentials = Credentials.new(token:, ca_file:, cert_file:, key_file:)
-      @connection = Connection.new(address, @timeout, @credentials)
-      @watches = WatchRegistry.new(address, @timeout)
+      unless retry_policy.nil? || retry_policy.is_a?(RetryPolicy)
+        raise ArgumentError, "retry_policy must be a KeyValue::RetryPolicy or nil, got #{retry_policy.inspect}"
+      end
+
+      @credentials = Credentials.new(token:, tls:, ca_file:, cert_file:, key_file:)
+      @connection = Connection.new(@address, @timeout, @credentials, retry_policy:,
+                                                                     wait_for_ready: wait_for_ready == true)
+      @watches = WatchRegistry.new(@connection)
       @closed = false
     end
 
@@ -100,10 +118,16 @@ module KeyValue
     # Strings in any encoding that convert to UTF-8 (a binary String must hold
     # valid UTF-8); anything else raises ArgumentError before it is sent.
     #
+    # Options (as for every call): timeout: seconds (nil: none), for this
+    # call instead of the client's; idempotent: true lets the retry policy
+    # repeat it.
+    #
     # Raises InvalidArgument (key empty or too long, value too long),
-    # ServerUnavailable, or another KeyValue::Error.
-    def set(key, value)
-      call(:set, Simplekeyvalue::SetRequest.new(key: Wire.text("key", key), value: Wire.text("value", value)))
+    # DeadlineExceeded (it may have happened), ServerUnavailable, or another
+    # KeyValue::Error.
+    def set(key, value, **options)
+      request = Simplekeyvalue::SetRequest.new(key: Wire.text("key", key), value: Wire.text("value", value))
+      call(:set, request, options)
       nil
     end
 
@@ -112,8 +136,8 @@ module KeyValue
     #
     # Raises KeyNotFound (never set), InvalidArgument (key empty or too long),
     # ServerUnavailable, or another KeyValue::Error.
-    def get(key)
-      call(:get, Simplekeyvalue::GetRequest.new(key: Wire.text("key", key))).value
+    def get(key, **options)
+      call(:get, Simplekeyvalue::GetRequest.new(key: Wire.text("key", key)), options, read: true).value
     end
 
     # Closes the channel. Calling it again does nothing.
@@ -136,14 +160,14 @@ module KeyValue
 
     private
 
-    # A call of the tutorial's service.
-    def call(method, request)
-      @connection.unary(:tutorial, method, request)
+    # A call of the tutorial's service (options: see Connection#unary).
+    def call(method, request, options = {}, read: false)
+      @connection.unary(:tutorial, method, request, options, read:)
     end
 
-    # A unary call of keyvalue.v1.KV.
-    def call_v1(method, request)
-      @connection.unary(:v1, method, request)
+    # A unary call of keyvalue.v1.KV; +read+: it changes nothing.
+    def call_v1(method, request, options = {}, read: false)
+      @connection.unary(:v1, method, request, options, read:)
     end
 
     # A Watch of the key range +fields+, once the server registered it.
@@ -151,7 +175,9 @@ module KeyValue
     # --max-watchers first collects this client's abandoned watches.
     def start_watch(fields, start_revision, resume)
       @connection.check_open
-      open = ->(revision) { @connection.watch_call(Keyvalue::V1::WatchRequest.new(**fields, start_revision: revision)) }
+      open = lambda do |revision|
+        @connection.watch_call(Keyvalue::V1::WatchRequest.new(**fields, start_revision: revision))
+      end
       now = -> { current_revision(fields[:key]) }
       @watches.start { WatchSession.new(open:, start_revision:, resume:, now:) }
     end
@@ -160,7 +186,7 @@ module KeyValue
     def current_revision(key)
       request = Keyvalue::V1::RangeRequest.new(key: Wire.bytes(key), range_end: Wire.single_key_end(key),
                                                count_only: true)
-      Wire.revision(call_v1(:range, request))
+      Wire.revision(call_v1(:range, request, read: true))
     end
 
     def start_snapshot

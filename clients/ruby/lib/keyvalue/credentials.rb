@@ -7,8 +7,11 @@ require "grpc"
 module KeyValue
   # The TLS files and token of a Client, read and checked once:
   #
-  # - ca_file: PEM certificates to trust for the server's certificate; with it
-  #   (or with cert_file) the channel is TLS, without either it is plaintext;
+  # - tls: true: TLS, trusting the system's root certificates (for a server
+  #   whose certificate a public CA signed); false: plaintext; nil (the
+  #   default): TLS if ca_file or cert_file is given;
+  # - ca_file: PEM certificates to trust for the server's certificate instead
+  #   of the system's; with it (or with cert_file) the channel is TLS;
   # - cert_file, key_file: a PEM client certificate and its private key, for a
   #   server that requires mutual TLS (--tls-client-ca); both or neither;
   # - token: sent as "authorization: Bearer TOKEN" metadata on every call.
@@ -27,16 +30,17 @@ module KeyValue
     # frozen Hash, empty without a token).
     attr_reader :token, :metadata
 
-    def initialize(token: nil, ca_file: nil, cert_file: nil, key_file: nil)
+    def initialize(token: nil, tls: nil, ca_file: nil, cert_file: nil, key_file: nil)
       if cert_file.nil? != key_file.nil?
         raise ArgumentError, "cert_file and key_file go together: #{cert_file ? 'key_file' : 'cert_file'} is missing"
       end
+
+      @tls = choose_tls(tls, ca_file, cert_file)
 
       @token = check_token(token)
       @ca_pem = read_pem(:ca_file, ca_file)
       @cert_pem = read_pem(:cert_file, cert_file)
       @key_pem = read_pem(:key_file, key_file)
-      @tls = !(ca_file.nil? && cert_file.nil?)
       @metadata = (@token ? { "authorization" => "Bearer #{@token}" } : {}).freeze
       freeze
     end
@@ -63,6 +67,17 @@ module KeyValue
     end
 
     private
+
+    # Whether the channel is TLS: as +tls+ says, or (nil) if there are files
+    # for it. Raises ArgumentError for options that contradict each other.
+    def choose_tls(tls, ca_file, cert_file)
+      raise ArgumentError, "tls must be true, false or nil, got #{tls.inspect}" unless [nil, true, false].include?(tls)
+
+      file = ca_file ? "ca_file" : cert_file && "cert_file"
+      raise ArgumentError, "tls: false contradicts #{file}, which is for TLS" if tls == false && file
+
+      tls.nil? ? !file.nil? : tls
+    end
 
     def check_token(token)
       return nil if token.nil?

@@ -38,9 +38,20 @@ module KeyValue
   # (OUT_OF_RANGE): read the current state again and watch from there.
   class Compacted < Error; end
 
-  # The server could not be reached or did not answer in time
-  # (UNAVAILABLE or DEADLINE_EXCEEDED).
+  # The server could not be reached (UNAVAILABLE), or did not answer in time
+  # (DEADLINE_EXCEEDED: the subclass DeadlineExceeded). A call that could
+  # not connect was not sent, so a write raising ServerUnavailable itself
+  # did not happen.
   class ServerUnavailable < Error; end
+
+  # No answer within the call's timeout (DEADLINE_EXCEEDED). A write that
+  # timed out MAY HAVE HAPPENED: the server may have applied it and the
+  # answer came too late. Read the key (or compare revisions) before writing
+  # again, or make the write safe to repeat (compare_and_set, or a write
+  # marked idempotent: true). A ServerUnavailable, as it was raised before
+  # it had a class of its own. (A call that waited for a connection that
+  # never came, with wait_for_ready, raises ServerUnavailable instead.)
+  class DeadlineExceeded < ServerUnavailable; end
 
   # The server wants a token and got none, or one it does not know
   # (UNAUTHENTICATED, from a server started with --auth-token-file).
@@ -68,7 +79,7 @@ module KeyValue
     codes::UNAUTHENTICATED => Unauthenticated,
     codes::PERMISSION_DENIED => PermissionDenied,
     codes::UNAVAILABLE => ServerUnavailable,
-    codes::DEADLINE_EXCEEDED => ServerUnavailable
+    codes::DEADLINE_EXCEEDED => DeadlineExceeded
   }.freeze
   # The full keyvalue.v1.KV: a missing key is not an error there, so NOT_FOUND
   # only ever means an unknown lease.

@@ -20,10 +20,18 @@ module KeyValue
   # Keys and values are binary Strings: any String is sent as its bytes, and
   # what comes back is ASCII-8BIT. A missing key is nil or an empty answer,
   # never an error.
+  #
+  # Every unary call takes options: timeout: seconds for this call (nil: no
+  # deadline; default the client's), and, for writes, idempotent: true,
+  # which lets the client's RetryPolicy repeat it (reads are always safe to
+  # repeat). A call that timed out raises DeadlineExceeded: a write may
+  # have happened; one that could not connect raises ServerUnavailable: it
+  # did not.
   module KVAPI
     # The Record of +key+, or nil if it does not exist.
-    def get_record(key)
-      Record.from_proto(call_v1(:get, Keyvalue::V1::GetRequest.new(key: Wire.bytes(key))).kv)
+    def get_record(key, **options)
+      request = Keyvalue::V1::GetRequest.new(key: Wire.bytes(key))
+      Record.from_proto(call_v1(:get, request, options, read: true).kv)
     end
 
     # Stores +value+ under +key+; returns a PutResult (revision, prev, lease).
@@ -35,18 +43,19 @@ module KeyValue
     #
     # Raises LeaseNotFound for an unknown lease, InvalidArgument for a bad key,
     # value or TTL.
-    def put(key, value, ttl: nil, lease: 0, prev: false)
+    def put(key, value, ttl: nil, lease: 0, prev: false, **options)
       request = Keyvalue::V1::PutRequest.new(key: Wire.bytes(key), value: Wire.bytes(value), prev_kv: prev,
                                              lease: Wire.lease_id("lease", lease),
                                              ttl_ms: ttl.nil? ? 0 : Wire.ttl_ms(ttl))
-      PutResult.from_proto(call_v1(:put, request), lease:)
+      PutResult.from_proto(call_v1(:put, request, options), lease:)
     end
 
     # Deletes +key+; with prefix: true every key starting with +key+; with
     # range_end: the keys from +key+ (inclusive) to range_end (exclusive).
     # Returns how many keys were deleted.
-    def delete(key, prefix: false, range_end: nil)
-      call_v1(:delete, Keyvalue::V1::DeleteRequest.new(**Wire.key_range(key, prefix, range_end))).deleted
+    def delete(key, prefix: false, range_end: nil, **options)
+      request = Keyvalue::V1::DeleteRequest.new(**Wire.key_range(key, prefix, range_end))
+      call_v1(:delete, request, options).deleted
     end
 
     # The Records from +key+ on, in key order, as an Enumerator that fetches
@@ -60,49 +69,51 @@ module KeyValue
     #   client.range("user/", prefix: true).each { |record| ... }
     #   client.range("a", range_end: "b", keys_only: true).map(&:key)
     #   client.range("big/", prefix: true, page_size: 10).first(3)
-    def range(key = "", prefix: false, range_end: nil, keys_only: false, limit: nil, page_size: nil)
+    def range(key = "", prefix: false, range_end: nil, keys_only: false, limit: nil, page_size: nil, **options)
       fields = Wire.key_range(key, prefix, range_end).merge(keys_only:)
-      RangeScan.new(->(request) { call_v1(:range, request) }, fields, limit, page_size:).enumerator
+      fetch = ->(request) { call_v1(:range, request, options, read: true) }
+      RangeScan.new(fetch, fields, limit, page_size:).enumerator
     end
 
     # How many keys the range (as for #range) holds, without fetching them.
-    def count(key = "", prefix: false, range_end: nil)
+    def count(key = "", prefix: false, range_end: nil, **options)
       request = Keyvalue::V1::RangeRequest.new(**Wire.key_range(key, prefix, range_end), count_only: true)
-      call_v1(:range, request).count
+      call_v1(:range, request, options, read: true).count
     end
 
     # Stores +value+ under +key+ only if the key's mod_revision is still
     # +expect_revision+ (0: only if the key does not exist). Returns a
     # CompareAndSetResult (succeeded?, revision, current); a failed condition
     # is an answer, not an error.
-    def compare_and_set(key, value, expect_revision:)
+    def compare_and_set(key, value, expect_revision:, **options)
       request = CompareAndSetResult.request(key, value, expect_revision)
-      CompareAndSetResult.from_proto(request, call_v1(:put, request))
+      CompareAndSetResult.from_proto(request, call_v1(:put, request, options))
     end
 
     # Deletes +key+ only if its mod_revision is still +expect_revision+.
     # Returns a CompareAndSetResult: succeeded? (deleted), revision, and on
     # failure current, the Record that made it fail (nil: the key does not
     # exist). A failed condition is an answer, not an error.
-    def delete_if(key, expect_revision:)
+    def delete_if(key, expect_revision:, **options)
       condition = Keyvalue::V1::Condition.new(mod_revision: Wire.integer("expect_revision", expect_revision))
-      response = call_v1(:delete, Keyvalue::V1::DeleteRequest.new(key: Wire.bytes(key), condition:))
+      response = call_v1(:delete, Keyvalue::V1::DeleteRequest.new(key: Wire.bytes(key), condition:), options)
       current = response.succeeded ? nil : Record.from_proto(response.prev_kvs.first)
       CompareAndSetResult.new(succeeded: response.succeeded, revision: Wire.revision(response), current:)
     end
 
     # Atomically: if every Compare holds, the +success+ Ops, else the
     # +failure+ Ops. Returns a TxnResult (succeeded?, revision, results).
-    def txn(compares:, success: [], failure: [])
-      response = call_v1(:txn, TxnResult.request(compares, success, failure))
+    def txn(compares:, success: [], failure: [], **options)
+      read = (success + failure).all? { |op| op.proto.op == :range }
+      response = call_v1(:txn, TxnResult.request(compares, success, failure), options, read:)
       TxnResult.from_proto(response, success, failure)
     end
 
     # The Records of +keys+ (nil for a missing key), in order, read at one
     # revision. Raises InvalidArgument above the server's --max-batch-keys.
-    def batch_get(keys)
+    def batch_get(keys, **options)
       request = Keyvalue::V1::BatchGetRequest.new(keys: keys.map { |key| Wire.bytes(key) })
-      call_v1(:batch_get, request).results.map { |result| Record.from_proto(result.kv) }
+      call_v1(:batch_get, request, options, read: true).results.map { |result| Record.from_proto(result.kv) }
     end
 
     # Stores every key => value of +hash+ atomically, at one revision, which
@@ -110,12 +121,12 @@ module KeyValue
     # to this lease (see lease_grant): batch_put({ "a" => "1" }, lease: id).
     # Raises InvalidArgument above the server's --max-batch-keys,
     # LeaseNotFound for an unknown lease.
-    def batch_put(hash = nil, lease: 0, **pairs)
+    def batch_put(hash = nil, lease: 0, timeout: @timeout, idempotent: false, **pairs)
       lease = Wire.lease_id("lease", lease)
       puts = (hash || pairs).map do |key, value|
         Keyvalue::V1::PutRequest.new(key: Wire.bytes(key), value: Wire.bytes(value), lease:)
       end
-      Wire.revision(call_v1(:batch_put, Keyvalue::V1::BatchPutRequest.new(puts:)))
+      Wire.revision(call_v1(:batch_put, Keyvalue::V1::BatchPutRequest.new(puts:), { timeout:, idempotent: }))
     end
 
     # Watches +key+ (prefix: true: the keys starting with it; range_end: the
@@ -156,26 +167,30 @@ module KeyValue
     # A new lease of +ttl_seconds+ (a Lease); keys put with lease: its id are
     # deleted when it expires (nobody kept it alive for a whole TTL) or is
     # revoked.
-    def lease_grant(ttl_seconds)
-      Lease.from_proto(call_v1(:lease_grant, Keyvalue::V1::LeaseGrantRequest.new(ttl_ms: Wire.ttl_ms(ttl_seconds))))
+    def lease_grant(ttl_seconds, **options)
+      request = Keyvalue::V1::LeaseGrantRequest.new(ttl_ms: Wire.ttl_ms(ttl_seconds))
+      Lease.from_proto(call_v1(:lease_grant, request, options))
     end
 
     # Restarts the lease's TTL; returns the Lease. Raises LeaseNotFound if it
     # already expired or was revoked.
-    def lease_keep_alive(id)
-      Lease.from_proto(call_v1(:lease_keep_alive, Keyvalue::V1::LeaseKeepAliveRequest.new(id: Wire.lease_id("id", id))))
+    def lease_keep_alive(id, **options)
+      request = Keyvalue::V1::LeaseKeepAliveRequest.new(id: Wire.lease_id("id", id))
+      # Safe to repeat: restarting a TTL twice is restarting it once.
+      Lease.from_proto(call_v1(:lease_keep_alive, request, options, read: true))
     end
 
     # Ends the lease now, deleting its keys; returns how many.
     # Raises LeaseNotFound if it already expired or was revoked.
-    def lease_revoke(id)
-      call_v1(:lease_revoke, Keyvalue::V1::LeaseRevokeRequest.new(id: Wire.lease_id("id", id))).deleted
+    def lease_revoke(id, **options)
+      call_v1(:lease_revoke, Keyvalue::V1::LeaseRevokeRequest.new(id: Wire.lease_id("id", id)), options).deleted
     end
 
     # The Lease, with its remaining time. Raises LeaseNotFound if it expired
     # or was revoked.
-    def lease_info(id)
-      Lease.from_proto(call_v1(:lease_info, Keyvalue::V1::LeaseInfoRequest.new(id: Wire.lease_id("id", id))))
+    def lease_info(id, **options)
+      request = Keyvalue::V1::LeaseInfoRequest.new(id: Wire.lease_id("id", id))
+      Lease.from_proto(call_v1(:lease_info, request, options, read: true))
     end
 
     # A consistent copy of every key and lease at one revision, as `kv backup`

@@ -14,35 +14,46 @@ module KeyValue
   # Ruby collects it, which may be much later. So when the server refuses a
   # watch at its limit while this client has watches open, the registry
   # runs the garbage collector (whose finalizers cancel the dropped ones)
-  # and tries again for a short while, as Python's reference counting frees
-  # a dropped watch at once.
+  # and tries again for up to RECLAIM_SECONDS, as Python's reference
+  # counting frees a dropped watch at once. A client whose open watches are
+  # all in use waits that long before it raises ResourceExhausted.
   class WatchRegistry
     # How long a refused watch is retried after collecting abandoned ones
     # (the server frees a cancelled watch's slot shortly after it learns of
     # the cancellation), and how often.
     RECLAIM_SECONDS = 2.0
-    RECLAIM_STEP = 0.02
-    # How long the finalizers of collected watches get to cancel them.
-    FINALIZE_SECONDS = 0.5
-    private_constant :RECLAIM_SECONDS, :RECLAIM_STEP, :FINALIZE_SECONDS
+    RECLAIM_STEP = 0.05
+    # How often the collector runs meanwhile (a stale reference to a
+    # dropped watch on a stack may outlive one collection).
+    COLLECT_EVERY = 0.25
+    private_constant :RECLAIM_SECONDS, :RECLAIM_STEP, :COLLECT_EVERY
 
-    # +timeout+: seconds a new watch may take to be registered (nil: no
-    # limit); +address+ names the server in errors.
-    def initialize(address, timeout)
-      @address = address
-      @timeout = timeout
+    # The watches of +connection+ (a Connection), whose timeout is how long
+    # a new watch may take to be registered.
+    def initialize(connection)
+      @connection = connection
+      @timeout = connection.timeout
       @lock = Mutex.new
       @sessions = []
     end
 
     # A Watch of the session the block starts, once registered; ensures the
-    # session is cancelled if it is not. Raises what its start raised.
+    # session is cancelled if it is not. Raises what its start raised; a
+    # refusal at --max-watchers only once collecting has had its chance.
     def start(&)
-      Watch.new(register(&))
-    rescue ResourceExhausted
-      raise unless reclaim
+      deadline = nil
+      collected = nil
+      begin
+        Watch.new(register(&))
+      rescue ResourceExhausted
+        # Only a client with watches open may have dropped some.
+        deadline ||= open_count.zero? ? 0 : monotonic + RECLAIM_SECONDS
+        raise if monotonic > deadline
 
-      retry_refused(&)
+        collected = collect(collected)
+        sleep RECLAIM_STEP
+        retry
+      end
     end
 
     # Cancels every watch still open (Client#close).
@@ -68,27 +79,24 @@ module KeyValue
       raise
     end
 
+    # DeadlineExceeded, or ServerUnavailable if there was no connection.
     def no_answer
-      KeyValue.error_for_status(GRPC::Core::StatusCodes::DEADLINE_EXCEEDED,
-                                "no answer from #{@address} within #{@timeout}s to a watch", api: :v1)
+      code = GRPC::Core::StatusCodes::DEADLINE_EXCEEDED
+      return ServerUnavailable.new(code, "no connection to #{@connection.address} within #{@timeout}s") unless
+        @connection.connected?
+
+      DeadlineExceeded.new(code, "no answer from #{@connection.address} within #{@timeout}s to a watch")
     end
 
-    # Collects the garbage if some watch of this client is still open;
-    # whether that closed any.
-    def reclaim
-      open = @lock.synchronize do
-        @sessions.reject!(&:closed?)
-        @sessions.size
-      end
-      return false if open.zero?
+    # Runs the collector (whose finalizers cancel the watches their
+    # programs dropped) unless it ran less than COLLECT_EVERY seconds ago
+    # (at +last+); when it last ran.
+    def collect(last)
+      now = monotonic
+      return last if last && now - last < COLLECT_EVERY
 
       GC.start
-      # Finalizers run soon after, and cancel on threads of their own.
-      deadline = monotonic + FINALIZE_SECONDS
-      until (closed = open_count < open) || monotonic > deadline
-        sleep RECLAIM_STEP
-      end
-      closed
+      now
     end
 
     def open_count
@@ -97,18 +105,6 @@ module KeyValue
 
     def monotonic
       Process.clock_gettime(Process::CLOCK_MONOTONIC)
-    end
-
-    def retry_refused(&)
-      deadline = monotonic + RECLAIM_SECONDS
-      begin
-        Watch.new(register(&))
-      rescue ResourceExhausted
-        raise if monotonic > deadline
-
-        sleep RECLAIM_STEP
-        retry
-      end
     end
   end
 end

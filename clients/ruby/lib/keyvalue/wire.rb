@@ -32,6 +32,10 @@ module KeyValue
                            "not: the tutorial's get and set send protobuf strings (put and get_record take any bytes)"
     end
 
+    # The longest timeout: a year (the grpc gem cannot take deadlines much
+    # further off; nil is no deadline at all).
+    MAX_TIMEOUT = 365 * 24 * 3600
+
     # What an unsigned field (a revision, a version) can hold.
     UINT64 = (0..((2**64) - 1))
     # What a Range's limit can hold.
