@@ -190,8 +190,14 @@ def test_silent_server_times_out_with_exit_3(silent_address: str) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["--timeout", "0", "k"], ["--addr", "", "k"], ["--no-such-flag", "k"]],
-    ids=["no-arguments", "zero-timeout", "empty-address", "unknown-flag"],
+    [
+        [],
+        ["--timeout", "0", "k"],
+        ["--addr", "", "k"],
+        ["--addr", "127.0.0.1:", "k"],
+        ["--no-such-flag", "k"],
+    ],
+    ids=["no-arguments", "zero-timeout", "empty-address", "address-without-port", "unknown-flag"],
 )
 def test_usage_errors_exit_2(args: list[str]) -> None:
     result = kv(*args)

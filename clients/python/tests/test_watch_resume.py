@@ -125,3 +125,21 @@ def test_without_resume_a_restart_fails_the_watch(disk_server: KvServer) -> None
         disk_server.restart()
         with pytest.raises(ServerUnavailable):
             take(watch, 1, within=WAIT)
+
+
+def test_a_watch_will_not_resume_on_a_server_that_lost_its_history(
+    kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The memory backend starts again from revision 0: resuming from the
+    # revision after the last event would skip every change until then.
+    for server in serve(kvserver_bin, tmp_path_factory, ["--shutdown-grace", "300ms"]):
+        with (
+            Client(server.address, wait_for_ready=True) as client,
+            client.watch("lost/", prefix=True) as watch,
+        ):
+            _put_all(client, [f"lost/{i}" for i in range(3)])
+            assert len(take(watch, 3)) == 3
+            server.restart()
+            client.put("lost/again", "v")
+            with pytest.raises(Compacted, match="lost its history"):
+                take(watch, 1, within=WAIT)

@@ -40,7 +40,13 @@ from keyvalue._proto import kv_pb2
 from keyvalue.aio_streams import AsyncSnapshot, AsyncWatch
 from keyvalue.calls import CLIENT_TIMEOUT, BatchItems, Call, Timeout
 from keyvalue.channel import CHANNEL_OPTIONS
-from keyvalue.errors import KeyValueError, LeaseNotFound, error_for_status, from_rpc_error
+from keyvalue.errors import (
+    Compacted,
+    KeyValueError,
+    LeaseNotFound,
+    error_for_status,
+    from_rpc_error,
+)
 from keyvalue.kept_lease import KeptLeaseBase
 from keyvalue.key_value import BytesLike, KeyValue
 from keyvalue.recipes import (
@@ -188,7 +194,17 @@ class AsyncClient(ClientBase):
         async def start() -> Any:
             return await self._start_stream("Watch", cursor.request(), deadline, policy)
 
-        return AsyncWatch(await start(), self._config.address.target, cursor, start)
+        async def restart() -> Any:
+            call = await start()
+            try:
+                current = await self.run(calls.current_revision(timeout=timeout))
+                cursor.check_server_revision(current, self.address)
+            except BaseException:
+                call.cancel()
+                raise
+            return call
+
+        return AsyncWatch(await start(), self._config.address.target, cursor, restart)
 
     async def snapshot(self, *, timeout: Timeout = CLIENT_TIMEOUT) -> AsyncSnapshot:
         """A consistent copy of every key and lease; see :meth:`keyvalue.Client.snapshot`."""
@@ -233,10 +249,12 @@ class AsyncClient(ClientBase):
             return cast(_R, done.value)
 
     async def _wait_for_delete(self, step: WaitForDelete) -> None:
-        async with await self.watch(step.key, start_revision=step.revision + 1) as watch:
-            async for event in watch:
-                if event.kind != "put":
-                    return
+        """Wait until ``step.key`` is deleted (see ``Client._wait_for_delete``)."""
+        with contextlib.suppress(Compacted):
+            async with await self.watch(step.key, start_revision=step.revision + 1) as watch:
+                async for event in watch:
+                    if event.kind != "put":
+                        return
 
     # ---- lifecycle ----------------------------------------------------------
 
@@ -343,7 +361,7 @@ class AsyncKeptLease(KeptLeaseBase):
         while wait is not None:
             await asyncio.sleep(wait)
             try:
-                await self._client.lease_keep_alive(self.id)
+                await self._client.lease_keep_alive(self.id, timeout=self._plan.interval)
             except (KeyValueError, ValueError) as failure:
                 wait = self._next_wait(failure)
             else:

@@ -34,6 +34,7 @@ may cancel it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -49,12 +50,12 @@ from keyvalue._base import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, ClientBase
 from keyvalue._proto import kv_pb2
 from keyvalue.calls import CLIENT_TIMEOUT, BatchItems, Call, Timeout
 from keyvalue.channel import CHANNEL_OPTIONS, StrPath
-from keyvalue.errors import KeyValueError, error_for_status, from_rpc_error
+from keyvalue.errors import Compacted, KeyValueError, error_for_status, from_rpc_error
 from keyvalue.kept_lease import KeptLease
 from keyvalue.key_value import BytesLike, KeyValue
 from keyvalue.recipes import Lock, Steps, Updater, WaitForDelete, lock_steps, update_steps
 from keyvalue.results import CasResult
-from keyvalue.retry import Retrying
+from keyvalue.retry import Retrying, RetryPolicy
 from keyvalue.snapshot import Snapshot
 from keyvalue.watch import Watch, WatchCursor
 
@@ -297,13 +298,22 @@ class Client(ClientBase):
             key, prefix=prefix, range_end=range_end, start_revision=start_revision, resume=resume
         )
         deadline = self._deadline(timeout)
-        retry_policy = cursor.policy(self.retry)
+        policy = cursor.policy(self.retry)
 
         def start() -> Any:
-            retrying = Retrying(retry_policy, True)
-            return self._start_stream("Watch", cursor.request(), deadline, retrying)
+            return self._start_stream("Watch", cursor.request(), deadline, policy)
 
-        return Watch(start(), self._config.address.target, cursor, start)
+        def restart() -> Any:
+            call = start()
+            try:
+                current = self.run(calls.current_revision(timeout=timeout))
+                cursor.check_server_revision(current, self.address)
+            except BaseException:
+                call.cancel()
+                raise
+            return call
+
+        return Watch(start(), self._config.address.target, cursor, restart)
 
     # ---- snapshots ----------------------------------------------------------
 
@@ -337,10 +347,8 @@ class Client(ClientBase):
             KeyValueError: Any other failure (also while iterating).
         """
         self._check_open()
-        # Starting a snapshot reads: safe to retry.
-        retrying = Retrying(self.retry, True)
         call = self._start_stream(
-            "Snapshot", kv_pb2.SnapshotRequest(), self._deadline(timeout), retrying
+            "Snapshot", kv_pb2.SnapshotRequest(), self._deadline(timeout), self.retry
         )
         return Snapshot(call, self._config.address.target)
 
@@ -431,8 +439,15 @@ class Client(ClientBase):
             return cast(_R, done.value)
 
     def _wait_for_delete(self, step: WaitForDelete) -> None:
-        """Block until ``step.key`` is deleted or expires after ``step.revision``."""
-        with self.watch(step.key, start_revision=step.revision + 1) as watch:
+        """Block until ``step.key`` is deleted or expires after ``step.revision``.
+
+        If the server no longer has the history from there, return at once:
+        the recipe looks again.
+        """
+        with (
+            contextlib.suppress(Compacted),
+            self.watch(step.key, start_revision=step.revision + 1) as watch,
+        ):
             for event in watch:
                 if event.kind != "put":
                     return
@@ -479,7 +494,7 @@ class Client(ClientBase):
             time.sleep(delay)
 
     def _start_stream(
-        self, method: str, request: Any, deadline: float | None, retrying: Retrying
+        self, method: str, request: Any, deadline: float | None, policy: RetryPolicy | None
     ) -> Any:
         """Start a server-streaming call of ``keyvalue.v1.KV`` and wait for its answer.
 
@@ -489,6 +504,7 @@ class Client(ClientBase):
         Raises:
             KeyValueError: The call failed at once, or did not start in time.
         """
+        retrying = Retrying(policy, True)  # starting a stream reads
         while True:
             call = self._open_stream(method, request)
             failure = self._await_answer(call, deadline)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import grpc
 
 from keyvalue._proto import kv_pb2
-from keyvalue.errors import KeyValueError
+from keyvalue.errors import KeyValueError, error_for_status
 from keyvalue.key_value import BytesLike, KeyValue, optional_bytes, to_bytes
 from keyvalue.retry import RetryPolicy
 from keyvalue.stream import CancellableStream, StreamBase
@@ -135,6 +135,25 @@ class WatchCursor:
         """
         return self.resume and (failure is None or failure.code in _RESUMED_CODES)
 
+    def check_server_revision(self, current: int, address: str) -> None:
+        """Refuse to resume on a server whose revision is below what the watch has seen.
+
+        A server that lost its data (a memory backend restarted, a data dir
+        replaced) counts revisions again from where it is: watching on from
+        :attr:`next_revision` would skip every change until it got there.
+
+        Raises:
+            Compacted: ``current`` is below the last revision yielded.
+        """
+        if current < self.next_revision - 1:
+            raise error_for_status(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"kvserver at {address} is at revision {current}, behind revision "
+                f"{self.next_revision - 1} this watch has seen: it lost its history "
+                f"(restarted without its data?); read the keys again and watch from there",
+                service="v1",
+            )
+
     def policy(self, client_policy: RetryPolicy | None) -> RetryPolicy | None:
         """How to retry (re)starting the stream: without resume, the client's policy."""
         if not self.resume:
@@ -149,8 +168,10 @@ class WatchBase(StreamBase[Event]):
         call: The started grpcio server-streaming call of ``keyvalue.v1.KV/Watch``.
         address: The server's address, for error messages.
         cursor: What is watched, and from where to resume.
-        restart: Starts the call again from ``cursor``, retrying as allowed
-            (for the asyncio client, a coroutine function).
+        restart: Starts the call again from ``cursor``, retrying as allowed,
+            and checks the server has not gone back in revisions
+            (:meth:`WatchCursor.check_server_revision`); for the asyncio
+            client, a coroutine function.
     """
 
     _what = "watch"
