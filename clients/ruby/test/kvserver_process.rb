@@ -88,15 +88,17 @@ class KvServerProcess
     raise Failure, "kvserver did not exit within #{timeout}s of SIGTERM\n#{log}"
   end
 
-  # Stops the server (SIGTERM, its graceful stop, or SIGKILL, a crash) and
-  # starts it again on the same address (and data dir).
-  def restart(signal: "TERM")
+  # Stops the server (SIGTERM, its graceful stop, or SIGKILL, a crash),
+  # leaves it down for +down+ seconds, and starts it again on the same
+  # address (and data dir).
+  def restart(signal: "TERM", down: 0)
     @listen = @address
     if signal == "KILL"
       kill
     else
       stop
     end
+    sleep down
     start
   end
 
