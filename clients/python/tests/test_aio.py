@@ -24,6 +24,7 @@ from kvserver_process import KvServer, serve
 from keyvalue import (
     AsyncClient,
     AsyncWatch,
+    Compacted,
     Compare,
     DeadlineExceeded,
     Event,
@@ -287,3 +288,18 @@ def test_bad_arguments_are_refused_as_by_the_blocking_client() -> None:
         AsyncClient("127.0.0.1:")
     with pytest.raises(ValueError, match="timeout"):
         AsyncClient("127.0.0.1:1", timeout=0)
+
+
+def test_an_async_watch_from_a_revision_the_server_no_longer_keeps_raises_compacted(
+    kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    async def main(address: str) -> None:
+        async with AsyncClient(address) as client:
+            first = (await client.put("old", "1")).revision
+            for value in "234":
+                await client.put("old", value)
+            with pytest.raises(Compacted):
+                await client.watch("old", start_revision=first)
+
+    for server in serve(kvserver_bin, tmp_path_factory, ["--watch-history", "1"]):
+        run(main(server.address))

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from keyvalue.address import parse_address
 from keyvalue.client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client
 from keyvalue.errors import KeyNotFound, KeyValueError, ServerUnavailable
 
@@ -93,8 +94,10 @@ def run(client: Client, items: Sequence[str], out: TextIO, err: TextIO) -> int:
 
 
 def _address(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("the address must not be empty")
+    try:
+        parse_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 
@@ -127,7 +130,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         type=_address,
         default=os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS,
         metavar="HOST:PORT",
-        help=f"server address (default: ${ADDRESS_ENV}, else {DEFAULT_ADDRESS})",
+        help=f"server address, host:port or kv://host:port "
+        f"(default: ${ADDRESS_ENV}, else {DEFAULT_ADDRESS})",
     )
     parser.add_argument(
         "--timeout",
