@@ -1,11 +1,18 @@
-"""Tests of the kv-py command, run as real processes against a real kvserver.
+"""Tests of the kv-py command against a real kvserver.
 
-Both entry points are exercised: ``python -m keyvalue`` and the installed
-``kv-py`` console script.
+Both entry points are exercised as real processes, ``python -m keyvalue`` and
+the installed ``kv-py`` console script, by the tests parametrized over
+ENTRY_POINTS (and the broken-pipe one). The others call the same
+``keyvalue.cli.main`` in this process, with its output and environment
+captured as a process's would be: each Python start-up costs a second or
+more on a busy machine, and they test what the command does, not how it
+starts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -17,7 +24,15 @@ from credentials import READ_TOKEN, WRITE_TOKEN, Pki
 from kvserver_process import KvServer
 
 from keyvalue import Client, InvalidArgument
-from keyvalue.cli import ADDRESS_ENV, CA_FILE_ENV, CERT_ENV, KEY_ENV, TOKEN_ENV, build_parser
+from keyvalue.cli import (
+    ADDRESS_ENV,
+    CA_FILE_ENV,
+    CERT_ENV,
+    KEY_ENV,
+    TOKEN_ENV,
+    build_parser,
+    main,
+)
 from keyvalue.client import DEFAULT_ADDRESS
 
 ENTRY_POINTS = ["module", "script"]
@@ -40,9 +55,14 @@ def command(entry_point: str) -> list[str]:
 
 
 def kv(
-    *args: str, entry_point: str = "module", env: Mapping[str, str] | None = None
+    *args: str, entry_point: str = "in-process", env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run kv-py with ``args``; ``$KV_ADDR`` and co. are unset unless ``env`` sets them."""
+    """Run kv-py with ``args``; ``$KV_ADDR`` and co. are unset unless ``env`` sets them.
+
+    ``entry_point`` is one of ENTRY_POINTS (a process), or ``in-process``.
+    """
+    if entry_point == "in-process":
+        return _in_process(list(args), env or {})
     full_env = {name: value for name, value in os.environ.items() if name not in KV_ENV}
     full_env.update(env or {})
     return subprocess.run(
@@ -53,6 +73,24 @@ def kv(
         timeout=60,
         check=False,
     )
+
+
+def _in_process(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """``main(args)`` here, with the environment, output and exit status of a process."""
+    saved = {name: os.environ.pop(name) for name in KV_ENV if name in os.environ}
+    os.environ.update(env)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(args, prog="kv-py")
+            except SystemExit as exit:  # argparse's usage errors
+                status = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        for name in env:
+            os.environ.pop(name, None)
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
 
 
 def test_a_reader_that_goes_away_ends_kv_py_quietly(server: KvServer, key: str) -> None:
