@@ -6,6 +6,7 @@ require "keyvalue/connection"
 require "keyvalue/credentials"
 require "keyvalue/errors"
 require "keyvalue/kv_api"
+require "keyvalue/recipes"
 require "keyvalue/retry_policy"
 require "keyvalue/watch"
 require "keyvalue/watch_registry"
@@ -54,6 +55,8 @@ module KeyValue
     # batch_put, watch, lease_grant, lease_keep_alive, lease_revoke, lease_info,
     # snapshot.
     include KVAPI
+    # lease (kept alive while a block runs), lock, update.
+    include Recipes
 
     # Where kvserver listens unless told otherwise.
     DEFAULT_ADDRESS = "127.0.0.1:50051"
