@@ -11,7 +11,7 @@ module KeyValue
     # The URL form: kv://host:port (no path, no credentials).
     SCHEME = "kv://"
     # host:port, [IPv6]:port.
-    PATTERN = /\A(?<host>\[[0-9A-Fa-f:.%\w]+\]|[^\[\]:\s]+):(?<port>\d+)\z/
+    PATTERN = /\A(?<host>\[[\w:.%]+\]|[^\[\]:\s]+):(?<port>\d+)\z/
 
     module_function
 
