@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,7 @@ from kvserver_process import KvServer, serve
 from keyvalue import (
     AsyncClient,
     AsyncWatch,
+    Client,
     Compacted,
     Compare,
     DeadlineExceeded,
@@ -303,3 +305,15 @@ def test_an_async_watch_from_a_revision_the_server_no_longer_keeps_raises_compac
 
     for server in serve(kvserver_bin, tmp_path_factory, ["--watch-history", "1"]):
         run(main(server.address))
+
+
+def test_async_client_has_every_method_of_client_with_the_same_parameters() -> None:
+    public = [name for name in vars(Client) if not name.startswith("_")]
+    assert len(public) > 20
+    for name in public:
+        blocking = getattr(Client, name)
+        if not callable(blocking):
+            continue
+        awaited = getattr(AsyncClient, name, None)
+        assert awaited is not None, f"AsyncClient has no {name}"
+        assert inspect.signature(awaited).parameters == inspect.signature(blocking).parameters, name

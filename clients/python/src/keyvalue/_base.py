@@ -6,8 +6,11 @@ how they send a call; what they accept and keep is here, once.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -22,6 +25,24 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 DEFAULT_TIMEOUT = 5.0
 """Seconds each call may take, connecting included, before it fails."""
+
+
+def describe_method(method: Callable[..., Any], build: Callable[..., Any], owner: str) -> None:
+    """Give a client method made from the call builder ``build`` its name, doc and signature.
+
+    ``help()`` and ``inspect.signature`` then show ``self``, the builder's
+    arguments and the result the call gives, not the ``Call`` it builds.
+    """
+    functools.update_wrapper(method, build)
+    method.__qualname__ = f"{owner}.{build.__name__}"
+    signature = inspect.signature(build)
+    result = signature.return_annotation
+    if isinstance(result, str) and result.startswith("Call[") and result.endswith("]"):
+        result = result.removeprefix("Call[").removesuffix("]")
+    self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[self_parameter, *signature.parameters.values()], return_annotation=result
+    )
 
 
 def check_timeout(timeout: float | None) -> float | None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -35,7 +34,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
 import grpc
 
 from keyvalue import calls
-from keyvalue._base import ClientBase
+from keyvalue._base import ClientBase, describe_method
 from keyvalue._proto import kv_pb2
 from keyvalue.aio_streams import AsyncSnapshot, AsyncWatch
 from keyvalue.calls import CLIENT_TIMEOUT, BatchItems, Call, Timeout
@@ -77,7 +76,7 @@ def unary(
     async def method(self: AsyncClient, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         return await self.run(build(*args, **kwargs))
 
-    functools.update_wrapper(method, build)
+    describe_method(method, build, "AsyncClient")
     return method
 
 
@@ -93,8 +92,8 @@ class AsyncClient(ClientBase):
             return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
-    set = unary(calls.tutorial_set)
-    get = unary(calls.tutorial_get)
+    set = unary(calls.set)
+    get = unary(calls.get)
     get_kv = unary(calls.get_kv)
     put = unary(calls.put)
     delete = unary(calls.delete)

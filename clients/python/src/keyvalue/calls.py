@@ -72,7 +72,7 @@ class Call(Generic[R]):
     idempotent: bool = False
 
 
-def tutorial_set(
+def set(
     key: str, value: str, *, timeout: Timeout = CLIENT_TIMEOUT, idempotent: bool = False
 ) -> Call[None]:
     """Store ``value`` under ``key``, replacing any previous value.
@@ -93,7 +93,7 @@ def tutorial_set(
     )
 
 
-def tutorial_get(key: str, *, timeout: Timeout = CLIENT_TIMEOUT) -> Call[str]:
+def get(key: str, *, timeout: Timeout = CLIENT_TIMEOUT) -> Call[str]:
     """Return the value last stored under ``key``.
 
     Raises:

@@ -35,7 +35,6 @@ may cancel it.
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -46,7 +45,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
 import grpc
 
 from keyvalue import calls
-from keyvalue._base import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, ClientBase
+from keyvalue._base import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, ClientBase, describe_method
 from keyvalue._proto import kv_pb2
 from keyvalue.calls import CLIENT_TIMEOUT, BatchItems, Call, Timeout
 from keyvalue.channel import CHANNEL_OPTIONS, StrPath
@@ -77,7 +76,7 @@ def unary(build: Callable[_P, Call[_R]]) -> Callable[Concatenate[Client, _P], _R
     def method(self: Client, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         return self.run(build(*args, **kwargs))
 
-    functools.update_wrapper(method, build)
+    describe_method(method, build, "Client")
     return method
 
 
@@ -135,9 +134,9 @@ class Client(ClientBase):
 
     # ---- simplekeyvalue.KeyValue -------------------------------------------
 
-    set = unary(calls.tutorial_set)
+    set = unary(calls.set)
 
-    get = unary(calls.tutorial_get)
+    get = unary(calls.get)
 
     # ---- keyvalue.v1.KV: single keys -------------------------------------
 
