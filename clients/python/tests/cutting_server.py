@@ -31,10 +31,14 @@ class _CuttingKV(kv_pb2_grpc.KVServicer):
         yield kv_pb2.SnapshotChunk(kvs=[kv_pb2.KeyValue(key=SENT_KEY, value=b"v")], done=False)
         context.abort(grpc.StatusCode.CANCELLED, CUT_DETAILS)
 
+    def Get(self, request: kv_pb2.GetRequest, context: grpc.ServicerContext) -> kv_pb2.GetResponse:
+        """No such key, at revision 1 (where a resuming watch of one key starts from)."""
+        return kv_pb2.GetResponse(header=kv_pb2.Header(revision=1))
+
     def Range(
         self, request: kv_pb2.RangeRequest, context: grpc.ServicerContext
     ) -> kv_pb2.RangeResponse:
-        """An empty range at revision 1 (where a resuming watch starts from)."""
+        """An empty range at revision 1 (where a resuming watch of a range starts from)."""
         return kv_pb2.RangeResponse(header=kv_pb2.Header(revision=1))
 
     def Watch(

@@ -226,6 +226,14 @@ def test_a_scoped_token_is_confined_to_its_prefix(token_server: KvServer) -> Non
         assert client.get(inside) == "mine"
         client.put(inside, "still mine")
         assert client.count(SCOPE, prefix=True) >= 1
+        # Watches (which pin their start to a read of what they watch), the
+        # lock and the update loop stay inside the prefix too.
+        with client.watch(inside) as one, client.watch(SCOPE, prefix=True) as scoped:
+            revision = client.put(inside, "watched").revision
+            assert [event.revision for event in take(one, 1)] == [revision]
+            assert [event.revision for event in take(scoped, 1)] == [revision]
+        with client.lock(f"{inside}/lock", ttl=2):
+            client.update(inside, lambda value: (value or b"") + b"!")
         refused: list[Callable[[], Any]] = [
             lambda: client.set(outside, "v"),
             lambda: client.get(outside),

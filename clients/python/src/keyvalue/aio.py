@@ -42,11 +42,10 @@ from keyvalue.channel import CHANNEL_OPTIONS
 from keyvalue.errors import (
     Compacted,
     KeyValueError,
-    LeaseNotFound,
     error_for_status,
     from_rpc_error,
 )
-from keyvalue.kept_lease import KeptLeaseBase
+from keyvalue.kept_lease import UNREVOKABLE, KeptLeaseBase
 from keyvalue.key_value import BytesLike, KeyValue
 from keyvalue.recipes import (
     Lock,
@@ -54,6 +53,7 @@ from keyvalue.recipes import (
     Updater,
     WaitForDelete,
     lock_steps,
+    unlock,
     update_steps,
 )
 from keyvalue.results import CasResult
@@ -183,7 +183,12 @@ class AsyncClient(ClientBase):
         """
         self._check_open()
         if resume and start_revision == 0:
-            start_revision = await self.run(calls.current_revision(timeout=timeout)) + 1
+            start_revision = (
+                await self.run(
+                    calls.current_revision(key, prefix=prefix, range_end=range_end, timeout=timeout)
+                )
+                + 1
+            )
         cursor = WatchCursor(
             key, prefix=prefix, range_end=range_end, start_revision=start_revision, resume=resume
         )
@@ -196,7 +201,9 @@ class AsyncClient(ClientBase):
         async def restart() -> Any:
             call = await start()
             try:
-                current = await self.run(calls.current_revision(timeout=timeout))
+                current = await self.run(
+                    calls.current_revision(key, prefix=prefix, range_end=range_end, timeout=timeout)
+                )
                 cursor.check_server_revision(current, self.address)
             except BaseException:
                 call.cancel()
@@ -228,7 +235,11 @@ class AsyncClient(ClientBase):
             The held :class:`~keyvalue.recipes.Lock`.
         """
         async with self.lease(ttl) as lease:
-            yield await self._drive(lock_steps(name, lease.id))
+            held = await self._drive(lock_steps(name, lease.id))
+            try:
+                yield held
+            finally:
+                await self.run(unlock(held))
 
     async def update(self, key: BytesLike, fn: Updater) -> CasResult:
         """Set ``key`` to ``fn(current value)`` atomically; see :meth:`keyvalue.Client.update`."""
@@ -352,7 +363,7 @@ class AsyncKeptLease(KeptLeaseBase):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._revoke_at_exit:
-            with contextlib.suppress(LeaseNotFound):
+            with contextlib.suppress(*UNREVOKABLE):
                 await self._client.lease_revoke(self.id)
 
     async def _keep(self) -> None:

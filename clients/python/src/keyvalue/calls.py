@@ -124,9 +124,34 @@ def get_kv(key: BytesLike, *, timeout: Timeout = CLIENT_TIMEOUT) -> Call[KeyValu
     return Call("Get", request, lambda reply: kv_field(reply, "kv"), safe=True, timeout=timeout)
 
 
-def current_revision(*, timeout: Timeout = CLIENT_TIMEOUT) -> Call[int]:
-    """The store's current revision (a count of an empty range: the cheapest read)."""
-    request = kv_pb2.RangeRequest(key=b"\0", range_end=b"\0\0", count_only=True)
+def current_revision(
+    key: BytesLike,
+    *,
+    prefix: bool = False,
+    range_end: BytesLike | None = None,
+    timeout: Timeout = CLIENT_TIMEOUT,
+) -> Call[int]:
+    """The store's current revision, read through the key (or range) a watch watches.
+
+    Reading the watched keys, not the whole keyspace, needs no more rights
+    than watching them (a token confined to a prefix may do it); at most one
+    key, without its value, comes back.
+    """
+    if not prefix and range_end is None:
+        return Call(
+            "Get",
+            kv_pb2.GetRequest(key=to_bytes(key)),
+            lambda reply: int(reply.header.revision),
+            safe=True,
+            timeout=timeout,
+        )
+    request = kv_pb2.RangeRequest(
+        key=to_bytes(key),
+        range_end=optional_bytes(range_end),
+        prefix=prefix,
+        keys_only=True,
+        limit=1,
+    )
     return Call(
         "Range", request, lambda reply: int(reply.header.revision), safe=True, timeout=timeout
     )

@@ -52,7 +52,15 @@ from keyvalue.channel import CHANNEL_OPTIONS, StrPath
 from keyvalue.errors import Compacted, KeyValueError, error_for_status, from_rpc_error
 from keyvalue.kept_lease import KeptLease
 from keyvalue.key_value import BytesLike, KeyValue
-from keyvalue.recipes import Lock, Steps, Updater, WaitForDelete, lock_steps, update_steps
+from keyvalue.recipes import (
+    Lock,
+    Steps,
+    Updater,
+    WaitForDelete,
+    lock_steps,
+    unlock,
+    update_steps,
+)
 from keyvalue.results import CasResult
 from keyvalue.retry import Retrying, RetryPolicy
 from keyvalue.snapshot import Snapshot
@@ -292,7 +300,12 @@ class Client(ClientBase):
         self._check_open()
         if resume and start_revision == 0:
             # Pin "from now" to a revision, so that a resumed watch knows where now was.
-            start_revision = self.run(calls.current_revision(timeout=timeout)) + 1
+            start_revision = (
+                self.run(
+                    calls.current_revision(key, prefix=prefix, range_end=range_end, timeout=timeout)
+                )
+                + 1
+            )
         cursor = WatchCursor(
             key, prefix=prefix, range_end=range_end, start_revision=start_revision, resume=resume
         )
@@ -305,7 +318,9 @@ class Client(ClientBase):
         def restart() -> Any:
             call = start()
             try:
-                current = self.run(calls.current_revision(timeout=timeout))
+                current = self.run(
+                    calls.current_revision(key, prefix=prefix, range_end=range_end, timeout=timeout)
+                )
                 cursor.check_server_revision(current, self.address)
             except BaseException:
                 call.cancel()
@@ -390,10 +405,12 @@ class Client(ClientBase):
                 ...  # no other holder of locks/report anywhere meanwhile
 
         The lock is the key ``name``, created in a transaction only if it does
-        not exist (as python-etcd3's lock), attached to a lease that is kept
-        alive while the block runs and revoked at its end, which releases the
-        lock. A holder that dies without releasing it loses it after ``ttl``
-        seconds. Waiting holders watch the key and try again when it goes.
+        not exist (as python-etcd3's lock, and the Ruby client's: they exclude
+        each other), attached to a lease that is kept alive while the block
+        runs. At its end the key is deleted (if it is still this holder's)
+        and the lease revoked. A holder that dies without releasing the lock
+        loses it after ``ttl`` seconds. Waiting holders watch the key and try
+        again when it goes.
 
         Yields:
             The :class:`~keyvalue.recipes.Lock`, whose ``revision`` grows with
@@ -403,7 +420,11 @@ class Client(ClientBase):
             KeyValueError: A call failed while acquiring or releasing.
         """
         with self.lease(ttl) as lease:
-            yield self._drive(lock_steps(name, lease.id))
+            held = self._drive(lock_steps(name, lease.id))
+            try:
+                yield held
+            finally:
+                self.run(unlock(held))
 
     def update(self, key: BytesLike, fn: Updater) -> CasResult:
         """Set ``key`` to ``fn(current value)``, atomically, however many write it at once.

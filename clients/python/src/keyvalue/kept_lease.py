@@ -2,7 +2,9 @@
 
 ``with client.lease(ttl) as lease:`` grants a lease, restarts its TTL from a
 background thread three times per TTL, and revokes it when the block ends
-(which deletes the keys attached to it), however the block ends. If the lease
+(which deletes the keys attached to it), however the block ends. A token
+confined to a key prefix may not revoke leases: its lease is left to expire
+within its TTL. If the lease
 is lost meanwhile (it expired because the server was unreachable for a whole
 TTL, or someone revoked it), :attr:`KeptLease.lost` says so; the keys attached
 to it are gone. The asyncio client has the same, kept by a task.
@@ -15,11 +17,20 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from keyvalue.errors import KeyValueError, LeaseNotFound
+from keyvalue.errors import KeyValueError, LeaseNotFound, PermissionDenied
 from keyvalue.recipes import KeepAlive
 
 if TYPE_CHECKING:
     from keyvalue.client import Client
+
+
+UNREVOKABLE = (LeaseNotFound, PermissionDenied)
+"""Why a kept lease may not be revoked at the end of its block, and need not be.
+
+``LeaseNotFound``: it expired meanwhile, gone all the same. ``PermissionDenied``:
+the token is confined to a prefix, and revoking a lease may delete keys
+anywhere; the lease, no longer kept alive, expires within its TTL.
+"""
 
 
 class KeptLeaseBase:
@@ -105,8 +116,7 @@ class KeptLease(KeptLeaseBase):
         if self._thread is not None:
             self._thread.join()
         if self._revoke_at_exit:
-            # Expired meanwhile (LeaseNotFound): gone all the same.
-            with contextlib.suppress(LeaseNotFound):
+            with contextlib.suppress(*UNREVOKABLE):
                 self._client.lease_revoke(self.id)
 
     def _keep(self) -> None:

@@ -12,9 +12,9 @@ alike by construction.
 - :func:`lock_steps`: python-etcd3's lock: create the lock key, attached to
   the holder's lease, only if it does not exist (its ``create_revision`` is
   0), in one transaction; else wait for it to be deleted, and try again. The
-  holder's lease is kept alive while the lock is held and revoked when it is
-  released, which deletes the key; if the holder dies, the lease expires and
-  so does the lock.
+  holder's lease is kept alive while the lock is held; releasing deletes the
+  key (:func:`unlock`) and revokes the lease; if the holder dies, the lease
+  expires and so does the lock.
 - :class:`KeepAlive`: when to restart a lease's TTL (three times per TTL, so
   that one late keep-alive does not lose the lease) and what ends the keeping.
 """
@@ -108,6 +108,19 @@ def lock_steps(name: BytesLike, lease: int) -> Steps[Lock]:
         if result.succeeded:
             return Lock(name=key, lease=lease, revision=result.revision)
         yield WaitForDelete(key, result.revision)
+
+
+def unlock(lock: Lock) -> Call[TxnResult]:
+    """Release ``lock``: delete its key if it is still the one this holder created.
+
+    A holder whose lease expired may have lost the key to another: the
+    ``create_revision`` compare leaves that one's key alone. Safe to repeat.
+    """
+    return calls.txn(
+        [Compare.create_revision(lock.name, "=", lock.revision)],
+        success=[Op.delete(lock.name)],
+        idempotent=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)
