@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from credentials import WRITE_TOKEN, Pki
 from kvserver_process import KvServer, serve
 
 from keyvalue import (
@@ -35,6 +36,7 @@ from keyvalue import (
     Op,
     RetryPolicy,
     ServerUnavailable,
+    Unauthenticated,
 )
 
 T = TypeVar("T")
@@ -317,3 +319,20 @@ def test_async_client_has_every_method_of_client_with_the_same_parameters() -> N
         awaited = getattr(AsyncClient, name, None)
         assert awaited is not None, f"AsyncClient has no {name}"
         assert inspect.signature(awaited).parameters == inspect.signature(blocking).parameters, name
+
+
+def test_tls_and_a_token_reach_the_server_as_with_the_blocking_client(
+    tls_token_server: KvServer, pki: Pki, key: str
+) -> None:
+    async def main() -> None:
+        address = tls_token_server.localhost_address
+        async with AsyncClient(address, ca_file=pki.ca, token=WRITE_TOKEN) as client:
+            await client.put(key, "secure")
+            async with await client.watch(key) as watch:
+                revision = (await client.put(key, "watched")).revision
+                assert [event.revision for event in await take(watch, 1)] == [revision]
+        async with AsyncClient(address, ca_file=pki.ca) as anonymous:
+            with pytest.raises(Unauthenticated):
+                await anonymous.get_kv(key)
+
+    run(main())

@@ -297,6 +297,16 @@ def test_a_private_key_as_ca_file_is_refused_at_construction(pki: Pki) -> None:
         Client("127.0.0.1:1", ca_file=pki.ca, cert_file=pki.client.cert, key_file=pki.ca)
 
 
+def test_tls_true_trusts_the_roots_openssl_finds(
+    tls_server: KvServer, pki: Pki, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SSL_CERT_FILE is where OpenSSL (so tls=True) looks for the system's roots.
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
+    with Client(f"kv://{tls_server.localhost_address}", tls=True) as client:
+        client.set(key, "over system-trusted TLS")
+        assert client.get(key) == "over system-trusted TLS"
+
+
 def test_tls_true_trusts_the_system_roots_not_a_private_ca(tls_server: KvServer, key: str) -> None:
     # The test CA is in no system store: the handshake fails, but TLS was tried.
     with Client(tls_server.localhost_address, tls=True, timeout=5) as client:
