@@ -18,7 +18,7 @@ Gem::Specification.new do |spec|
   spec.homepage = "https://github.com/keyvalue/keyvalue"
   spec.required_ruby_version = ">= 3.1"
 
-  spec.files = Dir["lib/**/*.rb", "exe/*", "README.md"]
+  spec.files = Dir["lib/**/*.rb", "sig/**/*.rbs", "exe/*", "README.md"]
   spec.bindir = "exe"
   spec.executables = ["kv-rb"]
   spec.require_paths = ["lib"]

@@ -19,7 +19,8 @@ class GemTest < Minitest::Test
       assert_equal ["keyvalue", KeyValue::VERSION], [spec.name, spec.version.to_s]
       assert_equal ["kv-rb"], spec.executables
       expected = %w[lib/keyvalue.rb lib/keyvalue/client.rb lib/keyvalue/credentials.rb lib/keyvalue/errors.rb
-                    lib/keyvalue/cli.rb lib/keyvalue/proto/keyvalue/v1/kv_services_pb.rb exe/kv-rb README.md]
+                    lib/keyvalue/cli.rb lib/keyvalue/proto/keyvalue/v1/kv_services_pb.rb exe/kv-rb README.md
+                    sig/keyvalue.rbs]
       assert_empty expected - spec.files
       assert_equal Dir.glob("lib/**/*.rb", base: ROOT).sort, spec.files.grep(%r{\Alib/}).sort
     end
