@@ -16,7 +16,7 @@ class ReadmeTest < Minitest::Test
   # "expression  # => value", with an optional "(remark)" after the value.
   CHECKED = /\A(?<indent>\s*)(?<expression>\S.*?)\s+# => (?<value>.+?)(?:\s+\([^()]*\))?\z/
   # Defined before each block: compares a result with the README's.
-  PRELUDE = <<~RUBY
+  PRELUDE = <<~RUBY.freeze
     $LOAD_PATH.unshift(#{LIB.dump})
     require "keyvalue"
     def readme_check(got, want, line)
