@@ -143,3 +143,16 @@ def test_a_watch_will_not_resume_on_a_server_that_lost_its_history(
             client.put("lost/again", "v")
             with pytest.raises(Compacted, match="lost its history"):
                 take(watch, 1, within=WAIT)
+
+
+def test_cancelling_a_watch_while_it_resumes_ends_it_at_once(disk_server: KvServer) -> None:
+    with Client(disk_server.address) as client:
+        collector = _Collector(client.watch("cancel/", prefix=True))
+        disk_server.stop()
+        time.sleep(0.5)  # the stream is lost; the watch tries to resume
+        started = time.monotonic()
+        collector.stop()
+        assert time.monotonic() - started < 1, "the resume did not notice the cancel"
+        assert collector.failure is None
+        assert collector.watch.cancelled
+        disk_server.start_again()

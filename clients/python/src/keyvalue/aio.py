@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -198,8 +199,10 @@ class AsyncClient(ClientBase):
         async def start() -> Any:
             return await self._start_stream("Watch", cursor.request(), deadline, policy)
 
-        async def restart() -> Any:
-            call = await start()
+        async def restart(stop: threading.Event) -> Any:
+            call = await self._start_stream("Watch", cursor.request(), deadline, policy, stop)
+            if call is None:
+                return None
             try:
                 current = await self.run(
                     calls.current_revision(key, prefix=prefix, range_end=range_end, timeout=timeout)
@@ -301,20 +304,28 @@ class AsyncClient(ClientBase):
             await asyncio.sleep(delay)
 
     async def _start_stream(
-        self, method: str, request: Any, deadline: float | None, policy: RetryPolicy | None
+        self,
+        method: str,
+        request: Any,
+        deadline: float | None,
+        policy: RetryPolicy | None,
+        stop: threading.Event | None = None,
     ) -> Any:
         """Start a server-streaming call and wait for its headers, retrying a failed start.
+
+        Returns ``None`` once ``stop`` is set (a watch cancelled while it resumes).
 
         Raises:
             KeyValueError: The call failed at once, or did not start in time.
         """
         retrying = Retrying(policy, True)  # starting a stream reads
-        while True:
+        while stop is None or not stop.is_set():
             call = self._open_stream(method, request)
             failure = await self._await_answer(call, deadline)
             if failure is None:
                 return call
             await asyncio.sleep(retrying.delay_or_raise(failure))
+        return None
 
     async def _await_answer(self, call: Any, deadline: float | None) -> KeyValueError | None:
         """Wait for a streaming call's headers or status; ``None`` once answered."""

@@ -111,9 +111,10 @@ class AsyncWatch(WatchBase, AsyncStream[Event]):
                     return False
                 self._pending.extend(self._cursor.accept(response))
                 return True
-            call = await self._restart()
-            if self._cancelled:
-                call.cancel()
+            call = await self._restart(self._stopped)
+            if call is None or self._cancelled:
+                if call is not None:
+                    call.cancel()
                 return False
             self._call = call
 

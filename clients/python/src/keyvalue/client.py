@@ -68,6 +68,9 @@ from keyvalue.watch import Watch, WatchCursor
 
 __all__ = ["DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "Client", "StrPath"]
 
+_STOP_POLL = 0.1
+"""Seconds between looks at whether a resuming watch was cancelled meanwhile."""
+
 _R = TypeVar("_R")
 _P = ParamSpec("_P")
 # A key type: Mapping is invariant in its keys, so dict[str, ...] needs a TypeVar.
@@ -315,8 +318,10 @@ class Client(ClientBase):
         def start() -> Any:
             return self._start_stream("Watch", cursor.request(), deadline, policy)
 
-        def restart() -> Any:
-            call = start()
+        def restart(stop: threading.Event) -> Any:
+            call = self._start_stream("Watch", cursor.request(), deadline, policy, stop)
+            if call is None:
+                return None
             try:
                 current = self.run(
                     calls.current_revision(key, prefix=prefix, range_end=range_end, timeout=timeout)
@@ -514,33 +519,50 @@ class Client(ClientBase):
             time.sleep(delay)
 
     def _start_stream(
-        self, method: str, request: Any, deadline: float | None, policy: RetryPolicy | None
+        self,
+        method: str,
+        request: Any,
+        deadline: float | None,
+        policy: RetryPolicy | None,
+        stop: threading.Event | None = None,
     ) -> Any:
         """Start a server-streaming call of ``keyvalue.v1.KV`` and wait for its answer.
 
         Returns the call once the server has answered with headers (for a
-        watch: once it is registered), retrying a failed start as allowed.
+        watch: once it is registered), retrying a failed start as allowed;
+        ``None`` as soon as ``stop`` is set (a watch cancelled while it resumes).
 
         Raises:
             KeyValueError: The call failed at once, or did not start in time.
         """
         retrying = Retrying(policy, True)  # starting a stream reads
-        while True:
+        while stop is None or not stop.is_set():
             call = self._open_stream(method, request)
-            failure = self._await_answer(call, deadline)
+            failure = self._await_answer(call, deadline, stop)
             if failure is None:
                 return call
-            time.sleep(retrying.delay_or_raise(failure))
+            if stop is not None and stop.is_set():
+                break
+            delay = retrying.delay_or_raise(failure)
+            if stop is None:
+                time.sleep(delay)
+            else:
+                stop.wait(delay)
+        return None
 
-    def _await_answer(self, call: Any, deadline: float | None) -> KeyValueError | None:
+    def _await_answer(
+        self, call: Any, deadline: float | None, stop: threading.Event | None = None
+    ) -> KeyValueError | None:
         """Block until a streaming call has its response headers or its status.
 
-        Waits at most ``deadline`` seconds; ``initial_metadata()`` itself has
-        no deadline, so a helper thread waits for it.
+        Waits at most ``deadline`` seconds, and no longer than ``stop`` stays
+        unset; ``initial_metadata()`` itself has no deadline, so a helper
+        thread waits for it.
 
         Returns:
             ``None`` once answered, or the failure: the call's status, or
-            ``DEADLINE_EXCEEDED`` without an answer in time (the call is cancelled).
+            ``DEADLINE_EXCEEDED`` without an answer in time, or ``CANCELLED``
+            once ``stop`` is set (the call is cancelled then).
         """
         answered = threading.Event()
 
@@ -553,12 +575,20 @@ class Client(ClientBase):
                 answered.set()
 
         threading.Thread(target=wait, name="keyvalue-stream-start", daemon=True).start()
-        if not answered.wait(deadline):
-            call.cancel()
-            return error_for_status(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"kvserver at {self.address} did not answer within {deadline} s",
-            )
+        end = None if deadline is None else time.monotonic() + deadline
+        while not answered.is_set():
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                call.cancel()
+                return error_for_status(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"kvserver at {self.address} did not answer within {deadline} s",
+                )
+            if stop is not None and stop.is_set():
+                call.cancel()
+                return error_for_status(grpc.StatusCode.CANCELLED, "the watch was cancelled")
+            # Look at stop ten times a second; else sleep until answered or late.
+            answered.wait(left if stop is None else min(left or _STOP_POLL, _STOP_POLL))
         if call.done() and call.code() is not grpc.StatusCode.OK:
             # The finished call is itself the RpcError its iteration would raise.
             return from_rpc_error(call, service="v1")

@@ -12,6 +12,7 @@ more, not even items already received.
 from __future__ import annotations
 
 import contextlib
+import threading
 from abc import ABC, abstractmethod
 from collections import deque
 from types import TracebackType
@@ -40,6 +41,8 @@ class StreamBase(Generic[T]):
         self._call = call
         self._address = address
         self._cancelled = False
+        self._stopped = threading.Event()
+        """Set by :meth:`cancel`: a watch resuming meanwhile gives up at once."""
         self._pending: deque[T] = deque()
         """Items received and not yet yielded."""
 
@@ -50,6 +53,7 @@ class StreamBase(Generic[T]):
         again does nothing.
         """
         self._cancelled = True
+        self._stopped.set()
         self._call.cancel()
         self._pending.clear()
 

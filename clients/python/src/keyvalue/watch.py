@@ -20,6 +20,7 @@ keeps the history it would need, iterating raises
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -168,16 +169,21 @@ class WatchBase(StreamBase[Event]):
         call: The started grpcio server-streaming call of ``keyvalue.v1.KV/Watch``.
         address: The server's address, for error messages.
         cursor: What is watched, and from where to resume.
-        restart: Starts the call again from ``cursor``, retrying as allowed,
-            and checks the server has not gone back in revisions
-            (:meth:`WatchCursor.check_server_revision`); for the asyncio
-            client, a coroutine function.
+        restart: Given the event :meth:`cancel` sets, starts the call again
+            from ``cursor``, retrying as allowed, and checks the server has not
+            gone back in revisions (:meth:`WatchCursor.check_server_revision`);
+            ``None`` if cancelled meanwhile. For the asyncio client, a
+            coroutine function.
     """
 
     _what = "watch"
 
     def __init__(
-        self, call: Any, address: str, cursor: WatchCursor, restart: Callable[[], Any]
+        self,
+        call: Any,
+        address: str,
+        cursor: WatchCursor,
+        restart: Callable[[threading.Event], Any],
     ) -> None:
         super().__init__(call, address)
         self._cursor = cursor
@@ -228,8 +234,9 @@ class Watch(WatchBase, CancellableStream[Event]):
                     return False
                 self._pending.extend(self._cursor.accept(response))
                 return True
-            call = self._restart()
-            if self._cancelled:  # by another thread, while this one restarted
-                call.cancel()
+            call = self._restart(self._stopped)
+            if call is None or self._cancelled:  # cancelled while this one restarted
+                if call is not None:
+                    call.cancel()
                 return False
             self._call = call
