@@ -22,7 +22,7 @@ UPDATES = 10
 
 
 def test_a_kept_lease_outlives_three_ttls_and_is_revoked_at_exit(client: Client, key: str) -> None:
-    ttl = 0.5
+    ttl = 1.0
     with client.lease(ttl) as lease:
         client.put(key, "alive", lease=lease.id)
         time.sleep(3 * ttl + 0.2)

@@ -16,8 +16,8 @@ from kvserver_process import KvServer, serve
 
 from keyvalue import Client, RetryPolicy, ServerUnavailable
 
-# Tries spread over up to ~6 s: more than a restart takes.
-PATIENT = RetryPolicy(attempts=10, initial_backoff=0.1, max_backoff=1.0)
+# Tries spread over ~8 s on average (full jitter): far more than a restart takes.
+PATIENT = RetryPolicy(attempts=20, initial_backoff=0.1, max_backoff=1.0)
 
 
 @pytest.fixture

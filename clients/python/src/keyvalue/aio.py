@@ -382,7 +382,7 @@ class AsyncKeptLease(KeptLeaseBase):
         while wait is not None:
             await asyncio.sleep(wait)
             try:
-                await self._client.lease_keep_alive(self.id, timeout=self._plan.interval)
+                await self._client.lease_keep_alive(self.id, timeout=self.ttl)
             except (KeyValueError, ValueError) as failure:
                 wait = self._next_wait(failure)
             else:

@@ -123,7 +123,7 @@ class KeptLease(KeptLeaseBase):
         wait: float | None = self._plan.interval
         while wait is not None and not self._stop.wait(wait):
             try:
-                self._client.lease_keep_alive(self.id, timeout=self._plan.interval)
+                self._client.lease_keep_alive(self.id, timeout=self.ttl)
             except (KeyValueError, ValueError) as failure:
                 wait = self._next_wait(failure)
             else:
