@@ -98,7 +98,20 @@ module KeyValue
 
     # Whether the channel has a connection now.
     def connected?
-      @channel.connectivity_state(false) == GRPC::Core::ConnectivityStates::READY
+      state == GRPC::Core::ConnectivityStates::READY
+    end
+
+    # The channel's connectivity state (GRPC::Core::ConnectivityStates).
+    def state
+      @channel.connectivity_state(false)
+    end
+
+    # Waits until the channel's state is no longer +state+, for at most
+    # +seconds+; whether it changed.
+    def await_state_change(state, seconds)
+      return false if @closed
+
+      @channel.watch_connectivity_state(state, Time.now + seconds)
     end
 
     private

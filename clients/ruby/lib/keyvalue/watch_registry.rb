@@ -26,7 +26,9 @@ module KeyValue
     # How often the collector runs meanwhile (a stale reference to a
     # dropped watch on a stack may outlive one collection).
     COLLECT_EVERY = 0.25
-    private_constant :RECLAIM_SECONDS, :RECLAIM_STEP, :COLLECT_EVERY
+    # How often the monitor checks whether watches are still open.
+    MONITOR_STEP = 1.0
+    private_constant :RECLAIM_SECONDS, :RECLAIM_STEP, :COLLECT_EVERY, :MONITOR_STEP
 
     # The watches of +connection+ (a Connection), whose timeout is how long
     # a new watch may take to be registered.
@@ -35,6 +37,7 @@ module KeyValue
       @timeout = connection.timeout
       @lock = Mutex.new
       @sessions = []
+      @monitor = nil
     end
 
     # A Watch of the session the block starts, once registered; ensures the
@@ -69,14 +72,22 @@ module KeyValue
       session = yield
       raise no_answer unless session.await_registered(@timeout)
 
-      @lock.synchronize { @sessions = @sessions.reject(&:closed?) << session }
-      session
+      track(session)
     rescue ServerUnavailable => e
       session&.cancel
       raise e.code == GRPC::Core::StatusCodes::DEADLINE_EXCEEDED ? no_answer : e
     rescue StandardError, Interrupt
       session&.cancel
       raise
+    end
+
+    # Keeps +session+ among the open ones, watched by the monitor; returns it.
+    def track(session)
+      @lock.synchronize do
+        @sessions = @sessions.reject(&:closed?) << session
+        @monitor ||= Thread.new { monitor }
+      end
+      session
     end
 
     # DeadlineExceeded, or ServerUnavailable if there was no connection.
@@ -99,8 +110,39 @@ module KeyValue
       now
     end
 
+    # While watches are open: when the channel leaves READY (the server
+    # sent GOAWAY, or the connection broke), rolls every watch over to a new
+    # call. A server stopping gracefully keeps serving open streams for its
+    # whole shutdown grace; the watches would learn of the restart only
+    # when it exits.
+    def monitor
+      state = @connection.state
+      until stop_monitor?
+        @connection.await_state_change(state, MONITOR_STEP)
+        now = @connection.state
+        open_sessions.each(&:roll_over) if state == GRPC::Core::ConnectivityStates::READY && state != now
+        state = now
+      end
+    rescue StandardError # the channel was closed
+      @lock.synchronize { @monitor = nil }
+    end
+
+    def open_sessions
+      @lock.synchronize { @sessions.reject(&:closed?) }
+    end
+
+    # Whether the monitor may end (no watch is open); forgets it if so.
+    def stop_monitor?
+      @lock.synchronize do
+        next false if @sessions.any? { |session| !session.closed? }
+
+        @monitor = nil
+        true
+      end
+    end
+
     def open_count
-      @lock.synchronize { @sessions.count { |session| !session.closed? } }
+      open_sessions.size
     end
 
     def monotonic

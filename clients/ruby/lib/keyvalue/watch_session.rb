@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "grpc"
 require "keyvalue/errors"
 require "keyvalue/watch_call"
 require "keyvalue/watch_state"
@@ -37,7 +38,6 @@ module KeyValue
       @resume = resume
       @now = now
       @state = WatchState.new
-      @call = nil
       # One batch of events waits at most: a slow reader slows the stream
       # (gRPC flow control) rather than filling memory.
       @batches = SizedQueue.new(1)
@@ -69,11 +69,19 @@ module KeyValue
       batch
     end
 
+    # Ends the current call so that a new one replaces it, from the revision
+    # after the last event handed over (with resume only): the connection
+    # is going away (the server sent GOAWAY as it stops gracefully, and
+    # would keep serving this stream for its whole shutdown grace).
+    def roll_over
+      @state.roll_over!&.cancel if @resume
+      nil
+    end
+
     # Stops the watch: cancels its call (the server frees the watch) and
     # ends #next_batch. Harmless if done already; safe from any thread.
     def cancel
-      call = nil
-      @state.close! { call = @call }
+      call = @state.close!
       @batches.close
       call&.cancel
       nil
@@ -107,7 +115,16 @@ module KeyValue
 
         pause(backoff)
         backoff = [backoff * 2, MAX_BACKOFF].min
+      rescue RequestFailed => e
+        raise unless rolled_over?(e)
+
+        pause(FIRST_BACKOFF)
       end
+    end
+
+    # Whether +error+ is the cancellation of a call that #roll_over ended.
+    def rolled_over?(error)
+      error.code == GRPC::Core::StatusCodes::CANCELLED && @state.rolling?
     end
 
     # One call, from the next revision: waits for its registration, then
@@ -115,7 +132,7 @@ module KeyValue
     # server ended it cleanly (it is stopping).
     def attempt
       call = @open.call(@next_revision)
-      unless @state.unless_closed { @call = call }
+      unless @state.hold(call)
         call.cancel
         throw :closed
       end

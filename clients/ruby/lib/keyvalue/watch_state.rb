@@ -1,7 +1,8 @@
 # frozen_string_literal: true
 
-# KeyValue::WatchState: where a watch is in its life, shared between the
-# thread that reads its calls and the threads that wait on it or close it.
+# KeyValue::WatchState: where a watch is in its life, and its current call,
+# shared between the thread that reads its calls and the threads that wait
+# on it, close it or roll it over.
 module KeyValue
   # :starting until the server first registers the watch, then :registered;
   # :failed (with the error) or :closed (cancelled) at the end. Every change
@@ -14,6 +15,8 @@ module KeyValue
       @changed = ConditionVariable.new
       @state = :starting
       @registered = false
+      @call = nil
+      @rolling = false
     end
 
     # Waits until the watch left :starting, for at most +timeout+ seconds
@@ -42,13 +45,41 @@ module KeyValue
       change { @registered = true }
     end
 
-    # Closes the watch, unless it failed; yields (under the lock) so that
-    # the caller takes what it must cancel atomically with the change.
+    # Closes the watch, unless it failed; returns its current call, for the
+    # caller to cancel.
     def close!
       change do
         @state = :closed unless @state == :failed
-        yield
+        @call
       end
+    end
+
+    # Makes +call+ the watch's current one (a new call is not rolling over);
+    # false if the watch is closed.
+    def hold(call)
+      @lock.synchronize do
+        next false if @state == :closed
+
+        @call = call
+        @rolling = false
+        true
+      end
+    end
+
+    # Marks the current call as ending to be replaced; returns it, for the
+    # caller to cancel (nil if the watch is closed).
+    def roll_over!
+      @lock.synchronize do
+        next nil if @state == :closed
+
+        @rolling = true
+        @call
+      end
+    end
+
+    # Whether the current call was cancelled to be replaced.
+    def rolling?
+      @rolling
     end
 
     # Records +error+ as the end of the watch; false if it was closed
@@ -59,16 +90,6 @@ module KeyValue
 
         @state = :failed
         @error = error
-        true
-      end
-    end
-
-    # Runs the block under the lock; false if the watch is closed.
-    def unless_closed
-      @lock.synchronize do
-        next false if @state == :closed
-
-        yield
         true
       end
     end
