@@ -77,6 +77,8 @@ class TimeoutTest < Minitest::Test
         # Down: a plain write fails at once, and did not happen.
         assert_raises(KeyValue::ServerUnavailable) { client.put("kept", "lost") }
         reader = Thread.new { client.get_record("kept") }
+        # A restarted server's history starts after its last revision.
+        watcher = Thread.new { client.watch("written", start_revision: revision + 1).next }
         writer = Thread.new { client.put("written", "after", idempotent: true).revision }
         sleep 0.5
         server = KvServerProcess.new(data_dir: dir, listen: address)
@@ -84,6 +86,8 @@ class TimeoutTest < Minitest::Test
         record = value_within(reader)
         assert_equal ["before".b, revision], [record.value, record.mod_revision]
         assert_equal revision + 1, value_within(writer)
+        event = value_within(watcher)
+        assert_equal ["after".b, revision + 1], [event.record.value, event.revision]
         assert_equal "after".b, client.get_record("written").value
       end
     ensure

@@ -23,21 +23,26 @@ module KeyValue
   #   values are binary Strings there (any String is sent as its bytes; what
   #   comes back is ASCII-8BIT), and a missing key is nil, not an error.
   #
-  # Each call has a deadline (+timeout+ seconds) and raises a KeyValue::Error
-  # subclass on failure, never a raw GRPC::BadStatus. A watch or a snapshot
-  # must find the connection ready within the timeout (else
-  # ServerUnavailable); the stream itself then has no deadline. The
-  # channel connects on the first call and reconnects by itself if the server
-  # restarts.
+  # Each call has a deadline (+timeout+ seconds, or its own timeout:) and
+  # raises a KeyValue::Error subclass on failure, never a raw
+  # GRPC::BadStatus: DeadlineExceeded when the answer did not come in time
+  # (a write may have happened), ServerUnavailable when there was no
+  # connection (it did not). With a RetryPolicy, safe calls are retried. A
+  # watch must be registered by the server within the timeout, a snapshot
+  # must find the connection ready within it; the streams themselves have
+  # no deadline, and a watch resumes by itself after a disconnect. The
+  # channel connects on the first call and reconnects by itself if the
+  # server restarts.
   #
   # Threads: a client may be shared by any number of threads; its channel
   # and stubs are thread-safe and it keeps no per-call state, so calls from
   # several threads run concurrently over one connection. A Watch is read
   # by one thread at a time and may be closed from any other.
   #
-  # Security (see KeyValue::Credentials): ca_file makes the channel TLS,
-  # trusting those PEM certificates (cert_file alone: TLS with the system's
-  # roots); cert_file and key_file present a client certificate (mutual TLS);
+  # Security (see KeyValue::Credentials): tls: true makes the channel TLS
+  # with the system's root certificates; ca_file makes it TLS trusting those
+  # PEM certificates (cert_file alone: TLS with the system's roots);
+  # cert_file and key_file present a client certificate (mutual TLS);
   # token sends "authorization: Bearer TOKEN" on every call of both services,
   # watches included. A server that refuses the token raises Unauthenticated
   # or PermissionDenied; a failed TLS handshake is ServerUnavailable.

@@ -68,7 +68,7 @@ module KeyValue
       begin
         once(api, method, request, timeout)
       rescue Error => e
-        raise unless @retry_policy&.retried?(e) && (delay = delays.shift)
+        raise unless (delay = retry_delay(e, delays))
 
         sleep delay
         retry
@@ -96,6 +96,18 @@ module KeyValue
       raise IOError, "the client is closed" if @closed
     end
 
+    # The waits before each retry of a call (none unless it is +safe+ and
+    # there is a policy).
+    def retry_delays(safe)
+      safe && @retry_policy ? @retry_policy.delays.to_a : []
+    end
+
+    # The wait before retrying after +error+ (nil: raise it), taken from
+    # +delays+ (see #retry_delays).
+    def retry_delay(error, delays)
+      @retry_policy&.retried?(error) ? delays.shift : nil
+    end
+
     # Whether the channel has a connection now.
     def connected?
       state == GRPC::Core::ConnectivityStates::READY
@@ -115,12 +127,6 @@ module KeyValue
     end
 
     private
-
-    # The waits before each retry of a call (none unless it is +safe+ and
-    # there is a policy).
-    def retry_delays(safe)
-      safe && @retry_policy ? @retry_policy.delays.to_a : []
-    end
 
     # The options a caller may give a call; ArgumentError for any other.
     def call_options(timeout: @timeout, idempotent: false)

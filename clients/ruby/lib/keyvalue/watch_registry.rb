@@ -42,8 +42,30 @@ module KeyValue
 
     # A Watch of the session the block starts, once registered; ensures the
     # session is cancelled if it is not. Raises what its start raised; a
-    # refusal at --max-watchers only once collecting has had its chance.
+    # refusal at --max-watchers only once collecting has had its chance. The
+    # start of a watch is safe to repeat: the connection's RetryPolicy
+    # retries it.
     def start(&)
+      delays = @connection.retry_delays(true)
+      begin
+        start_reclaiming(&)
+      rescue ServerUnavailable => e
+        raise unless (delay = @connection.retry_delay(e, delays))
+
+        sleep delay
+        retry
+      end
+    end
+
+    # Cancels every watch still open (Client#close).
+    def close_all
+      @lock.synchronize { @sessions.dup }.each(&:cancel)
+    end
+
+    private
+
+    # #start without retries.
+    def start_reclaiming(&)
       deadline = nil
       collected = nil
       begin
@@ -58,13 +80,6 @@ module KeyValue
         retry
       end
     end
-
-    # Cancels every watch still open (Client#close).
-    def close_all
-      @lock.synchronize { @sessions.dup }.each(&:cancel)
-    end
-
-    private
 
     # The session the block starts, once registered within the timeout
     # (its first call, or the revision read before it, timing out too).
