@@ -13,6 +13,9 @@
 //! - [`grpc`]: the gRPC services: validate a request, delegate to the store, map
 //!   the error to a status. The only layer that turns storage results into wire
 //!   messages.
+//! - `etcd_api`: etcd's v3 API (KV, Watch, Lease, Maintenance, Cluster)
+//!   over the same store, for etcd's own clients: thin adapters like
+//!   [`grpc`]'s, rendering errors with etcd's exact messages.
 //! - [`server`]: builds the tonic server from a store and a [`server::Config`] and
 //!   runs it on a listener until a shutdown future resolves. `kvserver` and the
 //!   tests share this one entry point.
@@ -41,6 +44,7 @@ pub mod bench;
 pub mod client;
 pub mod config_file;
 pub mod duration;
+mod etcd_api;
 pub mod grpc;
 pub mod kv_cli;
 pub mod metrics;

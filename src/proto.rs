@@ -18,9 +18,15 @@ pub mod keyvalue {
     }
 }
 
-/// The part of etcd's v3 API that the etcd storage backend calls,
-/// `proto/etcd/` (clients only).
-#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+/// etcd's v3 API, `proto/etcd/`: served by `etcd_api`, called by the etcd
+/// storage backend.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    dead_code,
+    clippy::all,
+    clippy::pedantic
+)]
 pub(crate) mod etcd {
     /// etcd's services and their messages.
     pub(crate) mod etcdserverpb {
@@ -30,8 +36,20 @@ pub(crate) mod etcd {
     pub(crate) mod mvccpb {
         tonic::include_proto!("mvccpb");
     }
+    /// etcd's users and roles (named by the Auth service's messages).
+    pub(crate) mod authpb {
+        tonic::include_proto!("authpb");
+    }
+    /// etcd's server-side lock service.
+    pub(crate) mod v3lockpb {
+        tonic::include_proto!("v3lockpb");
+    }
+    /// etcd's server-side election service.
+    pub(crate) mod v3electionpb {
+        tonic::include_proto!("v3electionpb");
+    }
 }
 
-/// Every contract above but etcd's, as an encoded `FileDescriptorSet`, for server
+/// Every contract above, as an encoded `FileDescriptorSet`, for server
 /// reflection (`grpcurl list` without proto files).
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use tonic_health::ServingStatus;
 
+use crate::etcd_api::{Api as EtcdApi, Identity};
 use crate::grpc::{
     AuthLayer, KvService, Limits, ShedLayer, Tokens, TutorialService, oversize_layer,
 };
@@ -27,10 +28,6 @@ use crate::storage::Store;
 use crate::tls::{self, TlsSetup};
 use tokio_stream::{Stream, StreamExt};
 use tower::util::option_layer;
-
-/// The names `grpc.health.v1.Health` reports on: the whole server (""),
-/// and each service.
-const SERVICES: [&str; 3] = ["", "simplekeyvalue.KeyValue", "keyvalue.v1.KV"];
 
 /// Where the server listens: gRPC, and optionally the metrics endpoint.
 pub struct Listeners {
@@ -70,6 +67,10 @@ pub struct Config {
     /// After shutdown starts, how long in-flight requests and idle connections
     /// get to finish before the server stops anyway.
     pub shutdown_grace: Duration,
+    /// What names this server's data (its data dir, or the etcd cluster and
+    /// prefix it serves), from which its etcd member id is derived, so that
+    /// the id survives restarts; `None`: the listening address.
+    pub member_seed: Option<String>,
 }
 
 impl Default for Config {
@@ -83,6 +84,7 @@ impl Default for Config {
             max_connections: None,
             max_concurrent_streams: 1024,
             shutdown_grace: Duration::from_secs(10),
+            member_seed: None,
         }
     }
 }
@@ -109,6 +111,7 @@ pub async fn run<S: Store>(
     });
     let tutorial = TutorialService::new(Arc::clone(&store), config.limits, config.log_requests);
     let kv = KvService::new(Arc::clone(&store), config.limits);
+    let etcd = etcd_api(Arc::clone(&store), &config, &listener);
     let expiry = tokio::spawn(expire_leases(Arc::clone(&store)));
     let (health, health_service) = tonic_health::server::health_reporter();
     // The first status is set before serving starts, so a probe never sees
@@ -146,6 +149,7 @@ pub async fn run<S: Store>(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    let router = etcd.add_to(router);
     let shutdown = async move {
         shutdown.await;
         // Stopped for good before NOT_SERVING goes out, so that a change of
@@ -218,6 +222,24 @@ pub async fn run<S: Store>(
     served
 }
 
+/// etcd's API over `store`, as the member reachable at `listener`.
+fn etcd_api<S: Store>(store: Arc<S>, config: &Config, listener: &TcpListener) -> EtcdApi<S> {
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| "unknown".to_owned(), |addr| addr.to_string());
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let seed = config
+        .member_seed
+        .clone()
+        .unwrap_or_else(|| format!("kvserver at {address}"));
+    let identity = Identity::new(&seed, vec![format!("{scheme}://{address}")]);
+    EtcdApi::new(store, config.limits, identity, config.auth.clone())
+}
+
 /// Reports the store's availability through the health service: SERVING
 /// while the store can serve, NOT_SERVING while it cannot (an etcd cluster
 /// that is unreachable), until shutdown aborts it.
@@ -239,7 +261,9 @@ async fn report_health(health: &tonic_health::server::HealthReporter, serving: b
     } else {
         ServingStatus::NotServing
     };
-    for service in SERVICES {
+    // The whole server (""), and each service of the registry.
+    health.set_service_status("", status).await;
+    for service in crate::grpc::methods::health_services() {
         health.set_service_status(service, status).await;
     }
 }

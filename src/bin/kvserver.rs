@@ -373,6 +373,26 @@ fn etcd_config(args: &Args) -> Result<EtcdConfig, String> {
     })
 }
 
+/// What names this server's data, for its etcd member id: the data dir
+/// (canonical, so `./kvdata` and its full path are one member), or the etcd
+/// cluster and prefix; the memory backend keeps nothing, so its id follows
+/// the address.
+fn member_seed(args: &Args) -> Option<String> {
+    match args.backend {
+        Backend::Disk => {
+            let dir =
+                std::fs::canonicalize(&args.data_dir).unwrap_or_else(|_| args.data_dir.clone());
+            Some(format!("disk {}", dir.display()))
+        }
+        Backend::Etcd => Some(format!(
+            "etcd {} prefix {}",
+            args.etcd_endpoints.join(","),
+            args.etcd_prefix
+        )),
+        Backend::Memory => None,
+    }
+}
+
 async fn serve_store<S: Store>(
     store: S,
     args: &Args,
@@ -425,6 +445,7 @@ async fn serve_store<S: Store>(
         max_connections: Some(args.max_connections as usize),
         max_concurrent_streams: args.max_concurrent_streams,
         shutdown_grace: args.shutdown_grace,
+        member_seed: member_seed(args),
     };
     let listeners = Listeners {
         grpc: listener,

@@ -23,7 +23,11 @@ use bytes::Bytes;
 use tonic::Status;
 use tower::{Layer, Service};
 
-use super::{LayerFuture, is_health_check};
+use super::LayerFuture;
+use super::methods::{self, Access};
+
+/// The metadata etcd's clients carry their token in.
+const ETCD_TOKEN: &str = "token";
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +128,12 @@ impl Tokens {
         self.grants.is_empty()
     }
 
+    /// Whether `token` is one of the file's (etcd's Authenticate hands it
+    /// back as the session token).
+    pub(crate) fn knows(&self, token: &[u8]) -> bool {
+        self.find(token).is_some()
+    }
+
     /// The grant of `token`. Every grant is compared, each in time that
     /// does not depend on where the bytes differ.
     fn find(&self, token: &[u8]) -> Option<&Grant> {
@@ -148,26 +158,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     difference == 0
 }
 
-/// The methods that change data (all others read).
-const WRITE_METHODS: [&str; 8] = [
-    "/simplekeyvalue.KeyValue/Set",
-    "/keyvalue.v1.KV/Put",
-    "/keyvalue.v1.KV/Delete",
-    "/keyvalue.v1.KV/Txn",
-    "/keyvalue.v1.KV/BatchPut",
-    "/keyvalue.v1.KV/LeaseGrant",
-    "/keyvalue.v1.KV/LeaseKeepAlive",
-    "/keyvalue.v1.KV/LeaseRevoke",
-];
-
-/// The scope of a request to `path` carrying `authorization`, or the status
-/// that refuses it.
+/// The scope of a request to `path` carrying `authorization` (or etcd's
+/// `token` metadata), or the status that refuses it. What a method may do
+/// comes from the registry (`methods`): a method it does not know is
+/// refused, whatever the token.
 fn authorize(
     tokens: &Tokens,
     path: &str,
     authorization: Option<&[u8]>,
 ) -> Result<Option<Scope>, Status> {
-    if is_health_check(path) {
+    let access = methods::access(path)
+        .ok_or_else(|| Status::unimplemented(format!("this server has no method {path}")))?;
+    if access == Access::Open {
         return Ok(None);
     }
     let Some(header) = authorization else {
@@ -181,7 +183,7 @@ fn authorize(
     let grant = tokens
         .find(token)
         .ok_or_else(|| Status::unauthenticated("the token is not valid"))?;
-    if grant.role == Role::Read && WRITE_METHODS.contains(&path) {
+    if grant.role == Role::Read && access == Access::Write {
         return Err(Status::permission_denied(format!(
             "the token may only read, and {path} writes"
         )));
@@ -235,11 +237,16 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let authorization = request
-            .headers()
+        let headers = request.headers();
+        // etcd's clients send the token Authenticate gave them as `token`.
+        let etcd_token = headers
+            .get(ETCD_TOKEN)
+            .map(|value| [&b"Bearer "[..], value.as_bytes()].concat());
+        let authorization = headers
             .get(http::header::AUTHORIZATION)
-            .map(|value| value.as_bytes());
-        match authorize(&self.tokens, request.uri().path(), authorization) {
+            .map(|value| value.as_bytes().to_vec())
+            .or(etcd_token);
+        match authorize(&self.tokens, request.uri().path(), authorization.as_deref()) {
             Ok(Some(scope)) => {
                 request.extensions_mut().insert(scope);
             }
@@ -324,6 +331,13 @@ mod tests {
             authorize(&tokens, "/grpc.health.v1.Health/Check", None).unwrap(),
             None
         );
+        // etcd's methods by the same rules, and unknown methods not at all.
+        let etcd_put = "/etcdserverpb.KV/Put";
+        let denied = authorize(&tokens, etcd_put, Some(b"Bearer r0")).unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        assert!(authorize(&tokens, "/etcdserverpb.KV/Range", Some(b"Bearer r0")).is_ok());
+        let unknown = authorize(&tokens, "/etcdserverpb.KV/Nope", Some(b"Bearer rw1")).unwrap_err();
+        assert_eq!(unknown.code(), Code::Unimplemented);
     }
 
     #[test]

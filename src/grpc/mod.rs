@@ -12,12 +12,14 @@ mod access;
 mod auth;
 mod convert;
 mod kv;
+pub(crate) mod methods;
 mod oversize;
 mod shed;
 mod status;
 mod tutorial;
 mod validate;
 
+pub(crate) use access::{Checks, scope_of};
 pub(crate) use auth::AuthLayer;
 pub use auth::{Role, Scope, Tokens};
 pub use kv::KvService;

@@ -415,6 +415,7 @@ fn holds(space: &impl KeyspaceRead, compare: &Compare) -> Result<bool, StoreErro
         (CompareTarget::Version(expected), _) => {
             record.as_ref().map_or(0, |r| r.version).cmp(expected)
         }
+        (CompareTarget::Lease(expected), _) => record.as_ref().map_or(0, |r| r.lease).cmp(expected),
     };
     Ok(match compare.op {
         CompareOp::Equal => ordering.is_eq(),

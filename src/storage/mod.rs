@@ -20,6 +20,8 @@ mod apply;
 mod disk;
 mod error;
 mod etcd;
+#[cfg(test)]
+pub(crate) use etcd::convert as etcd_convert;
 mod lease;
 mod memory;
 pub mod ops;

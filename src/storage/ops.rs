@@ -160,6 +160,9 @@ pub enum CompareTarget {
     CreateRevision(Revision),
     /// The number of puts since creation (0: the key does not exist).
     Version(u64),
+    /// The lease the key is attached to (0: none, or the key does not
+    /// exist), as etcd's `LEASE` compare target.
+    Lease(LeaseId),
 }
 
 /// How a [`Compare`] compares: `actual <op> expected`.

@@ -13,6 +13,7 @@ mod contract;
 mod crash;
 mod disk;
 mod etcd;
+mod etcd_api;
 #[path = "../support/etcd.rs"]
 mod etcd_process;
 mod harness;

@@ -18,19 +18,19 @@ use crate::storage::{Record, StoreError};
 
 /// Where our keys live inside etcd.
 #[derive(Clone, Debug)]
-pub(super) struct Keys {
+pub(crate) struct Keys {
     prefix: Bytes,
 }
 
 impl Keys {
-    pub(super) fn new(prefix: &[u8]) -> Keys {
+    pub(crate) fn new(prefix: &[u8]) -> Keys {
         Keys {
             prefix: Bytes::copy_from_slice(prefix),
         }
     }
 
     /// `key` as etcd stores it.
-    pub(super) fn outgoing(&self, key: &[u8]) -> Bytes {
+    pub(crate) fn outgoing(&self, key: &[u8]) -> Bytes {
         if self.prefix.is_empty() {
             return Bytes::copy_from_slice(key);
         }
@@ -41,7 +41,7 @@ impl Keys {
     }
 
     /// A key from etcd without the prefix.
-    pub(super) fn incoming(&self, key: Bytes) -> Bytes {
+    pub(crate) fn incoming(&self, key: Bytes) -> Bytes {
         key.slice(self.prefix.len().min(key.len())..)
     }
 
@@ -52,7 +52,7 @@ impl Keys {
     /// `key` on). A range that holds no key (its end at or before its
     /// start) becomes an empty interval `[k, k)` instead, which etcd answers
     /// with nothing, as the local backends do.
-    pub(super) fn range(&self, range: &KeyRange) -> (Bytes, Bytes) {
+    pub(crate) fn range(&self, range: &KeyRange) -> (Bytes, Bytes) {
         // The empty key is no key: the smallest one is "\0".
         let lowest: &[u8] = if range.start.is_empty() {
             b"\0"
@@ -79,16 +79,16 @@ impl Keys {
     }
 
     /// Every key of ours.
-    pub(super) fn everything(&self) -> (Bytes, Bytes) {
+    pub(crate) fn everything(&self) -> (Bytes, Bytes) {
         self.range(&KeyRange::prefix(Bytes::new()))
     }
 
     /// Whether an etcd key is one of ours.
-    pub(super) fn owns(&self, key: &[u8]) -> bool {
+    pub(crate) fn owns(&self, key: &[u8]) -> bool {
         key.starts_with(&self.prefix)
     }
 
-    pub(super) fn range_request(&self, query: &RangeQuery) -> pb::RangeRequest {
+    pub(crate) fn range_request(&self, query: &RangeQuery) -> pb::RangeRequest {
         let (key, range_end) = self.range(&query.range);
         pb::RangeRequest {
             key,
@@ -100,14 +100,14 @@ impl Keys {
         }
     }
 
-    pub(super) fn key_value(&self, kv: mvccpb::KeyValue) -> KeyValue {
+    pub(crate) fn key_value(&self, kv: mvccpb::KeyValue) -> KeyValue {
         KeyValue {
             key: self.incoming(kv.key.clone()),
             record: record(kv),
         }
     }
 
-    pub(super) fn range_result(&self, answer: pb::RangeResponse) -> RangeResult {
+    pub(crate) fn range_result(&self, answer: pb::RangeResponse) -> RangeResult {
         RangeResult {
             revision: revision_of(answer.header.as_ref()),
             more: answer.more,
@@ -120,7 +120,7 @@ impl Keys {
         }
     }
 
-    pub(super) fn compare(&self, compare: &Compare) -> pb::Compare {
+    pub(crate) fn compare(&self, compare: &Compare) -> pb::Compare {
         use pb::compare::{CompareResult, CompareTarget as Target, TargetUnion};
         let (target, union) = match &compare.target {
             CompareTarget::Value(value) => (Target::Value, TargetUnion::Value(value.clone())),
@@ -135,6 +135,7 @@ impl Keys {
             CompareTarget::Version(version) => {
                 (Target::Version, TargetUnion::Version(etcd_number(*version)))
             }
+            CompareTarget::Lease(lease) => (Target::Lease, TargetUnion::Lease(*lease)),
         };
         let result = match compare.op {
             CompareOp::Equal => CompareResult::Equal,
@@ -151,7 +152,7 @@ impl Keys {
         }
     }
 
-    pub(super) fn op(&self, op: &Op) -> pb::RequestOp {
+    pub(crate) fn op(&self, op: &Op) -> pb::RequestOp {
         use pb::request_op::Request;
         let request = match op {
             Op::Get(query) => Request::RequestRange(self.range_request(query)),
@@ -181,7 +182,7 @@ impl Keys {
         }
     }
 
-    pub(super) fn op_result(&self, answer: pb::ResponseOp) -> Result<OpResult, StoreError> {
+    pub(crate) fn op_result(&self, answer: pb::ResponseOp) -> Result<OpResult, StoreError> {
         use pb::response_op::Response;
         match answer.response {
             Some(Response::ResponseRange(range)) => Ok(OpResult::Get(self.range_result(range))),
@@ -203,7 +204,7 @@ impl Keys {
     }
 
     /// A watch event; etcd reports a lease's expiry as a delete.
-    pub(super) fn event(&self, event: mvccpb::Event) -> Option<Event> {
+    pub(crate) fn event(&self, event: mvccpb::Event) -> Option<Event> {
         let kv = event.kv?;
         let kind = match mvccpb::event::EventType::try_from(event.r#type) {
             Ok(mvccpb::event::EventType::Put) => EventKind::Put,
@@ -223,11 +224,11 @@ impl Keys {
 /// `mod_revision < 2^64-1` would then fail on etcd and hold on the local
 /// backends. etcd never holds a number above `i64::MAX`, so it stands for
 /// every larger one: compares and watches come out the same.
-pub(super) fn etcd_number(n: u64) -> i64 {
+pub(crate) fn etcd_number(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-pub(super) fn record(kv: mvccpb::KeyValue) -> Record {
+pub(crate) fn record(kv: mvccpb::KeyValue) -> Record {
     Record {
         value: kv.value,
         create_revision: kv.create_revision.max(0) as u64,
@@ -238,7 +239,7 @@ pub(super) fn record(kv: mvccpb::KeyValue) -> Record {
 }
 
 /// The store revision an answer reflects.
-pub(super) fn revision_of(header: Option<&pb::ResponseHeader>) -> u64 {
+pub(crate) fn revision_of(header: Option<&pb::ResponseHeader>) -> u64 {
     header.map_or(0, |header| header.revision.max(0) as u64)
 }
 

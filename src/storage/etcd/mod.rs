@@ -21,7 +21,7 @@
 //! - `watch`: etcd watches, resumed on another member when one fails.
 
 mod cluster;
-mod convert;
+pub(crate) mod convert;
 mod watch;
 
 /// Real etcd processes for the conformance suite (shared with `tests/it`).

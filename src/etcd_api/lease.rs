@@ -1,0 +1,195 @@
+//! `etcdserverpb.Lease`: grant, revoke, keep alive, time to live.
+//!
+//! TTLs are whole seconds, as in etcd, and a TTL below etcd's minimum (two
+//! seconds, what etcd's default election timeout allows) is raised to it,
+//! as etcd does. An unknown lease is TTL 0 in the keep-alive stream and
+//! TTL -1 from TimeToLive, never an error: that is how etcd's clients learn
+//! a lease is gone.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Api, errors};
+use crate::grpc::{Checks, scope_of};
+use crate::proto::etcd::etcdserverpb as pb;
+use crate::proto::etcd::etcdserverpb::lease_server::Lease;
+use crate::storage::ops::{KeyRange, RangeQuery};
+use crate::storage::{LeaseInfo, MAX_TTL, Store, StoreError};
+
+/// etcd's smallest TTL, in seconds (with its default election timeout).
+pub(crate) const MIN_TTL_SECONDS: i64 = 2;
+
+/// The handlers of `etcdserverpb.Lease`.
+pub(crate) struct LeaseApi<S>(pub(crate) Api<S>);
+
+/// A TTL in whole seconds, as etcd reports it.
+fn seconds(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The TTL a grant asks for, as etcd takes it.
+fn granted_ttl(ttl: i64) -> Result<Duration, Status> {
+    let ttl = Duration::from_secs(ttl.max(MIN_TTL_SECONDS) as u64);
+    if ttl > MAX_TTL {
+        return Err(errors::lease_ttl_too_large());
+    }
+    Ok(ttl)
+}
+
+impl<S: Store> LeaseApi<S> {
+    fn header(&self) -> Option<pb::ResponseHeader> {
+        self.0.identity.header(self.0.store.stats().revision)
+    }
+}
+
+type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: Store> Lease for LeaseApi<S> {
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let request = request.into_inner();
+        if request.id != 0 {
+            return Err(errors::unsupported_field(
+                "LeaseGrant ID (a lease id chosen by the client)",
+                "send ID 0 and use the id the server chooses",
+            ));
+        }
+        let ttl = granted_ttl(request.ttl)?;
+        let lease = self
+            .0
+            .store
+            .lease_grant(ttl)
+            .await
+            .map_err(errors::from_store_error)?;
+        Ok(Response::new(pb::LeaseGrantResponse {
+            header: self.header(),
+            id: lease.id,
+            ttl: seconds(lease.ttl),
+            error: String::new(),
+        }))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        // Revoking deletes the lease's keys wherever they are: only for
+        // tokens that may touch every key.
+        let scope = scope_of(&request);
+        Checks::new(&self.0.limits, scope.as_ref()).everything()?;
+        let (_, revision) = self
+            .0
+            .store
+            .lease_revoke(request.into_inner().id)
+            .await
+            .map_err(errors::from_store_error)?;
+        Ok(Response::new(pb::LeaseRevokeResponse {
+            header: self.0.identity.header(revision),
+        }))
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let api = self.0.clone();
+        let answers = request.into_inner().then(move |request| {
+            let api = api.clone();
+            async move {
+                let id = request?.id;
+                let ttl = match api.store.lease_keep_alive(id).await {
+                    Ok(lease) => seconds(lease.ttl),
+                    Err(StoreError::LeaseNotFound(_)) => 0,
+                    Err(error) => return Err(errors::from_store_error(error)),
+                };
+                Ok(pb::LeaseKeepAliveResponse {
+                    header: api.identity.header(api.store.stats().revision),
+                    id,
+                    ttl,
+                })
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let scope = scope_of(&request);
+        let request = request.into_inner();
+        let lease: LeaseInfo = match self.0.store.lease_info(request.id).await {
+            Ok(lease) => lease,
+            Err(StoreError::LeaseNotFound(_)) => {
+                return Ok(Response::new(pb::LeaseTimeToLiveResponse {
+                    header: self.header(),
+                    id: request.id,
+                    ttl: -1,
+                    granted_ttl: 0,
+                    keys: Vec::new(),
+                }));
+            }
+            Err(error) => return Err(errors::from_store_error(error)),
+        };
+        let keys = if request.keys {
+            // The keys the token may see: its prefix, or every key.
+            let prefix = scope.map(|scope| scope.prefix).unwrap_or_default();
+            let mut query = RangeQuery::all(KeyRange::prefix(prefix));
+            query.keys_only = true;
+            let result = self
+                .0
+                .store
+                .range(query)
+                .await
+                .map_err(errors::from_store_error)?;
+            result
+                .kvs
+                .into_iter()
+                .filter(|kv| kv.record.lease == request.id)
+                .map(|kv| kv.key)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(pb::LeaseTimeToLiveResponse {
+            header: self.header(),
+            id: lease.id,
+            ttl: seconds(lease.remaining),
+            granted_ttl: seconds(lease.ttl),
+            keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        Err(errors::unsupported(
+            "Lease.LeaseLeases",
+            "kvserver cannot list its leases yet; keep the ids you were granted",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_below_etcds_minimum_are_raised_and_above_ours_refused() {
+        assert_eq!(granted_ttl(1).unwrap(), Duration::from_secs(2));
+        assert_eq!(granted_ttl(-5).unwrap(), Duration::from_secs(2));
+        assert_eq!(granted_ttl(60).unwrap(), Duration::from_secs(60));
+        let status = granted_ttl(i64::MAX).unwrap_err();
+        assert_eq!(status.message(), "etcdserver: too large lease TTL");
+    }
+}
