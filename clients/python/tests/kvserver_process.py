@@ -144,8 +144,9 @@ class KvServer:
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in self.log().splitlines():
-                if line.startswith(READY_PREFIX):
+            # Only whole lines: the server may be half-way through writing one.
+            for line in self.log().splitlines(keepends=True):
+                if line.startswith(READY_PREFIX) and line.endswith("\n"):
                     self._address = line.removeprefix(READY_PREFIX).strip()
                     return
             code = self._process.poll()
