@@ -64,11 +64,17 @@ module KeyValue
     def unary(api, method, request, options = {}, read: false)
       check_open
       timeout, idempotent = call_options(**options)
-      delays = retry_delays(read || idempotent)
+      with_retries(read || idempotent) { once(api, method, request, timeout) }
+    end
+
+    # The block's value; if it raises an Error the RetryPolicy retries, and
+    # the call is +safe+ to repeat, runs it again after the policy's wait.
+    def with_retries(safe)
+      delays = safe && @retry_policy ? @retry_policy.delays.to_a : []
       begin
-        once(api, method, request, timeout)
+        yield
       rescue Error => e
-        raise unless (delay = retry_delay(e, delays))
+        raise unless @retry_policy&.retried?(e) && (delay = delays.shift)
 
         sleep delay
         retry
@@ -81,10 +87,13 @@ module KeyValue
       WatchCall.new(@channel, request, metadata)
     end
 
-    # The Snapshot stream, started once the channel is ready.
+    # The Snapshot stream, started (its first chunk read) once the channel
+    # is ready; a read, so the RetryPolicy retries its start.
     def snapshot
-      await_connection
-      Snapshot.start(@stubs.fetch(:v1), metadata:)
+      with_retries(true) do
+        await_connection
+        Snapshot.start(@stubs.fetch(:v1), metadata:)
+      end
     end
 
     def close
@@ -94,18 +103,6 @@ module KeyValue
 
     def check_open
       raise IOError, "the client is closed" if @closed
-    end
-
-    # The waits before each retry of a call (none unless it is +safe+ and
-    # there is a policy).
-    def retry_delays(safe)
-      safe && @retry_policy ? @retry_policy.delays.to_a : []
-    end
-
-    # The wait before retrying after +error+ (nil: raise it), taken from
-    # +delays+ (see #retry_delays).
-    def retry_delay(error, delays)
-      @retry_policy&.retried?(error) ? delays.shift : nil
     end
 
     # Whether the channel has a connection now.

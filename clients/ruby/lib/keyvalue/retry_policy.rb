@@ -9,8 +9,8 @@ module KeyValue
   # and only ever applies to calls that are safe to repeat:
   #
   # - reads (get, get_record, range, count, batch_get, lease_info, a txn
-  #   whose operations are all reads, and the start of a watch, whose
-  #   registration is retried): repeating one changes nothing;
+  #   whose operations are all reads, and the start of a watch or of a
+  #   snapshot): repeating one changes nothing;
   # - lease_keep_alive: restarting a TTL twice is the same as once;
   # - writes the caller marks safe with idempotent: true (set, put, delete,
   #   delete_if, batch_put, txn, compare_and_set, lease_grant,

@@ -46,15 +46,7 @@ module KeyValue
     # start of a watch is safe to repeat: the connection's RetryPolicy
     # retries it.
     def start(&)
-      delays = @connection.retry_delays(true)
-      begin
-        start_reclaiming(&)
-      rescue ServerUnavailable => e
-        raise unless (delay = @connection.retry_delay(e, delays))
-
-        sleep delay
-        retry
-      end
+      @connection.with_retries(true) { start_reclaiming(&) }
     end
 
     # Cancels every watch still open (Client#close).
@@ -71,8 +63,9 @@ module KeyValue
       begin
         Watch.new(register(&))
       rescue ResourceExhausted
-        # Only a client with watches open may have dropped some.
-        deadline ||= open_count.zero? ? 0 : monotonic + RECLAIM_SECONDS
+        # Only a client with watches open may have dropped some; one that
+        # closed some just now waits for the server to free their slots.
+        deadline ||= reclaimable? ? monotonic + RECLAIM_SECONDS : 0
         raise if monotonic > deadline
 
         collected = collect(collected)
@@ -99,7 +92,7 @@ module KeyValue
     # Keeps +session+ among the open ones, watched by the monitor; returns it.
     def track(session)
       @lock.synchronize do
-        @sessions = @sessions.reject(&:closed?) << session
+        @sessions = @sessions.select { |kept| kept.recent?(RECLAIM_SECONDS) } << session
         @monitor ||= Thread.new { monitor }
       end
       session
@@ -156,8 +149,10 @@ module KeyValue
       end
     end
 
-    def open_count
-      open_sessions.size
+    # Whether a refusal at --max-watchers may pass: some watch of this
+    # client is open, or was closed a moment ago.
+    def reclaimable?
+      @lock.synchronize { @sessions.any? { |session| session.recent?(RECLAIM_SECONDS) } }
     end
 
     def monotonic

@@ -59,6 +59,11 @@ module KeyValue
       @state.closed?
     end
 
+    # Whether the watch is open, or was closed less than +seconds+ ago.
+    def recent?(seconds)
+      !closed? || @state.closed_within?(seconds)
+    end
+
     # The next Array of Events (one revision's, in order); nil once the
     # session is closed or the stream ended. Raises the error that ended it.
     def next_batch

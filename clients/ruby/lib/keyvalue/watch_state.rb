@@ -17,6 +17,7 @@ module KeyValue
       @registered = false
       @call = nil
       @rolling = false
+      @closed_at = nil
     end
 
     # Waits until the watch left :starting, for at most +timeout+ seconds
@@ -50,8 +51,15 @@ module KeyValue
     def close!
       change do
         @state = :closed unless @state == :failed
+        @closed_at ||= monotonic
         @call
       end
+    end
+
+    # Whether the watch was closed less than +seconds+ ago (the server may
+    # not have freed its slot yet).
+    def closed_within?(seconds)
+      !@closed_at.nil? && monotonic - @closed_at < seconds
     end
 
     # Makes +call+ the watch's current one (a new call is not rolling over);
