@@ -126,6 +126,27 @@ def test_a_watch_sees_a_put_made_right_after_it_returns(server: KvServer, key: s
     run(main())
 
 
+def test_an_async_watch_leaves_a_server_that_stops_gracefully_at_once(
+    kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    async def main(server: KvServer) -> None:
+        async with (
+            AsyncClient(server.address, wait_for_ready=True) as client,
+            await client.watch("agoaway/", prefix=True) as watch,
+        ):
+            revisions = [(await client.put("agoaway/0", "v")).revision]
+            seen = await take(watch, 1)
+            started = time.monotonic()
+            await asyncio.to_thread(server.restart)
+            assert time.monotonic() - started < 5, "the stop waited for the watch"
+            revisions.append((await client.put("agoaway/1", "v")).revision)
+            seen += await take(watch, 1)
+            assert [event.revision for event in seen] == revisions
+
+    for server in serve(kvserver_bin, tmp_path_factory, disk=True):  # the default 10 s grace
+        run(main(server))
+
+
 @pytest.mark.parametrize("kill", [False, True], ids=["graceful restart", "kill -9"])
 def test_an_async_watch_survives_a_restart_without_losing_or_repeating_events(
     disk_server: KvServer, kill: bool

@@ -27,8 +27,9 @@ WAIT = 10.0
 def disk_server(kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KvServer]:
     """A kvserver of its own on the disk backend, with a short history, restarted by tests.
 
-    kvserver waits for open watch streams for its whole shutdown grace before
-    it exits: a short grace keeps a graceful restart short.
+    kvserver waits for open streams (up to its shutdown grace) before it
+    exits; resuming watches leave at once, but a watch with ``resume=False``
+    stays: a short grace keeps such a restart short.
     """
     args = ["--watch-history", "3", "--shutdown-grace", "300ms"]
     yield from serve(kvserver_bin, tmp_path_factory, args, disk=True)
@@ -156,3 +157,29 @@ def test_cancelling_a_watch_while_it_resumes_ends_it_at_once(disk_server: KvServ
         assert collector.failure is None
         assert collector.watch.cancelled
         disk_server.start_again()
+
+
+@pytest.fixture
+def patient_server(
+    kvserver_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KvServer]:
+    """A disk-backed kvserver with the default 10 s --shutdown-grace."""
+    yield from serve(kvserver_bin, tmp_path_factory, disk=True)
+
+
+def test_a_watch_leaves_a_server_that_stops_gracefully_at_once(patient_server: KvServer) -> None:
+    # The server says GOAWAY and waits (up to its grace) for open streams: the
+    # watch moves to a new call instead of holding the old server up.
+    with Client(patient_server.address, wait_for_ready=True) as client:
+        collector = _Collector(client.watch("goaway/", prefix=True))
+        try:
+            revisions = _put_all(client, ["goaway/0"])
+            collector.wait_for(1)
+            started = time.monotonic()
+            patient_server.restart()
+            assert time.monotonic() - started < 5, "the stop waited for the watch"
+            revisions += _put_all(client, ["goaway/1"])
+            events = collector.wait_for(2)
+        finally:
+            collector.stop()
+    assert [event.revision for event in events] == revisions

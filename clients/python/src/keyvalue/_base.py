@@ -9,9 +9,11 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -85,6 +87,31 @@ class ClientBase(ABC):
         self._channel = self._open_channel(self._config.address.target, self._config.credentials)
         self._stub = api_pb2_grpc.KeyValueStub(self._channel)
         self._kv = kv_pb2_grpc.KVStub(self._channel)
+        self._watches: weakref.WeakSet[WatchBase] = weakref.WeakSet()
+        """The resuming watches open on this client, moved when the server goes away."""
+        self._watches_lock = threading.Lock()
+        self._channel_state: grpc.ChannelConnectivity | None = None
+
+    def _note_channel_state(self, state: grpc.ChannelConnectivity) -> None:
+        """Move every resuming watch to a new call when the connection is going away.
+
+        A server shutting down gracefully sends GOAWAY: the channel leaves
+        ``READY`` at once, but the open streams stay on the old connection,
+        and the server waits for them (up to its ``--shutdown-grace``) before
+        it exits. Leaving at once lets it stop, and each watch resumes from
+        its next revision on whatever the channel connects to next.
+        """
+        previous, self._channel_state = self._channel_state, state
+        if previous is grpc.ChannelConnectivity.READY and state is not previous:
+            with self._watches_lock:
+                watches = list(self._watches)
+            for watch in watches:
+                watch.leave()
+
+    def _add_watch(self, watch: WatchBase) -> None:
+        """Move ``watch`` too when the connection goes away (it resumes)."""
+        with self._watches_lock:
+            self._watches.add(watch)
 
     @abstractmethod
     def _open_channel(self, target: str, credentials: grpc.ChannelCredentials | None) -> Any:
@@ -130,3 +157,7 @@ class ClientBase(ABC):
         auth = " token" if self._config.metadata else ""
         name = type(self).__name__
         return f"<{name} {self.address} timeout={self.timeout}{security}{auth} {state}>"
+
+
+if TYPE_CHECKING:
+    from keyvalue.watch import WatchBase

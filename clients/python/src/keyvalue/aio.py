@@ -89,6 +89,7 @@ class AsyncClient(ClientBase):
     """
 
     def _open_channel(self, target: str, credentials: grpc.ChannelCredentials | None) -> Any:
+        self._following: asyncio.Task[None] | None = None
         if credentials is None:
             return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
@@ -213,7 +214,11 @@ class AsyncClient(ClientBase):
                 raise
             return call
 
-        return AsyncWatch(await start(), self._config.address.target, cursor, restart)
+        watch = AsyncWatch(await start(), self._config.address.target, cursor, restart)
+        if resume:
+            self._follow_channel()
+            self._add_watch(watch)
+        return watch
 
     async def snapshot(self, *, timeout: Timeout = CLIENT_TIMEOUT) -> AsyncSnapshot:
         """A consistent copy of every key and lease; see :meth:`keyvalue.Client.snapshot`."""
@@ -275,7 +280,22 @@ class AsyncClient(ClientBase):
         """Close the channel, cancelling what is under way. Calling it again does nothing."""
         if not self._closed:
             self._closed = True
+            if self._following is not None:
+                self._following.cancel()
             await self._channel.close()
+
+    def _follow_channel(self) -> None:
+        """Start the task that hands the channel's state changes to ``_note_channel_state``."""
+        if self._following is None:
+            self._following = asyncio.create_task(self._follow(), name="keyvalue-channel-state")
+
+    async def _follow(self) -> None:
+        state = self._channel.get_state(try_to_connect=False)
+        self._note_channel_state(state)
+        while True:
+            await self._channel.wait_for_state_change(state)
+            state = self._channel.get_state(try_to_connect=False)
+            self._note_channel_state(state)
 
     async def __aenter__(self) -> AsyncClient:
         return self

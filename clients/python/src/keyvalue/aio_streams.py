@@ -34,6 +34,10 @@ class _End(Exception):
     """The server ended the stream with ``OK``."""
 
 
+class _Left(Exception):
+    """The call was cancelled by :meth:`~keyvalue.watch.WatchBase.leave`."""
+
+
 class AsyncStream(StreamBase[T], ABC):
     """A ``grpc.aio`` server-streaming call that ends on :meth:`cancel`, ``async with`` or drop.
 
@@ -69,6 +73,8 @@ class AsyncStream(StreamBase[T], ABC):
         except asyncio.CancelledError:
             if self._cancelled:
                 return None
+            if getattr(self, "_leaving", False):
+                raise _Left from None
             raise  # the task itself was cancelled
         except grpc.RpcError as error:
             if self._cancelled:
@@ -101,10 +107,12 @@ class AsyncWatch(WatchBase, AsyncStream[Event]):
             try:
                 response: kv_pb2.WatchResponse | None = await self._receive()
             except _End:
-                if not self._cursor.resumes_after(None):
+                if not self._resumes_after(None):
                     return False
+            except _Left:
+                pass  # the call was ended by leave(): resume
             except KeyValueError as failure:
-                if not self._cursor.resumes_after(failure):
+                if not self._resumes_after(failure):
                     raise
             else:
                 if response is None:
@@ -116,7 +124,7 @@ class AsyncWatch(WatchBase, AsyncStream[Event]):
                 if call is not None:
                     call.cancel()
                 return False
-            self._call = call
+            self._resumed_on(call)
 
 
 class AsyncSnapshot(SnapshotBase, AsyncStream[KeyValue]):

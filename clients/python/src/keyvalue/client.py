@@ -139,6 +139,8 @@ class Client(ClientBase):
     """
 
     def _open_channel(self, target: str, credentials: grpc.ChannelCredentials | None) -> Any:
+        self._following = False
+        self._follow_lock = threading.Lock()
         if credentials is None:
             return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
@@ -332,7 +334,11 @@ class Client(ClientBase):
                 raise
             return call
 
-        return Watch(start(), self._config.address.target, cursor, restart)
+        watch = Watch(start(), self._config.address.target, cursor, restart)
+        if resume:
+            self._follow_channel()
+            self._add_watch(watch)
+        return watch
 
     # ---- snapshots ----------------------------------------------------------
 
@@ -483,7 +489,16 @@ class Client(ClientBase):
         """Close the channel. Calling it again does nothing."""
         if not self._closed:
             self._closed = True
+            if self._following:
+                self._channel.unsubscribe(self._note_channel_state)
             self._channel.close()
+
+    def _follow_channel(self) -> None:
+        """Have the channel's state changes reach :meth:`_note_channel_state` (once)."""
+        with self._follow_lock:
+            if not self._following:
+                self._following = True
+                self._channel.subscribe(self._note_channel_state, try_to_connect=False)
 
     def __enter__(self) -> Client:
         return self

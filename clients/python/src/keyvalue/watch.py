@@ -188,6 +188,26 @@ class WatchBase(StreamBase[Event]):
         super().__init__(call, address)
         self._cursor = cursor
         self._restart = restart
+        self._leaving = False
+        """Set by :meth:`leave`: the call's end is a move, not a failure."""
+
+    def leave(self) -> None:
+        """End the current call and resume on a new one (the connection is going away).
+
+        Does nothing for a watch that does not resume, or is cancelled.
+        """
+        if self._cursor.resume and not self._cancelled:
+            self._leaving = True
+            self._call.cancel()
+
+    def _resumes_after(self, failure: KeyValueError | None) -> bool:
+        """Whether to watch again after the stream ended so (``None``: with ``OK``)."""
+        return self._leaving or self._cursor.resumes_after(failure)
+
+    def _resumed_on(self, call: Any) -> None:
+        """Carry on with ``call``, a new stream from :attr:`next_revision`."""
+        self._call = call
+        self._leaving = False
 
     @property
     def next_revision(self) -> int:
@@ -224,10 +244,10 @@ class Watch(WatchBase, CancellableStream[Event]):
             try:
                 response: kv_pb2.WatchResponse | None = self._receive()
             except StopIteration:
-                if not self._cursor.resumes_after(None):
+                if not self._resumes_after(None):
                     raise
             except KeyValueError as failure:
-                if not self._cursor.resumes_after(failure):
+                if not self._resumes_after(failure):
                     raise
             else:
                 if response is None:
@@ -239,4 +259,4 @@ class Watch(WatchBase, CancellableStream[Event]):
                 if call is not None:
                     call.cancel()
                 return False
-            self._call = call
+            self._resumed_on(call)
