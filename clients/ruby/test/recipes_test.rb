@@ -7,7 +7,7 @@ require "test_helper"
 class RecipesTest < Minitest::Test
   include TestHelpers
 
-  TTL = 0.6
+  TTL = 0.9
 
   def test_a_kept_lease_outlives_three_ttls_and_is_revoked_when_the_block_ends
     key = unique_key("kept")

@@ -139,6 +139,11 @@ module KeyValue
     # is closed from another thread), then closes the watch; returns nil.
     # Without one, returns the Watch: read it with each or next, from any
     # thread, and close it when done (or leave each early, which closes it).
+    # To read on another thread, start the watch first and hand it over:
+    #
+    #   watch = client.watch("jobs/", prefix: true)
+    #   Thread.new { watch.each { |event| ... } }
+    #   client.put("jobs/1", "x") # seen
     #
     # resume: true (the default) makes the watch start again by itself after
     # a broken connection or a server restart, from the revision after the
