@@ -93,6 +93,18 @@ class WatchTest < Minitest::Test
     end
   end
 
+  def test_closing_the_client_ends_its_watches
+    client = KeyValue::Client.new(KvServerProcess.shared.address)
+    watch = client.watch(unique_key)
+    reader = Thread.new do
+      watch.each { flunk "no event was written" }
+      :ended
+    end
+    client.close
+    assert_equal :ended, value_within(reader, 5)
+    assert watch.closed?
+  end
+
   # Issue 18, bug 3: a watch dropped after next (no break, no close) held
   # its server slot until the process ended.
   def test_watches_dropped_after_next_do_not_exhaust_the_servers_watchers
