@@ -13,6 +13,9 @@
 //! - `kv`: `etcdserverpb.KV` (Range, Put, DeleteRange, Txn, Compact).
 //! - `watch`: `etcdserverpb.Watch`, many watches over one stream.
 //! - `lease`: `etcdserverpb.Lease`.
+//! - `lock`, `election`: etcd's server-side `v3lockpb.Lock` and
+//!   `v3electionpb.Election`, the `clientv3/concurrency` recipes run in the
+//!   server (`concurrency`).
 //! - `auth`: `etcdserverpb.Auth`'s Authenticate over `--auth-token-file`.
 //! - `maintenance`: `etcdserverpb.Maintenance` and `etcdserverpb.Cluster`:
 //!   this server as a one-member cluster (`identity`).
@@ -21,11 +24,14 @@
 //! [`Checks`]: crate::grpc::Checks
 
 mod auth;
+mod concurrency;
 mod convert;
+mod election;
 mod errors;
 mod identity;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod txn_rules;
 mod watch;
@@ -41,6 +47,8 @@ use crate::proto::etcd::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcd::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcd::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcd::etcdserverpb::watch_server::WatchServer;
+use crate::proto::etcd::v3electionpb::election_server::ElectionServer;
+use crate::proto::etcd::v3lockpb::lock_server::LockServer;
 use crate::storage::{Revision, Store};
 
 pub(crate) use identity::Identity;
@@ -92,6 +100,8 @@ impl<S: Store> Api<S> {
                 self.clone(),
             )))
             .add_service(ClusterServer::new(maintenance::ClusterApi(self.clone())))
+            .add_service(LockServer::new(lock::LockApi(self.clone())))
+            .add_service(ElectionServer::new(election::ElectionApi(self.clone())))
             .add_service(AuthServer::new(auth::AuthApi {
                 tokens: self.tokens.clone(),
                 api: self,

@@ -14,6 +14,7 @@ mod crash;
 mod disk;
 mod etcd;
 mod etcd_api;
+mod etcd_clients;
 #[path = "../support/etcd.rs"]
 mod etcd_process;
 mod harness;

@@ -1,0 +1,100 @@
+//! etcd's client libraries against kvserver: Go's clientv3 with its
+//! `concurrency` package (locks with contenders, an election with a
+//! failover, the server-side Lock and Election services), and
+//! python-etcd3. Each program prints what it saw; the same program runs
+//! against a real etcd, and the outputs must be equal.
+//!
+//! The Go program (`tests/etcd_clients/clientv3.go`) is built here, once
+//! per test run, with Debian's Go in GOPATH mode against Debian's etcd
+//! sources (`golang-etcd-server-dev`); the Python one
+//! (`tests/etcd_clients/etcd3_scenario.py`) runs on the system python,
+//! where Debian's `python3-etcd3` is.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::etcd::gateway;
+use crate::etcd_process::EtcdCluster;
+use crate::harness::Server;
+
+/// Builds the Go scenario into the test's scratch dir; returns its path.
+fn build_go_scenario() -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("etcd-clients");
+    let package = root.join("src/kvtest");
+    std::fs::create_dir_all(&package).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/etcd_clients/clientv3.go");
+    std::fs::copy(&source, package.join("main.go")).unwrap();
+    let binary = root.join("clientv3");
+    let output = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg("kvtest")
+        .env("GO111MODULE", "off")
+        .env("GOPATH", format!("{}:/usr/share/gocode", root.display()))
+        .env("GOFLAGS", "")
+        .output()
+        .expect("go runs (Debian's golang-go; scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "go build of the clientv3 scenario: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    binary
+}
+
+/// What the Go scenario printed for `sections` against `endpoint`.
+fn go_scenario(binary: &Path, endpoint: &str, sections: &[&str]) -> String {
+    let output = Command::new(binary)
+        .arg(endpoint)
+        .args(sections)
+        .output()
+        .expect("the scenario runs");
+    assert!(
+        output.status.success(),
+        "the Go scenario failed against {endpoint}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Every section of the Go scenario that kvserver serves as etcd does.
+const GO_SECTIONS: &[&str] = &[
+    "watches",
+    "mutex",
+    "election",
+    "lock-service",
+    "election-service",
+];
+
+#[test]
+fn go_clientv3_and_its_concurrency_package_see_kvserver_as_etcd() {
+    let binary = build_go_scenario();
+    let etcd = EtcdCluster::single();
+    let reference = go_scenario(
+        &binary,
+        etcd.url(0).trim_start_matches("http://"),
+        GO_SECTIONS,
+    );
+    // The scenario is shown right by etcd itself.
+    for expected in [
+        "m2 waits while m1 holds the lock",
+        "m2 holds the lock after m1 unlocked",
+        "after the leader's lease expired, leader: two",
+        "observed the failover: two",
+        "lock 2 holds it after the holder's lease went",
+        "two leads after one resigned",
+        "watch without puts: DELETE gw/a=",
+    ] {
+        assert!(
+            reference.contains(expected),
+            "{expected:?} not in:\n{reference}"
+        );
+    }
+    let memory = Server::start();
+    assert_eq!(go_scenario(&binary, memory.addr(), GO_SECTIONS), reference);
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Server::start_on_disk(dir.path(), &[]);
+    assert_eq!(go_scenario(&binary, disk.addr(), GO_SECTIONS), reference);
+    let through = gateway(&etcd.endpoints(), &["--etcd-prefix", "gw-go/"]);
+    assert_eq!(go_scenario(&binary, through.addr(), GO_SECTIONS), reference);
+}
