@@ -19,8 +19,12 @@
 //! - [`server`]: builds the tonic server from a store and a [`server::Config`] and
 //!   runs it on a listener until a shutdown future resolves. `kvserver` and the
 //!   tests share this one entry point.
-//! - [`metrics`]: Prometheus counters, the layer that counts requests, and
-//!   the `/metrics` endpoint.
+//! - [`metrics`]: Prometheus counters and their rendering, and the layer
+//!   that counts gRPC requests (no sockets).
+//! - [`http`]: the HTTP listener (`--http-listen`): `/metrics`, probes, the
+//!   JSON API with Server-Sent Events, and the browser console.
+//! - `transport`: accepting connections for every listener: the connection
+//!   limit, connection counting, the pause after a failed accept.
 //! - [`shutdown`]: the shutdown signal (SIGINT / SIGTERM) as a future.
 //! - [`tls`]: rustls server setup, certificate reload, TLS connections.
 //! - [`client`]: a typed async client of the tutorial API, used by `kv`.
@@ -46,6 +50,7 @@ pub mod config_file;
 pub mod duration;
 mod etcd_api;
 pub mod grpc;
+pub mod http;
 pub mod kv_cli;
 pub mod metrics;
 pub mod proto;
@@ -53,4 +58,5 @@ pub mod server;
 pub mod shutdown;
 pub mod storage;
 pub mod tls;
+mod transport;
 pub mod usage;

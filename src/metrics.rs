@@ -1,50 +1,43 @@
-//! Prometheus metrics (`--metrics-listen ADDR`, off by default).
+//! Prometheus metrics: counters, and their rendering; no sockets.
 //!
-//! [`Metrics`] is a fixed table of atomic counters: requests by method and
-//! status code, latency histograms by method, connections, and what the store
-//! reports (keys, bytes, commits, fsync time). The tower layer from
-//! [`Metrics::layer`] counts every request without a lock; [`serve`] answers
-//! `GET /metrics` in Prometheus' text format over plain HTTP/1.1 (a scrape
-//! needs nothing more, so no HTTP framework is compiled in for it).
+//! [`Metrics`] keeps, through the `prometheus-client` crate (the Prometheus
+//! project's own Rust client, which writes the OpenMetrics text format so
+//! nothing of the format is written by hand here): gRPC requests by method
+//! and status code, their latency by method, the JSON API's requests by
+//! route and HTTP status, connections, and, asked at each scrape, what the
+//! store reports (keys, bytes, revision, commits and a histogram of commit
+//! latency). The tower layer from [`Metrics::layer`] counts every gRPC
+//! request; the HTTP listener (`crate::http`) serves [`Metrics::render`] at
+//! `/metrics`.
+//!
+//! Method labels are the services' own method names, read from the
+//! descriptors of every service the server registers ([`served_methods`]);
+//! a path that names none of them counts as `other`, so a client cannot grow
+//! the label set. A method's series appear once it has been called.
 //!
 //! A request's code is the one at the start of its response: for unary
 //! calls that is their final status; a stream that fails later counts as OK.
 
-use std::fmt::Write as _;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tonic::Code;
 use tower::{Layer, Service};
 
 use crate::grpc::LayerFuture;
-use crate::storage::StoreStats;
+use crate::storage::{COMMIT_LATENCY_BOUNDS, StoreStats};
 
-/// The methods counted one by one; anything else counts as "other".
-const METHODS: [&str; 17] = [
-    "/simplekeyvalue.KeyValue/Set",
-    "/simplekeyvalue.KeyValue/Get",
-    "/keyvalue.v1.KV/Get",
-    "/keyvalue.v1.KV/Put",
-    "/keyvalue.v1.KV/Delete",
-    "/keyvalue.v1.KV/Range",
-    "/keyvalue.v1.KV/Txn",
-    "/keyvalue.v1.KV/BatchGet",
-    "/keyvalue.v1.KV/BatchPut",
-    "/keyvalue.v1.KV/Watch",
-    "/keyvalue.v1.KV/LeaseGrant",
-    "/keyvalue.v1.KV/LeaseKeepAlive",
-    "/keyvalue.v1.KV/LeaseRevoke",
-    "/keyvalue.v1.KV/LeaseInfo",
-    "/keyvalue.v1.KV/Snapshot",
-    "/grpc.health.v1.Health/Check",
-    "other",
-];
+/// The label of a request to a path that is none of the served methods.
+const OTHER: &str = "other";
 /// gRPC status codes 0 to 16.
 const CODES: usize = 17;
 /// Upper bounds of the latency buckets, in seconds.
@@ -53,164 +46,221 @@ const BUCKETS: [f64; 14] = [
     1.0,
 ];
 
-fn method_index(path: &str) -> usize {
-    METHODS
-        .iter()
-        .position(|method| *method == path)
-        .unwrap_or(METHODS.len() - 1)
+/// The Content-Type of [`Metrics::render`]'s page.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every method path (`/package.Service/Method`) of the services described
+/// in the encoded `FileDescriptorSet`s.
+pub fn served_methods(descriptor_sets: &[&[u8]]) -> Vec<String> {
+    use prost::Message;
+    let mut methods = Vec::new();
+    for encoded in descriptor_sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(*encoded) else {
+            continue;
+        };
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+    }
+    methods
 }
 
-/// A latency histogram with fixed buckets.
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_nanos: AtomicU64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    code: String,
 }
 
-impl Histogram {
-    fn new() -> Histogram {
-        Histogram {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            count: AtomicU64::new(0),
-            sum_nanos: AtomicU64::new(0),
-        }
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
 
-    fn record(&self, seconds: f64) {
-        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
-            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos
-            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    status: u16,
+}
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The series of one method, made when first used (so a request finds them
+/// with one map lookup and no lock or allocation).
+#[derive(Default)]
+struct MethodSeries {
+    by_code: [OnceLock<Counter>; CODES],
+    latency: OnceLock<Histogram>,
 }
 
 /// Every counter of the server.
 pub struct Metrics {
-    requests: Vec<[AtomicU64; CODES]>,
-    latency: Vec<Histogram>,
-    connections_open: AtomicU64,
-    connections_total: AtomicU64,
-    /// Asked at each scrape.
-    store_stats: Box<dyn Fn() -> StoreStats + Send + Sync>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily<MethodLabels>,
+    methods: HashMap<String, MethodSeries>,
+    other: MethodSeries,
+    http_requests: Family<HttpLabels, Counter>,
+    http_latency: HistogramFamily<RouteLabels>,
+    connections: [Connections; 2],
+}
+
+/// The connections of one listener.
+#[derive(Default)]
+struct Connections {
+    open: Gauge,
+    total: Counter,
+}
+
+/// Which listener a connection came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// The gRPC listener (`--listen`).
+    Grpc = 0,
+    /// The HTTP listener (`--http-listen`).
+    Http = 1,
 }
 
 impl Metrics {
-    /// Counters at zero; `store_stats` is asked at each scrape.
-    pub fn new(store_stats: impl Fn() -> StoreStats + Send + Sync + 'static) -> Metrics {
-        Metrics {
-            requests: METHODS
-                .iter()
-                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
-                .collect(),
-            latency: METHODS.iter().map(|_| Histogram::new()).collect(),
-            connections_open: AtomicU64::new(0),
-            connections_total: AtomicU64::new(0),
-            store_stats: Box::new(store_stats),
-        }
-    }
-
-    /// A connection opened; the guard counts it closed when dropped.
-    pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
-        self.connections_open.fetch_add(1, Ordering::Relaxed);
-        self.connections_total.fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard(Arc::clone(self))
-    }
-
-    fn record(&self, method: usize, code: Code, seconds: f64) {
-        let code = (code as usize).min(CODES - 1);
-        self.requests[method][code].fetch_add(1, Ordering::Relaxed);
-        self.latency[method].record(seconds);
-    }
-
-    /// The metrics page, in Prometheus' text format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP kv_requests_total gRPC requests by method and status code.\n");
-        out.push_str("# TYPE kv_requests_total counter\n");
-        for (method, codes) in METHODS.iter().zip(&self.requests) {
-            for (code, count) in codes.iter().enumerate() {
-                let count = count.load(Ordering::Relaxed);
-                if count > 0 {
-                    let code = format!("{:?}", Code::from_i32(code as i32));
-                    let _ = writeln!(
-                        out,
-                        "kv_requests_total{{method=\"{method}\",code=\"{code}\"}} {count}"
-                    );
-                }
-            }
-        }
-        out.push_str("# HELP kv_request_duration_seconds Time to the start of the response.\n");
-        out.push_str("# TYPE kv_request_duration_seconds histogram\n");
-        for (method, histogram) in METHODS.iter().zip(&self.latency) {
-            if histogram.count.load(Ordering::Relaxed) > 0 {
-                histogram.render(
-                    &mut out,
-                    "kv_request_duration_seconds",
-                    &format!("method=\"{method}\""),
-                );
-            }
-        }
-        let stats = (self.store_stats)();
-        let gauges = [
-            (
-                "kv_connections_open",
-                "gauge",
-                "Client connections open.",
-                self.connections_open.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "kv_connections_total",
-                "counter",
-                "Client connections accepted.",
-                self.connections_total.load(Ordering::Relaxed) as f64,
-            ),
-            ("kv_keys", "gauge", "Keys stored.", stats.keys as f64),
-            (
-                "kv_store_disk_bytes",
-                "gauge",
-                "Bytes the data file takes (disk backend).",
-                stats.disk_bytes as f64,
-            ),
-            (
-                "kv_store_revision",
-                "gauge",
-                "The store's revision.",
-                stats.revision as f64,
-            ),
-            (
-                "kv_store_commits_total",
-                "counter",
-                "Group commits (disk backend).",
-                stats.commits as f64,
-            ),
-            (
-                "kv_store_commit_seconds_total",
-                "counter",
-                "Time in commits, fsync included (disk backend).",
-                stats.commit_nanos as f64 / 1e9,
-            ),
-        ];
-        for (name, kind, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    /// Counters at zero for requests to `methods` (paths as
+    /// [`served_methods`] gives them); `store_stats` is asked at each scrape.
+    pub fn new(
+        methods: Vec<String>,
+        store_stats: impl Fn() -> StoreStats + Send + Sync + 'static,
+    ) -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "kv_requests",
+            "gRPC requests by method and status code",
+            requests.clone(),
+        );
+        let latency: HistogramFamily<MethodLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "kv_request_duration_seconds",
+            "Time to the start of the response, by gRPC method",
+            latency.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "kv_http_requests",
+            "HTTP requests (JSON API, console, probes) by route and status",
+            http_requests.clone(),
+        );
+        let http_latency: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "kv_http_request_duration_seconds",
+            "Time to the start of the response, by HTTP route",
+            http_latency.clone(),
+        );
+        let connections = [Connections::default(), Connections::default()];
+        for (prefix, listener, of) in [
+            ("kv", "gRPC", &connections[Listener::Grpc as usize]),
+            ("kv_http", "HTTP", &connections[Listener::Http as usize]),
+        ] {
+            registry.register(
+                format!("{prefix}_connections_open"),
+                format!("{listener} client connections open"),
+                of.open.clone(),
+            );
+            registry.register(
+                format!("{prefix}_connections"),
+                format!("{listener} client connections accepted"),
+                of.total.clone(),
             );
         }
+        registry.register_collector(Box::new(StoreCollector(Box::new(store_stats))));
+        Metrics {
+            registry,
+            requests,
+            latency,
+            methods: methods
+                .into_iter()
+                .map(|method| (method, MethodSeries::default()))
+                .collect(),
+            other: MethodSeries::default(),
+            http_requests,
+            http_latency,
+            connections,
+        }
+    }
+
+    /// A connection to `listener` opened; the guard counts it closed when
+    /// dropped.
+    pub fn connection(self: &Arc<Self>, listener: Listener) -> ConnectionGuard {
+        let connections = &self.connections[listener as usize];
+        connections.open.inc();
+        connections.total.inc();
+        ConnectionGuard(Arc::clone(self), listener)
+    }
+
+    fn record(&self, path: &str, code: Code, seconds: f64) {
+        let (method, series) = match self.methods.get_key_value(path) {
+            Some((method, series)) => (method.as_str(), series),
+            None => (OTHER, &self.other),
+        };
+        let code = (code as usize).min(CODES - 1);
+        series.by_code[code]
+            .get_or_init(|| {
+                let labels = RequestLabels {
+                    method: method.to_owned(),
+                    code: format!("{:?}", Code::from_i32(code as i32)),
+                };
+                self.requests.get_or_create(&labels).clone()
+            })
+            .inc();
+        series
+            .latency
+            .get_or_init(|| {
+                let labels = MethodLabels {
+                    method: method.to_owned(),
+                };
+                self.latency.get_or_create(&labels).clone()
+            })
+            .observe(seconds);
+    }
+
+    /// Counts an HTTP request to `route` (the router's pattern, not the
+    /// path, so keys never become labels) answered with `status`.
+    pub fn record_http(&self, route: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.http_latency
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// The metrics page, in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; a metric that could not be
+        // encoded would leave the page short rather than end the server.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 
@@ -220,16 +270,80 @@ impl Metrics {
     }
 }
 
-/// Counts a connection as closed when dropped.
-pub struct ConnectionGuard(Arc<Metrics>);
+/// The store's own figures, asked at each scrape.
+struct StoreCollector(Box<dyn Fn() -> StoreStats + Send + Sync>);
 
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+impl std::fmt::Debug for StoreCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreCollector")
     }
 }
 
-/// The layer (present only with `--metrics-listen`).
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let stats = (self.0)();
+        let gauges = [
+            ("kv_keys", "Keys stored", stats.keys as i64),
+            (
+                "kv_store_disk_bytes",
+                "Bytes the data file takes (disk backend)",
+                stats.disk_bytes as i64,
+            ),
+            (
+                "kv_store_revision",
+                "The store's revision",
+                stats.revision as i64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let commits = ConstCounter::new(stats.commits);
+        commits.encode(encoder.encode_descriptor(
+            "kv_store_commits",
+            "Group commits (disk backend)",
+            None,
+            commits.metric_type(),
+        )?)?;
+        let commit_seconds = ConstCounter::new(stats.commit_nanos as f64 / 1e9);
+        commit_seconds.encode(encoder.encode_descriptor(
+            "kv_store_commit_seconds",
+            "Time in commits, fsync included (disk backend)",
+            None,
+            commit_seconds.metric_type(),
+        )?)?;
+        let buckets: Vec<(f64, u64)> = COMMIT_LATENCY_BOUNDS
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(stats.commit_latency)
+            .collect();
+        let mut histogram = encoder.encode_descriptor(
+            "kv_store_commit_duration_seconds",
+            "Time of each group commit, fsync included (disk backend)",
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        histogram.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            stats.commit_nanos as f64 / 1e9,
+            stats.commits,
+            &buckets,
+            None,
+        )
+    }
+}
+
+/// Counts a connection as closed when dropped.
+pub struct ConnectionGuard(Arc<Metrics>, Listener);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections[self.1 as usize].open.dec();
+    }
+}
+
+/// The layer (present only when metrics are kept).
 #[derive(Clone)]
 pub struct MetricsLayer(Arc<Metrics>);
 
@@ -268,145 +382,47 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let metrics = Arc::clone(&self.metrics);
-        let method = method_index(request.uri().path());
         let started = Instant::now();
+        // The path is kept only until the response: a map lookup then finds
+        // the method's series.
+        let path = request.uri().clone();
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
             let code =
                 tonic::Status::from_header_map(response.headers()).map_or(Code::Ok, |s| s.code());
-            metrics.record(method, code, started.elapsed().as_secs_f64());
+            metrics.record(path.path(), code, started.elapsed().as_secs_f64());
             Ok(response)
         })
     }
 }
 
-/// Answers `GET /metrics` on `listener` until the future is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            // Out of file descriptors, say: pause rather than spin.
-            tokio::time::sleep(crate::server::ACCEPT_PAUSE).await;
-            continue;
-        };
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            let mut request = vec![0u8; 4096];
-            let read = match tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                stream.read(&mut request),
-            )
-            .await
-            {
-                Ok(Ok(read)) => read,
-                _ => return,
-            };
-            let head = String::from_utf8_lossy(&request[..read]);
-            let (status, body) =
-                if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
-                    ("200 OK", metrics.render())
-                } else {
-                    ("404 Not Found", "only GET /metrics is here\n".to_owned())
-                };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
-    }
-}
-
-/// A connection counted open for as long as it lives (when metrics are on),
-/// holding its place under the connection limit (when there is one).
-pub struct Tracked<T> {
-    inner: T,
-    _guard: Option<ConnectionGuard>,
-    _place: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl<T> Tracked<T> {
-    /// `inner`, counted in `metrics` if there are any, holding `place`.
-    pub fn new(
-        inner: T,
-        metrics: Option<&Arc<Metrics>>,
-        place: Option<tokio::sync::OwnedSemaphorePermit>,
-    ) -> Tracked<T> {
-        Tracked {
-            inner,
-            _guard: metrics.map(Metrics::connection),
-            _place: place,
-        }
-    }
-}
-
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected for Tracked<T> {
-    type ConnectInfo = T::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use prost::Message;
-
-    use super::METHODS;
+    use super::*;
+    use crate::storage::StoreStats;
 
     #[test]
-    fn every_method_of_our_services_is_counted_by_name() {
-        let descriptors =
-            prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).unwrap();
-        for file in descriptors.file {
-            for service in &file.service {
-                for method in &service.method {
-                    let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
-                    assert!(METHODS.contains(&path.as_str()), "{path} is not in METHODS");
-                }
-            }
+    fn methods_are_labelled_by_their_own_names_and_strangers_as_other() {
+        let methods = served_methods(&[crate::proto::FILE_DESCRIPTOR_SET]);
+        assert!(methods.contains(&"/keyvalue.v1.KV/Put".to_owned()));
+        assert!(methods.contains(&"/simplekeyvalue.KeyValue/Get".to_owned()));
+        let metrics = Metrics::new(methods, StoreStats::default);
+        metrics.record("/keyvalue.v1.KV/Put", Code::Ok, 0.001);
+        metrics.record("/keyvalue.v1.KV/Put", Code::Ok, 0.001);
+        metrics.record("/no.such/Method", Code::Unimplemented, 0.001);
+        metrics.record_http("/v1/kv/{*key}", 404, 0.002);
+        let page = metrics.render();
+        for expected in [
+            "kv_requests_total{method=\"/keyvalue.v1.KV/Put\",code=\"Ok\"} 2",
+            "kv_requests_total{method=\"other\",code=\"Unimplemented\"} 1",
+            "kv_request_duration_seconds_count{method=\"/keyvalue.v1.KV/Put\"} 2",
+            "kv_http_requests_total{route=\"/v1/kv/{*key}\",status=\"404\"} 1",
+            "kv_store_commit_duration_seconds_count 0",
+            "# EOF",
+        ] {
+            assert!(page.contains(expected), "{expected} in:\n{page}");
         }
+        assert!(!page.contains("no.such"), "{page}");
     }
 }

@@ -5,7 +5,6 @@
 //! hand it over together with a store and a shutdown future.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use tonic_health::ServingStatus;
@@ -22,29 +20,36 @@ use crate::etcd_api::{Api as EtcdApi, Identity};
 use crate::grpc::{
     AuthLayer, KvService, Limits, ShedLayer, Tokens, TutorialService, oversize_layer,
 };
-use crate::metrics::{self, Metrics, Tracked};
+use crate::metrics::{Listener, Metrics, served_methods};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::storage::Store;
 use crate::tls::{self, TlsSetup};
-use tokio_stream::{Stream, StreamExt};
+use crate::transport::Admission;
 use tower::util::option_layer;
 
-/// Where the server listens: gRPC, and optionally the metrics endpoint.
+/// Where the server listens: gRPC, and optionally HTTP.
 pub struct Listeners {
     /// The gRPC services.
     pub grpc: TcpListener,
-    /// `GET /metrics` (`--metrics-listen`); `None`: no metrics are kept.
-    pub metrics: Option<TcpListener>,
+    /// Metrics, probes, the JSON API and the console (`--http-listen`, or
+    /// its alias `--metrics-listen`); `None`: no metrics are kept.
+    pub http: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
     fn from(grpc: TcpListener) -> Listeners {
-        Listeners {
-            grpc,
-            metrics: None,
-        }
+        Listeners { grpc, http: None }
     }
 }
+
+/// The descriptors of every service the gRPC listener serves: reflection
+/// answers from them, and metrics label requests by their method names.
+const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
 
 /// How the server behaves, independent of where it listens and what it stores.
 #[derive(Clone, Debug)]
@@ -100,14 +105,15 @@ pub async fn run<S: Store>(
 ) -> Result<(), tonic::transport::Error> {
     let Listeners {
         grpc: listener,
-        metrics: metrics_listener,
+        http: http_listener,
     } = listeners.into();
     let store = Arc::new(store);
-    let metrics = metrics_listener.map(|listener| {
+    // Metrics are kept when there is an HTTP listener to serve them.
+    let metrics = http_listener.as_ref().map(|_| {
         let stats_of = Arc::clone(&store);
-        let metrics = Arc::new(Metrics::new(move || stats_of.stats()));
-        let endpoint = tokio::spawn(metrics::serve(listener, Arc::clone(&metrics)));
-        (metrics, endpoint)
+        Arc::new(Metrics::new(served_methods(&DESCRIPTOR_SETS), move || {
+            stats_of.stats()
+        }))
     });
     let tutorial = TutorialService::new(Arc::clone(&store), config.limits, config.log_requests);
     let kv = KvService::new(Arc::clone(&store), config.limits);
@@ -120,8 +126,12 @@ pub async fn run<S: Store>(
     report_health(&health, *available.borrow_and_update()).await;
     let availability = tokio::spawn(follow_availability(available, health.clone()));
     let availability_after_serving = availability.abort_handle();
+    // Both versions list every service served, health and both reflection
+    // versions included, as grpc-go servers do (`grpcurl list`).
     let reflection = |builder: tonic_reflection::server::Builder<'static>| {
-        builder.register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        DESCRIPTOR_SETS.iter().fold(builder, |builder, set| {
+            builder.register_encoded_file_descriptor_set(set)
+        })
     };
     let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
         .build_v1()
@@ -136,12 +146,14 @@ pub async fn run<S: Store>(
     let (shutdown_started, grace_starts) = oneshot::channel::<()>();
     // Layers that are off are left out (not passed through), so they cost
     // a request nothing.
-    let counting = option_layer(metrics.as_ref().map(|(metrics, _)| metrics.layer()));
+    let counting = option_layer(metrics.as_ref().map(|metrics| metrics.layer()));
     let authenticating = option_layer(config.auth.clone().map(AuthLayer::new));
+    // One in-flight limit for gRPC and the JSON API together.
+    let shed = config.max_in_flight.map(ShedLayer::new);
     let router = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .layer(counting)
-        .layer(option_layer(config.max_in_flight.map(ShedLayer::new)))
+        .layer(option_layer(shed.clone()))
         .layer(oversize_layer(config.limits))
         .layer(authenticating)
         .add_service(tutorial.into_server())
@@ -150,6 +162,34 @@ pub async fn run<S: Store>(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let router = etcd.add_to(router);
+    // True once shutdown starts: the HTTP listener stops then too.
+    let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
+    // One connection limit for every listener.
+    let admission = Admission::new(config.max_connections, metrics.clone());
+    let http = match (http_listener, metrics) {
+        (Some(listener), Some(metrics)) => {
+            let shared = Arc::new(crate::http::Shared {
+                kv: KvService::new(Arc::clone(&store), config.limits),
+                limits: config.limits,
+                tokens: config.auth.clone(),
+                shed,
+                metrics,
+                health: tonic_health::server::HealthService::from_health_reporter(health.clone()),
+                stopping: stopping_seen.clone(),
+            });
+            let router = crate::http::router(shared);
+            let connections = admission.clone().connections(listener, Listener::Http);
+            Some(match &config.tls {
+                Some(tls) => tokio::spawn(crate::http::serve(
+                    tls::incoming(connections, Arc::new(tls.for_http())),
+                    router,
+                    stopping_seen,
+                )),
+                None => tokio::spawn(crate::http::serve(connections, router, stopping_seen)),
+            })
+        }
+        _ => None,
+    };
     let shutdown = async move {
         shutdown.await;
         // Stopped for good before NOT_SERVING goes out, so that a change of
@@ -159,6 +199,7 @@ pub async fn run<S: Store>(
         // Load balancers and probes stop sending new work while the
         // in-flight requests finish.
         report_health(&health, false).await;
+        let _ = stopping.send(true);
         let _ = shutdown_started.send(());
     };
     // SIGHUP is taken whether or not there is anything to reload: its
@@ -171,13 +212,8 @@ pub async fn run<S: Store>(
             None
         }
     };
-    // Each connection is counted open while it lives (when metrics are on).
-    let tracked = metrics.as_ref().map(|(metrics, _)| Arc::clone(metrics));
     // The connection limit applies at accept, before any TLS handshake.
-    let admission = Admission::new(config.max_connections);
-    let connections =
-        pause_after_failed_accepts(TcpIncoming::from(listener).with_nodelay(Some(true)))
-            .filter_map(move |stream| admission.admit(stream, tracked.as_ref()));
+    let connections = admission.connections(listener, Listener::Grpc);
     let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + '_>> =
         match &config.tls {
             Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
@@ -194,6 +230,16 @@ pub async fn run<S: Store>(
             std::future::pending::<()>().await;
         }
     };
+    let http_stopped = http.as_ref().map(|task| task.abort_handle());
+    // Done when both listeners are: the HTTP one finishes its requests
+    // after shutdown starts, as gRPC does.
+    let serve = async move {
+        let served = serve.await;
+        if let (Ok(()), Some(http)) = (&served, http) {
+            let _ = http.await;
+        }
+        served
+    };
     let served = tokio::select! {
         result = serve => {
             result.map(|()| info!("all connections closed"))
@@ -208,8 +254,8 @@ pub async fn run<S: Store>(
     };
     expiry.abort();
     availability_after_serving.abort();
-    if let Some((_, endpoint)) = metrics {
-        endpoint.abort();
+    if let Some(http) = http_stopped {
+        http.abort();
     }
     if let Some(reload) = reload {
         reload.abort();
@@ -296,110 +342,5 @@ async fn reload_on_sighup(mut hangups: tokio::signal::unix::Signal, tls: Option<
             Some(Err(error)) => warn!("SIGHUP: kept the old TLS certificate: {error}"),
             None => info!("SIGHUP: nothing to reload (no --tls-cert); the server goes on"),
         }
-    }
-}
-
-/// The connection limit: a connection beyond it is closed as soon as it is
-/// accepted (its client sees UNAVAILABLE and may try another server).
-#[derive(Clone)]
-struct Admission {
-    places: Option<(Arc<tokio::sync::Semaphore>, usize)>,
-    refusals: Arc<ThrottledWarning>,
-}
-
-/// A warning that may recur often, given at most once per [`WARN_EVERY`]
-/// with how many times its cause happened since the last: a client that
-/// reconnects in a loop, or a listener out of file descriptors, must not
-/// flood the log.
-#[derive(Default)]
-struct ThrottledWarning {
-    /// When the last warning went out, and the occurrences since.
-    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
-}
-
-/// The least time between two warnings about the same cause.
-const WARN_EVERY: Duration = Duration::from_secs(10);
-
-impl ThrottledWarning {
-    /// Counts one occurrence; returns how many to report if a warning is due.
-    fn occurred(&self) -> Option<u64> {
-        let mut state = self.state.lock().expect("throttled warning lock");
-        let (last_warning, unreported) = &mut *state;
-        *unreported += 1;
-        let now = std::time::Instant::now();
-        if last_warning.is_some_and(|last| now.duration_since(last) < WARN_EVERY) {
-            return None;
-        }
-        *last_warning = Some(now);
-        Some(std::mem::take(unreported))
-    }
-}
-
-/// Pause after a failed accept before the next.
-pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
-
-/// The accepted connections, where a failed accept is followed by a pause
-/// (and a warning, now and then). A failure such as EMFILE (out of file
-/// descriptors) lasts, and the listener stays readable meanwhile: retrying at
-/// once, which is what tonic does after skipping the error, spins a core
-/// until a descriptor frees up.
-fn pause_after_failed_accepts<T>(
-    accepted: impl Stream<Item = io::Result<T>>,
-) -> impl Stream<Item = io::Result<T>> {
-    let failures = Arc::new(ThrottledWarning::default());
-    accepted.then(move |accepted| {
-        let failures = Arc::clone(&failures);
-        async move {
-            if let Err(error) = &accepted {
-                if let Some(failed) = failures.occurred() {
-                    warn!(
-                        failed,
-                        "accepting a connection failed: {error} ({failed} time(s) since the \
-                         last warning); if out of file descriptors, raise the limit (ulimit \
-                         -n, LimitNOFILE) or lower --max-connections"
-                    );
-                }
-                tokio::time::sleep(ACCEPT_PAUSE).await;
-            }
-            accepted
-        }
-    })
-}
-
-impl Admission {
-    fn new(limit: Option<usize>) -> Admission {
-        Admission {
-            places: limit.map(|limit| (Arc::new(tokio::sync::Semaphore::new(limit)), limit)),
-            refusals: Arc::default(),
-        }
-    }
-
-    /// The accepted connection, counted, or `None` if it is one too many.
-    fn admit<T, E>(
-        &self,
-        accepted: Result<T, E>,
-        metrics: Option<&Arc<Metrics>>,
-    ) -> Option<Result<Tracked<T>, E>> {
-        let io = match accepted {
-            Ok(io) => io,
-            Err(error) => return Some(Err(error)),
-        };
-        let place = match &self.places {
-            None => None,
-            Some((places, limit)) => match Arc::clone(places).try_acquire_owned() {
-                Ok(place) => Some(place),
-                Err(_) => {
-                    if let Some(refused) = self.refusals.occurred() {
-                        warn!(
-                            refused,
-                            "{limit} connections are open, the limit (--max-connections): \
-                             closed {refused} new one(s) since the last warning"
-                        );
-                    }
-                    return None;
-                }
-            },
-        };
-        Some(Ok(Tracked::new(io, metrics, place)))
     }
 }

@@ -183,9 +183,15 @@ struct Args {
     #[arg(long, env = "KVSERVER_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics (off by default). Port 0
-    /// picks a free port, announced as `metrics on <address>`.
-    #[arg(long, env = "KVSERVER_METRICS_LISTEN")]
+    /// Serve HTTP on ADDR (off by default): the browser console at /, the
+    /// JSON API under /v1/ (docs/API.md), Prometheus metrics at /metrics, and
+    /// /healthz and /readyz; with TLS and tokens as on the gRPC port. Port 0
+    /// picks a free port, announced as `http on <url>`.
+    #[arg(long, env = "KVSERVER_HTTP_LISTEN")]
+    http_listen: Option<String>,
+
+    /// The old name of --http-listen, kept so existing setups go on working.
+    #[arg(long, env = "KVSERVER_METRICS_LISTEN", conflicts_with = "http_listen")]
     metrics_listen: Option<String>,
 
     /// Require a token: the file's lines are `TOKEN ROLE [PREFIX]`, ROLE `read`
@@ -406,15 +412,17 @@ async fn serve_store<S: Store>(
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
-    let metrics = match &args.metrics_listen {
-        Some(metrics_addr) => {
-            let listener = TcpListener::bind(metrics_addr)
+    let http = match args.http_listen.as_ref().or(args.metrics_listen.as_ref()) {
+        Some(http_addr) => {
+            let listener = TcpListener::bind(http_addr)
                 .await
-                .map_err(|e| format!("cannot listen on {metrics_addr} for metrics: {e}"))?;
+                .map_err(|e| format!("cannot listen on {http_addr} for HTTP: {e}"))?;
             let bound = listener
                 .local_addr()
-                .map_err(|e| format!("cannot read the metrics address: {e}"))?;
-            eprintln!("metrics on http://{bound}/metrics");
+                .map_err(|e| format!("cannot read the HTTP address: {e}"))?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            eprintln!("http on {scheme}://{bound}/");
+            eprintln!("metrics on {scheme}://{bound}/metrics");
             Some(listener)
         }
         None => None,
@@ -449,7 +457,7 @@ async fn serve_store<S: Store>(
     };
     let listeners = Listeners {
         grpc: listener,
-        metrics,
+        http,
     };
     server::run(listeners, store, config, shutdown)
         .await

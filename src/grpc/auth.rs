@@ -161,8 +161,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The scope of a request to `path` carrying `authorization` (or etcd's
 /// `token` metadata), or the status that refuses it. What a method may do
 /// comes from the registry (`methods`): a method it does not know is
-/// refused, whatever the token.
-fn authorize(
+/// refused, whatever the token. The HTTP API asks it too, with the path of
+/// the gRPC method a route stands for.
+pub(crate) fn authorize(
     tokens: &Tokens,
     path: &str,
     authorization: Option<&[u8]>,
@@ -172,6 +173,21 @@ fn authorize(
     if access == Access::Open {
         return Ok(None);
     }
+    let (role, scope) = identify(tokens, authorization)?;
+    if role == Role::Read && access == Access::Write {
+        return Err(Status::permission_denied(format!(
+            "the token may only read, and {path} writes"
+        )));
+    }
+    Ok(Some(scope))
+}
+
+/// The role and scope of the token in `authorization`, or the status that
+/// refuses it.
+pub(crate) fn identify(
+    tokens: &Tokens,
+    authorization: Option<&[u8]>,
+) -> Result<(Role, Scope), Status> {
     let Some(header) = authorization else {
         return Err(Status::unauthenticated(
             "this server needs a token: send metadata authorization: Bearer <token>",
@@ -183,12 +199,7 @@ fn authorize(
     let grant = tokens
         .find(token)
         .ok_or_else(|| Status::unauthenticated("the token is not valid"))?;
-    if grant.role == Role::Read && access == Access::Write {
-        return Err(Status::permission_denied(format!(
-            "the token may only read, and {path} writes"
-        )));
-    }
-    Ok(Some(grant.scope.clone()))
+    Ok((grant.role, grant.scope.clone()))
 }
 
 /// The layer (present only when there is a token file).

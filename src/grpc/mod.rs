@@ -20,7 +20,7 @@ mod tutorial;
 mod validate;
 
 pub(crate) use access::{Checks, scope_of};
-pub(crate) use auth::AuthLayer;
+pub(crate) use auth::{AuthLayer, authorize, identify};
 pub use auth::{Role, Scope, Tokens};
 pub use kv::KvService;
 pub(crate) use oversize::layer as oversize_layer;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tower::{Layer, Service};
 
@@ -45,6 +45,23 @@ impl<S> Layer<S> for ShedLayer {
     }
 }
 
+impl ShedLayer {
+    /// A place for one request (the HTTP API's, which shares the limit with
+    /// gRPC), held until dropped; `RESOURCE_EXHAUSTED` when there is none.
+    pub(crate) fn enter(&self) -> Result<OwnedSemaphorePermit, Status> {
+        enter(&self.places, self.limit)
+    }
+}
+
+fn enter(places: &Arc<Semaphore>, limit: usize) -> Result<OwnedSemaphorePermit, Status> {
+    Arc::clone(places).try_acquire_owned().map_err(|_| {
+        Status::resource_exhausted(format!(
+            "the server is working on {limit} requests, its limit (--max-in-flight); \
+             retry with backoff"
+        ))
+    })
+}
+
 /// A service that sheds what is beyond its limit.
 #[derive(Clone)]
 pub(crate) struct Shed<S> {
@@ -72,13 +89,9 @@ where
         if is_health_check(request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
-        let Ok(place) = Arc::clone(&self.places).try_acquire_owned() else {
-            let limit = self.limit;
-            let status = Status::resource_exhausted(format!(
-                "the server is working on {limit} requests, its limit (--max-in-flight); \
-                 retry with backoff"
-            ));
-            return Box::pin(std::future::ready(Ok(status.into_http())));
+        let place = match enter(&self.places, self.limit) {
+            Ok(place) => place,
+            Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
         };
         let response = self.inner.call(request);
         Box::pin(async move {

@@ -22,6 +22,7 @@ use tokio_stream::StreamExt;
 use crate::bench::{Api, BenchConfig, BenchError, Mix, Stop};
 use crate::client::{Client, ClientError, ClientTls, ConnectOptions};
 use crate::duration::parse_duration;
+use crate::http::json::BytesAs;
 use crate::proto::keyvalue::v1 as pb;
 pub use encoding::Encoding;
 
@@ -333,23 +334,24 @@ impl Context {
         self.encoding.decode(text).map_err(Failure::usage)
     }
 
-    fn text(&self, bytes: &[u8]) -> Result<String, Failure> {
-        self.encoding.encode(bytes).map_err(Failure::usage)
+    /// A key and its state as a JSON object, in the shape the HTTP API
+    /// uses too (`http::json`): with --hex or --base64 every key and value
+    /// in that encoding, else text, and base64 for bytes that are not UTF-8.
+    fn kv_json(&self, kv: &pb::KeyValue, with_value: bool) -> Result<Json, Failure> {
+        Ok(crate::http::json::key_value(
+            kv,
+            self.bytes_as(),
+            with_value,
+        ))
     }
 
-    /// A key and its state as a JSON object.
-    fn kv_json(&self, kv: &pb::KeyValue, with_value: bool) -> Result<Json, Failure> {
-        let mut object = json!({
-            "key": self.text(&kv.key)?,
-            "create_revision": kv.create_revision,
-            "mod_revision": kv.mod_revision,
-            "version": kv.version,
-            "lease": kv.lease,
-        });
-        if with_value {
-            object["value"] = Json::String(self.text(&kv.value)?);
+    /// How JSON output writes keys and values.
+    fn bytes_as(&self) -> BytesAs {
+        match self.encoding {
+            Encoding::Text => BytesAs::TextOrBase64,
+            Encoding::Hex => BytesAs::Hex,
+            Encoding::Base64 => BytesAs::Base64,
         }
-        Ok(object)
     }
 
     /// `bytes` for plain text output: raw, or encoded.
@@ -678,7 +680,9 @@ async fn watch(cx: &mut Context, key: &str, prefix: bool, from_rev: Option<u64>)
             },
         };
         for event in response.events {
-            let Some(kv) = event.kv else { continue };
+            let Some(kv) = event.kv.as_ref() else {
+                continue;
+            };
             let kind = match pb::event::Kind::try_from(event.kind) {
                 Ok(pb::event::Kind::Put) => "PUT",
                 Ok(pb::event::Kind::Delete) => "DELETE",
@@ -686,12 +690,9 @@ async fn watch(cx: &mut Context, key: &str, prefix: bool, from_rev: Option<u64>)
                 Err(_) => "UNKNOWN",
             };
             if cx.json {
-                let object = json!({
-                    "type": kind.to_lowercase(),
-                    "revision": kv.mod_revision,
-                    "kv": cx.kv_json(&kv, kind == "PUT")?,
-                });
-                output::json(&object);
+                if let Some(object) = crate::http::json::event(&event, cx.bytes_as()) {
+                    output::json(&object);
+                }
             } else if kind == "PUT" {
                 let revision = kv.mod_revision.to_string();
                 output::line(&[

@@ -121,7 +121,16 @@ pub struct StoreStats {
     pub commit_nanos: u64,
     /// The store's revision.
     pub revision: Revision,
+    /// Commits by time taken: `commit_latency[i]` counts those within
+    /// [`COMMIT_LATENCY_BOUNDS`]`[i]` (and above the bound before); the
+    /// last, those above every bound.
+    pub commit_latency: [u64; COMMIT_LATENCY_BOUNDS.len() + 1],
 }
+
+/// Upper bounds of the commit latency buckets of [`StoreStats`], in seconds.
+pub const COMMIT_LATENCY_BOUNDS: [f64; 12] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 
 /// A key/value storage backend.
 ///

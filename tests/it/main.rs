@@ -18,6 +18,7 @@ mod etcd_clients;
 #[path = "../support/etcd.rs"]
 mod etcd_process;
 mod harness;
+mod http;
 mod kv_api;
 mod lifecycle;
 mod limits;

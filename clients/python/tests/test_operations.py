@@ -18,7 +18,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from kvserver_process import KvServer, serve
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from keyvalue import Client, KeyNotFound
 
@@ -51,7 +52,7 @@ def test_the_metrics_page_parses_and_counts_what_happened(metrics_server: KvServ
             client.get("never-set")
         # Read while the client's connection is open: the only one this server has.
         page = read_page(match.group(1))
-    families = {family.name: family for family in text_string_to_metric_families(page)}
+    families = metric_families(page)
 
     requests = {
         (sample.labels["method"], sample.labels["code"]): sample.value
@@ -76,6 +77,16 @@ def test_the_metrics_page_parses_and_counts_what_happened(metrics_server: KvServ
         time.sleep(0.05)
 
 
+def metric_families(page: str) -> dict[str, Metric]:
+    """The metric families of an OpenMetrics page, by name.
+
+    kvserver writes the OpenMetrics text format (through the Rust
+    ``prometheus-client`` crate), so the OpenMetrics parser reads it.
+    """
+    parsed = text_string_to_metric_families(page)  # type: ignore[no-untyped-call]
+    return {family.name: family for family in parsed}
+
+
 def read_page(url: str) -> str:
     """The metrics page at ``url``."""
     with urllib.request.urlopen(url, timeout=10) as response:
@@ -86,6 +97,6 @@ def read_page(url: str) -> str:
 
 def connections_open(page: str) -> float:
     """The value of ``kv_connections_open`` on a metrics page."""
-    families = {family.name: family for family in text_string_to_metric_families(page)}
+    families = metric_families(page)
     value: float = families["kv_connections_open"].samples[0].value
     return value

@@ -39,7 +39,7 @@ use crate::storage::apply;
 use crate::storage::lease::{LeaseInfo, Leases};
 use crate::storage::ops::{Event, EventKind, LeaseId, Op, Txn, TxnResult};
 use crate::storage::watch::WatchHub;
-use crate::storage::{Revision, StoreError};
+use crate::storage::{COMMIT_LATENCY_BOUNDS, Revision, StoreError};
 
 /// A mutation applied but not yet committed: what to do once it is.
 enum Pending {
@@ -120,6 +120,28 @@ pub(super) struct CommitCounters {
     pub(super) commits: AtomicU64,
     /// Time spent in them, fsync included, in nanoseconds.
     pub(super) nanos: AtomicU64,
+    /// Commits by time taken (`StoreStats::commit_latency`).
+    pub(super) latency: [AtomicU64; COMMIT_LATENCY_BOUNDS.len() + 1],
+}
+
+impl CommitCounters {
+    /// Counts a commit that took `took`.
+    fn record(&self, took: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        let seconds = took.as_secs_f64();
+        let bucket = COMMIT_LATENCY_BOUNDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(COMMIT_LATENCY_BOUNDS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The commits by time taken, as counted so far.
+    pub(super) fn latency(&self) -> [u64; COMMIT_LATENCY_BOUNDS.len() + 1] {
+        std::array::from_fn(|bucket| self.latency[bucket].load(Ordering::Relaxed))
+    }
 }
 
 impl Committer {
@@ -337,10 +359,7 @@ impl Worker {
         let began = Instant::now();
         match self.apply(writes.iter().map(|(mutation, _)| mutation), fsync) {
             Ok(applied) => {
-                self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .nanos
-                    .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                self.counters.record(began.elapsed());
                 debug!(writes = writes.len(), "committed a batch");
                 if !fsync && self.unsynced_since.is_none() {
                     self.unsynced_since = Some(Instant::now());

@@ -392,6 +392,7 @@ impl Store for DiskStore {
             commits: counters.commits.load(std::sync::atomic::Ordering::Relaxed),
             commit_nanos: counters.nanos.load(std::sync::atomic::Ordering::Relaxed),
             revision: self.hub.latest(),
+            commit_latency: counters.latency(),
         }
     }
 

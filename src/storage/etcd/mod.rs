@@ -483,9 +483,8 @@ impl Store for EtcdStore {
         StoreStats {
             keys: self.shared.keys_stored.load(Ordering::Relaxed),
             disk_bytes: self.shared.disk_bytes.load(Ordering::Relaxed),
-            commits: 0,
-            commit_nanos: 0,
             revision: self.shared.revision.load(Ordering::Relaxed),
+            ..StoreStats::default()
         }
     }
 

@@ -1,0 +1,377 @@
+//! The JSON API's key routes: each validates what only HTTP has (the path,
+//! the query), calls the gRPC method it stands for, and maps the answer.
+//!
+//! | route | gRPC method |
+//! |---|---|
+//! | `GET /v1/kv/{key}` | `keyvalue.v1.KV/Get` |
+//! | `PUT /v1/kv/{key}` | `keyvalue.v1.KV/Put` (`ttl`, `expect_revision`, `lease`) |
+//! | `DELETE /v1/kv/{key}` | `keyvalue.v1.KV/Delete` (`prefix`, `expect_revision`) |
+//! | `GET /v1/kv` | `keyvalue.v1.KV/Range`, one or more pages (`delimiter`) |
+//! | `GET /v1/leases/{id}` | `keyvalue.v1.KV/LeaseInfo` |
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes as BodyBytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::get;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use tonic::Code;
+
+use super::error::ApiError;
+use super::json::{BytesAs, key_value};
+use super::{Shared, respond};
+use crate::proto::keyvalue::v1 as pb;
+use crate::proto::keyvalue::v1::kv_server::Kv;
+use crate::storage::Store;
+use crate::storage::ops::prefix_end;
+
+/// Where keys start in a path.
+const KEY_ROUTE: &str = "/v1/kv/";
+
+pub(super) fn routes<S: Store>() -> Router<Arc<Shared<S>>> {
+    Router::new()
+        .route("/v1/kv", get(list::<S>))
+        .route(
+            "/v1/kv/{*key}",
+            get(get_key::<S>).put(put_key::<S>).delete(delete_key::<S>),
+        )
+        .route("/v1/leases/{id}", get(lease::<S>))
+}
+
+/// The key a `/v1/kv/...` path names, percent-decoded to bytes (so any key,
+/// binary too, has a path).
+fn key_of(uri: &Uri) -> Result<Bytes, ApiError> {
+    let encoded = uri
+        .path()
+        .strip_prefix(KEY_ROUTE)
+        .ok_or_else(|| ApiError::bad_request("keys are under /v1/kv/"))?;
+    Ok(Bytes::from(
+        percent_encoding::percent_decode_str(encoded).collect::<Vec<u8>>(),
+    ))
+}
+
+fn key_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, Code::NotFound, "key not found")
+}
+
+async fn get_key<S: Store>(
+    State(shared): State<Arc<Shared<S>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key_of(&uri)?;
+    let (request, _place) = shared.call("/keyvalue.v1.KV/Get", &headers, pb::GetRequest { key })?;
+    let reply = shared.kv.get(request).await?.into_inner();
+    let kv = reply.kv.ok_or_else(key_not_found)?;
+    Ok(respond(
+        StatusCode::OK,
+        &key_value(&kv, BytesAs::TextOrBase64, true),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PutQuery {
+    /// A lease of the key's own with this TTL (`30s`, `500ms`).
+    ttl: Option<String>,
+    /// Compare-and-set: put only if the key's mod_revision is this (0: the
+    /// key must not exist).
+    expect_revision: Option<u64>,
+    /// Attach the key to this lease.
+    lease: Option<i64>,
+}
+
+async fn put_key<S: Store>(
+    State(shared): State<Arc<Shared<S>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<PutQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let key = key_of(&uri)?;
+    let ttl_ms = match &query.ttl {
+        Some(ttl) => {
+            let ttl = crate::duration::parse_duration(ttl)
+                .map_err(|e| ApiError::bad_request(format!("ttl: {e}")))?;
+            // Below a millisecond would be 0: no TTL at all.
+            (ttl.as_millis() as u64).max(1)
+        }
+        None => 0,
+    };
+    let value = read_value(&shared, body).await?;
+    let put = pb::PutRequest {
+        key,
+        value,
+        lease: query.lease.unwrap_or(0),
+        ttl_ms,
+        prev_kv: false,
+        condition: query.expect_revision.map(|revision| pb::Condition {
+            check: Some(pb::condition::Check::ModRevision(revision)),
+        }),
+    };
+    let (request, _place) = shared.call("/keyvalue.v1.KV/Put", &headers, put)?;
+    let reply = shared.kv.put(request).await?.into_inner();
+    let revision = reply.header.map_or(0, |header| header.revision);
+    if !reply.succeeded {
+        return Err(conflict(reply.prev_kv.as_ref(), revision));
+    }
+    Ok(respond(
+        StatusCode::OK,
+        &json!({"revision": revision, "lease": reply.lease}),
+    ))
+}
+
+/// 409 for a failed compare-and-set, with the key's current state.
+fn conflict(current: Option<&pb::KeyValue>, revision: u64) -> ApiError {
+    let message = match current {
+        Some(kv) => format!(
+            "the key is at revision {}, not the expected one",
+            kv.mod_revision
+        ),
+        None => "the key does not exist, and a revision was expected".to_owned(),
+    };
+    ApiError::new(StatusCode::CONFLICT, Code::FailedPrecondition, message)
+        .with(
+            "current",
+            current.map_or(Json::Null, |kv| key_value(kv, BytesAs::TextOrBase64, true)),
+        )
+        .with("revision", json!(revision))
+}
+
+/// The request body, refused as the gRPC API refuses a value above
+/// `--max-value-bytes` (without reading more than one byte beyond it).
+async fn read_value<S: Store>(shared: &Shared<S>, body: Body) -> Result<Bytes, ApiError> {
+    let limit = shared.limits.max_value_bytes;
+    let value: BodyBytes = axum::body::to_bytes(body, limit.saturating_add(1))
+        .await
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "value is above the limit of {limit} bytes (--max-value-bytes)"
+            ))
+        })?;
+    Ok(value)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeleteQuery {
+    /// Delete every key that starts with the key.
+    #[serde(default)]
+    prefix: bool,
+    /// Delete only if the key's mod_revision is this.
+    expect_revision: Option<u64>,
+}
+
+async fn delete_key<S: Store>(
+    State(shared): State<Arc<Shared<S>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let key = key_of(&uri)?;
+    let delete = pb::DeleteRequest {
+        key,
+        prefix: query.prefix,
+        condition: query.expect_revision.map(|revision| pb::Condition {
+            check: Some(pb::condition::Check::ModRevision(revision)),
+        }),
+        ..Default::default()
+    };
+    let (request, _place) = shared.call("/keyvalue.v1.KV/Delete", &headers, delete)?;
+    let reply = shared.kv.delete(request).await?.into_inner();
+    let revision = reply.header.map_or(0, |header| header.revision);
+    if !reply.succeeded {
+        return Err(conflict(reply.prev_kvs.first(), revision));
+    }
+    Ok(respond(
+        StatusCode::OK,
+        &json!({"deleted": reply.deleted, "revision": revision}),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    /// Keys that start with this (default: every key).
+    #[serde(default)]
+    prefix: String,
+    /// Keys strictly after this one (the `next` of the previous page).
+    after: Option<String>,
+    /// Most entries in the page (at most `--max-range-page`).
+    limit: Option<usize>,
+    /// Group keys by what follows the prefix up to this (`/`): a group is
+    /// one entry in `prefixes`, like a directory.
+    delimiter: Option<String>,
+    /// Leave the values out.
+    #[serde(default)]
+    keys_only: bool,
+}
+
+/// One page of keys in key order, and with a delimiter, the groups of
+/// keys ("directories") in their place.
+async fn list<S: Store>(
+    State(shared): State<Arc<Shared<S>>>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let prefix = Bytes::from(query.prefix.into_bytes());
+    let limit = query
+        .limit
+        .unwrap_or(shared.limits.max_range_page)
+        .clamp(1, shared.limits.max_range_page);
+    let delimiter = query.delimiter.filter(|d| !d.is_empty());
+    let mut start = match &query.after {
+        Some(after) if !after.as_bytes().starts_with(&prefix) => {
+            return Err(ApiError::bad_request("after must start with prefix"));
+        }
+        // After a group, the next key outside it.
+        Some(after)
+            if delimiter
+                .as_ref()
+                .is_some_and(|d| after.ends_with(d.as_str())) =>
+        {
+            match prefix_end(after.as_bytes()) {
+                Some(end) => end,
+                None => return Ok(page(Vec::new(), Vec::new(), None, 0)),
+            }
+        }
+        Some(after) => {
+            let mut next = after.as_bytes().to_vec();
+            next.push(0);
+            Bytes::from(next)
+        }
+        None => prefix.clone(),
+    };
+    let end = prefix_end(&prefix).unwrap_or_default();
+    let mut kvs = Vec::new();
+    let mut groups: Vec<Bytes> = Vec::new();
+    let mut revision = 0;
+    // Each round reads one page from `start`; a group ends the round, and
+    // the next starts after it, so a group of many keys costs one read.
+    let more = 'rounds: loop {
+        if !end.is_empty() && start >= end {
+            break false;
+        }
+        let wanted = limit - kvs.len() - groups.len();
+        let range = pb::RangeRequest {
+            key: start.clone(),
+            range_end: end.clone(),
+            limit: wanted as u32,
+            keys_only: query.keys_only,
+            ..Default::default()
+        };
+        let (request, _place) = shared.call("/keyvalue.v1.KV/Range", &headers, range)?;
+        let reply = shared.kv.range(request).await?.into_inner();
+        revision = reply.header.map_or(revision, |header| header.revision);
+        let fetched = reply.kvs.len();
+        for (index, kv) in reply.kvs.into_iter().enumerate() {
+            let group = delimiter.as_ref().and_then(|delimiter| {
+                let rest = &kv.key[prefix.len()..];
+                let at = find(rest, delimiter.as_bytes())?;
+                Some(kv.key.slice(..prefix.len() + at + delimiter.len()))
+            });
+            match group {
+                Some(group) => {
+                    let next = prefix_end(&group);
+                    groups.push(group);
+                    let full = kvs.len() + groups.len() == limit;
+                    match next {
+                        // Nothing can follow the group: the listing is over.
+                        None => break 'rounds false,
+                        Some(next) => {
+                            start = next;
+                            if full {
+                                break 'rounds true;
+                            }
+                            continue 'rounds;
+                        }
+                    }
+                }
+                None => {
+                    let last = index + 1 == fetched;
+                    let mut next = kv.key.to_vec();
+                    next.push(0);
+                    start = Bytes::from(next);
+                    kvs.push(kv);
+                    if kvs.len() + groups.len() == limit {
+                        break 'rounds !last || reply.more;
+                    }
+                }
+            }
+        }
+        if !reply.more {
+            break false;
+        }
+    };
+    let next = if more {
+        // The last entry, group or key, whichever came last in key order.
+        let last_key = kvs.last().map(|kv| kv.key.clone());
+        let last_group = groups.last().cloned();
+        Some(match (last_key, last_group) {
+            (Some(key), Some(group)) => key.max(group),
+            (Some(key), None) => key,
+            (None, Some(group)) => group,
+            (None, None) => Bytes::new(),
+        })
+    } else {
+        None
+    };
+    Ok(page(kvs, groups, next, revision))
+}
+
+fn page(
+    kvs: Vec<pb::KeyValue>,
+    groups: Vec<Bytes>,
+    next: Option<Bytes>,
+    revision: u64,
+) -> Response {
+    let text = |bytes: &[u8]| BytesAs::TextOrBase64.encode(bytes).0;
+    respond(
+        StatusCode::OK,
+        &json!({
+            "kvs": kvs
+                .iter()
+                .map(|kv| key_value(kv, BytesAs::TextOrBase64, true))
+                .collect::<Vec<_>>(),
+            "prefixes": groups.iter().map(|group| text(group)).collect::<Vec<_>>(),
+            "more": next.is_some(),
+            "next": next.map(|next| text(&next)),
+            "revision": revision,
+        }),
+    )
+}
+
+/// Where `needle` first starts in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+async fn lease<S: Store>(
+    State(shared): State<Arc<Shared<S>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{id:?} is not a lease id")))?;
+    let (request, _place) = shared.call(
+        "/keyvalue.v1.KV/LeaseInfo",
+        &headers,
+        pb::LeaseInfoRequest { id },
+    )?;
+    let reply = shared.kv.lease_info(request).await?.into_inner();
+    Ok(respond(
+        StatusCode::OK,
+        &json!({"id": reply.id, "ttl_ms": reply.ttl_ms, "remaining_ms": reply.remaining_ms}),
+    ))
+}

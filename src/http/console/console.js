@@ -1,0 +1,688 @@
+// The keyvalue console: plain JavaScript over the JSON API (docs/API.md)
+// and /metrics. No framework and no build step; kvserver embeds this file.
+"use strict";
+
+const PAGE = 100;          // entries per page of the key tree
+const DELIMITER = "/";     // the tree groups keys by this
+const SAMPLES = 60;        // dashboard points kept (one a second)
+
+const state = {
+  token: sessionStorage.getItem("kv-token") || "",
+  role: "readwrite",       // what the token may do: "read" or "readwrite"
+  scope: "",               // the prefix the token is confined to
+  prefix: "",              // the tree's current prefix
+  next: null,              // the `after` of the tree's next page
+  loaded: null,            // the key open in the editor, as loaded
+  leases: new Map(),       // lease id -> keys seen with it
+  watch: null,             // AbortController of the running watch
+};
+
+const $ = (id) => document.getElementById(id);
+
+// ---- talking to the server ----
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  if (state.token) h.Authorization = "Bearer " + state.token;
+  return h;
+}
+
+function keyPath(key) {
+  return "/v1/kv/" + encodeURIComponent(key);
+}
+
+// fetch() that answers {ok, status, body}; a 401 opens the token dialog.
+async function api(method, path, body) {
+  const init = { method, headers: headers() };
+  if (body !== undefined) init.body = body;
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (error) {
+    return { ok: false, status: 0, body: { error: "cannot reach the server: " + error } };
+  }
+  let parsed = null;
+  const text = await response.text();
+  try { parsed = text ? JSON.parse(text) : null; } catch (_) { parsed = { error: text }; }
+  if (response.status === 401) askToken(parsed && parsed.error);
+  return { ok: response.ok, status: response.status, body: parsed };
+}
+
+function say(text, kind) {
+  const box = $("message");
+  box.textContent = text;
+  box.className = kind || "info";
+  box.hidden = !text;
+}
+
+// ---- token and identity ----
+
+function askToken(why) {
+  const dialog = $("token-dialog");
+  $("token-why").textContent = why || "This server needs a token.";
+  $("token-input").value = "";
+  if (!dialog.open) dialog.showModal();
+}
+
+async function identify() {
+  const answer = await api("GET", "/v1/whoami");
+  if (!answer.ok) {
+    $("identity").textContent = "no valid token";
+    return false;
+  }
+  state.role = answer.body.role;
+  state.scope = answer.body.prefix || "";
+  const readOnly = state.role === "read";
+  let text = answer.body.auth ? "token: " + state.role : "no token needed";
+  if (state.scope) text += ", keys under " + JSON.stringify(state.scope);
+  $("identity").textContent = text;
+  $("identity").className = readOnly ? "read-only" : "";
+  for (const id of ["save", "delete", "new-key"]) {
+    const button = $(id);
+    button.disabled = readOnly;
+    button.title = readOnly ? "read-only token: may not write" : "";
+  }
+  $("write-note").textContent = readOnly
+    ? "Read-only token: this console may view keys but may not create, change or delete them."
+    : "Save is a compare-and-set on the revision loaded: a change made meanwhile is reported, never overwritten.";
+  return true;
+}
+
+// ---- the key tree ----
+
+function leaf(name) {
+  return name.slice(state.prefix.length) || name;
+}
+
+function rememberLease(kv) {
+  if (!kv.lease) return;
+  const keys = state.leases.get(kv.lease) || new Set();
+  keys.add(kv.key);
+  state.leases.set(kv.lease, keys);
+}
+
+function treeItem(label, kind, value) {
+  const item = document.createElement("li");
+  item.setAttribute("role", "option");
+  item.tabIndex = -1;
+  item.dataset.kind = kind;
+  item.dataset.value = value;
+  item.className = kind;
+  item.textContent = label;
+  item.addEventListener("click", () => openItem(item));
+  return item;
+}
+
+async function loadTree(prefix, append) {
+  if (!append) {
+    state.prefix = prefix;
+    state.next = null;
+    $("tree").replaceChildren();
+    renderBreadcrumbs();
+    $("prefix-input").value = prefix;
+  }
+  const query = new URLSearchParams({
+    prefix: state.prefix, delimiter: DELIMITER, limit: String(PAGE), keys_only: "true",
+  });
+  if (append && state.next !== null) query.set("after", state.next);
+  const answer = await api("GET", "/v1/kv?" + query);
+  if (!answer.ok) {
+    say("Cannot list " + JSON.stringify(state.prefix) + ": " + answer.body.error, "error");
+    return;
+  }
+  const tree = $("tree");
+  // Prefixes and keys arrive in key order each; merge them.
+  const entries = answer.body.prefixes.map((p) => ({ at: p, item: treeItem(leaf(p), "prefix", p) }))
+    .concat(answer.body.kvs.map((kv) => {
+      rememberLease(kv);
+      return { at: kv.key, item: treeItem(leaf(kv.key), "key", kv.key) };
+    }));
+  entries.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
+  for (const entry of entries) tree.appendChild(entry.item);
+  state.next = answer.body.next;
+  $("more").hidden = !answer.body.more;
+  if (!tree.children.length) {
+    const empty = document.createElement("li");
+    empty.className = "empty";
+    empty.textContent = "(no keys)";
+    tree.appendChild(empty);
+  }
+  tree.setAttribute("aria-busy", "false");
+}
+
+function renderBreadcrumbs() {
+  const crumbs = $("breadcrumbs");
+  crumbs.replaceChildren();
+  const parts = [""];
+  let at = 0;
+  while (true) {
+    const found = state.prefix.indexOf(DELIMITER, at);
+    if (found < 0) break;
+    at = found + DELIMITER.length;
+    parts.push(state.prefix.slice(0, at));
+  }
+  if (state.prefix && parts[parts.length - 1] !== state.prefix) parts.push(state.prefix);
+  for (const part of parts) {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = part === "" ? "(root)" : leafOf(part);
+    button.addEventListener("click", () => loadTree(part));
+    li.appendChild(button);
+    crumbs.appendChild(li);
+  }
+}
+
+function leafOf(prefix) {
+  const trimmed = prefix.endsWith(DELIMITER) ? prefix.slice(0, -DELIMITER.length) : prefix;
+  const at = trimmed.lastIndexOf(DELIMITER);
+  return trimmed.slice(at + 1) + (prefix.endsWith(DELIMITER) ? DELIMITER : "");
+}
+
+function openItem(item) {
+  if (!item || !item.dataset.kind) return;
+  select(item);
+  if (item.dataset.kind === "prefix") {
+    loadTree(item.dataset.value).then(() => focusFirst());
+  } else {
+    showTab("key");
+    loadKey(item.dataset.value);
+  }
+}
+
+function select(item) {
+  for (const other of $("tree").querySelectorAll("[aria-selected=true]")) {
+    other.setAttribute("aria-selected", "false");
+  }
+  item.setAttribute("aria-selected", "true");
+  item.focus();
+}
+
+function focusFirst() {
+  const first = $("tree").querySelector("[role=option]");
+  if (first) select(first);
+}
+
+function up() {
+  if (!state.prefix) return;
+  const trimmed = state.prefix.endsWith(DELIMITER)
+    ? state.prefix.slice(0, -DELIMITER.length) : state.prefix;
+  const at = trimmed.lastIndexOf(DELIMITER);
+  loadTree(at < 0 ? "" : trimmed.slice(0, at + DELIMITER.length)).then(() => focusFirst());
+}
+
+function treeKeys(event) {
+  const items = Array.from($("tree").querySelectorAll("[role=option]"));
+  const current = items.indexOf(document.activeElement);
+  if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+    event.preventDefault();
+    const step = event.key === "ArrowDown" ? 1 : -1;
+    const next = items[Math.max(0, Math.min(items.length - 1, current + step))];
+    if (next) select(next);
+  } else if (event.key === "Enter" || event.key === "ArrowRight") {
+    event.preventDefault();
+    openItem(items[current]);
+  } else if (event.key === "Backspace" || event.key === "ArrowLeft") {
+    event.preventDefault();
+    up();
+  } else if (event.key === "Home") {
+    event.preventDefault();
+    focusFirst();
+  }
+}
+
+// ---- one key ----
+
+function decodeValue(kv) {
+  if (kv.value_encoding === "base64") {
+    const raw = atob(kv.value);
+    return Uint8Array.from(raw, (c) => c.charCodeAt(0));
+  }
+  return new TextEncoder().encode(kv.value);
+}
+
+function hexDump(bytes) {
+  const lines = [];
+  for (let at = 0; at < bytes.length; at += 16) {
+    const row = Array.from(bytes.slice(at, at + 16));
+    const hex = row.map((b) => b.toString(16).padStart(2, "0")).join(" ");
+    const text = row.map((b) => (b >= 32 && b < 127 ? String.fromCharCode(b) : ".")).join("");
+    lines.push(at.toString(16).padStart(8, "0") + "  " + hex.padEnd(48) + "  " + text);
+  }
+  return lines.join("\n") || "(empty)";
+}
+
+function renderValue() {
+  const mode = $("view-mode").value;
+  const kv = state.loaded;
+  const editing = mode === "text" && !(kv && kv.value_encoding);
+  $("value").hidden = !editing;
+  $("value-view").hidden = editing;
+  if (editing) return;
+  if (!kv) {
+    $("value-view").textContent = "";
+    return;
+  }
+  if (mode === "hex" || kv.value_encoding) {
+    $("value-view").textContent = hexDump(decodeValue(kv));
+  } else {
+    try {
+      $("value-view").textContent = JSON.stringify(JSON.parse(kv.value), null, 2);
+    } catch (error) {
+      $("value-view").textContent = "Not JSON (" + error.message + "):\n" + kv.value;
+    }
+  }
+}
+
+function showMeta(kv) {
+  $("meta-create").textContent = kv ? kv.create_revision : "–";
+  $("meta-mod").textContent = kv ? kv.mod_revision : "–";
+  $("meta-version").textContent = kv ? kv.version : "–";
+  $("meta-lease").textContent = kv ? (kv.lease ? String(kv.lease) : "none") : "–";
+}
+
+async function loadKey(key) {
+  $("conflict").hidden = true;
+  $("key-input").value = key;
+  const answer = await api("GET", keyPath(key));
+  if (answer.status === 404) {
+    state.loaded = null;
+    showMeta(null);
+    $("value").value = "";
+    renderValue();
+    say("No key " + JSON.stringify(key) + ": saving creates it.", "info");
+    return;
+  }
+  if (!answer.ok) {
+    say("Cannot read " + JSON.stringify(key) + ": " + answer.body.error, "error");
+    return;
+  }
+  const kv = answer.body;
+  state.loaded = kv;
+  rememberLease(kv);
+  showMeta(kv);
+  $("value").value = kv.value_encoding ? "" : kv.value;
+  renderValue();
+  say("Loaded " + JSON.stringify(key) + " at revision " + kv.mod_revision + ".", "info");
+}
+
+function newKey() {
+  state.loaded = null;
+  showMeta(null);
+  $("key-input").value = state.prefix;
+  $("value").value = "";
+  $("ttl").value = "";
+  $("view-mode").value = "text";
+  renderValue();
+  $("conflict").hidden = true;
+  $("key-input").focus();
+  say("New key: saving creates it, only if it does not exist yet.", "info");
+}
+
+function showConflict(body) {
+  const box = $("conflict");
+  const current = body.current;
+  let text = "Conflict: " + body.error + ". Your change was not saved.";
+  if (current) {
+    text += " The key is now at revision " + current.mod_revision + " with value " +
+      JSON.stringify(current.value) + ".";
+  } else {
+    text += " The key no longer exists.";
+  }
+  box.textContent = text + " Load the key to see it, then edit again.";
+  box.hidden = false;
+  say("Not saved: the key changed since it was loaded.", "error");
+}
+
+async function save(event) {
+  event.preventDefault();
+  const key = $("key-input").value;
+  if (!key) {
+    say("Give a key.", "error");
+    return;
+  }
+  const loadedHere = state.loaded && state.loaded.key === key;
+  // A compare-and-set on the revision loaded; a new key must not exist yet.
+  const query = new URLSearchParams({
+    expect_revision: String(loadedHere ? state.loaded.mod_revision : 0),
+  });
+  const ttl = $("ttl").value.trim();
+  if (ttl) query.set("ttl", ttl);
+  const answer = await api("PUT", keyPath(key) + "?" + query, $("value").value);
+  if (answer.status === 409) {
+    showConflict(answer.body);
+    return;
+  }
+  if (!answer.ok) {
+    say("Not saved: " + answer.body.error, "error");
+    return;
+  }
+  say("Saved " + JSON.stringify(key) + " at revision " + answer.body.revision + ".", "ok");
+  await loadKey(key);
+  say("Saved " + JSON.stringify(key) + " at revision " + answer.body.revision + ".", "ok");
+}
+
+async function remove() {
+  const key = $("key-input").value;
+  if (!key || !confirm("Delete " + JSON.stringify(key) + "?")) return;
+  const query = state.loaded && state.loaded.key === key
+    ? "?expect_revision=" + state.loaded.mod_revision : "";
+  const answer = await api("DELETE", keyPath(key) + query);
+  if (answer.status === 409) {
+    showConflict(answer.body);
+    return;
+  }
+  if (!answer.ok) {
+    say("Not deleted: " + answer.body.error, "error");
+    return;
+  }
+  state.loaded = null;
+  showMeta(null);
+  $("value").value = "";
+  renderValue();
+  say(answer.body.deleted ? "Deleted " + JSON.stringify(key) + "." : "No such key.", "ok");
+  loadTree(state.prefix);
+}
+
+// ---- watch (Server-Sent Events read with fetch, so a token can go along) ----
+
+async function startWatch(event) {
+  event.preventDefault();
+  stopWatch();
+  const prefix = $("watch-prefix").value;
+  const controller = new AbortController();
+  state.watch = controller;
+  $("watch-start").disabled = true;
+  $("watch-stop").disabled = false;
+  let lastId = null;
+  while (state.watch === controller) {
+    const h = headers({ Accept: "text/event-stream" });
+    if (lastId !== null) h["Last-Event-ID"] = lastId;
+    let response;
+    try {
+      response = await fetch("/v1/watch?" + new URLSearchParams({ prefix }),
+        { headers: h, signal: controller.signal });
+    } catch (_) {
+      if (state.watch !== controller) return;
+      await new Promise((r) => setTimeout(r, 1000));
+      continue;
+    }
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({ error: response.statusText }));
+      $("watch-state").textContent = "Watch refused: " + body.error;
+      if (response.status === 401) askToken(body.error);
+      stopWatch();
+      return;
+    }
+    $("watch-state").textContent = "Watching " + (prefix ? JSON.stringify(prefix) : "every key") + ".";
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    try {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const fields = {};
+          for (const line of block.split("\n")) {
+            if (line.startsWith(":")) continue;
+            const colon = line.indexOf(":");
+            const name = colon < 0 ? line : line.slice(0, colon);
+            const data = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+            fields[name] = fields[name] === undefined ? data : fields[name] + "\n" + data;
+          }
+          if (fields.id !== undefined) lastId = fields.id;
+          if (fields.data !== undefined) logChange(fields.event, JSON.parse(fields.data));
+        }
+      }
+    } catch (_) {
+      // Aborted, or the connection broke: resume after the last id.
+    }
+    if (state.watch === controller) {
+      $("watch-state").textContent = "Reconnecting…";
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
+function logChange(kind, change) {
+  const item = document.createElement("li");
+  item.className = "change " + kind;
+  if (kind === "error") {
+    item.textContent = "error: " + change.error;
+  } else {
+    const value = kind === "put" ? " = " + JSON.stringify(change.kv.value) : "";
+    item.textContent = change.revision + " " + kind.toUpperCase() + " " + change.kv.key + value;
+    rememberLease(change.kv);
+  }
+  const log = $("watch-log");
+  log.prepend(item);
+  while (log.children.length > 200) log.lastChild.remove();
+}
+
+function stopWatch() {
+  if (state.watch) state.watch.abort();
+  state.watch = null;
+  $("watch-start").disabled = false;
+  $("watch-stop").disabled = true;
+  $("watch-state").textContent = "Not watching.";
+}
+
+// ---- leases ----
+
+async function refreshLeases() {
+  const body = $("leases").querySelector("tbody");
+  body.replaceChildren();
+  if (!state.leases.size) {
+    const row = body.insertRow();
+    const cell = row.insertCell();
+    cell.colSpan = 4;
+    cell.textContent = "No key seen so far has a lease.";
+    return;
+  }
+  for (const [id, keys] of state.leases) {
+    const answer = await api("GET", "/v1/leases/" + id);
+    const row = body.insertRow();
+    row.insertCell().textContent = String(id);
+    if (answer.ok) {
+      row.insertCell().textContent = (answer.body.ttl_ms / 1000) + " s";
+      row.insertCell().textContent = (answer.body.remaining_ms / 1000).toFixed(1) + " s";
+    } else {
+      const cell = row.insertCell();
+      cell.colSpan = 2;
+      cell.textContent = answer.status === 404 ? "expired or revoked" : answer.body.error;
+    }
+    const cell = row.insertCell();
+    for (const key of keys) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "link";
+      button.textContent = key;
+      button.addEventListener("click", () => { showTab("key"); loadKey(key); });
+      cell.appendChild(button);
+    }
+  }
+}
+
+// ---- dashboard ----
+
+const series = { rps: [], p50: [], p99: [], keys: [], disk: [], commits: [] };
+let previous = null;
+
+// The samples of a Prometheus/OpenMetrics text page: [{name, labels, value}].
+function parseMetrics(text) {
+  const samples = [];
+  for (const line of text.split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)/.exec(line);
+    if (!match) continue;
+    const labels = {};
+    if (match[3]) {
+      for (const pair of match[3].matchAll(/([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"/g)) {
+        labels[pair[1]] = pair[2];
+      }
+    }
+    samples.push({ name: match[1], labels, value: Number(match[4]) });
+  }
+  return samples;
+}
+
+function snapshot(samples) {
+  const shot = { requests: 0, buckets: new Map(), keys: 0, disk: 0, commits: 0 };
+  for (const s of samples) {
+    // The dashboard's own scrapes are left out.
+    if (s.labels.route === "/metrics") continue;
+    if (s.name === "kv_requests_total" || s.name === "kv_http_requests_total") {
+      shot.requests += s.value;
+    } else if (s.name === "kv_request_duration_seconds_bucket" ||
+               s.name === "kv_http_request_duration_seconds_bucket") {
+      const le = s.labels.le === "+Inf" ? Infinity : Number(s.labels.le);
+      shot.buckets.set(le, (shot.buckets.get(le) || 0) + s.value);
+    } else if (s.name === "kv_keys") {
+      shot.keys = s.value;
+    } else if (s.name === "kv_store_disk_bytes") {
+      shot.disk = s.value;
+    } else if (s.name === "kv_store_commits_total") {
+      shot.commits = s.value;
+    }
+  }
+  shot.at = performance.now();
+  return shot;
+}
+
+// The q-quantile of the requests between two snapshots, from cumulative
+// buckets (the bucket's upper bound, as Prometheus' histogram_quantile).
+function quantile(q, before, after) {
+  const bounds = Array.from(after.buckets.keys()).sort((a, b) => a - b);
+  const counts = bounds.map((le) => after.buckets.get(le) - (before.buckets.get(le) || 0));
+  const total = counts[counts.length - 1] || 0;
+  if (!total) return 0;
+  const rank = q * total;
+  for (let i = 0; i < bounds.length; i++) {
+    if (counts[i] >= rank) return bounds[i] === Infinity ? bounds[i - 1] || 0 : bounds[i];
+  }
+  return 0;
+}
+
+function push(list, value) {
+  list.push(value);
+  while (list.length > SAMPLES) list.shift();
+}
+
+function draw(id, lists, colors) {
+  const canvas = $(id);
+  const context = canvas.getContext("2d");
+  const { width, height } = canvas;
+  context.clearRect(0, 0, width, height);
+  const top = Math.max(1e-9, ...lists.flat());
+  lists.forEach((list, index) => {
+    context.strokeStyle = colors[index];
+    context.lineWidth = 2;
+    context.beginPath();
+    list.forEach((value, i) => {
+      const x = (i / (SAMPLES - 1)) * width;
+      const y = height - 4 - (value / top) * (height - 8);
+      if (i === 0) context.moveTo(x, y); else context.lineTo(x, y);
+    });
+    context.stroke();
+  });
+}
+
+function human(n) {
+  if (n >= 1e9) return (n / 1e9).toFixed(1) + " G";
+  if (n >= 1e6) return (n / 1e6).toFixed(1) + " M";
+  if (n >= 1e3) return (n / 1e3).toFixed(1) + " k";
+  return String(Math.round(n * 10) / 10);
+}
+
+async function tick() {
+  let text;
+  try {
+    const response = await fetch("/metrics");
+    if (!response.ok) return;
+    text = await response.text();
+  } catch (_) {
+    return;
+  }
+  const now = snapshot(parseMetrics(text));
+  if (previous) {
+    const seconds = Math.max(0.001, (now.at - previous.at) / 1000);
+    push(series.rps, Math.max(0, now.requests - previous.requests) / seconds);
+    push(series.p50, quantile(0.5, previous, now) * 1000);
+    push(series.p99, quantile(0.99, previous, now) * 1000);
+    push(series.keys, now.keys);
+    push(series.disk, now.disk);
+    push(series.commits, Math.max(0, now.commits - previous.commits) / seconds);
+    const last = (list) => list[list.length - 1];
+    $("dash-rps").textContent = human(last(series.rps));
+    $("dash-latency").textContent = last(series.p50).toFixed(2) + " / " + last(series.p99).toFixed(2);
+    $("dash-keys").textContent = human(now.keys);
+    $("dash-disk").textContent = human(now.disk) + "B";
+    $("dash-commits").textContent = human(last(series.commits));
+    draw("chart-rps", [series.rps], ["#2563eb"]);
+    draw("chart-latency", [series.p50, series.p99], ["#16a34a", "#dc2626"]);
+    draw("chart-keys", [series.keys], ["#7c3aed"]);
+    draw("chart-disk", [series.disk], ["#ea580c"]);
+    draw("chart-commits", [series.commits], ["#0891b2"]);
+  }
+  previous = now;
+}
+
+// ---- tabs ----
+
+function showTab(name) {
+  for (const tab of document.querySelectorAll("[role=tab]")) {
+    const selected = tab.id === "tab-" + name;
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+    $(tab.getAttribute("aria-controls")).hidden = !selected;
+  }
+  if (name === "leases") refreshLeases();
+}
+
+function tabKeys(event) {
+  const tabs = Array.from(document.querySelectorAll("[role=tab]"));
+  const at = tabs.indexOf(document.activeElement);
+  if (at < 0 || (event.key !== "ArrowRight" && event.key !== "ArrowLeft")) return;
+  const next = tabs[(at + (event.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length];
+  showTab(next.id.slice(4));
+  next.focus();
+}
+
+// ---- start ----
+
+async function start() {
+  $("jump").addEventListener("submit", (e) => { e.preventDefault(); loadTree($("prefix-input").value); });
+  $("tree").addEventListener("keydown", treeKeys);
+  $("tree").addEventListener("focus", (e) => { if (e.target === $("tree")) focusFirst(); });
+  $("more").addEventListener("click", () => loadTree(state.prefix, true));
+  $("editor").addEventListener("submit", save);
+  $("load").addEventListener("click", () => loadKey($("key-input").value));
+  $("new-key").addEventListener("click", newKey);
+  $("delete").addEventListener("click", remove);
+  $("view-mode").addEventListener("change", renderValue);
+  $("watch-form").addEventListener("submit", startWatch);
+  $("watch-stop").addEventListener("click", stopWatch);
+  $("leases-refresh").addEventListener("click", refreshLeases);
+  for (const tab of document.querySelectorAll("[role=tab]")) {
+    tab.addEventListener("click", () => showTab(tab.id.slice(4)));
+  }
+  document.querySelector("[role=tablist]").addEventListener("keydown", tabKeys);
+  $("token-button").addEventListener("click", () => askToken("Give a token (empty: none)."));
+  $("token-dialog").addEventListener("close", async () => {
+    if ($("token-dialog").returnValue !== "save") return;
+    state.token = $("token-input").value.trim();
+    sessionStorage.setItem("kv-token", state.token);
+    if (await identify()) loadTree(state.scope);
+  });
+  if (await identify()) await loadTree(state.scope);
+  renderValue();
+  tick();
+  setInterval(tick, 1000);
+  document.body.dataset.ready = "true";
+}
+
+document.addEventListener("DOMContentLoaded", start);

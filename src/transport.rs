@@ -1,0 +1,209 @@
+//! Accepting connections, for every listener of the server (gRPC and HTTP).
+//!
+//! One place decides what happens between `accept` and a protocol: a failed
+//! accept pauses instead of spinning ([`pause_after_failed_accepts`]), the
+//! connection limit closes one connection too many at once ([`Admission`],
+//! one limit shared by every listener), and an admitted connection is
+//! [`Tracked`]: counted open in the metrics while it lives and holding its
+//! place under the limit. TLS comes after admission (`tls::incoming`), so a
+//! flood of connections beyond the limit costs no handshakes.
+//!
+//! The arrows point one way: `server` and `http` use this module, this module
+//! uses `metrics` (to count connections), and `metrics` uses neither.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::server::TcpIncoming;
+use tracing::warn;
+
+use crate::metrics::{ConnectionGuard, Listener, Metrics};
+
+/// The connection limit: a connection beyond it is closed as soon as it is
+/// accepted (its client sees UNAVAILABLE and may try another server).
+/// Clones share the limit.
+#[derive(Clone)]
+pub(crate) struct Admission {
+    places: Option<(Arc<tokio::sync::Semaphore>, usize)>,
+    refusals: Arc<ThrottledWarning>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Admission {
+    /// At most `limit` connections at once (none: no limit); each counted in
+    /// `metrics` if there are any.
+    pub(crate) fn new(limit: Option<usize>, metrics: Option<Arc<Metrics>>) -> Admission {
+        Admission {
+            places: limit.map(|limit| (Arc::new(tokio::sync::Semaphore::new(limit)), limit)),
+            refusals: Arc::default(),
+            metrics,
+        }
+    }
+
+    /// The accepted connection, counted, or `None` if it is one too many.
+    fn admit<T, E>(
+        &self,
+        accepted: Result<T, E>,
+        listener: Listener,
+    ) -> Option<Result<Tracked<T>, E>> {
+        let io = match accepted {
+            Ok(io) => io,
+            Err(error) => return Some(Err(error)),
+        };
+        let place = match &self.places {
+            None => None,
+            Some((places, limit)) => match Arc::clone(places).try_acquire_owned() {
+                Ok(place) => Some(place),
+                Err(_) => {
+                    if let Some(refused) = self.refusals.occurred() {
+                        warn!(
+                            refused,
+                            "{limit} connections are open, the limit (--max-connections): \
+                             closed {refused} new one(s) since the last warning"
+                        );
+                    }
+                    return None;
+                }
+            },
+        };
+        Some(Ok(Tracked {
+            inner: io,
+            _guard: self
+                .metrics
+                .as_ref()
+                .map(|metrics| metrics.connection(listener)),
+            _place: place,
+        }))
+    }
+
+    /// The connections of `socket` that this admission lets in (TCP, with
+    /// no delay), in the order they arrive, counted as `listener`'s.
+    pub(crate) fn connections(
+        self,
+        socket: TcpListener,
+        listener: Listener,
+    ) -> impl Stream<Item = io::Result<Tracked<TcpStream>>> + Send + 'static {
+        pause_after_failed_accepts(TcpIncoming::from(socket).with_nodelay(Some(true)))
+            .filter_map(move |stream| self.admit(stream, listener))
+    }
+}
+
+/// A warning that may recur often, given at most once per [`WARN_EVERY`]
+/// with how many times its cause happened since the last: a client that
+/// reconnects in a loop, or a listener out of file descriptors, must not
+/// flood the log.
+#[derive(Default)]
+struct ThrottledWarning {
+    /// When the last warning went out, and the occurrences since.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+/// The least time between two warnings about the same cause.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl ThrottledWarning {
+    /// Counts one occurrence; returns how many to report if a warning is due.
+    fn occurred(&self) -> Option<u64> {
+        let mut state = self.state.lock().expect("throttled warning lock");
+        let (last_warning, unreported) = &mut *state;
+        *unreported += 1;
+        let now = std::time::Instant::now();
+        if last_warning.is_some_and(|last| now.duration_since(last) < WARN_EVERY) {
+            return None;
+        }
+        *last_warning = Some(now);
+        Some(std::mem::take(unreported))
+    }
+}
+
+/// Pause after a failed accept before the next.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
+/// The accepted connections, where a failed accept is followed by a pause
+/// (and a warning, now and then). A failure such as EMFILE (out of file
+/// descriptors) lasts, and the listener stays readable meanwhile: retrying at
+/// once, which is what tonic does after skipping the error, spins a core
+/// until a descriptor frees up.
+fn pause_after_failed_accepts<T>(
+    accepted: impl Stream<Item = io::Result<T>>,
+) -> impl Stream<Item = io::Result<T>> {
+    let failures = Arc::new(ThrottledWarning::default());
+    accepted.then(move |accepted| {
+        let failures = Arc::clone(&failures);
+        async move {
+            if let Err(error) = &accepted {
+                if let Some(failed) = failures.occurred() {
+                    warn!(
+                        failed,
+                        "accepting a connection failed: {error} ({failed} time(s) since the \
+                         last warning); if out of file descriptors, raise the limit (ulimit \
+                         -n, LimitNOFILE) or lower --max-connections"
+                    );
+                }
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+            }
+            accepted
+        }
+    })
+}
+
+/// A connection counted open for as long as it lives (when metrics are on),
+/// holding its place under the connection limit (when there is one).
+pub(crate) struct Tracked<T> {
+    inner: T,
+    _guard: Option<ConnectionGuard>,
+    _place: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected for Tracked<T> {
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
