@@ -22,6 +22,8 @@ mod http;
 mod kv_api;
 mod lifecycle;
 mod limits;
+#[path = "../support/linearizability.rs"]
+mod linearizability;
 mod load;
 mod operations;
 mod tls;
