@@ -152,6 +152,11 @@ pub async fn run<S: Store>(
     let shed = config.max_in_flight.map(ShedLayer::new);
     let router = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
+        // gRPC-Web (HTTP/1.1 or 2, `application/grpc-web*`) for browser
+        // applications: translated to gRPC before any other layer, so it is
+        // counted, shed, limited and authorized as gRPC is.
+        .accept_http1(true)
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(counting)
         .layer(option_layer(shed.clone()))
         .layer(oversize_layer(config.limits))
@@ -181,7 +186,7 @@ pub async fn run<S: Store>(
             let connections = admission.clone().connections(listener, Listener::Http);
             Some(match &config.tls {
                 Some(tls) => tokio::spawn(crate::http::serve(
-                    tls::incoming(connections, Arc::new(tls.for_http())),
+                    tls::incoming(connections, Arc::clone(tls)),
                     router,
                     stopping_seen,
                 )),

@@ -156,25 +156,14 @@ impl TlsSetup {
         };
         let mut config =
             builder.with_cert_resolver(Arc::clone(&cert) as Arc<dyn ResolvesServerCert>);
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        // h2 for gRPC; HTTP/1.1 for gRPC-Web and for the HTTP listener
+        // (browsers and curl may ask for either).
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsSetup {
             files,
             cert,
             acceptor: TlsAcceptor::from(Arc::new(config)),
         })
-    }
-
-    /// The same certificate, reloaded together with this one, for the HTTP
-    /// listener: it offers HTTP/1.1 besides HTTP/2 (browsers and curl may
-    /// ask for either; gRPC needs HTTP/2 only).
-    pub(crate) fn for_http(&self) -> TlsSetup {
-        let mut config = ServerConfig::clone(self.acceptor.config());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        TlsSetup {
-            files: self.files.clone(),
-            cert: Arc::clone(&self.cert),
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-        }
     }
 
     /// Reads the certificate and key again; new connections get them, open

@@ -113,13 +113,18 @@ enum Command {
         #[arg(short = 'w', long = "with-revisions")]
         with_revisions: bool,
     },
-    /// Store VALUE under KEY.
+    /// Store VALUE under KEY; without VALUE, the value is read from --file
+    /// or else from stdin, as raw bytes (so a value of any size and any bytes
+    /// can be set: `kv set KEY < file`).
     Set {
         /// The key.
         key: String,
         /// The value (may start with '-').
         #[arg(allow_hyphen_values = true)]
-        value: String,
+        value: Option<String>,
+        /// Read the value from this file, as raw bytes.
+        #[arg(long, conflicts_with = "value")]
+        file: Option<std::path::PathBuf>,
         /// Delete the key after this long unless its lease is kept alive (e.g.
         /// 30s); prints the lease id.
         #[arg(long, value_parser = parse_timeout, conflicts_with = "lease")]
@@ -429,9 +434,28 @@ async fn run(cx: &mut Context, command: Command) -> Outcome {
         Command::Set {
             key,
             value,
+            file,
             ttl,
             lease,
-        } => set(cx, &key, &value, ttl, lease).await,
+        } => {
+            let value = match (value, file) {
+                (Some(value), _) => cx.bytes(&value)?,
+                (None, Some(path)) => Bytes::from(std::fs::read(&path).map_err(|e| {
+                    Failure::usage(format!(
+                        "cannot read the value from {}: {e}",
+                        path.display()
+                    ))
+                })?),
+                (None, None) => {
+                    let mut value = Vec::new();
+                    std::io::stdin().read_to_end(&mut value).map_err(|e| {
+                        Failure::usage(format!("cannot read the value from stdin: {e}"))
+                    })?;
+                    Bytes::from(value)
+                }
+            };
+            set(cx, &key, value, ttl, lease).await
+        }
         Command::Del { key, prefix, to } => del(cx, &key, prefix, to.as_deref()).await,
         Command::Ls {
             prefix,
@@ -481,13 +505,13 @@ async fn get(cx: &mut Context, key: &str, with_revisions: bool) -> Outcome {
 async fn set(
     cx: &mut Context,
     key: &str,
-    value: &str,
+    value: Bytes,
     ttl: Option<Duration>,
     lease: Option<i64>,
 ) -> Outcome {
     let request = pb::PutRequest {
         key: cx.bytes(key)?,
-        value: cx.bytes(value)?,
+        value,
         lease: lease.unwrap_or(0),
         ttl_ms: ttl.map_or(0, crate::client::ttl_ms),
         ..Default::default()

@@ -599,3 +599,36 @@ fn output_that_cannot_be_written_exits_7_with_one_line() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot write the output"), "{stderr}");
 }
+
+#[test]
+fn set_reads_the_value_from_stdin_or_a_file_as_raw_bytes() {
+    let server = Server::start();
+    // Above the kernel's 128 KiB limit on one argument: only stdin can carry it.
+    let big = "x".repeat(300 * 1024);
+    let stored = kv_with_input(server.addr(), &["set", "big"], &big);
+    assert!(stored.status.success(), "{}", text(&stored.stderr));
+    let read = kv(server.addr(), &["get", "big"]);
+    assert_eq!(text(&read.stdout), format!("{big}\n"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("value.bin");
+    std::fs::write(&file, [0xffu8, 0x00, 0x10]).unwrap();
+    let stored = kv(
+        server.addr(),
+        &["set", "raw", "--file", file.to_str().unwrap()],
+    );
+    assert!(stored.status.success(), "{}", text(&stored.stderr));
+    // --hex reads the key as hex too: 726177 is "raw".
+    assert_eq!(
+        text(&kv(server.addr(), &["--hex", "get", "726177"]).stdout),
+        "ff0010\n"
+    );
+    let missing = kv(server.addr(), &["set", "raw", "--file", "/no/such/file"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("cannot read the value from /no/such/file"));
+    let both = kv(
+        server.addr(),
+        &["set", "raw", "v", "--file", file.to_str().unwrap()],
+    );
+    assert_eq!(both.status.code(), Some(2));
+}

@@ -17,6 +17,7 @@ mod etcd_api;
 mod etcd_clients;
 #[path = "../support/etcd.rs"]
 mod etcd_process;
+mod grpc_web;
 mod harness;
 mod http;
 mod kv_api;

@@ -47,7 +47,15 @@ async fn reflection_lists_the_services_without_proto_files() {
         panic!("a list of services: {response:?}")
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["simplekeyvalue.KeyValue", "keyvalue.v1.KV"] {
+    // Ours, and as on grpc-go servers (`grpcurl list`), health and both
+    // versions of reflection.
+    for expected in [
+        "simplekeyvalue.KeyValue",
+        "keyvalue.v1.KV",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} in {names:?}"
