@@ -25,6 +25,7 @@ mod lifecycle;
 mod limits;
 #[path = "../support/linearizability.rs"]
 mod linearizability;
+mod linearizability_faults;
 mod load;
 mod operations;
 mod tls;

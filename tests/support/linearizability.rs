@@ -765,7 +765,7 @@ mod tests {
         let summary = check(&ops).unwrap_or_else(|v| panic!("{v}"));
         assert_eq!(summary.operations, 600);
         assert!(
-            started.elapsed().as_secs() < 10,
+            started.elapsed().as_secs() < 60,
             "took {:?}",
             started.elapsed()
         );
