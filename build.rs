@@ -25,6 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Keys and values arrive as `Bytes`, which the storage layer keeps
         // without copying.
         .bytes(".keyvalue.v1")
+        // prost's codec, counting repeated fields of requests before
+        // decoding (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::BoundedCodec")
         .bytes(".etcdserverpb")
         .bytes(".mvccpb")
         .bytes(".v3lockpb")

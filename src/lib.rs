@@ -34,6 +34,10 @@
 //!   answer and reports throughput and latency percentiles.
 //! - [`config_file`]: `kvserver --config FILE` merged under flags and the
 //!   environment, and `--print-config`.
+//! - [`connection`]: per-connection state: the deadlines that close a
+//!   connection carrying no request, and its requests in flight.
+//! - [`durable_fs`]: new directories, files and renames made to survive a
+//!   power cut (fsync of the directory).
 //! - [`duration`]: parsing `10s`-style durations for command-line flags.
 //! - [`usage`]: the command line of both binaries parsed with clap, a
 //!   mistake in it reported on one line.
@@ -47,6 +51,8 @@ pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod config_file;
+pub mod connection;
+pub mod durable_fs;
 pub mod duration;
 mod etcd_api;
 pub mod grpc;

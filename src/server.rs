@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use tonic_health::ServingStatus;
 
+use crate::connection::{ActivityLayer, Deadlined, Deadlines};
 use crate::etcd_api::{Api as EtcdApi, Identity};
 use crate::grpc::{
     AuthLayer, KvService, Limits, ShedLayer, Tokens, TutorialService, oversize_layer,
@@ -67,8 +68,24 @@ pub struct Config {
     /// Client connections open at once; more are closed at accept
     /// (`--max-connections`).
     pub max_connections: Option<usize>,
+    /// Requests worked on at once on one connection, counted before
+    /// `max_in_flight` (`--max-in-flight-per-connection`).
+    pub max_in_flight_per_connection: usize,
     /// Concurrent streams per HTTP/2 connection (`--max-concurrent-streams`).
     pub max_concurrent_streams: u32,
+    /// How long a connection may carry no request before it is closed
+    /// (`--first-request-timeout`, `--idle-timeout`); `None`: never.
+    pub deadlines: Option<Deadlines>,
+    /// Longest a request may take from its headers to its response's
+    /// headers, its body's arrival included (`--request-timeout`); `None`:
+    /// no limit. Streams (watches) are bounded only until they are set up.
+    pub request_timeout: Option<Duration>,
+    /// Interval of HTTP/2 pings on a connection (`--keepalive-interval`);
+    /// a peer that does not answer one within `keepalive_timeout` is
+    /// dropped. `None`: no pings.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a ping may go unanswered (`--keepalive-timeout`).
+    pub keepalive_timeout: Duration,
     /// After shutdown starts, how long in-flight requests and idle connections
     /// get to finish before the server stops anyway.
     pub shutdown_grace: Duration,
@@ -87,7 +104,15 @@ impl Default for Config {
             tls: None,
             max_in_flight: None,
             max_connections: None,
+            max_in_flight_per_connection: 256,
             max_concurrent_streams: 1024,
+            deadlines: Some(Deadlines {
+                first_request: Duration::from_secs(10),
+                idle: Duration::from_secs(300),
+            }),
+            request_timeout: Some(Duration::from_secs(30)),
+            keepalive_interval: Some(Duration::from_secs(60)),
+            keepalive_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(10),
             member_seed: None,
         }
@@ -108,6 +133,7 @@ pub async fn run<S: Store>(
         http: http_listener,
     } = listeners.into();
     let store = Arc::new(store);
+    crate::grpc::codec::allow_repeated(config.limits.max_repeated());
     // Metrics are kept when there is an HTTP listener to serve them.
     let metrics = http_listener.as_ref().map(|_| {
         let stats_of = Arc::clone(&store);
@@ -148,15 +174,25 @@ pub async fn run<S: Store>(
     // a request nothing.
     let counting = option_layer(metrics.as_ref().map(|metrics| metrics.layer()));
     let authenticating = option_layer(config.auth.clone().map(AuthLayer::new));
-    // One in-flight limit for gRPC and the JSON API together.
-    let shed = config.max_in_flight.map(ShedLayer::new);
-    let router = Server::builder()
+    // One in-flight limit for gRPC and the JSON API together (a request
+    // counts first against its connection's own limit).
+    let shed = config
+        .max_in_flight
+        .map(|limit| ShedLayer::new(limit, config.max_in_flight_per_connection));
+    let mut builder = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_keepalive_interval(config.keepalive_interval)
+        .http2_keepalive_timeout(Some(config.keepalive_timeout));
+    if let Some(timeout) = config.request_timeout {
+        builder = builder.timeout(timeout);
+    }
+    let router = builder
         // gRPC-Web (HTTP/1.1 or 2, `application/grpc-web*`) for browser
         // applications: translated to gRPC before any other layer, so it is
         // counted, shed, limited and authorized as gRPC is.
         .accept_http1(true)
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(ActivityLayer)
         .layer(counting)
         .layer(option_layer(shed.clone()))
         .layer(oversize_layer(config.limits))
@@ -218,7 +254,10 @@ pub async fn run<S: Store>(
         }
     };
     // The connection limit applies at accept, before any TLS handshake.
-    let connections = admission.connections(listener, Listener::Grpc);
+    let deadlines = config.deadlines;
+    let connections = admission
+        .connections(listener, Listener::Grpc)
+        .map(move |admitted| admitted.map(|io| Deadlined::new(io, deadlines)));
     let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + '_>> =
         match &config.tls {
             Some(tls) => Box::pin(router.serve_with_incoming_shutdown(

@@ -25,7 +25,7 @@ use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 use tracing::debug;
 
 /// How long a client may take to finish its TLS handshake.
@@ -185,7 +185,8 @@ pub fn incoming<IO>(
     tls: Arc<TlsSetup>,
 ) -> ReceiverStream<Result<TlsStream<IO>, io::Error>>
 where
-    IO: AsyncRead + AsyncWrite + Connected<ConnectInfo = TcpConnectInfo> + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: std::fmt::Debug,
 {
     let (sender, receiver) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -200,7 +201,7 @@ where
                 },
                 () = sender.closed() => return,
             };
-            let peer = tcp.connect_info().remote_addr();
+            let peer = tcp.connect_info();
             let acceptor = tls.acceptor.clone();
             let sender = sender.clone();
             tokio::spawn(async move {

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, ValueEnum};
 use keyvalue::config_file;
+use keyvalue::connection::Deadlines;
 use keyvalue::duration::parse_duration;
 use keyvalue::grpc::{Limits, Tokens};
 use keyvalue::server::{self, Config, Listeners};
@@ -152,6 +153,43 @@ struct Args {
     #[arg(long, env = "KVSERVER_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+
+    /// Requests worked on at once on one connection; one more gets
+    /// RESOURCE_EXHAUSTED at once. Counted before --max-in-flight, so one
+    /// client cannot take every place.
+    #[arg(long, env = "KVSERVER_MAX_IN_FLIGHT_PER_CONNECTION", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_in_flight_per_connection: u32,
+
+    /// A new connection that sends no request for this long is closed (a
+    /// silent socket, a half-sent preface). 0 turns it off.
+    #[arg(long, env = "KVSERVER_FIRST_REQUEST_TIMEOUT", default_value = "10s",
+          value_parser = parse_duration)]
+    first_request_timeout: Duration,
+
+    /// A connection with no request open for this long is closed (clients
+    /// reconnect when they need to). 0 turns it off.
+    #[arg(long, env = "KVSERVER_IDLE_TIMEOUT", default_value = "5m",
+          value_parser = parse_duration)]
+    idle_timeout: Duration,
+
+    /// Longest a request may take from its headers to its answer, the
+    /// arrival of its body included (a watch: until it is set up); past it
+    /// the client gets CANCELLED. 0 turns it off.
+    #[arg(long, env = "KVSERVER_REQUEST_TIMEOUT", default_value = "30s",
+          value_parser = parse_duration)]
+    request_timeout: Duration,
+
+    /// How often the server pings each connection (HTTP/2 PING) to find
+    /// peers that are gone. 0 turns pings off.
+    #[arg(long, env = "KVSERVER_KEEPALIVE_INTERVAL", default_value = "60s",
+          value_parser = parse_duration)]
+    keepalive_interval: Duration,
+
+    /// How long a ping may go unanswered before the connection is closed.
+    #[arg(long, env = "KVSERVER_KEEPALIVE_TIMEOUT", default_value = "20s",
+          value_parser = parse_duration)]
+    keepalive_timeout: Duration,
 
     /// Concurrent requests (HTTP/2 streams) per connection.
     #[arg(long, env = "KVSERVER_MAX_CONCURRENT_STREAMS", default_value_t = 1024,
@@ -399,6 +437,23 @@ fn member_seed(args: &Args) -> Option<String> {
     }
 }
 
+/// `None` for a duration of zero (the flag's "off").
+fn nonzero(duration: Duration) -> Option<Duration> {
+    (!duration.is_zero()).then_some(duration)
+}
+
+/// The connection deadlines of the flags; a zero one never expires.
+fn deadlines(first_request: Duration, idle: Duration) -> Option<Deadlines> {
+    const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+    if first_request.is_zero() && idle.is_zero() {
+        return None;
+    }
+    Some(Deadlines {
+        first_request: nonzero(first_request).unwrap_or(NEVER),
+        idle: nonzero(idle).unwrap_or(NEVER),
+    })
+}
+
 async fn serve_store<S: Store>(
     store: S,
     args: &Args,
@@ -451,7 +506,12 @@ async fn serve_store<S: Store>(
         tls,
         max_in_flight: Some(args.max_in_flight as usize),
         max_connections: Some(args.max_connections as usize),
+        max_in_flight_per_connection: args.max_in_flight_per_connection as usize,
         max_concurrent_streams: args.max_concurrent_streams,
+        deadlines: deadlines(args.first_request_timeout, args.idle_timeout),
+        request_timeout: nonzero(args.request_timeout),
+        keepalive_interval: nonzero(args.keepalive_interval),
+        keepalive_timeout: args.keepalive_timeout,
         shutdown_grace: args.shutdown_grace,
         member_seed: member_seed(args),
     };

@@ -10,6 +10,7 @@
 
 mod access;
 mod auth;
+pub(crate) mod codec;
 mod convert;
 mod kv;
 pub(crate) mod methods;

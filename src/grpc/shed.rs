@@ -6,6 +6,11 @@
 //! whole length, a watch until it is set up (watches have their own limit,
 //! `--max-watchers`). Health checks are never shed, so a busy server is not
 //! mistaken for a dead one.
+//!
+//! A request counts first against its connection's limit
+//! (`--max-in-flight-per-connection`), then against the server's: one client
+//! that opens thousands of streams and never finishes them fills only its
+//! own connection's places, not everyone's.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,20 +20,24 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::{LayerFuture, is_health_check};
+use crate::connection::activity_of;
 
 /// The layer (the server leaves it out when there is no limit).
 #[derive(Clone)]
 pub(crate) struct ShedLayer {
     places: Arc<Semaphore>,
     limit: usize,
+    per_connection: usize,
 }
 
 impl ShedLayer {
-    /// At most `limit` requests in flight.
-    pub(crate) fn new(limit: usize) -> ShedLayer {
+    /// At most `limit` requests in flight, and `per_connection` on any one
+    /// connection.
+    pub(crate) fn new(limit: usize, per_connection: usize) -> ShedLayer {
         ShedLayer {
             places: Arc::new(Semaphore::new(limit)),
             limit,
+            per_connection,
         }
     }
 }
@@ -41,6 +50,7 @@ impl<S> Layer<S> for ShedLayer {
             inner,
             places: Arc::clone(&self.places),
             limit: self.limit,
+            per_connection: self.per_connection,
         }
     }
 }
@@ -68,6 +78,7 @@ pub(crate) struct Shed<S> {
     inner: S,
     places: Arc<Semaphore>,
     limit: usize,
+    per_connection: usize,
 }
 
 impl<S, B, RB> Service<http::Request<B>> for Shed<S>
@@ -89,6 +100,21 @@ where
         if is_health_check(request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
+        let connection_place = match activity_of(&request) {
+            Some(activity) => match activity.enter(self.per_connection) {
+                Some(place) => Some(place),
+                None => {
+                    let status = Status::resource_exhausted(format!(
+                        "this connection has {} requests in flight, its limit \
+                         (--max-in-flight-per-connection); wait for some to finish, or \
+                         spread the load over more connections",
+                        self.per_connection
+                    ));
+                    return Box::pin(std::future::ready(Ok(status.into_http())));
+                }
+            },
+            None => None,
+        };
         let place = match enter(&self.places, self.limit) {
             Ok(place) => place,
             Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
@@ -96,7 +122,7 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await;
-            drop(place);
+            drop((place, connection_place));
             response
         })
     }

@@ -44,6 +44,21 @@ const MIN_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 const MESSAGE_OVERHEAD_BYTES: usize = 1024;
 
 impl Limits {
+    /// The most entries one repeated field of a message may have: the
+    /// largest count any limit allows, in a request or in an answer (a
+    /// Range page, a snapshot chunk). See `grpc::codec`.
+    pub fn max_repeated(&self) -> usize {
+        [
+            self.max_batch_keys,
+            self.max_range_page,
+            self.max_txn_ops,
+            crate::storage::SNAPSHOT_CHUNK,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+    }
+
     /// `INVALID_ARGUMENT` unless `key` is non-empty and within `max_key_bytes`.
     pub fn check_key(&self, key: &[u8]) -> Result<(), Status> {
         if key.is_empty() {

@@ -819,6 +819,8 @@ async fn write_backup(
         .map_err(|e| io(e.into_error()))?;
     out.sync_all().map_err(io)?;
     std::fs::rename(partial, file).map_err(io)?;
+    // The new name survives a power cut only once its directory is synced.
+    crate::durable_fs::sync_parent(file).map_err(io)?;
     Ok((keys, revision))
 }
 

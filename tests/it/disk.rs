@@ -304,3 +304,28 @@ async fn a_full_disk_is_resource_exhausted_loses_nothing_and_recovers() {
     drop(client);
     assert!(server.stop("TERM").await.status.success());
 }
+
+#[tokio::test]
+async fn a_healthy_database_on_a_read_only_file_system_says_so() {
+    if !running_as_root() {
+        eprintln!("skipped: mounting a file system needs root");
+        return;
+    }
+    let file_system = SmallFileSystem::mount("16m").expect("mount a tmpfs");
+    let data_dir = file_system.path().join("data");
+    {
+        let server = Server::start_on_disk(&data_dir, &[]);
+        set(&mut server.client().await, "k", "v").await;
+        assert!(server.stop("TERM").await.status.success());
+    }
+    let remounted = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(file_system.path())
+        .status()
+        .expect("run mount");
+    assert!(remounted.success());
+    let stderr = stderr_of(&refused_start(&data_dir));
+    assert!(stderr.contains("read-only"), "{stderr}");
+    assert!(!stderr.contains("not a readable"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

@@ -101,6 +101,20 @@ async fn sighup_without_tls_is_logged_and_the_server_goes_on() {
     assert!(stopped.status.success(), "{}", stopped.status);
 }
 
+#[tokio::test]
+async fn sighup_as_soon_as_the_server_announces_itself_does_not_end_it() {
+    // `systemctl reload` right after start: the signal arrives as the
+    // `listening on` line does, before the server's TLS-reload listener runs.
+    for _ in 0..5 {
+        let server = Server::start();
+        crate::harness::send_signal(server.pid(), "HUP");
+        let mut client = server.client().await;
+        set(&mut client, "k", "v").await;
+        let stopped = server.stop("TERM").await;
+        assert!(stopped.status.success(), "{}", stopped.status);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_finishes_every_request_the_server_started() {
     // With --log-requests the server logs each Set as its handler starts; every

@@ -19,6 +19,7 @@ mod etcd_clients;
 mod etcd_process;
 mod grpc_web;
 mod harness;
+mod hostile;
 mod http;
 mod kv_api;
 mod lifecycle;

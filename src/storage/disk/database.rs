@@ -30,25 +30,13 @@ pub(super) struct DbHandle {
 impl DbHandle {
     /// Opens (or creates) the database in `dir`; returns it and its revision.
     pub(super) fn open(dir: &Path) -> Result<(DbHandle, Revision), OpenError> {
-        let shown = dir.display();
-        std::fs::create_dir_all(dir)
-            .map_err(|e| OpenError(format!("cannot create data dir {shown}: {e}")))?;
         let path = dir.join(DB_FILE);
-        let fresh = !path.exists();
-        if fresh {
-            refuse_foreign_files(dir)?;
+        if !path.exists() {
+            create(dir, |_| Ok(()))?;
         }
-        let db = open_database(&path, fresh)?;
-        let revision = if fresh {
-            initialize(&db)
-                .map_err(|e| OpenError(format!("cannot initialize {}: {e}", path.display())))?;
-            0
-        } else {
-            let revision = check_format(&db, &path)?;
-            upgrade(&db)
-                .map_err(|e| OpenError(format!("cannot update {}: {e}", path.display())))?;
-            revision
-        };
+        let db = open_database(&path)?;
+        let revision = check_format(&db, &path)?;
+        upgrade(&db).map_err(|e| OpenError(format!("cannot update {}: {e}", path.display())))?;
         let handle = DbHandle {
             dir: dir.to_owned(),
             path,
@@ -112,8 +100,59 @@ impl DbHandle {
     }
 }
 
+/// Where a new database is built before it is renamed to [`DB_FILE`].
+pub(super) const CREATING_FILE: &str = "keyvalue.redb.creating";
+
+/// Creates the database of a new data dir in `dir` (created if missing):
+/// builds it aside in [`CREATING_FILE`], initializes it, lets `fill` write
+/// to it (a restore does), commits durably, then renames it to [`DB_FILE`]
+/// and fsyncs the directory.
+///
+/// So a power cut at any moment leaves either no database (a leftover
+/// [`CREATING_FILE`] at most, which held nothing acknowledged and is removed
+/// by the next creation) or a whole one: never a half-created file that
+/// every later start refuses.
+pub(super) fn create(
+    dir: &Path,
+    fill: impl FnOnce(&Database) -> Result<(), OpenError>,
+) -> Result<(), OpenError> {
+    let shown = dir.display();
+    crate::durable_fs::create_dir_all(dir)
+        .map_err(|e| OpenError(format!("cannot create data dir {shown}: {}", io_reason(&e))))?;
+    refuse_foreign_files(dir)?;
+    let aside = dir.join(CREATING_FILE);
+    if aside.exists() {
+        tracing::info!(
+            "removing {}, left by a first start or a restore that did not finish \
+             (it never held an acknowledged write)",
+            aside.display()
+        );
+        std::fs::remove_file(&aside)
+            .map_err(|e| OpenError(format!("cannot remove {}: {e}", aside.display())))?;
+    }
+    let failed =
+        |e: &dyn std::fmt::Display| OpenError(format!("cannot create a database in {shown}: {e}"));
+    let db = builder().create(&aside).map_err(|e| match e {
+        DatabaseError::Storage(redb::StorageError::Io(io)) => {
+            failed(&format!("{}: {}", aside.display(), io_reason(&io)))
+        }
+        other => failed(&other),
+    })?;
+    initialize(&db).map_err(|e| failed(&e))?;
+    fill(&db)?;
+    // Every commit above ended with a durable one (initialize's, or the
+    // last of `fill`'s), so the file's contents are on disk: only its name
+    // is left to make durable.
+    drop(db);
+    let path = dir.join(DB_FILE);
+    std::fs::rename(&aside, &path).map_err(|e| failed(&e))?;
+    crate::durable_fs::sync_dir(dir).map_err(|e| failed(&e))?;
+    Ok(())
+}
+
 /// A new data dir must be empty: anything in it is someone else's, and
-/// creating our file beside it could mix two programs' data.
+/// creating our file beside it could mix two programs' data. A leftover
+/// [`CREATING_FILE`] is ours.
 fn refuse_foreign_files(dir: &Path) -> Result<(), OpenError> {
     let shown = dir.display();
     let entries = std::fs::read_dir(dir)
@@ -121,6 +160,7 @@ fn refuse_foreign_files(dir: &Path) -> Result<(), OpenError> {
     let mut names: Vec<String> = entries
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != CREATING_FILE)
         .collect();
     if names.is_empty() {
         return Ok(());
@@ -134,6 +174,22 @@ fn refuse_foreign_files(dir: &Path) -> Result<(), OpenError> {
     )))
 }
 
+/// An I/O error in words that say what to do, for the errors that are not
+/// about the data: a read-only file system, missing permissions.
+fn io_reason(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::ReadOnlyFilesystem => format!(
+            "the file system is read-only ({error}); kvserver needs to write to its data \
+             dir: remount it read-write or pick another --data-dir"
+        ),
+        io::ErrorKind::PermissionDenied => format!(
+            "permission denied ({error}); the user kvserver runs as needs read and write \
+             access to the data dir"
+        ),
+        _ => error.to_string(),
+    }
+}
+
 /// The engine's settings, the same for every open.
 fn builder() -> redb::Builder {
     let mut builder = Database::builder();
@@ -145,14 +201,8 @@ fn builder() -> redb::Builder {
     builder
 }
 
-fn open_database(path: &Path, fresh: bool) -> Result<Database, OpenError> {
-    let builder = builder();
-    let opened = if fresh {
-        builder.create(path)
-    } else {
-        builder.open(path)
-    };
-    opened.map_err(|error| {
+fn open_database(path: &Path) -> Result<Database, OpenError> {
+    builder().open(path).map_err(|error| {
         let shown = path.display();
         OpenError(match error {
             DatabaseError::DatabaseAlreadyOpen => format!(
@@ -160,11 +210,14 @@ fn open_database(path: &Path, fresh: bool) -> Result<Database, OpenError> {
                  a data dir serves one kvserver at a time"
             ),
             DatabaseError::Storage(redb::StorageError::Io(io))
-                if io.kind() == io::ErrorKind::PermissionDenied =>
+                if matches!(
+                    io.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+                ) =>
             {
-                format!("cannot open {shown}: {io}")
+                format!("cannot open {shown}: {}", io_reason(&io))
             }
-            DatabaseError::Storage(redb::StorageError::Io(io)) if !fresh => format!(
+            DatabaseError::Storage(redb::StorageError::Io(io)) => format!(
                 "{shown} is not a readable kvserver database ({io}); refusing to start, \
                  the file was left untouched"
             ),

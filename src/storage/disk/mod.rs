@@ -163,44 +163,47 @@ impl DiskStore {
                 dir.display()
             )));
         }
-        let (db, _) = DbHandle::open(dir)?;
         let failed =
             |e: StoreError| OpenError(format!("restoring into {} failed: {e}", dir.display()));
         let no_leases = Leases::default();
         let mut kvs = kvs.into_iter().peekable();
         let mut restored = 0u64;
-        let mut first = true;
-        loop {
-            // Large transactions without fsync; the last one syncs them all.
-            let db = db.current().map_err(failed)?;
-            let mut txn = db.begin_write().map_err(|e| failed(storage_error(e)))?;
-            let last = {
-                let mut view = WriteView::open(&txn, &no_leases).map_err(failed)?;
-                if first {
-                    for (id, ttl) in leases {
-                        view.grant(*id, *ttl).map_err(failed)?;
+        // Built aside and renamed into place when complete: a restore cut
+        // short leaves no database, never a part of the backup.
+        database::create(dir, |db| {
+            let mut first = true;
+            loop {
+                // Large transactions without fsync; the last one syncs them all.
+                let mut txn = db.begin_write().map_err(|e| failed(storage_error(e)))?;
+                let last = {
+                    let mut view = WriteView::open(&txn, &no_leases).map_err(failed)?;
+                    if first {
+                        for (id, ttl) in leases {
+                            view.grant(*id, *ttl).map_err(failed)?;
+                        }
+                        first = false;
                     }
-                    first = false;
+                    for kv in kvs.by_ref().take(10_000) {
+                        view.put(&kv.key, &kv.record, None).map_err(failed)?;
+                        restored += 1;
+                    }
+                    let last = kvs.peek().is_none();
+                    if last {
+                        view.set_revision(revision).map_err(failed)?;
+                    }
+                    last
+                };
+                if !last {
+                    txn.set_durability(redb::Durability::None)
+                        .map_err(|e| failed(storage_error(e)))?;
                 }
-                for kv in kvs.by_ref().take(10_000) {
-                    view.put(&kv.key, &kv.record, None).map_err(failed)?;
-                    restored += 1;
-                }
-                let last = kvs.peek().is_none();
+                txn.commit().map_err(|e| failed(storage_error(e)))?;
                 if last {
-                    view.set_revision(revision).map_err(failed)?;
+                    return Ok(());
                 }
-                last
-            };
-            if !last {
-                txn.set_durability(redb::Durability::None)
-                    .map_err(|e| failed(storage_error(e)))?;
             }
-            txn.commit().map_err(|e| failed(storage_error(e)))?;
-            if last {
-                return Ok(restored);
-            }
-        }
+        })?;
+        Ok(restored)
     }
 
     /// A consistent view to read from (a redb read transaction).
@@ -539,6 +542,49 @@ mod tests {
             .unwrap();
         assert!(error.to_string().contains("refusing to start"), "{error}");
         assert_eq!(std::fs::read(dir.path().join(DB_FILE)).unwrap(), garbage);
+    }
+
+    #[tokio::test]
+    async fn a_first_start_cut_short_leaves_a_data_dir_that_starts_empty() {
+        // What a power cut during the first start can leave: the database
+        // being built aside, empty or half-written, and no database.
+        for leftover in [
+            Vec::new(),
+            vec![0x5a; 4096],
+            b"redb\x1a\x0a\xa9\x0d\x0a".to_vec(),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(database::CREATING_FILE), &leftover).unwrap();
+            let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+            assert_eq!(store.get(b"k").await.unwrap(), None);
+            store.put(Bytes::from("k"), Bytes::from("v")).await.unwrap();
+            drop(store);
+            assert!(!dir.path().join(database::CREATING_FILE).exists());
+            let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+            assert_eq!(store.get(b"k").await.unwrap().unwrap().value, "v");
+        }
+    }
+
+    #[test]
+    fn a_leftover_creation_does_not_hide_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(database::CREATING_FILE), b"").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        let error = DiskStore::open(dir.path(), SyncPolicy::Always)
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("notes.txt"), "{error}");
+    }
+
+    #[test]
+    fn a_new_database_is_created_whole_under_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(DiskStore::open(&dir.path().join("a/b"), SyncPolicy::Always).unwrap());
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [DB_FILE]);
     }
 
     #[test]

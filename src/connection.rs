@@ -1,0 +1,341 @@
+//! What the server tracks per connection: its deadlines (a connection that
+//! carries no request is closed) and its requests in flight (a limit per
+//! connection, checked before the server-wide one, so that one client
+//! cannot take every place).
+//!
+//! A peer that connects and then says nothing (an idle socket, half an HTTP/2
+//! preface, a client that went away without a FIN) would otherwise hold one
+//! of `--max-connections`'s places, a file descriptor and its buffers for
+//! good; a hundred of them locked every other client out. HTTP/2 keepalive
+//! pings (set in `server.rs`) find peers that are gone; this finds peers that
+//! are there and do nothing.
+//!
+//! Two parts meet through the connection's [`Activity`]:
+//! - [`Deadlined`] wraps the connection's byte stream. When the connection
+//!   has had no request open for the deadline (`--first-request-timeout`
+//!   before its first request, `--idle-timeout` after), its next read ends
+//!   the connection.
+//! - [`ActivityLayer`], a tower layer, counts each request open from its
+//!   headers until its response body ends (so a watch that streams nothing
+//!   for an hour keeps its connection), and finds the connection's
+//!   [`Activity`] in the connect info tonic attaches to every request.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
+use tower::{Layer, Service};
+
+use crate::grpc::LayerFuture;
+
+/// How long a connection may go without a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    /// From accept to the first request's headers.
+    pub first_request: Duration,
+    /// From the end of the last request (with its response) to the next.
+    pub idle: Duration,
+}
+
+/// What a connection is doing, shared by its byte stream and its requests.
+#[derive(Debug)]
+pub struct Activity {
+    /// Requests whose response has not ended.
+    open: AtomicUsize,
+    /// Requests whose response has not started (what admission limits: a
+    /// watch holds its place only until it is set up).
+    in_flight: AtomicUsize,
+    /// Whether a request ever came.
+    requested: AtomicBool,
+    /// When `open` last went to zero (or the connection was accepted), in
+    /// milliseconds since `epoch`.
+    quiet_since: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            open: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            requested: AtomicBool::new(false),
+            quiet_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_millis(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn started(self: &Arc<Self>) -> RequestGuard {
+        self.requested.store(true, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(Arc::clone(self))
+    }
+
+    /// When the connection's deadline falls, or `None` while a request is
+    /// open.
+    fn deadline(&self, deadlines: Deadlines) -> Option<Instant> {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let allowed = if self.requested.load(Ordering::Relaxed) {
+            deadlines.idle
+        } else {
+            deadlines.first_request
+        };
+        let quiet_since = Duration::from_millis(self.quiet_since.load(Ordering::Acquire));
+        Some(self.epoch + quiet_since + allowed)
+    }
+}
+
+impl Activity {
+    /// A place among the connection's requests in flight, or `None` if it
+    /// already has `limit`.
+    pub(crate) fn enter(self: &Arc<Self>, limit: usize) -> Option<InFlight> {
+        let entered = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        entered.ok().map(|_| InFlight(Arc::clone(self)))
+    }
+}
+
+/// A request's place among its connection's requests in flight.
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One open request; the connection is quiet again once every guard drops.
+struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let now = self.0.now_millis();
+        self.0.quiet_since.store(now, Ordering::Release);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The connect info of a [`Deadlined`] connection: the inner one's, and the
+/// connection's [`Activity`].
+#[derive(Clone)]
+pub struct WithActivity<I> {
+    /// What the wrapped connection reports (its peer address).
+    pub inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: std::fmt::Debug> std::fmt::Debug for WithActivity<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+/// A connection's byte stream that ends once its deadline passes with no
+/// request open.
+pub struct Deadlined<T> {
+    inner: T,
+    activity: Arc<Activity>,
+    /// `None`: no deadlines (the connection is still counted).
+    deadlines: Option<(Deadlines, Pin<Box<Sleep>>)>,
+}
+
+impl<T> Deadlined<T> {
+    /// `inner`, accepted now, under `deadlines` if any.
+    pub fn new(inner: T, deadlines: Option<Deadlines>) -> Deadlined<T> {
+        let activity = Arc::new(Activity::new());
+        let deadlines = deadlines.map(|deadlines| {
+            let first = tokio::time::Instant::now() + deadlines.first_request;
+            (deadlines, Box::pin(tokio::time::sleep_until(first)))
+        });
+        Deadlined {
+            inner,
+            activity,
+            deadlines,
+        }
+    }
+
+    /// Whether the deadline has passed; otherwise arms the timer for it (or
+    /// for a check one idle period from now, while a request is open).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some((deadlines, timer)) = &mut self.deadlines else {
+            return false;
+        };
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let next = match self.activity.deadline(*deadlines) {
+                Some(deadline) if deadline <= Instant::now() => return true,
+                Some(deadline) => tokio::time::Instant::from_std(deadline),
+                None => tokio::time::Instant::now() + deadlines.idle,
+            };
+            timer.as_mut().reset(next);
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Deadlined<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.expired(cx) {
+            let requested = self.activity.requested.load(Ordering::Relaxed);
+            tracing::debug!(
+                requested,
+                "closing a connection that carried no request for its deadline"
+            );
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no request on this connection for the idle timeout",
+            )));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Deadlined<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl<T: Connected> Connected for Deadlined<T> {
+    type ConnectInfo = WithActivity<T::ConnectInfo>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        WithActivity {
+            inner: self.inner.connect_info(),
+            activity: Arc::clone(&self.activity),
+        }
+    }
+}
+
+/// The connection's activity, from a request's extensions: plaintext, or
+/// TLS over a deadlined TCP connection; `None` for a connection the server
+/// did not wrap (tests that serve without deadlines).
+pub(crate) fn activity_of<B>(request: &http::Request<B>) -> Option<&Arc<Activity>> {
+    let extensions = request.extensions();
+    extensions
+        .get::<WithActivity<TcpConnectInfo>>()
+        .map(|info| &info.activity)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<WithActivity<TcpConnectInfo>>>()
+                .map(|info| &info.get_ref().activity)
+        })
+}
+
+/// Counts every request open on its connection until its response ends.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ActivityLayer;
+
+impl<S> Layer<S> for ActivityLayer {
+    type Service = CountActivity<S>;
+
+    fn layer(&self, inner: S) -> CountActivity<S> {
+        CountActivity { inner }
+    }
+}
+
+/// See [`ActivityLayer`].
+#[derive(Clone, Debug)]
+pub struct CountActivity<S> {
+    inner: S,
+}
+
+impl<S, B> Service<http::Request<B>> for CountActivity<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = LayerFuture<Self::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let guard = activity_of(&request).map(Activity::started);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(match guard {
+                Some(guard) => response.map(|body| {
+                    tonic::body::Body::new(GuardedBody {
+                        inner: body,
+                        _guard: guard,
+                    })
+                }),
+                None => response,
+            })
+        })
+    }
+}
+
+/// A response body that keeps its request counted open until it is dropped.
+struct GuardedBody {
+    inner: tonic::body::Body,
+    _guard: RequestGuard,
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
