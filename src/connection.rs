@@ -193,18 +193,32 @@ impl<T: AsyncRead + Unpin> AsyncRead for Deadlined<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if self.expired(cx) {
-            let requested = self.activity.requested.load(Ordering::Relaxed);
-            tracing::debug!(
-                requested,
-                "closing a connection that carried no request for its deadline"
-            );
-            return Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no request on this connection for the idle timeout",
-            )));
+        if !self.expired(cx) {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        // Bytes that already arrived (a request racing the deadline) are
+        // read, not thrown away with the connection: the deadline counts
+        // from them.
+        let filled = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > filled => {
+                let now = self.activity.now_millis();
+                self.activity.quiet_since.store(now, Ordering::Release);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                let requested = self.activity.requested.load(Ordering::Relaxed);
+                tracing::debug!(
+                    requested,
+                    "closing a connection that carried no request for its deadline"
+                );
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no request on this connection for the idle timeout",
+                )))
+            }
+            closed_or_failed => closed_or_failed,
+        }
     }
 }
 

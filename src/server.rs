@@ -107,7 +107,7 @@ impl Default for Config {
             max_in_flight_per_connection: 256,
             max_concurrent_streams: 1024,
             deadlines: Some(Deadlines {
-                first_request: Duration::from_secs(10),
+                first_request: Duration::from_secs(20),
                 idle: Duration::from_secs(300),
             }),
             request_timeout: Some(Duration::from_secs(30)),

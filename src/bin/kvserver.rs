@@ -163,7 +163,7 @@ struct Args {
 
     /// A new connection that sends no request for this long is closed (a
     /// silent socket, a half-sent preface). 0 turns it off.
-    #[arg(long, env = "KVSERVER_FIRST_REQUEST_TIMEOUT", default_value = "10s",
+    #[arg(long, env = "KVSERVER_FIRST_REQUEST_TIMEOUT", default_value = "20s",
           value_parser = parse_duration)]
     first_request_timeout: Duration,
 
