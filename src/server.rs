@@ -142,8 +142,11 @@ pub async fn run<S: Store>(
         }))
     });
     let tutorial = TutorialService::new(Arc::clone(&store), config.limits, config.log_requests);
-    let kv = KvService::new(Arc::clone(&store), config.limits);
-    let etcd = etcd_api(Arc::clone(&store), &config, &listener);
+    // Watches have no end of their own: they are ended when shutdown
+    // starts, or they would hold it for the whole grace.
+    let (stop_streams, stopping) = crate::shutdown::stopping();
+    let kv = KvService::new(Arc::clone(&store), config.limits).with_stopping(stopping.clone());
+    let etcd = etcd_api(Arc::clone(&store), &config, &listener).with_stopping(stopping);
     let expiry = tokio::spawn(expire_leases(Arc::clone(&store)));
     let (health, health_service) = tonic_health::server::health_reporter();
     // The first status is set before serving starts, so a probe never sees
@@ -233,6 +236,7 @@ pub async fn run<S: Store>(
     };
     let shutdown = async move {
         shutdown.await;
+        stop_streams.stop();
         // Stopped for good before NOT_SERVING goes out, so that a change of
         // the store's availability cannot report SERVING after it.
         availability.abort();

@@ -15,6 +15,12 @@ fn etcd(code: Code, message: &'static str) -> Status {
     Status::new(code, message)
 }
 
+/// What a watch stream ends with when the server stops (clientv3 then
+/// watches again, on another endpoint if it has one).
+pub(crate) fn server_stopped() -> Status {
+    etcd(Code::Unavailable, "etcdserver: server stopped")
+}
+
 pub(crate) fn empty_key() -> Status {
     etcd(Code::InvalidArgument, "etcdserver: key is not provided")
 }

@@ -38,6 +38,8 @@ mod watch;
 
 use std::sync::Arc;
 
+use crate::shutdown::Stopping;
+
 use tonic::transport::server::Router;
 
 use crate::grpc::{Limits, Tokens};
@@ -59,6 +61,8 @@ pub(crate) struct Api<S> {
     limits: Limits,
     identity: Arc<Identity>,
     tokens: Option<Arc<Tokens>>,
+    /// Ends open watch streams when the server stops.
+    stopping: Stopping,
 }
 
 impl<S> Clone for Api<S> {
@@ -68,6 +72,7 @@ impl<S> Clone for Api<S> {
             limits: self.limits,
             identity: Arc::clone(&self.identity),
             tokens: self.tokens.clone(),
+            stopping: self.stopping.clone(),
         }
     }
 }
@@ -84,7 +89,14 @@ impl<S: Store> Api<S> {
             limits,
             identity: Arc::new(identity),
             tokens,
+            stopping: Stopping::never(),
         }
+    }
+
+    /// The API, whose watch streams end with `UNAVAILABLE` as soon as
+    /// `stopping` says the server stops.
+    pub(crate) fn with_stopping(self, stopping: Stopping) -> Api<S> {
+        Api { stopping, ..self }
     }
 
     /// Every etcd service, added to `router`.

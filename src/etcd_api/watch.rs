@@ -67,7 +67,15 @@ impl<S: Store> Watch for WatchApi<S> {
             next_id: 0,
         };
         tokio::spawn(session.run(request.into_inner()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
+        // When the server stops, the stream ends at once (its session sees
+        // the receiver gone and ends too); clientv3 watches again elsewhere.
+        let responses = self
+            .0
+            .stopping
+            .interrupt(ReceiverStream::new(responses), || {
+                Err(errors::server_stopped())
+            });
+        Ok(Response::new(Box::pin(responses)))
     }
 }
 

@@ -15,12 +15,16 @@
 //!    truncated field) with `INTERNAL`, which reads as a server bug;
 //!    `docs/API.md` promises `INVALID_ARGUMENT`.
 //!
+//! Only requests are counted: the generated clients share this codec, and
+//! what they decode is not a hostile client's (our answers to `kv`, etcd's
+//! to the etcd backend, whose watch may carry the events of a 100,000-key
+//! delete in one message). A server decodes the messages named
+//! `…Request` of our three APIs, and nothing else is.
+//!
 //! The generated code builds codecs with `Default`, so the bound cannot be
 //! a field of the codec: it is process-wide, set by `server::run` from its
 //! limits, and only ever raised (two servers in one test process keep the
-//! larger). The server's own answers are within it (a Range page, a Txn's
-//! responses, a snapshot chunk), so our client decodes them too; `0`, the
-//! state of a process that serves nothing, counts nothing.
+//! larger); `0`, the state of a process that serves nothing, counts nothing.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,13 +73,18 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        BoundedDecoder { _type: PhantomData }
+        BoundedDecoder {
+            counted: std::any::type_name::<U>().ends_with("Request"),
+            _type: PhantomData,
+        }
     }
 }
 
 /// See [`BoundedCodec`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BoundedDecoder<U> {
+    /// Whether `U` is a request (see the module's doc).
+    counted: bool,
     _type: PhantomData<U>,
 }
 
@@ -87,7 +96,7 @@ impl<U: Message + Default> Decoder for BoundedDecoder<U> {
         let max = MAX_REPEATED.load(Ordering::Relaxed);
         // tonic hands over one whole message in one buffer; should a future
         // version split it, the count is skipped rather than guessed.
-        if max > 0 && buf.chunk().len() == buf.remaining() {
+        if self.counted && max > 0 && buf.chunk().len() == buf.remaining() {
             check_counts(buf.chunk(), max)?;
         }
         U::decode(buf).map(Some).map_err(|error| {
@@ -199,6 +208,14 @@ mod tests {
         for message in [&[0xff_u8][..], &[0x0a, 0x05, 0x01], &[0x0b]] {
             assert!(check_counts(message, 1).is_ok());
         }
+    }
+
+    #[test]
+    fn only_requests_are_counted() {
+        let mut request = BoundedCodec::<pb::RangeResponse, pb::BatchPutRequest>::default();
+        assert!(request.decoder().counted);
+        let mut response = BoundedCodec::<pb::BatchPutRequest, pb::RangeResponse>::default();
+        assert!(!response.decoder().counted);
     }
 
     #[test]

@@ -19,19 +19,41 @@ use super::convert::{self, header, kv_of};
 use super::status::from_store_error;
 use crate::proto::keyvalue::v1 as pb;
 use crate::proto::keyvalue::v1::kv_server::{Kv, KvServer};
+use crate::shutdown::Stopping;
 use crate::storage::Store;
 use crate::storage::ops::{Compare, KeyRange, Op, OpResult, RangeQuery, Txn, TxnResult};
+
+/// What an open watch gets when the server stops.
+fn server_stops() -> Status {
+    Status::unavailable(
+        "the server is stopping: reconnect (to another server, if there is one) and \
+         watch again from the revision after the last event received",
+    )
+}
 
 /// Handlers of `keyvalue.v1.KV` over a [`Store`].
 pub struct KvService<S> {
     store: Arc<S>,
     limits: Limits,
+    /// Ends open watches when the server stops.
+    stopping: Stopping,
 }
 
 impl<S: Store> KvService<S> {
     /// A service over `store`.
     pub fn new(store: Arc<S>, limits: Limits) -> Self {
-        KvService { store, limits }
+        KvService {
+            store,
+            limits,
+            stopping: Stopping::never(),
+        }
+    }
+
+    /// The service, whose watches end with `UNAVAILABLE` as soon as
+    /// `stopping` says the server stops (instead of holding the graceful
+    /// shutdown for its whole grace).
+    pub fn with_stopping(self, stopping: Stopping) -> Self {
+        KvService { stopping, ..self }
     }
 
     /// The tonic service, ready to add to a server.
@@ -350,6 +372,7 @@ impl<S: Store> Kv for KvService<S> {
                 events: events.into_iter().map(convert::event).collect(),
             })
         });
+        let responses = self.stopping.interrupt(responses, || Err(server_stops()));
         Ok(Response::new(Box::pin(responses)))
     }
 

@@ -348,3 +348,31 @@ async fn threads_sets_the_number_of_serving_threads() {
     let zero = kvserver().args(["--threads", "0"]).output().unwrap();
     assert_eq!(zero.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn an_open_watch_ends_at_once_when_the_server_stops() {
+    use keyvalue::proto::keyvalue::v1 as pb;
+    // A grace far longer than the test: the watch must not hold it.
+    let server = Server::start_with(&["--shutdown-grace", "60s"]);
+    let mut kv = server.kv_client().await;
+    let mut events = kv
+        .watch(pb::WatchRequest {
+            key: bytes::Bytes::from("w"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let started = std::time::Instant::now();
+    crate::harness::send_signal(server.pid(), "TERM");
+    let ended = tokio::time::timeout(Duration::from_secs(30), events.message())
+        .await
+        .expect("the watch ends when the server stops");
+    let status = ended.expect_err("with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("reconnect"), "{status:?}");
+    drop((events, kv));
+    let stopped = server.stop("TERM").await;
+    assert!(stopped.status.success(), "{}", stopped.status);
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
