@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt as _;
 use tokio::sync::oneshot;
+use tokio_stream::StreamExt as _;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
