@@ -72,6 +72,8 @@ pub fn ttl_ms(ttl: Duration) -> u64 {
 #[derive(Clone)]
 pub struct Client {
     addr: String,
+    /// How it connected: a closed connection is explained by it.
+    options: ConnectOptions,
     /// Every call carries the token, if there is one.
     inner: KvClient<AuthorizedChannel>,
 }
@@ -108,6 +110,15 @@ pub enum ClientError {
         /// The underlying cause, e.g. `Connection refused (os error 111)`.
         reason: String,
     },
+    /// The server answered, but cannot serve right now (UNAVAILABLE from the
+    /// server itself: its etcd cluster is unreachable, a disk error is being
+    /// recovered from).
+    Unavailable {
+        /// The server's address.
+        addr: String,
+        /// The server's message, e.g. which etcd members it could not reach.
+        message: String,
+    },
     /// The server refused the request (invalid key, value too large, ...).
     Rejected {
         /// The gRPC status code.
@@ -129,6 +140,14 @@ impl ClientError {
             // server: the connection failed (a TLS client at a plaintext
             // server, or a server that refused the client's certificate after
             // the handshake and closed the connection under the request).
+            // A status with a source never came from the server: the
+            // connection failed, or the client's own deadline passed.
+            Code::Unavailable if std::error::Error::source(&status).is_none() => {
+                ClientError::Unavailable {
+                    addr: addr.to_owned(),
+                    message: status.message().to_owned(),
+                }
+            }
             Code::Unavailable | Code::DeadlineExceeded => ClientError::Unreachable {
                 addr: addr.to_owned(),
                 reason: root_cause(&status),
@@ -147,6 +166,23 @@ impl ClientError {
     }
 }
 
+impl ClientError {
+    /// An unreachable server's reason, with what a closed connection most
+    /// likely means for a client connected as `options` say.
+    fn explained(self, options: &ConnectOptions) -> ClientError {
+        match self {
+            ClientError::Unreachable { addr, reason } => {
+                let reason = match closed_connection_hint(&reason, options) {
+                    Some(hint) => format!("{reason} ({hint})"),
+                    None => reason,
+                };
+                ClientError::Unreachable { addr, reason }
+            }
+            other => other,
+        }
+    }
+}
+
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -159,14 +195,79 @@ impl fmt::Display for ClientError {
             ClientError::Unreachable { addr, reason } => {
                 write!(f, "cannot reach kvserver at {addr}: {reason}")
             }
+            ClientError::Unavailable { addr, message } => {
+                write!(
+                    f,
+                    "kvserver at {addr} cannot serve now (UNAVAILABLE): {message}"
+                )
+            }
             ClientError::Rejected { code, message } => {
-                write!(f, "server refused the request ({code:?}): {message}")
+                let name = status_name(*code);
+                write!(f, "server refused the request ({name}): {message}")
             }
         }
     }
 }
 
 impl std::error::Error for ClientError {}
+
+/// The canonical name of a gRPC status code (`INVALID_ARGUMENT`), as the
+/// gRPC specification, our docs, `kv-py` and `kv-rb` write it.
+pub fn status_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Why a server may have closed the connection under a request, when the
+/// only cause the client sees is the closed connection ("broken pipe"): a
+/// TLS server refuses a plaintext client, or a client without the
+/// certificate it requires, by closing the connection during the handshake.
+fn closed_connection_hint(reason: &str, options: &ConnectOptions) -> Option<&'static str> {
+    let lower = reason.to_ascii_lowercase();
+    // (A plaintext client reads a TLS server's alert as a malformed HTTP/2
+    // frame; a client without a certificate gets the alert itself.)
+    let closed = [
+        "broken pipe",
+        "connection reset",
+        "closed",
+        "unexpected eof",
+        "frame with invalid size",
+        "certificaterequired",
+    ]
+    .iter()
+    .any(|sign| lower.contains(sign));
+    if !closed {
+        return None;
+    }
+    Some(match &options.tls {
+        None => "the server closed the connection; if it serves TLS, pass --ca-file",
+        Some(ClientTls { identity: None, .. }) => {
+            "the server closed the connection; if it requires client certificates \
+             (mutual TLS), pass --cert and --key"
+        }
+        Some(_) => {
+            "the server closed the connection; its log says why (was the client \
+             certificate signed by its --tls-client-ca?)"
+        }
+    })
+}
 
 /// The innermost cause of an error, which is the one a person can act on
 /// (`Connection refused`), rather than the outermost (`transport error`).
@@ -258,9 +359,12 @@ pub async fn channel(addr: &str, options: &ConnectOptions) -> Result<Channel, Cl
         .tcp_nodelay(true)
         .connect()
         .await
-        .map_err(|e| ClientError::Unreachable {
-            addr: addr.to_owned(),
-            reason: root_cause(&e),
+        .map_err(|e| {
+            ClientError::Unreachable {
+                addr: addr.to_owned(),
+                reason: root_cause(&e),
+            }
+            .explained(options)
         })
 }
 
@@ -285,6 +389,7 @@ impl Client {
         let channel = authorized_channel(addr, options).await?;
         Ok(Client {
             addr: addr.to_owned(),
+            options: options.clone(),
             // The timeout bounds each call until its answer starts, so a
             // watch's stream runs on for as long as the user wants.
             inner: KvClient::new(channel).max_decoding_message_size(usize::MAX),
@@ -292,7 +397,7 @@ impl Client {
     }
 
     fn failed(&self, status: Status) -> ClientError {
-        ClientError::from_status(status, &self.addr)
+        ClientError::from_status(status, &self.addr).explained(&self.options)
     }
 
     /// `key` with its revisions, or `None` if it does not exist.

@@ -43,25 +43,57 @@ pub fn merge(command: &Command, args: Vec<OsString>) -> Result<Vec<OsString>, St
             .find(|arg| arg.get_id() == id.as_str() && arg.get_long().is_some())
             .filter(|arg| arg.get_id() != "config")
             .ok_or_else(|| format!("config file {}: unknown setting {name:?}", path.display()))?;
+        // A flag or the environment overrides the setting, which must still
+        // be one the server takes: a mistake in the file is one everywhere.
         let from_elsewhere = matches!(
             matches.value_source(arg.get_id().as_str()),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         );
-        if from_elsewhere {
-            continue;
-        }
         let long = arg.get_long().unwrap_or_default();
-        match (&value, arg.get_action()) {
-            (toml::Value::Boolean(true), ArgAction::SetTrue) => extra.push(format!("--{long}")),
-            (toml::Value::Boolean(false), ArgAction::SetTrue) => {}
-            (toml::Value::String(text), _) => extra.push(format!("--{long}={text}")),
-            (toml::Value::Integer(number), _) => extra.push(format!("--{long}={number}")),
-            (toml::Value::Float(number), _) => extra.push(format!("--{long}={number}")),
-            (other, _) => {
-                return Err(format!(
-                    "config file {}: {name} = {other:?} is not a value this setting takes",
-                    path.display()
-                ));
+        let refused = |why: String| {
+            let shown = shown(&value);
+            format!("config file {}: {name} = {shown}: {why}", path.display())
+        };
+        if arg.get_action().takes_values() {
+            let text = match &value {
+                toml::Value::String(text) => text.clone(),
+                toml::Value::Integer(number) => number.to_string(),
+                toml::Value::Float(number) => number.to_string(),
+                _ => return Err(refused("not a value this setting takes".into())),
+            };
+            // Checked here, with the flag's own parser, so that a bad value
+            // names the file it is in rather than a flag nobody typed.
+            // (A command of this one setting: the real one would also check
+            // settings that go together, which the rest of the file may set.)
+            let mut alone = clap::Arg::new("value")
+                .allow_hyphen_values(true)
+                .value_parser(arg.get_value_parser().clone());
+            if let Some(delimiter) = arg.get_value_delimiter() {
+                alone = alone.value_delimiter(delimiter);
+            }
+            Command::new("config-file")
+                .arg(alone)
+                .try_get_matches_from(["config-file", text.as_str()])
+                .map_err(|e| {
+                    let message = crate::usage::one_line(&e)
+                        .replace(" for '<value>'", "")
+                        .replace(" for '[value]'", "");
+                    refused(message)
+                })?;
+            if !from_elsewhere {
+                extra.push(format!("--{long}={text}"));
+            }
+        } else {
+            // An on/off setting: true or false, quoted or not (as
+            // --print-config writes it).
+            let on = match &value {
+                toml::Value::Boolean(on) => *on,
+                toml::Value::String(text) if text == "true" => true,
+                toml::Value::String(text) if text == "false" => false,
+                _ => return Err(refused("expected true or false".into())),
+            };
+            if on && !from_elsewhere {
+                extra.push(format!("--{long}"));
             }
         }
     }
@@ -87,7 +119,7 @@ pub fn render(command: &Command, args: Vec<OsString>) -> String {
             continue;
         }
         let line = match arg.get_action() {
-            ArgAction::SetTrue => format!("{long} = {}", matches.get_flag(id)),
+            ArgAction::SetTrue => format!("{long} = \"{}\"", matches.get_flag(id)),
             // A list (`--etcd-endpoints a,b`) is one comma-separated string,
             // as it is written.
             _ => match matches.get_raw(id) {
@@ -102,6 +134,18 @@ pub fn render(command: &Command, args: Vec<OsString>) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A value of the file as it was written, for a message (an array or a
+/// table by its kind).
+fn shown(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(text) => toml_string(text),
+        toml::Value::Integer(number) => number.to_string(),
+        toml::Value::Float(number) => number.to_string(),
+        toml::Value::Boolean(on) => on.to_string(),
+        other => format!("(a value of type {})", other.type_str()),
+    }
 }
 
 /// `text` as a TOML basic string.

@@ -21,6 +21,7 @@ use crate::connection::{ActivityLayer, Deadlined, Deadlines};
 use crate::etcd_api::{Api as EtcdApi, Identity};
 use crate::grpc::{
     AuthLayer, KvService, Limits, ShedLayer, Tokens, TutorialService, oversize_layer,
+    request_log_layer,
 };
 use crate::metrics::{Listener, Metrics, served_methods};
 use crate::proto::FILE_DESCRIPTOR_SET;
@@ -58,7 +59,8 @@ const DESCRIPTOR_SETS: [&[u8]; 4] = [
 pub struct Config {
     /// Key and value size limits.
     pub limits: Limits,
-    /// Log one line per request, with the tutorial's wording.
+    /// Log one line per request: the tutorial's service with its wording
+    /// (key and value), every other one by its method.
     pub log_requests: bool,
     /// The tokens of `--auth-token-file`; `None`: no authentication.
     pub auth: Option<Arc<Tokens>>,
@@ -198,6 +200,7 @@ pub async fn run<S: Store>(
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(ActivityLayer)
         .layer(counting)
+        .layer(option_layer(config.log_requests.then(request_log_layer)))
         .layer(option_layer(shed.clone()))
         .layer(oversize_layer(config.limits))
         .layer(authenticating)

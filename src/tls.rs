@@ -26,7 +26,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -189,6 +189,10 @@ where
     IO::ConnectInfo: std::fmt::Debug,
 {
     let (sender, receiver) = mpsc::channel(64);
+    // A client the handshake refuses sees only a closed connection, so the
+    // server's log is where the reason is; throttled, since a port scanner
+    // or a misconfigured client in a loop fails over and over.
+    let failures = Arc::new(crate::transport::ThrottledWarning::default());
     tokio::spawn(async move {
         let mut connections = std::pin::pin!(connections);
         loop {
@@ -204,13 +208,25 @@ where
             let peer = tcp.connect_info();
             let acceptor = tls.acceptor.clone();
             let sender = sender.clone();
+            let failures = Arc::clone(&failures);
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = sender.send(Ok(stream)).await;
-                    }
-                    Ok(Err(error)) => debug!("TLS handshake with {peer:?} failed: {error}"),
-                    Err(_) => debug!("TLS handshake with {peer:?} timed out"),
+                let failure =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = sender.send(Ok(stream)).await;
+                            return;
+                        }
+                        Ok(Err(error)) => error.to_string(),
+                        Err(_) => "timed out".to_owned(),
+                    };
+                match failures.occurred() {
+                    Some(failed) => warn!(
+                        failed,
+                        "TLS handshake with {peer:?} failed: {failure} (a plaintext client, or \
+                         one without a certificate the server accepts?); {failed} failed \
+                         handshake(s) since the last warning"
+                    ),
+                    None => debug!("TLS handshake with {peer:?} failed: {failure}"),
                 }
             });
         }

@@ -98,7 +98,7 @@ impl Admission {
 /// reconnects in a loop, or a listener out of file descriptors, must not
 /// flood the log.
 #[derive(Default)]
-struct ThrottledWarning {
+pub(crate) struct ThrottledWarning {
     /// When the last warning went out, and the occurrences since.
     state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
 }
@@ -108,7 +108,7 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl ThrottledWarning {
     /// Counts one occurrence; returns how many to report if a warning is due.
-    fn occurred(&self) -> Option<u64> {
+    pub(crate) fn occurred(&self) -> Option<u64> {
         let mut state = self.state.lock().expect("throttled warning lock");
         let (last_warning, unreported) = &mut *state;
         *unreported += 1;

@@ -47,7 +47,7 @@ fn without_help_on_empty(command: Command) -> Command {
 
 /// clap's message without its decoration: the lines before the usage, with
 /// `error: ` dropped and each `tip: ` after a semicolon.
-fn one_line(error: &clap::Error) -> String {
+pub(crate) fn one_line(error: &clap::Error) -> String {
     if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
         // Not reached once `without_help_on_empty` has applied; the help
         // is no message to print on one line.

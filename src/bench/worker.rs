@@ -341,8 +341,8 @@ impl WorkerSpec {
     fn failed(&self, status: Status, op: &str, key: &str, result: &mut WorkerResult) {
         result.errors += 1;
         result.problem(format!(
-            "{op} {key}: {:?}: {}",
-            status.code(),
+            "{op} {key}: {}: {}",
+            crate::client::status_name(status.code()),
             status.message()
         ));
     }

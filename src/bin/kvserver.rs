@@ -32,10 +32,14 @@ use tracing_subscriber::EnvFilter;
 
 /// The key/value gRPC server.
 ///
-/// Serves the tutorial's `simplekeyvalue.KeyValue` service (Set, Get). Once it
-/// accepts connections it prints `listening on <address>` on stderr. SIGINT or
-/// SIGTERM stop it gracefully: in-flight requests finish, then it exits 0.
-/// Log verbosity follows RUST_LOG (default `info`).
+/// Serves, over the same data, the tutorial's `simplekeyvalue.KeyValue` (Set,
+/// Get) and the full API `keyvalue.v1.KV` (revisions, delete, range,
+/// transactions, leases, watch, snapshots; docs/API.md), plus gRPC health and
+/// reflection. Every flag can also be set by its environment variable or in
+/// the --config file (flag > environment > file > default). Once it accepts
+/// connections it prints `listening on <address>` on stderr. SIGINT or SIGTERM
+/// stop it gracefully: in-flight requests finish, then it exits 0. Log
+/// verbosity follows RUST_LOG (default `info`).
 #[derive(Parser, Debug)]
 #[command(name = "kvserver", version)]
 struct Args {
@@ -252,7 +256,9 @@ struct Args {
     #[arg(long, env = "KVSERVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
-    /// Log every request, as the tutorial's server does (costs throughput).
+    /// Log every request (costs throughput): the tutorial's service with the
+    /// tutorial's lines (`serving get request for key "weather"`), every other
+    /// API by its method (`serving keyvalue.v1.KV/Put request`).
     #[arg(long, env = "KVSERVER_LOG_REQUESTS")]
     log_requests: bool,
 }
@@ -294,8 +300,9 @@ fn main() -> ExitCode {
     let argv = match config_file::merge(&command, std::env::args_os().collect()) {
         Ok(argv) => argv,
         Err(message) => {
-            eprintln!("kvserver: {message}");
-            return ExitCode::FAILURE;
+            // A mistake of the configuration, as a wrong flag is.
+            eprintln!("kvserver: {message} (see kvserver --help)");
+            return ExitCode::from(2);
         }
     };
     let args = match keyvalue::usage::parse::<Args>(argv.clone()) {

@@ -36,9 +36,17 @@ impl<'a> Checks<'a> {
     }
 
     /// Every key (a snapshot, a lease revocation): only for a token that
-    /// may use every key.
-    pub(crate) fn everything(&self) -> Result<(), Status> {
-        self.range(&KeyRange::prefix(bytes::Bytes::new()))
+    /// may use every key. The refusal says what the scoped token may not do
+    /// (`action`: "revoke leases") rather than which keys it may use.
+    pub(crate) fn everything_for(&self, action: &str) -> Result<(), Status> {
+        match self.scope {
+            Some(scope) if !scope.prefix.is_empty() => Err(Status::permission_denied(format!(
+                "a token confined to keys that start with {:?} may not {action}: \
+                 that needs a token for every key",
+                String::from_utf8_lossy(&scope.prefix)
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// A value: within the limit.

@@ -384,7 +384,7 @@ impl<S: Store> Kv for KvService<S> {
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         // A copy of everything: only for tokens that may see every key.
         let scope = scope_of(&request);
-        Checks::new(&self.limits, scope.as_ref()).everything()?;
+        Checks::new(&self.limits, scope.as_ref()).everything_for("take a snapshot (a backup)")?;
         let snapshot = self.store.snapshot().await.map_err(from_store_error)?;
         let revision = snapshot.revision;
         // The first chunk names the revision and every lease, even in a
@@ -461,7 +461,9 @@ impl<S: Store> Kv for KvService<S> {
         // Revoking deletes the lease's keys wherever they are: only for
         // tokens that may touch every key.
         let scope = scope_of(&request);
-        Checks::new(&self.limits, scope.as_ref()).everything()?;
+        Checks::new(&self.limits, scope.as_ref()).everything_for(
+            "revoke leases (revoking deletes the lease's keys, wherever they are)",
+        )?;
         let (deleted, revision) = self
             .store
             .lease_revoke(request.into_inner().id)

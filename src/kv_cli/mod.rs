@@ -34,7 +34,8 @@ pub mod exit {
     pub const KEY_NOT_FOUND: u8 = 1;
     /// The command line is wrong.
     pub const USAGE: u8 = 2;
-    /// The server could not be reached or did not answer in time.
+    /// The server could not be reached, did not answer in time, or answered
+    /// that it cannot serve now (UNAVAILABLE: its etcd cluster is down).
     pub const UNREACHABLE: u8 = 3;
     /// The server refused the request.
     pub const REFUSED: u8 = 4;
@@ -42,18 +43,19 @@ pub mod exit {
     pub const BENCH_FAILED: u8 = 5;
     /// `kv cas`: the key was not at the expected revision.
     pub const COMPARE_FAILED: u8 = 6;
-    /// The output could not be written (other than to a closed pipe, which
-    /// ends `kv` quietly with 0).
+    /// The output could not be written: stdout (other than a closed pipe,
+    /// which ends `kv` quietly with 0), or the file of `kv backup`.
     pub const OUTPUT_FAILED: u8 = 7;
 }
 
 /// Command-line client of kvserver.
 ///
 /// Exit codes: 0 success, 1 key not found, 2 usage error, 3 server unreachable
-/// (or no answer within --timeout), 4 request refused by the server, 5 `kv
-/// bench` saw a wrong answer or a failed request, 6 `kv cas` found another
-/// revision, 7 the output could not be written. When stdout is a pipe that
-/// closes (`kv watch | head -1`), kv ends quietly with 0.
+/// (or no answer within --timeout, or UNAVAILABLE), 4 request refused by the
+/// server, 5 `kv bench` saw a wrong answer or a failed request, 6 `kv cas`
+/// found another revision, 7 the output could not be written (stdout, or the
+/// file of `kv backup`). When stdout is a pipe that closes (`kv watch | head
+/// -1`), kv ends quietly with 0 within a second, even if nothing more comes.
 #[derive(Parser, Debug)]
 #[command(name = "kv", version)]
 struct Cli {
@@ -315,7 +317,7 @@ impl From<ClientError> for Failure {
         let code = match &error {
             ClientError::KeyNotFound { .. } => exit::KEY_NOT_FOUND,
             ClientError::InvalidAddress { .. } | ClientError::Config { .. } => exit::USAGE,
-            ClientError::Unreachable { .. } => exit::UNREACHABLE,
+            ClientError::Unreachable { .. } | ClientError::Unavailable { .. } => exit::UNREACHABLE,
             ClientError::LeaseNotFound { .. } | ClientError::Rejected { .. } => exit::REFUSED,
         };
         Failure {
@@ -521,7 +523,9 @@ async fn set(
     if cx.json {
         output::json(&json!({"revision": revision, "lease": reply.lease}));
     } else if ttl.is_some() {
-        outln!("lease {}", reply.lease);
+        // The bare id, as `kv lease grant` prints it, so either feeds
+        // `kv lease keep-alive "$(...)"`.
+        outln!("{}", reply.lease);
     }
     Ok(())
 }
@@ -694,9 +698,12 @@ async fn watch(cx: &mut Context, key: &str, prefix: bool, from_rev: Option<u64>)
     let mut stream = cx.client.watch(request).await?;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
+    let reader_gone = output::reader_gone();
+    tokio::pin!(reader_gone);
     loop {
         let response = tokio::select! {
             _ = &mut interrupted => return Ok(()),
+            () = &mut reader_gone => return Ok(()),
             next = stream.next() => match next {
                 Some(Ok(response)) => response,
                 Some(Err(status)) => return Err(cx.client.stream_error(status).into()),
@@ -788,7 +795,12 @@ async fn write_backup(
     partial: &std::path::Path,
 ) -> Result<(u64, u64), Failure> {
     use crate::backup::BackupWriter;
-    let io = |e: std::io::Error| Failure::usage(format!("cannot write {}: {e}", file.display()));
+    // The command line was fine: the file could not be written (a missing
+    // directory, a full disk, no permission).
+    let io = |e: std::io::Error| Failure {
+        code: exit::OUTPUT_FAILED,
+        message: format!("cannot write {}: {e}", file.display()),
+    };
     let mut writer = BackupWriter::new(std::io::BufWriter::new(
         std::fs::File::create(partial).map_err(io)?,
     ))

@@ -5,7 +5,8 @@
 //! lines to write. Rust's `println!` panics then (the runtime ignores
 //! SIGPIPE), and writes whose errors are dropped would leave `kv watch`
 //! running forever for nobody. Here a closed pipe ends `kv` at once with
-//! status 0 and no message, as it does ripgrep; any other write error (a full
+//! status 0 and no message (and [`reader_gone`] lets a `kv watch` waiting
+//! for events notice it within a second), as it does ripgrep; any other write error (a full
 //! disk under `kv ls > file`) ends it with one line and
 //! [`exit::OUTPUT_FAILED`].
 
@@ -41,6 +42,27 @@ pub(super) fn json(value: &Json) {
 pub(super) fn verbatim(text: &str) {
     let mut out = io::stdout().lock();
     ended_by(out.write_all(text.as_bytes()).and_then(|()| out.flush()));
+}
+
+/// Resolves once stdout is a pipe whose reader has gone, checked twice a
+/// second. `kv watch | head -1` would otherwise learn it only from its next
+/// write, which may be hours away, and hold the pipeline open until then.
+pub(super) async fn reader_gone() {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        ticks.tick().await;
+        let stdout = io::stdout();
+        let mut fds = [PollFd::new(&stdout, PollFlags::empty())];
+        // POLLERR on the writing end of a pipe: no reader is left.
+        if poll(&mut fds, Some(&now)).is_ok() && fds[0].revents().contains(PollFlags::ERR) {
+            return;
+        }
+    }
 }
 
 /// Ends the process if `written` failed.

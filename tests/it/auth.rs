@@ -196,6 +196,11 @@ async fn a_prefix_token_reaches_only_its_keys() {
         .await
         .unwrap_err();
     assert_eq!(revoke.code(), Code::PermissionDenied);
+    assert!(
+        revoke.message().contains("may not revoke leases"),
+        "the refusal says what the token may not do: {}",
+        revoke.message()
+    );
     // The tutorial service is confined the same way.
     let mut tutorial = server.client().await;
     let status = tutorial
@@ -239,18 +244,18 @@ fn kv_sends_its_token_and_never_prints_it() {
     let refused = kv(&["set", "k", "x"], Some("reader-secret"));
     assert_eq!(refused.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("PermissionDenied"), "{stderr}");
+    assert!(stderr.contains("PERMISSION_DENIED"), "{stderr}");
     assert!(!stderr.contains("reader-secret"), "{stderr}");
     let anonymous = kv(&["get", "k"], None);
     assert_eq!(anonymous.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&anonymous.stderr);
-    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+    assert!(stderr.contains("UNAUTHENTICATED"), "{stderr}");
     assert!(!stderr.contains("secret"), "{stderr}");
     // A token the server does not know is not echoed back either.
     let unknown = kv(&["get", "k"], Some("guessed-secret"));
     assert_eq!(unknown.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&unknown.stderr);
-    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+    assert!(stderr.contains("UNAUTHENTICATED"), "{stderr}");
     assert!(!stderr.contains("guessed-secret"), "{stderr}");
     let flag = kv(&["--token", "writer-secret", "get", "k"], None);
     assert!(flag.status.success());

@@ -152,7 +152,7 @@ fn the_global_token_is_sent_with_every_request() {
         report["problems"][0]
             .as_str()
             .unwrap()
-            .contains("Unauthenticated"),
+            .contains("UNAUTHENTICATED"),
         "{report}"
     );
 }

@@ -66,6 +66,11 @@ fn a_refused_request_exits_4_with_the_servers_reason() {
         stderr.contains("limit of 3 bytes (--max-value-bytes)"),
         "{stderr}"
     );
+    // The status by its canonical name, as kv-py, kv-rb and the docs write it.
+    assert!(
+        stderr.starts_with("server refused the request (INVALID_ARGUMENT): "),
+        "{stderr}"
+    );
     let empty = kv(server.addr(), &["get", ""]);
     assert_eq!(empty.status.code(), Some(4));
     assert!(text(&empty.stderr).contains("key is empty"));
@@ -155,14 +160,19 @@ fn kvserver_usage_errors_exit_2_with_one_line() {
         let output = kvserver().args(args).output().expect("run kvserver");
         assert_one_line_usage_error(&output, "kvserver", complaint);
     }
-    // A bad setting in the config file becomes a flag, checked like one.
+    // A bad setting in the config file is checked like the flag, and named
+    // with its file.
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), "max-key-bytes = 0\n").unwrap();
     let output = kvserver()
         .args(["--config", file.path().to_str().unwrap()])
         .output()
         .expect("run kvserver");
-    assert_one_line_usage_error(&output, "kvserver", "--max-key-bytes");
+    let complaint = format!(
+        "config file {}: max-key-bytes = 0: invalid value '0': 0 is not in 1..",
+        file.path().display()
+    );
+    assert_one_line_usage_error(&output, "kvserver", &complaint);
 }
 
 #[test]
@@ -235,7 +245,12 @@ fn kvserver_help_describes_every_flag() {
         "--max-key-bytes",
         "--max-value-bytes",
         "--log-requests",
+        "keyvalue.v1.KV/Put",
         "RUST_LOG",
+        // Both services, not only the tutorial's.
+        "simplekeyvalue.KeyValue",
+        "keyvalue.v1.KV",
+        "--config",
     ] {
         assert!(
             help.contains(expected),
@@ -406,8 +421,11 @@ fn set_with_a_ttl_prints_its_lease_and_the_key_expires() {
     let server = Server::start();
     let set = kv(server.addr(), &["set", "--ttl", "1s", "temp", "v"]);
     let printed = text(&set.stdout);
-    let lease = printed.strip_prefix("lease ").expect("the lease id").trim();
-    assert!(lease.parse::<i64>().unwrap() > 0);
+    // The bare id, as `kv lease grant` prints it.
+    let lease = printed.strip_suffix('\n').expect("one line");
+    assert!(lease.parse::<i64>().unwrap() > 0, "{printed:?}");
+    let granted = text(&kv(server.addr(), &["lease", "grant", "10s"]).stdout);
+    assert!(granted.trim_end().parse::<i64>().is_ok(), "{granted:?}");
     let info = text(&kv(server.addr(), &["lease", "info", lease]).stdout);
     assert!(info.contains("ttl 1000ms"), "{info}");
     std::thread::sleep(std::time::Duration::from_millis(1400));
@@ -561,7 +579,8 @@ fn a_reader_that_goes_away_ends_kv_quietly() {
             "json: {json}"
         );
     }
-    // `kv watch | head -1`: the next event after the reader left ends it.
+    // `kv watch | head -1`: kv notices the reader left, with no event to
+    // write.
     kv(server.addr(), &["set", "w", "before"]);
     let mut watch = kv_command()
         .args(["--addr", server.addr(), "watch", "w", "--from-rev", "1"])
@@ -573,7 +592,6 @@ fn a_reader_that_goes_away_ends_kv_quietly() {
     let first = lines.next().expect("a line").expect("text");
     assert!(first.contains("PUT w before"), "{first}");
     drop(lines);
-    kv(server.addr(), &["set", "w", "after the reader left"]);
     let status = exits(&mut watch, "kv watch, once its reader was gone,");
     let mut stderr = String::new();
     watch
@@ -632,4 +650,48 @@ fn set_reads_the_value_from_stdin_or_a_file_as_raw_bytes() {
         &["set", "raw", "v", "--file", file.to_str().unwrap()],
     );
     assert_eq!(both.status.code(), Some(2));
+}
+
+#[test]
+fn a_backup_into_a_missing_directory_exits_7() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("no-such-dir").join("today.kv");
+    let output = kv(server.addr(), &["backup", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(7), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("cannot write "), "{stderr}");
+}
+
+#[test]
+fn a_server_that_answers_unavailable_is_not_called_unreachable() {
+    // A kvserver over an etcd cluster that is down answers UNAVAILABLE
+    // naming etcd: it was reached, and says so.
+    let etcd = closed_port_addr();
+    let mut command = kvserver();
+    command.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "etcd",
+        "--etcd-timeout",
+        "1s",
+    ]);
+    command
+        .arg("--etcd-endpoints")
+        .arg(format!("http://{etcd}"));
+    let server = Server::spawn(command).expect("kvserver starts with its etcd down");
+    let get = kv(server.addr(), &["get", "k"]);
+    assert_eq!(get.status.code(), Some(3), "{}", text(&get.stderr));
+    let stderr = text(&get.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "kvserver at {} cannot serve now (UNAVAILABLE): ",
+            server.addr()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("etcd"), "{stderr}");
 }

@@ -196,6 +196,26 @@ async fn log_requests_prints_the_tutorials_lines() {
     );
 }
 
+#[test]
+fn log_requests_logs_the_full_apis_requests_too() {
+    let server = Server::start_with(&["--log-requests"]);
+    let set = crate::harness::kv(server.addr(), &["set", "weather", "sunny"]);
+    assert!(set.status.success());
+    let ls = crate::harness::kv(server.addr(), &["ls"]);
+    assert!(ls.status.success());
+    let stderr = server.stop_blocking("TERM").stderr.join("\n");
+    assert!(
+        stderr.contains("serving keyvalue.v1.KV/Put request"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("serving keyvalue.v1.KV/Range request"),
+        "{stderr}"
+    );
+    // The tutorial's service keeps its own lines, once each.
+    assert!(!stderr.contains("simplekeyvalue.KeyValue/"), "{stderr}");
+}
+
 #[tokio::test]
 async fn requests_are_not_logged_by_default() {
     let server = Server::start();

@@ -12,6 +12,8 @@ mod config;
 mod contract;
 mod crash;
 mod disk;
+mod doc_runner;
+mod docs;
 mod etcd;
 mod etcd_api;
 mod etcd_clients;

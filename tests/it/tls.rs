@@ -87,7 +87,7 @@ fn a_tls_server_serves_clients_that_trust_its_ca_and_only_over_tls() {
         text(&kv(&server, &trusted, &["get", "k"]).stdout),
         "over tls\n"
     );
-    // A plaintext client gets nowhere.
+    // A plaintext client gets nowhere, and is told why it may be.
     let plaintext = kv(&server, &[], &["get", "k"]);
     assert_eq!(
         plaintext.status.code(),
@@ -95,6 +95,13 @@ fn a_tls_server_serves_clients_that_trust_its_ca_and_only_over_tls() {
         "{}",
         text(&plaintext.stderr)
     );
+    assert!(
+        text(&plaintext.stderr).contains("if it serves TLS, pass --ca-file"),
+        "{}",
+        text(&plaintext.stderr)
+    );
+    // And the server says why it closed the connection.
+    server.wait_for_log_line("TLS handshake with ");
     // Nor does one that trusts another CA.
     let stranger = write(dir.path(), "other-ca.pem", &Authority::new("other").pem);
     let untrusted = kv(
@@ -149,6 +156,12 @@ fn mutual_tls_refuses_clients_without_a_certificate_from_the_client_ca() {
         "no client certificate: {}",
         text(&without.stderr)
     );
+    assert!(
+        text(&without.stderr).contains("pass --cert and --key"),
+        "no client certificate: {}",
+        text(&without.stderr)
+    );
+    server.wait_for_log_line("TLS handshake with ");
     let (rogue_cert, rogue_key) = Authority::new("rogue").sign(&["mallory"]);
     let rogue_cert = write(dir.path(), "m.pem", &rogue_cert);
     let rogue_key = write(dir.path(), "m.key", &rogue_key);
@@ -283,14 +296,14 @@ fn kv_speaks_tls_and_tokens_together() {
     let refused = kv(&server, &reader, &["set", "k", "x"]);
     assert_eq!(refused.status.code(), Some(4));
     assert!(
-        text(&refused.stderr).contains("PermissionDenied"),
+        text(&refused.stderr).contains("PERMISSION_DENIED"),
         "{}",
         text(&refused.stderr)
     );
     let anonymous = kv(&server, &trusted, &["get", "k"]);
     assert_eq!(anonymous.status.code(), Some(4));
     assert!(
-        text(&anonymous.stderr).contains("Unauthenticated"),
+        text(&anonymous.stderr).contains("UNAUTHENTICATED"),
         "{}",
         text(&anonymous.stderr)
     );
