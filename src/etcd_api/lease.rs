@@ -83,7 +83,9 @@ impl<S: Store> Lease for LeaseApi<S> {
         // Revoking deletes the lease's keys wherever they are: only for
         // tokens that may touch every key.
         let scope = scope_of(&request);
-        Checks::new(&self.0.limits, scope.as_ref()).everything()?;
+        Checks::new(&self.0.limits, scope.as_ref()).everything_for(
+            "revoke leases (revoking deletes the lease's keys, wherever they are)",
+        )?;
         let (_, revision) = self
             .0
             .store

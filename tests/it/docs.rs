@@ -23,6 +23,7 @@ docs! {
     api: "docs/API.md",
     architecture: "docs/ARCHITECTURE.md",
     deployment: "docs/DEPLOYMENT.md",
+    etcd: "docs/ETCD.md",
     operations: "docs/OPERATIONS.md",
     performance: "docs/PERFORMANCE.md",
     storage: "docs/STORAGE.md",
