@@ -89,6 +89,9 @@ pub struct Config {
     pub keepalive_interval: Option<Duration>,
     /// How long a ping may go unanswered (`--keepalive-timeout`).
     pub keepalive_timeout: Duration,
+    /// How long a snapshot waits for a client that stopped reading
+    /// (`--snapshot-stall-timeout`).
+    pub snapshot_stall: Duration,
     /// After shutdown starts, how long in-flight requests and idle connections
     /// get to finish before the server stops anyway.
     pub shutdown_grace: Duration,
@@ -116,6 +119,7 @@ impl Default for Config {
             request_timeout: Some(Duration::from_secs(30)),
             keepalive_interval: Some(Duration::from_secs(60)),
             keepalive_timeout: Duration::from_secs(20),
+            snapshot_stall: crate::grpc::DEFAULT_SNAPSHOT_STALL,
             shutdown_grace: Duration::from_secs(10),
             member_seed: None,
         }
@@ -148,7 +152,9 @@ pub async fn run<S: Store>(
     // Watches have no end of their own: they are ended when shutdown
     // starts, or they would hold it for the whole grace.
     let (stop_streams, stopping) = crate::shutdown::stopping();
-    let kv = KvService::new(Arc::clone(&store), config.limits).with_stopping(stopping.clone());
+    let kv = KvService::new(Arc::clone(&store), config.limits)
+        .with_stopping(stopping.clone())
+        .with_snapshot_stall(config.snapshot_stall);
     let etcd = etcd_api(Arc::clone(&store), &config, &listener).with_stopping(stopping);
     let expiry = tokio::spawn(expire_leases(Arc::clone(&store)));
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -195,6 +195,13 @@ struct Args {
           value_parser = parse_duration)]
     keepalive_timeout: Duration,
 
+    /// A snapshot (`kv backup`) whose client reads nothing for this long is
+    /// ended (DEADLINE_EXCEEDED): an open snapshot keeps the store's pages
+    /// from being reused.
+    #[arg(long, env = "KVSERVER_SNAPSHOT_STALL_TIMEOUT", default_value = "60s",
+          value_parser = parse_duration)]
+    snapshot_stall_timeout: Duration,
+
     /// Concurrent requests (HTTP/2 streams) per connection.
     #[arg(long, env = "KVSERVER_MAX_CONCURRENT_STREAMS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -519,6 +526,7 @@ async fn serve_store<S: Store>(
         request_timeout: nonzero(args.request_timeout),
         keepalive_interval: nonzero(args.keepalive_interval),
         keepalive_timeout: args.keepalive_timeout,
+        snapshot_stall: args.snapshot_stall_timeout,
         shutdown_grace: args.shutdown_grace,
         member_seed: member_seed(args),
     };

@@ -8,6 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio_stream::{Stream, StreamExt};
@@ -23,6 +24,9 @@ use crate::shutdown::Stopping;
 use crate::storage::Store;
 use crate::storage::ops::{Compare, KeyRange, Op, OpResult, RangeQuery, Txn, TxnResult};
 
+/// How long a snapshot waits, by default, for a client that stopped reading.
+pub const DEFAULT_SNAPSHOT_STALL: Duration = Duration::from_secs(60);
+
 /// What an open watch gets when the server stops.
 fn server_stops() -> Status {
     Status::unavailable(
@@ -31,12 +35,51 @@ fn server_stops() -> Status {
     )
 }
 
+/// `chunks`, handed over through a task that gives up once the client has
+/// taken nothing for `stall`: a snapshot holds a read transaction of the
+/// store (on disk, every page it sees stays allocated), so a client that
+/// stops reading must not hold it for good. The client then gets
+/// `DEADLINE_EXCEEDED`, and the store's reader ends as its channel closes.
+fn unless_stalled(
+    chunks: impl Stream<Item = Result<pb::SnapshotChunk, Status>> + Send + 'static,
+    stall: Duration,
+) -> impl Stream<Item = Result<pb::SnapshotChunk, Status>> + Send + 'static {
+    let (out, taken) = tokio::sync::mpsc::channel(1);
+    let (gave_up, verdict) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut chunks = std::pin::pin!(chunks);
+        while let Some(chunk) = chunks.next().await {
+            match tokio::time::timeout(stall, out.send(chunk)).await {
+                Ok(Ok(())) => {}
+                // The client went away: nothing to tell.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    let _ = gave_up.send(Status::deadline_exceeded(format!(
+                        "the snapshot was ended: the client read nothing for {stall:?} \
+                         (--snapshot-stall-timeout), and a snapshot holds the store's pages \
+                         while it is open"
+                    )));
+                    return;
+                }
+            }
+        }
+    });
+    // After the chunks, the status of a snapshot that was given up, if it
+    // was (a finished one drops `gave_up`, and nothing follows).
+    let ended = tokio_stream::once(verdict)
+        .then(|verdict| async move { verdict.await.ok() })
+        .filter_map(|status| status.map(Err));
+    tokio_stream::wrappers::ReceiverStream::new(taken).chain(ended)
+}
+
 /// Handlers of `keyvalue.v1.KV` over a [`Store`].
 pub struct KvService<S> {
     store: Arc<S>,
     limits: Limits,
     /// Ends open watches when the server stops.
     stopping: Stopping,
+    /// How long a snapshot waits for a client that stopped reading.
+    snapshot_stall: Duration,
 }
 
 impl<S: Store> KvService<S> {
@@ -46,6 +89,16 @@ impl<S: Store> KvService<S> {
             store,
             limits,
             stopping: Stopping::never(),
+            snapshot_stall: DEFAULT_SNAPSHOT_STALL,
+        }
+    }
+
+    /// The service, whose snapshots end with `DEADLINE_EXCEEDED` once their
+    /// client has read nothing for `stall` (`--snapshot-stall-timeout`).
+    pub fn with_snapshot_stall(self, stall: Duration) -> Self {
+        KvService {
+            snapshot_stall: stall,
+            ..self
         }
     }
 
@@ -420,6 +473,7 @@ impl<S: Store> Kv for KvService<S> {
                 kvs: Vec::new(),
                 done: true,
             })));
+        let chunks = unless_stalled(chunks, self.snapshot_stall);
         Ok(Response::new(Box::pin(chunks)))
     }
 

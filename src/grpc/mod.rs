@@ -24,7 +24,7 @@ mod validate;
 pub(crate) use access::{Checks, scope_of};
 pub(crate) use auth::{AuthLayer, authorize, identify};
 pub use auth::{Role, Scope, Tokens};
-pub use kv::KvService;
+pub use kv::{DEFAULT_SNAPSHOT_STALL, KvService};
 pub(crate) use oversize::layer as oversize_layer;
 pub(crate) use request_log::layer as request_log_layer;
 pub(crate) use shed::ShedLayer;

@@ -294,3 +294,65 @@ async fn a_connection_holding_a_watch_is_not_idle() {
         .expect("an event");
     assert!(!event.events.is_empty());
 }
+
+#[tokio::test]
+async fn a_snapshot_whose_client_stops_reading_is_ended_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_on_disk(dir.path(), &["--snapshot-stall-timeout", "1s"]);
+    let mut kv = server.kv_client().await;
+    // 32 MiB: more than the client's flow-control windows (2 MiB for the
+    // stream, 5 MiB for the connection) and the sockets' buffers hold.
+    let puts = (0..8000)
+        .map(|i| pb::PutRequest {
+            key: Bytes::from(format!("k{i:05}")),
+            value: Bytes::from(vec![b'v'; 4096]),
+            ..Default::default()
+        })
+        .collect::<Vec<_>>();
+    for batch in puts.chunks(100) {
+        kv.batch_put(pb::BatchPutRequest {
+            puts: batch.to_vec(),
+        })
+        .await
+        .unwrap();
+    }
+    let mut stream = kv
+        .snapshot(pb::SnapshotRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    // The client reads nothing for three deadlines...
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // ...then finds the snapshot ended, with the reason, before its end.
+    let mut keys = 0;
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => {
+                assert!(!chunk.done, "a stalled snapshot must not complete");
+                keys += chunk.kvs.len();
+            }
+            Ok(None) => panic!("the snapshot ended without a status after {keys} keys"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("--snapshot-stall-timeout"),
+        "{status:?}"
+    );
+    assert!(keys < 8000, "{keys}");
+    // The server goes on, and a snapshot that is read completes.
+    let mut stream = kv
+        .snapshot(pb::SnapshotRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut keys = 0;
+    while let Some(chunk) = stream.message().await.unwrap() {
+        keys += chunk.kvs.len();
+        if chunk.done {
+            break;
+        }
+    }
+    assert_eq!(keys, 8000);
+}
