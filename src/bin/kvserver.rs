@@ -147,6 +147,12 @@ struct Args {
     #[arg(long, env = "KVSERVER_WATCH_HISTORY", default_value_t = WatchLimits::default().history as u32)]
     watch_history: u32,
 
+    /// Revisions a watcher that does not read may fall behind the newest
+    /// before its watch ends with RESOURCE_EXHAUSTED (it may resume).
+    #[arg(long, env = "KVSERVER_WATCH_MAX_LAG", default_value_t = WatchLimits::default().max_lag,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    watch_max_lag: u64,
+
     /// Requests worked on at once; one more gets RESOURCE_EXHAUSTED at once
     /// instead of waiting in a queue.
     #[arg(long, env = "KVSERVER_MAX_IN_FLIGHT", default_value_t = 10_000,
@@ -390,6 +396,7 @@ async fn serve(args: Args) -> Result<(), String> {
     let watch_limits = WatchLimits {
         history: args.watch_history as usize,
         max_watchers: args.max_watchers as usize,
+        max_lag: args.watch_max_lag,
     };
     // The store opens first: a data dir that cannot be used stops the server
     // before it ever announces an address.

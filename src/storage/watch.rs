@@ -11,6 +11,13 @@
 //! the broadcast buffer is not dropped: it catches up from the history, and
 //! only if the history has moved past it does it get `Compacted`. Nothing is
 //! ever skipped silently.
+//!
+//! A watcher that stops reading is cut off once the revision it is stuck on
+//! is more than `max_lag` revisions behind the newest: its task gives back
+//! its place and its catch-up buffer, and the stream ends with
+//! [`StoreError::LimitReached`] (RESOURCE_EXHAUSTED) naming `--watch-max-lag`.
+//! So a slow consumer holds at most its stream buffer and HTTP/2 window,
+//! never the others' progress or an unbounded backlog.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +45,8 @@ pub struct WatchLimits {
     pub history: usize,
     /// Watches open at once.
     pub max_watchers: usize,
+    /// Revisions a watcher may fall behind the newest before it is cut off.
+    pub max_lag: u64,
 }
 
 impl Default for WatchLimits {
@@ -45,6 +54,7 @@ impl Default for WatchLimits {
         WatchLimits {
             history: 100_000,
             max_watchers: 10_000,
+            max_lag: 10_000,
         }
     }
 }
@@ -56,6 +66,8 @@ struct History {
     /// The newest revision published.
     latest: Revision,
     live: broadcast::Sender<Arc<[Event]>>,
+    /// `latest`, for watch tasks blocked on a slow consumer.
+    newest: tokio::sync::watch::Sender<Revision>,
 }
 
 /// Where a store's changes go, and where watches come from.
@@ -75,12 +87,14 @@ impl WatchHub {
     /// `current + 1` on.
     pub(crate) fn new(current: Revision, limits: WatchLimits) -> WatchHub {
         let (live, _) = broadcast::channel(BROADCAST_BUFFER);
+        let (newest, _) = tokio::sync::watch::channel(current);
         WatchHub {
             history: Arc::new(Mutex::new(History {
                 events: VecDeque::new(),
                 oldest: current + 1,
                 latest: current,
                 live,
+                newest,
             })),
             limits,
             watchers: Arc::new(AtomicUsize::new(0)),
@@ -95,6 +109,7 @@ impl WatchHub {
         if events.is_empty() {
             return;
         }
+        history.newest.send_replace(history.latest);
         let events: Arc<[Event]> = events.into();
         history.events.extend(events.iter().cloned());
         // Trim whole revisions, so a watch never starts halfway through one.
@@ -126,17 +141,23 @@ impl WatchHub {
         from: Option<Revision>,
     ) -> Result<EventStream, StoreError> {
         let slot = WatcherSlot::take(&self.watchers, self.limits.max_watchers)?;
-        let mut cursor = {
+        let (mut cursor, mut newest) = {
             let history = lock(&self.history);
             let from = from.unwrap_or(history.latest + 1);
-            Cursor::at(&history, from)?
+            (Cursor::at(&history, from)?, history.newest.subscribe())
         };
+        // A watch from the past may be as far behind as it started, plus
+        // the bound: replaying history is not falling behind.
+        let allowed = self
+            .limits
+            .max_lag
+            .saturating_add((history_latest(&self.history) + 1).saturating_sub(cursor.next));
         // Weak: a finished store drops its history, which closes the live
         // channel and ends every watch task.
         let shared = Arc::downgrade(&self.history);
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         tokio::spawn(async move {
-            let _slot = slot;
+            let slot = slot;
             loop {
                 let next = tokio::select! {
                     next = cursor.next(&shared) => next,
@@ -155,13 +176,58 @@ impl WatchHub {
                     .into_iter()
                     .filter(|event| range.contains(&event.key))
                     .collect();
-                if !wanted.is_empty() && sender.send(Ok(wanted)).await.is_err() {
+                let Some(revision) = wanted.last().map(Event::revision) else {
+                    continue;
+                };
+                let permit = tokio::select! {
+                    biased;
+                    permit = sender.reserve() => permit,
+                    () = fallen_behind(&mut newest, revision, allowed) => {
+                        // Give back the place and the catch-up buffer now;
+                        // the reason waits for the consumer, if it ever reads.
+                        drop((slot, cursor, wanted));
+                        let _ = sender.send(Err(cut_off(revision, allowed))).await;
+                        return;
+                    }
+                };
+                let Ok(permit) = permit else {
                     return; // the consumer is gone
-                }
+                };
+                permit.send(Ok(wanted));
             }
         });
         Ok(ReceiverStream::new(receiver))
     }
+}
+
+/// Returns once the newest revision is more than `max_lag` past `revision`
+/// (at once if it already is); never if the store is gone.
+async fn fallen_behind(
+    newest: &mut tokio::sync::watch::Receiver<Revision>,
+    revision: Revision,
+    max_lag: u64,
+) {
+    if newest
+        .wait_for(|newest| newest.saturating_sub(revision) > max_lag)
+        .await
+        .is_err()
+    {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn history_latest(history: &Mutex<History>) -> Revision {
+    lock(history).latest
+}
+
+/// Why a watcher that fell behind was cut off, and how to go on.
+fn cut_off(revision: Revision, max_lag: u64) -> StoreError {
+    StoreError::LimitReached(format!(
+        "watcher cut off: it fell more than {max_lag} revisions behind the newest \
+         (--watch-max-lag) while not reading; events up to revision {} were \
+         queued for it, watch again from the revision after the last one received",
+        revision.saturating_sub(1)
+    ))
 }
 
 /// One of the `max_watchers` places; given back when dropped. The etcd
@@ -293,6 +359,7 @@ mod tests {
             WatchLimits {
                 history,
                 max_watchers,
+                max_lag: 10_000,
             },
         )
     }
@@ -357,6 +424,75 @@ mod tests {
             delivered < 3 * BROADCAST_BUFFER,
             "it could not have seen everything"
         );
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_does_not_read_is_cut_off_without_holding_back_others() {
+        let hub = WatchHub::new(
+            0,
+            WatchLimits {
+                history: 100_000,
+                max_watchers: 2,
+                max_lag: 100,
+            },
+        );
+        let mut idle = hub.watch(KeyRange::prefix(Bytes::new()), None).unwrap();
+        let mut reader = hub.watch(KeyRange::prefix(Bytes::new()), None).unwrap();
+        let total = 10 * STREAM_BUFFER as Revision;
+        for revision in 1..=total {
+            hub.publish(revision, vec![put(revision, "k")]);
+            // The reader keeps up, in order, while the idle one reads nothing.
+            let batch = next(&mut reader).await.unwrap();
+            assert_eq!(batch[0].revision(), revision);
+        }
+        // The idle watcher's place is given back without it reading.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while hub.watch(KeyRange::prefix(Bytes::new()), None).is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the idle watcher was never cut off"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // When it reads at last: what was queued, in order, then the reason.
+        let mut expected = 1;
+        let error = loop {
+            match next(&mut idle).await {
+                Ok(batch) => {
+                    assert_eq!(batch[0].revision(), expected);
+                    expected += 1;
+                }
+                Err(error) => break error,
+            }
+        };
+        assert!(
+            expected <= STREAM_BUFFER as Revision + 2,
+            "at most the stream buffer was kept for it, got {expected}"
+        );
+        let StoreError::LimitReached(message) = error else {
+            panic!("{error:?}")
+        };
+        assert!(message.contains("--watch-max-lag"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_watch_replaying_a_long_history_is_not_cut_off() {
+        let hub = WatchHub::new(
+            0,
+            WatchLimits {
+                history: 100_000,
+                max_watchers: 2,
+                max_lag: 10,
+            },
+        );
+        for revision in 1..=500 {
+            hub.publish(revision, vec![put(revision, "k")]);
+        }
+        let mut stream = hub.watch(KeyRange::prefix(Bytes::new()), Some(1)).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for expected in 1..=500 {
+            assert_eq!(next(&mut stream).await.unwrap()[0].revision(), expected);
+        }
     }
 
     #[tokio::test]

@@ -519,6 +519,95 @@ async fn a_watch_from_a_compacted_revision_is_told_to_re_read() {
     );
 }
 
+/// A watcher that does not read: the others get every event in order, and
+/// the server cuts it off (freeing its place) once it is `--watch-max-lag`
+/// revisions behind; when it reads at last, it gets the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_does_not_read_is_cut_off_and_holds_back_nobody() {
+    const PUTS: usize = 600;
+    let server = Server::start_with(&["--watch-max-lag", "50", "--max-watchers", "2"]);
+    let watch = pb::WatchRequest {
+        key: b("w/"),
+        prefix: true,
+        ..Default::default()
+    };
+    // Its own connection, never read: HTTP/2 flow control stops the server.
+    let mut idle_client = server.kv_client().await;
+    let mut idle = idle_client.watch(watch.clone()).await.unwrap().into_inner();
+    let mut reader = server
+        .kv_client()
+        .await
+        .watch(watch.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let reading = tokio::spawn(async move {
+        let mut revisions = Vec::new();
+        while revisions.len() < PUTS {
+            let response = next_response(&mut reader).await.unwrap();
+            revisions.extend(
+                response
+                    .events
+                    .iter()
+                    .map(|e| e.kv.as_ref().unwrap().mod_revision),
+            );
+        }
+        revisions
+    });
+    // 16 KiB values: far more than the idle stream's HTTP/2 windows hold.
+    let value = "v".repeat(16 * 1024);
+    let mut kv = server.kv_client().await;
+    let mut written = Vec::new();
+    for i in 0..PUTS {
+        let reply = put(&mut kv, &format!("w/{}", i % 10), &value).await;
+        written.push(reply.header.unwrap().revision);
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(60), reading)
+        .await
+        .expect("the reader got every event within 60 s")
+        .unwrap();
+    assert_eq!(
+        seen, written,
+        "every event, in order, to the reading watcher"
+    );
+    // The idle watcher's place is freed without it reading (--max-watchers 2).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let _third = loop {
+        match kv.watch(watch.clone()).await {
+            Ok(stream) => break stream,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the idle watcher was never cut off"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // Reading at last: a prefix of the events, in order, then the reason.
+    let mut got = Vec::new();
+    let status = loop {
+        match next_response(&mut idle).await {
+            Ok(response) => got.extend(
+                response
+                    .events
+                    .iter()
+                    .map(|e| e.kv.as_ref().unwrap().mod_revision),
+            ),
+            Err(status) => break status,
+        }
+    };
+    assert!(got.len() < PUTS, "it was cut off, not sent everything");
+    assert_eq!(got, written[..got.len()], "what it got is in order");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert!(
+        status.message().contains("--watch-max-lag"),
+        "{}",
+        status.message()
+    );
+}
+
 #[tokio::test]
 async fn ttl_expiry_is_seen_by_get_range_and_watch() {
     let server = Server::start();
