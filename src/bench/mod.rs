@@ -19,12 +19,14 @@
 //! The module is split by concept: [`mix`] (operations and shares),
 //! [`config`] (what to run, checked before connecting), `worker` (one
 //! verifying closed-loop worker), [`report`] (the merged figures) and
-//! [`error`]. This file wires them together.
+//! [`error`]; [`watch`] is the watch fan-out (`--watchers`). This file
+//! wires the request load together.
 
 mod config;
 mod error;
 mod mix;
 mod report;
+mod watch;
 mod worker;
 
 use std::time::Instant;
@@ -40,6 +42,7 @@ pub use config::{Api, BenchConfig, Stop};
 pub use error::BenchError;
 pub use mix::{Mix, OpKind, RANGE_WINDOW};
 pub use report::Report;
+pub use watch::{WatchConfig, WatchReport, run as run_watch};
 
 use config::validate;
 use report::WorkerResult;
@@ -174,7 +177,7 @@ fn progress_bar(stop: Stop) -> ProgressBar {
 }
 
 /// A per-run random number (no dependency for one number).
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);

@@ -279,6 +279,17 @@ struct BenchArgs {
     /// Do not set every key before measuring (Gets of unset keys expect NOT_FOUND).
     #[arg(long)]
     no_preload: bool,
+    /// Watch fan-out instead of a request load: this many watchers of one
+    /// prefix over --conns connections, while one writer puts at --rate for
+    /// --duration; checks every watcher got every event in order.
+    #[arg(long)]
+    watchers: Option<usize>,
+    /// Puts per second of the --watchers writer.
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    /// The server's process id: report its CPU per delivered event (--watchers).
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 /// `--api`.
@@ -885,6 +896,37 @@ async fn lease(cx: &mut Context, command: LeaseCommand) -> Outcome {
 }
 
 async fn bench(addr: String, connect: ConnectOptions, json: bool, args: BenchArgs) -> ExitCode {
+    if let Some(watchers) = args.watchers {
+        let config = crate::bench::WatchConfig {
+            addr,
+            connect,
+            watchers,
+            conns: args.conns,
+            rate: args.rate,
+            duration: args.duration,
+            value_size: args.value_size,
+            server_pid: args.server_pid,
+        };
+        return match crate::bench::run_watch(&config).await {
+            Ok(report) => {
+                if json {
+                    outln!("{}", report.to_json(&config));
+                } else {
+                    output::verbatim(&report.to_text());
+                }
+                if report.clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!(
+                        "kv bench: {} watch errors and {} watchers with missing or reordered events",
+                        report.errors, report.mismatches
+                    );
+                    ExitCode::from(exit::BENCH_FAILED)
+                }
+            }
+            Err(error) => bench_error(&error),
+        };
+    }
     let config = BenchConfig {
         addr,
         connect,
@@ -923,13 +965,15 @@ async fn bench(addr: String, connect: ConnectOptions, json: bool, args: BenchArg
                 ExitCode::from(exit::BENCH_FAILED)
             }
         }
-        Err(error) => {
-            eprintln!("kv bench: {error}");
-            ExitCode::from(match error {
-                BenchError::Usage(_) => exit::USAGE,
-                BenchError::Unreachable(_) => exit::UNREACHABLE,
-                BenchError::Failed(_) => exit::BENCH_FAILED,
-            })
-        }
+        Err(error) => bench_error(&error),
     }
+}
+
+fn bench_error(error: &BenchError) -> ExitCode {
+    eprintln!("kv bench: {error}");
+    ExitCode::from(match error {
+        BenchError::Usage(_) => exit::USAGE,
+        BenchError::Unreachable(_) => exit::UNREACHABLE,
+        BenchError::Failed(_) => exit::BENCH_FAILED,
+    })
 }

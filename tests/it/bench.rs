@@ -239,3 +239,58 @@ fn a_server_that_loses_writes_fails_the_benchmark() {
     assert!(report["mismatches"].as_u64().unwrap() > 0, "{report}");
     assert!(!report["problems"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn watch_fan_out_delivers_every_event_to_every_watcher_in_order() {
+    let server = Server::start();
+    let pid = server.pid().to_string();
+    let output = kv_bench(
+        server.addr(),
+        &[
+            "--watchers",
+            "30",
+            "--conns",
+            "3",
+            "--rate",
+            "50",
+            "--duration",
+            "2s",
+            "--server-pid",
+            &pid,
+            "--json",
+        ],
+    );
+    let report = json_report(&output);
+    let puts = report["puts"].as_u64().unwrap();
+    assert!(puts >= 20, "about 100 puts at 50/s for 2 s: {report}");
+    assert_eq!(report["delivered"].as_u64().unwrap(), 30 * puts, "{report}");
+    assert_eq!(report["mismatches"], 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    let latency = &report["latency_us"];
+    assert!(latency["p50"].as_u64().unwrap() <= latency["p99"].as_u64().unwrap());
+    assert!(
+        report["server_cpu_us_per_event"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
+
+#[test]
+fn watch_fan_out_with_a_server_pid_that_is_not_there_is_a_usage_error() {
+    let server = Server::start();
+    let output = kv_bench(
+        server.addr(),
+        &[
+            "--watchers",
+            "2",
+            "--duration",
+            "1s",
+            "--server-pid",
+            "4294967295",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--server-pid 4294967295"),
+        "{output:?}"
+    );
+}
