@@ -78,11 +78,11 @@ fn bench_store<S: Store>(c: &mut Criterion, name: &str, store: Arc<S>, runtime: 
             let store = Arc::clone(&store);
             async move {
                 let txn = Txn {
-                    compares: vec![Compare {
-                        key: key(i),
-                        target: CompareTarget::Version(0),
-                        op: CompareOp::Greater,
-                    }],
+                    compares: vec![Compare::key(
+                        key(i),
+                        CompareTarget::Version(0),
+                        CompareOp::Greater,
+                    )],
                     success: vec![Op::Put {
                         key: key(i),
                         value: value(),

@@ -69,11 +69,11 @@ impl<S: Store> Api<S> {
     ) -> Result<(KeyValue, Revision), Status> {
         let result = self
             .run(Txn {
-                compares: vec![Compare {
-                    key: key.clone(),
-                    target: CompareTarget::CreateRevision(0),
-                    op: CompareOp::Equal,
-                }],
+                compares: vec![Compare::key(
+                    key.clone(),
+                    CompareTarget::CreateRevision(0),
+                    CompareOp::Equal,
+                )],
                 success: vec![Op::Put {
                     key: key.clone(),
                     value: value.clone(),

@@ -262,64 +262,180 @@ pub(crate) fn delete_op(checks: &Checks<'_>, delete: pb::DeleteRangeRequest) -> 
     })
 }
 
-/// A Txn as our transaction, with the shape of each range in either branch.
+/// A Txn as etcd sent it, converted: compares, and per branch the steps,
+/// each an operation (with the shape of its answer) or a nested Txn.
 #[derive(Debug)]
-pub(crate) struct TxnPlan {
-    pub(crate) txn: Txn,
-    pub(crate) shapes: BranchShapes,
+pub(crate) struct TxnTree {
+    pub(crate) compares: Vec<Compare>,
+    pub(crate) success: Vec<Step>,
+    pub(crate) failure: Vec<Step>,
 }
 
-/// The shape of each operation's answer, per branch.
+/// One operation of a [`TxnTree`]'s branch.
 #[derive(Debug)]
-pub(crate) struct BranchShapes {
-    success: Vec<Shape>,
-    failure: Vec<Shape>,
+pub(crate) enum Step {
+    /// An operation of ours, and how to shape its answer.
+    Op(Op, Shape),
+    /// A Txn inside the Txn.
+    Nested(Box<TxnTree>),
 }
 
-/// A Txn request, checked as etcd checks it (operation counts, empty keys,
-/// a key written twice) and against the limits and the token's scope.
+/// Which branches a [`TxnTree`] takes: its own, and those of the nested
+/// Txns of that branch, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Path {
+    pub(crate) succeeded: bool,
+    pub(crate) nested: Vec<Path>,
+}
+
+impl TxnTree {
+    /// The branch `succeeded` chooses.
+    pub(crate) fn branch(&self, succeeded: bool) -> &[Step] {
+        if succeeded {
+            &self.success
+        } else {
+            &self.failure
+        }
+    }
+
+    /// Whether a nested Txn is anywhere in it.
+    pub(crate) fn has_nested(&self) -> bool {
+        self.success
+            .iter()
+            .chain(&self.failure)
+            .any(|step| matches!(step, Step::Nested(_)))
+    }
+
+    /// The tree as one of our transactions; only for a tree without
+    /// nested Txns.
+    pub(crate) fn flat(&self) -> Txn {
+        let ops = |steps: &[Step]| {
+            steps
+                .iter()
+                .filter_map(|step| match step {
+                    Step::Op(op, _) => Some(op.clone()),
+                    Step::Nested(_) => None,
+                })
+                .collect()
+        };
+        Txn {
+            compares: self.compares.clone(),
+            success: ops(&self.success),
+            failure: ops(&self.failure),
+        }
+    }
+
+    /// The operations `path` runs, nested Txns' spliced in, in order.
+    pub(crate) fn ops_along(&self, path: &Path, ops: &mut Vec<Op>) {
+        let mut nested = path.nested.iter();
+        for step in self.branch(path.succeeded) {
+            match step {
+                Step::Op(op, _) => ops.push(op.clone()),
+                Step::Nested(tree) => {
+                    if let Some(path) = nested.next() {
+                        tree.ops_along(path, ops);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The answers to the operations of `path`, in etcd's messages, nested
+    /// as the request was.
+    pub(crate) fn responses(
+        &self,
+        path: &Path,
+        results: &mut impl Iterator<Item = OpResult>,
+        revision: Revision,
+    ) -> Vec<pb::ResponseOp> {
+        use pb::response_op::Response;
+        // Inner answers carry the revision only, as etcd's do.
+        let header = Some(pb::ResponseHeader {
+            revision: revision_number(revision),
+            ..Default::default()
+        });
+        let mut nested = path.nested.iter();
+        let mut responses = Vec::new();
+        for step in self.branch(path.succeeded) {
+            let response = match step {
+                Step::Op(_, shape) => match results.next() {
+                    Some(OpResult::Get(range)) => {
+                        Response::ResponseRange(range_response(range, shape, header))
+                    }
+                    Some(OpResult::Put { prev }) => Response::ResponsePut(pb::PutResponse {
+                        header,
+                        prev_kv: prev.map(key_value),
+                    }),
+                    Some(OpResult::Delete { deleted, prev }) => {
+                        Response::ResponseDeleteRange(pb::DeleteRangeResponse {
+                            header,
+                            deleted: revision_number(deleted),
+                            prev_kvs: prev.into_iter().map(key_value).collect(),
+                        })
+                    }
+                    None => break,
+                },
+                Step::Nested(tree) => {
+                    let Some(path) = nested.next() else { break };
+                    Response::ResponseTxn(pb::TxnResponse {
+                        header,
+                        succeeded: path.succeeded,
+                        responses: tree.responses(path, results, revision),
+                    })
+                }
+            };
+            responses.push(pb::ResponseOp {
+                response: Some(response),
+            });
+        }
+        responses
+    }
+}
+
+/// A Txn request, checked as etcd checks it (operation counts at every
+/// level, empty keys, a key written twice) and against the limits and the
+/// token's scope.
 pub(crate) fn txn(
     checks: &Checks<'_>,
     request: pb::TxnRequest,
     max_ops: usize,
-) -> Result<TxnPlan, Status> {
+) -> Result<TxnTree, Status> {
+    super::txn_rules::check_writes(&request.success)?;
+    super::txn_rules::check_writes(&request.failure)?;
+    tree(checks, request, max_ops)
+}
+
+fn tree(checks: &Checks<'_>, request: pb::TxnRequest, max_ops: usize) -> Result<TxnTree, Status> {
     if request.compare.len() > max_ops
         || request.success.len() > max_ops
         || request.failure.len() > max_ops
     {
         return Err(errors::too_many_ops());
     }
-    super::txn_rules::check_writes(&request.success)?;
-    super::txn_rules::check_writes(&request.failure)?;
     let compares = request
         .compare
         .into_iter()
         .map(|compare| compare_of(checks, compare))
         .collect::<Result<_, _>>()?;
-    let (success, success_shapes) = branch(checks, request.success)?;
-    let (failure, failure_shapes) = branch(checks, request.failure)?;
-    Ok(TxnPlan {
-        txn: Txn {
-            compares,
-            success,
-            failure,
-        },
-        shapes: BranchShapes {
-            success: success_shapes,
-            failure: failure_shapes,
-        },
+    Ok(TxnTree {
+        compares,
+        success: branch(checks, request.success, max_ops)?,
+        failure: branch(checks, request.failure, max_ops)?,
     })
 }
 
-fn branch(checks: &Checks<'_>, ops: Vec<pb::RequestOp>) -> Result<(Vec<Op>, Vec<Shape>), Status> {
+fn branch(
+    checks: &Checks<'_>,
+    ops: Vec<pb::RequestOp>,
+    max_ops: usize,
+) -> Result<Vec<Step>, Status> {
     use pb::request_op::Request;
-    let mut converted = Vec::with_capacity(ops.len());
-    let mut shapes = Vec::with_capacity(ops.len());
+    let mut steps = Vec::with_capacity(ops.len());
     for op in ops {
-        let (op, shape) = match op.request {
+        let step = match op.request {
             Some(Request::RequestRange(range)) => {
                 let (query, shape) = range_query(checks, range)?;
-                (Op::Get(query), shape)
+                Step::Op(Op::Get(query), shape)
             }
             Some(Request::RequestPut(put)) => {
                 if put.ignore_value || put.ignore_lease {
@@ -328,36 +444,26 @@ fn branch(checks: &Checks<'_>, ops: Vec<pb::RequestOp>) -> Result<(Vec<Op>, Vec<
                         "use them in a plain Put, or put the value and lease in the Txn",
                     ));
                 }
-                (put_op(checks, &put)?, Shape::default())
+                Step::Op(put_op(checks, &put)?, Shape::default())
             }
             Some(Request::RequestDeleteRange(delete)) => {
-                (delete_op(checks, delete)?, Shape::default())
+                Step::Op(delete_op(checks, delete)?, Shape::default())
             }
-            Some(Request::RequestTxn(_)) => {
-                return Err(errors::unsupported_field(
-                    "a Txn nested in a Txn (request_txn)",
-                    "flatten it: put its compares in the outer Txn",
-                ));
+            Some(Request::RequestTxn(nested)) => {
+                Step::Nested(Box::new(tree(checks, nested, max_ops)?))
             }
             None => return Err(Status::invalid_argument("an operation of the Txn is empty")),
         };
-        converted.push(op);
-        shapes.push(shape);
+        steps.push(step);
     }
-    Ok((converted, shapes))
+    Ok(steps)
 }
 
-/// An etcd compare as ours. A negative number, which no record holds, makes
-/// a compare that is always true or always false, as it is in etcd.
+/// An etcd compare as ours, over its key or its range (`range_end` as in
+/// Range). A negative number, which no record holds, makes a compare that
+/// is always true or always false, as it is in etcd.
 fn compare_of(checks: &Checks<'_>, compare: pb::Compare) -> Result<Compare, Status> {
     use pb::compare::{CompareResult, CompareTarget as Target, TargetUnion};
-    if !compare.range_end.is_empty() {
-        return Err(errors::unsupported_field(
-            "Compare range_end (a compare over a range of keys)",
-            "compare each key on its own",
-        ));
-    }
-    checks.key(&compare.key)?;
     let op = match CompareResult::try_from(compare.result) {
         Ok(CompareResult::Equal) => CompareOp::Equal,
         Ok(CompareResult::NotEqual) => CompareOp::NotEqual,
@@ -373,127 +479,56 @@ fn compare_of(checks: &Checks<'_>, compare: pb::Compare) -> Result<Compare, Stat
     let target = Target::try_from(compare.target).map_err(|_| {
         Status::invalid_argument(format!("unknown compare target {}", compare.target))
     })?;
+    let range = if compare.range_end.is_empty() {
+        checks.key(&compare.key)?;
+        KeyRange::key(compare.key)
+    } else {
+        key_range(checks, compare.key, compare.range_end, true)?
+    };
     // etcd reads the number of the union the target names; another one
     // reads as zero.
-    let number = |union: &Option<TargetUnion>| -> i64 {
-        match (target, union) {
-            (Target::Version, Some(TargetUnion::Version(n)))
-            | (Target::Create, Some(TargetUnion::CreateRevision(n)))
-            | (Target::Mod, Some(TargetUnion::ModRevision(n)))
-            | (Target::Lease, Some(TargetUnion::Lease(n))) => *n,
-            _ => 0,
-        }
+    let expected = match (target, &compare.target_union) {
+        (Target::Version, Some(TargetUnion::Version(n)))
+        | (Target::Create, Some(TargetUnion::CreateRevision(n)))
+        | (Target::Mod, Some(TargetUnion::ModRevision(n)))
+        | (Target::Lease, Some(TargetUnion::Lease(n))) => *n,
+        _ => 0,
     };
-    let expected = number(&compare.target_union);
-    let key = compare.key;
-    let counter = |make: fn(u64) -> CompareTarget| -> Compare {
-        match u64::try_from(expected) {
-            Ok(expected) => Compare {
-                key: key.clone(),
-                target: make(expected),
-                op,
-            },
-            // Every counter is at least 0, so above any negative number.
-            Err(_) => constant(
-                key.clone(),
-                matches!(op, CompareOp::NotEqual | CompareOp::Greater),
-            ),
-        }
+    let counter = |make: fn(u64) -> CompareTarget| match u64::try_from(expected) {
+        Ok(expected) => make(expected),
+        // Every counter is at least 0, so above any negative number: no
+        // version reaches u64::MAX (a put each nanosecond would take five
+        // centuries), so comparing with it is constant.
+        Err(_) => CompareTarget::Version(u64::MAX),
     };
-    Ok(match target {
-        Target::Version => counter(CompareTarget::Version),
-        Target::Create => counter(CompareTarget::CreateRevision),
-        Target::Mod => counter(CompareTarget::ModRevision),
-        Target::Lease => Compare {
-            key,
-            target: CompareTarget::Lease(expected),
-            op,
-        },
+    let (target, op) = match target {
+        Target::Version | Target::Create | Target::Mod if expected < 0 => {
+            let holds = matches!(op, CompareOp::NotEqual | CompareOp::Greater);
+            let op = if holds {
+                CompareOp::NotEqual
+            } else {
+                CompareOp::Greater
+            };
+            (counter(CompareTarget::Version), op)
+        }
+        Target::Version => (counter(CompareTarget::Version), op),
+        Target::Create => (counter(CompareTarget::CreateRevision), op),
+        Target::Mod => (counter(CompareTarget::ModRevision), op),
+        Target::Lease => (CompareTarget::Lease(expected), op),
         Target::Value => {
             let value = match compare.target_union {
                 Some(TargetUnion::Value(value)) => value,
                 _ => Bytes::new(),
             };
-            Compare {
-                key,
-                target: CompareTarget::Value(value),
-                op,
-            }
+            (CompareTarget::Value(value), op)
         }
+    };
+    Ok(Compare {
+        key: range.start,
+        range_end: range.end,
+        target,
+        op,
     })
-}
-
-/// A compare on `key` that always holds (`true`) or never does.
-fn constant(key: Bytes, holds: bool) -> Compare {
-    // No key reaches version u64::MAX: a put each nanosecond would take
-    // five centuries.
-    Compare {
-        key,
-        target: CompareTarget::Version(u64::MAX),
-        op: if holds {
-            CompareOp::NotEqual
-        } else {
-            CompareOp::Greater
-        },
-    }
-}
-
-impl BranchShapes {
-    /// The answers of the branch that ran, as etcd's.
-    pub(crate) fn responses(
-        &self,
-        succeeded: bool,
-        results: Vec<OpResult>,
-        revision: Revision,
-    ) -> Vec<pb::ResponseOp> {
-        txn_responses(
-            if succeeded {
-                &self.success
-            } else {
-                &self.failure
-            },
-            results,
-            revision,
-        )
-    }
-}
-
-fn txn_responses(
-    shapes: &[Shape],
-    results: Vec<OpResult>,
-    revision: Revision,
-) -> Vec<pb::ResponseOp> {
-    use pb::response_op::Response;
-    // Inner answers carry the revision only, as etcd's do.
-    let header = Some(pb::ResponseHeader {
-        revision: revision_number(revision),
-        ..Default::default()
-    });
-    results
-        .into_iter()
-        .zip(shapes)
-        .map(|(result, shape)| {
-            let response = match result {
-                OpResult::Get(range) => {
-                    Response::ResponseRange(range_response(range, shape, header))
-                }
-                OpResult::Put { prev } => Response::ResponsePut(pb::PutResponse {
-                    header,
-                    prev_kv: prev.map(key_value),
-                }),
-                OpResult::Delete { deleted, prev } => {
-                    Response::ResponseDeleteRange(pb::DeleteRangeResponse {
-                        header,
-                        deleted: revision_number(deleted),
-                        prev_kvs: prev.into_iter().map(key_value).collect(),
-                    })
-                }
-            };
-            pb::ResponseOp {
-                response: Some(response),
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -555,31 +590,15 @@ mod tests {
         let k = || Bytes::from_static(b"k");
         let txn = Txn {
             compares: vec![
-                Compare {
-                    key: k(),
-                    target: CompareTarget::ModRevision(4),
-                    op: CompareOp::Less,
-                },
-                Compare {
-                    key: k(),
-                    target: CompareTarget::Value(Bytes::from_static(b"x")),
-                    op: CompareOp::NotEqual,
-                },
-                Compare {
-                    key: k(),
-                    target: CompareTarget::Lease(9),
-                    op: CompareOp::Equal,
-                },
-                Compare {
-                    key: k(),
-                    target: CompareTarget::CreateRevision(1),
-                    op: CompareOp::Greater,
-                },
-                Compare {
-                    key: k(),
-                    target: CompareTarget::Version(0),
-                    op: CompareOp::Equal,
-                },
+                Compare::key(k(), CompareTarget::ModRevision(4), CompareOp::Less),
+                Compare::key(
+                    k(),
+                    CompareTarget::Value(Bytes::from_static(b"x")),
+                    CompareOp::NotEqual,
+                ),
+                Compare::key(k(), CompareTarget::Lease(9), CompareOp::Equal),
+                Compare::key(k(), CompareTarget::CreateRevision(1), CompareOp::Greater),
+                Compare::key(k(), CompareTarget::Version(0), CompareOp::Equal),
             ],
             success: vec![Op::Put {
                 key: k(),
@@ -600,8 +619,9 @@ mod tests {
             success: txn.success.iter().map(|op| keys.op(op)).collect(),
             failure: txn.failure.iter().map(|op| keys.op(op)).collect(),
         };
-        let plan = super::txn(&checks, request, 128).unwrap();
-        assert_eq!(plan.txn, txn);
+        let tree = super::txn(&checks, request, 128).unwrap();
+        assert!(!tree.has_nested());
+        assert_eq!(tree.flat(), txn);
         // And the answers back: ours, to etcd's, to ours again.
         let results = vec![
             OpResult::Get(RangeResult {
@@ -615,7 +635,11 @@ mod tests {
                 prev: vec![kv(b"a1", 0)],
             },
         ];
-        let responses = plan.shapes.responses(false, results.clone(), 7);
+        let path = Path {
+            succeeded: false,
+            nested: Vec::new(),
+        };
+        let responses = tree.responses(&path, &mut results.clone().into_iter(), 7);
         let back: Vec<OpResult> = responses
             .into_iter()
             .map(|response| keys.op_result(response).unwrap())

@@ -46,11 +46,11 @@ fn missing_leader_key() -> Status {
 /// The compare that holds while `leader` is still the key it was elected
 /// with.
 fn still_leader(leader: &pb::LeaderKey) -> Compare {
-    Compare {
-        key: leader.key.clone(),
-        target: CompareTarget::CreateRevision(leader.rev.max(0) as Revision),
-        op: CompareOp::Equal,
-    }
+    Compare::key(
+        leader.key.clone(),
+        CompareTarget::CreateRevision(leader.rev.max(0) as Revision),
+        CompareOp::Equal,
+    )
 }
 
 impl<S: Store> ElectionApi<S> {

@@ -69,6 +69,10 @@ pub(crate) fn lease_not_found() -> Status {
     etcd(Code::NotFound, "etcdserver: requested lease not found")
 }
 
+pub(crate) fn lease_exists() -> Status {
+    etcd(Code::FailedPrecondition, "etcdserver: lease already exists")
+}
+
 pub(crate) fn lease_ttl_too_large() -> Status {
     etcd(Code::OutOfRange, "etcdserver: too large lease TTL")
 }
@@ -102,6 +106,7 @@ pub(crate) fn unsupported_field(field: &str, why: &str) -> Status {
 pub(crate) fn from_store_error(error: StoreError) -> Status {
     match error {
         StoreError::LeaseNotFound(_) => lease_not_found(),
+        StoreError::LeaseExists(_) => lease_exists(),
         StoreError::Compacted { .. } => compacted(),
         StoreError::ResourceExhausted(_) => no_space(),
         // Unavailable keeps its code: clients retry it, as they retry

@@ -54,11 +54,11 @@ impl<S: Store> KvApi<S> {
             }
             let result = self
                 .run(Txn {
-                    compares: vec![Compare {
-                        key: request.key.clone(),
-                        target: CompareTarget::ModRevision(held.record.mod_revision),
-                        op: CompareOp::Equal,
-                    }],
+                    compares: vec![Compare::key(
+                        request.key.clone(),
+                        CompareTarget::ModRevision(held.record.mod_revision),
+                        CompareOp::Equal,
+                    )],
                     success: vec![op.clone()],
                     failure: Vec::new(),
                 })
@@ -140,14 +140,23 @@ impl<S: Store> Kv for KvApi<S> {
     ) -> Result<Response<pb::TxnResponse>, Status> {
         let scope = scope_of(&request);
         let checks = Checks::new(&self.0.limits, scope.as_ref());
-        let plan = convert::txn(&checks, request.into_inner(), self.0.limits.max_txn_ops)?;
-        let result = self.run(plan.txn).await?;
-        let responses = plan
-            .shapes
-            .responses(result.succeeded, result.results, result.revision);
+        let tree = convert::txn(&checks, request.into_inner(), self.0.limits.max_txn_ops)?;
+        let (path, result) = if tree.has_nested() {
+            let ran = self.0.run_nested(&tree).await?;
+            (ran.path, ran.result)
+        } else {
+            let result = self.run(tree.flat()).await?;
+            let path = convert::Path {
+                succeeded: result.succeeded,
+                nested: Vec::new(),
+            };
+            (path, result)
+        };
+        let revision = result.revision;
+        let responses = tree.responses(&path, &mut result.results.into_iter(), revision);
         Ok(Response::new(pb::TxnResponse {
-            header: self.0.identity.header(result.revision),
-            succeeded: result.succeeded,
+            header: self.0.identity.header(revision),
+            succeeded: path.succeeded,
             responses,
         }))
     }

@@ -55,19 +55,13 @@ impl<S: Store> Lease for LeaseApi<S> {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let request = request.into_inner();
-        if request.id != 0 {
-            return Err(errors::unsupported_field(
-                "LeaseGrant ID (a lease id chosen by the client)",
-                "send ID 0 and use the id the server chooses",
-            ));
-        }
         let ttl = granted_ttl(request.ttl)?;
-        let lease = self
-            .0
-            .store
-            .lease_grant(ttl)
-            .await
-            .map_err(errors::from_store_error)?;
+        // ID 0: the server chooses; anything else is the client's choice.
+        let granted = match request.id {
+            0 => self.0.store.lease_grant(ttl).await,
+            id => self.0.store.lease_grant_as(id, ttl).await,
+        };
+        let lease = granted.map_err(errors::from_store_error)?;
         Ok(Response::new(pb::LeaseGrantResponse {
             header: self.header(),
             id: lease.id,
@@ -175,10 +169,16 @@ impl<S: Store> Lease for LeaseApi<S> {
         &self,
         _request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        Err(errors::unsupported(
-            "Lease.LeaseLeases",
-            "kvserver cannot list its leases yet; keep the ids you were granted",
-        ))
+        let ids = self
+            .0
+            .store
+            .lease_ids()
+            .await
+            .map_err(errors::from_store_error)?;
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: self.header(),
+            leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
+        }))
     }
 }
 

@@ -33,6 +33,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+mod nested;
 mod txn_rules;
 mod watch;
 

@@ -149,11 +149,7 @@ pub(crate) fn condition(key: &Bytes, condition: pb::Condition) -> Result<Compare
             ));
         }
     };
-    Ok(Compare {
-        key: key.clone(),
-        target,
-        op,
-    })
+    Ok(Compare::key(key.clone(), target, op))
 }
 
 /// A put as an operation; `ttl_ms` and conditions are the handler's business.
@@ -249,11 +245,7 @@ fn compare_of(checks: &Checks<'_>, compare: pb::Compare) -> Result<Compare, Stat
             ));
         }
     };
-    Ok(Compare {
-        key: compare.key,
-        target,
-        op,
-    })
+    Ok(Compare::key(compare.key, target, op))
 }
 
 fn txn_op(checks: &Checks<'_>, op: pb::Op) -> Result<Op, Status> {

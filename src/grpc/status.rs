@@ -14,6 +14,7 @@ pub(crate) fn from_store_error(error: StoreError) -> Status {
         StoreError::ResourceExhausted(msg) => Status::resource_exhausted(msg),
         StoreError::Internal(msg) => Status::internal(msg),
         error @ StoreError::LeaseNotFound(_) => Status::not_found(error.to_string()),
+        error @ StoreError::LeaseExists(_) => Status::already_exists(error.to_string()),
         error @ StoreError::Compacted { .. } => Status::out_of_range(error.to_string()),
         StoreError::LimitReached(msg) => Status::resource_exhausted(msg),
         StoreError::Rejected(msg) => Status::invalid_argument(msg),

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::lease::Leases;
 use super::ops::{
     Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, LeaseId, Op, OpResult,
-    RangeQuery, RangeResult, Txn, TxnResult,
+    RangeEnd, RangeQuery, RangeResult, Txn, TxnResult,
 };
 use super::{Record, Revision, StoreError};
 
@@ -141,7 +141,7 @@ pub(crate) fn range(
         revision,
         ..RangeResult::default()
     };
-    if let crate::storage::ops::RangeEnd::Single = query.range.end {
+    if let RangeEnd::Single = query.range.end {
         if let Some(record) = get(space, &query.range.start)? {
             result.count = 1;
             if !query.count_only {
@@ -397,30 +397,55 @@ fn stored_in(
     Ok(found)
 }
 
-/// Whether `compare` holds in `space`.
+/// Whether `compare` holds in `space`: for a range, for every live key of
+/// it; a range without live keys compares as a missing key.
 fn holds(space: &impl KeyspaceRead, compare: &Compare) -> Result<bool, StoreError> {
-    let record = get(space, &compare.key)?;
-    let ordering = match (&compare.target, &record) {
+    if compare.range_end == RangeEnd::Single {
+        let record = get(space, &compare.key)?;
+        return Ok(compares(compare, record.as_ref()));
+    }
+    let values = if matches!(compare.target, CompareTarget::Value(_)) {
+        Values::Decoded
+    } else {
+        Values::Skipped
+    };
+    let mut any = false;
+    let mut all = true;
+    space.scan(&compare.range(), values, &mut |_, record| {
+        if !live(space, &record) {
+            return ControlFlow::Continue(());
+        }
+        any = true;
+        if compares(compare, Some(&record)) {
+            ControlFlow::Continue(())
+        } else {
+            all = false;
+            ControlFlow::Break(())
+        }
+    })?;
+    Ok(if any { all } else { compares(compare, None) })
+}
+
+/// Whether `compare` holds for `record` (`None`: the key does not exist).
+fn compares(compare: &Compare, record: Option<&Record>) -> bool {
+    let ordering = match (&compare.target, record) {
         (CompareTarget::Value(expected), Some(record)) => {
             record.value.as_ref().cmp(expected.as_ref())
         }
-        (CompareTarget::Value(_), None) => return Ok(false),
+        (CompareTarget::Value(_), None) => return false,
         (CompareTarget::ModRevision(expected), _) => {
-            record.as_ref().map_or(0, |r| r.mod_revision).cmp(expected)
+            record.map_or(0, |r| r.mod_revision).cmp(expected)
         }
-        (CompareTarget::CreateRevision(expected), _) => record
-            .as_ref()
-            .map_or(0, |r| r.create_revision)
-            .cmp(expected),
-        (CompareTarget::Version(expected), _) => {
-            record.as_ref().map_or(0, |r| r.version).cmp(expected)
+        (CompareTarget::CreateRevision(expected), _) => {
+            record.map_or(0, |r| r.create_revision).cmp(expected)
         }
-        (CompareTarget::Lease(expected), _) => record.as_ref().map_or(0, |r| r.lease).cmp(expected),
+        (CompareTarget::Version(expected), _) => record.map_or(0, |r| r.version).cmp(expected),
+        (CompareTarget::Lease(expected), _) => record.map_or(0, |r| r.lease).cmp(expected),
     };
-    Ok(match compare.op {
+    match compare.op {
         CompareOp::Equal => ordering.is_eq(),
         CompareOp::NotEqual => ordering.is_ne(),
         CompareOp::Less => ordering.is_lt(),
         CompareOp::Greater => ordering.is_gt(),
-    })
+    }
 }

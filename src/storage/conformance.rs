@@ -63,6 +63,8 @@ macro_rules! conformance_suite {
             watch_from_a_past_revision_replays_exactly_what_was_missed,
             watch_filters_by_range,
             watch_from_before_the_history_is_compacted,
+            range_compares_hold_for_every_key_and_an_empty_range_as_a_missing_key,
+            leases_with_chosen_ids_are_granted_once_and_listed,
         );
     };
     (@checks $make_store:expr; $($check:ident),* $(,)?) => {
@@ -115,6 +117,14 @@ impl<S: Store, T: Send + Sync + 'static> Store for Alongside<S, T> {
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseInfo, StoreError> {
         self.store.lease_grant(ttl).await
+    }
+
+    async fn lease_grant_as(&self, id: LeaseId, ttl: Duration) -> Result<LeaseInfo, StoreError> {
+        self.store.lease_grant_as(id, ttl).await
+    }
+
+    async fn lease_ids(&self) -> Result<Vec<LeaseId>, StoreError> {
+        self.store.lease_ids().await
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
@@ -473,11 +483,11 @@ pub(crate) async fn put_can_return_the_previous_record<S: Store>(store: Arc<S>) 
 
 fn cas(key: &str, expected_revision: Revision, value: &str) -> Txn {
     Txn {
-        compares: vec![Compare {
-            key: bytes(key),
-            target: CompareTarget::ModRevision(expected_revision),
-            op: CompareOp::Equal,
-        }],
+        compares: vec![Compare::key(
+            bytes(key),
+            CompareTarget::ModRevision(expected_revision),
+            CompareOp::Equal,
+        )],
         success: vec![put_op(key, value)],
         failure: vec![Op::Get(RangeQuery::all(KeyRange::key(bytes(key))))],
     }
@@ -511,11 +521,11 @@ pub(crate) async fn a_failed_compare_runs_the_failure_branch_and_changes_nothing
 ) {
     let revision = store.put(bytes("k"), bytes("v")).await.unwrap();
     let txn = Txn {
-        compares: vec![Compare {
-            key: bytes("k"),
-            target: CompareTarget::Value(bytes("other")),
-            op: CompareOp::Equal,
-        }],
+        compares: vec![Compare::key(
+            bytes("k"),
+            CompareTarget::Value(bytes("other")),
+            CompareOp::Equal,
+        )],
         success: vec![put_op("k", "changed"), put_op("side", "effect")],
         failure: vec![],
     };
@@ -531,11 +541,7 @@ pub(crate) async fn value_version_and_existence_compares<S: Store>(store: Arc<S>
     store.put(bytes("k"), bytes("b")).await.unwrap();
     store.put(bytes("k"), bytes("b")).await.unwrap();
     let check = |target: CompareTarget, op: CompareOp| Txn {
-        compares: vec![Compare {
-            key: bytes("k"),
-            target,
-            op,
-        }],
+        compares: vec![Compare::key(bytes("k"), target, op)],
         ..Txn::default()
     };
     for (target, op, expected) in [
@@ -560,11 +566,7 @@ pub(crate) async fn value_version_and_existence_compares<S: Store>(store: Arc<S>
         assert_eq!(result.succeeded, expected, "{target:?} {op:?}");
     }
     let missing = |target: CompareTarget| Txn {
-        compares: vec![Compare {
-            key: bytes("missing"),
-            target,
-            op: CompareOp::Equal,
-        }],
+        compares: vec![Compare::key(bytes("missing"), target, CompareOp::Equal)],
         ..Txn::default()
     };
     assert!(
@@ -890,5 +892,72 @@ pub(crate) async fn watch_from_before_the_history_is_compacted<S: Store>(store: 
     assert!(
         matches!(error, StoreError::Compacted { requested: 0, .. }),
         "{error:?}"
+    );
+}
+
+pub(crate) async fn range_compares_hold_for_every_key_and_an_empty_range_as_a_missing_key<
+    S: Store,
+>(
+    store: Arc<S>,
+) {
+    store.put(bytes("r/a"), bytes("1")).await.unwrap();
+    store.put(bytes("r/b"), bytes("1")).await.unwrap();
+    store.put(bytes("r/b"), bytes("2")).await.unwrap();
+    let holds = |range: KeyRange, target: CompareTarget, op: CompareOp| {
+        let store = Arc::clone(&store);
+        async move {
+            let txn = Txn {
+                compares: vec![Compare {
+                    key: range.start,
+                    range_end: range.end,
+                    target,
+                    op,
+                }],
+                ..Txn::default()
+            };
+            store.txn(txn).await.unwrap().succeeded
+        }
+    };
+    let r = || KeyRange::prefix(bytes("r/"));
+    assert!(holds(r(), CompareTarget::Version(0), CompareOp::Greater).await);
+    assert!(
+        !holds(r(), CompareTarget::Version(1), CompareOp::Equal).await,
+        "r/b is at 2"
+    );
+    assert!(holds(r(), CompareTarget::Value(bytes("3")), CompareOp::Less).await);
+    assert!(!holds(r(), CompareTarget::Value(bytes("1")), CompareOp::Equal).await);
+    let empty = || KeyRange::prefix(bytes("none/"));
+    assert!(holds(empty(), CompareTarget::CreateRevision(0), CompareOp::Equal).await);
+    assert!(
+        !holds(
+            empty(),
+            CompareTarget::Value(Bytes::new()),
+            CompareOp::Equal
+        )
+        .await,
+        "a value compare on no key is false"
+    );
+}
+
+pub(crate) async fn leases_with_chosen_ids_are_granted_once_and_listed<S: Store>(store: Arc<S>) {
+    let chosen: LeaseId = 0x1234_abcd;
+    let lease = store
+        .lease_grant_as(chosen, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(lease.id, chosen);
+    assert_eq!(
+        store.lease_grant_as(chosen, Duration::from_secs(30)).await,
+        Err(StoreError::LeaseExists(chosen))
+    );
+    let other = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let ids = store.lease_ids().await.unwrap();
+    assert!(ids.contains(&chosen) && ids.contains(&other.id), "{ids:?}");
+    store.lease_revoke(chosen).await.unwrap();
+    store.lease_revoke(other.id).await.unwrap();
+    let ids = store.lease_ids().await.unwrap();
+    assert!(
+        !ids.contains(&chosen) && !ids.contains(&other.id),
+        "{ids:?}"
     );
 }

@@ -24,6 +24,8 @@ pub enum StoreError {
     Internal(String),
     /// The lease does not exist (never granted, revoked, or expired).
     LeaseNotFound(LeaseId),
+    /// A lease with the id the caller chose exists already.
+    LeaseExists(LeaseId),
     /// A watch asked for history older than the store keeps.
     Compacted {
         /// The revision asked for.
@@ -45,6 +47,7 @@ impl fmt::Display for StoreError {
             StoreError::ResourceExhausted(msg) => write!(f, "storage resource exhausted: {msg}"),
             StoreError::Internal(msg) => write!(f, "internal storage error: {msg}"),
             StoreError::LeaseNotFound(id) => write!(f, "lease {id} not found (expired or revoked)"),
+            StoreError::LeaseExists(id) => write!(f, "lease {id} already exists"),
             StoreError::Compacted { requested, oldest } => write!(
                 f,
                 "revision {requested} is compacted: history starts at revision {oldest}; \

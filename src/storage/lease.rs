@@ -117,6 +117,17 @@ impl Leases {
     }
 
     /// The state of a live lease.
+    /// The ids of every live lease.
+    pub(crate) fn live_ids(&self) -> Vec<LeaseId> {
+        let now = Instant::now();
+        self.state()
+            .leases
+            .iter()
+            .filter(|(_, lease)| lease.deadline > now)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     pub(crate) fn info(&self, id: LeaseId) -> Option<LeaseInfo> {
         let now = Instant::now();
         self.state()

@@ -355,6 +355,19 @@ impl Store for MemoryStore {
         Ok(self.leases.insert(id, ttl))
     }
 
+    async fn lease_grant_as(&self, id: LeaseId, ttl: Duration) -> Result<LeaseInfo, StoreError> {
+        let mut state = self.write();
+        if state.granted.contains_key(&id) {
+            return Err(StoreError::LeaseExists(id));
+        }
+        state.granted.insert(id, ttl);
+        Ok(self.leases.insert(id, ttl))
+    }
+
+    async fn lease_ids(&self) -> Result<Vec<LeaseId>, StoreError> {
+        Ok(self.leases.live_ids())
+    }
+
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
         self.leases
             .keep_alive(id)

@@ -172,6 +172,17 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
     ) -> impl Future<Output = Result<LeaseInfo, StoreError>> + Send;
 
+    /// Grants a lease with the id `id` the caller chose (etcd's clients
+    /// may); [`StoreError::LeaseExists`] if a lease has it already.
+    fn lease_grant_as(
+        &self,
+        id: LeaseId,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<LeaseInfo, StoreError>> + Send;
+
+    /// The ids of every live lease (for the etcd backend, the cluster's).
+    fn lease_ids(&self) -> impl Future<Output = Result<Vec<LeaseId>, StoreError>> + Send;
+
     /// Restarts a live lease's TTL.
     fn lease_keep_alive(
         &self,

@@ -136,15 +136,40 @@ pub struct RangeResult {
     pub revision: Revision,
 }
 
-/// A condition on one key, checked at the start of a [`Txn`].
+/// A condition on one key, or on every key of a range, checked at the
+/// start of a [`Txn`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compare {
-    /// The key.
+    /// The key (the first key, for a range).
     pub key: Bytes,
+    /// [`RangeEnd::Single`] for the key alone; otherwise the compare holds
+    /// if it holds for every key of the range, and a range without keys
+    /// compares as a missing key (etcd's rule).
+    pub range_end: RangeEnd,
     /// What of it to compare.
     pub target: CompareTarget,
     /// How.
     pub op: CompareOp,
+}
+
+impl Compare {
+    /// A compare on `key` alone.
+    pub fn key(key: Bytes, target: CompareTarget, op: CompareOp) -> Compare {
+        Compare {
+            key,
+            range_end: RangeEnd::Single,
+            target,
+            op,
+        }
+    }
+
+    /// The keys the compare looks at.
+    pub fn range(&self) -> KeyRange {
+        KeyRange {
+            start: self.key.clone(),
+            end: self.range_end.clone(),
+        }
+    }
 }
 
 /// The part of a key's state a [`Compare`] looks at, with the value to

@@ -59,6 +59,8 @@ fn go_scenario(binary: &Path, endpoint: &str, sections: &[&str]) -> String {
 
 /// Every section of the Go scenario that kvserver serves as etcd does.
 const GO_SECTIONS: &[&str] = &[
+    "kv",
+    "leases",
     "watches",
     "mutex",
     "election",
@@ -84,6 +86,10 @@ fn go_clientv3_and_its_concurrency_package_see_kvserver_as_etcd() {
         "lock 2 holds it after the holder's lease went",
         "two leads after one resigned",
         "watch without puts: DELETE gw/a=",
+        "nested txn: succeeded=true inner succeeded=false inner responses=2",
+        "every key of go/ has a version: true",
+        "grant the same id again: error: etcdserver: lease already exists",
+        "leases lists both: true",
     ] {
         assert!(
             reference.contains(expected),

@@ -298,6 +298,18 @@ impl Store for DiskStore {
         }
     }
 
+    async fn lease_grant_as(&self, id: LeaseId, ttl: Duration) -> Result<LeaseInfo, StoreError> {
+        match self.committer.write(Mutation::Grant { id, ttl }).await? {
+            Outcome::Granted(Some(info)) => Ok(info),
+            Outcome::Granted(None) => Err(StoreError::LeaseExists(id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn lease_ids(&self) -> Result<Vec<LeaseId>, StoreError> {
+        Ok(self.leases.live_ids())
+    }
+
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
         self.leases
             .keep_alive(id)

@@ -498,6 +498,10 @@ pub(super) fn map_status(what: &str, status: &Status) -> StoreError {
                 "etcd compacted the revision {what} was reading at ({message}); retry"
             ))
         }
+        // The caller knows which lease it asked for.
+        Code::FailedPrecondition if message.contains("lease already exists") => {
+            StoreError::LeaseExists(0)
+        }
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
             StoreError::Rejected(format!("etcd refused {what}: {message}"))
         }

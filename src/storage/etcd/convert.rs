@@ -143,11 +143,15 @@ impl Keys {
             CompareOp::Less => CompareResult::Less,
             CompareOp::Greater => CompareResult::Greater,
         };
+        let (key, range_end) = match compare.range_end {
+            RangeEnd::Single => (self.outgoing(&compare.key), Bytes::new()),
+            _ => self.range(&compare.range()),
+        };
         pb::Compare {
             result: result as i32,
             target: target as i32,
-            key: self.outgoing(&compare.key),
-            range_end: Bytes::new(),
+            key,
+            range_end,
             target_union: Some(union),
         }
     }

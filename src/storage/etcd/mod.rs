@@ -291,6 +291,37 @@ fn first_lease(txn: &Txn) -> LeaseId {
         .unwrap_or(0)
 }
 
+impl EtcdStore {
+    /// etcd's LeaseGrant of `id` (0: etcd chooses).
+    async fn grant(&self, id: LeaseId, ttl: Duration) -> Result<LeaseInfo, StoreError> {
+        let request = pb::LeaseGrantRequest {
+            ttl: whole_seconds(ttl),
+            id,
+        };
+        let answer = self
+            .shared
+            .cluster
+            .unary(
+                "LeaseGrant",
+                Retry::IfNeverSent,
+                request,
+                |channel, request| async move { lease_client(channel).lease_grant(request).await },
+            )
+            .await?;
+        if !answer.error.is_empty() {
+            return Err(StoreError::Rejected(format!(
+                "etcd refused the lease: {}",
+                answer.error
+            )));
+        }
+        Ok(LeaseInfo {
+            id: answer.id,
+            ttl: seconds(answer.ttl),
+            remaining: seconds(answer.ttl),
+        })
+    }
+}
+
 impl Store for EtcdStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
         let answer = self
@@ -355,31 +386,28 @@ impl Store for EtcdStore {
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseInfo, StoreError> {
-        let request = pb::LeaseGrantRequest {
-            ttl: whole_seconds(ttl),
-            id: 0,
-        };
+        self.grant(0, ttl).await
+    }
+
+    async fn lease_grant_as(&self, id: LeaseId, ttl: Duration) -> Result<LeaseInfo, StoreError> {
+        match self.grant(id, ttl).await {
+            Err(StoreError::LeaseExists(_)) => Err(StoreError::LeaseExists(id)),
+            other => other,
+        }
+    }
+
+    async fn lease_ids(&self) -> Result<Vec<LeaseId>, StoreError> {
         let answer = self
             .shared
             .cluster
             .unary(
-                "LeaseGrant",
-                Retry::IfNeverSent,
-                request,
-                |channel, request| async move { lease_client(channel).lease_grant(request).await },
+                "LeaseLeases",
+                Retry::Always,
+                pb::LeaseLeasesRequest {},
+                |channel, request| async move { lease_client(channel).lease_leases(request).await },
             )
             .await?;
-        if !answer.error.is_empty() {
-            return Err(StoreError::Rejected(format!(
-                "etcd refused the lease: {}",
-                answer.error
-            )));
-        }
-        Ok(LeaseInfo {
-            id: answer.id,
-            ttl: seconds(answer.ttl),
-            remaining: seconds(answer.ttl),
-        })
+        Ok(answer.leases.into_iter().map(|lease| lease.id).collect())
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
