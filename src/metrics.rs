@@ -10,9 +10,10 @@
 //! request; the HTTP listener (`crate::http`) serves [`Metrics::render`] at
 //! `/metrics`.
 //!
-//! Method labels are the services' own method names, read from the
-//! descriptors of every service the server registers ([`served_methods`]);
-//! a path that names none of them counts as `other`, so a client cannot grow
+//! Method labels are the services' own method names: the server passes
+//! the method registry's paths (`grpc::methods`, which a test checks
+//! against the descriptors [`served_methods`] reads); a path that names
+//! none of them counts as `other`, so a client cannot grow
 //! the label set. A method's series appear once it has been called.
 //!
 //! A request's code is the one at the start of its response: for unary

@@ -23,7 +23,7 @@ use crate::grpc::{
     AuthLayer, KvService, Limits, ShedLayer, Tokens, TutorialService, oversize_layer,
     request_log_layer,
 };
-use crate::metrics::{Listener, Metrics, served_methods};
+use crate::metrics::{Listener, Metrics};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::storage::Store;
 use crate::tls::{self, TlsSetup};
@@ -46,7 +46,8 @@ impl From<TcpListener> for Listeners {
 }
 
 /// The descriptors of every service the gRPC listener serves: reflection
-/// answers from them, and metrics label requests by their method names.
+/// answers from them (metrics label requests by the method registry,
+/// `grpc::methods`, which a test checks against them).
 const DESCRIPTOR_SETS: [&[u8]; 4] = [
     FILE_DESCRIPTOR_SET,
     tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -144,7 +145,7 @@ pub async fn run<S: Store>(
     // Metrics are kept when there is an HTTP listener to serve them.
     let metrics = http_listener.as_ref().map(|_| {
         let stats_of = Arc::clone(&store);
-        Arc::new(Metrics::new(served_methods(&DESCRIPTOR_SETS), move || {
+        Arc::new(Metrics::new(crate::grpc::methods::paths(), move || {
             stats_of.stats()
         }))
     });

@@ -109,6 +109,14 @@ pub(crate) fn access(path: &str) -> Option<Access> {
         .map(|(_, _, access)| *access)
 }
 
+/// Every method's path (`/service/method`): the metrics' method labels.
+pub(crate) fn paths() -> Vec<String> {
+    METHODS
+        .iter()
+        .map(|(service, method, _)| format!("/{service}/{method}"))
+        .collect()
+}
+
 /// The services whose health is reported, in registry order, without the
 /// health and reflection services themselves.
 pub(crate) fn health_services() -> Vec<&'static str> {

@@ -104,3 +104,44 @@ fn go_clientv3_and_its_concurrency_package_see_kvserver_as_etcd() {
     let through = gateway(&etcd.endpoints(), &["--etcd-prefix", "gw-go/"]);
     assert_eq!(go_scenario(&binary, through.addr(), GO_SECTIONS), reference);
 }
+
+/// What the Python scenario printed against `addr` (host:port).
+fn python_scenario(addr: &str) -> String {
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/etcd_clients/etcd3_scenario.py");
+    // The system python: Debian's python3-etcd3 is there, not in a venv.
+    let output = Command::new("/usr/bin/python3")
+        .arg(script)
+        .args([host, port])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "the Python scenario failed against {addr}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn python_etcd3_sees_kvserver_as_etcd() {
+    let etcd = EtcdCluster::single();
+    let reference = python_scenario(etcd.url(0).trim_start_matches("http://"));
+    for expected in [
+        "replace (right): True",
+        "txn: True ['ResponseOp', [(b'4', b'py/d')]]",
+        "lease ttl: 30 keys: [b'py/leased']",
+        "unknown lease: StatusCode.NOT_FOUND etcdserver: requested lease not found",
+        "watch: [('PutEvent', b'py/w/probe', b'p'), ('DeleteEvent', b'py/w/probe', b'')]",
+        "second after release: True False",
+    ] {
+        assert!(
+            reference.contains(expected),
+            "{expected:?} not in:\n{reference}"
+        );
+    }
+    let memory = Server::start();
+    assert_eq!(python_scenario(memory.addr()), reference);
+    let through = gateway(&etcd.endpoints(), &["--etcd-prefix", "gw-py/"]);
+    assert_eq!(python_scenario(through.addr()), reference);
+}
