@@ -44,19 +44,11 @@ const MIN_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 const MESSAGE_OVERHEAD_BYTES: usize = 1024;
 
 impl Limits {
-    /// The most entries one repeated field of a message may have: the
-    /// largest count any limit allows, in a request or in an answer (a
-    /// Range page, a snapshot chunk). See `grpc::codec`.
+    /// The most entries one repeated field of a request may have: the
+    /// largest count any limit allows (a batch's keys, a Txn's compares or
+    /// operations). See `grpc::codec`, which counts only requests.
     pub fn max_repeated(&self) -> usize {
-        [
-            self.max_batch_keys,
-            self.max_range_page,
-            self.max_txn_ops,
-            crate::storage::SNAPSHOT_CHUNK,
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(0)
+        self.max_batch_keys.max(self.max_txn_ops)
     }
 
     /// `INVALID_ARGUMENT` unless `key` is non-empty and within `max_key_bytes`.
