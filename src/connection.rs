@@ -11,7 +11,9 @@
 //! are there and do nothing.
 //!
 //! Two parts meet through the connection's [`Activity`]:
-//! - [`Deadlined`] wraps the connection's byte stream. When the connection
+//! - [`Deadline`], held by the connection's byte stream
+//!   (`transport::Tracked`, the one wrapper of every accepted connection).
+//!   When the connection
 //!   has had no request open for the deadline (`--first-request-timeout`
 //!   before its first request, `--idle-timeout` after), its next read ends
 //!   the connection.
@@ -26,9 +28,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Sleep;
-use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
 use crate::grpc::LayerFuture;
@@ -59,7 +61,7 @@ pub struct Activity {
 }
 
 impl Activity {
-    fn new() -> Activity {
+    pub(crate) fn new() -> Activity {
         Activity {
             open: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -128,13 +130,13 @@ impl Drop for RequestGuard {
     }
 }
 
-/// The connect info of a [`Deadlined`] connection: the inner one's, and the
-/// connection's [`Activity`].
+/// The connect info of a connection (`transport::Tracked`): the inner
+/// one's, and the connection's [`Activity`].
 #[derive(Clone)]
 pub struct WithActivity<I> {
     /// What the wrapped connection reports (its peer address).
     pub inner: I,
-    activity: Arc<Activity>,
+    pub(crate) activity: Arc<Activity>,
 }
 
 impl<I: std::fmt::Debug> std::fmt::Debug for WithActivity<I> {
@@ -143,71 +145,65 @@ impl<I: std::fmt::Debug> std::fmt::Debug for WithActivity<I> {
     }
 }
 
-/// A connection's byte stream that ends once its deadline passes with no
-/// request open.
-pub struct Deadlined<T> {
-    inner: T,
-    activity: Arc<Activity>,
-    /// `None`: no deadlines (the connection is still counted).
-    deadlines: Option<(Deadlines, Pin<Box<Sleep>>)>,
+/// A connection's deadline: the timer, and the check its reads make. The
+/// connection's byte stream (`transport::Tracked`) holds one and reads
+/// through [`Deadline::poll_read`].
+pub(crate) struct Deadline {
+    deadlines: Deadlines,
+    timer: Pin<Box<Sleep>>,
 }
 
-impl<T> Deadlined<T> {
-    /// `inner`, accepted now, under `deadlines` if any.
-    pub fn new(inner: T, deadlines: Option<Deadlines>) -> Deadlined<T> {
-        let activity = Arc::new(Activity::new());
-        let deadlines = deadlines.map(|deadlines| {
-            let first = tokio::time::Instant::now() + deadlines.first_request;
-            (deadlines, Box::pin(tokio::time::sleep_until(first)))
-        });
-        Deadlined {
-            inner,
-            activity,
+impl Deadline {
+    /// The deadline of a connection accepted now.
+    pub(crate) fn new(deadlines: Deadlines) -> Deadline {
+        let first = tokio::time::Instant::now() + deadlines.first_request;
+        Deadline {
             deadlines,
+            timer: Box::pin(tokio::time::sleep_until(first)),
         }
     }
 
     /// Whether the deadline has passed; otherwise arms the timer for it (or
     /// for a check one idle period from now, while a request is open).
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some((deadlines, timer)) = &mut self.deadlines else {
-            return false;
-        };
+    fn expired(&mut self, activity: &Activity, cx: &mut Context<'_>) -> bool {
         loop {
-            if timer.as_mut().poll(cx).is_pending() {
+            if self.timer.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            let next = match self.activity.deadline(*deadlines) {
+            let next = match activity.deadline(self.deadlines) {
                 Some(deadline) if deadline <= Instant::now() => return true,
                 Some(deadline) => tokio::time::Instant::from_std(deadline),
-                None => tokio::time::Instant::now() + deadlines.idle,
+                None => tokio::time::Instant::now() + self.deadlines.idle,
             };
-            timer.as_mut().reset(next);
+            self.timer.as_mut().reset(next);
         }
     }
-}
 
-impl<T: AsyncRead + Unpin> AsyncRead for Deadlined<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
+    /// A read of `inner` that ends the connection (an error) once the
+    /// deadline has passed with no request open.
+    pub(crate) fn poll_read<T: AsyncRead + Unpin>(
+        &mut self,
+        activity: &Activity,
+        inner: &mut T,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if !self.expired(cx) {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        if !self.expired(activity, cx) {
+            return Pin::new(inner).poll_read(cx, buf);
         }
         // Bytes that already arrived (a request racing the deadline) are
         // read, not thrown away with the connection: the deadline counts
         // from them.
         let filled = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+        match Pin::new(inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) if buf.filled().len() > filled => {
-                let now = self.activity.now_millis();
-                self.activity.quiet_since.store(now, Ordering::Release);
+                activity
+                    .quiet_since
+                    .store(activity.now_millis(), Ordering::Release);
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                let requested = self.activity.requested.load(Ordering::Relaxed);
+                let requested = activity.requested.load(Ordering::Relaxed);
                 tracing::debug!(
                     requested,
                     "closing a connection that carried no request for its deadline"
@@ -222,50 +218,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Deadlined<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Deadlined<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-impl<T: Connected> Connected for Deadlined<T> {
-    type ConnectInfo = WithActivity<T::ConnectInfo>;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        WithActivity {
-            inner: self.inner.connect_info(),
-            activity: Arc::clone(&self.activity),
-        }
-    }
-}
-
 /// The connection's activity, from a request's extensions: plaintext, or
-/// TLS over a deadlined TCP connection; `None` for a connection the server
-/// did not wrap (tests that serve without deadlines).
+/// TLS over a tracked TCP connection; `None` for a connection the server
+/// did not accept itself.
 pub(crate) fn activity_of<B>(request: &http::Request<B>) -> Option<&Arc<Activity>> {
     let extensions = request.extensions();
     extensions

@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_stream::StreamExt as _;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
 use tonic_health::ServingStatus;
 
-use crate::connection::{ActivityLayer, Deadlined, Deadlines};
+use crate::connection::{ActivityLayer, Deadlines};
 use crate::etcd_api::{Api as EtcdApi, Identity};
 use crate::grpc::{
     AuthLayer, KvService, Limits, ShedLayer, Tokens, TutorialService, oversize_layer,
@@ -233,7 +232,9 @@ pub async fn run<S: Store>(
                 stopping: stopping_seen.clone(),
             });
             let router = crate::http::router(shared);
-            let connections = admission.clone().connections(listener, Listener::Http);
+            let connections = admission
+                .clone()
+                .connections(listener, Listener::Http, None);
             Some(match &config.tls {
                 Some(tls) => tokio::spawn(crate::http::serve(
                     tls::incoming(connections, Arc::clone(tls)),
@@ -269,10 +270,7 @@ pub async fn run<S: Store>(
         }
     };
     // The connection limit applies at accept, before any TLS handshake.
-    let deadlines = config.deadlines;
-    let connections = admission
-        .connections(listener, Listener::Grpc)
-        .map(move |admitted| admitted.map(|io| Deadlined::new(io, deadlines)));
+    let connections = admission.connections(listener, Listener::Grpc, config.deadlines);
     let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + '_>> =
         match &config.tls {
             Some(tls) => Box::pin(router.serve_with_incoming_shutdown(

@@ -22,6 +22,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::TcpIncoming;
 use tracing::warn;
 
+use crate::connection::{Activity, Deadline, Deadlines, WithActivity};
 use crate::metrics::{ConnectionGuard, Listener, Metrics};
 
 /// The connection limit: a connection beyond it is closed as soon as it is
@@ -50,6 +51,7 @@ impl Admission {
         &self,
         accepted: Result<T, E>,
         listener: Listener,
+        deadlines: Option<Deadlines>,
     ) -> Option<Result<Tracked<T>, E>> {
         let io = match accepted {
             Ok(io) => io,
@@ -73,6 +75,8 @@ impl Admission {
         };
         Some(Ok(Tracked {
             inner: io,
+            activity: Arc::new(Activity::new()),
+            deadline: deadlines.map(Deadline::new),
             _guard: self
                 .metrics
                 .as_ref()
@@ -82,14 +86,16 @@ impl Admission {
     }
 
     /// The connections of `socket` that this admission lets in (TCP, with
-    /// no delay), in the order they arrive, counted as `listener`'s.
+    /// no delay), in the order they arrive, counted as `listener`'s, each
+    /// closed when it carries no request for `deadlines` (if any).
     pub(crate) fn connections(
         self,
         socket: TcpListener,
         listener: Listener,
+        deadlines: Option<Deadlines>,
     ) -> impl Stream<Item = io::Result<Tracked<TcpStream>>> + Send + 'static {
         pause_after_failed_accepts(TcpIncoming::from(socket).with_nodelay(Some(true)))
-            .filter_map(move |stream| self.admit(stream, listener))
+            .filter_map(move |stream| self.admit(stream, listener, deadlines))
     }
 }
 
@@ -153,20 +159,30 @@ fn pause_after_failed_accepts<T>(
 }
 
 /// A connection counted open for as long as it lives (when metrics are on),
-/// holding its place under the connection limit (when there is one).
+/// holding its place under the connection limit (when there is one), with
+/// its requests' [`Activity`] (which the request layers find in its connect
+/// info) and the [`Deadline`] that closes it when it carries none.
 pub(crate) struct Tracked<T> {
     inner: T,
+    activity: Arc<Activity>,
+    /// `None`: no deadlines (the HTTP listener; its requests are still
+    /// bounded by hyper's header timeout).
+    deadline: Option<Deadline>,
     _guard: Option<ConnectionGuard>,
     _place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<T> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        match &mut this.deadline {
+            Some(deadline) => deadline.poll_read(&this.activity, &mut this.inner, cx, buf),
+            None => Pin::new(&mut this.inner).poll_read(cx, buf),
+        }
     }
 }
 
@@ -201,9 +217,12 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<T> {
 }
 
 impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected for Tracked<T> {
-    type ConnectInfo = T::ConnectInfo;
+    type ConnectInfo = WithActivity<T::ConnectInfo>;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        WithActivity {
+            inner: self.inner.connect_info(),
+            activity: Arc::clone(&self.activity),
+        }
     }
 }
