@@ -27,6 +27,7 @@
 //!   limit, connection counting, the pause after a failed accept.
 //! - [`shutdown`]: the shutdown signal (SIGINT / SIGTERM) as a future.
 //! - [`tls`]: rustls server setup, certificate reload, TLS connections.
+//! - [`cli_docs`]: shell completions and man pages of both binaries.
 //! - [`client`]: a typed async client of the tutorial API, used by `kv`.
 //! - [`kv_cli`]: the `kv` command line: flags, commands, text and JSON output.
 //! - [`backup`]: the backup file of `kv backup` and `kvserver restore`.
@@ -49,6 +50,7 @@
 
 pub mod backup;
 pub mod bench;
+pub mod cli_docs;
 pub mod client;
 pub mod config_file;
 pub mod connection;

@@ -285,6 +285,13 @@ enum ServerCommand {
         /// The backup file.
         file: PathBuf,
     },
+    /// Print kvserver's shell completion script, then exit.
+    Completions {
+        /// The shell.
+        shell: keyvalue::cli_docs::Shell,
+    },
+    /// Print kvserver's man page (roff), then exit.
+    Man,
 }
 
 /// Log formats.
@@ -322,6 +329,18 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(code) => return code,
     };
+    match &args.command {
+        Some(ServerCommand::Completions { shell }) => {
+            return keyvalue::cli_docs::print(&keyvalue::cli_docs::completions(
+                Args::command(),
+                *shell,
+            ));
+        }
+        Some(ServerCommand::Man) => {
+            return keyvalue::cli_docs::print(&keyvalue::cli_docs::man_page(Args::command()));
+        }
+        _ => {}
+    }
     if args.print_config {
         // A reader that has gone (`| true`) is no error; Rust's print! would panic.
         let rendered = config_file::render(&command, argv);

@@ -203,6 +203,14 @@ enum Command {
     /// Leases: grant one, keep it alive, look at it, revoke it.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Print kv's shell completion script (e.g. `kv completions bash >
+    /// /usr/share/bash-completion/completions/kv`).
+    Completions {
+        /// The shell.
+        shell: crate::cli_docs::Shell,
+    },
+    /// Print kv's man page (roff: `kv man | man -l -`).
+    Man,
     /// Load the server and measure it: closed loop, every answer verified.
     ///
     /// Each worker keeps one request in flight and owns its share of the keys,
@@ -408,8 +416,20 @@ async fn execute(cli: Cli) -> ExitCode {
             identity: cli.cert_file.clone().zip(cli.key_file.clone()),
         }),
     };
-    if let Command::Bench(args) = cli.command {
-        return bench(cli.addr, options, cli.json, args).await;
+    match cli.command {
+        Command::Bench(args) => return bench(cli.addr, options, cli.json, args).await,
+        Command::Completions { shell } => {
+            return crate::cli_docs::print(&crate::cli_docs::completions(
+                <Cli as clap::CommandFactory>::command(),
+                shell,
+            ));
+        }
+        Command::Man => {
+            return crate::cli_docs::print(&crate::cli_docs::man_page(
+                <Cli as clap::CommandFactory>::command(),
+            ));
+        }
+        _ => {}
     }
     let encoding = if cli.hex {
         Encoding::Hex
@@ -488,7 +508,9 @@ async fn run(cx: &mut Context, command: Command) -> Outcome {
         } => watch(cx, &key, prefix, from_rev).await,
         Command::Lease(command) => lease(cx, command).await,
         Command::Backup { file } => backup(cx, &file).await,
-        Command::Bench(_) => unreachable!("kv bench runs before connecting"),
+        Command::Bench(_) | Command::Completions { .. } | Command::Man => {
+            unreachable!("kv bench, completions and man run before connecting")
+        }
     }
 }
 

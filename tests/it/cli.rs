@@ -695,3 +695,22 @@ fn a_server_that_answers_unavailable_is_not_called_unreachable() {
     );
     assert!(stderr.contains("etcd"), "{stderr}");
 }
+
+#[test]
+fn both_binaries_print_their_completions_and_man_pages() {
+    for (mut command, flag) in [(kv_command(), "--hex"), (kvserver(), "--http-listen")] {
+        let bash = command.args(["completions", "bash"]).output().unwrap();
+        assert!(bash.status.success(), "{}", text(&bash.stderr));
+        assert!(text(&bash.stdout).contains(flag), "{flag}");
+    }
+    for (mut command, name, flag) in [
+        (kv_command(), "kv", "base64"),
+        (kvserver(), "kvserver", "http\\-listen"),
+    ] {
+        let man = command.arg("man").output().unwrap();
+        assert!(man.status.success(), "{}", text(&man.stderr));
+        let page = text(&man.stdout);
+        assert!(page.contains(&format!(".TH {name} 1")), "{page}");
+        assert!(page.contains(flag), "{flag} in {page}");
+    }
+}
