@@ -20,7 +20,10 @@
 //! - [`ActivityLayer`], a tower layer, counts each request open from its
 //!   headers until its response body ends (so a watch that streams nothing
 //!   for an hour keeps its connection), and finds the connection's
-//!   [`Activity`] in the connect info tonic attaches to every request.
+//!   [`Activity`] in the connect info tonic attaches to every request. The
+//!   HTTP listener (`http::serve`) attaches the same connect info and counts
+//!   with [`request_opened`], so a Server-Sent Events watch keeps its
+//!   connection too.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -120,7 +123,7 @@ impl Drop for InFlight {
 }
 
 /// One open request; the connection is quiet again once every guard drops.
-struct RequestGuard(Arc<Activity>);
+pub(crate) struct RequestGuard(Arc<Activity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
@@ -266,32 +269,49 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let guard = activity_of(&request).map(Activity::started);
+        let guard = request_opened(&request);
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
             Ok(match guard {
-                Some(guard) => response.map(|body| {
-                    tonic::body::Body::new(GuardedBody {
-                        inner: body,
-                        _guard: guard,
-                    })
-                }),
+                Some(guard) => {
+                    response.map(|body| tonic::body::Body::new(guard.until_end_of(body)))
+                }
                 None => response,
             })
         })
     }
 }
 
+/// Counts `request` open on its connection (`None`: a connection the
+/// server did not accept itself) until the guard, or the response body
+/// it is moved into ([`RequestGuard::until_end_of`]), drops. The gRPC
+/// listener counts through [`ActivityLayer`], the HTTP one through its
+/// router's outermost layer (`http::count_activity`).
+pub(crate) fn request_opened<B>(request: &http::Request<B>) -> Option<RequestGuard> {
+    activity_of(request).map(Activity::started)
+}
+
+impl RequestGuard {
+    /// `body`, keeping the request counted open until it is dropped (for a
+    /// stream, when it ends).
+    pub(crate) fn until_end_of<T>(self, body: T) -> GuardedBody<T> {
+        GuardedBody {
+            inner: body,
+            _guard: self,
+        }
+    }
+}
+
 /// A response body that keeps its request counted open until it is dropped.
-struct GuardedBody {
-    inner: tonic::body::Body,
+pub(crate) struct GuardedBody<T> {
+    inner: T,
     _guard: RequestGuard,
 }
 
-impl http_body::Body for GuardedBody {
+impl<T: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for GuardedBody<T> {
     type Data = bytes::Bytes;
-    type Error = tonic::Status;
+    type Error = T::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

@@ -151,11 +151,12 @@ pub async fn run<S: Store>(
     let tutorial = TutorialService::new(Arc::clone(&store), config.limits, config.log_requests);
     // Watches have no end of their own: they are ended when shutdown
     // starts, or they would hold it for the whole grace.
+    // The HTTP listener stops accepting then too.
     let (stop_streams, stopping) = crate::shutdown::stopping();
     let kv = KvService::new(Arc::clone(&store), config.limits)
         .with_stopping(stopping.clone())
         .with_snapshot_stall(config.snapshot_stall);
-    let etcd = etcd_api(Arc::clone(&store), &config, &listener).with_stopping(stopping);
+    let etcd = etcd_api(Arc::clone(&store), &config, &listener).with_stopping(stopping.clone());
     let expiry = tokio::spawn(expire_leases(Arc::clone(&store)));
     let (health, health_service) = tonic_health::server::health_reporter();
     // The first status is set before serving starts, so a probe never sees
@@ -216,8 +217,6 @@ pub async fn run<S: Store>(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let router = etcd.add_to(router);
-    // True once shutdown starts: the HTTP listener stops then too.
-    let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
     // One connection limit for every listener.
     let admission = Admission::new(config.max_connections, metrics.clone());
     let http = match (http_listener, metrics) {
@@ -229,19 +228,22 @@ pub async fn run<S: Store>(
                 shed,
                 metrics,
                 health: tonic_health::server::HealthService::from_health_reporter(health.clone()),
-                stopping: stopping_seen.clone(),
+                stopping: stopping.clone(),
             });
             let router = crate::http::router(shared);
-            let connections = admission
-                .clone()
-                .connections(listener, Listener::Http, None);
+            // The same deadlines as gRPC's: a silent peer must not hold
+            // one of --max-connections's places.
+            let connections =
+                admission
+                    .clone()
+                    .connections(listener, Listener::Http, config.deadlines);
             Some(match &config.tls {
                 Some(tls) => tokio::spawn(crate::http::serve(
                     tls::incoming(connections, Arc::clone(tls)),
                     router,
-                    stopping_seen,
+                    stopping,
                 )),
-                None => tokio::spawn(crate::http::serve(connections, router, stopping_seen)),
+                None => tokio::spawn(crate::http::serve(connections, router, stopping)),
             })
         }
         _ => None,
@@ -256,7 +258,6 @@ pub async fn run<S: Store>(
         // Load balancers and probes stop sending new work while the
         // in-flight requests finish.
         report_health(&health, false).await;
-        let _ = stopping.send(true);
         let _ = shutdown_started.send(());
     };
     // SIGHUP is taken whether or not there is anything to reload: its

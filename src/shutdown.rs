@@ -34,8 +34,9 @@ pub fn on_signal() -> io::Result<impl Future<Output = ()>> {
 }
 
 /// Whether the server is stopping, for the streams that would otherwise
-/// hold a graceful shutdown open until its grace runs out: a watch has no
-/// end of its own. Cheap to clone; one per long-lived stream.
+/// hold a graceful shutdown open until its grace runs out (a watch has no
+/// end of its own), and for the HTTP listener (which stops accepting, and
+/// whose `/healthz` turns 503). Cheap to clone; one per long-lived stream.
 #[derive(Clone, Debug)]
 pub struct Stopping(tokio::sync::watch::Receiver<bool>);
 
@@ -66,6 +67,21 @@ impl Stopping {
         Stopping(receiver)
     }
 
+    /// Whether the server has started to stop.
+    pub fn is_stopping(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the server starts to stop (never, for
+    /// [`Stopping::never`]).
+    pub async fn stopped(&self) {
+        let mut receiver = self.0.clone();
+        // An error means the sender is gone without a stop: never.
+        if receiver.wait_for(|stopping| *stopping).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// `stream`, ended early when the server stops: then one last item,
     /// `farewell()` (a status that tells the client to reconnect), and the
     /// end.
@@ -78,13 +94,8 @@ impl Stopping {
         S: tokio_stream::Stream<Item = T> + Send + 'static,
         T: Send + 'static,
     {
-        let mut receiver = self.0.clone();
-        let stopped = Box::pin(async move {
-            // An error means the sender is gone without a stop: never.
-            if receiver.wait_for(|stopping| *stopping).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        });
+        let stopping = self.clone();
+        let stopped = Box::pin(async move { stopping.stopped().await });
         Interrupted {
             inner: Box::pin(stream),
             stopped,

@@ -165,8 +165,8 @@ fn pause_after_failed_accepts<T>(
 pub(crate) struct Tracked<T> {
     inner: T,
     activity: Arc<Activity>,
-    /// `None`: no deadlines (the HTTP listener; its requests are still
-    /// bounded by hyper's header timeout).
+    /// `None`: no deadlines (`--first-request-timeout 0` and
+    /// `--idle-timeout 0`).
     deadline: Option<Deadline>,
     _guard: Option<ConnectionGuard>,
     _place: Option<tokio::sync::OwnedSemaphorePermit>,

@@ -37,14 +37,16 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use serde_json::{Value as Json, json};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch as signal;
 use tokio_stream::{Stream, StreamExt};
+use tonic::transport::server::Connected;
 use tonic_health::pb::health_server::Health;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use tonic_health::server::HealthService;
+use tower::util::MapRequest;
 
 use crate::grpc::{KvService, Limits, Role, ShedLayer, Tokens, authorize, identify};
 use crate::metrics::Metrics;
+use crate::shutdown::Stopping;
 use crate::storage::Store;
 use error::ApiError;
 
@@ -60,8 +62,8 @@ pub(crate) struct Shared<S> {
     pub(crate) shed: Option<ShedLayer>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) health: HealthService,
-    /// True once shutdown has started: watches end, probes say so.
-    pub(crate) stopping: signal::Receiver<bool>,
+    /// Says when shutdown starts: watches end, probes say so.
+    pub(crate) stopping: Stopping,
 }
 
 /// A place under `--max-in-flight`, held while a request is worked on.
@@ -119,6 +121,7 @@ pub(crate) fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
             Arc::clone(&shared),
             count::<S>,
         ))
+        .layer(middleware::from_fn(count_activity))
         .with_state(shared)
 }
 
@@ -128,6 +131,19 @@ async fn not_found() -> ApiError {
         tonic::Code::NotFound,
         "no such route: see docs/API.md",
     )
+}
+
+/// Counts every request open on its connection until its response ends (a
+/// Server-Sent Events watch, until it is closed), so that the connection's
+/// deadlines (`--first-request-timeout`, `--idle-timeout`) close only
+/// connections that carry no request; see `connection`.
+async fn count_activity(request: Request, next: Next) -> Response {
+    let guard = crate::connection::request_opened(&request);
+    let response = next.run(request).await;
+    match guard {
+        Some(guard) => response.map(|body| axum::body::Body::new(guard.until_end_of(body))),
+        None => response,
+    }
 }
 
 /// Counts every request by its route (the pattern, so keys never become
@@ -202,7 +218,7 @@ async fn readyz<S: Store>(
 /// the store is available (`/readyz` tells that), so a liveness probe does
 /// not restart a server whose etcd cluster is away.
 async fn healthz<S: Store>(State(shared): State<Arc<Shared<S>>>) -> Response {
-    if *shared.stopping.borrow() {
+    if shared.stopping.is_stopping() {
         respond(
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({"status": "NOT_SERVING"}),
@@ -239,15 +255,18 @@ async fn whoami<S: Store>(
     ))
 }
 
-/// Serves `router` on `connections` until `stopping` turns true; then
-/// stops accepting, lets each connection finish its requests (watches end
-/// on their own then) and returns once every connection has closed.
+/// Serves `router` on `connections` until `stopping` says the server
+/// stops; then stops accepting, lets each connection finish its requests
+/// (watches end on their own then) and returns once every connection has
+/// closed. Each request carries its connection's connect info (as tonic's
+/// do), where `count_activity` finds the connection's activity.
 pub(crate) async fn serve<IO>(
     connections: impl Stream<Item = io::Result<IO>> + Send + 'static,
     router: Router,
-    mut stopping: signal::Receiver<bool>,
+    stopping: Stopping,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Sync,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -255,7 +274,6 @@ pub(crate) async fn serve<IO>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
-    let service = TowerToHyperService::new(router);
     let mut connections = std::pin::pin!(connections);
     loop {
         let io = tokio::select! {
@@ -265,10 +283,11 @@ pub(crate) async fn serve<IO>(
                 Some(Err(_)) => continue,
                 None => break,
             },
-            _ = stopping.wait_for(|stopping| *stopping) => break,
+            () = stopping.stopped() => break,
         };
+        let service = MapRequest::new(router.clone(), carrying(io.connect_info()));
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service.clone())
+            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -278,4 +297,15 @@ pub(crate) async fn serve<IO>(
         });
     }
     graceful.shutdown().await;
+}
+
+/// Puts `info` (a connection's connect info) into each request's
+/// extensions.
+fn carrying<B, I: Clone + Send + Sync + 'static>(
+    info: I,
+) -> impl FnMut(http::Request<B>) -> http::Request<B> + Clone {
+    move |mut request| {
+        request.extensions_mut().insert(info.clone());
+        request
+    }
 }

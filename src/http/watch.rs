@@ -80,10 +80,8 @@ pub(super) async fn watch<S: Store>(
     let responses = shared.kv.watch(request).await?.into_inner();
     // Like a gRPC watch, it holds an in-flight place only until it is set up.
     drop(place);
-    let mut stopping = shared.stopping.clone();
-    let stopped = async move {
-        let _ = stopping.wait_for(|stopping| *stopping).await;
-    };
+    let stopping = shared.stopping.clone();
+    let stopped = async move { stopping.stopped().await };
     let events = responses
         .flat_map(|response| {
             let events: Vec<Event> = match response {

@@ -70,6 +70,13 @@ async fn idle_sockets_cannot_lock_out_other_clients_for_longer_than_the_deadline
     }
     // The places come back once the idle ones are closed: a client that
     // retries is served within a couple of deadlines.
+    served_within(&server, Duration::from_secs(10), "20 idle sockets").await;
+    drop(idle);
+}
+
+/// Retries a gRPC Get on a new connection until it is answered; fails if
+/// that takes `patience` (while `what` holds the connection places).
+async fn served_within(server: &Server, patience: Duration, what: &str) {
     let started = Instant::now();
     loop {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr()))
@@ -82,16 +89,15 @@ async fn idle_sockets_cannot_lock_out_other_clients_for_longer_than_the_deadline
             let mut client =
                 keyvalue::proto::simplekeyvalue::key_value_client::KeyValueClient::new(channel);
             if get(&mut client, "nothing").await.map_err(|s| s.code()) == Err(Code::NotFound) {
-                break;
+                return;
             }
         }
         assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "20 idle sockets kept a client out for 10 s"
+            started.elapsed() < patience,
+            "{what} kept a client out for {patience:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    drop(idle);
 }
 
 /// A raw HTTP/2 connection to `server`, its driver spawned.
@@ -355,4 +361,67 @@ async fn a_snapshot_whose_client_stops_reading_is_ended_at_its_deadline() {
         }
     }
     assert_eq!(keys, 8000);
+}
+
+#[tokio::test]
+async fn silent_and_half_sent_http_connections_are_closed_at_the_deadlines() {
+    let (server, http) = crate::http::start_http(&[
+        "--first-request-timeout",
+        "1s",
+        "--idle-timeout",
+        "1s",
+        "--max-connections",
+        "8",
+    ]);
+    let silent = TcpStream::connect(&http).await.unwrap();
+    // Half an HTTP/2 preface, and half an HTTP/1.1 request head.
+    let mut half_preface = TcpStream::connect(&http).await.unwrap();
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let mut half_head = TcpStream::connect(&http).await.unwrap();
+    half_head
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // A request answered, then nothing more on its keep-alive connection.
+    let mut answered = TcpStream::connect(&http).await.unwrap();
+    answered
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The deadlines are 1 s; hyper's own bound on a request head is 10 s.
+    let patience = Duration::from_secs(5);
+    let (silent, half_preface, half_head, answered) = tokio::join!(
+        time_until_closed(silent, patience),
+        time_until_closed(half_preface, patience),
+        time_until_closed(half_head, patience),
+        time_until_closed(answered, patience),
+    );
+    for closed in [silent, half_preface, half_head, answered] {
+        assert!(closed >= Duration::from_millis(900), "{closed:?}");
+    }
+    // A Server-Sent Events watch is a request open for as long as it
+    // streams: three idle periods with no event do not close it.
+    let response = crate::http::send(&http, "GET", "/v1/watch?prefix=w/", &[], "").await;
+    assert_eq!(response.status(), hyper::StatusCode::OK);
+    let mut body = response.into_body();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    crate::http::call_json(&http, "PUT", "/v1/kv/w/1", &[], "one").await;
+    let mut buffer = String::new();
+    let event = crate::http::next_event(&mut body, &mut buffer).await;
+    assert_eq!(event["event"], "put");
+    // The gRPC listener shares the connection limit; it is still served.
+    set(&mut server.client().await, "k", "v").await;
+}
+
+#[tokio::test]
+async fn silent_http_sockets_cannot_lock_out_other_clients_for_longer_than_the_deadline() {
+    let (server, http) =
+        crate::http::start_http(&["--max-connections", "10", "--first-request-timeout", "1s"]);
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        idle.push(TcpStream::connect(&http).await.unwrap());
+    }
+    // The HTTP listener shares the limit with gRPC.
+    served_within(&server, Duration::from_secs(8), "10 silent HTTP sockets").await;
+    drop(idle);
 }

@@ -403,7 +403,7 @@ async fn tokens_and_limits_apply_as_on_grpc() {
 }
 
 /// The next Server-Sent Event of `body`: its fields, by name.
-async fn next_event(
+pub(crate) async fn next_event(
     body: &mut Incoming,
     buffer: &mut String,
 ) -> std::collections::HashMap<String, String> {
