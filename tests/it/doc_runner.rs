@@ -11,7 +11,7 @@
 //!
 //! One file is one session: one temporary working directory (holding links
 //! to the repository's `clients`, `deploy`, `.venv` ...), one kvserver
-//! (`--backend memory`) started before its first block, the blocks run in
+//! (`--backend memory`, with its HTTP listener on) started before its first block, the blocks run in
 //! order, and the environment (exported variables, `cd`) carried from one
 //! block to the next, as in a reader's terminal.
 
@@ -27,6 +27,10 @@ use crate::harness::Server;
 /// The address every doc uses for the server; the runner puts the real one
 /// in its place (and `localhost:50051` likewise).
 const DOC_ADDR: &str = "127.0.0.1:50051";
+/// The address every doc uses for the server's HTTP listener
+/// (`--http-listen`); the runner puts the one the server announced (`http on
+/// URL`) in its place (and `localhost:8080` likewise).
+const DOC_HTTP: &str = "127.0.0.1:8080";
 /// The address docs use for an etcd member (with `<!-- doc-test: etcd -->`).
 const DOC_ETCD: &str = "127.0.0.1:2379";
 /// The marker comment, on the line before a fence.
@@ -273,7 +277,7 @@ pub(crate) fn run_doc(file: &str) {
     let state = dir.path().join(".doc-test-state");
     let mut session = Session {
         file: file.to_owned(),
-        server: Server::start(),
+        server: Server::start_with(&["--http-listen", "127.0.0.1:0"]),
         etcd: etcd_wanted(&text).then(EtcdCluster::single),
         state,
         dir,
@@ -309,11 +313,29 @@ impl Session {
         let mut text = text
             .replace(DOC_ADDR, self.server.addr())
             .replace("localhost:50051", &format!("localhost:{port}"));
+        if let Some(http) = self.http_addr() {
+            let http_port = http.rsplit(':').next().unwrap_or_default();
+            text = text
+                .replace(DOC_HTTP, &http)
+                .replace("localhost:8080", &format!("localhost:{http_port}"));
+        }
         if let Some(etcd) = &self.etcd {
             let url = etcd.url(0);
             text = text.replace(DOC_ETCD, url.trim_start_matches("http://"));
         }
         text
+    }
+
+    /// The address the server announced for HTTP (`http on URL`), if it
+    /// serves HTTP.
+    fn http_addr(&self) -> Option<String> {
+        self.server.stderr_lines().iter().find_map(|line| {
+            let url = line.strip_prefix("http on ")?;
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))?;
+            Some(rest.trim_end_matches('/').to_owned())
+        })
     }
 
     /// A bash process in the session's directory and environment.
@@ -475,8 +497,9 @@ impl Session {
     }
 
     /// A `server` block: its command starts the kvserver that serves the
-    /// blocks after it, on a free port whatever `--listen` it names; the
-    /// lines it shows must be among those it logs, in that order.
+    /// blocks after it, on free ports whatever `--listen` and
+    /// `--http-listen` (or `--metrics-listen`) it names; the lines it shows
+    /// must be among those it logs, in that order.
     fn start_server(&mut self, block: &Block) {
         let steps = match steps(&block.body) {
             Ok(steps) if steps.len() == 1 => steps,
@@ -488,11 +511,12 @@ impl Session {
         let mut command = String::from("exec");
         let mut words = words.iter().filter(|w| **w != "\\");
         while let Some(word) = words.next() {
-            if *word == "--listen" {
+            let flag = word.split('=').next().unwrap_or(word);
+            if LISTEN_FLAGS.contains(word) {
                 words.next();
-                command.push_str(" --listen 127.0.0.1:0");
-            } else if word.starts_with("--listen=") {
-                command.push_str(" --listen=127.0.0.1:0");
+                write!(command, " {word} 127.0.0.1:0").unwrap();
+            } else if LISTEN_FLAGS.contains(&flag) {
+                write!(command, " {flag}=127.0.0.1:0").unwrap();
             } else {
                 command.push(' ');
                 command.push_str(&self.substitute(word));
@@ -532,6 +556,10 @@ impl Session {
         }
     }
 }
+
+/// The flags of kvserver that name an address to listen on: a `server`
+/// block listens on free ports instead.
+const LISTEN_FLAGS: [&str; 3] = ["--listen", "--http-listen", "--metrics-listen"];
 
 /// What a command `did` (printed, logged), against what the doc says.
 fn mismatch(step: &Step, did: &str, actual: &[String], expected: &[String]) -> String {
