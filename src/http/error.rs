@@ -3,13 +3,17 @@
 //!
 //! The JSON API calls the gRPC services in-process, so every refusal (a
 //! limit, a token, a store error) arrives as the same `tonic::Status` a gRPC
-//! client gets; here it becomes `{"error": MESSAGE, "code": "InvalidArgument"}`
-//! with the HTTP status a person expects for it.
+//! client gets; here it becomes `{"error": MESSAGE, "code": "INVALID_ARGUMENT"}`
+//! with the HTTP status a person expects for it. The code is spelled as the
+//! gRPC specification, grpc-gateway, `kv`, `kv-py` and `kv-rb` spell it
+//! ([`status_name`]), not as tonic's `Debug` prints it.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json_, json};
 use tonic::{Code, Status};
+
+use crate::client::status_name;
 
 /// A failed HTTP request: its status and JSON body.
 #[derive(Debug)]
@@ -23,7 +27,7 @@ impl ApiError {
     pub(crate) fn new(status: StatusCode, code: Code, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
-            body: json!({"error": message.into(), "code": format!("{code:?}")}),
+            body: json!({"error": message.into(), "code": status_name(code)}),
         }
     }
 

@@ -88,7 +88,7 @@ pub(super) async fn watch<S: Store>(
                 Ok(response) => response.events.iter().filter_map(sse_event).collect(),
                 Err(status) => vec![
                     Event::default().event("error").data(
-                        json!({"error": status.message(), "code": format!("{:?}", status.code())})
+                        json!({"error": status.message(), "code": crate::client::status_name(status.code())})
                             .to_string(),
                     ),
                 ],

@@ -155,12 +155,15 @@ async fn keys_are_read_written_and_deleted_with_compare_and_set() {
     let (status, missing) = call_json(&addr, "GET", "/v1/kv/nothing%20here", &[], "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(missing["error"], "key not found");
+    // Codes are gRPC's canonical names, as grpc-gateway and `kv` write them.
+    assert_eq!(missing["code"], "NOT_FOUND");
 
     // Compare-and-set: the wrong revision is a 409 with the current state.
     let stale = format!("/v1/kv/app%2Fname?expect_revision={}", first + 100);
     let (status, conflict) = call_json(&addr, "PUT", &stale, &[], "lost").await;
     assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
     assert_eq!(conflict["current"]["value"], "hello");
+    assert_eq!(conflict["code"], "FAILED_PRECONDITION");
     let fresh = format!("/v1/kv/app%2Fname?expect_revision={first}");
     let (status, _) = call_json(&addr, "PUT", &fresh, &[], "won").await;
     assert_eq!(status, StatusCode::OK);
@@ -190,6 +193,7 @@ async fn keys_are_read_written_and_deleted_with_compare_and_set() {
     let (status, bad) = call_json(&addr, "PUT", "/v1/kv/session?ttl=soon", &[], "s").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(bad["error"].as_str().unwrap().starts_with("ttl:"), "{bad}");
+    assert_eq!(bad["code"], "INVALID_ARGUMENT");
     let (status, _) = call_json(&addr, "PUT", "/v1/kv/x?colour=red", &[], "s").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
@@ -320,6 +324,7 @@ async fn tokens_and_limits_apply_as_on_grpc() {
     let (status, body) = call_json(&addr, "GET", "/v1/kv/k", &[], "").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body["error"].as_str().unwrap().contains("token"), "{body}");
+    assert_eq!(body["code"], "UNAUTHENTICATED");
     let (status, _) = call_json(
         &addr,
         "GET",
@@ -340,6 +345,7 @@ async fn tokens_and_limits_apply_as_on_grpc() {
         body["error"].as_str().unwrap().contains("may only read"),
         "{body}"
     );
+    assert_eq!(body["code"], "PERMISSION_DENIED");
     let (status, _) = call_json(&addr, "DELETE", "/v1/kv/k", &reader, "").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
