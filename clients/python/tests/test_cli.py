@@ -152,7 +152,10 @@ def test_refused_set_prints_the_server_text_and_exits_4(server: KvServer) -> Non
         client.set("", "x")
     result = kv("--addr", server.address, "=x")
     assert result.stdout == ""
-    assert result.stderr == f"failed to set key on server: {refused.value.message}\n"
+    assert result.stderr == (
+        "failed to set key on server: server refused the request (INVALID_ARGUMENT): "
+        f"{refused.value.message}\n"
+    )
     assert result.returncode == 4
 
 
@@ -168,7 +171,7 @@ def test_every_argument_runs_in_order_and_the_first_failure_sets_the_exit_code(
     stderr = result.stderr.splitlines()
     assert len(stderr) == 2
     assert stderr[0] == "failed to get key from server: key not found"
-    assert stderr[1].startswith("failed to set key on server: ")
+    assert stderr[1].startswith("failed to set key on server: server refused the request ")
     assert result.returncode == 1
 
 
@@ -342,7 +345,10 @@ def test_plaintext_to_a_tls_server_is_unreachable(tls_server: KvServer) -> None:
 def test_a_missing_token_is_one_line_and_exit_4(token_server: KvServer, key: str) -> None:
     result = kv("--addr", token_server.address, key)
     assert result.stdout == ""
-    assert result.stderr.startswith("failed to get key from server: this server needs a token")
+    assert result.stderr.startswith(
+        "failed to get key from server: server refused the request (UNAUTHENTICATED): "
+        "this server needs a token"
+    )
     assert result.stderr.count("\n") == 1
     assert result.returncode == 4
 
@@ -353,7 +359,10 @@ def test_a_read_token_can_get_but_set_is_refused_with_exit_4(
     assert kv("--addr", token_server.address, "--token", WRITE_TOKEN, f"{key}=v").returncode == 0
     result = kv(f"{key}=other", key, env={ADDRESS_ENV: token_server.address, TOKEN_ENV: READ_TOKEN})
     assert result.stdout == f'server returned value "v" for key "{key}"\n'
-    assert result.stderr.startswith("failed to set key on server: the token may only read")
+    assert result.stderr.startswith(
+        "failed to set key on server: server refused the request (PERMISSION_DENIED): "
+        "the token may only read"
+    )
     assert result.stderr.count("\n") == 1
     assert result.returncode == 4
 

@@ -59,13 +59,18 @@ def exit_code_for(error: KeyValueError) -> int:
 def describe(error: KeyValueError, address: str) -> str:
     """The text after ``failed to ... on server:``, always a single line.
 
-    It is the server's own message (``key not found``), except when the server
-    never answered: then it says which address could not be reached, and why.
+    A refusal is worded as the Rust ``kv`` and ``kv-rb`` word it, with the
+    gRPC status's canonical name: ``server refused the request
+    (PERMISSION_DENIED): MESSAGE``. A missing key is the server's own message
+    (``key not found``); a server that never answered is named by its address,
+    with why it could not be reached.
     """
     if isinstance(error, ServerUnavailable):
         text = f"cannot reach kvserver at {address}: {error.message}"
-    else:
+    elif isinstance(error, KeyNotFound):
         text = error.message
+    else:
+        text = f"server refused the request ({error.code.name}): {error.message}"
     return " ".join(text.splitlines())
 
 
