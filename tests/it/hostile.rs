@@ -101,7 +101,7 @@ async fn served_within(server: &Server, patience: Duration, what: &str) {
 }
 
 /// A raw HTTP/2 connection to `server`, its driver spawned.
-async fn raw_http2(server: &Server) -> h2::client::SendRequest<Bytes> {
+pub(crate) async fn raw_http2(server: &Server) -> h2::client::SendRequest<Bytes> {
     let tcp = TcpStream::connect(server.addr()).await.unwrap();
     let (send, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(async move {
@@ -111,7 +111,7 @@ async fn raw_http2(server: &Server) -> h2::client::SendRequest<Bytes> {
 }
 
 /// The headers of a gRPC call of `method` (e.g. `/keyvalue.v1.KV/Put`).
-fn grpc_request(server: &Server, method: &str) -> http::Request<()> {
+pub(crate) fn grpc_request(server: &Server, method: &str) -> http::Request<()> {
     http::Request::builder()
         .method("POST")
         .uri(format!("http://{}{method}", server.addr()))

@@ -31,10 +31,60 @@ pub(crate) fn http_addr(server: &Server) -> String {
     server
         .stderr_lines()
         .iter()
-        .find_map(|line| line.strip_prefix("http on http://"))
+        .find_map(|line| {
+            let url = line.strip_prefix("http on ")?;
+            url.strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+        })
         .and_then(|rest| rest.strip_suffix('/'))
         .expect("the HTTP address is announced")
         .to_owned()
+}
+
+/// A request of `method` for `path` on `addr`, with `headers` and `body`.
+pub(crate) fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Request<Full<Bytes>> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Full::new(body.into())).unwrap()
+}
+
+/// `request` as the one request of a new HTTP/1.1 connection over `io`
+/// (TCP, or TLS over it): the status and the whole body, or what failed (a
+/// connection closed or reset) rather than a panic.
+pub(crate) async fn exchange<IO>(
+    io: IO,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok((status, body))
 }
 
 /// Sends one request and returns the response with its body unread.
@@ -50,17 +100,23 @@ pub(crate) async fn send(
         .await
         .unwrap();
     tokio::spawn(connection);
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
     sender
-        .send_request(request.body(Full::new(body.into())).unwrap())
+        .send_request(request(addr, method, path, headers, body))
         .await
         .unwrap()
+}
+
+/// One request with no body on a new connection, whose failure (a
+/// connection refused, closed or reset) is returned rather than a panic.
+pub(crate) async fn try_call(
+    addr: &str,
+    method: &str,
+    path: &str,
+) -> Result<(StatusCode, Bytes), String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    exchange(stream, request(addr, method, path, &[], "")).await
 }
 
 /// One whole request: the status and the body.

@@ -23,6 +23,8 @@ mod grpc_web;
 mod harness;
 mod hostile;
 mod http;
+mod http_limits;
+mod http_tls;
 mod kv_api;
 mod lifecycle;
 mod limits;
