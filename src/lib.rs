@@ -54,6 +54,7 @@ pub mod cli_docs;
 pub mod client;
 pub mod config_file;
 pub mod connection;
+pub mod cors;
 pub mod durable_fs;
 pub mod duration;
 mod etcd_api;

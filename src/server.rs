@@ -99,6 +99,10 @@ pub struct Config {
     /// prefix it serves), from which its etcd member id is derived, so that
     /// the id survives restarts; `None`: the listening address.
     pub member_seed: Option<String>,
+    /// Origins whose pages may call the gRPC port with gRPC-Web
+    /// (`--grpc-web-allow-origin`, checked by `cors::parse_origin`); empty:
+    /// no CORS headers, same-origin only.
+    pub grpc_web_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -122,6 +126,7 @@ impl Default for Config {
             snapshot_stall: crate::grpc::DEFAULT_SNAPSHOT_STALL,
             shutdown_grace: Duration::from_secs(10),
             member_seed: None,
+            grpc_web_origins: Vec::new(),
         }
     }
 }
@@ -203,7 +208,10 @@ pub async fn run<S: Store>(
         // gRPC-Web (HTTP/1.1 or 2, `application/grpc-web*`) for browser
         // applications: translated to gRPC before any other layer, so it is
         // counted, shed, limited and authorized as gRPC is.
+        // CORS (only with --grpc-web-allow-origin) answers browsers'
+        // preflights before anything else sees them.
         .accept_http1(true)
+        .layer(option_layer(crate::cors::layer(&config.grpc_web_origins)))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(ActivityLayer)
         .layer(counting)

@@ -245,6 +245,18 @@ struct Args {
     #[arg(long, env = "KVSERVER_HTTP_LISTEN")]
     http_listen: Option<String>,
 
+    /// Let browser pages from ORIGIN (`https://app.example.com`, or `*` for
+    /// any) call the gRPC port with gRPC-Web: CORS preflights are answered
+    /// and grpc-status is exposed. Repeat it or separate origins by commas.
+    /// Off by default (no CORS headers: same-origin only). Tokens still apply.
+    #[arg(
+        long,
+        env = "KVSERVER_GRPC_WEB_ALLOW_ORIGIN",
+        value_delimiter = ',',
+        value_parser = keyvalue::cors::parse_origin
+    )]
+    grpc_web_allow_origin: Vec<String>,
+
     /// The old name of --http-listen, kept so existing setups go on working.
     #[arg(long, env = "KVSERVER_METRICS_LISTEN", conflicts_with = "http_listen")]
     metrics_listen: Option<String>,
@@ -555,6 +567,7 @@ async fn serve_store<S: Store>(
         snapshot_stall: args.snapshot_stall_timeout,
         shutdown_grace: args.shutdown_grace,
         member_seed: member_seed(args),
+        grpc_web_origins: args.grpc_web_allow_origin.clone(),
     };
     let listeners = Listeners {
         grpc: listener,

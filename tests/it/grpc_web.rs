@@ -6,10 +6,11 @@
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::StatusCode;
+use hyper::header::HeaderMap;
 use keyvalue::proto::keyvalue::v1 as pb;
 use prost::Message;
 
-use crate::harness::{Server, b};
+use crate::harness::{Server, b, kvserver, text};
 use crate::http::send;
 
 /// `message` in a gRPC-Web data frame.
@@ -23,25 +24,32 @@ fn frame(message: &[u8]) -> Vec<u8> {
 /// One gRPC-Web call: the data frames of the answer and its status (from
 /// the trailer frame, or the headers of a trailers-only answer).
 async fn call(addr: &str, method: &str, message: &[u8]) -> (Vec<Bytes>, String) {
-    let response = send(
-        addr,
-        "POST",
-        method,
-        &[
-            ("content-type", "application/grpc-web+proto"),
-            ("x-grpc-web", "1"),
-            ("accept", "application/grpc-web+proto"),
-        ],
-        frame(message),
-    )
-    .await;
+    let (_, data, status) = call_with(addr, method, message, &[]).await;
+    (data, status)
+}
+
+/// [`call`] with `extra` headers (an `origin`, say); also the answer's
+/// headers.
+async fn call_with(
+    addr: &str,
+    method: &str,
+    message: &[u8],
+    extra: &[(&str, &str)],
+) -> (HeaderMap, Vec<Bytes>, String) {
+    let mut headers = vec![
+        ("content-type", "application/grpc-web+proto"),
+        ("x-grpc-web", "1"),
+        ("accept", "application/grpc-web+proto"),
+    ];
+    headers.extend_from_slice(extra);
+    let response = send(addr, "POST", method, &headers, frame(message)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()["content-type"],
         "application/grpc-web+proto"
     );
-    let mut status = response
-        .headers()
+    let headers = response.headers().clone();
+    let mut status = headers
         .get("grpc-status")
         .map(|value| value.to_str().unwrap().to_owned());
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -62,7 +70,7 @@ async fn call(addr: &str, method: &str, message: &[u8]) -> (Vec<Bytes>, String) 
             });
         }
     }
-    (data, status.expect("a grpc-status"))
+    (headers, data, status.expect("a grpc-status"))
 }
 
 #[tokio::test]
@@ -98,4 +106,100 @@ async fn grpc_web_calls_reach_the_kv_service_on_the_grpc_port() {
     let empty = pb::GetRequest { key: Bytes::new() };
     let (_, status) = call(server.addr(), "/keyvalue.v1.KV/Get", &empty.encode_to_vec()).await;
     assert_eq!(status, "3");
+}
+
+/// A browser's CORS preflight for a gRPC-Web call from `origin`: the
+/// answer's status and headers.
+async fn preflight(addr: &str, origin: &str) -> (StatusCode, HeaderMap) {
+    let response = send(
+        addr,
+        "OPTIONS",
+        "/keyvalue.v1.KV/Get",
+        &[
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "authorization,content-type,x-grpc-web,x-user-agent",
+            ),
+        ],
+        "",
+    )
+    .await;
+    (response.status(), response.headers().clone())
+}
+
+/// A header's value as text ("" when it is absent).
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
+    headers
+        .get(name)
+        .map_or("", |value| value.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn pages_from_an_allowed_origin_pass_cors_and_others_do_not() {
+    const APP: &str = "https://app.example.com";
+    let server = Server::start_with(&["--grpc-web-allow-origin", APP]);
+    let (status, headers) = preflight(server.addr(), APP).await;
+    assert!(status.is_success(), "{status}");
+    assert_eq!(header(&headers, "access-control-allow-origin"), APP);
+    assert!(header(&headers, "access-control-allow-methods").contains("POST"));
+    let allowed = header(&headers, "access-control-allow-headers");
+    for name in [
+        "authorization",
+        "content-type",
+        "x-grpc-web",
+        "x-user-agent",
+    ] {
+        assert!(allowed.contains(name), "{name} in {allowed:?}");
+    }
+    // The call itself: answered, with its status readable by the page.
+    let put = pb::PutRequest {
+        key: b("web/cors"),
+        value: b("v"),
+        ..Default::default()
+    };
+    let (headers, _, status) = call_with(
+        server.addr(),
+        "/keyvalue.v1.KV/Put",
+        &put.encode_to_vec(),
+        &[("origin", APP)],
+    )
+    .await;
+    assert_eq!(status, "0");
+    assert_eq!(header(&headers, "access-control-allow-origin"), APP);
+    assert!(header(&headers, "access-control-expose-headers").contains("grpc-status"));
+
+    // Another origin is not allowed: no CORS headers, so its browser
+    // refuses the page the call.
+    let (_, headers) = preflight(server.addr(), "https://elsewhere.example").await;
+    assert_eq!(header(&headers, "access-control-allow-origin"), "");
+}
+
+#[tokio::test]
+async fn without_the_flag_no_cors_headers_are_sent() {
+    let server = Server::start();
+    let (_, headers) = preflight(server.addr(), "https://app.example.com").await;
+    assert_eq!(header(&headers, "access-control-allow-origin"), "");
+    let get = pb::GetRequest { key: b("k") };
+    let (headers, _, _) = call_with(
+        server.addr(),
+        "/keyvalue.v1.KV/Get",
+        &get.encode_to_vec(),
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    assert_eq!(header(&headers, "access-control-allow-origin"), "");
+}
+
+#[test]
+fn an_origin_that_is_not_one_is_a_usage_error_naming_the_flag() {
+    let output = kvserver()
+        .args(["--grpc-web-allow-origin", "https://app.example.com/ui"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("--grpc-web-allow-origin"), "{stderr}");
+    assert!(stderr.contains("no path"), "{stderr}");
 }
