@@ -6,7 +6,8 @@ Chromium and its WebDriver come from Debian (``chromium``,
 of skipping it). Selenium drives the browser through WebDriver. The walk is
 what a person does: log in with a token, browse a 10k-key store to a key,
 edit it, lose a conflict to a concurrent ``kv set`` and see it reported,
-delete, watch a prefix while ``kv`` writes, watch the dashboard move under
+delete, view a JSON value pretty and in hex, create a key with a TTL and
+find its lease in the leases tab, watch a prefix while ``kv`` writes, watch the dashboard move under
 ``kv bench``, and be refused a write with a read-only token. Every step
 saves a screenshot (``$KV_SCREENSHOTS``, else the test's temporary
 directory) and asserts on the page, never on timing.
@@ -29,7 +30,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from keyvalue import Client, KeyNotFound
 
@@ -218,6 +219,44 @@ def test_a_person_browses_edits_watches_and_is_refused_when_read_only(
         with pytest.raises(KeyNotFound):
             client.get("app/42/item007")
         walk.shot("deleted")
+
+        # A JSON value, as pretty JSON and as hex.
+        walk.type_into("key-input", "app/config")
+        walk.click("load")
+        walk.until("app/config", lambda: walk.text("meta-version") == "1")
+        Select(walk.el("view-mode")).select_by_value("json")
+        walk.until("pretty JSON", lambda: '"mode": "dark",' in walk.text("value-view"))
+        assert walk.text("value-view").splitlines() == [
+            "{",
+            '  "mode": "dark",',
+            '  "retries": 3',
+            "}",
+        ]
+        walk.shot("pretty-json")
+        Select(walk.el("view-mode")).select_by_value("hex")
+        walk.until("hex", lambda: walk.text("value-view").startswith("00000000  7b 22 6d 6f"))
+        walk.shot("hex")
+        Select(walk.el("view-mode")).select_by_value("text")
+
+        # A new key with a TTL: it gets a lease, which the leases tab shows
+        # with its key.
+        walk.click("new-key")
+        walk.type_into("key-input", "app/session")
+        walk.type_into("value", "short-lived")
+        walk.type_into("ttl", "60s")
+        walk.click("save")
+        walk.until("the save", lambda: "Saved" in walk.text("message"))
+        walk.until("the lease", lambda: walk.text("meta-lease").isdigit())
+        described = kv(console_server, "get", "-w", "app/session").stdout
+        assert f"lease: {walk.text('meta-lease')}" in described, described
+        walk.click("tab-leases")
+        walk.click("leases-refresh")
+        walk.until("the lease's row", lambda: "app/session" in walk.text("leases"))
+        row = walk.text("leases")
+        assert walk.text("meta-lease") in row, row
+        assert "60 s" in row, row
+        walk.shot("ttl-lease")
+        walk.click("tab-key")
 
         # Watch a prefix while kv writes under it.
         walk.click("tab-watch")

@@ -32,6 +32,16 @@ function keyPath(key) {
 }
 
 // fetch() that answers {ok, status, body}; a 401 opens the token dialog.
+// Lease ids are random 63-bit integers, beyond what a JavaScript number
+// holds exactly (2^53): an integer too large to be exact is read from its
+// source text, as a string, so it is shown and sent back unchanged.
+function parseJson(text) {
+  return JSON.parse(text, (key, value, context) =>
+    typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\d+$/.test(context.source)
+      ? context.source
+      : value);
+}
+
 async function api(method, path, body) {
   const init = { method, headers: headers() };
   if (body !== undefined) init.body = body;
@@ -43,7 +53,7 @@ async function api(method, path, body) {
   }
   let parsed = null;
   const text = await response.text();
-  try { parsed = text ? JSON.parse(text) : null; } catch (_) { parsed = { error: text }; }
+  try { parsed = text ? parseJson(text) : null; } catch (_) { parsed = { error: text }; }
   if (response.status === 401) askToken(parsed && parsed.error);
   return { ok: response.ok, status: response.status, body: parsed };
 }
@@ -435,7 +445,7 @@ async function startWatch(event) {
             fields[name] = fields[name] === undefined ? data : fields[name] + "\n" + data;
           }
           if (fields.id !== undefined) lastId = fields.id;
-          if (fields.data !== undefined) logChange(fields.event, JSON.parse(fields.data));
+          if (fields.data !== undefined) logChange(fields.event, parseJson(fields.data));
         }
       }
     } catch (_) {
