@@ -34,8 +34,10 @@ use tracing_subscriber::EnvFilter;
 ///
 /// Serves, over the same data, the tutorial's `simplekeyvalue.KeyValue` (Set,
 /// Get) and the full API `keyvalue.v1.KV` (revisions, delete, range,
-/// transactions, leases, watch, snapshots; docs/API.md), plus gRPC health and
-/// reflection. Every flag can also be set by its environment variable or in
+/// transactions, leases, watch, snapshots; docs/API.md), etcd's v3 API
+/// (docs/ETCD.md), gRPC health and reflection, and gRPC-Web for browsers, all
+/// on one port; with --http-listen, a browser console, a JSON API and
+/// Prometheus metrics on another. Every flag can also be set by its environment variable or in
 /// the --config file (flag > environment > file > default). Once it accepts
 /// connections it prints `listening on <address>` on stderr. SIGINT or SIGTERM
 /// stop it gracefully: in-flight requests finish, then it exits 0. Log

@@ -250,6 +250,10 @@ fn kvserver_help_describes_every_flag() {
         // Both services, not only the tutorial's.
         "simplekeyvalue.KeyValue",
         "keyvalue.v1.KV",
+        "etcd's v3 API",
+        "gRPC-Web",
+        "--grpc-web-allow-origin",
+        "--http-listen",
         "--config",
     ] {
         assert!(
