@@ -299,6 +299,11 @@ enum ServerCommand {
         /// The backup file.
         file: PathBuf,
     },
+    /// Let a data dir whose database lost writes that were acknowledged
+    /// (kvserver refuses to start on it, and says so) start again: the
+    /// store goes on after the last acknowledged revision, so none is
+    /// given twice; the lost writes stay lost. Then exit.
+    AcceptLostWrites,
     /// Print kvserver's shell completion script, then exit.
     Completions {
         /// The shell.
@@ -408,9 +413,27 @@ fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> Result<(), Str
     Ok(())
 }
 
+/// `kvserver accept-lost-writes`: see `DiskStore::accept_lost_writes`.
+fn accept_lost_writes(data_dir: &std::path::Path) -> Result<(), String> {
+    match DiskStore::accept_lost_writes(data_dir).map_err(|e| e.to_string())? {
+        Some((first, last)) => eprintln!(
+            "revisions {first} to {last} were acknowledged and are lost; {} goes on after \
+             revision {last}",
+            data_dir.display()
+        ),
+        None => eprintln!(
+            "{} lost no acknowledged write: nothing changed",
+            data_dir.display()
+        ),
+    }
+    Ok(())
+}
+
 async fn serve(args: Args) -> Result<(), String> {
-    if let Some(ServerCommand::Restore { file }) = &args.command {
-        return restore(file, &args.data_dir);
+    match &args.command {
+        Some(ServerCommand::Restore { file }) => return restore(file, &args.data_dir),
+        Some(ServerCommand::AcceptLostWrites) => return accept_lost_writes(&args.data_dir),
+        _ => {}
     }
     let shutdown =
         shutdown::on_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;

@@ -364,6 +364,8 @@ impl Worker {
                 if !fsync && self.unsynced_since.is_none() {
                     self.unsynced_since = Some(Instant::now());
                 }
+                // Before any reply: see `acknowledged`.
+                self.db.acknowledge(self.revision, fsync);
                 for ((_, reply), result) in writes.into_iter().zip(applied) {
                     let answer = result.map(|(outcome, revision, events)| {
                         self.hub.publish(revision, events);
@@ -536,6 +538,7 @@ impl Worker {
         self.note_failure(&result);
         result?;
         self.unsynced_since = None;
+        self.db.acknowledge(self.revision, true);
         Ok(())
     }
 

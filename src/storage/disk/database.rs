@@ -10,11 +10,12 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use redb::{Database, DatabaseError, ReadableDatabase};
 
+use super::acknowledged::{self, ACK_FILE};
 use super::record_format::{self, DATA_FORMAT, META_FORMAT, META_REVISION};
 use super::{DB_FILE, META, OpenError, keyspace, storage_error};
 use crate::storage::{Revision, StoreError};
@@ -25,6 +26,8 @@ pub(super) struct DbHandle {
     path: PathBuf,
     /// `None` only while a reopen is in progress or has failed.
     current: RwLock<Option<Arc<Database>>>,
+    /// What was acknowledged (see `acknowledged`); the committer writes it.
+    record: Mutex<acknowledged::Record>,
 }
 
 impl DbHandle {
@@ -37,12 +40,33 @@ impl DbHandle {
         let db = open_database(&path)?;
         let revision = check_format(&db, &path)?;
         upgrade(&db).map_err(|e| OpenError(format!("cannot update {}: {e}", path.display())))?;
+        // Never older than what clients were told (see `acknowledged`).
+        let (record, revision) = checked_against_record(&db, dir, revision)?;
         let handle = DbHandle {
             dir: dir.to_owned(),
             path,
             current: RwLock::new(Some(Arc::new(db))),
+            record: Mutex::new(record),
         };
         Ok((handle, revision))
+    }
+
+    /// Records that every revision up to `revision` was acknowledged:
+    /// made durable (`durable`), or committed without fsync (`--sync
+    /// interval`). Called by the committer, after the commit or fsync and
+    /// before the replies. A failure is logged: the writes are committed,
+    /// only the check at the next start is weaker.
+    pub(super) fn acknowledge(&self, revision: Revision, durable: bool) {
+        let mut record = self
+            .record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Err(error) = record.acknowledge(revision, durable) {
+            tracing::warn!(
+                "cannot record revision {revision} as acknowledged in {}: {error}",
+                self.dir.join(ACK_FILE).display()
+            );
+        }
     }
 
     /// The database, for one read or one commit. Hold it no longer than that:
@@ -119,6 +143,13 @@ pub(super) fn create(
     let shown = dir.display();
     crate::durable_fs::create_dir_all(dir)
         .map_err(|e| OpenError(format!("cannot create data dir {shown}: {}", io_reason(&e))))?;
+    if dir.join(ACK_FILE).exists() {
+        return Err(OpenError(format!(
+            "data dir {shown} holds {ACK_FILE} (writes were acknowledged here) but no \
+             {DB_FILE}: the database is gone; refusing to start an empty one in its place \
+             (restore a backup into a new data dir)"
+        )));
+    }
     refuse_foreign_files(dir)?;
     let aside = dir.join(CREATING_FILE);
     if aside.exists() {
@@ -285,4 +316,65 @@ fn check_format(db: &Database, path: &Path) -> Result<Revision, OpenError> {
         .map_err(|e| not_ours(&e.to_string()))?
         .ok_or_else(|| not_ours("it has no revision"))?;
     record_format::decode_revision(revision.value()).map_err(|e| not_ours(&e.to_string()))
+}
+
+/// Checks `db` (at `revision`) against the record of acknowledged
+/// revisions of `dir`; raises its stored revision past revisions that were
+/// handed out and lost (`--sync interval` and a crash), so that none is
+/// given twice. Returns the record and the store's revision.
+fn checked_against_record(
+    db: &Database,
+    dir: &Path,
+    revision: Revision,
+) -> Result<(acknowledged::Record, Revision), OpenError> {
+    let (record, start) = acknowledged::check(dir, revision)?;
+    if start > revision {
+        raise_revision(db, start).map_err(|e| {
+            OpenError(format!(
+                "cannot move {} to revision {start}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    Ok((record, start))
+}
+
+/// Stores `revision` as the store's revision (durably), for a store that
+/// goes on after revisions it lost.
+fn raise_revision(db: &Database, revision: Revision) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(storage_error)?;
+    {
+        let mut meta = txn.open_table(META).map_err(storage_error)?;
+        meta.insert(META_REVISION, revision.to_le_bytes().as_slice())
+            .map_err(storage_error)?;
+    }
+    txn.commit().map_err(storage_error)
+}
+
+/// `kvserver accept-lost-writes`: a database behind the revisions its
+/// record says were acknowledged is moved past the last of them (the writes
+/// stay lost; their revisions are never given again), so it starts. Returns
+/// the lost revisions, or `None` if none were lost.
+pub(super) fn accept_lost_writes(dir: &Path) -> Result<Option<(Revision, Revision)>, OpenError> {
+    let path = dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(OpenError(format!("{} holds no {DB_FILE}", dir.display())));
+    }
+    let db = open_database(&path)?;
+    let revision = check_format(&db, &path)?;
+    let found = acknowledged::read(dir)
+        .map_err(|e| OpenError(format!("cannot read {}: {e}", dir.join(ACK_FILE).display())))?
+        .unwrap_or_default();
+    let last = found.handed_out.max(found.durable);
+    if revision >= last {
+        return Ok(None);
+    }
+    raise_revision(&db, last).map_err(|e| {
+        OpenError(format!(
+            "cannot move {} to revision {last}: {e}",
+            path.display()
+        ))
+    })?;
+    acknowledged::check(dir, last)?;
+    Ok(Some((revision + 1, last)))
 }

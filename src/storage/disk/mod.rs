@@ -15,6 +15,7 @@
 //! database, a file redb cannot read, or a database without our format marker
 //! is refused with a message, and left as it is.
 
+mod acknowledged;
 mod committer;
 mod database;
 mod keyspace;
@@ -43,6 +44,7 @@ use super::{Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError, Store
 
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "keyvalue.redb";
+pub use acknowledged::ACK_FILE;
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -204,6 +206,14 @@ impl DiskStore {
             }
         })?;
         Ok(restored)
+    }
+
+    /// `kvserver accept-lost-writes`: lets a data dir whose database is
+    /// behind the revisions acknowledged to clients start again, going on
+    /// after the last of them; returns the lost revisions (`None`: nothing
+    /// was lost, nothing changed). See `acknowledged`.
+    pub fn accept_lost_writes(dir: &Path) -> Result<Option<(Revision, Revision)>, OpenError> {
+        database::accept_lost_writes(dir)
     }
 
     /// A consistent view to read from (a redb read transaction).
@@ -592,11 +602,12 @@ mod tests {
     fn a_new_database_is_created_whole_under_its_name() {
         let dir = tempfile::tempdir().unwrap();
         drop(DiskStore::open(&dir.path().join("a/b"), SyncPolicy::Always).unwrap());
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b"))
+        let mut names: Vec<_> = std::fs::read_dir(dir.path().join("a/b"))
             .unwrap()
             .map(|entry| entry.unwrap().file_name())
             .collect();
-        assert_eq!(names, [DB_FILE]);
+        names.sort();
+        assert_eq!(names, [ACK_FILE, DB_FILE]);
     }
 
     #[test]
