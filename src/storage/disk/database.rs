@@ -101,7 +101,7 @@ impl DbHandle {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        let db = builder().open(&self.path).map_err(storage_error)?;
+        let db = open_file(&self.path).map_err(storage_error)?;
         *current = Some(Arc::new(db));
         Ok(())
     }
@@ -163,7 +163,7 @@ pub(super) fn create(
     }
     let failed =
         |e: &dyn std::fmt::Display| OpenError(format!("cannot create a database in {shown}: {e}"));
-    let db = builder().create(&aside).map_err(|e| match e {
+    let db = create_file(&aside).map_err(|e| match e {
         DatabaseError::Storage(redb::StorageError::Io(io)) => {
             failed(&format!("{}: {}", aside.display(), io_reason(&io)))
         }
@@ -232,8 +232,27 @@ fn builder() -> redb::Builder {
     builder
 }
 
+/// Opens the database file at `path` (with the power-loss simulation's
+/// file under test, when it has armed one for this data dir).
+fn open_file(path: &Path) -> Result<Database, DatabaseError> {
+    #[cfg(test)]
+    if let Some(backend) = super::power_loss::backend(path, false) {
+        return builder().create_with_backend(backend?);
+    }
+    builder().open(path)
+}
+
+/// Creates a database file at `path`; see [`open_file`].
+fn create_file(path: &Path) -> Result<Database, DatabaseError> {
+    #[cfg(test)]
+    if let Some(backend) = super::power_loss::backend(path, true) {
+        return builder().create_with_backend(backend?);
+    }
+    builder().create(path)
+}
+
 fn open_database(path: &Path) -> Result<Database, OpenError> {
-    builder().open(path).map_err(|error| {
+    open_file(path).map_err(|error| {
         let shown = path.display();
         OpenError(match error {
             DatabaseError::DatabaseAlreadyOpen => format!(

@@ -19,6 +19,8 @@ mod acknowledged;
 mod committer;
 mod database;
 mod keyspace;
+#[cfg(test)]
+mod power_loss;
 mod record_format;
 
 use std::fmt;
