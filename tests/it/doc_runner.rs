@@ -257,7 +257,13 @@ const LINKED: [&str; 9] = [
 pub(crate) fn run_doc(file: &str) {
     let text = std::fs::read_to_string(root().join(file))
         .unwrap_or_else(|e| panic!("cannot read {file}: {e}"));
-    let blocks = blocks(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let mut blocks = blocks(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+    // A client README's Python or Ruby examples are run by that client's
+    // own tests (clients/python/tests/test_readme.py,
+    // clients/ruby/test/readme_test.rb); here, its shell examples.
+    if file.starts_with("clients/") {
+        blocks.retain(|block| !matches!(block.lang.as_str(), "python" | "ruby"));
+    }
     let venv = root().join(".venv/bin/python");
     let needs_venv = blocks
         .iter()
@@ -345,10 +351,15 @@ impl Session {
             .parent()
             .expect("the binaries' directory");
         let path = std::env::var("PATH").unwrap_or_default();
+        // `kv-rb` too, where an installed gem would put it.
+        let ruby = root().join("clients/ruby/exe");
         command
             .current_dir(self.dir.path())
             .env_clear()
-            .env("PATH", format!("{}:{path}", bin.display()))
+            .env(
+                "PATH",
+                format!("{}:{}:{path}", bin.display(), ruby.display()),
+            )
             .env("HOME", std::env::var("HOME").unwrap_or_default())
             .env("LANG", "C.UTF-8")
             .env("KV_ADDR", self.server.addr())

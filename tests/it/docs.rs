@@ -1,5 +1,6 @@
 //! Docs that run: every shell, Python and Ruby example of README.md and
-//! docs/*.md, through `doc_runner`, one test (one server) per file; and
+//! docs/*.md, and the shell examples of the client READMEs, through
+//! `doc_runner`, one test (one server) per file; and
 //! the docs' tables checked against the code they describe.
 
 use crate::doc_runner::{doc_files, run_doc};
@@ -27,6 +28,8 @@ docs! {
     operations: "docs/OPERATIONS.md",
     performance: "docs/PERFORMANCE.md",
     storage: "docs/STORAGE.md",
+    python_readme: "clients/python/README.md",
+    ruby_readme: "clients/ruby/README.md",
 }
 
 #[test]

@@ -404,3 +404,20 @@ def test_security_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(KEY_ENV, "")  # empty is unset
     args = build_parser().parse_args(["k"])
     assert (args.token, args.ca_file, args.cert, args.key) == ("t", "ca.pem", "c.pem", None)
+
+
+def test_output_and_errors_sent_to_one_pipe_stay_in_order(server: KvServer, key: str) -> None:
+    result = subprocess.run(
+        [*command("module"), "--addr", server.address, f"{key}=v", f"{key}-missing", key],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.splitlines() == [
+        f'sent "{key}" to server',
+        "failed to get key from server: key not found",
+        f'server returned value "v" for key "{key}"',
+    ]
+    assert result.returncode == 1

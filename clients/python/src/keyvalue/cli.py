@@ -8,7 +8,9 @@ order over one connection, and every one runs even after a failure::
     sent "weather" to server
     server returned value "sunny" for key "weather"
 
-Success lines go to stdout, failure lines to stderr, one line each. The exit
+Success lines go to stdout, failure lines to stderr, one line each, each
+written at once (stdout is flushed per line, as kv-rb does), so that the two
+stay in order when both go to one file or pipe. The exit
 codes are shared with the Rust ``kv`` command; with several arguments the
 command exits with the code of the first failure.
 """
@@ -86,10 +88,10 @@ def run(client: Client, items: Sequence[str], out: TextIO, err: TextIO) -> int:
         try:
             if is_set:
                 client.set(key, value)
-                print(f'sent "{key}" to server', file=out)
+                print(f'sent "{key}" to server', file=out, flush=True)
             else:
                 value = client.get(key)
-                print(f'server returned value "{value}" for key "{key}"', file=out)
+                print(f'server returned value "{value}" for key "{key}"', file=out, flush=True)
         except KeyValueError as error:
             action = "set key on" if is_set else "get key from"
             print(f"failed to {action} server: {describe(error, client.address)}", file=err)
