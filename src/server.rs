@@ -19,7 +19,7 @@ use tonic_health::ServingStatus;
 use crate::connection::{ActivityLayer, Deadlines};
 use crate::etcd_api::{Api as EtcdApi, Identity};
 use crate::grpc::{
-    AuthLayer, KvService, Limits, ShedLayer, Tokens, TutorialService, oversize_layer,
+    AuthLayer, BudgetLayer, KvService, Limits, ShedLayer, Tokens, TutorialService, oversize_layer,
     request_log_layer,
 };
 use crate::metrics::{Listener, Metrics};
@@ -74,6 +74,9 @@ pub struct Config {
     /// Requests worked on at once on one connection, counted before
     /// `max_in_flight` (`--max-in-flight-per-connection`).
     pub max_in_flight_per_connection: usize,
+    /// Bytes of gRPC requests held at once, over all of them
+    /// (`--max-request-bytes-in-flight`); `None`: no limit.
+    pub max_request_bytes_in_flight: Option<usize>,
     /// Concurrent streams per HTTP/2 connection (`--max-concurrent-streams`).
     pub max_concurrent_streams: u32,
     /// How long a connection may carry no request before it is closed
@@ -115,6 +118,7 @@ impl Default for Config {
             max_in_flight: None,
             max_connections: None,
             max_in_flight_per_connection: 256,
+            max_request_bytes_in_flight: Some(crate::grpc::DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT),
             max_concurrent_streams: 1024,
             deadlines: Some(Deadlines {
                 first_request: Duration::from_secs(20),
@@ -217,6 +221,9 @@ pub async fn run<S: Store>(
         .layer(counting)
         .layer(option_layer(config.log_requests.then(request_log_layer)))
         .layer(option_layer(shed.clone()))
+        .layer(option_layer(
+            config.max_request_bytes_in_flight.map(BudgetLayer::new),
+        ))
         .layer(oversize_layer(config.limits))
         .layer(authenticating)
         .add_service(tutorial.into_server())

@@ -161,6 +161,14 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_in_flight: u32,
 
+    /// Bytes of gRPC requests held at once, over all requests in flight: a
+    /// request whose body would take more gets RESOURCE_EXHAUSTED at once
+    /// (bounds the memory of many large or stalled requests together).
+    #[arg(long, env = "KVSERVER_MAX_REQUEST_BYTES_IN_FLIGHT",
+          default_value_t = keyvalue::grpc::DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_request_bytes_in_flight: u64,
+
     /// Client connections open at once; more are closed as they arrive.
     #[arg(long, env = "KVSERVER_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -584,6 +592,9 @@ async fn serve_store<S: Store>(
         max_in_flight: Some(args.max_in_flight as usize),
         max_connections: Some(args.max_connections as usize),
         max_in_flight_per_connection: args.max_in_flight_per_connection as usize,
+        max_request_bytes_in_flight: Some(
+            usize::try_from(args.max_request_bytes_in_flight).unwrap_or(usize::MAX),
+        ),
         max_concurrent_streams: args.max_concurrent_streams,
         deadlines: deadlines(args.first_request_timeout, args.idle_timeout),
         request_timeout: nonzero(args.request_timeout),

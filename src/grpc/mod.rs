@@ -10,6 +10,7 @@
 
 mod access;
 mod auth;
+mod budget;
 pub(crate) mod codec;
 mod convert;
 mod kv;
@@ -24,6 +25,8 @@ mod validate;
 pub(crate) use access::{Checks, scope_of};
 pub(crate) use auth::{AuthLayer, authorize, identify};
 pub use auth::{Role, Scope, Tokens};
+pub(crate) use budget::BudgetLayer;
+pub use budget::DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT;
 pub use kv::{DEFAULT_SNAPSHOT_STALL, KvService};
 pub(crate) use oversize::layer as oversize_layer;
 pub(crate) use request_log::layer as request_log_layer;
