@@ -49,7 +49,7 @@ fn bench_store<S: Store>(c: &mut Criterion, name: &str, store: Arc<S>, runtime: 
         b.to_async(runtime).iter(|| {
             i = (i + 7919) % KEYS;
             let store = Arc::clone(&store);
-            async move { store.get(&key(i)).await.unwrap() }
+            async move { store.get(&key(i), 0).await.unwrap() }
         })
     });
     group.bench_function("put", |b| {

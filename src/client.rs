@@ -400,9 +400,14 @@ impl Client {
         ClientError::from_status(status, &self.addr).explained(&self.options)
     }
 
-    /// `key` with its revisions, or `None` if it does not exist.
-    pub async fn get(&mut self, key: Bytes) -> Result<Option<pb::KeyValue>, ClientError> {
-        let request = pb::GetRequest { key };
+    /// `key` with its revisions as it is at `revision` (0: now), or `None`
+    /// if it does not exist (then).
+    pub async fn get(
+        &mut self,
+        key: Bytes,
+        revision: u64,
+    ) -> Result<Option<pb::KeyValue>, ClientError> {
+        let request = pb::GetRequest { key, revision };
         self.inner
             .get(request)
             .await
@@ -506,6 +511,15 @@ impl Client {
             .lease_revoke(pb::LeaseRevokeRequest { id })
             .await
             .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
+    }
+
+    /// Compacts the history before `revision`; answers the store's revision.
+    pub async fn compact(&mut self, revision: u64) -> Result<u64, ClientError> {
+        self.inner
+            .compact(pb::CompactRequest { revision })
+            .await
+            .map(|reply| reply.into_inner().header.map_or(0, |h| h.revision))
             .map_err(|status| self.failed(status))
     }
 

@@ -201,6 +201,7 @@ impl WorkerSpec {
             Conn::V1(client) => client
                 .get(pb::GetRequest {
                     key: self.wire_keys[slot].clone(),
+                    revision: 0,
                 })
                 .await
                 .map(|reply| reply.into_inner().kv.map(|kv| kv.value.to_vec())),
@@ -258,7 +259,10 @@ impl WorkerSpec {
             .iter()
             .map(|&slot| self.wire_keys[slot].clone())
             .collect();
-        match client.batch_get(pb::BatchGetRequest { keys }).await {
+        match client
+            .batch_get(pb::BatchGetRequest { keys, revision: 0 })
+            .await
+        {
             Ok(reply) => {
                 for (&slot, got) in slots.iter().zip(reply.into_inner().results) {
                     self.check(

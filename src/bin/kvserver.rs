@@ -145,7 +145,10 @@ struct Args {
     #[arg(long, env = "KVSERVER_MAX_WATCHERS", default_value_t = WatchLimits::default().max_watchers as u32)]
     max_watchers: u32,
 
-    /// Events kept for watches that resume from a past revision.
+    /// Revisions of history kept, for reads at a past revision and watches
+    /// from one: once the history holds twice this many revisions, it is
+    /// compacted to this many. 0: only the Compact RPC (`kv compact`)
+    /// compacts.
     #[arg(long, env = "KVSERVER_WATCH_HISTORY", default_value_t = WatchLimits::default().history as u32)]
     watch_history: u32,
 

@@ -158,12 +158,6 @@ pub(crate) fn range_query(
     request: pb::RangeRequest,
 ) -> Result<(RangeQuery, Shape), Status> {
     use pb::range_request::{SortOrder, SortTarget};
-    if request.revision > 0 {
-        return Err(errors::unsupported_field(
-            "Range revision (a read at a past revision)",
-            "this kvserver keeps only the current revision; read without --rev",
-        ));
-    }
     let range = key_range(checks, request.key, request.range_end, false)?;
     let target = SortTarget::try_from(request.sort_target).map_err(|_| {
         Status::invalid_argument(format!("unknown sort_target {}", request.sort_target))
@@ -191,7 +185,8 @@ pub(crate) fn range_query(
         min_create: positive(request.min_create_revision),
         max_create: positive(request.max_create_revision),
     };
-    let mut query = RangeQuery::all(range);
+    // etcd reads the current revision for any revision <= 0.
+    let mut query = RangeQuery::all(range).at(positive(request.revision));
     query.count_only = request.count_only;
     // Sorting by value needs the values even for a keys-only answer;
     // `range_response` leaves them out then.
@@ -642,7 +637,8 @@ mod tests {
         let responses = tree.responses(&path, &mut results.clone().into_iter(), 7);
         let back: Vec<OpResult> = responses
             .into_iter()
-            .map(|response| keys.op_result(response).unwrap())
+            .zip(&txn.failure)
+            .map(|(response, op)| keys.op_result(op, response).unwrap())
             .collect();
         assert_eq!(back, results);
     }

@@ -58,6 +58,14 @@ pub(crate) fn compacted() -> Status {
     )
 }
 
+/// etcd's answer to a read at a revision it has not reached.
+pub(crate) fn future_revision() -> Status {
+    etcd(
+        Code::OutOfRange,
+        "etcdserver: mvcc: required revision is a future revision",
+    )
+}
+
 pub(crate) fn no_space() -> Status {
     etcd(
         Code::ResourceExhausted,
@@ -108,6 +116,7 @@ pub(crate) fn from_store_error(error: StoreError) -> Status {
         StoreError::LeaseNotFound(_) => lease_not_found(),
         StoreError::LeaseExists(_) => lease_exists(),
         StoreError::Compacted { .. } => compacted(),
+        StoreError::FutureRevision { .. } => future_revision(),
         StoreError::ResourceExhausted(_) => no_space(),
         // Unavailable keeps its code: clients retry it, as they retry
         // etcd's "no leader" and "request timed out".

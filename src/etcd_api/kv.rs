@@ -163,11 +163,29 @@ impl<S: Store> Kv for KvApi<S> {
 
     async fn compact(
         &self,
-        _request: Request<pb::CompactionRequest>,
+        request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        Err(errors::unsupported(
-            "KV.Compact",
-            "this kvserver keeps only the current revision, so there is no history to compact",
-        ))
+        // `physical` asks to wait until the compacted history is gone from
+        // the backend; the store drops it in chunks after it has recorded
+        // the compaction, and reads below it fail from that moment on, so
+        // the answer is the same either way.
+        let revision = request.into_inner().revision;
+        let revision = u64::try_from(revision)
+            .ok()
+            .filter(|&revision| revision > 0)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "etcdserver: compact revision must be positive, got {revision}"
+                ))
+            })?;
+        let current = self
+            .0
+            .store
+            .compact(revision)
+            .await
+            .map_err(errors::from_store_error)?;
+        Ok(Response::new(pb::CompactionResponse {
+            header: self.0.identity.header(current),
+        }))
     }
 }

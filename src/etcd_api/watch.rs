@@ -26,7 +26,8 @@ use super::{Api, errors};
 use crate::grpc::{Checks, Scope, scope_of};
 use crate::proto::etcd::etcdserverpb as pb;
 use crate::proto::etcd::etcdserverpb::watch_server::Watch;
-use crate::storage::ops::{Event, EventKind};
+use crate::proto::etcd::mvccpb;
+use crate::storage::ops::{Event, EventKind, KeyValue};
 use crate::storage::{Revision, Store, StoreError};
 
 /// The handlers of `etcdserverpb.Watch`.
@@ -150,13 +151,6 @@ impl<S: Store> Session<S> {
             Ok(range) => range,
             Err(status) => return self.refuse(NO_WATCH, status.message().to_owned()).await,
         };
-        if create.prev_kv {
-            let reason = errors::unsupported_field(
-                "WatchCreateRequest prev_kv",
-                "this kvserver keeps only the current revision; read the key before",
-            );
-            return self.refuse(NO_WATCH, reason.message().to_owned()).await;
-        }
         let id = if create.watch_id != 0 {
             if self.watches.contains_key(&create.watch_id) {
                 return self
@@ -187,7 +181,9 @@ impl<S: Store> Session<S> {
         };
         let events = match self.api.store.watch(range, from).await {
             Ok(events) => events,
-            Err(StoreError::Compacted { oldest, .. }) => {
+            Err(StoreError::Compacted {
+                compacted: oldest, ..
+            }) => {
                 return self.send(created).await
                     && self.send(compacted(self.header(current), id, oldest)).await;
             }
@@ -199,14 +195,17 @@ impl<S: Store> Session<S> {
         if !self.send(created).await {
             return false;
         }
-        let filters = Filters::of(&create.filters);
+        let wants = Wants {
+            filters: Filters::of(&create.filters),
+            prev_kv: create.prev_kv,
+            progress_notify: create.progress_notify,
+            fragment: create.fragment,
+        };
         let task = tokio::spawn(forward(
             self.api.clone(),
             id,
             events,
-            filters,
-            create.progress_notify,
-            create.fragment,
+            wants,
             self.out.clone(),
         ));
         self.watches.insert(id, task.abort_handle());
@@ -285,6 +284,15 @@ impl Filters {
     }
 }
 
+/// What a watch asked for besides its range and start.
+#[derive(Clone, Copy, Debug)]
+struct Wants {
+    filters: Filters,
+    prev_kv: bool,
+    progress_notify: bool,
+    fragment: bool,
+}
+
 /// One watch: the store's events as responses, until the client cancels
 /// it, the stream ends, or the store cannot go on (then cancelled, with
 /// the reason).
@@ -292,9 +300,7 @@ async fn forward<S: Store>(
     api: Api<S>,
     id: i64,
     mut events: crate::storage::EventStream,
-    filters: Filters,
-    progress_notify: bool,
-    fragment: bool,
+    wants: Wants,
     out: Out,
 ) {
     let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
@@ -303,7 +309,7 @@ async fn forward<S: Store>(
     loop {
         let batch = tokio::select! {
             batch = events.next() => batch,
-            _ = progress.tick(), if progress_notify => {
+            _ = progress.tick(), if wants.progress_notify => {
                 if quiet {
                     let revision = api.current_revision().await.unwrap_or(0);
                     let notice = pb::WatchResponse {
@@ -323,11 +329,17 @@ async fn forward<S: Store>(
             None => return,
             Some(Ok(batch)) => {
                 let revision = batch.last().map_or(0, Event::revision);
-                let events: Vec<_> = batch
-                    .into_iter()
-                    .filter(|event| filters.keeps(event))
-                    .map(convert::event)
-                    .collect();
+                let mut events = Vec::with_capacity(batch.len());
+                for event in batch.into_iter().filter(|event| wants.filters.keeps(event)) {
+                    let previous = if wants.prev_kv {
+                        previous(&*api.store, &event).await
+                    } else {
+                        None
+                    };
+                    let mut event = convert::event(event);
+                    event.prev_kv = previous;
+                    events.push(event);
+                }
                 if events.is_empty() {
                     continue;
                 }
@@ -339,7 +351,9 @@ async fn forward<S: Store>(
                     ..Default::default()
                 }
             }
-            Some(Err(StoreError::Compacted { oldest, .. })) => {
+            Some(Err(StoreError::Compacted {
+                compacted: oldest, ..
+            })) => {
                 let header = api.identity.header(api.store.stats().revision);
                 let _ = out.send(Ok(compacted(header, id, oldest))).await;
                 return;
@@ -358,7 +372,7 @@ async fn forward<S: Store>(
                 return;
             }
         };
-        let responses = if fragment {
+        let responses = if wants.fragment {
             fragments(response, FRAGMENT_BYTES)
         } else {
             vec![response]
@@ -369,6 +383,22 @@ async fn forward<S: Store>(
             }
         }
     }
+}
+
+/// What `event`'s key held just before it (etcd's `prev_kv`): the key at
+/// the revision before the event's, read from the history. Nothing for
+/// the first put of a key, and nothing once that revision is compacted
+/// (etcd leaves it out then too).
+async fn previous<S: Store>(store: &S, event: &Event) -> Option<mvccpb::KeyValue> {
+    if event.kind == EventKind::Put && event.record.version == 1 {
+        return None;
+    }
+    let before = event.revision().checked_sub(1).filter(|&r| r > 0)?;
+    let record = store.get(&event.key, before).await.ok()??;
+    Some(convert::key_value(KeyValue {
+        key: event.key.clone(),
+        record,
+    }))
 }
 
 /// `response` in pieces of at most `limit` bytes (but at least one event

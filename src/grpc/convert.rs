@@ -77,7 +77,37 @@ pub(crate) fn key_range(
     Ok(range)
 }
 
-/// A Range request as a query, with its paging resolved.
+/// The first byte of a page token: its format.
+const PAGE_TOKEN_V1: u8 = 1;
+
+/// A page token: the format byte, the revision of the listing (8 bytes,
+/// big-endian) and the first key of the next page. Opaque to clients.
+fn page_token(revision: Revision, next: &[u8]) -> Bytes {
+    let mut token = Vec::with_capacity(9 + next.len());
+    token.push(PAGE_TOKEN_V1);
+    token.extend_from_slice(&revision.to_be_bytes());
+    token.extend_from_slice(next);
+    Bytes::from(token)
+}
+
+/// The revision and next key a page token carries.
+fn parse_page_token(token: &Bytes) -> Result<(Revision, Bytes), Status> {
+    match token.split_first() {
+        Some((&PAGE_TOKEN_V1, rest)) if rest.len() >= 8 => {
+            let (revision, _) = rest.split_at(8);
+            let revision = Revision::from_be_bytes(revision.try_into().unwrap_or_default());
+            Ok((revision, token.slice(9..)))
+        }
+        _ => Err(Status::invalid_argument(
+            "page_token is not a token this server gave: pass the next_page_token of the \
+             previous page of the same range",
+        )),
+    }
+}
+
+/// A Range request as a query, with its paging resolved: a page token
+/// carries the revision of the listing's first page, so every page reads
+/// the same snapshot.
 pub(crate) fn range_query(
     checks: &Checks<'_>,
     request: pb::RangeRequest,
@@ -89,14 +119,23 @@ pub(crate) fn range_query(
         request.prefix,
         false,
     )?;
+    let mut revision = request.revision;
     if !request.page_token.is_empty() {
-        if !range.contains(&request.page_token) {
+        let (listed_at, next) = parse_page_token(&request.page_token)?;
+        if !range.contains(&next) {
             return Err(Status::invalid_argument(
                 "page_token is not in the requested range: pass the next_page_token of \
                  the previous page of the same range",
             ));
         }
-        range = range.resumed_at(request.page_token);
+        if revision != 0 && revision != listed_at {
+            return Err(Status::invalid_argument(format!(
+                "page_token continues a listing at revision {listed_at}, and the request \
+                 asks for revision {revision}: leave revision out (or equal) for later pages"
+            )));
+        }
+        revision = listed_at;
+        range = range.resumed_at(next);
     }
     // A limit above the page size is capped, not refused: the answer says
     // `more`, and the client asks for the next page. So a client may always
@@ -110,17 +149,24 @@ pub(crate) fn range_query(
         limit,
         keys_only: request.keys_only,
         count_only: request.count_only,
+        count_all: request.count_all,
+        revision,
     })
 }
 
-/// The wire form of a range answer, with the token of the next page.
-pub(crate) fn range_response(result: RangeResult) -> pb::RangeResponse {
+/// The wire form of the answer to `query`, with the token of the next page
+/// (which carries the revision the page was read at).
+pub(crate) fn range_response(query: &RangeQuery, result: RangeResult) -> pb::RangeResponse {
+    let read_at = match query.revision {
+        0 => result.revision,
+        revision => revision,
+    };
     let next_page_token = match (result.more, result.kvs.last()) {
         (true, Some(last)) => {
             // The smallest key after the last one returned.
             let mut next = last.key.to_vec();
             next.push(0);
-            Bytes::from(next)
+            page_token(read_at, &next)
         }
         _ => Bytes::new(),
     };
@@ -130,6 +176,7 @@ pub(crate) fn range_response(result: RangeResult) -> pb::RangeResponse {
         more: result.more,
         kvs: result.kvs.into_iter().map(kv_of).collect(),
         next_page_token,
+        revision: read_at,
     }
 }
 
@@ -277,20 +324,31 @@ fn txn_op(checks: &Checks<'_>, op: pb::Op) -> Result<Op, Status> {
 }
 
 /// The wire form of the answers to `ops`, one each.
-pub(crate) fn op_responses(results: Vec<OpResult>, revision: Revision) -> Vec<pb::OpResponse> {
+pub(crate) fn op_responses(
+    ops: &[Op],
+    results: Vec<OpResult>,
+    revision: Revision,
+) -> Vec<pb::OpResponse> {
     use pb::op_response::Response;
     results
         .into_iter()
-        .map(|result| {
-            let response = match result {
-                OpResult::Get(range) => Response::Range(range_response(range)),
-                OpResult::Put { prev } => Response::Put(pb::PutResponse {
+        .zip(ops)
+        .map(|(result, op)| {
+            let response = match (result, op) {
+                (OpResult::Get(range), Op::Get(query)) => {
+                    Response::Range(range_response(query, range))
+                }
+                (OpResult::Get(range), _) => Response::Range(range_response(
+                    &RangeQuery::all(KeyRange::key(Bytes::new())),
+                    range,
+                )),
+                (OpResult::Put { prev }, _) => Response::Put(pb::PutResponse {
                     header: header(revision),
                     succeeded: true,
                     prev_kv: prev.map(kv_of),
                     lease: 0,
                 }),
-                OpResult::Delete { deleted, prev } => Response::Delete(pb::DeleteResponse {
+                (OpResult::Delete { deleted, prev }, _) => Response::Delete(pb::DeleteResponse {
                     header: header(revision),
                     succeeded: true,
                     deleted,

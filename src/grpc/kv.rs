@@ -166,13 +166,10 @@ impl<S: Store> Kv for KvService<S> {
     ) -> Result<Response<pb::GetResponse>, Status> {
         let scope = scope_of(&request);
         let checks = Checks::new(&self.limits, scope.as_ref());
-        let key = request.into_inner().key;
-        checks.key(&key)?;
-        let result = self
-            .store
-            .range(RangeQuery::all(KeyRange::key(key)))
-            .await
-            .map_err(from_store_error)?;
+        let request = request.into_inner();
+        checks.key(&request.key)?;
+        let query = RangeQuery::all(KeyRange::key(request.key)).at(request.revision);
+        let result = self.store.range(query).await.map_err(from_store_error)?;
         Ok(Response::new(pb::GetResponse {
             header: header(result.revision),
             kv: result.kvs.into_iter().next().map(kv_of),
@@ -307,8 +304,12 @@ impl<S: Store> Kv for KvService<S> {
         let scope = scope_of(&request);
         let checks = Checks::new(&self.limits, scope.as_ref());
         let query = convert::range_query(&checks, request.into_inner())?;
-        let result = self.store.range(query).await.map_err(from_store_error)?;
-        Ok(Response::new(convert::range_response(result)))
+        let result = self
+            .store
+            .range(query.clone())
+            .await
+            .map_err(from_store_error)?;
+        Ok(Response::new(convert::range_response(&query, result)))
     }
 
     async fn txn(
@@ -318,11 +319,16 @@ impl<S: Store> Kv for KvService<S> {
         let scope = scope_of(&request);
         let checks = Checks::new(&self.limits, scope.as_ref());
         let txn = convert::txn(&checks, request.into_inner())?;
-        let result = self.run(txn).await?;
+        let result = self.run(txn.clone()).await?;
+        let branch = if result.succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         Ok(Response::new(pb::TxnResponse {
             header: header(result.revision),
             succeeded: result.succeeded,
-            responses: convert::op_responses(result.results, result.revision),
+            responses: convert::op_responses(branch, result.results, result.revision),
         }))
     }
 
@@ -332,7 +338,8 @@ impl<S: Store> Kv for KvService<S> {
     ) -> Result<Response<pb::BatchGetResponse>, Status> {
         let scope = scope_of(&request);
         let checks = Checks::new(&self.limits, scope.as_ref());
-        let keys = request.into_inner().keys;
+        let request = request.into_inner();
+        let (keys, revision) = (request.keys, request.revision);
         self.limits.check_count(
             "keys",
             keys.len(),
@@ -342,7 +349,7 @@ impl<S: Store> Kv for KvService<S> {
         let mut gets = Vec::with_capacity(keys.len());
         for key in keys {
             checks.key(&key)?;
-            gets.push(Op::Get(RangeQuery::all(KeyRange::key(key))));
+            gets.push(Op::Get(RangeQuery::all(KeyRange::key(key)).at(revision)));
         }
         let result = self.run(Txn::of(gets)).await?;
         let revision = result.revision;
@@ -475,6 +482,30 @@ impl<S: Store> Kv for KvService<S> {
             })));
         let chunks = unless_stalled(chunks, self.snapshot_stall);
         Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        // Compaction forgets the history of every key: only for tokens that
+        // may see every key.
+        let scope = scope_of(&request);
+        Checks::new(&self.limits, scope.as_ref()).everything_for("compact the history")?;
+        let revision = request.into_inner().revision;
+        if revision == 0 {
+            return Err(Status::invalid_argument(
+                "revision is required: the oldest revision to keep",
+            ));
+        }
+        let current = self
+            .store
+            .compact(revision)
+            .await
+            .map_err(from_store_error)?;
+        Ok(Response::new(pb::CompactResponse {
+            header: header(current),
+        }))
     }
 
     async fn lease_grant(

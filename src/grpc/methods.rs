@@ -39,6 +39,7 @@ pub(crate) const METHODS: &[(&str, &str, Access)] = &[
     ("keyvalue.v1.KV", "LeaseRevoke", Write),
     ("keyvalue.v1.KV", "LeaseInfo", Read),
     ("keyvalue.v1.KV", "Snapshot", Read),
+    ("keyvalue.v1.KV", "Compact", Write),
     ("etcdserverpb.KV", "Range", Read),
     ("etcdserverpb.KV", "Put", Write),
     ("etcdserverpb.KV", "DeleteRange", Write),

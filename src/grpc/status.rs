@@ -15,7 +15,9 @@ pub(crate) fn from_store_error(error: StoreError) -> Status {
         StoreError::Internal(msg) => Status::internal(msg),
         error @ StoreError::LeaseNotFound(_) => Status::not_found(error.to_string()),
         error @ StoreError::LeaseExists(_) => Status::already_exists(error.to_string()),
-        error @ StoreError::Compacted { .. } => Status::out_of_range(error.to_string()),
+        error @ (StoreError::Compacted { .. } | StoreError::FutureRevision { .. }) => {
+            Status::out_of_range(error.to_string())
+        }
         StoreError::LimitReached(msg) => Status::resource_exhausted(msg),
         StoreError::Rejected(msg) => Status::invalid_argument(msg),
     }

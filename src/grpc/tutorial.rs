@@ -69,7 +69,7 @@ impl<S: Store> KeyValue for TutorialService<S> {
         checks.key(key.as_bytes())?;
         let record = self
             .store
-            .get(key.as_bytes())
+            .get(key.as_bytes(), 0)
             .await
             .map_err(from_store_error)?
             .ok_or_else(key_not_found)?;

@@ -65,7 +65,11 @@ async fn get_key<S: Store>(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_of(&uri)?;
-    let (request, _place) = shared.call("/keyvalue.v1.KV/Get", &headers, pb::GetRequest { key })?;
+    let (request, _place) = shared.call(
+        "/keyvalue.v1.KV/Get",
+        &headers,
+        pb::GetRequest { key, revision: 0 },
+    )?;
     let reply = shared.kv.get(request).await?.into_inner();
     let kv = reply.kv.ok_or_else(key_not_found)?;
     Ok(respond(

@@ -114,6 +114,9 @@ enum Command {
         /// Show the revisions: create_revision, mod_revision, version, lease.
         #[arg(short = 'w', long = "with-revisions")]
         with_revisions: bool,
+        /// Read the key as it was at this revision (0: now).
+        #[arg(long, default_value_t = 0)]
+        rev: u64,
     },
     /// Store VALUE under KEY; without VALUE, the value is read from --file
     /// or else from stdin, as raw bytes (so a value of any size and any bytes
@@ -158,6 +161,10 @@ enum Command {
         /// At most this many keys.
         #[arg(long)]
         limit: Option<u64>,
+        /// List the keys as they were at this revision (0: now; every page
+        /// is read at the first page's revision either way).
+        #[arg(long, default_value_t = 0)]
+        rev: u64,
     },
     /// Set KEY to VALUE only if it is still at revision --expect-rev (0: only
     /// if it does not exist); exits 6 and prints the current state if not.
@@ -199,6 +206,12 @@ enum Command {
         /// The file to write: a new path, or a regular file, replaced only once
         /// the backup is complete.
         file: std::path::PathBuf,
+    },
+    /// Forget the history before REVISION: reads (--rev) and watches
+    /// (--from-rev) below it fail from then on, and its space is reclaimed.
+    Compact {
+        /// The oldest revision to keep.
+        revision: u64,
     },
     /// Leases: grant one, keep it alive, look at it, revoke it.
     #[command(subcommand)]
@@ -463,7 +476,8 @@ async fn run(cx: &mut Context, command: Command) -> Outcome {
         Command::Get {
             key,
             with_revisions,
-        } => get(cx, &key, with_revisions).await,
+            rev,
+        } => get(cx, &key, with_revisions, rev).await,
         Command::Set {
             key,
             value,
@@ -494,7 +508,8 @@ async fn run(cx: &mut Context, command: Command) -> Outcome {
             prefix,
             keys_only,
             limit,
-        } => ls(cx, &prefix, keys_only, limit).await,
+            rev,
+        } => ls(cx, &prefix, keys_only, limit, rev).await,
         Command::Cas {
             key,
             value,
@@ -508,15 +523,16 @@ async fn run(cx: &mut Context, command: Command) -> Outcome {
         } => watch(cx, &key, prefix, from_rev).await,
         Command::Lease(command) => lease(cx, command).await,
         Command::Backup { file } => backup(cx, &file).await,
+        Command::Compact { revision } => compact(cx, revision).await,
         Command::Bench(_) | Command::Completions { .. } | Command::Man => {
             unreachable!("kv bench, completions and man run before connecting")
         }
     }
 }
 
-async fn get(cx: &mut Context, key: &str, with_revisions: bool) -> Outcome {
+async fn get(cx: &mut Context, key: &str, with_revisions: bool, rev: u64) -> Outcome {
     let bytes = cx.bytes(key)?;
-    let Some(kv) = cx.client.get(bytes).await? else {
+    let Some(kv) = cx.client.get(bytes, rev).await? else {
         return Err(ClientError::KeyNotFound {
             key: key.to_owned(),
         }
@@ -585,7 +601,13 @@ async fn del(cx: &mut Context, key: &str, prefix: bool, to: Option<&str>) -> Out
     Ok(())
 }
 
-async fn ls(cx: &mut Context, prefix: &str, keys_only: bool, limit: Option<u64>) -> Outcome {
+async fn ls(
+    cx: &mut Context,
+    prefix: &str,
+    keys_only: bool,
+    limit: Option<u64>,
+    rev: u64,
+) -> Outcome {
     let mut token = Bytes::new();
     let mut listed = Vec::new();
     let mut left = limit.unwrap_or(u64::MAX);
@@ -599,6 +621,8 @@ async fn ls(cx: &mut Context, prefix: &str, keys_only: bool, limit: Option<u64>)
                 // The server's page size (--max-range-page): any other
                 // could be above its limit.
                 limit: 0,
+                // Later pages carry the first page's revision in the token.
+                revision: if token.is_empty() { rev } else { 0 },
                 page_token: token,
                 keys_only,
                 ..Default::default()
@@ -625,6 +649,16 @@ async fn ls(cx: &mut Context, prefix: &str, keys_only: bool, limit: Option<u64>)
     }
     if cx.json {
         output::json(&Json::Array(listed));
+    }
+    Ok(())
+}
+
+async fn compact(cx: &mut Context, revision: u64) -> Outcome {
+    let current = cx.client.compact(revision).await?;
+    if cx.json {
+        output::json(&json!({ "compacted": revision, "revision": current }));
+    } else {
+        outln!("compacted revision {revision}");
     }
     Ok(())
 }

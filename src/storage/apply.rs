@@ -2,12 +2,34 @@
 //!
 //! A backend exposes its data as a [`KeyspaceRead`] (a consistent view: a
 //! read lock, a read transaction) or a [`Keyspace`] (the same, writable: a
-//! write lock, a write transaction), and calls [`range`], [`apply`] or
-//! [`revoke`]. What a compare means, which revision a write gets, how
-//! `version` counts, what a delete returns, which events a watcher sees and
-//! which keys count as expired is decided here and nowhere else, so the
-//! backends cannot drift apart (the conformance suite checks that they don't).
+//! write lock, a write transaction), and calls [`range`], [`apply`],
+//! [`revoke`], [`events`] or [`compact_chunk`]. What a compare means, which
+//! revision a write gets, how `version` counts, what a delete returns, which
+//! events a watcher sees, which keys count as expired, what a read at a past
+//! revision answers and what compaction forgets is decided here and nowhere
+//! else, so the backends cannot drift apart (the conformance suite checks
+//! that they don't).
+//!
+//! ## Versions
+//!
+//! The store is multi-versioned like etcd's, laid out so that the current
+//! state stays one lookup away. Each key has a *latest* [`Slot`]: its record,
+//! or the tombstone of its deletion. Every write at revision `r` that changes
+//! key `k` moves what `k` held before into the *history*, under `(r, k)`
+//! (a key's first write keeps [`Slot::ABSENT`] there). So:
+//!
+//! - the version of `k` at revision `R` is found by walking back from the
+//!   latest slot: while a slot's revision is above `R`, the slot before it is
+//!   the history entry under `(that revision, k)`;
+//! - the history in revision order is the change log: watches replay it;
+//! - compaction at `C` drops every history entry under a revision below `C`,
+//!   and the tombstones of deletions below `C` (etcd keeps, as this does, the
+//!   version each key had at `C`).
+//!
+//! A key written twice by one transaction keeps only what it held before the
+//! transaction: the intermediate version was never visible.
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
 use bytes::Bytes;
@@ -30,19 +52,83 @@ pub(crate) enum Values {
     Skipped,
 }
 
-/// A consistent, read-only view of a backend's keys.
-pub(crate) trait KeyspaceRead {
-    /// The stored record of `key`, expired or not.
-    fn get_raw(&self, key: &[u8]) -> Result<Option<Record>, StoreError>;
+/// One version of a key: what it held from the slot's revision on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// A record, written at its `mod_revision`.
+    Live(Record),
+    /// Nothing: the key was deleted at `revision` (by its lease's expiry if
+    /// `expired`). [`Slot::ABSENT`] (revision 0) is "before its first write".
+    Gone {
+        /// The revision of the deletion.
+        revision: Revision,
+        /// Whether the lease's expiry deleted it.
+        expired: bool,
+    },
+}
 
-    /// Calls `visit` with every stored key of `range` in key order, until it
-    /// breaks; with [`Values::Skipped`], every record's value is empty.
+impl Slot {
+    /// What a key held before it was first written.
+    pub(crate) const ABSENT: Slot = Slot::Gone {
+        revision: 0,
+        expired: false,
+    };
+
+    /// The revision this version starts at.
+    pub(crate) fn revision(&self) -> Revision {
+        match self {
+            Slot::Live(record) => record.mod_revision,
+            Slot::Gone { revision, .. } => *revision,
+        }
+    }
+
+    /// The record, if the key held one.
+    pub(crate) fn live(&self) -> Option<&Record> {
+        match self {
+            Slot::Live(record) => Some(record),
+            Slot::Gone { .. } => None,
+        }
+    }
+
+    fn into_live(self) -> Option<Record> {
+        match self {
+            Slot::Live(record) => Some(record),
+            Slot::Gone { .. } => None,
+        }
+    }
+}
+
+/// What [`KeyspaceRead::changes`] calls with each write of the history: its
+/// revision, key and place in its transaction.
+pub(crate) type Changes<'a> = dyn FnMut(Revision, &[u8], u32) -> ControlFlow<()> + 'a;
+
+/// A consistent, read-only view of a backend's keys and their history.
+pub(crate) trait KeyspaceRead {
+    /// The latest slot of `key`: its record (expired or not), or the
+    /// tombstone of its deletion if that is not compacted yet.
+    fn latest(&self, key: &[u8]) -> Result<Option<Slot>, StoreError>;
+
+    /// What the write of `key` at revision `end` replaced, if that write
+    /// happened and is not compacted.
+    fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError>;
+
+    /// Calls `visit` with the latest slot of every key of `range` in key
+    /// order, tombstones included, until it breaks; with
+    /// [`Values::Skipped`], every record's value is empty.
     fn scan(
         &self,
         range: &KeyRange,
         values: Values,
-        visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
+        visit: &mut dyn FnMut(&[u8], Slot) -> ControlFlow<()>,
     ) -> Result<(), StoreError>;
+
+    /// Calls `visit` with every write kept in the history from revision
+    /// `from` on: its revision, key and place in its transaction, in
+    /// revision order (key order within one revision), until it breaks.
+    fn changes(&self, from: Revision, visit: &mut Changes<'_>) -> Result<(), StoreError>;
+
+    /// The compacted revision: reads and watches start at it or later.
+    fn compacted(&self) -> Result<Revision, StoreError>;
 
     /// The deadlines of the leases.
     fn leases(&self) -> &Leases;
@@ -50,17 +136,24 @@ pub(crate) trait KeyspaceRead {
 
 /// A writable view of a backend's keys, for the length of one transaction.
 pub(crate) trait Keyspace: KeyspaceRead {
-    /// Stores `record` under `key`; `previous` is what it replaces (stored,
-    /// possibly expired), so the backend can keep its lease index.
-    fn put(
-        &mut self,
-        key: &Bytes,
-        record: &Record,
-        previous: Option<&Record>,
-    ) -> Result<(), StoreError>;
+    /// Makes `slot` the latest of `key`; `previous` is what it replaces
+    /// (stored, possibly expired), so the backend can keep its lease index.
+    fn put(&mut self, key: &Bytes, slot: &Slot, previous: Option<&Slot>) -> Result<(), StoreError>;
 
-    /// Removes `key`, which holds `previous`.
-    fn delete(&mut self, key: &[u8], previous: &Record) -> Result<(), StoreError>;
+    /// Moves the latest slot of `key` ([`Slot::ABSENT`] if it has none)
+    /// into the history: what `key` held before the write at revision `end`,
+    /// the `seq`th write of its transaction. (The backend moves what it
+    /// stores, value included, whatever the caller decoded of it.)
+    fn keep(&mut self, key: &[u8], end: Revision, seq: u32) -> Result<(), StoreError>;
+
+    /// Drops the history entry of the write of `key` at `end` (compaction).
+    fn forget(&mut self, key: &[u8], end: Revision) -> Result<(), StoreError>;
+
+    /// Drops the latest slot of `key`, a compacted tombstone.
+    fn remove(&mut self, key: &[u8]) -> Result<(), StoreError>;
+
+    /// Records the compacted revision.
+    fn set_compacted(&mut self, revision: Revision) -> Result<(), StoreError>;
 
     /// Whether lease `id` is granted (stored), expired or not.
     fn lease_granted(&self, id: LeaseId) -> Result<bool, StoreError>;
@@ -77,17 +170,29 @@ pub(crate) trait Keyspace: KeyspaceRead {
 pub(crate) struct ReadOnly<V>(pub(crate) V);
 
 impl<V: KeyspaceRead> KeyspaceRead for ReadOnly<V> {
-    fn get_raw(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        self.0.get_raw(key)
+    fn latest(&self, key: &[u8]) -> Result<Option<Slot>, StoreError> {
+        self.0.latest(key)
+    }
+
+    fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError> {
+        self.0.replaced(key, end)
     }
 
     fn scan(
         &self,
         range: &KeyRange,
         values: Values,
-        visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
+        visit: &mut dyn FnMut(&[u8], Slot) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
         self.0.scan(range, values, visit)
+    }
+
+    fn changes(&self, from: Revision, visit: &mut Changes<'_>) -> Result<(), StoreError> {
+        self.0.changes(from, visit)
+    }
+
+    fn compacted(&self) -> Result<Revision, StoreError> {
+        self.0.compacted()
     }
 
     fn leases(&self) -> &Leases {
@@ -96,11 +201,23 @@ impl<V: KeyspaceRead> KeyspaceRead for ReadOnly<V> {
 }
 
 impl<V: KeyspaceRead> Keyspace for ReadOnly<V> {
-    fn put(&mut self, _: &Bytes, _: &Record, _: Option<&Record>) -> Result<(), StoreError> {
+    fn put(&mut self, _: &Bytes, _: &Slot, _: Option<&Slot>) -> Result<(), StoreError> {
         Err(read_only())
     }
 
-    fn delete(&mut self, _: &[u8], _: &Record) -> Result<(), StoreError> {
+    fn keep(&mut self, _: &[u8], _: Revision, _: u32) -> Result<(), StoreError> {
+        Err(read_only())
+    }
+
+    fn forget(&mut self, _: &[u8], _: Revision) -> Result<(), StoreError> {
+        Err(read_only())
+    }
+
+    fn remove(&mut self, _: &[u8]) -> Result<(), StoreError> {
+        Err(read_only())
+    }
+
+    fn set_compacted(&mut self, _: Revision) -> Result<(), StoreError> {
         Err(read_only())
     }
 
@@ -126,51 +243,131 @@ fn live(space: &impl KeyspaceRead, record: &Record) -> bool {
     !space.leases().is_expired(record.lease)
 }
 
-/// The live record of `key`.
-pub(crate) fn get(space: &impl KeyspaceRead, key: &[u8]) -> Result<Option<Record>, StoreError> {
-    Ok(space.get_raw(key)?.filter(|record| live(space, record)))
+/// The revision a read of `requested` (0: the current one) happens at, in a
+/// store at `current`: refused below the compacted revision and above the
+/// current one.
+pub(crate) fn read_revision(
+    space: &impl KeyspaceRead,
+    requested: Revision,
+    current: Revision,
+) -> Result<Revision, StoreError> {
+    if requested == 0 || requested == current {
+        return Ok(current);
+    }
+    if requested > current {
+        return Err(StoreError::FutureRevision { requested, current });
+    }
+    let compacted = space.compacted()?;
+    if requested < compacted {
+        return Err(StoreError::Compacted {
+            requested,
+            compacted,
+        });
+    }
+    Ok(requested)
 }
 
-/// Answers a range query from `space`.
+/// The version of `key` at revision `at` (already checked against the
+/// compacted revision), walking back from `slot`, its latest.
+fn version_at(
+    space: &impl KeyspaceRead,
+    key: &[u8],
+    mut slot: Option<Slot>,
+    at: Revision,
+) -> Result<Option<Slot>, StoreError> {
+    while let Some(found) = &slot {
+        let revision = found.revision();
+        if revision <= at {
+            break;
+        }
+        slot = space.replaced(key, revision)?;
+    }
+    Ok(slot)
+}
+
+/// The record `key` holds, as a read at `at` in a store at `current` sees
+/// it: at the current revision only records whose lease is live.
+fn visible(
+    space: &impl KeyspaceRead,
+    key: &[u8],
+    slot: Option<Slot>,
+    at: Revision,
+    current: Revision,
+) -> Result<Option<Record>, StoreError> {
+    if at >= current {
+        return Ok(slot
+            .and_then(Slot::into_live)
+            .filter(|record| live(space, record)));
+    }
+    Ok(version_at(space, key, slot, at)?.and_then(Slot::into_live))
+}
+
+/// The live record of `key`, now.
+fn get_latest(space: &impl KeyspaceRead, key: &[u8]) -> Result<Option<Record>, StoreError> {
+    Ok(space
+        .latest(key)?
+        .and_then(Slot::into_live)
+        .filter(|record| live(space, record)))
+}
+
+/// The record of `key` at `revision` (0: now) in a store at `current`.
+pub(crate) fn get(
+    space: &impl KeyspaceRead,
+    key: &[u8],
+    revision: Revision,
+    current: Revision,
+) -> Result<Option<Record>, StoreError> {
+    let at = read_revision(space, revision, current)?;
+    visible(space, key, space.latest(key)?, at, current)
+}
+
+/// Answers a range query from `space`, whose revision is `current`.
 pub(crate) fn range(
     space: &impl KeyspaceRead,
     query: &RangeQuery,
-    revision: Revision,
+    current: Revision,
 ) -> Result<RangeResult, StoreError> {
+    let at = read_revision(space, query.revision, current)?;
     let mut result = RangeResult {
-        revision,
+        revision: current,
         ..RangeResult::default()
     };
     if let RangeEnd::Single = query.range.end {
-        if let Some(record) = get(space, &query.range.start)? {
+        let key = &query.range.start;
+        if let Some(record) = visible(space, key, space.latest(key)?, at, current)? {
             result.count = 1;
             if !query.count_only {
-                result
-                    .kvs
-                    .push(shaped(query, query.range.start.clone(), record));
+                result.kvs.push(shaped(query, key.clone(), record));
             }
         }
         return Ok(result);
     }
     // Values are copied only for the keys that are answered: a count, a
-    // keys-only listing and the keys past a page's limit (counted, as etcd
-    // does, so that `count` is the whole range's) need none.
+    // keys-only listing and the keys past a page's limit need none.
     let values = if query.count_only || query.keys_only {
         Values::Skipped
     } else {
         Values::Decoded
     };
+    let count_all = query.count_all || query.count_only;
+    let mut failed = None;
     let mut rest = None;
-    space.scan(&query.range, values, &mut |key, record| {
-        if !live(space, &record) {
-            return ControlFlow::Continue(());
-        }
+    space.scan(&query.range, values, &mut |key, slot| {
+        let record = match visible(space, key, Some(slot), at, current) {
+            Ok(Some(record)) => record,
+            Ok(None) => return ControlFlow::Continue(()),
+            Err(error) => {
+                failed = Some(error);
+                return ControlFlow::Break(());
+            }
+        };
         if !query.count_only && query.limit > 0 && result.kvs.len() == query.limit {
             // The page is full, and this key is past it.
-            rest = Some(KeyRange {
-                start: Bytes::copy_from_slice(key),
-                end: query.range.end.clone(),
-            });
+            result.more = true;
+            if !count_all {
+                return ControlFlow::Break(());
+            }
+            rest = Some(Bytes::copy_from_slice(key));
             return ControlFlow::Break(());
         }
         result.count += 1;
@@ -181,14 +378,27 @@ pub(crate) fn range(
         }
         ControlFlow::Continue(())
     })?;
-    if let Some(rest) = rest {
-        result.more = true;
-        space.scan(&rest, Values::Skipped, &mut |_, record| {
-            if live(space, &record) {
-                result.count += 1;
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    if let Some(start) = rest {
+        // Counted, as etcd does, only when asked: the rest of the range is
+        // a scan without values.
+        let rest = query.range.resumed_at(start);
+        space.scan(&rest, Values::Skipped, &mut |key, slot| {
+            match visible(space, key, Some(slot), at, current) {
+                Ok(Some(_)) => result.count += 1,
+                Ok(None) => {}
+                Err(error) => {
+                    failed = Some(error);
+                    return ControlFlow::Break(());
+                }
             }
             ControlFlow::Continue(())
         })?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
     }
     Ok(result)
 }
@@ -207,6 +417,23 @@ pub(crate) struct Applied {
     pub(crate) result: TxnResult,
     /// One event per key written, in order.
     pub(crate) events: Vec<Event>,
+}
+
+/// Makes `slot` the latest of `key` at `revision`, keeping what it replaces
+/// (`stored`) in the history, unless the same transaction wrote that.
+fn write(
+    space: &mut impl Keyspace,
+    key: &Bytes,
+    slot: &Slot,
+    stored: Option<&Slot>,
+    revision: Revision,
+    seq: usize,
+) -> Result<(), StoreError> {
+    if stored.is_none_or(|replaced| replaced.revision() != revision) {
+        let seq = u32::try_from(seq).unwrap_or(u32::MAX);
+        space.keep(key, revision, seq)?;
+    }
+    space.put(key, slot, stored)
 }
 
 /// Applies `txn` to `space`, whose revision is `current`. The caller makes
@@ -229,14 +456,21 @@ pub(crate) fn apply(
     } else {
         &txn.failure
     };
-    // Check leases before changing anything, so a transaction that fails
-    // has no effect (backends apply many transactions in one commit).
+    // Check leases and read revisions before changing anything, so a
+    // transaction that fails has no effect (backends apply many
+    // transactions in one commit).
     for op in ops {
-        if let Op::Put { lease, .. } = op
-            && *lease != 0
-            && !(space.lease_granted(*lease)? && space.leases().is_live(*lease))
-        {
-            return Err(StoreError::LeaseNotFound(*lease));
+        match op {
+            Op::Put { lease, .. }
+                if *lease != 0
+                    && !(space.lease_granted(*lease)? && space.leases().is_live(*lease)) =>
+            {
+                return Err(StoreError::LeaseNotFound(*lease));
+            }
+            Op::Get(query) => {
+                read_revision(space, query.revision, current)?;
+            }
+            _ => {}
         }
     }
     let revision = if writes(space, ops)? {
@@ -248,6 +482,7 @@ pub(crate) fn apply(
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         let result = match op {
+            // Reads in a transaction see its earlier writes.
             Op::Get(query) => OpResult::Get(range(space, query, revision)?),
             Op::Put {
                 key,
@@ -255,14 +490,19 @@ pub(crate) fn apply(
                 lease,
                 prev,
             } => {
-                let stored = space.get_raw(key)?;
-                let previous = stored.clone().filter(|record| live(space, record));
-                if stored.is_some() && previous.is_none() {
+                let stored = space.latest(key)?;
+                let previous = stored
+                    .as_ref()
+                    .and_then(Slot::live)
+                    .filter(|record| live(space, record))
+                    .cloned();
+                if stored.as_ref().and_then(Slot::live).is_some() && previous.is_none() {
                     // Replacing a key whose lease ran out: it expired first.
                     events.push(deletion(EventKind::Expire, key.clone(), revision));
                 }
                 let record = Record::after_put(previous.as_ref(), value.clone(), revision, *lease);
-                space.put(key, &record, stored.as_ref())?;
+                let slot = Slot::Live(record.clone());
+                write(space, key, &slot, stored.as_ref(), revision, events.len())?;
                 events.push(Event {
                     kind: EventKind::Put,
                     key: key.clone(),
@@ -285,8 +525,18 @@ pub(crate) fn apply(
                 let mut deleted = 0;
                 let mut kept = Vec::new();
                 for (key, record) in doomed {
-                    space.delete(&key, &record)?;
-                    if !live(space, &record) {
+                    let expired = !live(space, &record);
+                    let tombstone = Slot::Gone { revision, expired };
+                    let stored = Slot::Live(record.clone());
+                    write(
+                        space,
+                        &key,
+                        &tombstone,
+                        Some(&stored),
+                        revision,
+                        events.len(),
+                    )?;
+                    if expired {
                         // Already gone for readers: it expired, and this is
                         // where watchers learn it.
                         events.push(deletion(EventKind::Expire, key, revision));
@@ -331,8 +581,24 @@ pub(crate) fn revoke(
     let mut events = Vec::new();
     let revision = current + 1;
     for key in space.lease_keys(id)? {
-        if let Some(record) = space.get_raw(&key)?.filter(|record| record.lease == id) {
-            space.delete(&key, &record)?;
+        let stored = space.latest(&key)?;
+        if stored
+            .as_ref()
+            .and_then(Slot::live)
+            .is_some_and(|record| record.lease == id)
+        {
+            let tombstone = Slot::Gone {
+                revision,
+                expired: kind == EventKind::Expire,
+            };
+            write(
+                space,
+                &key,
+                &tombstone,
+                stored.as_ref(),
+                revision,
+                events.len(),
+            )?;
             events.push(deletion(kind, key, revision));
         }
     }
@@ -368,9 +634,13 @@ fn writes(space: &impl KeyspaceRead, ops: &[Op]) -> Result<bool, StoreError> {
             Op::Put { .. } => return Ok(true),
             Op::Delete { range, .. } => {
                 let mut found = false;
-                space.scan(range, Values::Skipped, &mut |_, _| {
-                    found = true;
-                    ControlFlow::Break(())
+                space.scan(range, Values::Skipped, &mut |_, slot| {
+                    found = slot.live().is_some();
+                    if found {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
                 })?;
                 if found {
                     return Ok(true);
@@ -390,8 +660,10 @@ fn stored_in(
     // A scan, for one key too: it honours `values` (a point read would copy
     // the value that a delete without `prev` never returns).
     let mut found = Vec::new();
-    space.scan(range, values, &mut |key, record| {
-        found.push((Bytes::copy_from_slice(key), record));
+    space.scan(range, values, &mut |key, slot| {
+        if let Slot::Live(record) = slot {
+            found.push((Bytes::copy_from_slice(key), record));
+        }
         ControlFlow::Continue(())
     })?;
     Ok(found)
@@ -401,7 +673,7 @@ fn stored_in(
 /// it; a range without live keys compares as a missing key.
 fn holds(space: &impl KeyspaceRead, compare: &Compare) -> Result<bool, StoreError> {
     if compare.range_end == RangeEnd::Single {
-        let record = get(space, &compare.key)?;
+        let record = get_latest(space, &compare.key)?;
         return Ok(compares(compare, record.as_ref()));
     }
     let values = if matches!(compare.target, CompareTarget::Value(_)) {
@@ -411,10 +683,10 @@ fn holds(space: &impl KeyspaceRead, compare: &Compare) -> Result<bool, StoreErro
     };
     let mut any = false;
     let mut all = true;
-    space.scan(&compare.range(), values, &mut |_, record| {
-        if !live(space, &record) {
+    space.scan(&compare.range(), values, &mut |_, slot| {
+        let Some(record) = slot.into_live().filter(|record| live(space, record)) else {
             return ControlFlow::Continue(());
-        }
+        };
         any = true;
         if compares(compare, Some(&record)) {
             ControlFlow::Continue(())
@@ -448,4 +720,156 @@ fn compares(compare: &Compare, record: Option<&Record>) -> bool {
         CompareOp::Less => ordering.is_lt(),
         CompareOp::Greater => ordering.is_gt(),
     }
+}
+
+/// Checks a compaction at `revision` in a store at `current` and records
+/// it; the history below it is then dropped by [`compact_chunk`].
+pub(crate) fn compact(
+    space: &mut impl Keyspace,
+    revision: Revision,
+    current: Revision,
+) -> Result<(), StoreError> {
+    let compacted = space.compacted()?;
+    if revision <= compacted {
+        return Err(StoreError::Compacted {
+            requested: revision,
+            compacted,
+        });
+    }
+    if revision > current {
+        return Err(StoreError::FutureRevision {
+            requested: revision,
+            current,
+        });
+    }
+    space.set_compacted(revision)
+}
+
+/// The revision to compact at after a write, when at most `keep` revisions
+/// of history are kept (0: no limit): once the history holds twice `keep`
+/// revisions, back to `keep`, so a compaction happens once per `keep`
+/// writes, not at every write.
+pub(crate) fn retention_target(
+    current: Revision,
+    compacted: Revision,
+    keep: u64,
+) -> Option<Revision> {
+    let oldest = compacted.max(1);
+    (keep > 0 && current >= oldest.saturating_add(keep.saturating_mul(2))).then(|| current - keep)
+}
+
+/// Drops at most `max` history entries below the compacted revision, and
+/// the tombstones of the keys deleted below it; returns whether that was
+/// the last of them (etcd deletes in batches of 1,000 too, so that a large
+/// compaction never holds the writer long).
+pub(crate) fn compact_chunk(space: &mut impl Keyspace, max: usize) -> Result<bool, StoreError> {
+    let below = space.compacted()?;
+    let mut doomed: Vec<(Revision, Bytes)> = Vec::new();
+    space.changes(0, &mut |revision, key, _| {
+        if revision >= below || doomed.len() == max {
+            return ControlFlow::Break(());
+        }
+        doomed.push((revision, Bytes::copy_from_slice(key)));
+        ControlFlow::Continue(())
+    })?;
+    let done = doomed.len() < max;
+    for (revision, key) in doomed {
+        space.forget(&key, revision)?;
+        if let Some(Slot::Gone { revision, .. }) = space.latest(&key)?
+            && revision < below
+        {
+            space.remove(&key)?;
+        }
+    }
+    Ok(done)
+}
+
+/// The events of `range` from revision `from` to `to` (inclusive), in
+/// order, read from the history: at least every event of the revisions
+/// returned, and roughly at most `max` writes. Returns them with the
+/// revision to go on from (`to + 1` once everything is read).
+pub(crate) fn events(
+    space: &impl KeyspaceRead,
+    range: &KeyRange,
+    from: Revision,
+    to: Revision,
+    max: usize,
+) -> Result<(Vec<Event>, Revision), StoreError> {
+    let compacted = space.compacted()?;
+    if from < compacted {
+        return Err(StoreError::Compacted {
+            requested: from,
+            compacted,
+        });
+    }
+    // The writes of whole revisions, about `max` of them.
+    let mut next = to + 1;
+    let mut seen = 0usize;
+    let mut last = None;
+    let mut wanted: Vec<(Revision, u32, Bytes)> = Vec::new();
+    space.changes(from, &mut |revision, key, seq| {
+        if revision > to {
+            return ControlFlow::Break(());
+        }
+        if seen >= max && last != Some(revision) {
+            next = revision;
+            return ControlFlow::Break(());
+        }
+        seen += 1;
+        last = Some(revision);
+        if range.contains(key) {
+            wanted.push((revision, seq, Bytes::copy_from_slice(key)));
+        }
+        ControlFlow::Continue(())
+    })?;
+    // The slot each write left, found per key by one walk back from its
+    // latest slot.
+    let mut per_key: BTreeMap<Bytes, Vec<Revision>> = BTreeMap::new();
+    for (revision, _, key) in &wanted {
+        per_key.entry(key.clone()).or_default().push(*revision);
+    }
+    let mut written: BTreeMap<(Revision, Bytes), Slot> = BTreeMap::new();
+    for (key, revisions) in per_key {
+        let oldest = revisions.iter().copied().min().unwrap_or(from);
+        let mut slot = space.latest(&key)?;
+        while let Some(found) = slot {
+            let revision = found.revision();
+            if revision < oldest {
+                break;
+            }
+            let before = space.replaced(&key, revision)?;
+            if revisions.contains(&revision) {
+                written.insert((revision, key.clone()), found);
+            }
+            slot = before;
+        }
+    }
+    wanted.sort_by_key(|(revision, seq, _)| (*revision, *seq));
+    let mut events = Vec::with_capacity(wanted.len());
+    for (revision, _, key) in wanted {
+        // A slot not found was compacted under the walk: the read starts over.
+        let slot = written
+            .remove(&(revision, key.clone()))
+            .ok_or(StoreError::Compacted {
+                requested: from,
+                compacted: revision,
+            })?;
+        events.push(match slot {
+            Slot::Live(record) => Event {
+                kind: EventKind::Put,
+                key,
+                record,
+            },
+            Slot::Gone { expired, .. } => deletion(
+                if expired {
+                    EventKind::Expire
+                } else {
+                    EventKind::Delete
+                },
+                key,
+                revision,
+            ),
+        });
+    }
+    Ok((events, next))
 }

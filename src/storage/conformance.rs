@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio_stream::StreamExt;
 
 use super::ops::{
-    Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, LeaseId, Op, OpResult,
+    Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, LeaseId, Op, OpResult,
     RangeQuery, RangeResult, Txn, TxnResult,
 };
 use super::{EventStream, LeaseInfo, Record, Revision, Store, StoreError};
@@ -65,6 +65,14 @@ macro_rules! conformance_suite {
             watch_from_before_the_history_is_compacted,
             range_compares_hold_for_every_key_and_an_empty_range_as_a_missing_key,
             leases_with_chosen_ids_are_granted_once_and_listed,
+            an_empty_store_is_at_revision_1_and_its_first_write_gets_2,
+            reads_at_every_revision_of_a_scripted_history_equal_a_model,
+            compaction_at_each_point_keeps_what_is_after_it_and_names_itself,
+            a_key_written_twice_in_one_transaction_reads_right_at_every_revision,
+            reads_above_the_current_revision_are_future_revisions,
+            a_page_that_stops_at_its_limit_counts_only_when_asked,
+            paging_at_one_revision_while_writers_change_the_keys_sees_one_snapshot,
+            compaction_under_concurrent_reads_and_watches,
         );
     };
     (@checks $make_store:expr; $($check:ident),* $(,)?) => {
@@ -99,8 +107,8 @@ pub(crate) struct Alongside<S, T> {
 }
 
 impl<S: Store, T: Send + Sync + 'static> Store for Alongside<S, T> {
-    async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        self.store.get(key).await
+    async fn get(&self, key: &[u8], revision: Revision) -> Result<Option<Record>, StoreError> {
+        self.store.get(key, revision).await
     }
 
     async fn put(&self, key: Bytes, value: Bytes) -> Result<Revision, StoreError> {
@@ -143,6 +151,10 @@ impl<S: Store, T: Send + Sync + 'static> Store for Alongside<S, T> {
         self.store.expire_leases().await
     }
 
+    async fn compact(&self, revision: Revision) -> Result<Revision, StoreError> {
+        self.store.compact(revision).await
+    }
+
     async fn watch(
         &self,
         range: KeyRange,
@@ -169,13 +181,13 @@ fn bytes(s: &str) -> Bytes {
 }
 
 pub(crate) async fn get_of_missing_key_is_none<S: Store>(store: Arc<S>) {
-    assert_eq!(store.get(b"never-set").await.unwrap(), None);
+    assert_eq!(store.get(b"never-set", 0).await.unwrap(), None);
 }
 
 pub(crate) async fn put_then_get_returns_the_value<S: Store>(store: Arc<S>) {
     let revision = store.put(bytes("weather"), bytes("sunny")).await.unwrap();
     let record = store
-        .get(b"weather")
+        .get(b"weather", 0)
         .await
         .unwrap()
         .expect("record after put");
@@ -189,7 +201,7 @@ pub(crate) async fn put_overwrites_and_counts_versions<S: Store>(store: Arc<S>) 
     let first = store.put(bytes("k"), bytes("one")).await.unwrap();
     let second = store.put(bytes("k"), bytes("two")).await.unwrap();
     assert!(second > first, "revision {second} not after {first}");
-    let record = store.get(b"k").await.unwrap().expect("record after put");
+    let record = store.get(b"k", 0).await.unwrap().expect("record after put");
     assert_eq!(record.value, bytes("two"));
     assert_eq!(record.create_revision, first);
     assert_eq!(record.mod_revision, second);
@@ -211,7 +223,7 @@ pub(crate) async fn revisions_increase_across_keys<S: Store>(store: Arc<S>) {
 pub(crate) async fn empty_value_is_a_value<S: Store>(store: Arc<S>) {
     store.put(bytes("empty"), Bytes::new()).await.unwrap();
     let record = store
-        .get(b"empty")
+        .get(b"empty", 0)
         .await
         .unwrap()
         .expect("empty value is stored");
@@ -223,11 +235,11 @@ pub(crate) async fn keys_and_values_are_binary_safe<S: Store>(store: Arc<S>) {
     let value = Bytes::from_static(&[255, 0, 0, 1]);
     store.put(key.clone(), value.clone()).await.unwrap();
     assert_eq!(
-        store.get(&key).await.unwrap().expect("binary key").value,
+        store.get(&key, 0).await.unwrap().expect("binary key").value,
         value
     );
     // A key that is a prefix of another is a different key.
-    assert_eq!(store.get(&key[..5]).await.unwrap(), None);
+    assert_eq!(store.get(&key[..5], 0).await.unwrap(), None);
 }
 
 pub(crate) async fn concurrent_writers_of_one_key_are_serialized<S: Store>(store: Arc<S>) {
@@ -252,7 +264,7 @@ pub(crate) async fn concurrent_writers_of_one_key_are_serialized<S: Store>(store
     for task in tasks {
         highest = highest.max(task.await.unwrap());
     }
-    let record = store.get(b"hot").await.unwrap().expect("hot key");
+    let record = store.get(b"hot", 0).await.unwrap().expect("hot key");
     assert_eq!(record.version, WRITERS * PUTS, "every put counted once");
     assert_eq!(
         record.mod_revision, highest,
@@ -278,7 +290,7 @@ pub(crate) async fn concurrent_writers_of_many_keys_keep_their_last_write<S: Sto
     for w in 0..16 {
         for k in 0..10 {
             let record = store
-                .get(format!("writer-{w}/key-{k}").as_bytes())
+                .get(format!("writer-{w}/key-{k}").as_bytes(), 0)
                 .await
                 .unwrap()
                 .expect("written key");
@@ -416,7 +428,7 @@ pub(crate) async fn delete_of_a_key_and_of_a_range_counts_and_returns_what_went<
     };
     assert_eq!(*deleted, 1);
     assert_eq!(prev[0].record.value, bytes("v-a"));
-    assert_eq!(store.get(b"a").await.unwrap(), None);
+    assert_eq!(store.get(b"a", 0).await.unwrap(), None);
 
     let result = store
         .txn(Txn::of(vec![delete_op(KeyRange::prefix(bytes("p/")))]))
@@ -459,7 +471,7 @@ pub(crate) async fn a_deleted_key_starts_over_when_put_again<S: Store>(store: Ar
         .await
         .unwrap();
     let revision = store.put(bytes("k"), bytes("3")).await.unwrap();
-    let record = store.get(b"k").await.unwrap().unwrap();
+    let record = store.get(b"k", 0).await.unwrap().unwrap();
     assert_eq!((record.version, record.create_revision), (1, revision));
 }
 
@@ -511,7 +523,7 @@ pub(crate) async fn compare_and_set_wins_only_against_the_expected_revision<S: S
     assert!(store.txn(cas("fresh", 0, "new")).await.unwrap().succeeded);
     assert!(!store.txn(cas("fresh", 0, "again")).await.unwrap().succeeded);
     assert_eq!(
-        store.get(b"fresh").await.unwrap().unwrap().value,
+        store.get(b"fresh", 0).await.unwrap().unwrap().value,
         bytes("new")
     );
 }
@@ -533,8 +545,8 @@ pub(crate) async fn a_failed_compare_runs_the_failure_branch_and_changes_nothing
     assert!(!result.succeeded);
     assert!(result.results.is_empty());
     assert_eq!(result.revision, revision, "no write, no new revision");
-    assert_eq!(store.get(b"k").await.unwrap().unwrap().value, bytes("v"));
-    assert_eq!(store.get(b"side").await.unwrap(), None);
+    assert_eq!(store.get(b"k", 0).await.unwrap().unwrap().value, bytes("v"));
+    assert_eq!(store.get(b"side", 0).await.unwrap(), None);
 }
 
 pub(crate) async fn value_version_and_existence_compares<S: Store>(store: Arc<S>) {
@@ -598,11 +610,11 @@ pub(crate) async fn a_transaction_is_one_revision_for_all_its_writes<S: Store>(s
     assert_eq!(result.revision, before + 1);
     for key in [&b"a"[..], b"b"] {
         assert_eq!(
-            store.get(key).await.unwrap().unwrap().mod_revision,
+            store.get(key, 0).await.unwrap().unwrap().mod_revision,
             before + 1
         );
     }
-    assert_eq!(store.get(b"x").await.unwrap(), None);
+    assert_eq!(store.get(b"x", 0).await.unwrap(), None);
     assert_eq!(store.put(bytes("c"), bytes("3")).await.unwrap(), before + 2);
 }
 
@@ -667,7 +679,7 @@ pub(crate) async fn a_put_with_an_unknown_lease_fails_and_changes_nothing<S: Sto
         store.txn(txn).await.unwrap_err(),
         StoreError::LeaseNotFound(12345)
     );
-    assert_eq!(store.get(b"plain").await.unwrap(), None);
+    assert_eq!(store.get(b"plain", 0).await.unwrap(), None);
     assert_eq!(
         store.lease_keep_alive(12345).await.unwrap_err(),
         StoreError::LeaseNotFound(12345)
@@ -709,19 +721,19 @@ pub(crate) async fn keys_of_an_expired_lease_vanish_and_are_deleted<S: Store>(
         .watch(KeyRange::prefix(bytes("t/")), None)
         .await
         .unwrap();
-    assert!(store.get(b"t/1").await.unwrap().is_some());
+    assert!(store.get(b"t/1", 0).await.unwrap().is_some());
 
     let expected_kind = match expiry {
         Expiry::Local => {
             tokio::time::sleep(Duration::from_millis(1400)).await;
             // Gone for every reader at the deadline, before any expiry ran.
-            assert_eq!(store.get(b"t/1").await.unwrap(), None);
+            assert_eq!(store.get(b"t/1", 0).await.unwrap(), None);
             EventKind::Expire
         }
         Expiry::Remote => {
             // Gone soon after the deadline, whenever the cluster gets to it.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while store.get(b"t/1").await.unwrap().is_some() {
+            while store.get(b"t/1", 0).await.unwrap().is_some() {
                 assert!(
                     tokio::time::Instant::now() < deadline,
                     "the keys of a 1 s lease still exist after 10 s"
@@ -764,7 +776,7 @@ pub(crate) async fn keys_of_an_expired_lease_vanish_and_are_deleted<S: Store>(
         [(expected_kind, bytes("t/1")), (expected_kind, bytes("t/2"))]
     );
     assert_eq!(
-        store.get(b"t/3").await.unwrap().unwrap().value,
+        store.get(b"t/3", 0).await.unwrap().unwrap().value,
         bytes("permanent")
     );
 }
@@ -775,19 +787,19 @@ pub(crate) async fn keep_alive_keeps_keys_and_revoke_deletes_them<S: Store>(stor
         .txn(Txn::of(vec![leased("k", lease.id)]))
         .await
         .unwrap();
-    assert_eq!(store.get(b"k").await.unwrap().unwrap().lease, lease.id);
+    assert_eq!(store.get(b"k", 0).await.unwrap().unwrap().lease, lease.id);
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let info = store.lease_keep_alive(lease.id).await.unwrap();
         assert_eq!(info.remaining, info.ttl);
     }
     assert!(
-        store.get(b"k").await.unwrap().is_some(),
+        store.get(b"k", 0).await.unwrap().is_some(),
         "kept alive past its TTL"
     );
     assert!(store.lease_info(lease.id).await.unwrap().remaining <= lease.ttl);
     assert_eq!(store.lease_revoke(lease.id).await.unwrap().0, 1);
-    assert_eq!(store.get(b"k").await.unwrap(), None);
+    assert_eq!(store.get(b"k", 0).await.unwrap(), None);
     assert_eq!(
         store.lease_revoke(lease.id).await.unwrap_err(),
         StoreError::LeaseNotFound(lease.id)
@@ -893,6 +905,476 @@ pub(crate) async fn watch_from_before_the_history_is_compacted<S: Store>(store: 
         matches!(error, StoreError::Compacted { requested: 0, .. }),
         "{error:?}"
     );
+}
+
+pub(crate) async fn an_empty_store_is_at_revision_1_and_its_first_write_gets_2<S: Store>(
+    store: Arc<S>,
+) {
+    let empty = store
+        .range(RangeQuery::all(KeyRange::prefix(Bytes::new())))
+        .await
+        .unwrap();
+    assert_eq!(
+        empty.revision, 1,
+        "etcd's numbering: an empty store is at 1"
+    );
+    assert_eq!(store.put(bytes("k"), bytes("v")).await.unwrap(), 2);
+    let at_1 = store.get(b"k", 1).await.unwrap();
+    assert_eq!(at_1, None, "at revision 1 nothing was written");
+}
+
+/// One step of a scripted history.
+#[derive(Clone, Debug)]
+enum Step {
+    Put(String, String),
+    Delete(KeyRange),
+    Txn(Vec<Op>),
+}
+
+/// A model of the keyspace, one map per revision: what every read at a
+/// revision must answer.
+struct Model {
+    /// `states[r]`: the keyspace at revision `r` (0 unused; 1 is empty).
+    states: Vec<std::collections::BTreeMap<Bytes, Record>>,
+    /// `events[r]`: the events of the write at `r`, in order.
+    events: Vec<Vec<(EventKind, Bytes, Record)>>,
+}
+
+impl Model {
+    fn new() -> Model {
+        Model {
+            states: vec![Default::default(), Default::default()],
+            events: vec![Vec::new(), Vec::new()],
+        }
+    }
+
+    fn current(&self) -> Revision {
+        (self.states.len() - 1) as Revision
+    }
+
+    /// Applies `ops` as one transaction; whether it wrote.
+    fn apply(&mut self, ops: &[Op]) -> bool {
+        let before = self.states.last().unwrap().clone();
+        let revision = self.current() + 1;
+        let writes = ops.iter().any(|op| match op {
+            Op::Put { .. } => true,
+            Op::Delete { range, .. } => before.keys().any(|k| range.contains(k)),
+            Op::Get(_) => false,
+        });
+        if !writes {
+            return false;
+        }
+        let mut state = before;
+        let mut events = Vec::new();
+        for op in ops {
+            match op {
+                Op::Put { key, value, .. } => {
+                    let record = Record::after_put(state.get(key), value.clone(), revision, 0);
+                    state.insert(key.clone(), record.clone());
+                    events.push((EventKind::Put, key.clone(), record));
+                }
+                Op::Delete { range, .. } => {
+                    let doomed: Vec<Bytes> = state
+                        .keys()
+                        .filter(|k| range.contains(k))
+                        .cloned()
+                        .collect();
+                    for key in doomed {
+                        state.remove(&key);
+                        let gone = Record {
+                            value: Bytes::new(),
+                            create_revision: 0,
+                            mod_revision: revision,
+                            version: 0,
+                            lease: 0,
+                        };
+                        events.push((EventKind::Delete, key, gone));
+                    }
+                }
+                Op::Get(_) => {}
+            }
+        }
+        self.states.push(state);
+        self.events.push(events);
+        true
+    }
+}
+
+/// A history of puts, overwrites, deletes, range deletes and multi-key
+/// transactions over a few keys (no key written twice in one transaction,
+/// which etcd refuses), from a fixed seed.
+fn scripted_history(steps: usize) -> Vec<Step> {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let names = ["a", "b", "c", "d/1", "d/2", "d/3", "e"];
+    (0..steps)
+        .map(|i| {
+            let key = names[next(names.len() as u64) as usize].to_owned();
+            match next(10) {
+                0..=4 => Step::Put(key, format!("v{i}")),
+                5 | 6 => Step::Delete(KeyRange::key(bytes(&key))),
+                7 => Step::Delete(KeyRange::prefix(bytes("d/"))),
+                _ => {
+                    let other = names[next(names.len() as u64) as usize];
+                    let mut ops = vec![put_op(&key, &format!("t{i}"))];
+                    if other != key {
+                        ops.push(delete_op(KeyRange::key(bytes(other))));
+                    }
+                    Step::Txn(ops)
+                }
+            }
+        })
+        .collect()
+}
+
+/// Runs `steps` on `store` and on a model; returns the model.
+async fn run_history<S: Store>(store: &S, steps: &[Step]) -> Model {
+    let mut model = Model::new();
+    for step in steps {
+        let ops = match step {
+            Step::Put(key, value) => vec![put_op(key, value)],
+            Step::Delete(range) => vec![delete_op(range.clone())],
+            Step::Txn(ops) => ops.clone(),
+        };
+        let result = store.txn(Txn::of(ops.clone())).await.unwrap();
+        let wrote = model.apply(&ops);
+        assert_eq!(result.revision, model.current(), "{step:?} wrote: {wrote}");
+    }
+    model
+}
+
+/// Checks every kind of read at `revision` against the model.
+async fn check_reads_at<S: Store>(store: &S, model: &Model, revision: Revision) {
+    let expected = &model.states[revision as usize];
+    let everything = RangeQuery::all(KeyRange::prefix(Bytes::new())).at(revision);
+    let answer = store.range(everything.clone()).await.unwrap();
+    let found: Vec<(Bytes, Record)> = answer
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, kv.record))
+        .collect();
+    let wanted: Vec<(Bytes, Record)> = expected
+        .iter()
+        .map(|(k, r)| (k.clone(), r.clone()))
+        .collect();
+    assert_eq!(found, wanted, "range at revision {revision}");
+    assert_eq!(answer.count, expected.len() as u64);
+    for name in ["a", "b", "c", "d/1", "d/2", "d/3", "e", "never"] {
+        let got = store.get(name.as_bytes(), revision).await.unwrap();
+        assert_eq!(
+            got.as_ref(),
+            expected.get(name.as_bytes()),
+            "get {name} at revision {revision}"
+        );
+    }
+    // In pages of two, each at the revision, and a prefix, counted.
+    let mut paged = Vec::new();
+    let mut query = everything;
+    query.limit = 2;
+    loop {
+        let page = store.range(query.clone()).await.unwrap();
+        paged.extend(page.kvs.iter().map(|kv| kv.key.clone()));
+        let Some(last) = page.kvs.last().filter(|_| page.more) else {
+            break;
+        };
+        let mut next = last.key.to_vec();
+        next.push(0);
+        query.range = query.range.resumed_at(Bytes::from(next));
+    }
+    assert_eq!(
+        paged,
+        expected.keys().cloned().collect::<Vec<_>>(),
+        "pages at revision {revision}"
+    );
+    let mut count = RangeQuery::all(KeyRange::prefix(bytes("d/"))).at(revision);
+    count.count_only = true;
+    let prefixed = expected.keys().filter(|k| k.starts_with(b"d/")).count();
+    assert_eq!(store.range(count).await.unwrap().count, prefixed as u64);
+}
+
+pub(crate) async fn reads_at_every_revision_of_a_scripted_history_equal_a_model<S: Store>(
+    store: Arc<S>,
+) {
+    let model = run_history(&*store, &scripted_history(60)).await;
+    assert!(model.current() > 30, "the script writes");
+    for revision in 1..=model.current() {
+        check_reads_at(&*store, &model, revision).await;
+    }
+    // 0 is the current revision.
+    let now = store
+        .range(RangeQuery::all(KeyRange::prefix(Bytes::new())))
+        .await
+        .unwrap();
+    assert_eq!(now.kvs.len(), model.states.last().unwrap().len());
+}
+
+/// The events of a watch of everything from `from`, up to `to`.
+async fn watched<S: Store>(
+    store: &S,
+    from: Revision,
+    to: Revision,
+) -> Vec<(EventKind, Bytes, Record)> {
+    let mut stream = store
+        .watch(KeyRange::prefix(Bytes::new()), Some(from))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen
+        .last()
+        .is_none_or(|(_, _, record): &(EventKind, Bytes, Record)| record.mod_revision < to)
+    {
+        for event in next_events(&mut stream).await {
+            seen.push((event.kind, event.key, event.record));
+        }
+    }
+    seen
+}
+
+pub(crate) async fn compaction_at_each_point_keeps_what_is_after_it_and_names_itself<S: Store>(
+    store: Arc<S>,
+) {
+    let model = run_history(&*store, &scripted_history(30)).await;
+    let current = model.current();
+    for compacted in (2..=current).step_by(3) {
+        store.compact(compacted).await.unwrap();
+        // What is at or after the compacted revision reads as before...
+        for revision in [compacted, (compacted + current) / 2, current] {
+            check_reads_at(&*store, &model, revision).await;
+        }
+        // ... and watches replay what follows it from storage, event for
+        // event (etcd drops the deletions at the compacted revision itself).
+        if compacted < current {
+            let expected: Vec<_> = (compacted + 1..=current)
+                .flat_map(|r| model.events[r as usize].clone())
+                .collect();
+            assert_eq!(watched(&*store, compacted + 1, current).await, expected);
+        }
+        // What is before it is refused, naming what was asked.
+        let below = compacted - 1;
+        let error = store.get(b"a", below).await.unwrap_err();
+        assert!(
+            matches!(error, StoreError::Compacted { requested, .. } if requested == below),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("compacted"), "{error}");
+        let mut query = RangeQuery::all(KeyRange::prefix(Bytes::new())).at(below);
+        query.limit = 1;
+        assert!(matches!(
+            store.range(query).await,
+            Err(StoreError::Compacted { .. })
+        ));
+        let error = store
+            .watch(KeyRange::prefix(Bytes::new()), Some(below))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Compacted { .. }), "{error:?}");
+        // Compacting again at or below it is refused too.
+        let again = store.compact(compacted).await.unwrap_err();
+        assert!(matches!(again, StoreError::Compacted { .. }), "{again:?}");
+    }
+    let future = store.compact(current + 10).await.unwrap_err();
+    assert!(
+        matches!(future, StoreError::FutureRevision { .. }),
+        "{future:?}"
+    );
+    // Writes go on after compaction, and their history with them.
+    let revision = store.put(bytes("a"), bytes("after")).await.unwrap();
+    assert_eq!(revision, current + 1);
+    assert_eq!(
+        store.get(b"a", current).await.unwrap().as_ref(),
+        model.states[current as usize].get(&b"a"[..])
+    );
+}
+
+pub(crate) async fn a_key_written_twice_in_one_transaction_reads_right_at_every_revision<
+    S: Store,
+>(
+    store: Arc<S>,
+) {
+    let first = store.put(bytes("k"), bytes("old")).await.unwrap();
+    // Put and delete in one transaction: the put was never visible.
+    let both = store
+        .txn(Txn::of(vec![
+            put_op("k", "never seen"),
+            delete_op(KeyRange::key(bytes("k"))),
+        ]))
+        .await;
+    let Ok(both) = both else {
+        // etcd refuses a transaction that writes a key twice: nothing to read.
+        return;
+    };
+    let again = store.put(bytes("k"), bytes("new")).await.unwrap();
+    let at = |revision| {
+        let store = Arc::clone(&store);
+        async move { store.get(b"k", revision).await.unwrap().map(|r| r.value) }
+    };
+    assert_eq!(at(first).await, Some(bytes("old")));
+    assert_eq!(at(both.revision).await, None);
+    assert_eq!(at(again).await, Some(bytes("new")));
+    let record = store.get(b"k", again).await.unwrap().unwrap();
+    assert_eq!(
+        (record.create_revision, record.version),
+        (again, 1),
+        "recreated after the delete"
+    );
+}
+
+pub(crate) async fn reads_above_the_current_revision_are_future_revisions<S: Store>(store: Arc<S>) {
+    let current = store.put(bytes("k"), bytes("v")).await.unwrap();
+    let error = store.get(b"k", current + 1).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::FutureRevision { requested, .. } if requested == current + 1),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("future revision"), "{error}");
+    let query = RangeQuery::all(KeyRange::prefix(Bytes::new())).at(current + 5);
+    assert!(matches!(
+        store.range(query).await,
+        Err(StoreError::FutureRevision { .. })
+    ));
+}
+
+pub(crate) async fn a_page_that_stops_at_its_limit_counts_only_when_asked<S: Store>(store: Arc<S>) {
+    fill(&*store, &["a", "b", "c", "d", "e"]).await;
+    let mut query = RangeQuery::all(KeyRange::prefix(Bytes::new()));
+    query.limit = 2;
+    query.count_all = false;
+    let page = store.range(query.clone()).await.unwrap();
+    assert_eq!((page.kvs.len(), page.more, page.count), (2, true, 2));
+    query.count_all = true;
+    let counted = store.range(query).await.unwrap();
+    assert_eq!(
+        (counted.kvs.len(), counted.more, counted.count),
+        (2, true, 5)
+    );
+}
+
+pub(crate) async fn paging_at_one_revision_while_writers_change_the_keys_sees_one_snapshot<
+    S: Store,
+>(
+    store: Arc<S>,
+) {
+    const KEYS: usize = 20_000;
+    const PAGE: usize = 1000;
+    let name = |i: usize| format!("p/{i:06}");
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
+        let ops = chunk
+            .iter()
+            .map(|&i| put_op(&name(i), "original"))
+            .collect();
+        store.txn(Txn::of(ops)).await.unwrap();
+    }
+    let first = {
+        let mut query = RangeQuery::all(KeyRange::prefix(bytes("p/")));
+        query.limit = PAGE;
+        store.range(query).await.unwrap()
+    };
+    let snapshot = first.revision;
+    // Writers overwrite, delete and add keys while the pages are read.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (changed, deleted) = ((i * 7919) % KEYS, (i * 104_729) % KEYS);
+                let mut ops = vec![
+                    put_op(&name(changed), "changed"),
+                    put_op(&format!("p/{:06}x", (i * 31) % KEYS), "added"),
+                ];
+                if deleted != changed {
+                    ops.push(delete_op(KeyRange::key(bytes(&name(deleted)))));
+                }
+                store.txn(Txn::of(ops)).await.unwrap();
+                i += 1;
+            }
+            i
+        })
+    };
+    let mut listed: Vec<KeyValue> = first.kvs;
+    let mut more = first.more;
+    while more {
+        let mut next = listed.last().unwrap().key.to_vec();
+        next.push(0);
+        let mut query =
+            RangeQuery::all(KeyRange::prefix(bytes("p/")).resumed_at(Bytes::from(next)))
+                .at(snapshot);
+        query.limit = PAGE;
+        let page = store.range(query).await.unwrap();
+        more = page.more;
+        listed.extend(page.kvs);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.await.unwrap();
+    assert!(writes > 0, "the writers ran while the pages were read");
+    // The union of the pages is exactly the keyspace at the first page.
+    assert_eq!(listed.len(), KEYS);
+    for (i, kv) in listed.iter().enumerate() {
+        assert_eq!(kv.key, bytes(&name(i)));
+        assert_eq!(kv.record.value, bytes("original"));
+        assert!(kv.record.mod_revision <= snapshot);
+    }
+}
+
+pub(crate) async fn compaction_under_concurrent_reads_and_watches<S: Store>(store: Arc<S>) {
+    let model = run_history(&*store, &scripted_history(40)).await;
+    let current = model.current();
+    let watch_from = current / 2;
+    let mut stream = store
+        .watch(KeyRange::prefix(Bytes::new()), Some(watch_from))
+        .await
+        .unwrap();
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    match store.get(b"a", current).await {
+                        // Read, or compacted under the read: never wrong.
+                        Ok(_) | Err(StoreError::Compacted { .. }) => {}
+                        Err(other) => panic!("{other:?}"),
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    store.compact(current).await.unwrap();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    // The watch either delivers every event from where it started or ends
+    // with Compacted: never a gap.
+    let mut next = watch_from;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+            Ok(Some(Ok(batch))) => {
+                let revision = batch[0].revision();
+                assert!(revision >= next, "revision {revision} after {next}");
+                let expected: Vec<_> = model.events[revision as usize]
+                    .iter()
+                    .map(|(kind, key, _)| (*kind, key.clone()))
+                    .collect();
+                let got: Vec<_> = batch.iter().map(|e| (e.kind, e.key.clone())).collect();
+                assert_eq!(got, expected);
+                for skipped in next..revision {
+                    assert!(model.events[skipped as usize].is_empty());
+                }
+                next = revision + 1;
+                if revision == current {
+                    break;
+                }
+            }
+            Ok(Some(Err(StoreError::Compacted { .. }))) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    check_reads_at(&*store, &model, current).await;
 }
 
 pub(crate) async fn range_compares_hold_for_every_key_and_an_empty_range_as_a_missing_key<

@@ -26,12 +26,20 @@ pub enum StoreError {
     LeaseNotFound(LeaseId),
     /// A lease with the id the caller chose exists already.
     LeaseExists(LeaseId),
-    /// A watch asked for history older than the store keeps.
+    /// A read or watch asked for a revision older than the store keeps.
     Compacted {
         /// The revision asked for.
         requested: Revision,
-        /// The oldest revision a watch can start from now.
-        oldest: Revision,
+        /// The compacted revision: the oldest a read or watch can ask for
+        /// (0 when the backend does not say, as etcd's errors don't).
+        compacted: Revision,
+    },
+    /// A read asked for a revision the store has not reached yet.
+    FutureRevision {
+        /// The revision asked for.
+        requested: Revision,
+        /// The store's revision.
+        current: Revision,
     },
     /// The backend refused the request as malformed (etcd refuses a
     /// transaction that writes one key twice, say); the message says why.
@@ -48,10 +56,27 @@ impl fmt::Display for StoreError {
             StoreError::Internal(msg) => write!(f, "internal storage error: {msg}"),
             StoreError::LeaseNotFound(id) => write!(f, "lease {id} not found (expired or revoked)"),
             StoreError::LeaseExists(id) => write!(f, "lease {id} already exists"),
-            StoreError::Compacted { requested, oldest } => write!(
+            StoreError::Compacted {
+                requested,
+                compacted: 0,
+            } => write!(
                 f,
-                "revision {requested} is compacted: history starts at revision {oldest}; \
-                 read the current state and watch from that read's revision + 1"
+                "required revision {requested} has been compacted; read the current state \
+                 (and watch from that read's revision + 1)"
+            ),
+            StoreError::Compacted {
+                requested,
+                compacted,
+            } => write!(
+                f,
+                "required revision {requested} has been compacted: the compacted revision is \
+                 {compacted}, read at it or later (or read the current state and watch from \
+                 that read's revision + 1)"
+            ),
+            StoreError::FutureRevision { requested, current } => write!(
+                f,
+                "required revision {requested} is a future revision: the store is at revision \
+                 {current}"
             ),
             StoreError::Rejected(msg) | StoreError::LimitReached(msg) => f.write_str(msg),
         }

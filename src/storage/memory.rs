@@ -13,34 +13,54 @@
 //!
 //! Events are published while the write lock is held, so they leave in
 //! revision order.
+//!
+//! Versions (see `storage::apply`): the set holds each key's latest slot (a
+//! record or a tombstone); `history` maps `(revision, key)` to what the write
+//! at that revision replaced. A replaced entry moves there whole (its
+//! allocation is shared, not copied) and stays until compacted.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::{Bound, ControlFlow};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::apply::{self, Keyspace, KeyspaceRead, ReadOnly, Values};
+use super::apply::{self, Changes, Keyspace, KeyspaceRead, ReadOnly, Slot, Values};
 use super::lease::{LeaseInfo, Leases, random_lease_id};
+use super::ops::Event;
 use super::ops::KeyValue;
 use super::ops::{
     EventKind, KeyRange, LeaseId, Op, RangeEnd, RangeQuery, RangeResult, Txn, TxnResult,
 };
-use super::watch::{EventStream, WatchHub, WatchLimits};
-use super::{Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError, StoreStats};
+use super::watch::{EventStream, History, WatchHub, WatchLimits};
+use super::{
+    FIRST_REVISION, Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError, StoreStats,
+};
+
+/// History entries dropped per hold of the write lock while compacting.
+const COMPACT_CHUNK: usize = 1000;
 
 /// The in-memory [`Store`].
 pub struct MemoryStore {
-    state: RwLock<State>,
-    leases: Leases,
+    shared: Arc<Shared>,
     hub: WatchHub,
+    /// Revisions of history kept (see [`WatchLimits::history`]).
+    keep: u64,
 }
 
-/// A key and its record in one allocation, so that a million small keys do
+/// What the store and its watches' history reads share.
+struct Shared {
+    state: RwLock<State>,
+    leases: Leases,
+}
+
+/// A key and its slot in one allocation, so that a million small keys do
 /// not cost three allocations and a few handles each: `[key length][key]
-/// [create_revision][mod_revision][version][lease][value]`, the numbers as
-/// LEB128 varints (a small revision takes a byte or three, not eight).
+/// [0][create_revision][mod_revision][version][lease][value]` for a record,
+/// `[key length][key][1 or 2 (expired)][revision]` for a tombstone, the
+/// numbers as LEB128 varints (a small revision takes a byte or three, not
+/// eight).
 /// Ordered, compared and looked up by the key alone. Shared (`Arc`), so a
 /// snapshot copies pointers, not data.
 #[derive(Clone)]
@@ -70,17 +90,31 @@ fn get_varint(bytes: &[u8], at: &mut usize) -> u64 {
     }
 }
 
+const LIVE: u8 = 0;
+const DELETED: u8 = 1;
+const EXPIRED: u8 = 2;
+
 impl Entry {
-    fn new(key: &[u8], record: &Record) -> Entry {
-        let mut bytes = Vec::with_capacity(key.len() + record.value.len() + 16);
+    fn new(key: &[u8], slot: &Slot) -> Entry {
+        let value_len = slot.live().map_or(0, |record| record.value.len());
+        let mut bytes = Vec::with_capacity(key.len() + value_len + 16);
         put_varint(&mut bytes, key.len() as u64);
         bytes.extend_from_slice(key);
-        put_varint(&mut bytes, record.create_revision);
-        put_varint(&mut bytes, record.mod_revision);
-        put_varint(&mut bytes, record.version);
-        // Lease ids are positive; the cast keeps any i64 anyway.
-        put_varint(&mut bytes, record.lease as u64);
-        bytes.extend_from_slice(&record.value);
+        match slot {
+            Slot::Live(record) => {
+                bytes.push(LIVE);
+                put_varint(&mut bytes, record.create_revision);
+                put_varint(&mut bytes, record.mod_revision);
+                put_varint(&mut bytes, record.version);
+                // Lease ids are positive; the cast keeps any i64 anyway.
+                put_varint(&mut bytes, record.lease as u64);
+                bytes.extend_from_slice(&record.value);
+            }
+            Slot::Gone { revision, expired } => {
+                bytes.push(if *expired { EXPIRED } else { DELETED });
+                put_varint(&mut bytes, *revision);
+            }
+        }
         Entry(bytes.into())
     }
 
@@ -96,19 +130,31 @@ impl Entry {
         &self.0[at..at + len]
     }
 
-    fn record(&self) -> Record {
+    fn slot(&self, values: Values) -> Slot {
         let (start, len) = self.key_span();
-        let mut at = start + len;
-        let create_revision = get_varint(&self.0, &mut at);
-        let mod_revision = get_varint(&self.0, &mut at);
-        let version = get_varint(&self.0, &mut at);
-        let lease = get_varint(&self.0, &mut at) as i64;
-        Record {
-            create_revision,
-            mod_revision,
-            version,
-            lease,
-            value: Bytes::copy_from_slice(&self.0[at..]),
+        let mut at = start + len + 1;
+        match self.0[start + len] {
+            LIVE => {
+                let create_revision = get_varint(&self.0, &mut at);
+                let mod_revision = get_varint(&self.0, &mut at);
+                let version = get_varint(&self.0, &mut at);
+                let lease = get_varint(&self.0, &mut at) as i64;
+                let value = match values {
+                    Values::Decoded => Bytes::copy_from_slice(&self.0[at..]),
+                    Values::Skipped => Bytes::new(),
+                };
+                Slot::Live(Record {
+                    create_revision,
+                    mod_revision,
+                    version,
+                    lease,
+                    value,
+                })
+            }
+            tag => Slot::Gone {
+                revision: get_varint(&self.0, &mut at),
+                expired: tag == EXPIRED,
+            },
         }
     }
 }
@@ -139,9 +185,14 @@ impl Ord for Entry {
     }
 }
 
-#[derive(Default)]
 struct State {
+    /// Every key's latest slot.
     records: BTreeSet<Entry>,
+    /// What the write of a key at a revision replaced (`None`: nothing),
+    /// with the write's place in its transaction.
+    history: BTreeMap<(Revision, Bytes), (u32, Option<Entry>)>,
+    /// The compacted revision.
+    compacted: Revision,
     /// Granted leases and their TTLs.
     granted: HashMap<LeaseId, Duration>,
     /// The keys attached to each lease.
@@ -150,21 +201,7 @@ struct State {
     revision: Revision,
 }
 
-impl MemoryStore {
-    /// An empty store at revision 0, with default watch limits.
-    pub fn new() -> Self {
-        Self::with_watch_limits(WatchLimits::default())
-    }
-
-    /// An empty store at revision 0.
-    pub fn with_watch_limits(limits: WatchLimits) -> Self {
-        MemoryStore {
-            state: RwLock::new(State::default()),
-            leases: Leases::default(),
-            hub: WatchHub::new(0, limits),
-        }
-    }
-
+impl Shared {
     // A panic while the lock is held can only come from a bug in the map
     // code; the state is still a valid map, so keep serving.
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -181,18 +218,93 @@ impl MemoryStore {
             leases: &self.leases,
         }
     }
+}
+
+impl History for Shared {
+    fn events(
+        &self,
+        range: &KeyRange,
+        from: Revision,
+        to: Revision,
+        max: usize,
+    ) -> Result<(Vec<Event>, Revision), StoreError> {
+        let state = self.read();
+        apply::events(&self.view(&state), range, from, to, max)
+    }
+}
+
+impl MemoryStore {
+    /// An empty store at revision 1, with default watch limits.
+    pub fn new() -> Self {
+        Self::with_watch_limits(WatchLimits::default())
+    }
+
+    /// An empty store at revision 1.
+    pub fn with_watch_limits(limits: WatchLimits) -> Self {
+        let state = State {
+            records: BTreeSet::new(),
+            history: BTreeMap::new(),
+            compacted: 0,
+            granted: HashMap::new(),
+            lease_keys: HashMap::new(),
+            revision: FIRST_REVISION,
+        };
+        MemoryStore {
+            shared: Arc::new(Shared {
+                state: RwLock::new(state),
+                leases: Leases::default(),
+            }),
+            hub: WatchHub::new(FIRST_REVISION, 0, limits),
+            keep: limits.history as u64,
+        }
+    }
+
+    /// Compacts `state` if its history has grown past what is kept, all at
+    /// once (the caller holds the write lock: a map operation per entry).
+    fn retain(&self, state: &mut State) -> Result<(), StoreError> {
+        let Some(target) = apply::retention_target(state.revision, state.compacted, self.keep)
+        else {
+            return Ok(());
+        };
+        let current = state.revision;
+        let mut view = View {
+            state,
+            leases: &self.shared.leases,
+        };
+        apply::compact(&mut view, target, current)?;
+        while !apply::compact_chunk(&mut view, usize::MAX)? {}
+        self.hub.compacted_to(target);
+        Ok(())
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.shared.read()
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.shared.write()
+    }
+
+    fn view<'a>(&'a self, state: &'a State) -> View<'a, &'a State> {
+        self.shared.view(state)
+    }
+
+    fn leases(&self) -> &Leases {
+        &self.shared.leases
+    }
 
     fn revoke(&self, id: LeaseId, kind: EventKind) -> Result<(u64, Revision), StoreError> {
         let mut state = self.write();
         let current = state.revision;
         let mut view = View {
             state: &mut *state,
-            leases: &self.leases,
+            leases: &self.shared.leases,
         };
         let (deleted, revision, events) = apply::revoke(&mut view, id, kind, current)?;
         state.revision = revision;
-        self.leases.remove(id);
+        self.leases().remove(id);
         self.hub.publish(revision, events);
+        self.retain(&mut state)?;
         Ok((deleted, revision))
     }
 }
@@ -210,15 +322,31 @@ struct View<'a, S> {
 }
 
 impl<S: std::ops::Deref<Target = State>> KeyspaceRead for View<'_, S> {
-    fn get_raw(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        Ok(self.state.records.get(key).map(Entry::record))
+    fn latest(&self, key: &[u8]) -> Result<Option<Slot>, StoreError> {
+        Ok(self
+            .state
+            .records
+            .get(key)
+            .map(|entry| entry.slot(Values::Decoded)))
+    }
+
+    fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError> {
+        Ok(self
+            .state
+            .history
+            .get(&(end, Bytes::copy_from_slice(key)))
+            .map(|(_, entry)| {
+                entry
+                    .as_ref()
+                    .map_or(Slot::ABSENT, |entry| entry.slot(Values::Decoded))
+            }))
     }
 
     fn scan(
         &self,
         range: &KeyRange,
         values: Values,
-        visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
+        visit: &mut dyn FnMut(&[u8], Slot) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
         let end: Bound<&[u8]> = match &range.end {
             RangeEnd::Single => Bound::Included(&range.start),
@@ -232,15 +360,24 @@ impl<S: std::ops::Deref<Target = State>> KeyspaceRead for View<'_, S> {
         }
         let start: Bound<&[u8]> = Bound::Included(&range.start);
         for entry in self.state.records.range::<[u8], _>((start, end)) {
-            let mut record = entry.record();
-            if values == Values::Skipped {
-                record.value = Bytes::new();
-            }
-            if visit(entry.key(), record).is_break() {
+            if visit(entry.key(), entry.slot(values)).is_break() {
                 break;
             }
         }
         Ok(())
+    }
+
+    fn changes(&self, from: Revision, visit: &mut Changes<'_>) -> Result<(), StoreError> {
+        for ((revision, key), (seq, _)) in self.state.history.range((from, Bytes::new())..) {
+            if visit(*revision, key, *seq).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn compacted(&self) -> Result<Revision, StoreError> {
+        Ok(self.state.compacted)
     }
 
     fn leases(&self) -> &Leases {
@@ -249,37 +386,49 @@ impl<S: std::ops::Deref<Target = State>> KeyspaceRead for View<'_, S> {
 }
 
 impl Keyspace for View<'_, &mut State> {
-    fn put(
-        &mut self,
-        key: &Bytes,
-        record: &Record,
-        previous: Option<&Record>,
-    ) -> Result<(), StoreError> {
-        if let Some(previous) = previous
-            && previous.lease != 0
-            && previous.lease != record.lease
-            && let Some(keys) = self.state.lease_keys.get_mut(&previous.lease)
+    fn put(&mut self, key: &Bytes, slot: &Slot, previous: Option<&Slot>) -> Result<(), StoreError> {
+        let old_lease = previous.and_then(Slot::live).map_or(0, |p| p.lease);
+        let new_lease = slot.live().map_or(0, |r| r.lease);
+        if old_lease != 0
+            && old_lease != new_lease
+            && let Some(keys) = self.state.lease_keys.get_mut(&old_lease)
         {
             keys.remove(key);
         }
-        if record.lease != 0 && previous.map(|p| p.lease) != Some(record.lease) {
+        if new_lease != 0 && old_lease != new_lease {
             self.state
                 .lease_keys
-                .entry(record.lease)
+                .entry(new_lease)
                 .or_default()
                 .insert(key.clone());
         }
-        self.state.records.replace(Entry::new(key, record));
+        self.state.records.replace(Entry::new(key, slot));
         Ok(())
     }
 
-    fn delete(&mut self, key: &[u8], previous: &Record) -> Result<(), StoreError> {
-        if previous.lease != 0
-            && let Some(keys) = self.state.lease_keys.get_mut(&previous.lease)
-        {
-            keys.remove(key);
-        }
+    fn keep(&mut self, key: &[u8], end: Revision, seq: u32) -> Result<(), StoreError> {
+        // The entry itself moves (shared, not copied).
+        let entry = self.state.records.get(key).cloned();
+        self.state
+            .history
+            .insert((end, Bytes::copy_from_slice(key)), (seq, entry));
+        Ok(())
+    }
+
+    fn forget(&mut self, key: &[u8], end: Revision) -> Result<(), StoreError> {
+        self.state
+            .history
+            .remove(&(end, Bytes::copy_from_slice(key)));
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
         self.state.records.remove(key);
+        Ok(())
+    }
+
+    fn set_compacted(&mut self, revision: Revision) -> Result<(), StoreError> {
+        self.state.compacted = revision;
         Ok(())
     }
 
@@ -304,9 +453,9 @@ impl Keyspace for View<'_, &mut State> {
 }
 
 impl Store for MemoryStore {
-    async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+    async fn get(&self, key: &[u8], revision: Revision) -> Result<Option<Record>, StoreError> {
         let state = self.read();
-        apply::get(&self.view(&state), key)
+        apply::get(&self.view(&state), key, revision, state.revision)
     }
 
     async fn put(&self, key: Bytes, value: Bytes) -> Result<Revision, StoreError> {
@@ -335,11 +484,12 @@ impl Store for MemoryStore {
         let current = state.revision;
         let mut view = View {
             state: &mut *state,
-            leases: &self.leases,
+            leases: &self.shared.leases,
         };
         let applied = apply::apply(&mut view, &txn, current)?;
         state.revision = applied.result.revision;
         self.hub.publish(applied.result.revision, applied.events);
+        self.retain(&mut state)?;
         Ok(applied.result)
     }
 
@@ -352,7 +502,7 @@ impl Store for MemoryStore {
             }
         };
         state.granted.insert(id, ttl);
-        Ok(self.leases.insert(id, ttl))
+        Ok(self.leases().insert(id, ttl))
     }
 
     async fn lease_grant_as(&self, id: LeaseId, ttl: Duration) -> Result<LeaseInfo, StoreError> {
@@ -361,21 +511,21 @@ impl Store for MemoryStore {
             return Err(StoreError::LeaseExists(id));
         }
         state.granted.insert(id, ttl);
-        Ok(self.leases.insert(id, ttl))
+        Ok(self.leases().insert(id, ttl))
     }
 
     async fn lease_ids(&self) -> Result<Vec<LeaseId>, StoreError> {
-        Ok(self.leases.live_ids())
+        Ok(self.leases().live_ids())
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
-        self.leases
+        self.leases()
             .keep_alive(id)
             .ok_or(StoreError::LeaseNotFound(id))
     }
 
     async fn lease_info(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
-        self.leases.info(id).ok_or(StoreError::LeaseNotFound(id))
+        self.leases().info(id).ok_or(StoreError::LeaseNotFound(id))
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<(u64, Revision), StoreError> {
@@ -383,7 +533,7 @@ impl Store for MemoryStore {
     }
 
     async fn expire_leases(&self) -> Result<u64, StoreError> {
-        self.leases
+        self.leases()
             .expire_with(|id| std::future::ready(self.revoke(id, EventKind::Expire)))
             .await
     }
@@ -393,7 +543,38 @@ impl Store for MemoryStore {
         range: KeyRange,
         from: Option<Revision>,
     ) -> Result<EventStream, StoreError> {
-        self.hub.watch(range, from)
+        let history: Arc<dyn History> = Arc::clone(&self.shared) as _;
+        self.hub.watch(range, from, history)
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<Revision, StoreError> {
+        let current = {
+            let mut state = self.write();
+            let current = state.revision;
+            let mut view = View {
+                state: &mut *state,
+                leases: &self.shared.leases,
+            };
+            apply::compact(&mut view, revision, current)?;
+            current
+        };
+        self.hub.compacted_to(revision);
+        // The history goes a chunk per hold of the lock, so that writers
+        // wait for one chunk at most.
+        loop {
+            let done = {
+                let mut state = self.write();
+                let mut view = View {
+                    state: &mut *state,
+                    leases: &self.shared.leases,
+                };
+                apply::compact_chunk(&mut view, COMPACT_CHUNK)?
+            };
+            if done {
+                return Ok(current);
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
@@ -402,7 +583,12 @@ impl Store for MemoryStore {
         let (revision, leases, entries) = {
             let state = self.read();
             let leases = state.granted.iter().map(|(id, ttl)| (*id, *ttl)).collect();
-            let entries: Vec<Entry> = state.records.iter().cloned().collect();
+            let entries: Vec<Entry> = state
+                .records
+                .iter()
+                .filter(|entry| entry.slot(Values::Skipped).live().is_some())
+                .cloned()
+                .collect();
             (state.revision, leases, entries)
         };
         let (sender, chunks) = tokio::sync::mpsc::channel(4);
@@ -410,9 +596,11 @@ impl Store for MemoryStore {
             for chunk in entries.chunks(SNAPSHOT_CHUNK) {
                 let kvs = chunk
                     .iter()
-                    .map(|entry| KeyValue {
-                        key: Bytes::copy_from_slice(entry.key()),
-                        record: entry.record(),
+                    .filter_map(|entry| {
+                        Some(KeyValue {
+                            key: Bytes::copy_from_slice(entry.key()),
+                            record: entry.slot(Values::Decoded).live()?.clone(),
+                        })
                     })
                     .collect();
                 if sender.send(Ok(kvs)).await.is_err() {
@@ -432,6 +620,7 @@ impl Store for MemoryStore {
         StoreStats {
             keys: state.records.len() as u64,
             revision: state.revision,
+            compacted: state.compacted,
             ..StoreStats::default()
         }
     }
@@ -465,9 +654,21 @@ mod entry_tests {
                 },
             ),
         ] {
-            let entry = Entry::new(key, &record);
+            let slot = Slot::Live(record);
+            let entry = Entry::new(key, &slot);
             assert_eq!(entry.key(), key);
-            assert_eq!(entry.record(), record);
+            assert_eq!(entry.slot(Values::Decoded), slot);
+        }
+        for slot in [
+            Slot::ABSENT,
+            Slot::Gone {
+                revision: u64::MAX,
+                expired: true,
+            },
+        ] {
+            let entry = Entry::new(b"k", &slot);
+            assert_eq!(entry.key(), b"k");
+            assert_eq!(entry.slot(Values::Decoded), slot);
         }
     }
 }

@@ -44,9 +44,14 @@ pub use watch::{EventStream, WatchLimits};
 
 use ops::{KeyRange, LeaseId, RangeQuery, RangeResult, Txn, TxnResult};
 
-/// A point in the store's history. Every write increases it by one; the first
-/// write of a fresh store gets revision 1, so 0 means "never written".
+/// A point in the store's history. Every write increases it by one. As in
+/// etcd, an empty store is at revision 1 and its first write gets revision 2,
+/// so that all three APIs share etcd's numbering; 0 means "never written" in
+/// a record, and "the current revision" in a read.
 pub type Revision = u64;
+
+/// The revision of a store that was never written.
+pub const FIRST_REVISION: Revision = 1;
 
 /// What a key currently holds, with the counters of etcd's data model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,6 +130,8 @@ pub struct StoreStats {
     /// [`COMMIT_LATENCY_BOUNDS`]`[i]` (and above the bound before); the
     /// last, those above every bound.
     pub commit_latency: [u64; COMMIT_LATENCY_BOUNDS.len() + 1],
+    /// The compacted revision: reads and watches start at it or later.
+    pub compacted: Revision,
 }
 
 /// Upper bounds of the commit latency buckets of [`StoreStats`], in seconds.
@@ -143,8 +150,14 @@ pub const COMMIT_LATENCY_BOUNDS: [f64; 12] = [
 /// Semantics shared by the local backends live in `storage::apply`; every
 /// backend runs the one conformance suite (`storage::conformance`).
 pub trait Store: Send + Sync + 'static {
-    /// The current record of `key`, or `None` if the key does not exist.
-    fn get(&self, key: &[u8]) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
+    /// The record of `key` at `revision` (0: the current one), or `None` if
+    /// the key did not exist then. Fails as [`RangeQuery::revision`] says
+    /// for a revision compacted or not reached yet.
+    fn get(
+        &self,
+        key: &[u8],
+        revision: Revision,
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
 
     /// Stores `value` under `key` (no lease), replacing any previous value,
     /// and returns the revision of this write. The write is visible to every
@@ -155,7 +168,7 @@ pub trait Store: Send + Sync + 'static {
         value: Bytes,
     ) -> impl Future<Output = Result<Revision, StoreError>> + Send;
 
-    /// Reads a range of keys.
+    /// Reads a range of keys, at the query's revision.
     fn range(
         &self,
         query: RangeQuery,
@@ -205,8 +218,20 @@ pub trait Store: Send + Sync + 'static {
     /// periodically; backends whose leases expire by themselves return 0.
     fn expire_leases(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// Forgets the history before `revision`: reads and watches at a
+    /// revision below it fail with [`StoreError::Compacted`] from the moment
+    /// this returns (the space is reclaimed afterwards, in the background).
+    /// Returns the store's revision. Compacting at or below the compacted
+    /// revision is [`StoreError::Compacted`]; above the current revision,
+    /// [`StoreError::FutureRevision`].
+    fn compact(
+        &self,
+        revision: Revision,
+    ) -> impl Future<Output = Result<Revision, StoreError>> + Send;
+
     /// Streams the changes to `range` from revision `from` on (`None`: from
-    /// the next write).
+    /// the next write). The history comes from the store itself: a watch may
+    /// start at any revision not compacted.
     fn watch(
         &self,
         range: KeyRange,

@@ -100,17 +100,35 @@ pub struct RangeQuery {
     pub keys_only: bool,
     /// Only count: the answer has no records.
     pub count_only: bool,
+    /// Also count the keys past the page's `limit` (etcd's `count` always
+    /// does): without it, a page that stops at its limit counts only the keys
+    /// it returns, and the scan stops there.
+    pub count_all: bool,
+    /// The revision to read at, as etcd's `RangeOptions{Rev}`: 0 for the
+    /// current one. Below the compacted revision the read fails with
+    /// [`StoreError::Compacted`](super::StoreError::Compacted), above the
+    /// current one with
+    /// [`StoreError::FutureRevision`](super::StoreError::FutureRevision).
+    pub revision: Revision,
 }
 
 impl RangeQuery {
-    /// Every record of `range`.
+    /// Every record of `range`, at the current revision.
     pub fn all(range: KeyRange) -> RangeQuery {
         RangeQuery {
             range,
             limit: 0,
             keys_only: false,
             count_only: false,
+            count_all: true,
+            revision: 0,
         }
+    }
+
+    /// The same query at `revision` (0: the current one).
+    pub fn at(mut self, revision: Revision) -> RangeQuery {
+        self.revision = revision;
+        self
     }
 }
 
@@ -130,9 +148,11 @@ pub struct RangeResult {
     pub kvs: Vec<KeyValue>,
     /// Whether the range holds more keys than were returned.
     pub more: bool,
-    /// How many keys the whole range holds.
+    /// How many keys the whole range holds (with `count_all` or
+    /// `count_only`; otherwise how many this page returned).
     pub count: u64,
-    /// The store's revision the answer reflects.
+    /// The revision the answer reflects: the one asked for, or the store's
+    /// current one.
     pub revision: Revision,
 }
 

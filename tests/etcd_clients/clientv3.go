@@ -377,6 +377,82 @@ func electionService(cli *clientv3.Client) {
 	s1.Close()
 }
 
+// history reads at past revisions, watches from one with prev_kv, and
+// compacts. Revisions are printed relative to the section's first write.
+func history(cli *clientv3.Client) {
+	first, err := cli.Put(ctx, "hist/k", "one")
+	if !check("put", err) {
+		return
+	}
+	r1 := first.Header.Revision
+	cli.Put(ctx, "hist/k", "two")
+	cli.Put(ctx, "hist/other", "x")
+	cli.Delete(ctx, "hist/k")
+	last, _ := cli.Put(ctx, "hist/k", "three")
+	r5 := last.Header.Revision
+	say("five writes: %d revisions", r5-r1+1)
+	for rev := r1; rev <= r5; rev++ {
+		resp, err := cli.Get(ctx, "hist/", clientv3.WithPrefix(), clientv3.WithRev(rev))
+		if check("get at a revision", err) {
+			say("at r1+%d: %s count=%d", rev-r1, pairs(resp), resp.Count)
+		}
+	}
+	if resp, err := cli.Get(ctx, "hist/k", clientv3.WithRev(r1+1)); check("get", err) && len(resp.Kvs) == 1 {
+		kv := resp.Kvs[0]
+		say("hist/k at r1+1: version=%d created=r1+%d modified=r1+%d", kv.Version, kv.CreateRevision-r1, kv.ModRevision-r1)
+	}
+	_, err = cli.Get(ctx, "hist/k", clientv3.WithRev(r5+100))
+	check("get at a future revision", err)
+
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	replay := cli.Watch(wctx, "hist/", clientv3.WithPrefix(), clientv3.WithRev(r1), clientv3.WithPrevKV())
+	var events []string
+	deadline := time.After(10 * time.Second)
+	for len(events) < 5 {
+		select {
+		case resp := <-replay:
+			if err := resp.Err(); err != nil {
+				say("replay: error: %v", err)
+				return
+			}
+			for _, ev := range resp.Events {
+				prev := "none"
+				if ev.PrevKv != nil {
+					prev = string(ev.PrevKv.Value)
+				}
+				events = append(events, fmt.Sprintf("%s %s=%s (prev %s)", ev.Type, ev.Kv.Key, ev.Kv.Value, prev))
+			}
+		case <-deadline:
+			say("replay timed out after %v", events)
+			return
+		}
+	}
+	say("replay with prev_kv: %s", strings.Join(events, ", "))
+
+	if _, err := cli.Compact(ctx, r1+2); check("compact", err) {
+		say("compacted at r1+2")
+	}
+	_, err = cli.Get(ctx, "hist/k", clientv3.WithRev(r1+1))
+	check("get below the compaction", err)
+	if resp, err := cli.Get(ctx, "hist/", clientv3.WithPrefix(), clientv3.WithRev(r1+2)); check("get at the compaction", err) {
+		say("at r1+2 after compaction: %s", pairs(resp))
+	}
+	_, err = cli.Compact(ctx, r1+1)
+	check("compact below the compaction", err)
+	_, err = cli.Compact(ctx, r5+100)
+	check("compact at a future revision", err)
+	gone := cli.Watch(wctx, "hist/", clientv3.WithPrefix(), clientv3.WithRev(r1))
+	select {
+	case resp := <-gone:
+		say("watch from a compacted revision: canceled=%v compact_revision=r1+%d err=%v",
+			resp.Canceled, resp.CompactRevision-r1, resp.Err())
+	case <-time.After(10 * time.Second):
+		say("watch from a compacted revision: no answer")
+	}
+	cli.Delete(ctx, "hist/", clientv3.WithPrefix())
+}
+
 func main() {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{os.Args[1]}, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -386,7 +462,7 @@ func main() {
 	defer cli.Close()
 	sections := map[string]func(*clientv3.Client){
 		"kv": kvAndTxn, "leases": leases, "watches": watches, "mutex": mutex,
-		"election": election, "lock-service": lockService, "election-service": electionService,
+		"election": election, "lock-service": lockService, "election-service": electionService, "history": history,
 	}
 	for _, name := range os.Args[2:] {
 		say("== %s", name)

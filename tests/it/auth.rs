@@ -59,6 +59,7 @@ async fn requests_without_a_valid_token_are_unauthenticated() {
     let status = kv
         .get(pb::GetRequest {
             key: Bytes::from("k"),
+            revision: 0,
         })
         .await
         .unwrap_err();

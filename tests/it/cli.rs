@@ -286,8 +286,11 @@ fn get_with_revisions_as_text_and_json() {
     assert_eq!(object["key"], "weather");
     assert_eq!(object["value"], "rain");
     assert_eq!(object["version"], 2);
-    assert_eq!(object["create_revision"], 1);
-    assert_eq!(object["mod_revision"], 2);
+    assert_eq!(
+        object["create_revision"], 2,
+        "an empty store is at revision 1"
+    );
+    assert_eq!(object["mod_revision"], 3);
 }
 
 #[test]
@@ -335,19 +338,20 @@ fn ls_pages_through_more_keys_than_one_page() {
 #[test]
 fn cas_succeeds_at_the_expected_revision_and_exits_6_otherwise() {
     let server = Server::start();
+    // An empty store is at revision 1: the first write gets 2.
     kv(server.addr(), &["set", "k", "v1"]);
-    let won = kv(server.addr(), &["cas", "k", "v2", "--expect-rev", "1"]);
+    let won = kv(server.addr(), &["cas", "k", "v2", "--expect-rev", "2"]);
     assert!(won.status.success(), "{}", text(&won.stderr));
-    let lost = kv(server.addr(), &["cas", "k", "v3", "--expect-rev", "1"]);
+    let lost = kv(server.addr(), &["cas", "k", "v3", "--expect-rev", "2"]);
     assert_eq!(lost.status.code(), Some(6));
     assert_eq!(
         text(&lost.stderr),
-        "compare failed: key \"k\" is at revision 2, not at revision 1\n"
+        "compare failed: key \"k\" is at revision 3, not at revision 2\n"
     );
     let object: serde_json::Value = serde_json::from_slice(
         &kv(
             server.addr(),
-            &["cas", "--json", "k", "v3", "--expect-rev", "1"],
+            &["cas", "--json", "k", "v3", "--expect-rev", "2"],
         )
         .stdout,
     )
@@ -526,7 +530,7 @@ fn watch_streams_changes_until_interrupted() {
     let delete: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(
         (delete["type"].as_str(), delete["revision"].as_u64()),
-        (Some("delete"), Some(4))
+        (Some("delete"), Some(5))
     );
     crate::harness::send_signal(watcher.id(), "INT");
     let status = watcher.wait().unwrap();

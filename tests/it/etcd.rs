@@ -184,7 +184,10 @@ async fn an_unreachable_cluster_is_unavailable_at_once_and_the_gateway_reconnect
     // A client deadline shorter than --etcd-timeout is kept too.
     let slow = gateway(&etcd.endpoints(), &["--etcd-timeout", "30s"]);
     let mut impatient = slow.kv_client().await;
-    let mut request = tonic::Request::new(pb::GetRequest { key: b("kept") });
+    let mut request = tonic::Request::new(pb::GetRequest {
+        key: b("kept"),
+        revision: 0,
+    });
     request.set_timeout(Duration::from_millis(300));
     let started = Instant::now();
     let failed = impatient.get(request).await.unwrap_err();
@@ -350,6 +353,7 @@ async fn two_gateways_over_three_members_lose_a_member_then_the_leader_and_lose_
             let answer = client
                 .batch_get(pb::BatchGetRequest {
                     keys: chunk.iter().map(|name| b(name)).collect(),
+                    revision: 0,
                 })
                 .await
                 .unwrap()
@@ -542,7 +546,7 @@ async fn a_watch_from_a_revision_etcd_compacted_is_refused_with_the_oldest_left(
     assert!(
         refused
             .message()
-            .contains(&format!("history starts at revision {}", revisions[5])),
+            .contains(&format!("the compacted revision is {}", revisions[5])),
         "{}",
         refused.message()
     );

@@ -66,6 +66,7 @@ const GO_SECTIONS: &[&str] = &[
     "election",
     "lock-service",
     "election-service",
+    "history",
 ];
 
 #[test]
@@ -90,6 +91,13 @@ fn go_clientv3_and_its_concurrency_package_see_kvserver_as_etcd() {
         "every key of go/ has a version: true",
         "grant the same id again: error: etcdserver: lease already exists",
         "leases lists both: true",
+        "at r1+2: hist/k=two,hist/other=x count=2",
+        "at r1+3: hist/other=x count=1",
+        "hist/k at r1+1: version=2 created=r1+0 modified=r1+1",
+        "get at a future revision: error: etcdserver: mvcc: required revision is a future revision",
+        "replay with prev_kv: PUT hist/k=one (prev none), PUT hist/k=two (prev one), PUT hist/other=x (prev none), DELETE hist/k= (prev two), PUT hist/k=three (prev none)",
+        "get below the compaction: error: etcdserver: mvcc: required revision has been compacted",
+        "watch from a compacted revision: canceled=true compact_revision=r1+2",
     ] {
         assert!(
             reference.contains(expected),

@@ -88,6 +88,7 @@ async fn grpc_web_calls_reach_the_kv_service_on_the_grpc_port() {
 
     let get = pb::GetRequest {
         key: b("web/greeting"),
+        revision: 0,
     };
     let (data, status) = call(server.addr(), "/keyvalue.v1.KV/Get", &get.encode_to_vec()).await;
     assert_eq!(status, "0");
@@ -103,7 +104,10 @@ async fn grpc_web_calls_reach_the_kv_service_on_the_grpc_port() {
     );
 
     // Validation is the same: an empty key is INVALID_ARGUMENT (3).
-    let empty = pb::GetRequest { key: Bytes::new() };
+    let empty = pb::GetRequest {
+        key: Bytes::new(),
+        revision: 0,
+    };
     let (_, status) = call(server.addr(), "/keyvalue.v1.KV/Get", &empty.encode_to_vec()).await;
     assert_eq!(status, "3");
 }
@@ -181,7 +185,10 @@ async fn without_the_flag_no_cors_headers_are_sent() {
     let server = Server::start();
     let (_, headers) = preflight(server.addr(), "https://app.example.com").await;
     assert_eq!(header(&headers, "access-control-allow-origin"), "");
-    let get = pb::GetRequest { key: b("k") };
+    let get = pb::GetRequest {
+        key: b("k"),
+        ..Default::default()
+    };
     let (headers, _, _) = call_with(
         server.addr(),
         "/keyvalue.v1.KV/Get",

@@ -22,6 +22,58 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// Generates, for each async test function named, one `#[tokio::test]` per
+/// backend listed (`memory`, `disk`, `etcd`: a kvserver over a fresh
+/// single-member etcd), each in a module `on_<backend>` and given a fresh
+/// [`Server`]: `on_backends!(memory, etcd; test_a, test_b);`.
+macro_rules! on_backends {
+    ($($backend:ident),+ ; $($test:ident),* $(,)?) => {
+        $crate::harness::on_backends!(@each [$($backend),+] [$($test),*]);
+    };
+    (@each [$first:ident $(, $rest:ident)*] $tests:tt) => {
+        $crate::harness::on_backends!(@one $first $tests);
+        $crate::harness::on_backends!(@each [$($rest),*] $tests);
+    };
+    (@each [] $tests:tt) => {};
+    (@one memory [$($test:ident),*]) => {
+        mod on_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::harness::Server::start()).await;
+                }
+            )*
+        }
+    };
+    (@one disk [$($test:ident),*]) => {
+        mod on_disk {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$test(crate::harness::Server::start_on_disk(dir.path(), &[])).await;
+                }
+            )*
+        }
+    };
+    (@one etcd [$($test:ident),*]) => {
+        mod on_etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let etcd = tokio::task::spawn_blocking(
+                        crate::etcd_process::EtcdCluster::single,
+                    )
+                    .await
+                    .unwrap();
+                    super::$test(crate::etcd::gateway(&etcd.endpoints(), &[])).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_backends;
+
 /// How long a server may take to start or to stop before the test fails.
 const PATIENCE: Duration = Duration::from_secs(20);
 

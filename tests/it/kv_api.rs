@@ -11,37 +11,10 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::harness::{Server, b, get, set};
+use crate::harness::{Server, b, get, on_backends, set};
 
-/// The tests that hold on every backend, each run twice: on the memory
-/// backend, and through a kvserver over a fresh single-member etcd.
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod on_memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(crate::harness::Server::start()).await;
-                }
-            )*
-        }
-        mod on_etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let etcd = tokio::task::spawn_blocking(
-                        crate::etcd_process::EtcdCluster::single,
-                    )
-                    .await
-                    .unwrap();
-                    super::$test(crate::etcd::gateway(&etcd.endpoints(), &[])).await;
-                }
-            )*
-        }
-    };
-}
-
-on_every_backend!(
+on_backends!(
+    memory, etcd;
     both_services_serve_the_same_data,
     get_and_put_carry_revisions_and_versions,
     a_failed_compare_and_set_answers_with_the_current_state,
@@ -69,7 +42,10 @@ async fn put(client: &mut KvClient<Channel>, key: &str, value: &str) -> pb::PutR
 
 async fn kv_get(client: &mut KvClient<Channel>, key: &str) -> Option<pb::KeyValue> {
     client
-        .get(pb::GetRequest { key: b(key) })
+        .get(pb::GetRequest {
+            key: b(key),
+            revision: 0,
+        })
         .await
         .unwrap_or_else(|status| panic!("get {key}: {status}"))
         .into_inner()
@@ -134,7 +110,7 @@ async fn get_and_put_carry_revisions_and_versions(server: Server) {
     .await
     .unwrap();
     let got = kv
-        .get(pb::GetRequest { key })
+        .get(pb::GetRequest { key, revision: 0 })
         .await
         .unwrap()
         .into_inner()
@@ -400,7 +376,7 @@ async fn batches_get_and_put_many_keys_in_one_call(server: Server) {
         .into_inner();
     let keys = ["k3", "missing", "k9"].iter().map(|k| b(k)).collect();
     let got = kv
-        .batch_get(pb::BatchGetRequest { keys })
+        .batch_get(pb::BatchGetRequest { keys, revision: 0 })
         .await
         .unwrap()
         .into_inner();
@@ -722,9 +698,12 @@ async fn bad_requests_get_invalid_argument_naming_the_problem(server: Server) {
     let cases: Vec<(&str, tonic::Status)> = vec![
         (
             "empty key",
-            kv.get(pb::GetRequest { key: Bytes::new() })
-                .await
-                .unwrap_err(),
+            kv.get(pb::GetRequest {
+                key: Bytes::new(),
+                revision: 0,
+            })
+            .await
+            .unwrap_err(),
         ),
         (
             "lease and ttl",
@@ -809,11 +788,17 @@ async fn every_limit_is_configurable_and_answers_clearly() {
     ]);
     let mut kv = server.kv_client().await;
     let keys = |n: usize| (0..n).map(|i| b(&format!("k{i}"))).collect::<Vec<_>>();
-    kv.batch_get(pb::BatchGetRequest { keys: keys(3) })
-        .await
-        .unwrap();
+    kv.batch_get(pb::BatchGetRequest {
+        keys: keys(3),
+        revision: 0,
+    })
+    .await
+    .unwrap();
     let status = kv
-        .batch_get(pb::BatchGetRequest { keys: keys(4) })
+        .batch_get(pb::BatchGetRequest {
+            keys: keys(4),
+            revision: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);

@@ -111,7 +111,13 @@ async fn connect(address: &str) -> Result<KvClient<Channel>, tonic::transport::E
 }
 
 async fn read(kv: &mut KvClient<Channel>, key: &str) -> Result<Outcome, tonic::Status> {
-    let answer = kv.get(pb::GetRequest { key: b(key) }).await?.into_inner();
+    let answer = kv
+        .get(pb::GetRequest {
+            key: b(key),
+            revision: 0,
+        })
+        .await?
+        .into_inner();
     Ok(Outcome::Read(answer.kv.map(|kv| {
         String::from_utf8(kv.value.to_vec()).expect("values are text")
     })))

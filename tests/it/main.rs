@@ -32,6 +32,7 @@ mod limits;
 mod linearizability;
 mod linearizability_faults;
 mod load;
+mod mvcc;
 mod operations;
 mod tls;
 mod tutorial_api;

@@ -106,4 +106,5 @@ def test_both_services_are_in_the_committed_stubs() -> None:
         "LeaseRevoke",
         "LeaseInfo",
         "Snapshot",
+        "Compact",
     }

@@ -21,10 +21,16 @@
 //! A command that fails on its own (a put with an unknown lease) changes
 //! nothing and fails alone (`storage::apply` checks before it writes); a
 //! storage failure fails the whole batch.
+//!
+//! Compaction is the committer's too, as in etcd: the compacted revision is
+//! committed first (from then on reads below it fail), then the history
+//! below it goes in chunks of [`COMPACT_CHUNK`] entries, one small commit
+//! after each batch of writes or whenever no write waits, so that a large
+//! compaction never holds writers back. A restart resumes it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -36,6 +42,7 @@ use super::database::DbHandle;
 use super::keyspace::WriteView;
 use super::{SyncPolicy, storage_error};
 use crate::storage::apply;
+use crate::storage::apply::Keyspace as _;
 use crate::storage::lease::{LeaseInfo, Leases};
 use crate::storage::ops::{Event, EventKind, LeaseId, Op, Txn, TxnResult};
 use crate::storage::watch::WatchHub;
@@ -46,7 +53,11 @@ enum Pending {
     Txn(TxnResult),
     Granted(Option<(LeaseId, Duration)>),
     Revoked(LeaseId, u64),
+    Compacted(Revision),
 }
+
+/// History entries dropped per commit while compacting (etcd's batch).
+const COMPACT_CHUNK: usize = 1000;
 
 /// Free space kept in reserve on the data dir's file system: a batch is
 /// refused with `RESOURCE_EXHAUSTED` before redb runs out of room mid-commit
@@ -82,6 +93,8 @@ pub(super) enum Mutation {
         /// `Expire` or `Delete`.
         kind: EventKind,
     },
+    /// Compact the history below a revision.
+    Compact(Revision),
 }
 
 /// What a committed [`Mutation`] answers.
@@ -93,6 +106,8 @@ pub(super) enum Outcome {
     Granted(Option<LeaseInfo>),
     /// The lease is gone, with this many keys, at this revision.
     Revoked(u64, Revision),
+    /// The compacted revision is stored; the store is at this revision.
+    Compacted(Revision),
 }
 
 type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
@@ -145,10 +160,13 @@ impl CommitCounters {
 }
 
 impl Committer {
-    /// Starts the thread over `db`, whose stored revision is `revision`.
+    /// Starts the thread over `db`, whose stored revision is `revision` and
+    /// compacted revision `compacted`; at most `keep` revisions of history
+    /// are kept (0: no limit).
     pub(super) fn start(
         db: Arc<DbHandle>,
-        revision: Revision,
+        (revision, compacted): (Revision, Revision),
+        keep: u64,
         policy: SyncPolicy,
         leases: Arc<Leases>,
         hub: Arc<WatchHub>,
@@ -166,6 +184,11 @@ impl Committer {
             needs_reopen: false,
             last_batch: 0,
             last_cycle: Duration::ZERO,
+            // A compaction a restart interrupted goes on.
+            compacting: true,
+            compacted,
+            keep,
+            retained: None,
         };
         let thread = std::thread::Builder::new()
             .name("kv-committer".into())
@@ -253,6 +276,15 @@ struct Worker {
     /// measure of how many writes the next batch can expect (see `gather`).
     last_batch: usize,
     last_cycle: Duration,
+    /// History below the compacted revision may be left to drop.
+    compacting: bool,
+    /// The compacted revision committed.
+    compacted: Revision,
+    /// Revisions of history kept (0: no limit).
+    keep: u64,
+    /// The compacted revision the transaction being built moves to, to keep
+    /// the history within `keep`.
+    retained: Option<Revision>,
 }
 
 impl Worker {
@@ -260,6 +292,15 @@ impl Worker {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
             let first = match self.sync_deadline() {
+                // Compaction goes on while no write waits.
+                _ if self.compacting => match queue.try_recv() {
+                    Ok(command) => Ok(command),
+                    Err(TryRecvError::Empty) => {
+                        self.compact_step();
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                },
                 None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 Some(deadline) => {
                     queue.recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -280,6 +321,40 @@ impl Worker {
             let started = Instant::now();
             self.process(&mut batch);
             self.last_cycle = started.elapsed();
+            // And between batches, so that a steady load cannot starve it.
+            if self.compacting {
+                self.compact_step();
+            }
+        }
+    }
+
+    /// Drops one chunk of compacted history, in a commit of its own (not
+    /// fsynced: a chunk lost in a crash is dropped again after the restart).
+    fn compact_step(&mut self) {
+        let result = self.recover().and_then(|()| {
+            let db = self.db.current()?;
+            let mut txn = db.begin_write().map_err(storage_error)?;
+            txn.set_durability(Durability::None)
+                .map_err(storage_error)?;
+            let done = {
+                let mut view = WriteView::open(&txn, &self.leases)?;
+                apply::compact_chunk(&mut view, COMPACT_CHUNK)?
+            };
+            txn.commit().map_err(storage_error)?;
+            Ok(done)
+        });
+        self.note_failure(&result);
+        match result {
+            Ok(done) => {
+                if self.unsynced_since.is_none() && self.policy != SyncPolicy::Always {
+                    self.unsynced_since = Some(Instant::now());
+                }
+                self.compacting = !done;
+            }
+            Err(error) => {
+                warn!("compacting the history failed (retried at the next compaction): {error}");
+                self.compacting = false;
+            }
         }
     }
 
@@ -366,6 +441,9 @@ impl Worker {
                 }
                 // Before any reply: see `acknowledged`.
                 self.db.acknowledge(self.revision, fsync);
+                if let Some(compacted) = self.retained.take() {
+                    self.compacted_to(compacted);
+                }
                 for ((_, reply), result) in writes.into_iter().zip(applied) {
                     let answer = result.map(|(outcome, revision, events)| {
                         self.hub.publish(revision, events);
@@ -379,6 +457,10 @@ impl Worker {
                                 self.leases.remove(id);
                                 Outcome::Revoked(deleted, revision)
                             }
+                            Pending::Compacted(compacted) => {
+                                self.compacted_to(compacted);
+                                Outcome::Compacted(revision)
+                            }
                         }
                     });
                     let _ = reply.send(answer);
@@ -387,6 +469,7 @@ impl Worker {
             Err(error) => {
                 warn!("a commit of {} writes failed: {error}", writes.len());
                 self.revision = start;
+                self.retained = None;
                 for (_, reply) in writes {
                     let _ = reply.send(Err(error.clone()));
                 }
@@ -447,6 +530,8 @@ impl Worker {
                         (Pending::Revoked(*id, deleted), revision, events)
                     },
                 ),
+                Mutation::Compact(revision) => apply::compact(&mut view, *revision, current)
+                    .map(|()| (Pending::Compacted(*revision), current, Vec::new())),
             };
             match result {
                 Ok(done) => {
@@ -454,14 +539,31 @@ impl Worker {
                     results.push(Ok(done));
                 }
                 // Nothing was changed: only this mutation fails.
-                Err(error @ StoreError::LeaseNotFound(_)) => {
+                Err(
+                    error @ (StoreError::LeaseNotFound(_)
+                    | StoreError::Compacted { .. }
+                    | StoreError::FutureRevision { .. }),
+                ) => {
                     results.push(Err(error));
                 }
                 Err(error) => return Err(error),
             }
         }
         view.set_revision(self.revision)?;
+        let compacted = self.retained.unwrap_or(self.compacted);
+        if let Some(target) = apply::retention_target(self.revision, compacted, self.keep) {
+            view.set_compacted(target)?;
+            self.retained = Some(target);
+        }
         Ok(results)
+    }
+
+    /// After a commit that moved the compacted revision: watches learn it,
+    /// and the history below it starts to go.
+    fn compacted_to(&mut self, compacted: Revision) {
+        self.compacted = self.compacted.max(compacted);
+        self.hub.compacted_to(compacted);
+        self.compacting = true;
     }
 
     /// Reopens the database if an earlier commit left it refusing writes.
@@ -493,7 +595,9 @@ impl Worker {
                         Op::Delete { .. } | Op::Get(_) => PAGE_BYTES_PER_WRITE,
                     })
                     .sum(),
-                Mutation::Grant { .. } | Mutation::Revoke { .. } => PAGE_BYTES_PER_WRITE,
+                Mutation::Grant { .. } | Mutation::Revoke { .. } | Mutation::Compact(_) => {
+                    PAGE_BYTES_PER_WRITE
+                }
             };
             needed + written
         });

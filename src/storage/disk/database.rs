@@ -16,9 +16,11 @@ use std::time::Duration;
 use redb::{Database, DatabaseError, ReadableDatabase};
 
 use super::acknowledged::{self, ACK_FILE};
-use super::record_format::{self, DATA_FORMAT, META_FORMAT, META_REVISION};
+use super::record_format::{
+    self, DATA_FORMAT, DATA_FORMAT_V1, META_COMPACTED, META_FORMAT, META_REVISION,
+};
 use super::{DB_FILE, META, OpenError, keyspace, storage_error};
-use crate::storage::{Revision, StoreError};
+use crate::storage::{FIRST_REVISION, Revision, StoreError};
 
 /// The open database of one data dir.
 pub(super) struct DbHandle {
@@ -38,8 +40,9 @@ impl DbHandle {
             create(dir, |_| Ok(()))?;
         }
         let db = open_database(&path)?;
-        let revision = check_format(&db, &path)?;
-        upgrade(&db).map_err(|e| OpenError(format!("cannot update {}: {e}", path.display())))?;
+        let (revision, format) = check_format(&db, &path)?;
+        let revision = upgrade(&db, format, revision)
+            .map_err(|e| OpenError(format!("cannot update {}: {e}", path.display())))?;
         // Never older than what clients were told (see `acknowledged`).
         let (record, revision) = checked_against_record(&db, dir, revision)?;
         let handle = DbHandle {
@@ -287,27 +290,57 @@ fn initialize(db: &Database) -> Result<(), StoreError> {
         let mut meta = txn.open_table(META).map_err(storage_error)?;
         meta.insert(META_FORMAT, DATA_FORMAT.as_bytes())
             .map_err(storage_error)?;
-        meta.insert(META_REVISION, 0u64.to_le_bytes().as_slice())
+        meta.insert(META_REVISION, FIRST_REVISION.to_le_bytes().as_slice())
             .map_err(storage_error)?;
     }
     keyspace::create_tables(&txn)?;
     txn.commit().map_err(storage_error)
 }
 
-/// Creates the tables a database of an earlier version lacks (and writes
-/// nothing to one that has them all).
-fn upgrade(db: &Database) -> Result<(), StoreError> {
-    if !keyspace::tables_missing(&db.begin_read().map_err(storage_error)?) {
-        return Ok(());
+/// The data formats a database may be in (see `record_format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// Latest records only; revisions counted from 0.
+    V1,
+    /// The current one.
+    Current,
+}
+
+/// Brings a database of an earlier version up to the current layout, in
+/// one transaction, and returns its revision (writes nothing to one that is
+/// current). Format 1 records read as they are; such a store gets an empty
+/// history compacted at its revision (it kept none), and a store that was
+/// never written moves to etcd's revision 1.
+fn upgrade(db: &Database, format: Format, revision: Revision) -> Result<Revision, StoreError> {
+    let missing = keyspace::tables_missing(&db.begin_read().map_err(storage_error)?);
+    if !missing && format == Format::Current {
+        return Ok(revision);
     }
+    let revision = revision.max(FIRST_REVISION);
     let txn = db.begin_write().map_err(storage_error)?;
     keyspace::create_tables(&txn)?;
-    txn.commit().map_err(storage_error)
+    {
+        let mut meta = txn.open_table(META).map_err(storage_error)?;
+        meta.insert(META_FORMAT, DATA_FORMAT.as_bytes())
+            .map_err(storage_error)?;
+        meta.insert(META_REVISION, revision.to_le_bytes().as_slice())
+            .map_err(storage_error)?;
+        if format == Format::V1 {
+            // Format 1 kept no history: nothing before now can be read.
+            meta.insert(META_COMPACTED, revision.to_le_bytes().as_slice())
+                .map_err(storage_error)?;
+        }
+    }
+    txn.commit().map_err(storage_error)?;
+    if format == Format::V1 {
+        tracing::info!("upgraded the data dir from {DATA_FORMAT_V1} to {DATA_FORMAT}");
+    }
+    Ok(revision)
 }
 
 /// Checks that `db` was written by kvserver in a format we read, and returns
-/// its revision.
-fn check_format(db: &Database, path: &Path) -> Result<Revision, OpenError> {
+/// its revision and format.
+fn check_format(db: &Database, path: &Path) -> Result<(Revision, Format), OpenError> {
     let shown = path.display();
     let not_ours = |why: &str| {
         OpenError(format!(
@@ -323,18 +356,25 @@ fn check_format(db: &Database, path: &Path) -> Result<Revision, OpenError> {
         .get(META_FORMAT)
         .map_err(|e| not_ours(&e.to_string()))?
         .ok_or_else(|| not_ours("it has no format marker"))?;
-    if format.value() != DATA_FORMAT.as_bytes() {
-        return Err(OpenError(format!(
-            "{shown} holds data in format {:?}, and this kvserver reads {DATA_FORMAT:?}; \
-             refusing to start, the file was left untouched",
-            String::from_utf8_lossy(format.value())
-        )));
-    }
+    let format = match format.value() {
+        found if found == DATA_FORMAT.as_bytes() => Format::Current,
+        found if found == DATA_FORMAT_V1.as_bytes() => Format::V1,
+        found => {
+            return Err(OpenError(format!(
+                "{shown} holds data in format {:?}, and this kvserver reads {DATA_FORMAT:?} \
+                 (and upgrades {DATA_FORMAT_V1:?}); refusing to start, the file was left \
+                 untouched (a newer kvserver wrote it: run that one)",
+                String::from_utf8_lossy(found)
+            )));
+        }
+    };
     let revision = meta
         .get(META_REVISION)
         .map_err(|e| not_ours(&e.to_string()))?
         .ok_or_else(|| not_ours("it has no revision"))?;
-    record_format::decode_revision(revision.value()).map_err(|e| not_ours(&e.to_string()))
+    let revision =
+        record_format::decode_revision(revision.value()).map_err(|e| not_ours(&e.to_string()))?;
+    Ok((revision, format))
 }
 
 /// Checks `db` (at `revision`) against the record of acknowledged
@@ -380,7 +420,9 @@ pub(super) fn accept_lost_writes(dir: &Path) -> Result<Option<(Revision, Revisio
         return Err(OpenError(format!("{} holds no {DB_FILE}", dir.display())));
     }
     let db = open_database(&path)?;
-    let revision = check_format(&db, &path)?;
+    let (revision, format) = check_format(&db, &path)?;
+    let revision = upgrade(&db, format, revision)
+        .map_err(|e| OpenError(format!("cannot update {}: {e}", path.display())))?;
     let found = acknowledged::read(dir)
         .map_err(|e| OpenError(format!("cannot read {}: {e}", dir.join(ACK_FILE).display())))?
         .unwrap_or_default();

@@ -2,10 +2,15 @@
 //! transaction) or a [`Keyspace`] (a redb write transaction), so that
 //! `storage::apply` can read and change them.
 //!
-//! Besides `records` and `meta`, two tables hold leases: `leases` (id → TTL
-//! in milliseconds) and `lease_keys` (the id's 8 big-endian bytes followed by
-//! a key → nothing), the index that finds a lease's keys when it is revoked
-//! without scanning every record.
+//! `records` holds each key's latest slot (a record or a tombstone), so that
+//! a read of the current state is one lookup, as before versions; `history`
+//! maps the revision of a write (8 big-endian bytes) and its key to what the
+//! write replaced (see `storage::apply`): in revision order, so a batch of
+//! writes appends to the same few pages, compaction deletes from the front,
+//! and a watch replays it in order. Two tables hold leases: `leases` (id →
+//! TTL in milliseconds) and `lease_keys` (the id's 8 big-endian bytes
+//! followed by a key → nothing), the index that finds a lease's keys when it
+//! is revoked without scanning every record.
 
 use std::ops::{Bound, ControlFlow};
 use std::time::Duration;
@@ -13,9 +18,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::record_format::{self, META_REVISION};
+use super::record_format::{self, META_COMPACTED, META_REVISION};
 use super::{META, RECORDS, storage_error};
-use crate::storage::apply::{Keyspace, KeyspaceRead, Values};
+use crate::storage::apply::{Changes, Keyspace, KeyspaceRead, Slot, Values};
 use crate::storage::lease::Leases;
 use crate::storage::ops::{KeyRange, LeaseId, RangeEnd, prefix_end};
 use crate::storage::{Record, Revision, StoreError};
@@ -24,6 +29,8 @@ use crate::storage::{Record, Revision, StoreError};
 pub(super) const LEASES: TableDefinition<i64, u64> = TableDefinition::new("leases");
 /// Lease id (8 bytes, big-endian) + key → nothing.
 pub(super) const LEASE_KEYS: TableDefinition<&[u8], ()> = TableDefinition::new("lease_keys");
+/// Revision (8 bytes, big-endian) + key → what the write replaced.
+pub(super) const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
 
 type Bytes2Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
@@ -33,6 +40,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     let _: Table<'_, &[u8], &[u8]> = txn.open_table(RECORDS).map_err(storage_error)?;
     txn.open_table(LEASES).map_err(storage_error)?;
     txn.open_table(LEASE_KEYS).map_err(storage_error)?;
+    txn.open_table(HISTORY).map_err(storage_error)?;
     Ok(())
 }
 
@@ -42,6 +50,7 @@ pub(super) fn tables_missing(txn: &ReadTransaction) -> bool {
     txn.open_table(RECORDS).is_err()
         || txn.open_table(LEASES).is_err()
         || txn.open_table(LEASE_KEYS).is_err()
+        || txn.open_table(HISTORY).is_err()
 }
 
 fn lease_key(id: LeaseId, key: &[u8]) -> Vec<u8> {
@@ -51,21 +60,39 @@ fn lease_key(id: LeaseId, key: &[u8]) -> Vec<u8> {
     composite
 }
 
-fn get_record(
+fn get_slot(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     key: &[u8],
-) -> Result<Option<Record>, StoreError> {
+) -> Result<Option<Slot>, StoreError> {
     match table.get(key).map_err(storage_error)? {
-        Some(stored) => Ok(Some(record_format::decode(key, stored.value())?)),
+        Some(stored) => Ok(Some(record_format::decode_slot(
+            key,
+            stored.value(),
+            Values::Decoded,
+        )?)),
         None => Ok(None),
     }
 }
 
-fn scan_records(
+fn get_replaced(
+    history: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+    end: Revision,
+) -> Result<Option<Slot>, StoreError> {
+    match history
+        .get(record_format::history_key(end, key).as_slice())
+        .map_err(storage_error)?
+    {
+        Some(stored) => Ok(Some(record_format::decode_history(key, stored.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn scan_slots(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     range: &KeyRange,
     values: Values,
-    visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
+    visit: &mut dyn FnMut(&[u8], Slot) -> ControlFlow<()>,
 ) -> Result<(), StoreError> {
     let start = Bound::Included(range.start.as_ref());
     let end = match &range.end {
@@ -76,20 +103,49 @@ fn scan_records(
     };
     for entry in table.range::<&[u8]>((start, end)).map_err(storage_error)? {
         let (key, value) = entry.map_err(storage_error)?;
-        let record = match values {
-            Values::Decoded => record_format::decode(key.value(), value.value())?,
-            Values::Skipped => record_format::decode_without_value(key.value(), value.value())?,
-        };
-        if visit(key.value(), record).is_break() {
+        let slot = record_format::decode_slot(key.value(), value.value(), values)?;
+        if visit(key.value(), slot).is_break() {
             break;
         }
     }
     Ok(())
 }
 
+fn scan_changes(
+    history: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    from: Revision,
+    visit: &mut Changes<'_>,
+) -> Result<(), StoreError> {
+    let start = from.to_be_bytes();
+    for entry in history
+        .range::<&[u8]>(start.as_slice()..)
+        .map_err(storage_error)?
+    {
+        let (composite, value) = entry.map_err(storage_error)?;
+        let (revision, key) = record_format::split_history_key(composite.value())?;
+        let seq = record_format::history_seq(value.value());
+        if visit(revision, key, seq).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn read_revision(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Option<Revision>, StoreError> {
+    match meta.get(name).map_err(storage_error)? {
+        Some(stored) => Ok(Some(record_format::decode_revision(stored.value())?)),
+        None => Ok(None),
+    }
+}
+
 /// A consistent snapshot: one redb read transaction.
 pub(super) struct ReadView<'a> {
     records: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    history: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    meta: redb::ReadOnlyTable<&'static str, &'static [u8]>,
     txn: ReadTransaction,
     leases: &'a Leases,
 }
@@ -99,9 +155,10 @@ impl<'a> ReadView<'a> {
         txn: ReadTransaction,
         leases: &'a Leases,
     ) -> Result<ReadView<'a>, StoreError> {
-        let records = txn.open_table(RECORDS).map_err(storage_error)?;
         Ok(ReadView {
-            records,
+            records: txn.open_table(RECORDS).map_err(storage_error)?,
+            history: txn.open_table(HISTORY).map_err(storage_error)?,
+            meta: txn.open_table(META).map_err(storage_error)?,
             txn,
             leases,
         })
@@ -109,12 +166,8 @@ impl<'a> ReadView<'a> {
 
     /// The store's revision in this snapshot.
     pub(super) fn revision(&self) -> Result<Revision, StoreError> {
-        let meta = self.txn.open_table(META).map_err(storage_error)?;
-        let stored = meta
-            .get(META_REVISION)
-            .map_err(storage_error)?
-            .ok_or_else(|| StoreError::Internal("the database has no revision".into()))?;
-        record_format::decode_revision(stored.value())
+        read_revision(&self.meta, META_REVISION)?
+            .ok_or_else(|| StoreError::Internal("the database has no revision".into()))
     }
 
     /// Every granted lease and its TTL.
@@ -130,17 +183,29 @@ impl<'a> ReadView<'a> {
 }
 
 impl KeyspaceRead for ReadView<'_> {
-    fn get_raw(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        get_record(&self.records, key)
+    fn latest(&self, key: &[u8]) -> Result<Option<Slot>, StoreError> {
+        get_slot(&self.records, key)
+    }
+
+    fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError> {
+        get_replaced(&self.history, key, end)
     }
 
     fn scan(
         &self,
         range: &KeyRange,
         values: Values,
-        visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
+        visit: &mut dyn FnMut(&[u8], Slot) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        scan_records(&self.records, range, values, visit)
+        scan_slots(&self.records, range, values, visit)
+    }
+
+    fn changes(&self, from: Revision, visit: &mut Changes<'_>) -> Result<(), StoreError> {
+        scan_changes(&self.history, from, visit)
+    }
+
+    fn compacted(&self) -> Result<Revision, StoreError> {
+        Ok(read_revision(&self.meta, META_COMPACTED)?.unwrap_or(0))
     }
 
     fn leases(&self) -> &Leases {
@@ -151,6 +216,7 @@ impl KeyspaceRead for ReadView<'_> {
 /// The tables of one write transaction.
 pub(super) struct WriteView<'txn> {
     records: Table<'txn, &'static [u8], &'static [u8]>,
+    history: Table<'txn, &'static [u8], &'static [u8]>,
     leases_table: Table<'txn, i64, u64>,
     lease_keys: Table<'txn, &'static [u8], ()>,
     meta: Table<'txn, &'static str, &'static [u8]>,
@@ -167,6 +233,7 @@ impl<'txn> WriteView<'txn> {
             .map_err(storage_error)?;
         Ok(WriteView {
             records,
+            history: txn.open_table(HISTORY).map_err(storage_error)?,
             leases_table: txn.open_table(LEASES).map_err(storage_error)?,
             lease_keys: txn.open_table(LEASE_KEYS).map_err(storage_error)?,
             meta: txn.open_table(META).map_err(storage_error)?,
@@ -193,20 +260,38 @@ impl<'txn> WriteView<'txn> {
             .map_err(storage_error)?;
         Ok(true)
     }
+
+    /// Stores `record` under `key` as its latest slot, without history (a
+    /// restore, which starts a store's history).
+    pub(super) fn restore(&mut self, key: &Bytes, record: &Record) -> Result<(), StoreError> {
+        self.put(key, &Slot::Live(record.clone()), None)
+    }
 }
 
 impl KeyspaceRead for WriteView<'_> {
-    fn get_raw(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        get_record(&self.records, key)
+    fn latest(&self, key: &[u8]) -> Result<Option<Slot>, StoreError> {
+        get_slot(&self.records, key)
+    }
+
+    fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError> {
+        get_replaced(&self.history, key, end)
     }
 
     fn scan(
         &self,
         range: &KeyRange,
         values: Values,
-        visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
+        visit: &mut dyn FnMut(&[u8], Slot) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        scan_records(&self.records, range, values, visit)
+        scan_slots(&self.records, range, values, visit)
+    }
+
+    fn changes(&self, from: Revision, visit: &mut Changes<'_>) -> Result<(), StoreError> {
+        scan_changes(&self.history, from, visit)
+    }
+
+    fn compacted(&self) -> Result<Revision, StoreError> {
+        Ok(read_revision(&self.meta, META_COMPACTED)?.unwrap_or(0))
     }
 
     fn leases(&self) -> &Leases {
@@ -215,39 +300,57 @@ impl KeyspaceRead for WriteView<'_> {
 }
 
 impl Keyspace for WriteView<'_> {
-    fn put(
-        &mut self,
-        key: &Bytes,
-        record: &Record,
-        previous: Option<&Record>,
-    ) -> Result<(), StoreError> {
-        if let Some(previous) = previous
-            && previous.lease != 0
-            && previous.lease != record.lease
-        {
+    fn put(&mut self, key: &Bytes, slot: &Slot, previous: Option<&Slot>) -> Result<(), StoreError> {
+        let old_lease = previous.and_then(Slot::live).map_or(0, |p| p.lease);
+        let new_lease = slot.live().map_or(0, |r| r.lease);
+        if old_lease != 0 && old_lease != new_lease {
             self.lease_keys
-                .remove(lease_key(previous.lease, key).as_slice())
+                .remove(lease_key(old_lease, key).as_slice())
                 .map_err(storage_error)?;
         }
         // An overwrite under the same lease finds its row already there.
-        if record.lease != 0 && previous.map(|p| p.lease) != Some(record.lease) {
+        if new_lease != 0 && old_lease != new_lease {
             self.lease_keys
-                .insert(lease_key(record.lease, key).as_slice(), ())
+                .insert(lease_key(new_lease, key).as_slice(), ())
                 .map_err(storage_error)?;
         }
         self.records
-            .insert(key.as_ref(), record_format::encode(record).as_slice())
+            .insert(key.as_ref(), record_format::encode_slot(slot).as_slice())
             .map_err(storage_error)?;
         Ok(())
     }
 
-    fn delete(&mut self, key: &[u8], previous: &Record) -> Result<(), StoreError> {
-        if previous.lease != 0 {
-            self.lease_keys
-                .remove(lease_key(previous.lease, key).as_slice())
-                .map_err(storage_error)?;
-        }
+    fn keep(&mut self, key: &[u8], end: Revision, seq: u32) -> Result<(), StoreError> {
+        // The stored bytes move as they are: no decoding, one copy.
+        let entry = {
+            let stored = self.records.get(key).map_err(storage_error)?;
+            record_format::history_entry(seq, stored.as_ref().map(|stored| stored.value()))
+        };
+        self.history
+            .insert(
+                record_format::history_key(end, key).as_slice(),
+                entry.as_slice(),
+            )
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn forget(&mut self, key: &[u8], end: Revision) -> Result<(), StoreError> {
+        self.history
+            .remove(record_format::history_key(end, key).as_slice())
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
         self.records.remove(key).map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn set_compacted(&mut self, revision: Revision) -> Result<(), StoreError> {
+        self.meta
+            .insert(META_COMPACTED, revision.to_le_bytes().as_slice())
+            .map_err(storage_error)?;
         Ok(())
     }
 

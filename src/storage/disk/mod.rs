@@ -3,9 +3,11 @@
 //!
 //! The engine is `redb`, an embedded copy-on-write B-tree with checksummed,
 //! crash-safe commits (the measurements behind the choice are in
-//! `docs/STORAGE.md`). The data dir holds one file, [`DB_FILE`], with two tables:
-//! `records` (key to [`record_format`]-encoded record) and `meta` (the format
-//! marker and the store-wide revision).
+//! `docs/STORAGE.md`). The data dir holds one file, [`DB_FILE`], with the
+//! tables `records` (key to its latest [`record_format`]-encoded record or
+//! tombstone), `history` (what each write replaced, by revision; see
+//! `keyspace`), the lease tables and `meta` (the format marker, the
+//! store-wide revision and the compacted revision).
 //!
 //! Reads go straight to the database from the calling task: redb readers see
 //! the last committed transaction and never wait for the writer. Writes go to
@@ -35,13 +37,13 @@ use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use self::committer::{Committer, Mutation, Outcome};
 use self::database::DbHandle;
 use self::keyspace::{ReadView, WriteView};
-use super::apply::{self, ReadOnly, Values};
-use super::apply::{Keyspace as _, KeyspaceRead as _};
+use super::apply::KeyspaceRead as _;
+use super::apply::{self, ReadOnly, Slot, Values};
 use super::lease::random_lease_id;
 use super::lease::{LeaseInfo, Leases};
-use super::ops::KeyValue;
+use super::ops::{Event, KeyValue};
 use super::ops::{EventKind, KeyRange, LeaseId, Op, RangeQuery, RangeResult, Txn, TxnResult};
-use super::watch::{EventStream, WatchHub, WatchLimits};
+use super::watch::{EventStream, History, WatchHub, WatchLimits};
 use super::{Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError, StoreStats};
 
 /// The database file inside the data dir.
@@ -106,7 +108,27 @@ pub struct DiskStore {
     db: Arc<DbHandle>,
     leases: Arc<Leases>,
     hub: Arc<WatchHub>,
+    history: Arc<DiskHistory>,
     committer: Committer,
+}
+
+/// What a watch replays its history from: read transactions of the file.
+struct DiskHistory {
+    db: Arc<DbHandle>,
+    leases: Arc<Leases>,
+}
+
+impl History for DiskHistory {
+    fn events(
+        &self,
+        range: &KeyRange,
+        from: Revision,
+        to: Revision,
+        max: usize,
+    ) -> Result<(Vec<Event>, Revision), StoreError> {
+        let txn = self.db.current()?.begin_read().map_err(storage_error)?;
+        apply::events(&ReadView::new(txn, &self.leases)?, range, from, to, max)
+    }
 }
 
 impl DiskStore {
@@ -126,20 +148,26 @@ impl DiskStore {
         let db = Arc::new(db);
         // Every granted lease starts a full TTL (see `storage::lease`).
         let leases = Arc::new(Leases::default());
-        let granted = db
+        let (granted, compacted) = db
             .current()
             .and_then(|current| {
                 let txn = current.begin_read().map_err(storage_error)?;
-                ReadView::new(txn, &leases)?.granted_leases()
+                let view = ReadView::new(txn, &leases)?;
+                Ok((view.granted_leases()?, view.compacted()?))
             })
             .map_err(|e| OpenError(format!("cannot read the leases in {}: {e}", dir.display())))?;
         for (id, ttl) in granted {
             leases.insert(id, ttl);
         }
-        let hub = Arc::new(WatchHub::new(revision, watch_limits));
+        let hub = Arc::new(WatchHub::new(revision, compacted, watch_limits));
+        let history = Arc::new(DiskHistory {
+            db: Arc::clone(&db),
+            leases: Arc::clone(&leases),
+        });
         let committer = Committer::start(
             Arc::clone(&db),
-            revision,
+            (revision, compacted),
+            watch_limits.history as u64,
             sync,
             Arc::clone(&leases),
             Arc::clone(&hub),
@@ -148,13 +176,15 @@ impl DiskStore {
             db,
             leases,
             hub,
+            history,
             committer,
         })
     }
 
     /// Builds a new data dir in `dir` from the contents of a backup: `kvs`
     /// with their counters as they were, the `leases`, and the store at
-    /// `revision`. Refuses a dir that already holds a database.
+    /// `revision`, its history starting there (compacted at `revision`).
+    /// Refuses a dir that already holds a database.
     pub fn restore(
         dir: &Path,
         revision: Revision,
@@ -188,12 +218,16 @@ impl DiskStore {
                         first = false;
                     }
                     for kv in kvs.by_ref().take(10_000) {
-                        view.put(&kv.key, &kv.record, None).map_err(failed)?;
+                        view.restore(&kv.key, &kv.record).map_err(failed)?;
                         restored += 1;
                     }
                     let last = kvs.peek().is_none();
                     if last {
+                        // The history starts at the backup's revision.
+                        use apply::Keyspace as _;
+                        let revision = revision.max(super::FIRST_REVISION);
                         view.set_revision(revision).map_err(failed)?;
+                        view.set_compacted(revision).map_err(failed)?;
                     }
                     last
                 };
@@ -267,8 +301,9 @@ fn unexpected(outcome: Outcome) -> StoreError {
 }
 
 impl Store for DiskStore {
-    async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        apply::get(&self.read_view()?, key)
+    async fn get(&self, key: &[u8], revision: Revision) -> Result<Option<Record>, StoreError> {
+        let snapshot = self.read_view()?;
+        apply::get(&snapshot, key, revision, snapshot.revision()?)
     }
 
     async fn put(&self, key: Bytes, value: Bytes) -> Result<Revision, StoreError> {
@@ -347,7 +382,15 @@ impl Store for DiskStore {
         range: KeyRange,
         from: Option<Revision>,
     ) -> Result<EventStream, StoreError> {
-        self.hub.watch(range, from)
+        let history: Arc<dyn History> = Arc::clone(&self.history) as _;
+        self.hub.watch(range, from, history)
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<Revision, StoreError> {
+        match self.committer.write(Mutation::Compact(revision)).await? {
+            Outcome::Compacted(current) => Ok(current),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
@@ -375,7 +418,10 @@ impl Store for DiskStore {
             }
             let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK);
             let everything = KeyRange::prefix(Bytes::new());
-            let walked = view.scan(&everything, Values::Decoded, &mut |key, record| {
+            let walked = view.scan(&everything, Values::Decoded, &mut |key, slot| {
+                let Slot::Live(record) = slot else {
+                    return std::ops::ControlFlow::Continue(());
+                };
                 chunk.push(KeyValue {
                     key: Bytes::copy_from_slice(key),
                     record,
@@ -413,7 +459,12 @@ impl Store for DiskStore {
             })
             .unwrap_or(0);
         let counters = self.committer.counters();
+        let compacted = self
+            .read_view()
+            .and_then(|view| view.compacted())
+            .unwrap_or(0);
         StoreStats {
+            compacted,
             keys,
             disk_bytes: self.db.file_bytes(),
             commits: counters.commits.load(std::sync::atomic::Ordering::Relaxed),
@@ -487,7 +538,7 @@ mod tests {
             store.put(Bytes::from("a"), Bytes::from("2")).await.unwrap()
         };
         let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
-        let record = store.get(b"a").await.unwrap().unwrap();
+        let record = store.get(b"a", 0).await.unwrap().unwrap();
         assert_eq!(record.value, Bytes::from("2"));
         assert_eq!((record.mod_revision, record.version), (written, 2));
         let next = store.put(Bytes::from("b"), Bytes::from("3")).await.unwrap();
@@ -515,11 +566,11 @@ mod tests {
         assert_eq!(info.ttl, Duration::from_secs(60));
         assert!(info.remaining > Duration::from_secs(50), "a full TTL again");
         assert_eq!(
-            store.get(b"session").await.unwrap().unwrap().lease,
+            store.get(b"session", 0).await.unwrap().unwrap().lease,
             lease.id
         );
         assert_eq!(store.lease_revoke(lease.id).await.unwrap().0, 1);
-        assert_eq!(store.get(b"session").await.unwrap(), None);
+        assert_eq!(store.get(b"session", 0).await.unwrap(), None);
         drop(store);
         let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
         assert!(
@@ -538,7 +589,134 @@ mod tests {
             store.flush().await.unwrap();
         }
         let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
-        assert_eq!(store.get(b"k").await.unwrap().unwrap().value, "v");
+        assert_eq!(store.get(b"k", 0).await.unwrap().unwrap().value, "v");
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_of_format_1_is_upgraded_at_open() {
+        // Written by kvserver before multi-version storage (see its README).
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-dir-v1");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(fixture.join(DB_FILE), dir.path().join(DB_FILE)).unwrap();
+        let lease = {
+            let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+            let weather = store.get(b"weather", 0).await.unwrap().unwrap();
+            assert_eq!(weather.value, Bytes::from("rainy"));
+            assert_eq!(
+                (
+                    weather.create_revision,
+                    weather.mod_revision,
+                    weather.version
+                ),
+                (1, 2, 2)
+            );
+            assert_eq!(store.get(b"gone", 0).await.unwrap(), None);
+            let session = store.get(b"session", 0).await.unwrap().unwrap();
+            assert!(store.lease_info(session.lease).await.is_ok(), "leases kept");
+            let all = store
+                .range(RangeQuery::all(KeyRange::prefix(Bytes::new())))
+                .await
+                .unwrap();
+            assert_eq!(all.kvs.len(), 4);
+            assert_eq!(all.revision, 7, "the revision carries on");
+            // Format 1 kept no history: the past is compacted, never misread.
+            let error = store.get(b"weather", 1).await.unwrap_err();
+            assert_eq!(
+                error,
+                StoreError::Compacted {
+                    requested: 1,
+                    compacted: 7
+                }
+            );
+            assert_eq!(
+                store
+                    .put(Bytes::from("city"), Bytes::from("rome"))
+                    .await
+                    .unwrap(),
+                8
+            );
+            session.lease
+        };
+        // Upgraded once: the marker says so, and the history goes on.
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        assert_eq!(store.get(b"city", 7).await.unwrap().unwrap().value, "paris");
+        assert_eq!(store.get(b"city", 8).await.unwrap().unwrap().value, "rome");
+        assert!(store.lease_info(lease).await.is_ok());
+        drop(store);
+        let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let format = meta.get(record_format::META_FORMAT).unwrap().unwrap();
+        assert_eq!(format.value(), record_format::DATA_FORMAT.as_bytes());
+    }
+
+    #[test]
+    fn a_data_dir_of_a_later_format_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(DiskStore::open(dir.path(), SyncPolicy::Always).unwrap());
+        {
+            let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(record_format::META_FORMAT, b"keyvalue-disk/9".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let error = DiskStore::open(dir.path(), SyncPolicy::Always)
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("keyvalue-disk/9"), "{error}");
+        assert!(error.to_string().contains("newer kvserver"), "{error}");
+        // Nothing was upgraded: the marker is as it was.
+        let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let format = meta.get(record_format::META_FORMAT).unwrap().unwrap();
+        assert_eq!(format.value(), b"keyvalue-disk/9");
+    }
+
+    #[tokio::test]
+    async fn a_watch_replays_the_history_from_disk_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+            let first = store.put(Bytes::from("a"), Bytes::from("1")).await.unwrap();
+            store.put(Bytes::from("a"), Bytes::from("2")).await.unwrap();
+            let delete = Op::Delete {
+                range: KeyRange::key(Bytes::from("a")),
+                prev: false,
+            };
+            store.txn(Txn::of(vec![delete])).await.unwrap();
+            first
+        };
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        let mut stream = store
+            .watch(KeyRange::prefix(Bytes::new()), Some(first))
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            use tokio_stream::StreamExt;
+            let batch = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            seen.extend(
+                batch
+                    .into_iter()
+                    .map(|e| (e.kind, e.revision(), e.record.value)),
+            );
+        }
+        assert_eq!(
+            seen,
+            [
+                (EventKind::Put, first, Bytes::from("1")),
+                (EventKind::Put, first + 1, Bytes::from("2")),
+                (EventKind::Delete, first + 2, Bytes::new()),
+            ]
+        );
     }
 
     #[test]
@@ -580,12 +758,12 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join(database::CREATING_FILE), &leftover).unwrap();
             let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
-            assert_eq!(store.get(b"k").await.unwrap(), None);
+            assert_eq!(store.get(b"k", 0).await.unwrap(), None);
             store.put(Bytes::from("k"), Bytes::from("v")).await.unwrap();
             drop(store);
             assert!(!dir.path().join(database::CREATING_FILE).exists());
             let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
-            assert_eq!(store.get(b"k").await.unwrap().unwrap().value, "v");
+            assert_eq!(store.get(b"k", 0).await.unwrap().unwrap().value, "v");
         }
     }
 

@@ -1,14 +1,24 @@
-//! How a [`Record`] and the store's metadata are laid out in the database file.
+//! How a [`Record`], a tombstone, a history entry and the store's metadata
+//! are laid out in the database file.
 //!
 //! Kept apart from the engine calls so that the on-disk format is one short,
 //! versioned definition: a record is one format byte, three little-endian `u64`
-//! counters, the lease id (little-endian `i64`) and the value. A new format
-//! gets a new format byte, and [`decode`] keeps reading every format ever
-//! written (format 1 had no lease).
+//! counters, the lease id (little-endian `i64`) and the value; a tombstone
+//! is a format byte (deleted or expired) and the revision of the deletion. A
+//! new format gets a new format byte, and [`decode`] keeps reading every
+//! format ever written (format 1 had no lease).
+//!
+//! The data dir as a whole has a format too, the marker [`DATA_FORMAT`]:
+//! `keyvalue-disk/1` kept only latest records, `keyvalue-disk/2` adds
+//! tombstones, the `history` table and the compacted revision. A version-1
+//! dir is upgraded at open (its records read as they are; it gets an empty
+//! history); a dir of a later version is refused, so no binary misreads a
+//! layout it does not know.
 
 use bytes::Bytes;
 
-use crate::storage::{Record, StoreError};
+use crate::storage::apply::{Slot, Values};
+use crate::storage::{Record, Revision, StoreError};
 
 /// Records without a lease: format byte and three counters.
 const RECORD_FORMAT_V1: u8 = 1;
@@ -16,10 +26,20 @@ const HEADER_LEN_V1: usize = 1 + 3 * 8;
 /// The format written by this version: format 1 plus the lease id.
 const RECORD_FORMAT_V2: u8 = 2;
 const HEADER_LEN_V2: usize = HEADER_LEN_V1 + 8;
+/// A tombstone: the key was deleted at the revision that follows.
+const DELETED: u8 = 3;
+/// A tombstone: the key's lease expired, deleting it at the revision.
+const EXPIRED: u8 = 4;
+const TOMBSTONE_LEN: usize = 1 + 8;
 
 /// The marker stored under [`META_FORMAT`]: a database without it was not
 /// written by kvserver, and one with another value needs another version.
-pub(super) const DATA_FORMAT: &str = "keyvalue-disk/1";
+pub(super) const DATA_FORMAT: &str = "keyvalue-disk/2";
+/// The marker of the layout before multi-version storage, which this
+/// version upgrades at open.
+pub(super) const DATA_FORMAT_V1: &str = "keyvalue-disk/1";
+/// Meta key of the compacted revision (a little-endian `u64`; absent: 0).
+pub(super) const META_COMPACTED: &str = "compacted";
 /// Meta key of the format marker.
 pub(super) const META_FORMAT: &str = "format";
 /// Meta key of the store-wide revision (a little-endian `u64`), written in the
@@ -38,27 +58,99 @@ pub(super) fn encode(record: &Record) -> Vec<u8> {
     bytes
 }
 
-/// The record stored as `bytes`; `key` only names the culprit in the error.
-pub(super) fn decode(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
-    let (mut record, header_len) = decode_header(key, bytes)?;
-    record.value = Bytes::copy_from_slice(&bytes[header_len..]);
-    Ok(record)
+/// The bytes stored for `slot`.
+pub(super) fn encode_slot(slot: &Slot) -> Vec<u8> {
+    match slot {
+        Slot::Live(record) => encode(record),
+        Slot::Gone { revision, expired } => {
+            let mut bytes = Vec::with_capacity(TOMBSTONE_LEN);
+            bytes.push(if *expired { EXPIRED } else { DELETED });
+            bytes.extend_from_slice(&revision.to_le_bytes());
+            bytes
+        }
+    }
 }
 
-/// The record stored as `bytes`, with an empty value: its counters and lease
-/// without the copy of the value.
-pub(super) fn decode_without_value(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
-    Ok(decode_header(key, bytes)?.0)
+/// The slot stored as `bytes`; `key` only names the culprit in the error.
+pub(super) fn decode_slot(key: &[u8], bytes: &[u8], values: Values) -> Result<Slot, StoreError> {
+    match bytes.first() {
+        Some(&(DELETED | EXPIRED)) if bytes.len() == TOMBSTONE_LEN => Ok(Slot::Gone {
+            revision: u64::from_le_bytes(bytes[1..].try_into().unwrap_or_default()),
+            expired: bytes[0] == EXPIRED,
+        }),
+        Some(&(DELETED | EXPIRED)) => Err(corrupt(key, "a tombstone of the wrong length")),
+        _ => {
+            let (mut record, header_len) = decode_header(key, bytes)?;
+            if values == Values::Decoded {
+                record.value = Bytes::copy_from_slice(&bytes[header_len..]);
+            }
+            Ok(Slot::Live(record))
+        }
+    }
+}
+
+/// The key of a history entry: the revision of the write (big-endian, so
+/// that entries sort by revision), then the key.
+pub(super) fn history_key(revision: Revision, key: &[u8]) -> Vec<u8> {
+    let mut composite = Vec::with_capacity(8 + key.len());
+    composite.extend_from_slice(&revision.to_be_bytes());
+    composite.extend_from_slice(key);
+    composite
+}
+
+/// The revision and key of a history entry's key.
+pub(super) fn split_history_key(composite: &[u8]) -> Result<(Revision, &[u8]), StoreError> {
+    let (revision, key) = composite
+        .split_first_chunk::<8>()
+        .ok_or_else(|| StoreError::Internal("a history entry's key is too short".into()))?;
+    Ok((u64::from_be_bytes(*revision), key))
+}
+
+/// A history entry: the write's place in its transaction, then the stored
+/// bytes of what it replaced (nothing for [`Slot::ABSENT`]).
+pub(super) fn history_entry(seq: u32, replaced: Option<&[u8]>) -> Vec<u8> {
+    let replaced = replaced.unwrap_or_default();
+    let mut bytes = Vec::with_capacity(4 + replaced.len());
+    bytes.extend_from_slice(&seq.to_le_bytes());
+    bytes.extend_from_slice(replaced);
+    bytes
+}
+
+/// The place of a history entry's write in its transaction.
+pub(super) fn history_seq(bytes: &[u8]) -> u32 {
+    bytes
+        .first_chunk::<4>()
+        .map_or(0, |seq| u32::from_le_bytes(*seq))
+}
+
+/// What a history entry says the write replaced.
+pub(super) fn decode_history(key: &[u8], bytes: &[u8]) -> Result<Slot, StoreError> {
+    match bytes.get(4..) {
+        Some([]) => Ok(Slot::ABSENT),
+        Some(slot) => decode_slot(key, slot, Values::Decoded),
+        None => Err(corrupt(key, "a history entry is too short")),
+    }
+}
+
+fn corrupt(key: &[u8], what: &str) -> StoreError {
+    StoreError::Internal(format!(
+        "the stored record of key {:?} is unreadable: {what}",
+        String::from_utf8_lossy(key)
+    ))
+}
+
+/// The record stored as `bytes` by a format-1 or format-2 encoder.
+#[cfg(test)]
+fn decode(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
+    match decode_slot(key, bytes, Values::Decoded)? {
+        Slot::Live(record) => Ok(record),
+        Slot::Gone { .. } => Err(corrupt(key, "a tombstone")),
+    }
 }
 
 /// Everything of the record but its value, and where the value starts.
 fn decode_header(key: &[u8], bytes: &[u8]) -> Result<(Record, usize), StoreError> {
-    let corrupt = |what: &str| {
-        StoreError::Internal(format!(
-            "the stored record of key {:?} is unreadable: {what}",
-            String::from_utf8_lossy(key)
-        ))
-    };
+    let corrupt = |what: &str| corrupt(key, what);
     let header_len = match bytes.first() {
         Some(&RECORD_FORMAT_V1) => HEADER_LEN_V1,
         Some(&RECORD_FORMAT_V2) => HEADER_LEN_V2,
@@ -147,5 +239,33 @@ mod tests {
         });
         unknown[0] = 99;
         assert!(decode(b"k", &unknown).is_err());
+        assert!(decode_slot(b"k", &[DELETED, 1], Values::Decoded).is_err());
+    }
+
+    #[test]
+    fn tombstones_and_history_entries_round_trip() {
+        for slot in [
+            Slot::ABSENT,
+            Slot::Gone {
+                revision: 7,
+                expired: false,
+            },
+            Slot::Gone {
+                revision: u64::MAX,
+                expired: true,
+            },
+            Slot::Live(Record::after_put(None, Bytes::from_static(b"v"), 9, 3)),
+        ] {
+            let stored = (slot != Slot::ABSENT).then(|| encode_slot(&slot));
+            let history = history_entry(42, stored.as_deref());
+            assert_eq!(history_seq(&history), 42);
+            assert_eq!(decode_history(b"k", &history).unwrap(), slot);
+        }
+        let composite = history_key(258, b"key");
+        assert_eq!(split_history_key(&composite).unwrap(), (258, &b"key"[..]));
+        assert!(
+            history_key(255, b"zzz") < history_key(256, b"a"),
+            "revision order first"
+        );
     }
 }

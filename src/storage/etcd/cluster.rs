@@ -491,17 +491,22 @@ pub(super) fn map_status(what: &str, status: &Status) -> StoreError {
                  kvserver's --max-batch-keys and --max-txn-ops)"
             ))
         }
-        // A read pinned to a revision (a snapshot's pages) that etcd has
-        // compacted away meanwhile: the whole read must start over.
+        // A read at a revision etcd has compacted (etcd does not say which
+        // revision it compacted at; the caller fills in what it asked for).
         Code::OutOfRange | Code::FailedPrecondition if message.contains("compacted") => {
-            StoreError::Unavailable(format!(
-                "etcd compacted the revision {what} was reading at ({message}); retry"
-            ))
+            StoreError::Compacted {
+                requested: 0,
+                compacted: 0,
+            }
         }
         // The caller knows which lease it asked for.
         Code::FailedPrecondition if message.contains("lease already exists") => {
             StoreError::LeaseExists(0)
         }
+        Code::OutOfRange if message.contains("future revision") => StoreError::FutureRevision {
+            requested: 0,
+            current: 0,
+        },
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
             StoreError::Rejected(format!("etcd refused {what}: {message}"))
         }
@@ -555,6 +560,20 @@ mod tests {
                 "etcdserver: mvcc: database space exceeded"
             ),
             StoreError::ResourceExhausted(_)
+        ));
+        assert!(matches!(
+            map(
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted"
+            ),
+            StoreError::Compacted { .. }
+        ));
+        assert!(matches!(
+            map(
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision"
+            ),
+            StoreError::FutureRevision { .. }
         ));
         assert!(matches!(
             map(Code::Unavailable, "etcdserver: no leader"),

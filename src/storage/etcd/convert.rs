@@ -96,6 +96,7 @@ impl Keys {
             limit: etcd_number(query.limit as u64),
             keys_only: query.keys_only,
             count_only: query.count_only,
+            revision: etcd_number(query.revision),
             ..Default::default()
         }
     }
@@ -107,11 +108,22 @@ impl Keys {
         }
     }
 
-    pub(crate) fn range_result(&self, answer: pb::RangeResponse) -> RangeResult {
+    /// The answer to `query`. etcd always counts the whole range; without
+    /// `count_all` the count is the page's, as on the local backends.
+    pub(crate) fn range_result(
+        &self,
+        query: &RangeQuery,
+        answer: pb::RangeResponse,
+    ) -> RangeResult {
+        let count = if query.count_all || query.count_only {
+            answer.count.max(0) as u64
+        } else {
+            answer.kvs.len() as u64
+        };
         RangeResult {
             revision: revision_of(answer.header.as_ref()),
             more: answer.more,
-            count: answer.count.max(0) as u64,
+            count,
             kvs: answer
                 .kvs
                 .into_iter()
@@ -186,10 +198,27 @@ impl Keys {
         }
     }
 
-    pub(crate) fn op_result(&self, answer: pb::ResponseOp) -> Result<OpResult, StoreError> {
+    /// The answer to `op`.
+    pub(crate) fn op_result(
+        &self,
+        op: &Op,
+        answer: pb::ResponseOp,
+    ) -> Result<OpResult, StoreError> {
         use pb::response_op::Response;
-        match answer.response {
-            Some(Response::ResponseRange(range)) => Ok(OpResult::Get(self.range_result(range))),
+        match (answer.response, op) {
+            (Some(Response::ResponseRange(range)), Op::Get(query)) => {
+                Ok(OpResult::Get(self.range_result(query, range)))
+            }
+            (response, _) => self.write_result(response),
+        }
+    }
+
+    fn write_result(
+        &self,
+        response: Option<pb::response_op::Response>,
+    ) -> Result<OpResult, StoreError> {
+        use pb::response_op::Response;
+        match response {
             Some(Response::ResponsePut(put)) => Ok(OpResult::Put {
                 prev: put.prev_kv.map(|kv| self.key_value(kv)),
             }),
@@ -201,9 +230,11 @@ impl Keys {
                     .map(|kv| self.key_value(kv))
                     .collect(),
             }),
-            Some(Response::ResponseTxn(_)) | None => Err(StoreError::Internal(
-                "etcd answered a transaction operation with an unexpected response".to_owned(),
-            )),
+            Some(Response::ResponseTxn(_) | Response::ResponseRange(_)) | None => {
+                Err(StoreError::Internal(
+                    "etcd answered a transaction operation with an unexpected response".to_owned(),
+                ))
+            }
         }
     }
 

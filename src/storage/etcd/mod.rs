@@ -278,6 +278,22 @@ fn seconds(ttl: i64) -> Duration {
     Duration::from_secs(ttl.max(0) as u64)
 }
 
+/// `error` of a read at `revision`, naming the revision where etcd's
+/// message does not.
+fn at_revision(error: StoreError, revision: Revision) -> StoreError {
+    match error {
+        StoreError::Compacted { compacted, .. } => StoreError::Compacted {
+            requested: revision,
+            compacted,
+        },
+        StoreError::FutureRevision { current, .. } => StoreError::FutureRevision {
+            requested: revision,
+            current,
+        },
+        other => other,
+    }
+}
+
 /// The lease that an etcd "lease not found" in `txn` is about: the first
 /// leased put of either branch (etcd does not say which lease it missed).
 fn first_lease(txn: &Txn) -> LeaseId {
@@ -323,14 +339,16 @@ impl EtcdStore {
 }
 
 impl Store for EtcdStore {
-    async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+    async fn get(&self, key: &[u8], revision: Revision) -> Result<Option<Record>, StoreError> {
         let answer = self
             .shared
             .kv_range(pb::RangeRequest {
                 key: self.shared.keys.outgoing(key),
+                revision: etcd_number(revision),
                 ..Default::default()
             })
-            .await?;
+            .await
+            .map_err(|error| at_revision(error, revision))?;
         Ok(answer.kvs.into_iter().next().map(record))
     }
 
@@ -357,8 +375,9 @@ impl Store for EtcdStore {
         let answer = self
             .shared
             .kv_range(self.shared.keys.range_request(&query))
-            .await?;
-        Ok(self.shared.keys.range_result(answer))
+            .await
+            .map_err(|error| at_revision(error, query.revision))?;
+        Ok(self.shared.keys.range_result(&query, answer))
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
@@ -374,15 +393,42 @@ impl Store for EtcdStore {
             }
             other => other?,
         };
+        let branch = if answer.succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         Ok(TxnResult {
             succeeded: answer.succeeded,
             revision: revision_of(answer.header.as_ref()),
             results: answer
                 .responses
                 .into_iter()
-                .map(|op| keys.op_result(op))
+                .zip(branch)
+                .map(|(answer, op)| keys.op_result(op, answer))
                 .collect::<Result<_, _>>()?,
         })
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<Revision, StoreError> {
+        // etcd's own compaction of its own history; etcd compacts its
+        // whole keyspace, not only our prefix.
+        let request = pb::CompactionRequest {
+            revision: etcd_number(revision),
+            physical: false,
+        };
+        let answer = self
+            .shared
+            .cluster
+            .unary(
+                "Compact",
+                Retry::IfNeverSent,
+                request,
+                |channel, request| async move { kv_client(channel).compact(request).await },
+            )
+            .await
+            .map_err(|error| at_revision(error, revision))?;
+        Ok(revision_of(answer.header.as_ref()))
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseInfo, StoreError> {

@@ -53,7 +53,7 @@ pub(super) async fn start(
         // Revision 0 was never written: it is before any history.
         return Err(StoreError::Compacted {
             requested: 0,
-            oldest: 1,
+            compacted: 1,
         });
     }
     let (mut upstream, next) = open(&cluster, &keys, &range, from).await?;
@@ -106,7 +106,7 @@ async fn refuse_if_compacted(
     };
     Err(StoreError::Compacted {
         requested: from,
-        oldest,
+        compacted: oldest,
     })
 }
 
@@ -222,7 +222,7 @@ async fn forward(
                 let _ = sender
                     .send(Err(StoreError::Compacted {
                         requested: next,
-                        oldest: answer.compact_revision as Revision,
+                        compacted: answer.compact_revision as Revision,
                     }))
                     .await;
                 return;

@@ -40,10 +40,12 @@ class Condition(_message.Message):
     def __init__(self, mod_revision: _Optional[int] = ..., value: _Optional[bytes] = ..., exists: _Optional[bool] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("key",)
+    __slots__ = ("key", "revision")
     KEY_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     key: bytes
-    def __init__(self, key: _Optional[bytes] = ...) -> None: ...
+    revision: int
+    def __init__(self, key: _Optional[bytes] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("header", "kv")
@@ -108,7 +110,7 @@ class DeleteResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., succeeded: _Optional[bool] = ..., deleted: _Optional[int] = ..., prev_kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ...) -> None: ...
 
 class RangeRequest(_message.Message):
-    __slots__ = ("key", "range_end", "prefix", "limit", "page_token", "keys_only", "count_only")
+    __slots__ = ("key", "range_end", "prefix", "limit", "page_token", "keys_only", "count_only", "revision", "count_all")
     KEY_FIELD_NUMBER: _ClassVar[int]
     RANGE_END_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +118,8 @@ class RangeRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     KEYS_ONLY_FIELD_NUMBER: _ClassVar[int]
     COUNT_ONLY_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_ALL_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     range_end: bytes
     prefix: bool
@@ -123,21 +127,25 @@ class RangeRequest(_message.Message):
     page_token: bytes
     keys_only: bool
     count_only: bool
-    def __init__(self, key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., prefix: _Optional[bool] = ..., limit: _Optional[int] = ..., page_token: _Optional[bytes] = ..., keys_only: _Optional[bool] = ..., count_only: _Optional[bool] = ...) -> None: ...
+    revision: int
+    count_all: bool
+    def __init__(self, key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., prefix: _Optional[bool] = ..., limit: _Optional[int] = ..., page_token: _Optional[bytes] = ..., keys_only: _Optional[bool] = ..., count_only: _Optional[bool] = ..., revision: _Optional[int] = ..., count_all: _Optional[bool] = ...) -> None: ...
 
 class RangeResponse(_message.Message):
-    __slots__ = ("header", "kvs", "count", "more", "next_page_token")
+    __slots__ = ("header", "kvs", "count", "more", "next_page_token", "revision")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     KVS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     MORE_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     header: Header
     kvs: _containers.RepeatedCompositeFieldContainer[KeyValue]
     count: int
     more: bool
     next_page_token: bytes
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., count: _Optional[int] = ..., more: _Optional[bool] = ..., next_page_token: _Optional[bytes] = ...) -> None: ...
+    revision: int
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., count: _Optional[int] = ..., more: _Optional[bool] = ..., next_page_token: _Optional[bytes] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class Compare(_message.Message):
     __slots__ = ("key", "op", "value", "mod_revision", "create_revision", "version")
@@ -206,10 +214,12 @@ class TxnResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., succeeded: _Optional[bool] = ..., responses: _Optional[_Iterable[_Union[OpResponse, _Mapping]]] = ...) -> None: ...
 
 class BatchGetRequest(_message.Message):
-    __slots__ = ("keys",)
+    __slots__ = ("keys", "revision")
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    revision: int
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class BatchGetResponse(_message.Message):
     __slots__ = ("header", "results")
@@ -348,3 +358,15 @@ class SnapshotChunk(_message.Message):
     kvs: _containers.RepeatedCompositeFieldContainer[KeyValue]
     done: bool
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., leases: _Optional[_Iterable[_Union[SnapshotLease, _Mapping]]] = ..., kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class CompactRequest(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
+
+class CompactResponse(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ...) -> None: ...

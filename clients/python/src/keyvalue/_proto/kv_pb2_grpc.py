@@ -99,6 +99,11 @@ class KVStub:
                 request_serializer=keyvalue_dot___proto_dot_kv__pb2.SnapshotRequest.SerializeToString,
                 response_deserializer=keyvalue_dot___proto_dot_kv__pb2.SnapshotChunk.FromString,
                 _registered_method=True)
+        self.Compact = channel.unary_unary(
+                '/keyvalue.v1.KV/Compact',
+                request_serializer=keyvalue_dot___proto_dot_kv__pb2.CompactRequest.SerializeToString,
+                response_deserializer=keyvalue_dot___proto_dot_kv__pb2.CompactResponse.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -194,6 +199,14 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Compact(self, request, context):
+        """Forgets the history before a revision: reads and watches below it fail
+        with OUT_OF_RANGE from then on, and its space is reclaimed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -261,6 +274,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=keyvalue_dot___proto_dot_kv__pb2.SnapshotRequest.FromString,
                     response_serializer=keyvalue_dot___proto_dot_kv__pb2.SnapshotChunk.SerializeToString,
+            ),
+            'Compact': grpc.unary_unary_rpc_method_handler(
+                    servicer.Compact,
+                    request_deserializer=keyvalue_dot___proto_dot_kv__pb2.CompactRequest.FromString,
+                    response_serializer=keyvalue_dot___proto_dot_kv__pb2.CompactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -614,6 +632,33 @@ class KV:
             '/keyvalue.v1.KV/Snapshot',
             keyvalue_dot___proto_dot_kv__pb2.SnapshotRequest.SerializeToString,
             keyvalue_dot___proto_dot_kv__pb2.SnapshotChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyvalue.v1.KV/Compact',
+            keyvalue_dot___proto_dot_kv__pb2.CompactRequest.SerializeToString,
+            keyvalue_dot___proto_dot_kv__pb2.CompactResponse.FromString,
             options,
             channel_credentials,
             insecure,

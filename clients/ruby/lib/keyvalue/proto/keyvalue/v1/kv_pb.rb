@@ -25,6 +25,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
     end
     add_message "keyvalue.v1.GetRequest" do
       optional :key, :bytes, 1
+      optional :revision, :uint64, 2
     end
     add_message "keyvalue.v1.GetResponse" do
       optional :header, :message, 1, "keyvalue.v1.Header"
@@ -65,6 +66,8 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :page_token, :bytes, 5
       optional :keys_only, :bool, 6
       optional :count_only, :bool, 7
+      optional :revision, :uint64, 8
+      optional :count_all, :bool, 9
     end
     add_message "keyvalue.v1.RangeResponse" do
       optional :header, :message, 1, "keyvalue.v1.Header"
@@ -72,6 +75,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :count, :uint64, 3
       optional :more, :bool, 4
       optional :next_page_token, :bytes, 5
+      optional :revision, :uint64, 6
     end
     add_message "keyvalue.v1.Compare" do
       optional :key, :bytes, 1
@@ -115,6 +119,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
     end
     add_message "keyvalue.v1.BatchGetRequest" do
       repeated :keys, :bytes, 1
+      optional :revision, :uint64, 2
     end
     add_message "keyvalue.v1.BatchGetResponse" do
       optional :header, :message, 1, "keyvalue.v1.Header"
@@ -186,6 +191,12 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       repeated :kvs, :message, 3, "keyvalue.v1.KeyValue"
       optional :done, :bool, 4
     end
+    add_message "keyvalue.v1.CompactRequest" do
+      optional :revision, :uint64, 1
+    end
+    add_message "keyvalue.v1.CompactResponse" do
+      optional :header, :message, 1, "keyvalue.v1.Header"
+    end
   end
 end
 
@@ -227,5 +238,7 @@ module Keyvalue
     SnapshotRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.SnapshotRequest").msgclass
     SnapshotLease = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.SnapshotLease").msgclass
     SnapshotChunk = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.SnapshotChunk").msgclass
+    CompactRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.CompactRequest").msgclass
+    CompactResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.CompactResponse").msgclass
   end
 end

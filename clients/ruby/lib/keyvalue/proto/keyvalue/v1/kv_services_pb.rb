@@ -47,6 +47,9 @@ module Keyvalue
         # A consistent copy of every key and lease, at one revision, streamed in
         # chunks while writes go on (for `kv backup`).
         rpc :Snapshot, ::Keyvalue::V1::SnapshotRequest, stream(::Keyvalue::V1::SnapshotChunk)
+        # Forgets the history before a revision: reads and watches below it fail
+        # with OUT_OF_RANGE from then on, and its space is reclaimed.
+        rpc :Compact, ::Keyvalue::V1::CompactRequest, ::Keyvalue::V1::CompactResponse
       end
 
       Stub = Service.rpc_stub_class
