@@ -53,9 +53,9 @@ class WatchResumeTest < Minitest::Test
     end
   end
 
-  # The server keeps 3 revisions of history; 4 writes made on a restarted
-  # server before the watch is back leave a gap it must not skip over
-  # silently. Whether the watch comes back before or after them is a race
+  # The server keeps 3 to 6 revisions of history (--watch-history 3: once
+  # it holds 6, it is compacted to 3); 8 writes made on a restarted server
+  # before the watch is back leave a gap it must not skip over silently. Whether the watch comes back before or after them is a race
   # (the writes come from a new client, whose channel is not in a reconnect
   # backoff as the watch's is), so every round checks that either every
   # event came or Compacted did, and Compacted must come in one of three.
@@ -67,10 +67,10 @@ class WatchResumeTest < Minitest::Test
         # Down long enough for the watch to be in its longest backoff.
         server.restart(signal: "KILL", down: 1.5)
         revisions = KeyValue::Client.open(server.address, timeout: 10, wait_for_ready: true) do |writer|
-          Array.new(4) { |i| writer.put("gap/#{round}-#{i}", "v").revision }
+          Array.new(8) { |i| writer.put("gap/#{round}-#{i}", "v").revision }
         end
         outcome = begin
-          assert_equal revisions, Array.new(4) { watch.next.revision }
+          assert_equal revisions, Array.new(8) { watch.next.revision }
           :all_events
         rescue KeyValue::Compacted => e
           assert_equal GRPC::Core::StatusCodes::OUT_OF_RANGE, e.code
