@@ -55,7 +55,8 @@ class WatchResumeTest < Minitest::Test
 
   # The server keeps 3 to 6 revisions of history (--watch-history 3: once
   # it holds 6, it is compacted to 3); 8 writes made on a restarted server
-  # before the watch is back leave a gap it must not skip over silently. Whether the watch comes back before or after them is a race
+  # before the watch is back leave a gap it must not skip over silently.
+  # Whether the watch comes back before or after them is a race
   # (the writes come from a new client, whose channel is not in a reconnect
   # backoff as the watch's is), so every round checks that either every
   # event came or Compacted did, and Compacted must come in one of three.
