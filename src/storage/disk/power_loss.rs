@@ -372,7 +372,7 @@ mod tests {
         let store = DiskStore::open(dir, SyncPolicy::Always)
             .unwrap_or_else(|e| panic!("{what}: the data dir does not open: {e}"));
         for i in 0..writes {
-            let found = store.get(&key(i)).await.unwrap();
+            let found = store.get(&key(i), 0).await.unwrap();
             let acknowledged = run.acknowledged.is_some_and(|last| i <= last);
             let sent = run.sent.is_some_and(|last| i <= last);
             match found {
@@ -461,7 +461,7 @@ mod tests {
                 "cut at sync {cut_at} of {syncs}: {restored:?}"
             );
             if restored.is_ok() {
-                let last = store.get(&key(keys - 1)).await.unwrap().unwrap();
+                let last = store.get(&key(keys - 1), 0).await.unwrap().unwrap();
                 assert_eq!(last.value, value(keys - 1));
             }
         }
@@ -517,7 +517,7 @@ mod tests {
             for (writer, run) in runs.iter().enumerate() {
                 for n in 0..EACH {
                     let i = writer * EACH + n;
-                    let found = store.get(&key(i)).await.unwrap();
+                    let found = store.get(&key(i), 0).await.unwrap();
                     let what = format!("round {round}, cut at sync {cut_at}, key {i}");
                     match found {
                         Some(record) => {
