@@ -14,6 +14,7 @@ from keyvalue.client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client
 from keyvalue.errors import (
     Compacted,
     DeadlineExceeded,
+    FutureRevision,
     InvalidArgument,
     KeyNotFound,
     KeyValueError,
@@ -48,6 +49,7 @@ __all__ = [
     "DeadlineExceeded",
     "DeleteResult",
     "Event",
+    "FutureRevision",
     "InvalidArgument",
     "KeptLease",
     "KeyNotFound",

@@ -104,6 +104,7 @@ class AsyncClient(ClientBase):
     txn = unary(calls.txn)
     count = unary(calls.count)
     batch_get = unary(calls.batch_get)
+    compact = unary(calls.compact)
     lease_grant = unary(calls.lease_grant)
     lease_keep_alive = unary(calls.lease_keep_alive)
     lease_revoke = unary(calls.lease_revoke)
@@ -150,6 +151,7 @@ class AsyncClient(ClientBase):
         keys_only: bool = False,
         limit: int | None = None,
         page_size: int | None = None,
+        revision: int = 0,
         timeout: Timeout = CLIENT_TIMEOUT,
     ) -> AsyncIterator[KeyValue]:
         """The keys of a range, page by page as iteration goes; see :meth:`keyvalue.Client.range`.
@@ -164,6 +166,7 @@ class AsyncClient(ClientBase):
             keys_only=keys_only,
             limit=limit,
             page_size=page_size,
+            revision=revision,
         )
         while (call := pager.next_call(timeout)) is not None:
             for kv in await self.run(call):

@@ -112,15 +112,25 @@ def get(key: str, *, timeout: Timeout = CLIENT_TIMEOUT) -> Call[str]:
     )
 
 
-def get_kv(key: BytesLike, *, timeout: Timeout = CLIENT_TIMEOUT) -> Call[KeyValue | None]:
+def get_kv(
+    key: BytesLike, *, revision: int = 0, timeout: Timeout = CLIENT_TIMEOUT
+) -> Call[KeyValue | None]:
     """The key with its revisions, or ``None`` if it does not exist.
 
+    Args:
+        key: The key.
+        revision: Read the key as it was at this revision (0: now).
+        timeout: Seconds this call may take; default: the client's.
+
     Raises:
+        ValueError: ``revision`` is negative.
         InvalidArgument: The key is empty or too long.
+        Compacted: ``revision`` is older than the server keeps.
+        FutureRevision: ``revision`` is after the store's current one.
         ServerUnavailable: The server cannot be reached or did not answer in time.
         KeyValueError: Any other failure.
     """
-    request = kv_pb2.GetRequest(key=to_bytes(key))
+    request = kv_pb2.GetRequest(key=to_bytes(key), revision=_revision(revision))
     return Call("Get", request, lambda reply: kv_field(reply, "kv"), safe=True, timeout=timeout)
 
 
@@ -369,36 +379,56 @@ def count(
     *,
     prefix: bool = False,
     range_end: BytesLike | None = None,
+    revision: int = 0,
     timeout: Timeout = CLIENT_TIMEOUT,
 ) -> Call[int]:
     """How many keys the range holds (the same range as :meth:`range` takes).
 
+    With ``revision``, how many it held at that revision (0: now).
+
     Raises:
+        ValueError: ``revision`` is negative.
         InvalidArgument: Bad range.
+        Compacted: ``revision`` is older than the server keeps.
+        FutureRevision: ``revision`` is after the store's current one.
         ServerUnavailable: The server cannot be reached or did not answer in time.
         KeyValueError: Any other failure.
     """
     request = kv_pb2.RangeRequest(
-        key=to_bytes(key), range_end=optional_bytes(range_end), prefix=prefix, count_only=True
+        key=to_bytes(key),
+        range_end=optional_bytes(range_end),
+        prefix=prefix,
+        count_only=True,
+        revision=_revision(revision),
     )
     return Call("Range", request, lambda reply: int(reply.count), safe=True, timeout=timeout)
 
 
 def batch_get(
-    keys: Iterable[BytesLike], *, timeout: Timeout = CLIENT_TIMEOUT
+    keys: Iterable[BytesLike], *, revision: int = 0, timeout: Timeout = CLIENT_TIMEOUT
 ) -> Call[list[KeyValue | None]]:
     """Many keys in one call, from one consistent snapshot.
+
+    Args:
+        keys: The keys.
+        revision: Read them as they were at this revision (0: now).
+        timeout: Seconds this call may take; default: the client's.
 
     Returns:
         One entry per key, in order: its state, or ``None`` if it does not exist.
 
     Raises:
+        ValueError: ``revision`` is negative.
+        Compacted: ``revision`` is older than the server keeps.
+        FutureRevision: ``revision`` is after the store's current one.
         InvalidArgument: A bad key, or more keys than the server allows
             (``--max-batch-keys``).
         ServerUnavailable: The server cannot be reached or did not answer in time.
         KeyValueError: Any other failure.
     """
-    request = kv_pb2.BatchGetRequest(keys=[to_bytes(key) for key in keys])
+    request = kv_pb2.BatchGetRequest(
+        keys=[to_bytes(key) for key in keys], revision=_revision(revision)
+    )
     return Call(
         "BatchGet",
         request,
@@ -447,6 +477,50 @@ def batch_put(
         timeout=timeout,
         idempotent=idempotent,
     )
+
+
+def compact(
+    revision: int, *, timeout: Timeout = CLIENT_TIMEOUT, idempotent: bool = False
+) -> Call[int]:
+    """Forget the history before ``revision``: reads and watches may start at it or later.
+
+    Every key's versions older than its state at ``revision`` are dropped;
+    the current state of every key is kept. Needs a token for the whole keyspace.
+
+    Args:
+        revision: The oldest revision to keep (above zero).
+        timeout: Seconds this call may take; default: the client's.
+        idempotent: Let the retry policy repeat it (a repeat of a compaction
+            that was applied raises :class:`~keyvalue.Compacted`).
+
+    Returns:
+        The store's revision when the compaction was made.
+
+    Raises:
+        ValueError: ``revision`` is not above zero.
+        Compacted: ``revision`` is at or below the compacted revision.
+        FutureRevision: ``revision`` is after the store's current one.
+        PermissionDenied: The token may not write the whole keyspace.
+        ServerUnavailable: The server cannot be reached or did not answer in time.
+        KeyValueError: Any other failure.
+    """
+    if revision <= 0:
+        raise ValueError(f"revision must be above zero, got {revision}")
+    request = kv_pb2.CompactRequest(revision=revision)
+    return Call(
+        "Compact",
+        request,
+        lambda reply: int(reply.header.revision),
+        timeout=timeout,
+        idempotent=idempotent,
+    )
+
+
+def _revision(revision: int) -> int:
+    """``revision`` as the wire takes it (0: now), refusing a negative one."""
+    if revision < 0:
+        raise ValueError(f"revision must not be negative (0: now), got {revision}")
+    return revision
 
 
 def lease_grant(
@@ -528,7 +602,12 @@ class RangePager:
     whole page.
 
     Raises:
-        ValueError: ``limit`` is negative or ``page_size`` not above zero.
+        ValueError: ``limit`` is negative, ``page_size`` not above zero or
+            ``revision`` negative.
+
+    Every page is read at the first page's revision (``revision``, or the
+    store's when the first page was read): the server's page token carries
+    it, so a listing of any length is one snapshot.
     """
 
     def __init__(
@@ -540,6 +619,7 @@ class RangePager:
         keys_only: bool,
         limit: int | None,
         page_size: int | None,
+        revision: int = 0,
     ) -> None:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
@@ -550,10 +630,13 @@ class RangePager:
             range_end=optional_bytes(range_end),
             prefix=prefix,
             keys_only=keys_only,
+            revision=_revision(revision),
         )
         self._remaining = limit
         self._page_size = page_size
         self._done = limit == 0
+        self.revision = revision
+        """The revision the listing is read at (0 until the first page without one)."""
 
     def next_call(self, timeout: Timeout = CLIENT_TIMEOUT) -> Call[list[KeyValue]] | None:
         """The call for the next page, or ``None`` once the range is read."""
@@ -574,4 +657,7 @@ class RangePager:
         if self._remaining == 0 or not reply.more or not reply.next_page_token:
             self._done = True
         self._request.page_token = reply.next_page_token
+        # Later pages follow the token's revision; the first page's is kept
+        # only to say which one the listing was read at.
+        self.revision = int(reply.revision)
         return kvs

@@ -178,14 +178,17 @@ class Client(ClientBase):
         keys_only: bool = False,
         limit: int | None = None,
         page_size: int | None = None,
+        revision: int = 0,
         timeout: Timeout = CLIENT_TIMEOUT,
     ) -> Iterator[KeyValue]:
         """The keys of a range, in key order, fetched page by page as iteration goes.
 
         Without ``prefix`` or ``range_end``, the range runs from ``key`` to the
         end of the keyspace (so ``range()`` is every key). Each page is one
-        request and reflects the store at that request's revision. A page asks
-        for at most the keys still wanted (``limit``), so ``limit=1`` fetches one.
+        request, and every page is read at the first page's revision (the
+        server's page token carries it): however long the listing, and
+        whatever is written meanwhile, it is one snapshot. A page asks for at
+        most the keys still wanted (``limit``), so ``limit=1`` fetches one.
 
         Args:
             key: The first key (inclusive), or the prefix.
@@ -195,14 +198,19 @@ class Client(ClientBase):
             limit: Yield at most this many keys.
             page_size: Keys per request; default (and at most): the server's
                 ``--max-range-page``.
+            revision: Read the range as it was at this revision (0: now).
             timeout: Seconds each page's request may take; default: the client's.
 
         Yields:
             Each key in the range, once.
 
         Raises:
-            ValueError: ``limit`` is negative or ``page_size`` not above zero.
+            ValueError: ``limit`` or ``revision`` is negative, or ``page_size``
+                not above zero.
             InvalidArgument: Bad range.
+            Compacted: ``revision`` is older than the server keeps, or the
+                history of the listing's revision was compacted between pages.
+            FutureRevision: ``revision`` is after the store's current one.
             ServerUnavailable: The server cannot be reached or did not answer in time.
             KeyValueError: Any other failure.
         """
@@ -213,6 +221,7 @@ class Client(ClientBase):
             keys_only=keys_only,
             limit=limit,
             page_size=page_size,
+            revision=revision,
         )
         while (call := pager.next_call(timeout)) is not None:
             yield from self.run(call)
@@ -376,6 +385,10 @@ class Client(ClientBase):
             "Snapshot", kv_pb2.SnapshotRequest(), self._deadline(timeout), self.retry
         )
         return Snapshot(call, self._config.address.target)
+
+    # ---- history ------------------------------------------------------------
+
+    compact = unary(calls.compact)
 
     # ---- leases -------------------------------------------------------------
 

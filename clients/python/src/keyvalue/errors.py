@@ -10,10 +10,14 @@ The two services differ in one code only: ``NOT_FOUND`` from the tutorial's
 ``simplekeyvalue.KeyValue`` means the key was never set (:class:`KeyNotFound`),
 while the full API, ``keyvalue.v1.KV``, answers a missing key with an empty
 result and uses ``NOT_FOUND`` only for unknown leases (:class:`LeaseNotFound`).
+``OUT_OF_RANGE`` has two meanings, told apart by the server's message (as
+etcd's clients do): a revision below the compacted one (:class:`Compacted`),
+or one the store has not reached (:class:`FutureRevision`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Literal
 
@@ -82,12 +86,52 @@ class LeaseNotFound(KeyValueError):
 
 
 class Compacted(KeyValueError):
-    """A watch asked for history the server no longer keeps (``OUT_OF_RANGE``).
+    """A read, watch or compaction asked for history the server no longer keeps (``OUT_OF_RANGE``).
 
-    The message names the oldest revision still available. Read the current
-    state (e.g. :meth:`~keyvalue.Client.get_kv`) and watch from that read's
-    revision + 1.
+    Raised by a read at a ``revision=`` below the compacted revision, a watch
+    from such a ``start_revision``, a listing whose revision was compacted
+    between its pages, and :meth:`~keyvalue.Client.compact` at or below the
+    compacted revision. Read at :attr:`compacted_revision` or later, or read
+    the current state (e.g. :meth:`~keyvalue.Client.get_kv`) and watch from
+    that read's revision + 1.
+
+    Attributes:
+        compacted_revision: The compacted revision, the oldest that can
+            still be read, when the server's message names it (``None``
+            otherwise: an etcd backend does not say).
+        requested_revision: The revision asked for, when the message names it.
     """
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(code, message)
+        self.compacted_revision = _revision_after("the compacted revision is", message)
+        self.requested_revision = _revision_after("required revision", message)
+
+
+class FutureRevision(KeyValueError):
+    """A read or compaction named a revision the store has not reached (``OUT_OF_RANGE``).
+
+    Raised by a read at a ``revision=`` above the store's current revision,
+    and by :meth:`~keyvalue.Client.compact` above it. Not a subclass of
+    :class:`Compacted`: the revision may exist later, never again after a
+    compaction.
+
+    Attributes:
+        current_revision: The store's revision when it answered, when the
+            server's message names it (``None`` otherwise).
+        requested_revision: The revision asked for, when the message names it.
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(code, message)
+        self.current_revision = _revision_after("the store is at revision", message)
+        self.requested_revision = _revision_after("required revision", message)
+
+
+def _revision_after(words: str, message: str) -> int | None:
+    """The number following ``words`` in the server's message, if it has one."""
+    match = re.search(re.escape(words) + r" (\d+)", message)
+    return int(match.group(1)) if match else None
 
 
 class Unauthenticated(KeyValueError):
@@ -153,6 +197,9 @@ def error_for_status(
         service: Which service answered; only ``NOT_FOUND`` depends on it.
     """
     table = _V1_ERROR_FOR_CODE if service == "v1" else _ERROR_FOR_CODE
+    if code == grpc.StatusCode.OUT_OF_RANGE and "future revision" in message:
+        # The one code has two meanings; the server's (and etcd's) message says which.
+        return FutureRevision(code, message)
     return table.get(code, RequestFailed)(code, message)
 
 

@@ -34,9 +34,41 @@ module KeyValue
   # The message names the limit that was exceeded (INVALID_ARGUMENT).
   class InvalidArgument < Error; end
 
-  # A watch asked for a revision older than the server's watch history
-  # (OUT_OF_RANGE): read the current state again and watch from there.
-  class Compacted < Error; end
+  # A read, watch or compact asked for a revision older than the history the
+  # server keeps (OUT_OF_RANGE): a read at revision: below the compacted
+  # revision, a watch from such a start_revision, a range whose revision was
+  # compacted between its pages, a compact at or below the compacted
+  # revision. Read at compacted_revision or later, or read the current state
+  # again and watch from there.
+  class Compacted < Error
+    # The compacted revision, the oldest still readable, when the server's
+    # message names it (nil otherwise: an etcd backend does not say).
+    attr_reader :compacted_revision
+    # The revision asked for, when the message names it.
+    attr_reader :requested_revision
+
+    def initialize(code, message)
+      super
+      @compacted_revision = KeyValue.revision_after("the compacted revision is", message)
+      @requested_revision = KeyValue.revision_after("required revision", message)
+    end
+  end
+
+  # A read or compact named a revision the store has not reached yet
+  # (OUT_OF_RANGE, with "future revision" in the message). Not a Compacted:
+  # the revision may exist later, a compacted one never again.
+  class FutureRevision < Error
+    # The store's revision when it answered, when the message names it.
+    attr_reader :current_revision
+    # The revision asked for, when the message names it.
+    attr_reader :requested_revision
+
+    def initialize(code, message)
+      super
+      @current_revision = KeyValue.revision_after("the store is at revision", message)
+      @requested_revision = KeyValue.revision_after("required revision", message)
+    end
+  end
 
   # The server could not be reached (UNAVAILABLE), or did not answer in time
   # (DEADLINE_EXCEEDED: the subclass DeadlineExceeded). A call that could
@@ -90,7 +122,16 @@ module KeyValue
   # The exception for a gRPC status from +api+ (:tutorial or :v1); codes
   # without their own class get RequestFailed.
   def self.error_for_status(code, message, api: :tutorial)
+    # One code, two meanings: the server's (and etcd's) message says which.
+    return FutureRevision.new(code, message) if code == GRPC::Core::StatusCodes::OUT_OF_RANGE &&
+                                                message.include?("future revision")
+
     ERROR_TABLES.fetch(api).fetch(code, RequestFailed).new(code, message)
+  end
+
+  # The number after +words+ in a server's +message+, or nil.
+  def self.revision_after(words, message)
+    message[/#{Regexp.escape(words)} (\d+)/, 1]&.to_i
   end
 
   # Translates the exception the grpc gem raised for a failed call into ours.

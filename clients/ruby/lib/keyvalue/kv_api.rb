@@ -27,10 +27,15 @@ module KeyValue
   # repeat). A call that timed out raises DeadlineExceeded: a write may
   # have happened; one that could not connect raises ServerUnavailable: it
   # did not.
+  #
+  # Reads take revision: N, the keyspace as it was at revision N (0, the
+  # default: now). Below the compacted revision they raise Compacted (whose
+  # compacted_revision is the oldest still readable); above the store's
+  # revision, FutureRevision.
   module KVAPI
-    # The Record of +key+, or nil if it does not exist.
-    def get_record(key, **options)
-      request = Keyvalue::V1::GetRequest.new(key: Wire.bytes(key))
+    # The Record of +key+, or nil if it does not exist (at +revision+, if given).
+    def get_record(key, revision: 0, **options)
+      request = Keyvalue::V1::GetRequest.new(key: Wire.bytes(key), revision: Wire.integer("revision", revision))
       Record.from_proto(call_v1(:get, request, options, read: true).kv)
     end
 
@@ -65,19 +70,25 @@ module KeyValue
     # empty. limit: at most this many records (no page asks for more than
     # are still wanted). page_size: at most this many records per request
     # (default: the server's --max-range-page, which also caps it).
+    # revision: the range as it was then (0: now). Every page is read at the
+    # first page's revision (the server's page token carries it), so a
+    # listing is one snapshot however long, whatever is written meanwhile.
     #
     #   client.range("user/", prefix: true).each { |record| ... }
     #   client.range("a", range_end: "b", keys_only: true).map(&:key)
     #   client.range("big/", prefix: true, page_size: 10).first(3)
-    def range(key = "", prefix: false, range_end: nil, keys_only: false, limit: nil, page_size: nil, **options)
-      fields = Wire.key_range(key, prefix, range_end).merge(keys_only:)
+    def range(key = "", prefix: false, range_end: nil, keys_only: false, limit: nil, page_size: nil, revision: 0,
+              **options)
+      fields = Wire.key_range(key, prefix, range_end).merge(keys_only:, revision: Wire.integer("revision", revision))
       fetch = ->(request) { call_v1(:range, request, options, read: true) }
       RangeScan.new(fetch, fields, limit, page_size:).enumerator
     end
 
-    # How many keys the range (as for #range) holds, without fetching them.
-    def count(key = "", prefix: false, range_end: nil, **options)
-      request = Keyvalue::V1::RangeRequest.new(**Wire.key_range(key, prefix, range_end), count_only: true)
+    # How many keys the range (as for #range) holds, without fetching them
+    # (at +revision+, if given).
+    def count(key = "", prefix: false, range_end: nil, revision: 0, **options)
+      revision = Wire.integer("revision", revision)
+      request = Keyvalue::V1::RangeRequest.new(**Wire.key_range(key, prefix, range_end), count_only: true, revision:)
       call_v1(:range, request, options, read: true).count
     end
 
@@ -110,9 +121,11 @@ module KeyValue
     end
 
     # The Records of +keys+ (nil for a missing key), in order, read at one
-    # revision. Raises InvalidArgument above the server's --max-batch-keys.
-    def batch_get(keys, **options)
-      request = Keyvalue::V1::BatchGetRequest.new(keys: keys.map { |key| Wire.bytes(key) })
+    # revision (+revision+ if given, else now). Raises InvalidArgument above
+    # the server's --max-batch-keys.
+    def batch_get(keys, revision: 0, **options)
+      request = Keyvalue::V1::BatchGetRequest.new(keys: keys.map { |key| Wire.bytes(key) },
+                                                  revision: Wire.integer("revision", revision))
       call_v1(:batch_get, request, options, read: true).results.map { |result| Record.from_proto(result.kv) }
     end
 
@@ -150,8 +163,8 @@ module KeyValue
     # last event it handed over (it assumes the store outlived the restart:
     # a disk or etcd backend). resume: false ends it with ServerUnavailable.
     #
-    # Raises Compacted if start_revision (or the resume point) is older than
-    # the server's --watch-history; ResourceExhausted at its --max-watchers
+    # Raises Compacted if start_revision (or the resume point) is below the
+    # compacted revision (#compact, or the server's --watch-history); ResourceExhausted at its --max-watchers
     # (after cancelling this client's watches that Ruby has collected);
     # ServerUnavailable if the server is unreachable, or does not register
     # the watch within the client's timeout (the stream itself has no
@@ -167,6 +180,17 @@ module KeyValue
         watch.close
       end
       nil
+    end
+
+    # Forgets the history before +revision+ (above zero): reads and watches
+    # may start at it or later; every key's state at it and after is kept.
+    # Returns the store's revision. Needs a token for the whole keyspace.
+    # Raises Compacted at or below the compacted revision, FutureRevision
+    # above the store's. idempotent: true lets the RetryPolicy repeat it (a
+    # repeat of one that was applied raises Compacted).
+    def compact(revision, **options)
+      request = Keyvalue::V1::CompactRequest.new(revision: Wire.integer("revision", revision, 1..Wire::UINT64.end))
+      Wire.revision(call_v1(:compact, request, options))
     end
 
     # A new lease of +ttl_seconds+ (a Lease); keys put with lease: its id are

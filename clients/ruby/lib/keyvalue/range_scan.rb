@@ -13,12 +13,13 @@ module KeyValue
   # +page_size+; without either it asks for the server's page size
   # (--max-range-page), and the server caps a larger one to that.
   #
-  # Pages are read one at a time, each at the store's revision of the moment:
-  # keys written while a scan runs may or may not be seen, but no key is ever
-  # seen twice, and keys come in order.
+  # Pages are read one at a time, every one at the first page's revision
+  # (+fields+' revision, or the store's when the first page was read): the
+  # server's page token carries it, so a scan is one snapshot, whatever is
+  # written while it runs. Keys come in order, each once.
   class RangeScan
     # +fetch+ calls Range with a RangeRequest and returns its RangeResponse;
-    # +fields+ are the request's key range and keys_only; +limit+ is the most
+    # +fields+ are the request's key range, keys_only and revision; +limit+ is the most
     # records to yield and +page_size+ the most per request (nil: no limit,
     # the server's page size).
     def initialize(fetch, fields, limit, page_size: nil)
