@@ -499,3 +499,13 @@ def test_batches_above_the_limit_are_invalid_and_change_nothing(
         assert client.batch_get(keys[:BATCH_LIMIT]) == [None] * BATCH_LIMIT
         client.batch_put({k: "v" for k in keys[:BATCH_LIMIT]})
         assert client.count(f"{key}/", prefix=True) == BATCH_LIMIT
+
+
+def test_a_txn_get_with_a_limit_counts_the_whole_range(client: Client, key: str) -> None:
+    client.batch_put({f"{key}/{i}": "v" for i in range(3)})
+    result = client.txn([], success=[Op.get(key + "/", prefix=True, limit=1)])
+    page = result.responses[0]
+    assert isinstance(page, RangeResult)
+    assert [kv.key for kv in page.kvs] == [f"{key}/0".encode()]
+    assert page.more
+    assert page.count == 3

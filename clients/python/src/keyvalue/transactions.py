@@ -197,6 +197,9 @@ class Op:
                     prefix=self.prefix,
                     keys_only=self.keys_only,
                     limit=self.limit or 0,
+                    # RangeResult.count is the whole range's (as etcd's is);
+                    # the server counts past a page only when asked.
+                    count_all=True,
                 )
             )
         if self.kind == "put":
