@@ -635,8 +635,6 @@ class RangePager:
         self._remaining = limit
         self._page_size = page_size
         self._done = limit == 0
-        self.revision = revision
-        """The revision the listing is read at (0 until the first page without one)."""
 
     def next_call(self, timeout: Timeout = CLIENT_TIMEOUT) -> Call[list[KeyValue]] | None:
         """The call for the next page, or ``None`` once the range is read."""
@@ -657,7 +655,4 @@ class RangePager:
         if self._remaining == 0 or not reply.more or not reply.next_page_token:
             self._done = True
         self._request.page_token = reply.next_page_token
-        # Later pages follow the token's revision; the first page's is kept
-        # only to say which one the listing was read at.
-        self.revision = int(reply.revision)
         return kvs
