@@ -24,7 +24,7 @@ use crate::grpc::{
 };
 use crate::metrics::{Listener, Metrics};
 use crate::proto::FILE_DESCRIPTOR_SET;
-use crate::storage::Store;
+use crate::storage::{AutoCompaction, Store};
 use crate::tls::{self, TlsSetup};
 use crate::transport::Admission;
 use tower::util::option_layer;
@@ -106,6 +106,10 @@ pub struct Config {
     /// (`--grpc-web-allow-origin`, checked by `cors::parse_origin`); empty:
     /// no CORS headers, same-origin only.
     pub grpc_web_origins: Vec<String>,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`.
+    pub auto_compaction: AutoCompaction,
+    /// `--history-max-bytes` (0: no bound).
+    pub history_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -131,6 +135,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             member_seed: None,
             grpc_web_origins: Vec::new(),
+            auto_compaction: AutoCompaction::DEFAULT,
+            history_max_bytes: crate::storage::DEFAULT_HISTORY_MAX_BYTES,
         }
     }
 }
@@ -166,7 +172,12 @@ pub async fn run<S: Store>(
         .with_stopping(stopping.clone())
         .with_snapshot_stall(config.snapshot_stall);
     let etcd = etcd_api(Arc::clone(&store), &config, &listener).with_stopping(stopping.clone());
-    let expiry = tokio::spawn(expire_leases(Arc::clone(&store)));
+    // The store's own background work: lease expiry, automatic compaction.
+    let expiry = tokio::spawn(crate::storage::maintain(
+        Arc::clone(&store),
+        config.auto_compaction,
+        config.history_max_bytes,
+    ));
     let (health, health_service) = tonic_health::server::health_reporter();
     // The first status is set before serving starts, so a probe never sees
     // an unknown service; later changes follow the store.
@@ -384,24 +395,6 @@ async fn report_health(health: &tonic_health::server::HealthReporter, serving: b
     health.set_service_status("", status).await;
     for service in crate::grpc::methods::health_services() {
         health.set_service_status(service, status).await;
-    }
-}
-
-/// How often expired leases are deleted. Readers stop seeing their keys at
-/// the deadline anyway; this only bounds how late watchers hear of it.
-const EXPIRY_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Deletes the keys of expired leases, forever (the server aborts it).
-async fn expire_leases<S: Store>(store: Arc<S>) {
-    let mut ticks = tokio::time::interval(EXPIRY_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        match store.expire_leases().await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::debug!(deleted, "deleted the keys of expired leases"),
-            Err(error) => warn!("expiring leases failed: {error}"),
-        }
     }
 }
 

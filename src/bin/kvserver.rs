@@ -24,7 +24,7 @@ use keyvalue::grpc::{Limits, Tokens};
 use keyvalue::server::{self, Config, Listeners};
 use keyvalue::shutdown;
 use keyvalue::storage::{
-    DiskStore, EtcdConfig, EtcdStore, MemoryStore, Store, SyncPolicy, WatchLimits,
+    AutoCompaction, DiskStore, EtcdConfig, EtcdStore, MemoryStore, Store, SyncPolicy, WatchLimits,
 };
 use keyvalue::tls::{TlsFiles, TlsSetup};
 use tokio::net::TcpListener;
@@ -157,6 +157,25 @@ struct Args {
     #[arg(long, env = "KVSERVER_WATCH_MAX_LAG", default_value_t = WatchLimits::default().max_lag,
           value_parser = clap::value_parser!(u64).range(1..))]
     watch_max_lag: u64,
+    /// Automatic compaction, as etcd's: `periodic` keeps
+    /// --auto-compaction-retention of history (a duration), `revision` that
+    /// many revisions. Default: periodic, an hour (the disk and memory
+    /// backends); none over etcd, whose own settings rule its history.
+    #[arg(long, env = "KVSERVER_AUTO_COMPACTION_MODE", value_parser = ["periodic", "revision"])]
+    auto_compaction_mode: Option<String>,
+
+    /// What --auto-compaction-mode keeps: a duration for periodic (`30m`,
+    /// `1h`; a bare number counts hours, as etcd's), a number of revisions
+    /// for revision; 0 turns it off.
+    #[arg(long, env = "KVSERVER_AUTO_COMPACTION_RETENTION")]
+    auto_compaction_retention: Option<String>,
+
+    /// Bytes of history kept at most (keys and values of the versions that
+    /// reads at a past revision and watches from one can see): beyond it the
+    /// oldest is compacted, whatever --auto-compaction-retention says. 0: no
+    /// bound. Not applied over etcd (--backend etcd), whose own settings rule.
+    #[arg(long, env = "KVSERVER_HISTORY_MAX_BYTES", default_value_t = keyvalue::storage::DEFAULT_HISTORY_MAX_BYTES)]
+    history_max_bytes: u64,
 
     /// Requests worked on at once; one more gets RESOURCE_EXHAUSTED at once
     /// instead of waiting in a queue.
@@ -371,6 +390,11 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    // Flags that depend on each other, checked before anything starts.
+    if let Err(message) = auto_compaction(&args) {
+        eprintln!("kvserver: {message} (see kvserver --help)");
+        return ExitCode::from(2);
+    }
     if args.print_config {
         // A reader that has gone (`| true`) is no error; Rust's print! would panic.
         let rendered = config_file::render(&command, argv);
@@ -481,6 +505,19 @@ async fn serve(args: Args) -> Result<(), String> {
             let store = EtcdStore::connect(&etcd_config(&args)?, watch_limits).await?;
             serve_store(store, &args, auth, tls, shutdown).await
         }
+    }
+}
+
+/// `--auto-compaction-mode` and `--auto-compaction-retention`, with the
+/// backend's default when neither is given.
+fn auto_compaction(args: &Args) -> Result<AutoCompaction, String> {
+    match (&args.auto_compaction_mode, &args.auto_compaction_retention) {
+        (None, None) if matches!(args.backend, Backend::Etcd) => Ok(AutoCompaction::Off),
+        (None, None) => Ok(AutoCompaction::DEFAULT),
+        (mode, retention) => AutoCompaction::parse(
+            mode.as_deref().unwrap_or("periodic"),
+            retention.as_deref().unwrap_or("1h"),
+        ),
     }
 }
 
@@ -607,6 +644,12 @@ async fn serve_store<S: Store>(
         shutdown_grace: args.shutdown_grace,
         member_seed: member_seed(args),
         grpc_web_origins: args.grpc_web_allow_origin.clone(),
+        auto_compaction: auto_compaction(args)?,
+        history_max_bytes: if matches!(args.backend, Backend::Etcd) {
+            0
+        } else {
+            args.history_max_bytes
+        },
     };
     let listeners = Listeners {
         grpc: listener,

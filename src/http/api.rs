@@ -270,6 +270,10 @@ async fn list<S: Store>(
             range_end: end.clone(),
             limit: wanted as u32,
             keys_only: query.keys_only,
+            // Every round at the first one's revision: one listing, one
+            // snapshot. No count: a round never scans past its page.
+            revision,
+            count_all: false,
             ..Default::default()
         };
         let (request, _place) = shared.call("/keyvalue.v1.KV/Range", &headers, range)?;

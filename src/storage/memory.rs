@@ -621,6 +621,7 @@ impl Store for MemoryStore {
             keys: state.records.len() as u64,
             revision: state.revision,
             compacted: state.compacted,
+            written_bytes: self.hub.written_bytes(),
             ..StoreStats::default()
         }
     }

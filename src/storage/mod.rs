@@ -12,6 +12,8 @@
 //! - [`ops`]: ranges, queries, compares, transactions, events: the vocabulary.
 //! - `apply`: what reads and transactions mean, once for every backend.
 //! - `lease`: lease deadlines and lazy expiry.
+//! - `maintenance`: the store's background work (lease expiry, automatic
+//!   compaction), which the server runs.
 //! - `watch`: the event history and the watch streams.
 //! - `memory`, `disk`, `etcd`: the backends; `conformance`: the suite they
 //!   all pass.
@@ -23,6 +25,7 @@ mod etcd;
 #[cfg(test)]
 pub(crate) use etcd::convert as etcd_convert;
 mod lease;
+mod maintenance;
 mod memory;
 pub mod ops;
 mod watch;
@@ -39,6 +42,7 @@ pub use disk::{ACK_FILE, DB_FILE, DiskStore, OpenError, SyncPolicy};
 pub use error::StoreError;
 pub use etcd::{EtcdConfig, EtcdStore};
 pub use lease::{LeaseInfo, MAX_TTL};
+pub use maintenance::{AutoCompaction, DEFAULT_HISTORY_MAX_BYTES, run as maintain};
 pub use memory::MemoryStore;
 pub use watch::{EventStream, WatchLimits};
 
@@ -132,6 +136,9 @@ pub struct StoreStats {
     pub commit_latency: [u64; COMMIT_LATENCY_BOUNDS.len() + 1],
     /// The compacted revision: reads and watches start at it or later.
     pub compacted: Revision,
+    /// Bytes of keys and values written since the store opened (0 on the
+    /// etcd backend): what the history grew by, at most.
+    pub written_bytes: u64,
 }
 
 /// Upper bounds of the commit latency buckets of [`StoreStats`], in seconds.

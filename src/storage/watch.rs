@@ -95,6 +95,9 @@ pub(crate) struct WatchHub {
     compacted: AtomicU64,
     limits: WatchLimits,
     watchers: Arc<AtomicUsize>,
+    /// Bytes of keys and values written since the store opened: an upper
+    /// bound of what the history grew by (`--history-max-bytes`).
+    written: AtomicU64,
 }
 
 fn lock(live: &Mutex<Live>) -> MutexGuard<'_, Live> {
@@ -115,6 +118,7 @@ impl WatchHub {
                 newest,
             })),
             compacted: AtomicU64::new(compacted),
+            written: AtomicU64::new(0),
             limits,
             watchers: Arc::new(AtomicUsize::new(0)),
         }
@@ -128,9 +132,19 @@ impl WatchHub {
         if events.is_empty() {
             return;
         }
+        let bytes: usize = events
+            .iter()
+            .map(|event| event.key.len() + event.record.value.len())
+            .sum();
+        self.written.fetch_add(bytes as u64, Ordering::Relaxed);
         live.newest.send_replace(live.latest);
         // An error only means that nobody watches.
         let _ = live.sender.send(events.into());
+    }
+
+    /// Bytes of keys and values published since the hub was made.
+    pub(crate) fn written_bytes(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
     }
 
     /// The newest revision published.

@@ -411,3 +411,91 @@ async fn overwrites_of_a_large_value_keep_their_history_on_disk_not_in_memory() 
     let oldest = get_at(&mut kv, "big", first).await.unwrap().unwrap();
     assert_eq!((oldest.len(), oldest[0]), (VALUE, b'a'));
 }
+
+/// Waits until a read of `key` at `revision` is refused as compacted.
+async fn until_compacted(kv: &mut KvClient<Channel>, key: &str, revision: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match get_at(kv, key, revision).await {
+            Err(status) if status.code() == Code::OutOfRange => {
+                assert!(status.message().contains("compacted"), "{status}");
+                return;
+            }
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "revision {revision} still readable after 10 s: {other:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// `--auto-compaction-mode periodic` keeps its retention of history, and
+/// no more: a revision older than it becomes unreadable by itself, a newer
+/// one stays.
+#[tokio::test]
+async fn periodic_auto_compaction_forgets_what_is_older_than_its_retention() {
+    let server = Server::start_with(&[
+        "--auto-compaction-mode",
+        "periodic",
+        "--auto-compaction-retention",
+        "1s",
+    ]);
+    let mut kv = server.kv_client().await;
+    let old = put(&mut kv, "p/k", "old").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let new = put(&mut kv, "p/k", "new").await;
+    until_compacted(&mut kv, "p/k", old).await;
+    assert_eq!(
+        get_at(&mut kv, "p/k", new).await.unwrap(),
+        Some(b"new".to_vec())
+    );
+}
+
+/// `--history-max-bytes` bounds the history in bytes whatever the time
+/// retention: 100 KB of overwrites against a bound of 20 KB.
+#[tokio::test]
+async fn the_history_is_compacted_to_its_bound_in_bytes() {
+    let server = Server::start_with(&["--history-max-bytes", "20000"]);
+    let mut kv = server.kv_client().await;
+    let value = "x".repeat(5000);
+    let mut revisions = Vec::new();
+    for _ in 0..20 {
+        revisions.push(put(&mut kv, "b/k", &value).await);
+    }
+    until_compacted(&mut kv, "b/k", revisions[0]).await;
+    let last = *revisions.last().unwrap();
+    assert_eq!(
+        get_at(&mut kv, "b/k", last).await.unwrap().map(|v| v.len()),
+        Some(5000)
+    );
+}
+
+#[test]
+fn a_bad_auto_compaction_flag_is_a_usage_error_that_names_it() {
+    for (args, says) in [
+        (
+            &["--auto-compaction-mode", "sometimes"][..],
+            "--auto-compaction-mode",
+        ),
+        (
+            &[
+                "--auto-compaction-mode",
+                "revision",
+                "--auto-compaction-retention",
+                "1h",
+            ][..],
+            "number of revisions",
+        ),
+    ] {
+        let output = crate::harness::kvserver()
+            .args(["--backend", "memory", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+}

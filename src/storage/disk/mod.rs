@@ -9,9 +9,11 @@
 //! `keyspace`), the lease tables and `meta` (the format marker, the
 //! store-wide revision and the compacted revision).
 //!
-//! Reads go straight to the database from the calling task: redb readers see
-//! the last committed transaction and never wait for the writer. Writes go to
-//! the one [`committer`] thread, which batches them into group commits.
+//! Reads see the last committed transaction and never wait for the writer
+//! (redb read transactions): a point read runs on the calling task, a scan
+//! (a Range of more than one key, a watch's replay, a snapshot) on a
+//! blocking thread, so that it never holds a tokio worker. Writes go to the
+//! one [`committer`] thread, which batches them into group commits.
 //!
 //! Opening never damages what it finds: a directory holding anything but our
 //! database, a file redb cannot read, or a database without our format marker
@@ -42,7 +44,9 @@ use super::apply::{self, ReadOnly, Slot, Values};
 use super::lease::random_lease_id;
 use super::lease::{LeaseInfo, Leases};
 use super::ops::{Event, KeyValue};
-use super::ops::{EventKind, KeyRange, LeaseId, Op, RangeQuery, RangeResult, Txn, TxnResult};
+use super::ops::{
+    EventKind, KeyRange, LeaseId, Op, RangeEnd, RangeQuery, RangeResult, Txn, TxnResult,
+};
 use super::watch::{EventStream, History, WatchHub, WatchLimits};
 use super::{Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError, StoreStats};
 
@@ -252,6 +256,24 @@ impl DiskStore {
         database::accept_lost_writes(dir)
     }
 
+    /// Runs `read` over a snapshot on a blocking thread, not on the calling
+    /// task's worker: for scans, which may read thousands of keys (a page
+    /// of 10,000 would hold a tokio worker, and every request queued on it,
+    /// for its whole length). Point reads stay on the worker: they take
+    /// microseconds, less than the handoff.
+    async fn scan_off_worker<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&ReadView<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (db, leases) = (self.db.current()?, Arc::clone(&self.leases));
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(storage_error)?;
+            read(&ReadView::new(txn, &leases)?)
+        })
+        .await
+        .map_err(|_| StoreError::Internal("a disk read task failed".into()))?
+    }
+
     /// A consistent view to read from (a redb read transaction).
     fn read_view(&self) -> Result<ReadView<'_>, StoreError> {
         let txn = self.db.current()?.begin_read().map_err(storage_error)?;
@@ -317,16 +339,36 @@ impl Store for DiskStore {
     }
 
     async fn range(&self, query: RangeQuery) -> Result<RangeResult, StoreError> {
-        let snapshot = self.read_view()?;
-        apply::range(&snapshot, &query, snapshot.revision()?)
+        if query.range.end == RangeEnd::Single {
+            let snapshot = self.read_view()?;
+            return apply::range(&snapshot, &query, snapshot.revision()?);
+        }
+        self.scan_off_worker(move |snapshot| apply::range(snapshot, &query, snapshot.revision()?))
+            .await
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
         if !txn.writes() {
             // Reads only: a snapshot answers without the committer.
-            let snapshot = self.read_view()?;
-            let revision = snapshot.revision()?;
-            return Ok(apply::apply(&mut ReadOnly(snapshot), &txn, revision)?.result);
+            let scans = txn
+                .success
+                .iter()
+                .chain(&txn.failure)
+                .any(|op| matches!(op, Op::Get(query) if query.range.end != RangeEnd::Single));
+            let read = move |snapshot: ReadView<'_>| {
+                let revision = snapshot.revision()?;
+                Ok(apply::apply(&mut ReadOnly(snapshot), &txn, revision)?.result)
+            };
+            if !scans {
+                return read(self.read_view()?);
+            }
+            let (db, leases) = (self.db.current()?, Arc::clone(&self.leases));
+            return tokio::task::spawn_blocking(move || {
+                let txn = db.begin_read().map_err(storage_error)?;
+                read(ReadView::new(txn, &leases)?)
+            })
+            .await
+            .map_err(|_| StoreError::Internal("a disk read task failed".into()))?;
         }
         match self.committer.write(Mutation::Txn(txn)).await? {
             Outcome::Txn(result) => Ok(result),
@@ -471,6 +513,7 @@ impl Store for DiskStore {
             commit_nanos: counters.nanos.load(std::sync::atomic::Ordering::Relaxed),
             revision: self.hub.latest(),
             commit_latency: counters.latency(),
+            written_bytes: self.hub.written_bytes(),
         }
     }
 

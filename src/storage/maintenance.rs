@@ -13,7 +13,13 @@
 //!
 //! Either way `--watch-history` caps the number of revisions kept at every
 //! write (`storage::apply::retention_target`), so a burst of writes cannot
-//! grow the history past it between ticks.
+//! grow the history past it between ticks, and `--history-max-bytes` caps
+//! its bytes: every second the store notes its revision and the bytes of
+//! keys and values written so far, and compacts to the oldest note after
+//! which less than the bound was written. Bytes written bound what the
+//! history grew by from above (each version becomes history once replaced),
+//! so the history stays within the bound; after a restart only what is
+//! written from then on is counted.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,6 +37,11 @@ const EXPIRY_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
 /// The shortest: compacting has a cost of its own.
 const MIN_COMPACTION_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the bytes written are noted for `--history-max-bytes`.
+const BYTES_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The default of `--history-max-bytes`.
+pub const DEFAULT_HISTORY_MAX_BYTES: u64 = 512 << 20;
 
 /// The automatic compaction of `--auto-compaction-mode` and
 /// `--auto-compaction-retention`.
@@ -58,9 +69,8 @@ impl AutoCompaction {
             "periodic" => {
                 let keep = match retention.parse::<u64>() {
                     Ok(hours) => Duration::from_secs(hours.saturating_mul(3600)),
-                    Err(_) => crate::duration::parse_duration(retention).map_err(|e| {
-                        format!("--auto-compaction-retention {retention:?}: {e}")
-                    })?,
+                    Err(_) => crate::duration::parse_duration(retention)
+                        .map_err(|e| format!("--auto-compaction-retention {retention:?}: {e}"))?,
                 };
                 Ok(if keep.is_zero() {
                     AutoCompaction::Off
@@ -98,13 +108,61 @@ impl AutoCompaction {
     }
 }
 
-/// Runs the store's background work forever (the caller aborts it).
-pub async fn run<S: Store>(store: Arc<S>, auto: AutoCompaction) {
-    match auto.interval() {
-        Some(interval) => {
-            tokio::join!(expire_leases(&*store), compact(&*store, auto, interval));
+/// Runs the store's background work forever (the caller aborts it):
+/// lease expiry, `auto` compaction, and the bound of `max_history_bytes`
+/// on the history (0: none).
+pub async fn run<S: Store>(store: Arc<S>, auto: AutoCompaction, max_history_bytes: u64) {
+    let timed = async {
+        if let Some(interval) = auto.interval() {
+            compact(&*store, auto, interval).await;
         }
-        None => expire_leases(&*store).await,
+    };
+    let bytes = async {
+        if max_history_bytes > 0 {
+            bound_bytes(&*store, max_history_bytes, BYTES_INTERVAL).await;
+        }
+    };
+    tokio::join!(expire_leases(&*store), timed, bytes);
+}
+
+/// Compacts `store` so that its history holds less than about `max` bytes
+/// of keys and values written, looking every `interval`.
+async fn bound_bytes<S: Store>(store: &S, max: u64, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // (revision, bytes written until then), oldest first.
+    let mut notes: VecDeque<(Revision, u64)> = VecDeque::new();
+    loop {
+        ticks.tick().await;
+        let stats = store.stats();
+        notes.push_back((stats.revision, stats.written_bytes));
+        // Drop the notes after which too much was written: the oldest one
+        // left is where the history may start.
+        let mut too_big = false;
+        while let Some(&(_, written)) = notes.front() {
+            if stats.written_bytes.saturating_sub(written) < max {
+                break;
+            }
+            notes.pop_front();
+            too_big = true;
+        }
+        // The newest note always stays (nothing was written after it).
+        let Some(&(target, _)) = notes.front() else {
+            continue;
+        };
+        if !too_big || target <= stats.compacted.max(1) {
+            continue;
+        }
+        match store.compact(target).await {
+            Ok(_) => debug!(
+                revision = target,
+                "compacted the history to bound its bytes"
+            ),
+            Err(StoreError::Compacted { .. }) => {}
+            Err(error) => {
+                warn!("compaction at revision {target} for --history-max-bytes failed: {error}")
+            }
+        }
     }
 }
 
@@ -183,13 +241,24 @@ mod tests {
             Ok(AutoCompaction::Periodic(Duration::from_secs(7200))),
             "a bare number counts hours"
         );
-        assert_eq!(parse("revision", "1000"), Ok(AutoCompaction::Revision(1000)));
+        assert_eq!(
+            parse("revision", "1000"),
+            Ok(AutoCompaction::Revision(1000))
+        );
         assert_eq!(parse("revision", "0"), Ok(AutoCompaction::Off));
-        assert!(parse("revision", "1h").unwrap_err().contains("number of revisions"));
-        assert!(parse("sometimes", "1h").unwrap_err().contains("periodic or revision"));
+        assert!(
+            parse("revision", "1h")
+                .unwrap_err()
+                .contains("number of revisions")
+        );
+        assert!(
+            parse("sometimes", "1h")
+                .unwrap_err()
+                .contains("periodic or revision")
+        );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn periodic_compaction_keeps_the_retention_of_history() {
         let store = Arc::new(MemoryStore::new());
         let keep = Duration::from_millis(500);
@@ -209,12 +278,15 @@ mod tests {
         let compacted = store.stats().compacted;
         // About half a second of history is kept: not all, not none.
         assert!(compacted > written[5], "compacted at {compacted}");
-        assert!(compacted <= written[written.len() - 5], "compacted at {compacted}");
+        assert!(
+            compacted <= written[written.len() - 5],
+            "compacted at {compacted}"
+        );
         assert!(store.get(b"k", compacted).await.unwrap().is_some());
         assert!(store.get(b"k", compacted - 1).await.is_err());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn revision_compaction_keeps_that_many_revisions() {
         let store = Arc::new(MemoryStore::new());
         for i in 0..50 {
@@ -234,5 +306,32 @@ mod tests {
         task.abort();
         let stats = store.stats();
         assert_eq!(stats.compacted, stats.revision - 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_history_is_bounded_in_bytes() {
+        let store = Arc::new(MemoryStore::new());
+        let task = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { bound_bytes(&*store, 10_000, Duration::from_secs(1)).await })
+        };
+        // 1,000 bytes a second for a minute: 60,000 bytes, six times the bound.
+        let mut written = Vec::new();
+        for _ in 0..60 {
+            let value = Bytes::from(vec![b'x'; 999]);
+            written.push(store.put(Bytes::from("k"), value).await.unwrap());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        task.abort();
+        let compacted = store.stats().compacted;
+        // About ten seconds of writes are kept: at most the bound, and not
+        // much less (a note a second).
+        let kept = written.iter().filter(|&&r| r >= compacted).count();
+        assert!(
+            (8..=11).contains(&kept),
+            "kept {kept} writes, compacted at {compacted}"
+        );
+        assert!(store.get(b"k", compacted).await.unwrap().is_some());
+        assert!(store.get(b"k", compacted - 1).await.is_err());
     }
 }
