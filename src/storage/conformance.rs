@@ -1259,7 +1259,7 @@ pub(crate) async fn paging_at_one_revision_while_writers_change_the_keys_sees_on
 >(
     store: Arc<S>,
 ) {
-    const KEYS: usize = 20_000;
+    const KEYS: usize = 100_000;
     const PAGE: usize = 1000;
     let name = |i: usize| format!("p/{i:06}");
     for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
