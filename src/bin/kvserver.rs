@@ -136,6 +136,13 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_range_page: u32,
 
+    /// About the most bytes of keys and values in one page of Range: a page
+    /// stops before the key that would pass it (saying there is more), with
+    /// at least one key, however large.
+    #[arg(long, env = "KVSERVER_MAX_RANGE_PAGE_BYTES", default_value_t = Limits::default().max_range_page_bytes as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_range_page_bytes: u32,
+
     /// Most operations in one branch of a Txn (and most compares).
     #[arg(long, env = "KVSERVER_MAX_TXN_OPS", default_value_t = Limits::default().max_txn_ops as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -624,6 +631,7 @@ async fn serve_store<S: Store>(
             max_value_bytes: args.max_value_bytes as usize,
             max_batch_keys: args.max_batch_keys as usize,
             max_range_page: args.max_range_page as usize,
+            max_range_page_bytes: args.max_range_page_bytes as usize,
             max_txn_ops: args.max_txn_ops as usize,
         },
         log_requests: args.log_requests,

@@ -101,6 +101,9 @@ pub(crate) struct Shape {
     max_mod: u64,
     min_create: u64,
     max_create: u64,
+    /// `--max-range-page-bytes`, for an answer sorted or filtered here (the
+    /// store bounds the others).
+    max_bytes: usize,
 }
 
 impl Shape {
@@ -148,7 +151,13 @@ impl Shape {
         } else {
             result.more = false;
         }
-        result
+        if self.keys_only {
+            for kv in &mut result.kvs {
+                kv.record.value = Bytes::new();
+            }
+        }
+        // etcd's count is the whole range's, which the cut leaves alone.
+        result.bounded(self.max_bytes, true)
     }
 }
 
@@ -184,6 +193,7 @@ pub(crate) fn range_query(
         max_mod: positive(request.max_mod_revision),
         min_create: positive(request.min_create_revision),
         max_create: positive(request.max_create_revision),
+        max_bytes: checks.limits.max_range_page_bytes,
     };
     // etcd reads the current revision for any revision <= 0.
     let mut query = RangeQuery::all(range).at(positive(request.revision));
@@ -192,7 +202,9 @@ pub(crate) fn range_query(
     // `range_response` leaves them out then.
     query.keys_only = request.keys_only && !matches!(order, Some((SortTarget::Value, _)));
     if !shape.reshapes() {
+        // In key order the store stops at the limit and at the byte bound.
         query.limit = shape.limit;
+        query.max_bytes = shape.max_bytes;
     }
     Ok((query, shape))
 }
@@ -570,6 +582,7 @@ mod tests {
             let mut query = RangeQuery::all(range.clone());
             query.limit = 5;
             query.keys_only = true;
+            query.max_bytes = limits.max_range_page_bytes;
             let request = keys.range_request(&query);
             let (back, shape) = range_query(&checks, request).unwrap();
             assert_eq!(back, query, "{range:?}");
@@ -602,7 +615,10 @@ mod tests {
                 prev: true,
             }],
             failure: vec![
-                Op::Get(RangeQuery::all(KeyRange::prefix(Bytes::from_static(b"p")))),
+                Op::Get(RangeQuery {
+                    max_bytes: limits.max_range_page_bytes,
+                    ..RangeQuery::all(KeyRange::prefix(Bytes::from_static(b"p")))
+                }),
                 Op::Delete {
                     range: KeyRange::between(Bytes::from_static(b"a"), Bytes::from_static(b"b")),
                     prev: true,

@@ -151,6 +151,8 @@ pub(crate) fn range_query(
         count_only: request.count_only,
         count_all: request.count_all,
         revision,
+        // Like the limit, the byte bound cuts the page and says `more`.
+        max_bytes: checks.limits.max_range_page_bytes,
     })
 }
 

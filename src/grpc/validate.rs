@@ -19,6 +19,11 @@ pub struct Limits {
     /// Most keys in one page of Range (`--max-range-page`); also the page
     /// size when a request asks for none.
     pub max_range_page: usize,
+    /// About the most bytes of records in one page of Range
+    /// (`--max-range-page-bytes`, counted as `storage::ops::page_bytes`):
+    /// a page stops before the record that would pass it, at least one
+    /// record per page.
+    pub max_range_page_bytes: usize,
     /// Most operations in one branch of a Txn, and most compares
     /// (`--max-txn-ops`).
     pub max_txn_ops: usize,
@@ -31,6 +36,9 @@ impl Default for Limits {
             max_value_bytes: 1024 * 1024,
             max_batch_keys: 1000,
             max_range_page: 10_000,
+            // Half of a gRPC client's default largest answer (4 MiB), so
+            // a page of values up to the default 1 MiB always fits in it.
+            max_range_page_bytes: 2 << 20,
             max_txn_ops: 128,
         }
     }
@@ -127,6 +135,7 @@ mod tests {
         max_value_bytes: 8,
         max_batch_keys: 2,
         max_range_page: 2,
+        max_range_page_bytes: 1024,
         max_txn_ops: 2,
     };
 

@@ -28,7 +28,7 @@ use super::{Shared, respond};
 use crate::proto::keyvalue::v1 as pb;
 use crate::proto::keyvalue::v1::kv_server::Kv;
 use crate::storage::Store;
-use crate::storage::ops::prefix_end;
+use crate::storage::ops::{page_bytes, prefix_end};
 
 /// Where keys start in a path.
 const KEY_ROUTE: &str = "/v1/kv/";
@@ -260,9 +260,15 @@ async fn list<S: Store>(
     let mut revision = 0;
     // Each round reads one page from `start`; a group ends the round, and
     // the next starts after it, so a group of many keys costs one read.
+    // The bytes of the records listed: the page stops once they reach
+    // --max-range-page-bytes, as each round's Range does.
+    let mut bytes = 0usize;
     let more = 'rounds: loop {
         if !end.is_empty() && start >= end {
             break false;
+        }
+        if bytes >= shared.limits.max_range_page_bytes {
+            break true;
         }
         let wanted = limit - kvs.len() - groups.len();
         let range = pb::RangeRequest {
@@ -308,6 +314,7 @@ async fn list<S: Store>(
                     let mut next = kv.key.to_vec();
                     next.push(0);
                     start = Bytes::from(next);
+                    bytes = bytes.saturating_add(page_bytes(kv.key.len(), kv.value.len()));
                     kvs.push(kv);
                     if kvs.len() + groups.len() == limit {
                         break 'rounds !last || reply.more;
@@ -317,6 +324,10 @@ async fn list<S: Store>(
         }
         if !reply.more {
             break false;
+        }
+        if fetched < wanted {
+            // The round stopped at --max-range-page-bytes: so does the page.
+            break true;
         }
     };
     let next = if more {

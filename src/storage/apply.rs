@@ -37,7 +37,7 @@ use bytes::Bytes;
 use super::lease::Leases;
 use super::ops::{
     Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, LeaseId, Op, OpResult,
-    RangeEnd, RangeQuery, RangeResult, Txn, TxnResult,
+    RangeEnd, RangeQuery, RangeResult, Txn, TxnResult, page_bytes,
 };
 use super::{Record, Revision, StoreError};
 
@@ -352,6 +352,7 @@ pub(crate) fn range(
     let count_all = query.count_all || query.count_only;
     let mut failed = None;
     let mut rest = None;
+    let mut bytes = 0usize;
     space.scan(&query.range, values, &mut |key, slot| {
         let record = match visible(space, key, Some(slot), at, current) {
             Ok(Some(record)) => record,
@@ -361,8 +362,20 @@ pub(crate) fn range(
                 return ControlFlow::Break(());
             }
         };
-        if !query.count_only && query.limit > 0 && result.kvs.len() == query.limit {
-            // The page is full, and this key is past it.
+        let value_len = if query.keys_only {
+            0
+        } else {
+            record.value.len()
+        };
+        let size = page_bytes(key.len(), value_len);
+        let full = !query.count_only
+            && ((query.limit > 0 && result.kvs.len() == query.limit)
+                || (query.max_bytes > 0
+                    && !result.kvs.is_empty()
+                    && bytes.saturating_add(size) > query.max_bytes));
+        if full {
+            // The page is full (its limit, or its bytes: at least one
+            // record either way), and this key is past it.
             result.more = true;
             if !count_all {
                 return ControlFlow::Break(());
@@ -371,6 +384,7 @@ pub(crate) fn range(
             return ControlFlow::Break(());
         }
         result.count += 1;
+        bytes = bytes.saturating_add(size);
         if !query.count_only {
             result
                 .kvs

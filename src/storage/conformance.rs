@@ -14,7 +14,7 @@ use tokio_stream::StreamExt;
 
 use super::ops::{
     Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, LeaseId, Op, OpResult,
-    RangeQuery, RangeResult, Txn, TxnResult,
+    RangeQuery, RangeResult, Txn, TxnResult, page_bytes,
 };
 use super::{EventStream, LeaseInfo, Record, Revision, Store, StoreError};
 
@@ -71,6 +71,7 @@ macro_rules! conformance_suite {
             a_key_written_twice_in_one_transaction_reads_right_at_every_revision,
             reads_above_the_current_revision_are_future_revisions,
             a_page_that_stops_at_its_limit_counts_only_when_asked,
+            a_page_stops_at_its_byte_bound_with_at_least_one_record,
             paging_at_one_revision_while_writers_change_the_keys_sees_one_snapshot,
             compaction_under_concurrent_reads_and_watches,
         );
@@ -1252,6 +1253,59 @@ pub(crate) async fn a_page_that_stops_at_its_limit_counts_only_when_asked<S: Sto
         (counted.kvs.len(), counted.more, counted.count),
         (2, true, 5)
     );
+}
+
+pub(crate) async fn a_page_stops_at_its_byte_bound_with_at_least_one_record<S: Store>(
+    store: Arc<S>,
+) {
+    // Ten 1,000-byte values, and one of 5,000 bytes in the middle.
+    for i in 0..10 {
+        let size = if i == 5 { 5000 } else { 1000 };
+        let key = format!("b/{i}");
+        store
+            .put(bytes(&key), Bytes::from(vec![b'v'; size]))
+            .await
+            .unwrap();
+    }
+    let record = |value: usize| page_bytes(3, value);
+    // Room for three small records and most of a fourth.
+    let bound = 3 * record(1000) + 500;
+    let mut query = RangeQuery::all(KeyRange::prefix(bytes("b/")));
+    query.max_bytes = bound;
+    let mut pages = Vec::new();
+    loop {
+        let page = store.range(query.clone()).await.unwrap();
+        assert_eq!(page.count, 10 - pages.iter().flatten().count() as u64);
+        let keys: Vec<_> = page.kvs.iter().map(|kv| kv.key.clone()).collect();
+        assert!(!keys.is_empty(), "a page with nothing in it");
+        let size: usize = page.kvs.iter().map(KeyValue::page_bytes).sum();
+        assert!(size <= bound || keys.len() == 1, "{size} bytes in {keys:?}");
+        let last = keys.last().unwrap().to_vec();
+        pages.push(keys);
+        if !page.more {
+            break;
+        }
+        let mut next = last;
+        next.push(0);
+        query.range = query.range.resumed_at(Bytes::from(next));
+    }
+    // Three, then two (the large one does not fit beside them), the large
+    // one alone, three, one.
+    let sizes: Vec<_> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [3, 2, 1, 3, 1], "{pages:?}");
+    assert_eq!(pages[2], [bytes("b/5")]);
+    // Keys only: the values do not count.
+    let mut keys_only = RangeQuery::all(KeyRange::prefix(bytes("b/")));
+    keys_only.max_bytes = bound;
+    keys_only.keys_only = true;
+    let page = store.range(keys_only).await.unwrap();
+    assert_eq!((page.kvs.len(), page.more), (10, false));
+    // A count is not a page.
+    let mut count = RangeQuery::all(KeyRange::prefix(bytes("b/")));
+    count.max_bytes = 1;
+    count.count_only = true;
+    let counted = store.range(count).await.unwrap();
+    assert_eq!((counted.count, counted.more), (10, false));
 }
 
 pub(crate) async fn paging_at_one_revision_while_writers_change_the_keys_sees_one_snapshot<

@@ -110,6 +110,11 @@ pub struct RangeQuery {
     /// current one with
     /// [`StoreError::FutureRevision`](super::StoreError::FutureRevision).
     pub revision: Revision,
+    /// At most about this many bytes of records in the answer
+    /// (`--max-range-page-bytes`; see [`KeyValue::page_bytes`]); 0 means no
+    /// bound. A page that stops at it says `more`, and holds at least one
+    /// record, however large.
+    pub max_bytes: usize,
 }
 
 impl RangeQuery {
@@ -122,6 +127,7 @@ impl RangeQuery {
             count_only: false,
             count_all: true,
             revision: 0,
+            max_bytes: 0,
         }
     }
 
@@ -141,6 +147,26 @@ pub struct KeyValue {
     pub record: Record,
 }
 
+/// What a record costs in an answer besides its key and value: its four
+/// numbers and their framing, at most (every front end's encoding of a
+/// record fits in it).
+pub const RECORD_OVERHEAD_BYTES: usize = 64;
+
+/// The bytes a record of a `key_len`-byte key and a `value_len`-byte value
+/// counts for against a page's byte bound.
+pub fn page_bytes(key_len: usize, value_len: usize) -> usize {
+    key_len
+        .saturating_add(value_len)
+        .saturating_add(RECORD_OVERHEAD_BYTES)
+}
+
+impl KeyValue {
+    /// The bytes this record counts for against a page's byte bound.
+    pub fn page_bytes(&self) -> usize {
+        page_bytes(self.key.len(), self.record.value.len())
+    }
+}
+
 /// The answer to a [`RangeQuery`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangeResult {
@@ -154,6 +180,37 @@ pub struct RangeResult {
     /// The revision the answer reflects: the one asked for, or the store's
     /// current one.
     pub revision: Revision,
+}
+
+impl RangeResult {
+    /// The answer cut after the records that fit in `max_bytes` (0: no
+    /// bound), at least one kept, saying `more` if any were cut. For a
+    /// backend or a front end that gets its records whole (etcd's answer, a
+    /// sorted page); `storage::apply` stops its scan at the bound instead.
+    /// `count_all` says whether `count` is the whole range's, which a cut
+    /// leaves alone; otherwise it is the page's.
+    pub fn bounded(mut self, max_bytes: usize, count_all: bool) -> RangeResult {
+        if max_bytes == 0 {
+            return self;
+        }
+        let mut bytes = 0usize;
+        let fits = self
+            .kvs
+            .iter()
+            .position(|kv| {
+                bytes = bytes.saturating_add(kv.page_bytes());
+                bytes > max_bytes
+            })
+            .map_or(self.kvs.len(), |over| over.max(1));
+        if fits < self.kvs.len() {
+            self.kvs.truncate(fits);
+            self.more = true;
+            if !count_all {
+                self.count = fits as u64;
+            }
+        }
+        self
+    }
 }
 
 /// A condition on one key, or on every key of a range, checked at the

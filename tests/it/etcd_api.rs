@@ -19,7 +19,7 @@ use crate::harness::Server;
 
 /// Runs etcdctl against `endpoint`; returns what it printed, stdout then
 /// stderr (prefixed `! `), and how it exited.
-fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> String {
+pub(crate) fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> String {
     let mut child = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .args(["--endpoints", endpoint, "--command-timeout", "10s"])

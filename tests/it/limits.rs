@@ -142,3 +142,103 @@ fn a_zero_key_limit_is_refused_at_startup() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--max-key-bytes"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_range_page_stops_at_its_byte_bound_on_every_api() {
+    use keyvalue::proto::keyvalue::v1 as pb;
+    // Ten 1,000-byte values; a page holds three (3 x 1,067 bytes counted).
+    let (server, http) = crate::http::start_http(&["--max-range-page-bytes", "4000"]);
+    let mut kv = server.kv_client().await;
+    for i in 0..10 {
+        kv.put(pb::PutRequest {
+            key: format!("b/{i}").into(),
+            value: vec![b'v'; 1000].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    // keyvalue.v1: pages of three, each token continuing the listing.
+    let mut pages = Vec::new();
+    let mut token = bytes::Bytes::new();
+    loop {
+        let page = kv
+            .range(pb::RangeRequest {
+                key: "b/".into(),
+                prefix: true,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push(page.kvs.len());
+        if !page.more {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, [3, 3, 3, 1]);
+    // A value larger than the bound still comes, alone on its page.
+    kv.put(pb::PutRequest {
+        key: "b/3".into(),
+        value: vec![b'v'; 9000].into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let page = kv
+        .range(pb::RangeRequest {
+            key: "b/3".into(),
+            range_end: "b/9".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((page.kvs.len(), page.more), (1, true));
+    assert_eq!(page.kvs[0].value.len(), 9000);
+    // etcd's API (etcdctl, without a limit): the page says `more`, and the
+    // count is the whole range's.
+    let json = crate::etcd_api::etcdctl(server.addr(), &["get", "b/0", "b/3", "-w", "json"], None);
+    let answer: serde_json::Value = serde_json::from_str(&json).expect(&json);
+    assert_eq!(answer["kvs"].as_array().map(Vec::len), Some(3), "{json}");
+    let json = crate::etcd_api::etcdctl(
+        server.addr(),
+        &["get", "b/", "--prefix", "-w", "json"],
+        None,
+    );
+    let answer: serde_json::Value = serde_json::from_str(&json).expect(&json);
+    assert_eq!(answer["kvs"].as_array().map(Vec::len), Some(3), "{json}");
+    assert_eq!(
+        (answer["more"].as_bool(), answer["count"].as_i64()),
+        (Some(true), Some(10))
+    );
+    // Sorted by etcd's rules, then cut.
+    let json = crate::etcd_api::etcdctl(
+        server.addr(),
+        &[
+            "get",
+            "b/",
+            "--prefix",
+            "--sort-by",
+            "MODIFY",
+            "--order",
+            "DESCEND",
+            "-w",
+            "json",
+        ],
+        None,
+    );
+    let answer: serde_json::Value = serde_json::from_str(&json).expect(&json);
+    assert_eq!(answer["kvs"].as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(answer["more"].as_bool(), Some(true), "{json}");
+    // The HTTP listing: three, and `next` where to go on.
+    let (status, page) = crate::http::call_json(&http, "GET", "/v1/kv?prefix=b/", &[], "").await;
+    assert_eq!(status, hyper::StatusCode::OK, "{page}");
+    assert_eq!(page["kvs"].as_array().map(Vec::len), Some(3), "{page}");
+    assert_eq!(
+        (page["more"].as_bool(), page["next"].as_str()),
+        (Some(true), Some("b/2"))
+    );
+}

@@ -109,7 +109,8 @@ impl Keys {
     }
 
     /// The answer to `query`. etcd always counts the whole range; without
-    /// `count_all` the count is the page's, as on the local backends.
+    /// `count_all` the count is the page's, as on the local backends. A
+    /// page over `query.max_bytes` is cut, saying `more`.
     pub(crate) fn range_result(
         &self,
         query: &RangeQuery,
@@ -130,6 +131,8 @@ impl Keys {
                 .map(|kv| self.key_value(kv))
                 .collect(),
         }
+        // etcd has no byte bound on a page: the answer is cut here.
+        .bounded(query.max_bytes, query.count_all || query.count_only)
     }
 
     pub(crate) fn compare(&self, compare: &Compare) -> pb::Compare {
