@@ -19,11 +19,21 @@
 //! its answer starts, and from then on only its latest frame's, so a
 //! stream that lasts for hours holds almost nothing. Health checks are
 //! never counted.
+//!
+//! Answers count too, from the moment the handler's answer is encoded until
+//! the connection has written it: a client that asks and never reads (its
+//! HTTP/2 window closed) leaves its answers in the server's memory, and
+//! four such clients asking for 100 Range pages each held 800 MiB. Each
+//! data frame of an answer takes its bytes from the budget and gives them
+//! back when its buffer is dropped, which HTTP/2 does once the bytes are
+//! written to the socket. A frame that does not fit ends the answer with
+//! `RESOURCE_EXHAUSTED` naming the flag instead of its data.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http_body::Frame;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
@@ -84,9 +94,10 @@ where
     S: Service<http::Request<Body>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    RB: Send + 'static,
+    RB: http_body::Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    type Response = http::Response<RB>;
+    type Response = http::Response<Body>;
     type Error = S::Error;
     type Future = LayerFuture<Self::Response, Self::Error>;
 
@@ -96,7 +107,8 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         if is_health_check(request.uri().path()) {
-            return Box::pin(self.inner.call(request));
+            let response = self.inner.call(request);
+            return Box::pin(async move { Ok(response.await?.map(Body::new)) });
         }
         let held = Arc::new(Mutex::new(Held::default()));
         let layer = self.layer.clone();
@@ -109,13 +121,107 @@ where
             })
         });
         let response = self.inner.call(request);
+        let layer = self.layer.clone();
         Box::pin(async move {
             let response = response.await;
             let mut held = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             held.answered = true;
             held.permit = None;
-            response
+            Ok(response?.map(|inner| {
+                Body::new(Answer {
+                    inner: Body::new(inner),
+                    layer,
+                    refused: false,
+                })
+            }))
         })
+    }
+}
+
+impl BudgetLayer {
+    /// `bytes` places, or `RESOURCE_EXHAUSTED` naming the flag.
+    fn take(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Status> {
+        let refused = || {
+            Status::resource_exhausted(format!(
+                "requests and answers in flight hold {} bytes, the limit \
+                 (--max-request-bytes-in-flight); retry with backoff, or send smaller requests \
+                 and ask for smaller pages",
+                self.limit
+            ))
+        };
+        let bytes = u32::try_from(bytes).map_err(|_| refused())?;
+        Arc::clone(&self.bytes)
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| refused())
+    }
+}
+
+/// An answer whose data frames hold places in the budget until written.
+struct Answer {
+    inner: Body,
+    layer: BudgetLayer,
+    /// A frame did not fit: the answer ended with its status.
+    refused: bool,
+}
+
+/// A frame's bytes with their places in the budget: dropped, both go.
+struct Placed {
+    bytes: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Placed {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl http_body::Body for Answer {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if self.refused {
+            return Poll::Ready(None);
+        }
+        let frame = match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+            None => return Poll::Ready(None),
+        };
+        let bytes = match frame.into_data() {
+            Ok(bytes) if !bytes.is_empty() => bytes,
+            Ok(empty) => return Poll::Ready(Some(Ok(Frame::data(empty)))),
+            Err(frame) => return Poll::Ready(Some(Ok(frame))),
+        };
+        match self.layer.take(bytes.len()) {
+            Ok(permit) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(Placed {
+                bytes,
+                _permit: permit,
+            }))))),
+            Err(status) => {
+                // The headers are gone; the status ends the answer as
+                // trailers, and what the handler answered is dropped.
+                self.refused = true;
+                let mut trailers = http::HeaderMap::new();
+                Poll::Ready(Some(
+                    status
+                        .add_header(&mut trailers)
+                        .map(|()| Frame::trailers(trailers)),
+                ))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.refused || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -128,17 +234,7 @@ struct Counted {
 
 impl Counted {
     fn take(&self, bytes: usize) -> Result<(), Status> {
-        let refused = || {
-            Status::resource_exhausted(format!(
-                "requests in flight hold {} bytes, the limit (--max-request-bytes-in-flight); \
-                 retry with backoff, or send smaller requests",
-                self.layer.limit
-            ))
-        };
-        let bytes = u32::try_from(bytes).map_err(|_| refused())?;
-        let permit = Arc::clone(&self.layer.bytes)
-            .try_acquire_many_owned(bytes)
-            .map_err(|_| refused())?;
+        let permit = self.layer.take(bytes)?;
         let mut held = self
             .held
             .lock()
