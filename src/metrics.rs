@@ -18,6 +18,8 @@
 //!
 //! A request's code is the one at the start of its response: for unary
 //! calls that is their final status; a stream that fails later counts as OK.
+//! Codes are spelled as the gRPC specification does (`OK`, `NOT_FOUND`), as
+//! go-grpc-prometheus's `grpc_code` and our JSON errors spell them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -224,7 +226,7 @@ impl Metrics {
             .get_or_init(|| {
                 let labels = RequestLabels {
                     method: method.to_owned(),
-                    code: format!("{:?}", Code::from_i32(code as i32)),
+                    code: crate::client::status_name(Code::from_i32(code as i32)).to_owned(),
                 };
                 self.requests.get_or_create(&labels).clone()
             })
@@ -415,8 +417,8 @@ mod tests {
         metrics.record_http("/v1/kv/{*key}", 404, 0.002);
         let page = metrics.render();
         for expected in [
-            "kv_requests_total{method=\"/keyvalue.v1.KV/Put\",code=\"Ok\"} 2",
-            "kv_requests_total{method=\"other\",code=\"Unimplemented\"} 1",
+            "kv_requests_total{method=\"/keyvalue.v1.KV/Put\",code=\"OK\"} 2",
+            "kv_requests_total{method=\"other\",code=\"UNIMPLEMENTED\"} 1",
             "kv_request_duration_seconds_count{method=\"/keyvalue.v1.KV/Put\"} 2",
             "kv_http_requests_total{route=\"/v1/kv/{*key}\",status=\"404\"} 1",
             "kv_store_commit_duration_seconds_count 0",

@@ -172,7 +172,7 @@ async fn probes_metrics_and_the_console_are_served() {
     assert_eq!(status, StatusCode::OK);
     let page = String::from_utf8(page.to_vec()).unwrap();
     for expected in [
-        "kv_requests_total{method=\"/simplekeyvalue.KeyValue/Set\",code=\"Ok\"} 1",
+        "kv_requests_total{method=\"/simplekeyvalue.KeyValue/Set\",code=\"OK\"} 1",
         "kv_http_requests_total{route=\"/v1/kv/{*key}\",status=\"200\"} 1",
         "kv_http_request_duration_seconds_count{route=\"/v1/kv/{*key}\"} 1",
         "kv_store_commit_duration_seconds_bucket{le=\"+Inf\"} 0",

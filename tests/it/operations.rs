@@ -156,8 +156,8 @@ async fn metrics_count_requests_codes_latency_keys_and_connections() {
         .await
         .unwrap();
     for expected in [
-        "kv_requests_total{method=\"/simplekeyvalue.KeyValue/Set\",code=\"Ok\"} 2",
-        "kv_requests_total{method=\"/simplekeyvalue.KeyValue/Get\",code=\"NotFound\"} 1",
+        "kv_requests_total{method=\"/simplekeyvalue.KeyValue/Set\",code=\"OK\"} 2",
+        "kv_requests_total{method=\"/simplekeyvalue.KeyValue/Get\",code=\"NOT_FOUND\"} 1",
         "kv_request_duration_seconds_count{method=\"/simplekeyvalue.KeyValue/Set\"} 2",
         "kv_keys 2",
         "kv_connections_open 1",

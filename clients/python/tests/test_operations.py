@@ -59,9 +59,9 @@ def test_the_metrics_page_parses_and_counts_what_happened(metrics_server: KvServ
         for sample in families["kv_requests"].samples
         if sample.name == "kv_requests_total"
     }
-    assert requests[("/simplekeyvalue.KeyValue/Set", "Ok")] == 2
-    assert requests[("/simplekeyvalue.KeyValue/Get", "Ok")] == 1
-    assert requests[("/simplekeyvalue.KeyValue/Get", "NotFound")] == 1
+    assert requests[("/simplekeyvalue.KeyValue/Set", "OK")] == 2
+    assert requests[("/simplekeyvalue.KeyValue/Get", "OK")] == 1
+    assert requests[("/simplekeyvalue.KeyValue/Get", "NOT_FOUND")] == 1
 
     latency = families["kv_request_duration_seconds"]
     assert latency.type == "histogram"
