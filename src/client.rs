@@ -499,7 +499,10 @@ impl Client {
     /// A lease's TTL and time left.
     pub async fn lease_info(&mut self, id: i64) -> Result<pb::LeaseInfoResponse, ClientError> {
         self.inner
-            .lease_info(pb::LeaseInfoRequest { id })
+            .lease_info(pb::LeaseInfoRequest {
+                id,
+                ..Default::default()
+            })
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status))

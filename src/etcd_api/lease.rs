@@ -16,7 +16,7 @@ use super::{Api, errors};
 use crate::grpc::{Checks, scope_of};
 use crate::proto::etcd::etcdserverpb as pb;
 use crate::proto::etcd::etcdserverpb::lease_server::Lease;
-use crate::storage::ops::{KeyRange, RangeQuery};
+use crate::storage::ops::KeyRange;
 use crate::storage::{LeaseInfo, MAX_TTL, Store, StoreError};
 
 /// etcd's smallest TTL, in seconds (with its default election timeout).
@@ -137,22 +137,21 @@ impl<S: Store> Lease for LeaseApi<S> {
             Err(error) => return Err(errors::from_store_error(error)),
         };
         let keys = if request.keys {
-            // The keys the token may see: its prefix, or every key.
+            // The keys the token may see: its prefix, or every key; all of
+            // them, as etcd answers, from the store's index of the lease's
+            // keys (keyvalue.v1's LeaseInfo reads the same, in pages).
             let prefix = scope.map(|scope| scope.prefix).unwrap_or_default();
-            let mut query = RangeQuery::all(KeyRange::prefix(prefix));
-            query.keys_only = true;
-            let result = self
+            match self
                 .0
                 .store
-                .range(query)
+                .lease_keys(request.id, KeyRange::prefix(prefix), usize::MAX)
                 .await
-                .map_err(errors::from_store_error)?;
-            result
-                .kvs
-                .into_iter()
-                .filter(|kv| kv.record.lease == request.id)
-                .map(|kv| kv.key)
-                .collect()
+            {
+                Ok((keys, _)) => keys,
+                // Expired between the two reads: no keys left.
+                Err(StoreError::LeaseNotFound(_)) => Vec::new(),
+                Err(error) => return Err(errors::from_store_error(error)),
+            }
         } else {
             Vec::new()
         };

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use super::Limits;
 use super::access::{Checks, scope_of};
 use super::convert::{self, header, kv_of};
+use super::leases;
 use super::status::from_store_error;
 use crate::proto::keyvalue::v1 as pb;
 use crate::proto::keyvalue::v1::kv_server::{Kv, KvServer};
@@ -564,15 +565,29 @@ impl<S: Store> Kv for KvService<S> {
         &self,
         request: Request<pb::LeaseInfoRequest>,
     ) -> Result<Response<pb::LeaseInfoResponse>, Status> {
-        let lease = self
-            .store
-            .lease_info(request.into_inner().id)
-            .await
-            .map_err(from_store_error)?;
-        Ok(Response::new(pb::LeaseInfoResponse {
-            id: lease.id,
-            ttl_ms: lease.ttl.as_millis() as u64,
-            remaining_ms: lease.remaining.as_millis() as u64,
-        }))
+        let scope = scope_of(&request);
+        let answer = leases::info(
+            &*self.store,
+            &self.limits,
+            scope.as_ref(),
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn lease_list(
+        &self,
+        request: Request<pb::LeaseListRequest>,
+    ) -> Result<Response<pb::LeaseListResponse>, Status> {
+        let scope = scope_of(&request);
+        let answer = leases::list(
+            &*self.store,
+            &self.limits,
+            scope.as_ref(),
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(answer))
     }
 }

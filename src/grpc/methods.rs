@@ -38,6 +38,7 @@ pub(crate) const METHODS: &[(&str, &str, Access)] = &[
     ("keyvalue.v1.KV", "LeaseKeepAlive", Write),
     ("keyvalue.v1.KV", "LeaseRevoke", Write),
     ("keyvalue.v1.KV", "LeaseInfo", Read),
+    ("keyvalue.v1.KV", "LeaseList", Read),
     ("keyvalue.v1.KV", "Snapshot", Read),
     ("keyvalue.v1.KV", "Compact", Write),
     ("etcdserverpb.KV", "Range", Read),

@@ -14,6 +14,7 @@ mod budget;
 pub(crate) mod codec;
 mod convert;
 mod kv;
+mod leases;
 pub(crate) mod methods;
 mod oversize;
 mod request_log;

@@ -7,13 +7,14 @@
 //! | `PUT /v1/kv/{key}` | `keyvalue.v1.KV/Put` (`ttl`, `expect_revision`, `lease`) |
 //! | `DELETE /v1/kv/{key}` | `keyvalue.v1.KV/Delete` (`prefix`, `expect_revision`) |
 //! | `GET /v1/kv` | `keyvalue.v1.KV/Range`, one or more pages (`delimiter`) |
-//! | `GET /v1/leases/{id}` | `keyvalue.v1.KV/LeaseInfo` |
+//!
+//! The lease routes are in `leases`.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes as BodyBytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::get;
@@ -34,13 +35,10 @@ use crate::storage::ops::{page_bytes, prefix_end};
 const KEY_ROUTE: &str = "/v1/kv/";
 
 pub(super) fn routes<S: Store>() -> Router<Arc<Shared<S>>> {
-    Router::new()
-        .route("/v1/kv", get(list::<S>))
-        .route(
-            "/v1/kv/{*key}",
-            get(get_key::<S>).put(put_key::<S>).delete(delete_key::<S>),
-        )
-        .route("/v1/leases/{id}", get(lease::<S>))
+    Router::new().route("/v1/kv", get(list::<S>)).route(
+        "/v1/kv/{*key}",
+        get(get_key::<S>).put(put_key::<S>).delete(delete_key::<S>),
+    )
 }
 
 /// The key a `/v1/kv/...` path names, percent-decoded to bytes (so any key,
@@ -373,24 +371,4 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|window| window == needle)
-}
-
-async fn lease<S: Store>(
-    State(shared): State<Arc<Shared<S>>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("{id:?} is not a lease id")))?;
-    let (request, _place) = shared.call(
-        "/keyvalue.v1.KV/LeaseInfo",
-        &headers,
-        pb::LeaseInfoRequest { id },
-    )?;
-    let reply = shared.kv.lease_info(request).await?.into_inner();
-    Ok(respond(
-        StatusCode::OK,
-        &json!({"id": reply.id, "ttl_ms": reply.ttl_ms, "remaining_ms": reply.remaining_ms}),
-    ))
 }

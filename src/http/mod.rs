@@ -5,7 +5,7 @@
 //! - `/metrics`: [`Metrics::render`], for Prometheus.
 //! - `/healthz`, `/readyz`: the answer of `grpc.health.v1.Health` (see
 //!   [`health`]).
-//! - `/v1/...`: the JSON API ([`api`], [`watch`]), documented in
+//! - `/v1/...`: the JSON API ([`api`], [`leases`], [`watch`]), documented in
 //!   `docs/API.md`. Every route stands for one gRPC method and is served by
 //!   calling that method of the gRPC service in-process, after the same
 //!   token check (`grpc::authorize`) and in-flight limit; so limits, scopes
@@ -20,6 +20,7 @@ mod api;
 mod console;
 pub(crate) mod error;
 pub mod json;
+mod leases;
 mod watch;
 
 use std::io;
@@ -114,6 +115,7 @@ pub(crate) fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
         .route("/readyz", get(readyz::<S>))
         .route("/v1/whoami", get(whoami::<S>))
         .merge(api::routes::<S>())
+        .merge(leases::routes::<S>())
         .route("/v1/watch", get(watch::watch::<S>))
         .merge(console::routes())
         .fallback(not_found)

@@ -132,6 +132,16 @@ pub(crate) trait KeyspaceRead {
 
     /// The deadlines of the leases.
     fn leases(&self) -> &Leases;
+
+    /// Calls `visit` with every key attached to lease `id` that is in
+    /// `range`, in key order, until it breaks (from the backend's index of
+    /// a lease's keys, never by scanning every key).
+    fn lease_keys_in(
+        &self,
+        id: LeaseId,
+        range: &KeyRange,
+        visit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), StoreError>;
 }
 
 /// A writable view of a backend's keys, for the length of one transaction.
@@ -197,6 +207,15 @@ impl<V: KeyspaceRead> KeyspaceRead for ReadOnly<V> {
 
     fn leases(&self) -> &Leases {
         self.0.leases()
+    }
+
+    fn lease_keys_in(
+        &self,
+        id: LeaseId,
+        range: &KeyRange,
+        visit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        self.0.lease_keys_in(id, range, visit)
     }
 }
 
@@ -578,6 +597,31 @@ pub(crate) fn apply(
         },
         events,
     })
+}
+
+/// The keys of live lease `id` in `range`, in key order: at most `limit`,
+/// and whether more follow. [`StoreError::LeaseNotFound`] if the lease
+/// expired or never was.
+pub(crate) fn lease_keys(
+    space: &impl KeyspaceRead,
+    id: LeaseId,
+    range: &KeyRange,
+    limit: usize,
+) -> Result<(Vec<Bytes>, bool), StoreError> {
+    if !space.leases().is_live(id) {
+        return Err(StoreError::LeaseNotFound(id));
+    }
+    let mut keys = Vec::new();
+    let mut more = false;
+    space.lease_keys_in(id, range, &mut |key| {
+        if keys.len() == limit {
+            more = true;
+            return ControlFlow::Break(());
+        }
+        keys.push(Bytes::copy_from_slice(key));
+        ControlFlow::Continue(())
+    })?;
+    Ok((keys, more))
 }
 
 /// Revokes lease `id` in `space` (revision `current`): deletes its keys,

@@ -65,6 +65,7 @@ macro_rules! conformance_suite {
             watch_from_before_the_history_is_compacted,
             range_compares_hold_for_every_key_and_an_empty_range_as_a_missing_key,
             leases_with_chosen_ids_are_granted_once_and_listed,
+            leases_are_listed_in_pages_with_their_keys,
             an_empty_store_is_at_revision_1_and_its_first_write_gets_2,
             reads_at_every_revision_of_a_scripted_history_equal_a_model,
             compaction_at_each_point_keeps_what_is_after_it_and_names_itself,
@@ -134,6 +135,23 @@ impl<S: Store, T: Send + Sync + 'static> Store for Alongside<S, T> {
 
     async fn lease_ids(&self) -> Result<Vec<LeaseId>, StoreError> {
         self.store.lease_ids().await
+    }
+
+    async fn leases(
+        &self,
+        after: Option<LeaseId>,
+        limit: usize,
+    ) -> Result<Vec<LeaseInfo>, StoreError> {
+        self.store.leases(after, limit).await
+    }
+
+    async fn lease_keys(
+        &self,
+        id: LeaseId,
+        range: KeyRange,
+        limit: usize,
+    ) -> Result<(Vec<Bytes>, bool), StoreError> {
+        self.store.lease_keys(id, range, limit).await
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
@@ -1496,4 +1514,96 @@ pub(crate) async fn leases_with_chosen_ids_are_granted_once_and_listed<S: Store>
         !ids.contains(&chosen) && !ids.contains(&other.id),
         "{ids:?}"
     );
+}
+
+pub(crate) async fn leases_are_listed_in_pages_with_their_keys<S: Store>(store: Arc<S>) {
+    let a = store.lease_grant(Duration::from_secs(60)).await.unwrap();
+    let b = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let c = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    store
+        .txn(Txn::of(vec![
+            leased("lk/a", a.id),
+            leased("lk/b", a.id),
+            leased("lk/c", a.id),
+            leased("other", a.id),
+            leased("lk/d", b.id),
+        ]))
+        .await
+        .unwrap();
+    // Every lease, two a page (the etcd backend's cluster may hold others).
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.leases(after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        listed.extend(page);
+    }
+    let ids: Vec<LeaseId> = listed.iter().map(|lease| lease.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order: {ids:?}");
+    let found = listed
+        .iter()
+        .find(|lease| lease.id == a.id)
+        .expect("a listed");
+    assert_eq!(found.ttl, Duration::from_secs(60));
+    assert!(found.remaining <= found.ttl);
+    assert!(ids.contains(&b.id) && ids.contains(&c.id), "{ids:?}");
+
+    let names = |keys: Vec<Bytes>| -> Vec<String> {
+        keys.iter()
+            .map(|key| String::from_utf8_lossy(key).into_owned())
+            .collect()
+    };
+    let (first, more) = store
+        .lease_keys(a.id, KeyRange::prefix(bytes("lk/")), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (names(first), more),
+        (vec!["lk/a".into(), "lk/b".into()], true)
+    );
+    let rest = KeyRange::prefix(bytes("lk/")).resumed_at(bytes("lk/b\0"));
+    let (second, more) = store.lease_keys(a.id, rest, 2).await.unwrap();
+    assert_eq!((names(second), more), (vec!["lk/c".to_string()], false));
+    let (all, _) = store
+        .lease_keys(a.id, KeyRange::prefix(Bytes::new()), 10)
+        .await
+        .unwrap();
+    assert_eq!(names(all), ["lk/a", "lk/b", "lk/c", "other"]);
+    let (none, more) = store
+        .lease_keys(c.id, KeyRange::prefix(Bytes::new()), 10)
+        .await
+        .unwrap();
+    assert!(none.is_empty() && !more);
+
+    // A key put without the lease, or deleted, leaves it.
+    store.put(bytes("lk/b"), bytes("v")).await.unwrap();
+    store
+        .txn(Txn::of(vec![delete_op(KeyRange::key(bytes("lk/c")))]))
+        .await
+        .unwrap();
+    let (left, _) = store
+        .lease_keys(a.id, KeyRange::prefix(bytes("lk/")), 10)
+        .await
+        .unwrap();
+    assert_eq!(names(left), ["lk/a"]);
+    let (of_b, _) = store
+        .lease_keys(b.id, KeyRange::prefix(Bytes::new()), 10)
+        .await
+        .unwrap();
+    assert_eq!(names(of_b), ["lk/d"]);
+
+    for lease in [a.id, b.id, c.id] {
+        store.lease_revoke(lease).await.unwrap();
+    }
+    assert_eq!(
+        store
+            .lease_keys(a.id, KeyRange::prefix(Bytes::new()), 10)
+            .await
+            .unwrap_err(),
+        StoreError::LeaseNotFound(a.id)
+    );
+    let after_revoke = store.leases(None, usize::MAX).await.unwrap();
+    assert!(after_revoke.iter().all(|lease| lease.id != a.id));
 }

@@ -14,7 +14,8 @@
 //! good and tells watchers (`EventKind::Expire`).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
+use std::ops::Bound;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -51,7 +52,8 @@ pub(crate) struct Leases {
 
 #[derive(Debug, Default)]
 struct State {
-    leases: HashMap<LeaseId, Lease>,
+    /// In id order, so that leases are listed in pages ([`Leases::page`]).
+    leases: BTreeMap<LeaseId, Lease>,
     /// Deadlines in order, so finding the expired leases costs what expired,
     /// not every lease, every tick. Entries go stale when a lease is kept
     /// alive or removed; [`Leases::expired`] skips those.
@@ -116,7 +118,6 @@ impl Leases {
         })
     }
 
-    /// The state of a live lease.
     /// The ids of every live lease.
     pub(crate) fn live_ids(&self) -> Vec<LeaseId> {
         let now = Instant::now();
@@ -128,6 +129,25 @@ impl Leases {
             .collect()
     }
 
+    /// The live leases with ids above `after` (from the first without
+    /// one), in id order: at most `limit`. Costs the page, not every lease.
+    pub(crate) fn page(&self, after: Option<LeaseId>, limit: usize) -> Vec<LeaseInfo> {
+        let now = Instant::now();
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.state()
+            .leases
+            .range((from, Bound::Unbounded))
+            .filter(|(_, lease)| lease.deadline > now)
+            .take(limit)
+            .map(|(id, lease)| LeaseInfo {
+                id: *id,
+                ttl: lease.ttl,
+                remaining: lease.deadline - now,
+            })
+            .collect()
+    }
+
+    /// The state of a live lease.
     pub(crate) fn info(&self, id: LeaseId) -> Option<LeaseInfo> {
         let now = Instant::now();
         self.state()
@@ -276,6 +296,23 @@ mod tests {
             .await;
         assert_eq!(outcome, Err(StoreError::Unavailable("disk".into())));
         assert_eq!(leases.expired(), vec![2], "only the failed one is retried");
+    }
+
+    #[test]
+    fn pages_list_live_leases_in_id_order_from_after() {
+        let leases = Leases::default();
+        for id in [30, -5, 10, 20] {
+            leases.insert(id, Duration::from_secs(60));
+        }
+        let ids = |page: Vec<LeaseInfo>| page.iter().map(|l| l.id).collect::<Vec<_>>();
+        assert_eq!(ids(leases.page(None, 2)), vec![-5, 10]);
+        assert_eq!(ids(leases.page(Some(10), 2)), vec![20, 30]);
+        assert_eq!(ids(leases.page(Some(30), 2)), Vec::<LeaseId>::new());
+        leases.remove(20);
+        assert_eq!(ids(leases.page(Some(10), 5)), vec![30]);
+        let first = leases.page(None, 1)[0];
+        assert_eq!(first.ttl, Duration::from_secs(60));
+        assert!(first.remaining <= first.ttl && first.remaining > Duration::ZERO);
     }
 
     #[test]

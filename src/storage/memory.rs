@@ -383,6 +383,23 @@ impl<S: std::ops::Deref<Target = State>> KeyspaceRead for View<'_, S> {
     fn leases(&self) -> &Leases {
         self.leases
     }
+
+    fn lease_keys_in(
+        &self,
+        id: LeaseId,
+        range: &KeyRange,
+        visit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let (Some(keys), Some(bounds)) = (self.state.lease_keys.get(&id), range.bounds()) else {
+            return Ok(());
+        };
+        for key in keys.range::<[u8], _>(bounds) {
+            if visit(key).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Keyspace for View<'_, &mut State> {
@@ -516,6 +533,24 @@ impl Store for MemoryStore {
 
     async fn lease_ids(&self) -> Result<Vec<LeaseId>, StoreError> {
         Ok(self.leases().live_ids())
+    }
+
+    async fn leases(
+        &self,
+        after: Option<LeaseId>,
+        limit: usize,
+    ) -> Result<Vec<LeaseInfo>, StoreError> {
+        Ok(self.leases().page(after, limit))
+    }
+
+    async fn lease_keys(
+        &self,
+        id: LeaseId,
+        range: KeyRange,
+        limit: usize,
+    ) -> Result<(Vec<Bytes>, bool), StoreError> {
+        let state = self.read();
+        apply::lease_keys(&self.view(&state), id, &range, limit)
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {

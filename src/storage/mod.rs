@@ -203,6 +203,24 @@ pub trait Store: Send + Sync + 'static {
     /// The ids of every live lease (for the etcd backend, the cluster's).
     fn lease_ids(&self) -> impl Future<Output = Result<Vec<LeaseId>, StoreError>> + Send;
 
+    /// The live leases with ids above `after` (from the lowest without
+    /// one), in id order: at most `limit`.
+    fn leases(
+        &self,
+        after: Option<LeaseId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<LeaseInfo>, StoreError>> + Send;
+
+    /// The keys attached to live lease `id` that are in `range`, in key
+    /// order: at most `limit`, and whether more follow.
+    /// [`StoreError::LeaseNotFound`] if the lease expired or never was.
+    fn lease_keys(
+        &self,
+        id: LeaseId,
+        range: KeyRange,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<Bytes>, bool), StoreError>> + Send;
+
     /// Restarts a live lease's TTL.
     fn lease_keep_alive(
         &self,

@@ -6,6 +6,8 @@
 //! with many operations. Backends therefore implement one write path, and its
 //! semantics live in one place (`storage::apply`).
 
+use std::ops::Bound;
+
 use bytes::Bytes;
 
 use super::{Record, Revision};
@@ -19,6 +21,9 @@ pub struct KeyRange {
     /// Where the range stops.
     pub end: RangeEnd,
 }
+
+/// A [`KeyRange`] as the bounds of an ordered map's `range`.
+pub(crate) type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// The end of a [`KeyRange`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +70,18 @@ impl KeyRange {
             RangeEnd::Before(end) => self.start.as_ref() <= key && key < end.as_ref(),
             RangeEnd::Unbounded => self.start.as_ref() <= key,
         }
+    }
+
+    /// The range as the bounds of an ordered map's `range`, or `None` if it
+    /// holds no key (its end at or before its start).
+    pub(crate) fn bounds(&self) -> Option<KeyBounds<'_>> {
+        let end = match &self.end {
+            RangeEnd::Single => Bound::Included(self.start.as_ref()),
+            RangeEnd::Before(end) if end.as_ref() <= self.start.as_ref() => return None,
+            RangeEnd::Before(end) => Bound::Excluded(end.as_ref()),
+            RangeEnd::Unbounded => Bound::Unbounded,
+        };
+        Some((Bound::Included(self.start.as_ref()), end))
     }
 
     /// The same range, starting at `start` instead (for the next page).

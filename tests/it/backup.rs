@@ -155,7 +155,10 @@ async fn a_backup_of_100000_keys_taken_under_writes_restores_exactly() {
         .into_inner();
     assert_eq!(next.header.unwrap().revision, revision + 1);
     let info = client
-        .lease_info(pb::LeaseInfoRequest { id: lease.id })
+        .lease_info(pb::LeaseInfoRequest {
+            id: lease.id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -357,6 +357,109 @@ async fn listing_pages_in_key_order_and_groups_by_a_delimiter() {
 }
 
 #[tokio::test]
+async fn leases_are_listed_in_pages_with_their_ttls_and_keys() {
+    let (_server, addr) = start_http(&[]);
+    // Lease `shared` holds three keys; four more leases hold one each.
+    let (_, put) = call_json(&addr, "PUT", "/v1/kv/s/a?ttl=60s", &[], "v").await;
+    let shared = put["lease"].as_i64().unwrap();
+    for key in ["s/b", "s/c"] {
+        let path = format!("/v1/kv/{key}?lease={shared}");
+        let (status, _) = call_json(&addr, "PUT", &path, &[], "v").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let mut granted = vec![shared];
+    for i in 0..4 {
+        let (_, put) = call_json(&addr, "PUT", &format!("/v1/kv/one/{i}?ttl=30s"), &[], "v").await;
+        granted.push(put["lease"].as_i64().unwrap());
+    }
+    granted.sort_unstable();
+
+    // Two leases a page, in id order, each with its first two keys.
+    let mut listed = Vec::new();
+    let mut path = "/v1/leases?limit=2&keys=2".to_owned();
+    loop {
+        let (status, page) = call_json(&addr, "GET", &path, &[], "").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let leases = page["leases"].as_array().unwrap();
+        assert!(leases.len() <= 2, "{page}");
+        for lease in leases {
+            let id = lease["id"].as_i64().unwrap();
+            let keys: Vec<&str> = lease["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|key| key["key"].as_str().unwrap())
+                .collect();
+            if id == shared {
+                assert_eq!(keys, ["s/a", "s/b"], "{lease}");
+                assert_eq!(lease["more_keys"], true);
+                assert_eq!(lease["ttl_ms"], 60_000);
+            } else {
+                assert_eq!(keys.len(), 1, "{lease}");
+                assert_eq!(lease["more_keys"], false);
+                assert_eq!(lease["ttl_ms"], 30_000);
+            }
+            assert!(lease["remaining_ms"].as_u64().unwrap() <= lease["ttl_ms"].as_u64().unwrap());
+            listed.push(id);
+        }
+        if page["more"] == false {
+            assert!(page["next"].is_null(), "{page}");
+            break;
+        }
+        let next = page["next"].as_i64().unwrap();
+        assert_eq!(Some(&next), listed.last());
+        path = format!("/v1/leases?limit=2&keys=2&after={next}");
+    }
+    assert_eq!(listed, granted, "every lease once, in id order");
+
+    // One lease's keys, in pages.
+    let (status, first) = call_json(
+        &addr,
+        "GET",
+        &format!("/v1/leases/{shared}?limit=2"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(
+        first["keys"],
+        serde_json::json!([{"key": "s/a"}, {"key": "s/b"}])
+    );
+    assert_eq!(
+        (&first["more_keys"], &first["next_key"]),
+        (&true.into(), &"s/b".into())
+    );
+    let path = format!("/v1/leases/{shared}?limit=2&after=s/b");
+    let (_, rest) = call_json(&addr, "GET", &path, &[], "").await;
+    assert_eq!(rest["keys"], serde_json::json!([{"key": "s/c"}]));
+    assert_eq!(
+        (&rest["more_keys"], &rest["next_key"]),
+        (&false.into(), &Json::Null)
+    );
+
+    // Bad requests, and a lease that is not there.
+    let (status, body) = call_json(&addr, "GET", "/v1/leases/soon", &[], "").await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::BAD_REQUEST, &"INVALID_ARGUMENT".into())
+    );
+    let (status, _) = call_json(&addr, "GET", "/v1/leases?colour=red", &[], "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call_json(&addr, "GET", "/v1/leases?after=x", &[], "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = call_json(&addr, "GET", "/v1/leases/12345", &[], "").await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::NOT_FOUND, &"NOT_FOUND".into())
+    );
+    // Deleted keys leave their lease, which lives on without them.
+    call_json(&addr, "DELETE", "/v1/kv/s/?prefix=true", &[], "").await;
+    let (_, page) = call_json(&addr, "GET", &format!("/v1/leases/{shared}"), &[], "").await;
+    assert_eq!(page["keys"], serde_json::json!([]), "{page}");
+}
+
+#[tokio::test]
 async fn tokens_and_limits_apply_as_on_grpc() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
@@ -420,6 +523,39 @@ async fn tokens_and_limits_apply_as_on_grpc() {
     );
     let (status, _) = call(&addr, "GET", "/v1/watch?prefix=", &app, "").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // A lease's keys are those the token may see.
+    let (_, put) = call_json(&addr, "PUT", "/v1/kv/app/l?ttl=60s", &app, "v").await;
+    let lease = put["lease"].as_i64().unwrap();
+    let (status, _) = call_json(
+        &addr,
+        "PUT",
+        &format!("/v1/kv/z?lease={lease}"),
+        &writer,
+        "v",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let path = format!("/v1/leases/{lease}");
+    let (_, seen) = call_json(&addr, "GET", &path, &app, "").await;
+    assert_eq!(
+        seen["keys"],
+        serde_json::json!([{"key": "app/l"}]),
+        "{seen}"
+    );
+    let (_, seen) = call_json(&addr, "GET", &path, &reader, "").await;
+    assert_eq!(
+        seen["keys"],
+        serde_json::json!([{"key": "app/l"}, {"key": "z"}]),
+        "{seen}"
+    );
+    let (_, page) = call_json(&addr, "GET", "/v1/leases", &app, "").await;
+    assert_eq!(
+        page["leases"][0]["keys"],
+        serde_json::json!([{"key": "app/l"}]),
+        "{page}"
+    );
+    let (status, _) = call_json(&addr, "GET", "/v1/leases", &[], "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // What the console asks to know what it may do.
     let (_, who) = call_json(&addr, "GET", "/v1/whoami", &reader, "").await;

@@ -612,7 +612,10 @@ async fn ttl_expiry_is_seen_by_get_range_and_watch() {
     let record = kv_get(&mut kv, "session/1").await.unwrap();
     assert_eq!(record.lease, granted.lease);
     let info = kv
-        .lease_info(pb::LeaseInfoRequest { id: granted.lease })
+        .lease_info(pb::LeaseInfoRequest {
+            id: granted.lease,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

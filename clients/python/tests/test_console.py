@@ -7,7 +7,8 @@ of skipping it). Selenium drives the browser through WebDriver. The walk is
 what a person does: log in with a token, browse a 10k-key store to a key,
 edit it, lose a conflict to a concurrent ``kv set`` and see it reported,
 delete, view a JSON value pretty and in hex, create a key with a TTL and
-find its lease in the leases tab, watch a prefix while ``kv`` writes, watch the dashboard move under
+find its lease in the leases tab, find there a lease made by another client
+and page through its keys, watch a prefix while ``kv`` writes, watch the dashboard move under
 ``kv bench``, and be refused a write with a read-only token. Every step
 saves a screenshot (``$KV_SCREENSHOTS``, else the test's temporary
 directory) and asserts on the page, never on timing.
@@ -256,6 +257,31 @@ def test_a_person_browses_edits_watches_and_is_refused_when_read_only(
         assert walk.text("meta-lease") in row, row
         assert "60 s" in row, row
         walk.shot("ttl-lease")
+
+        # A lease the console has never seen, with more keys than a row
+        # shows at first: the tab lists every lease (GET /v1/leases), and
+        # "More keys" pages through the rest of its keys.
+        workers = client.lease_grant(120)
+        client.batch_put({f"jobs/worker-{i:02d}": "busy" for i in range(12)}, lease=workers.id)
+        walk.click("leases-refresh")
+        row_path = f"//tr[@data-lease='{workers.id}']"
+        walk.until("the unseen lease", lambda: browser.find_elements(By.XPATH, row_path))
+        lease_row = browser.find_element(By.XPATH, row_path)
+        assert "120 s" in lease_row.text, lease_row.text
+        shown = [b.text for b in lease_row.find_elements(By.CSS_SELECTOR, ".lease-keys button")]
+        assert shown == [f"jobs/worker-{i:02d}" for i in range(10)], shown
+        more_keys = lease_row.find_element(By.XPATH, ".//button[text()='More keys']")
+        assert more_keys.get_attribute("aria-label") == f"More keys of lease {workers.id}"
+        more_keys.click()
+        walk.until("the rest of its keys", lambda: "jobs/worker-11" in lease_row.text)
+        assert not more_keys.is_displayed()
+        walk.shot("lease-and-its-keys")
+        lease_row.find_element(By.XPATH, ".//button[text()='jobs/worker-11']").click()
+        walk.until(
+            "the lease's key in the editor",
+            lambda: walk.el("key-input").get_attribute("value") == "jobs/worker-11",
+        )
+        walk.until("its lease", lambda: walk.text("meta-lease") == str(workers.id))
         walk.click("tab-key")
 
         # Watch a prefix while kv writes under it.

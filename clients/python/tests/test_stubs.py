@@ -105,6 +105,7 @@ def test_both_services_are_in_the_committed_stubs() -> None:
         "LeaseKeepAlive",
         "LeaseRevoke",
         "LeaseInfo",
+        "LeaseList",
         "Snapshot",
         "Compact",
     }

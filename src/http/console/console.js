@@ -5,6 +5,9 @@
 const PAGE = 100;          // entries per page of the key tree
 const DELIMITER = "/";     // the tree groups keys by this
 const SAMPLES = 60;        // dashboard points kept (one a second)
+const LEASE_PAGE = 50;     // leases per page of the leases tab
+const LEASE_KEYS = 10;     // keys shown with each lease at first
+const KEY_PAGE = 100;      // keys a lease's "more keys" button adds
 
 const state = {
   token: sessionStorage.getItem("kv-token") || "",
@@ -13,7 +16,7 @@ const state = {
   prefix: "",              // the tree's current prefix
   next: null,              // the `after` of the tree's next page
   loaded: null,            // the key open in the editor, as loaded
-  leases: new Map(),       // lease id -> keys seen with it
+  leasesNext: null,        // the `after` of the leases tab's next page
   watch: null,             // AbortController of the running watch
 };
 
@@ -104,13 +107,6 @@ function leaf(name) {
   return name.slice(state.prefix.length) || name;
 }
 
-function rememberLease(kv) {
-  if (!kv.lease) return;
-  const keys = state.leases.get(kv.lease) || new Set();
-  keys.add(kv.key);
-  state.leases.set(kv.lease, keys);
-}
-
 function treeItem(label, kind, value) {
   const item = document.createElement("li");
   item.setAttribute("role", "option");
@@ -143,10 +139,7 @@ async function loadTree(prefix, append) {
   const tree = $("tree");
   // Prefixes and keys arrive in key order each; merge them.
   const entries = answer.body.prefixes.map((p) => ({ at: p, item: treeItem(leaf(p), "prefix", p) }))
-    .concat(answer.body.kvs.map((kv) => {
-      rememberLease(kv);
-      return { at: kv.key, item: treeItem(leaf(kv.key), "key", kv.key) };
-    }));
+    .concat(answer.body.kvs.map((kv) => ({ at: kv.key, item: treeItem(leaf(kv.key), "key", kv.key) })));
   entries.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
   for (const entry of entries) tree.appendChild(entry.item);
   state.next = answer.body.next;
@@ -309,7 +302,6 @@ async function loadKey(key) {
   }
   const kv = answer.body;
   state.loaded = kv;
-  rememberLease(kv);
   showMeta(kv);
   $("value").value = kv.value_encoding ? "" : kv.value;
   renderValue();
@@ -466,7 +458,6 @@ function logChange(kind, change) {
   } else {
     const value = kind === "put" ? " = " + JSON.stringify(change.kv.value) : "";
     item.textContent = change.revision + " " + kind.toUpperCase() + " " + change.kv.key + value;
-    rememberLease(change.kv);
   }
   const log = $("watch-log");
   log.prepend(item);
@@ -483,38 +474,82 @@ function stopWatch() {
 
 // ---- leases ----
 
-async function refreshLeases() {
-  const body = $("leases").querySelector("tbody");
-  body.replaceChildren();
-  if (!state.leases.size) {
-    const row = body.insertRow();
-    const cell = row.insertCell();
-    cell.colSpan = 4;
-    cell.textContent = "No key seen so far has a lease.";
+// Every lease, a page at a time (GET /v1/leases), each with its first
+// keys; "more keys" pages through one lease's keys (GET /v1/leases/{id}).
+// Nothing is loaded beyond what is shown, however many leases there are.
+async function refreshLeases(append) {
+  const table = $("leases");
+  const body = table.querySelector("tbody");
+  const query = new URLSearchParams({ limit: String(LEASE_PAGE), keys: String(LEASE_KEYS) });
+  if (append === true && state.leasesNext !== null) query.set("after", String(state.leasesNext));
+  else body.replaceChildren();
+  table.setAttribute("aria-busy", "true");
+  const answer = await api("GET", "/v1/leases?" + query);
+  table.setAttribute("aria-busy", "false");
+  if (!answer.ok) {
+    say("Cannot list the leases: " + answer.body.error, "error");
     return;
   }
-  for (const [id, keys] of state.leases) {
-    const answer = await api("GET", "/v1/leases/" + id);
-    const row = body.insertRow();
-    row.insertCell().textContent = String(id);
-    if (answer.ok) {
-      row.insertCell().textContent = (answer.body.ttl_ms / 1000) + " s";
-      row.insertCell().textContent = (answer.body.remaining_ms / 1000).toFixed(1) + " s";
-    } else {
-      const cell = row.insertCell();
-      cell.colSpan = 2;
-      cell.textContent = answer.status === 404 ? "expired or revoked" : answer.body.error;
-    }
-    const cell = row.insertCell();
-    for (const key of keys) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "link";
-      button.textContent = key;
-      button.addEventListener("click", () => { showTab("key"); loadKey(key); });
-      cell.appendChild(button);
-    }
+  for (const lease of answer.body.leases) leaseRow(body, lease);
+  if (!body.rows.length) {
+    const cell = body.insertRow().insertCell();
+    cell.colSpan = 4;
+    cell.textContent = "No leases.";
   }
+  state.leasesNext = answer.body.next;
+  $("leases-more").hidden = !answer.body.more;
+}
+
+function keyButton(key) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "link";
+  button.textContent = key;
+  button.addEventListener("click", () => { showTab("key"); loadKey(key); });
+  return button;
+}
+
+function leaseRow(body, lease) {
+  const row = body.insertRow();
+  row.dataset.lease = String(lease.id);
+  const id = document.createElement("th");
+  id.scope = "row";
+  id.textContent = String(lease.id);
+  row.appendChild(id);
+  row.insertCell().textContent = (lease.ttl_ms / 1000) + " s";
+  row.insertCell().textContent = (lease.remaining_ms / 1000).toFixed(1) + " s";
+  const cell = row.insertCell();
+  const keys = document.createElement("ul");
+  keys.className = "lease-keys";
+  keys.setAttribute("aria-label", "Keys of lease " + lease.id);
+  cell.appendChild(keys);
+  const addKeys = (list) => {
+    for (const entry of list) {
+      const item = document.createElement("li");
+      item.appendChild(keyButton(entry.key));
+      keys.appendChild(item);
+    }
+  };
+  addKeys(lease.keys);
+  if (!lease.keys.length) cell.insertBefore(document.createTextNode("(no keys)"), keys);
+  if (!lease.more_keys) return;
+  const more = document.createElement("button");
+  more.type = "button";
+  more.textContent = "More keys";
+  more.setAttribute("aria-label", "More keys of lease " + lease.id);
+  let last = lease.keys[lease.keys.length - 1].key;
+  more.addEventListener("click", async () => {
+    const query = new URLSearchParams({ limit: String(KEY_PAGE), after: last });
+    const answer = await api("GET", "/v1/leases/" + lease.id + "?" + query);
+    if (!answer.ok) {
+      say("Cannot list the keys of lease " + lease.id + ": " + answer.body.error, "error");
+      return;
+    }
+    addKeys(answer.body.keys);
+    if (answer.body.keys.length) last = answer.body.keys[answer.body.keys.length - 1].key;
+    more.hidden = !answer.body.more_keys;
+  });
+  cell.appendChild(more);
 }
 
 // ---- dashboard ----
@@ -650,7 +685,7 @@ function showTab(name) {
     tab.tabIndex = selected ? 0 : -1;
     $(tab.getAttribute("aria-controls")).hidden = !selected;
   }
-  if (name === "leases") refreshLeases();
+  if (name === "leases") refreshLeases(false);
 }
 
 function tabKeys(event) {
@@ -676,7 +711,8 @@ async function start() {
   $("view-mode").addEventListener("change", renderValue);
   $("watch-form").addEventListener("submit", startWatch);
   $("watch-stop").addEventListener("click", stopWatch);
-  $("leases-refresh").addEventListener("click", refreshLeases);
+  $("leases-refresh").addEventListener("click", () => refreshLeases(false));
+  $("leases-more").addEventListener("click", () => refreshLeases(true));
   for (const tab of document.querySelectorAll("[role=tab]")) {
     tab.addEventListener("click", () => showTab(tab.id.slice(4)));
   }

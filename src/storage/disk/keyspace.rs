@@ -111,6 +111,39 @@ fn scan_slots(
     Ok(())
 }
 
+/// [`KeyspaceRead::lease_keys_in`] over a `lease_keys` table.
+fn scan_lease_keys(
+    table: &impl ReadableTable<&'static [u8], ()>,
+    id: LeaseId,
+    range: &KeyRange,
+    visit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
+) -> Result<(), StoreError> {
+    let Some((_, end)) = range.bounds() else {
+        return Ok(());
+    };
+    let start = lease_key(id, &range.start);
+    let end = match end {
+        Bound::Included(key) => Bound::Included(lease_key(id, key)),
+        Bound::Excluded(key) => Bound::Excluded(lease_key(id, key)),
+        // The end of this lease's rows: the next id's first.
+        Bound::Unbounded => match prefix_end(&id.to_be_bytes()) {
+            Some(next) => Bound::Excluded(next.to_vec()),
+            None => Bound::Unbounded,
+        },
+    };
+    let bounds = (
+        Bound::Included(start.as_slice()),
+        end.as_ref().map(Vec::as_slice),
+    );
+    for entry in table.range::<&[u8]>(bounds).map_err(storage_error)? {
+        let (composite, _) = entry.map_err(storage_error)?;
+        if visit(&composite.value()[8..]).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn scan_changes(
     history: &impl ReadableTable<&'static [u8], &'static [u8]>,
     from: Revision,
@@ -211,6 +244,17 @@ impl KeyspaceRead for ReadView<'_> {
     fn leases(&self) -> &Leases {
         self.leases
     }
+
+    fn lease_keys_in(
+        &self,
+        id: LeaseId,
+        range: &KeyRange,
+        visit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        // Opened here, not with the view: point reads never need it.
+        let table = self.txn.open_table(LEASE_KEYS).map_err(storage_error)?;
+        scan_lease_keys(&table, id, range, visit)
+    }
 }
 
 /// The tables of one write transaction.
@@ -296,6 +340,15 @@ impl KeyspaceRead for WriteView<'_> {
 
     fn leases(&self) -> &Leases {
         self.leases
+    }
+
+    fn lease_keys_in(
+        &self,
+        id: LeaseId,
+        range: &KeyRange,
+        visit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        scan_lease_keys(&self.lease_keys, id, range, visit)
     }
 }
 

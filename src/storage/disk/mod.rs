@@ -399,6 +399,24 @@ impl Store for DiskStore {
         Ok(self.leases.live_ids())
     }
 
+    async fn leases(
+        &self,
+        after: Option<LeaseId>,
+        limit: usize,
+    ) -> Result<Vec<LeaseInfo>, StoreError> {
+        Ok(self.leases.page(after, limit))
+    }
+
+    async fn lease_keys(
+        &self,
+        id: LeaseId,
+        range: KeyRange,
+        limit: usize,
+    ) -> Result<(Vec<Bytes>, bool), StoreError> {
+        self.scan_off_worker(move |snapshot| apply::lease_keys(snapshot, id, &range, limit))
+            .await
+    }
+
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
         self.leases
             .keep_alive(id)

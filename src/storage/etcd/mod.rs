@@ -456,6 +456,52 @@ impl Store for EtcdStore {
         Ok(answer.leases.into_iter().map(|lease| lease.id).collect())
     }
 
+    async fn leases(
+        &self,
+        after: Option<LeaseId>,
+        limit: usize,
+    ) -> Result<Vec<LeaseInfo>, StoreError> {
+        // etcd lists ids only, all of them: the page is cut here, and each
+        // of its leases asked for its TTL (concurrently; one gone meanwhile
+        // is left out).
+        let mut ids = self.lease_ids().await?;
+        ids.retain(|id| after.is_none_or(|after| *id > after));
+        ids.sort_unstable();
+        ids.truncate(limit);
+        let answers = futures_util::future::join_all(ids.into_iter().map(|id| self.lease_info(id)));
+        let mut leases = Vec::new();
+        for answer in answers.await {
+            match answer {
+                Ok(lease) => leases.push(lease),
+                Err(StoreError::LeaseNotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(leases)
+    }
+
+    async fn lease_keys(
+        &self,
+        id: LeaseId,
+        range: KeyRange,
+        limit: usize,
+    ) -> Result<(Vec<Bytes>, bool), StoreError> {
+        // etcd answers every key of the lease at once (its own bound); ours
+        // are those under --etcd-prefix, without it.
+        let answer = self.time_to_live(id, true).await?;
+        let mut keys: Vec<Bytes> = answer
+            .keys
+            .into_iter()
+            .filter(|key| self.shared.keys.owns(key))
+            .map(|key| self.shared.keys.incoming(key))
+            .filter(|key| range.contains(key))
+            .collect();
+        keys.sort_unstable();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        Ok((keys, more))
+    }
+
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
         // One request on etcd's keep-alive stream, one answer. Refreshing a
         // lease twice is harmless, so it may be retried anywhere.

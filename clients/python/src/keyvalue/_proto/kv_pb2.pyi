@@ -320,20 +320,48 @@ class LeaseRevokeResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., deleted: _Optional[int] = ...) -> None: ...
 
 class LeaseInfoRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "keys_limit", "keys_after")
     ID_FIELD_NUMBER: _ClassVar[int]
+    KEYS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_AFTER_FIELD_NUMBER: _ClassVar[int]
     id: int
-    def __init__(self, id: _Optional[int] = ...) -> None: ...
+    keys_limit: int
+    keys_after: bytes
+    def __init__(self, id: _Optional[int] = ..., keys_limit: _Optional[int] = ..., keys_after: _Optional[bytes] = ...) -> None: ...
 
 class LeaseInfoResponse(_message.Message):
-    __slots__ = ("id", "ttl_ms", "remaining_ms")
+    __slots__ = ("id", "ttl_ms", "remaining_ms", "keys", "more_keys")
     ID_FIELD_NUMBER: _ClassVar[int]
     TTL_MS_FIELD_NUMBER: _ClassVar[int]
     REMAINING_MS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    MORE_KEYS_FIELD_NUMBER: _ClassVar[int]
     id: int
     ttl_ms: int
     remaining_ms: int
-    def __init__(self, id: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., remaining_ms: _Optional[int] = ...) -> None: ...
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    more_keys: bool
+    def __init__(self, id: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., remaining_ms: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ..., more_keys: _Optional[bool] = ...) -> None: ...
+
+class LeaseListRequest(_message.Message):
+    __slots__ = ("after", "limit", "keys_limit")
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    after: int
+    limit: int
+    keys_limit: int
+    def __init__(self, after: _Optional[int] = ..., limit: _Optional[int] = ..., keys_limit: _Optional[int] = ...) -> None: ...
+
+class LeaseListResponse(_message.Message):
+    __slots__ = ("header", "leases", "more")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    leases: _containers.RepeatedCompositeFieldContainer[LeaseInfoResponse]
+    more: bool
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., leases: _Optional[_Iterable[_Union[LeaseInfoResponse, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class SnapshotRequest(_message.Message):
     __slots__ = ()

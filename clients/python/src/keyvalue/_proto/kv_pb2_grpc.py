@@ -94,6 +94,11 @@ class KVStub:
                 request_serializer=keyvalue_dot___proto_dot_kv__pb2.LeaseInfoRequest.SerializeToString,
                 response_deserializer=keyvalue_dot___proto_dot_kv__pb2.LeaseInfoResponse.FromString,
                 _registered_method=True)
+        self.LeaseList = channel.unary_unary(
+                '/keyvalue.v1.KV/LeaseList',
+                request_serializer=keyvalue_dot___proto_dot_kv__pb2.LeaseListRequest.SerializeToString,
+                response_deserializer=keyvalue_dot___proto_dot_kv__pb2.LeaseListResponse.FromString,
+                _registered_method=True)
         self.Snapshot = channel.unary_stream(
                 '/keyvalue.v1.KV/Snapshot',
                 request_serializer=keyvalue_dot___proto_dot_kv__pb2.SnapshotRequest.SerializeToString,
@@ -191,6 +196,14 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LeaseList(self, request, context):
+        """The live leases in order of id, in pages, each with its TTL and,
+        if asked, its first keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Snapshot(self, request, context):
         """A consistent copy of every key and lease, at one revision, streamed in
         chunks while writes go on (for `kv backup`).
@@ -269,6 +282,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.LeaseInfo,
                     request_deserializer=keyvalue_dot___proto_dot_kv__pb2.LeaseInfoRequest.FromString,
                     response_serializer=keyvalue_dot___proto_dot_kv__pb2.LeaseInfoResponse.SerializeToString,
+            ),
+            'LeaseList': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseList,
+                    request_deserializer=keyvalue_dot___proto_dot_kv__pb2.LeaseListRequest.FromString,
+                    response_serializer=keyvalue_dot___proto_dot_kv__pb2.LeaseListResponse.SerializeToString,
             ),
             'Snapshot': grpc.unary_stream_rpc_method_handler(
                     servicer.Snapshot,
@@ -605,6 +623,33 @@ class KV:
             '/keyvalue.v1.KV/LeaseInfo',
             keyvalue_dot___proto_dot_kv__pb2.LeaseInfoRequest.SerializeToString,
             keyvalue_dot___proto_dot_kv__pb2.LeaseInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyvalue.v1.KV/LeaseList',
+            keyvalue_dot___proto_dot_kv__pb2.LeaseListRequest.SerializeToString,
+            keyvalue_dot___proto_dot_kv__pb2.LeaseListResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -173,11 +173,25 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
     end
     add_message "keyvalue.v1.LeaseInfoRequest" do
       optional :id, :int64, 1
+      optional :keys_limit, :uint32, 2
+      optional :keys_after, :bytes, 3
     end
     add_message "keyvalue.v1.LeaseInfoResponse" do
       optional :id, :int64, 1
       optional :ttl_ms, :uint64, 2
       optional :remaining_ms, :uint64, 3
+      repeated :keys, :bytes, 4
+      optional :more_keys, :bool, 5
+    end
+    add_message "keyvalue.v1.LeaseListRequest" do
+      proto3_optional :after, :int64, 1
+      optional :limit, :uint32, 2
+      optional :keys_limit, :uint32, 3
+    end
+    add_message "keyvalue.v1.LeaseListResponse" do
+      optional :header, :message, 1, "keyvalue.v1.Header"
+      repeated :leases, :message, 2, "keyvalue.v1.LeaseInfoResponse"
+      optional :more, :bool, 3
     end
     add_message "keyvalue.v1.SnapshotRequest" do
     end
@@ -235,6 +249,8 @@ module Keyvalue
     LeaseRevokeResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.LeaseRevokeResponse").msgclass
     LeaseInfoRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.LeaseInfoRequest").msgclass
     LeaseInfoResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.LeaseInfoResponse").msgclass
+    LeaseListRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.LeaseListRequest").msgclass
+    LeaseListResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.LeaseListResponse").msgclass
     SnapshotRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.SnapshotRequest").msgclass
     SnapshotLease = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.SnapshotLease").msgclass
     SnapshotChunk = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("keyvalue.v1.SnapshotChunk").msgclass

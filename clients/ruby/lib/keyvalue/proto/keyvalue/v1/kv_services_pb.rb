@@ -44,6 +44,9 @@ module Keyvalue
         rpc :LeaseKeepAlive, ::Keyvalue::V1::LeaseKeepAliveRequest, ::Keyvalue::V1::LeaseKeepAliveResponse
         rpc :LeaseRevoke, ::Keyvalue::V1::LeaseRevokeRequest, ::Keyvalue::V1::LeaseRevokeResponse
         rpc :LeaseInfo, ::Keyvalue::V1::LeaseInfoRequest, ::Keyvalue::V1::LeaseInfoResponse
+        # The live leases in order of id, in pages, each with its TTL and,
+        # if asked, its first keys.
+        rpc :LeaseList, ::Keyvalue::V1::LeaseListRequest, ::Keyvalue::V1::LeaseListResponse
         # A consistent copy of every key and lease, at one revision, streamed in
         # chunks while writes go on (for `kv backup`).
         rpc :Snapshot, ::Keyvalue::V1::SnapshotRequest, stream(::Keyvalue::V1::SnapshotChunk)
