@@ -171,9 +171,35 @@ def test_a_person_browses_edits_watches_and_is_refused_when_read_only(
         walk.until("the top of the tree", lambda: "app/" in walk.text("tree"))
         walk.shot("logged-in")
 
-        # Browse with the keyboard: into app/, then app/42/, then a key.
+        # Every control has a name a screen reader says (a label, an
+        # aria-label or its text), and the tabs move with the arrow keys.
+        unnamed = browser.execute_script(
+            "return Array.from(document.querySelectorAll('input, select, textarea, button'))"
+            ".filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')"
+            " && !e.textContent.trim()).map((e) => e.id || e.outerHTML)"
+        )
+        assert unnamed == [], unnamed
+        walk.el("tab-key").send_keys(Keys.ARROW_RIGHT)
+        walk.until("the watch tab", lambda: walk.el("pane-watch").is_displayed())
+        assert walk.el("tab-watch").get_attribute("aria-selected") == "true"
+        assert browser.switch_to.active_element == walk.el("tab-watch")
+        assert not walk.el("pane-key").is_displayed()
+        walk.el("tab-watch").send_keys(Keys.ARROW_LEFT)
+        walk.until("the key tab", lambda: walk.el("pane-key").is_displayed())
+
+        # Browse with the keyboard: into app/ and back up, in again, down
+        # the list, then into app/42/ and to a key.
         walk.el("tree").send_keys(Keys.HOME, Keys.ENTER)
         walk.until("the groups of app/", lambda: "42/" in walk.text("tree"))
+        walk.el("tree").send_keys(Keys.BACKSPACE)
+        walk.until("the top again", lambda: "42/" not in walk.text("tree"))
+        assert walk.el("prefix-input").get_attribute("value") == ""
+        walk.el("tree").send_keys(Keys.HOME, Keys.ENTER)
+        walk.until("the groups of app/", lambda: "42/" in walk.text("tree"))
+        walk.el("tree").send_keys(Keys.HOME, Keys.ARROW_DOWN, Keys.ARROW_DOWN)
+        focused = browser.switch_to.active_element
+        assert focused.get_attribute("data-value") == "app/02/"
+        assert focused.get_attribute("aria-selected") == "true"
         # 101 entries under app/: one page of 100, and a button for more.
         assert len(browser.find_elements(By.CSS_SELECTOR, "#tree li")) == 100
         assert walk.el("more").is_displayed()
