@@ -6,7 +6,9 @@
 //! LeaseTimeToLive reads the same. A lease's keys are those the token may
 //! see (its prefix). A page of leases asks each lease for its first keys,
 //! so the keys per lease are capped to keep a page at most the server's
-//! page size of keys in all.
+//! page size of keys in all. Keys also count against the byte bound of a
+//! page (`--max-range-page-bytes`, each key as a record without a value),
+//! so an answer fits a client's message limit however long the keys are.
 
 use bytes::Bytes;
 use tonic::Status;
@@ -17,7 +19,7 @@ use super::auth::Scope;
 use super::convert::header;
 use super::status::from_store_error;
 use crate::proto::keyvalue::v1 as pb;
-use crate::storage::ops::{KeyRange, LeaseId};
+use crate::storage::ops::{KeyRange, LeaseId, page_bytes};
 use crate::storage::{LeaseInfo, Store, StoreError};
 
 /// The keys a lease's listing may show: the token's prefix (every key
@@ -61,6 +63,28 @@ async fn keys_of<S: Store>(
     store.lease_keys(id, range, limit).await
 }
 
+/// The first of `keys` that fit in `budget` bytes, at least `at_least` of
+/// them, taken from the budget; `more` if any were cut (or `more` was).
+fn within(
+    mut keys: Vec<Bytes>,
+    more: bool,
+    budget: &mut usize,
+    at_least: usize,
+) -> (Vec<Bytes>, bool) {
+    let mut kept = 0;
+    for key in &keys {
+        let cost = page_bytes(key.len(), 0);
+        if kept >= at_least && cost > *budget {
+            break;
+        }
+        *budget = budget.saturating_sub(cost);
+        kept += 1;
+    }
+    let cut = kept < keys.len();
+    keys.truncate(kept);
+    (keys, more || cut)
+}
+
 /// `LeaseInfo`: the lease, and a page of its keys if asked.
 pub(super) async fn info<S: Store>(
     store: &S,
@@ -78,6 +102,9 @@ pub(super) async fn info<S: Store>(
     let (keys, more) = keys_of(store, request.id, range, limit)
         .await
         .map_err(from_store_error)?;
+    // At least one key, so that paging always moves on.
+    let mut budget = limits.max_range_page_bytes;
+    let (keys, more) = within(keys, more, &mut budget, 1);
     Ok(answer(&lease, keys, more))
 }
 
@@ -103,9 +130,13 @@ pub(super) async fn list<S: Store>(
     let more = leases.len() > limit;
     leases.truncate(limit);
     let mut answers = Vec::with_capacity(leases.len());
+    let mut budget = limits.max_range_page_bytes;
     for lease in &leases {
         match keys_of(store, lease.id, keys_range(scope, b""), keys_limit).await {
-            Ok((keys, more_keys)) => answers.push(answer(lease, keys, more_keys)),
+            Ok((keys, more_keys)) => {
+                let (keys, more_keys) = within(keys, more_keys, &mut budget, 0);
+                answers.push(answer(lease, keys, more_keys));
+            }
             // It expired since the page was read: it is no longer listed.
             Err(StoreError::LeaseNotFound(_)) => {}
             Err(error) => return Err(from_store_error(error)),
@@ -120,7 +151,100 @@ pub(super) async fn list<S: Store>(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::storage::MemoryStore;
+    use crate::storage::ops::{Op, Txn};
+
+    /// A store with lease `a` on keys k1, k2, k3 and lease `b` on k4, k5.
+    async fn two_leases() -> (MemoryStore, LeaseId, LeaseId) {
+        let store = MemoryStore::new();
+        let a = store.lease_grant(Duration::from_secs(60)).await.unwrap().id;
+        let b = store.lease_grant(Duration::from_secs(60)).await.unwrap().id;
+        let put = |key: &'static str, lease| Op::Put {
+            key: Bytes::from_static(key.as_bytes()),
+            value: Bytes::from_static(b"v"),
+            lease,
+            prev: false,
+        };
+        let ops = vec![
+            put("k1", a),
+            put("k2", a),
+            put("k3", a),
+            put("k4", b),
+            put("k5", b),
+        ];
+        store.txn(Txn::of(ops)).await.unwrap();
+        (store, a, b)
+    }
+
+    /// Each lease's key count and `more_keys`, lease `a`'s first.
+    fn key_count(answer: &pb::LeaseListResponse, a: LeaseId) -> Vec<(usize, bool)> {
+        let mut leases: Vec<_> = answer.leases.iter().collect();
+        leases.sort_by_key(|lease| lease.id != a);
+        let counts = leases.iter().map(|l| (l.keys.len(), l.more_keys));
+        counts.collect()
+    }
+
+    #[tokio::test]
+    async fn a_page_of_leases_holds_at_most_a_page_of_keys() {
+        let (store, a, _) = two_leases().await;
+        let limits = Limits {
+            max_range_page: 4,
+            ..Limits::default()
+        };
+        let request = pb::LeaseListRequest {
+            after: None,
+            limit: 2,
+            keys_limit: 10,
+        };
+        let answer = list(&store, &limits, None, request).await.unwrap();
+        // Two keys a lease: four in all.
+        assert_eq!(key_count(&answer, a), [(2, true), (2, false)]);
+        assert!(!answer.more);
+    }
+
+    #[tokio::test]
+    async fn keys_stop_at_the_byte_bound_of_a_page_but_one_always_comes() {
+        let (store, a, _) = two_leases().await;
+        let two_keys = 2 * page_bytes(2, 0);
+        let limits = Limits {
+            max_range_page_bytes: two_keys,
+            ..Limits::default()
+        };
+        let request = pb::LeaseListRequest {
+            after: None,
+            limit: 2,
+            keys_limit: 10,
+        };
+        let answer = list(&store, &limits, None, request).await.unwrap();
+        // The first lease in id order takes the budget; the other's keys
+        // are cut, and it says so.
+        let expected = if answer.leases[0].id == a {
+            [(2, true), (0, true)]
+        } else {
+            [(0, true), (2, false)]
+        };
+        assert_eq!(key_count(&answer, a), expected);
+        let ask = |limits| {
+            let request = pb::LeaseInfoRequest {
+                id: a,
+                keys_limit: 10,
+                keys_after: Bytes::new(),
+            };
+            info(&store, limits, None, request)
+        };
+        let answer = ask(&limits).await.unwrap();
+        assert_eq!((answer.keys.len(), answer.more_keys), (2, true));
+        let tiny = Limits {
+            max_range_page_bytes: 1,
+            ..Limits::default()
+        };
+        let answer = ask(&tiny).await.unwrap();
+        assert_eq!(answer.keys, [Bytes::from_static(b"k1")]);
+        assert!(answer.more_keys);
+    }
 
     #[test]
     fn keys_start_after_the_last_one_and_stay_in_the_tokens_prefix() {
