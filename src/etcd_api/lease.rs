@@ -74,16 +74,18 @@ impl<S: Store> Lease for LeaseApi<S> {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        // Revoking deletes the lease's keys wherever they are: only for
-        // tokens that may touch every key.
+        // Revoking deletes the lease's keys: a scoped token may revoke only
+        // a lease whose keys are all in its scope (etcd's rule).
         let scope = scope_of(&request);
-        Checks::new(&self.0.limits, scope.as_ref()).everything_for(
-            "revoke leases (revoking deletes the lease's keys, wherever they are)",
-        )?;
+        let id = request.into_inner().id;
+        Checks::new(&self.0.limits, scope.as_ref())
+            .lease(&*self.0.store, id, "revoke")
+            .await
+            .map_err(errors::from_store_error)??;
         let (_, revision) = self
             .0
             .store
-            .lease_revoke(request.into_inner().id)
+            .lease_revoke(id)
             .await
             .map_err(errors::from_store_error)?;
         Ok(Response::new(pb::LeaseRevokeResponse {
@@ -98,10 +100,16 @@ impl<S: Store> Lease for LeaseApi<S> {
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let api = self.0.clone();
+        let scope = scope_of(&request);
         let answers = request.into_inner().then(move |request| {
             let api = api.clone();
+            let scope = scope.clone();
             async move {
                 let id = request?.id;
+                Checks::new(&api.limits, scope.as_ref())
+                    .lease(&*api.store, id, "keep alive")
+                    .await
+                    .map_err(errors::from_store_error)??;
                 let ttl = match api.store.lease_keep_alive(id).await {
                     Ok(lease) => seconds(lease.ttl),
                     Err(StoreError::LeaseNotFound(_)) => 0,

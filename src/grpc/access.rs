@@ -2,11 +2,13 @@
 //! of the caller's token. Handlers build one [`Checks`] per request and pass
 //! it wherever keys are read from the request, so no key escapes either.
 
+use bytes::Bytes;
 use tonic::{Request, Status};
 
 use super::Limits;
 use super::auth::Scope;
-use crate::storage::ops::{KeyRange, RangeEnd, prefix_end};
+use crate::storage::ops::{KeyRange, LeaseId, RangeEnd, prefix_end};
+use crate::storage::{Store, StoreError};
 
 /// The scope the authentication layer found for the request's token; `None`
 /// when the server checks no tokens. A copy, so the request can be consumed.
@@ -47,6 +49,53 @@ impl<'a> Checks<'a> {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// Whether the caller may `action` ("keep alive", "revoke", "list the
+    /// keys of") lease `id`: a token confined to a prefix only if every key
+    /// attached to the lease starts with it (etcd's rule for a user's
+    /// permissions), so it cannot keep alive or delete keys outside its
+    /// prefix through a lease. A token for every key needs no look at the
+    /// store. The outer error is the store's, for the caller to map; the
+    /// inner one the refusal.
+    ///
+    /// The check reads the lease's keys before the operation runs: a key
+    /// attached to the lease between the two is not seen.
+    pub(crate) async fn lease<S: Store>(
+        &self,
+        store: &S,
+        id: LeaseId,
+        action: &str,
+    ) -> Result<Result<(), Status>, StoreError> {
+        let Some(scope) = self.scope.filter(|scope| !scope.prefix.is_empty()) else {
+            return Ok(Ok(()));
+        };
+        // The keys before the prefix, and after it: one key of either is
+        // enough to refuse.
+        let mut outside = vec![KeyRange::between(Bytes::new(), scope.prefix.clone())];
+        if let Some(end) = prefix_end(&scope.prefix) {
+            outside.push(KeyRange {
+                start: end,
+                end: RangeEnd::Unbounded,
+            });
+        }
+        for range in outside {
+            let key = match store.lease_keys(id, range, 1).await {
+                Ok((keys, _)) => keys.into_iter().next(),
+                // The operation itself says so.
+                Err(StoreError::LeaseNotFound(_)) => return Ok(Ok(())),
+                Err(error) => return Err(error),
+            };
+            if let Some(key) = key {
+                return Ok(Err(Status::permission_denied(format!(
+                    "lease {id} holds the key {:?}, outside the prefix {:?} this token is \
+                     confined to: it may not {action} the lease",
+                    String::from_utf8_lossy(&key),
+                    String::from_utf8_lossy(&scope.prefix)
+                ))));
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// A value: within the limit.

@@ -529,9 +529,15 @@ impl<S: Store> Kv for KvService<S> {
         &self,
         request: Request<pb::LeaseKeepAliveRequest>,
     ) -> Result<Response<pb::LeaseKeepAliveResponse>, Status> {
+        let scope = scope_of(&request);
+        let id = request.into_inner().id;
+        Checks::new(&self.limits, scope.as_ref())
+            .lease(&*self.store, id, "keep alive")
+            .await
+            .map_err(from_store_error)??;
         let lease = self
             .store
-            .lease_keep_alive(request.into_inner().id)
+            .lease_keep_alive(id)
             .await
             .map_err(from_store_error)?;
         Ok(Response::new(pb::LeaseKeepAliveResponse {
@@ -544,15 +550,17 @@ impl<S: Store> Kv for KvService<S> {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        // Revoking deletes the lease's keys wherever they are: only for
-        // tokens that may touch every key.
+        // Revoking deletes the lease's keys: a scoped token may revoke only
+        // a lease whose keys are all in its scope.
         let scope = scope_of(&request);
-        Checks::new(&self.limits, scope.as_ref()).everything_for(
-            "revoke leases (revoking deletes the lease's keys, wherever they are)",
-        )?;
+        let id = request.into_inner().id;
+        Checks::new(&self.limits, scope.as_ref())
+            .lease(&*self.store, id, "revoke")
+            .await
+            .map_err(from_store_error)??;
         let (deleted, revision) = self
             .store
-            .lease_revoke(request.into_inner().id)
+            .lease_revoke(id)
             .await
             .map_err(from_store_error)?;
         Ok(Response::new(pb::LeaseRevokeResponse {

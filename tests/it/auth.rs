@@ -180,28 +180,78 @@ async fn a_prefix_token_reaches_only_its_keys() {
         .await
         .unwrap_err();
     assert_eq!(watch.code(), Code::PermissionDenied);
-    // Revoking a lease deletes its keys wherever they are: not for a prefix.
-    let lease = kv
-        .lease_grant(with_token(
-            pb::LeaseGrantRequest { ttl_ms: 60_000 },
-            "writer-secret",
+    // A lease holding a key outside the prefix: the prefix token may not
+    // keep it alive (which would keep that key) nor revoke it (which would
+    // delete it).
+    let grant = |kv: &mut pb::kv_client::KvClient<_>, token| {
+        let request = with_token(pb::LeaseGrantRequest { ttl_ms: 60_000 }, token);
+        let mut kv = kv.clone();
+        async move { kv.lease_grant(request).await.unwrap().into_inner().id }
+    };
+    let put_with = |key: &str, lease: i64| pb::PutRequest { lease, ..put(key) };
+    let theirs = grant(&mut kv, "writer-secret").await;
+    kv.put(with_token(put_with("app/mine", theirs), "writer-secret"))
+        .await
+        .unwrap();
+    kv.put(with_token(put_with("other", theirs), "writer-secret"))
+        .await
+        .unwrap();
+    let keep = kv
+        .lease_keep_alive(with_token(
+            pb::LeaseKeepAliveRequest { id: theirs },
+            "app-secret",
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap_err();
+    assert_eq!(keep.code(), Code::PermissionDenied);
+    assert!(
+        keep.message().contains("\"other\"") && keep.message().contains("keep alive"),
+        "the refusal names the key and what the token may not do: {}",
+        keep.message()
+    );
     let revoke = kv
         .lease_revoke(with_token(
-            pb::LeaseRevokeRequest { id: lease.id },
+            pb::LeaseRevokeRequest { id: theirs },
             "app-secret",
         ))
         .await
         .unwrap_err();
     assert_eq!(revoke.code(), Code::PermissionDenied);
-    assert!(
-        revoke.message().contains("may not revoke leases"),
-        "the refusal says what the token may not do: {}",
-        revoke.message()
-    );
+    assert!(revoke.message().contains("revoke"), "{}", revoke.message());
+    // Nothing was deleted; a token for every key may do both.
+    kv.lease_keep_alive(with_token(
+        pb::LeaseKeepAliveRequest { id: theirs },
+        "writer-secret",
+    ))
+    .await
+    .unwrap();
+    // A lease whose keys are all inside the prefix (or that has none) is
+    // the prefix token's to keep alive and revoke.
+    let mine = grant(&mut kv, "app-secret").await;
+    kv.lease_keep_alive(with_token(
+        pb::LeaseKeepAliveRequest { id: mine },
+        "app-secret",
+    ))
+    .await
+    .unwrap();
+    kv.put(with_token(put_with("app/leased", mine), "app-secret"))
+        .await
+        .unwrap();
+    kv.lease_keep_alive(with_token(
+        pb::LeaseKeepAliveRequest { id: mine },
+        "app-secret",
+    ))
+    .await
+    .unwrap();
+    let revoked = kv
+        .lease_revoke(with_token(
+            pb::LeaseRevokeRequest { id: mine },
+            "app-secret",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.deleted, 1);
     // The tutorial service is confined the same way.
     let mut tutorial = server.client().await;
     let status = tutorial

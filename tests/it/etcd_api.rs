@@ -474,6 +474,43 @@ fn etcdctl_logs_in_with_a_token_as_password_and_keeps_its_role_and_prefix() {
     );
     let anonymous = etcdctl(&endpoint, &["get", "a"], None);
     assert!(anonymous.contains("needs a token"), "{anonymous}");
+    // A lease with a key outside the prefix is not the prefix token's to
+    // keep alive, revoke or list; one with its keys inside is.
+    let lease_of = |granted: String| {
+        granted
+            .split_whitespace()
+            .nth(1)
+            .expect("lease <id> granted")
+            .to_owned()
+    };
+    let theirs = lease_of(as_user("writer-2", &["lease", "grant", "60"]));
+    as_user("writer-2", &["put", "app/y", "1", "--lease", &theirs]);
+    as_user("writer-2", &["put", "b", "1", "--lease", &theirs]);
+    for args in [
+        vec!["lease", "keep-alive", "--once", &theirs],
+        vec!["lease", "revoke", &theirs],
+    ] {
+        let denied = as_user("app-3", &args);
+        assert!(
+            denied.contains("outside the prefix \"app/\""),
+            "{args:?}: {denied}"
+        );
+    }
+    assert_eq!(
+        as_user("writer-2", &["get", "b", "--print-value-only"]),
+        "1\n"
+    );
+    // Its keys are listed only within the prefix.
+    let listed = as_user("app-3", &["lease", "timetolive", &theirs, "--keys"]);
+    assert!(listed.contains("attached keys([app/y])"), "{listed}");
+    let mine = lease_of(as_user("app-3", &["lease", "grant", "60"]));
+    as_user("app-3", &["put", "app/z", "1", "--lease", &mine]);
+    let alive = as_user("app-3", &["lease", "keep-alive", "--once", &mine]);
+    assert!(alive.contains("keepalived"), "{alive}");
+    let listed = as_user("app-3", &["lease", "timetolive", &mine, "--keys"]);
+    assert!(listed.contains("attached keys([app/z])"), "{listed}");
+    let revoked = as_user("app-3", &["lease", "revoke", &mine]);
+    assert!(revoked.contains("revoked"), "{revoked}");
     // Without a token file, etcd's clients that log in are told so, as etcd
     // tells them, and go on without a token.
     let open = Server::start();

@@ -3,8 +3,8 @@
 ``with client.lease(ttl) as lease:`` grants a lease, restarts its TTL from a
 background thread three times per TTL, and revokes it when the block ends
 (which deletes the keys attached to it), however the block ends. A token
-confined to a key prefix may not revoke leases: its lease is left to expire
-within its TTL. If the lease
+confined to a key prefix may revoke only a lease whose keys all start with
+its prefix: any other lease is left to expire within its TTL. If the lease
 is lost meanwhile (it expired because the server was unreachable for a whole
 TTL, or someone revoked it), :attr:`KeptLease.lost` says so; the keys attached
 to it are gone. The asyncio client has the same, kept by a task.
@@ -28,8 +28,9 @@ UNREVOKABLE = (LeaseNotFound, PermissionDenied)
 """Why a kept lease may not be revoked at the end of its block, and need not be.
 
 ``LeaseNotFound``: it expired meanwhile, gone all the same. ``PermissionDenied``:
-the token is confined to a prefix, and revoking a lease may delete keys
-anywhere; the lease, no longer kept alive, expires within its TTL.
+the token is confined to a prefix and the lease holds a key outside it
+(revoking would delete it); the lease, no longer kept alive, expires within
+its TTL.
 """
 
 
