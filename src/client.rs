@@ -508,6 +508,43 @@ impl Client {
             .map_err(|status| self.failed(status))
     }
 
+    /// A lease's TTL, time left and its keys after `after` (empty: from
+    /// the first), a page of the server's size; `more_keys` says there are
+    /// more.
+    pub async fn lease_keys(
+        &mut self,
+        id: i64,
+        after: Bytes,
+    ) -> Result<pb::LeaseInfoResponse, ClientError> {
+        self.inner
+            .lease_info(pb::LeaseInfoRequest {
+                id,
+                // The server's page size caps it.
+                keys_limit: u32::MAX,
+                keys_after: after,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
+    }
+
+    /// The live leases with ids above `after` (from the lowest without
+    /// one), a page of the server's size; `more` says there are more.
+    pub async fn lease_list(
+        &mut self,
+        after: Option<i64>,
+    ) -> Result<pb::LeaseListResponse, ClientError> {
+        self.inner
+            .lease_list(pb::LeaseListRequest {
+                after,
+                limit: 0,
+                keys_limit: 0,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status))
+    }
+
     /// Revokes a lease and deletes its keys.
     pub async fn lease_revoke(&mut self, id: i64) -> Result<pb::LeaseRevokeResponse, ClientError> {
         self.inner

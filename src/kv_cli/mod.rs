@@ -6,6 +6,7 @@
 //! stderr with an exit code from [`exit`].
 
 mod encoding;
+mod lease;
 mod output;
 use output::outln;
 mod txn_file;
@@ -215,7 +216,7 @@ enum Command {
     },
     /// Leases: grant one, keep it alive, look at it, revoke it.
     #[command(subcommand)]
-    Lease(LeaseCommand),
+    Lease(lease::LeaseCommand),
     /// Print kv's shell completion script (e.g. `kv completions bash >
     /// /usr/share/bash-completion/completions/kv`).
     Completions {
@@ -230,34 +231,6 @@ enum Command {
     /// so every Get is checked against the last acknowledged Set of its key.
     /// Exits 5 if any answer was wrong or any request failed.
     Bench(BenchArgs),
-}
-
-#[derive(Subcommand, Debug)]
-enum LeaseCommand {
-    /// Grant a lease with this TTL (e.g. 30s); prints its id.
-    Grant {
-        /// The time to live.
-        #[arg(value_parser = parse_timeout)]
-        ttl: Duration,
-    },
-    /// Restart the lease's TTL; with --every, keep doing so until Ctrl-C.
-    KeepAlive {
-        /// The lease id.
-        id: i64,
-        /// Renew at this interval until interrupted (e.g. 10s).
-        #[arg(long, value_parser = parse_timeout)]
-        every: Option<Duration>,
-    },
-    /// Print the lease's TTL and the time it has left.
-    Info {
-        /// The lease id.
-        id: i64,
-    },
-    /// Revoke the lease, deleting its keys; prints how many went.
-    Revoke {
-        /// The lease id.
-        id: i64,
-    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -521,7 +494,7 @@ async fn run(cx: &mut Context, command: Command) -> Outcome {
             prefix,
             from_rev,
         } => watch(cx, &key, prefix, from_rev).await,
-        Command::Lease(command) => lease(cx, command).await,
+        Command::Lease(command) => lease::run(cx, command).await,
         Command::Backup { file } => backup(cx, &file).await,
         Command::Compact { revision } => compact(cx, revision).await,
         Command::Bench(_) | Command::Completions { .. } | Command::Man => {
@@ -901,54 +874,6 @@ async fn write_backup(
     // The new name survives a power cut only once its directory is synced.
     crate::durable_fs::sync_parent(file).map_err(io)?;
     Ok((keys, revision))
-}
-
-async fn lease(cx: &mut Context, command: LeaseCommand) -> Outcome {
-    match command {
-        LeaseCommand::Grant { ttl } => {
-            let lease = cx.client.lease_grant(ttl).await?;
-            if cx.json {
-                output::json(&json!({"id": lease.id, "ttl_ms": lease.ttl_ms}));
-            } else {
-                outln!("{}", lease.id);
-            }
-        }
-        LeaseCommand::KeepAlive { id, every } => loop {
-            let lease = cx.client.lease_keep_alive(id).await?;
-            if cx.json {
-                output::json(&json!({"id": lease.id, "ttl_ms": lease.ttl_ms}));
-            }
-            let Some(every) = every else { break };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                () = tokio::time::sleep(every) => {}
-            }
-        },
-        LeaseCommand::Info { id } => {
-            let lease = cx.client.lease_info(id).await?;
-            if cx.json {
-                output::json(
-                    &json!({"id": lease.id, "ttl_ms": lease.ttl_ms, "remaining_ms": lease.remaining_ms}),
-                );
-            } else {
-                outln!(
-                    "lease {} ttl {}ms remaining {}ms",
-                    lease.id,
-                    lease.ttl_ms,
-                    lease.remaining_ms
-                );
-            }
-        }
-        LeaseCommand::Revoke { id } => {
-            let reply = cx.client.lease_revoke(id).await?;
-            if cx.json {
-                output::json(&json!({"deleted": reply.deleted}));
-            } else {
-                outln!("{}", reply.deleted);
-            }
-        }
-    }
-    Ok(())
 }
 
 async fn bench(addr: String, connect: ConnectOptions, json: bool, args: BenchArgs) -> ExitCode {

@@ -460,6 +460,36 @@ fn leases_are_granted_shared_and_revoked_from_the_command_line() {
             .status
             .success()
     );
+    // Listed with the others, in id order, and with its keys (etcdctl's
+    // `lease list` and `lease timetolive --keys`).
+    let other = text(&kv(server.addr(), &["lease", "grant", "30s"]).stdout);
+    let other = other.trim();
+    let listed = text(&kv(server.addr(), &["lease", "list"]).stdout);
+    let mut ids: Vec<i64> = [lease, other]
+        .iter()
+        .map(|id| id.parse().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    for (line, id) in lines.iter().zip(&ids) {
+        assert!(line.starts_with(&format!("lease {id} ttl ")), "{listed}");
+    }
+    let info = text(&kv(server.addr(), &["lease", "info", "--keys", lease]).stdout);
+    let mut info = info.lines();
+    assert!(
+        info.next()
+            .unwrap()
+            .starts_with(&format!("lease {lease} ttl 60000ms")),
+        "{info:?}"
+    );
+    assert_eq!(info.collect::<Vec<_>>(), ["a", "b"]);
+    let json = text(&kv(server.addr(), &["--json", "lease", "info", "--keys", lease]).stdout);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["keys"], serde_json::json!(["a", "b"]));
+    let json = text(&kv(server.addr(), &["--json", "lease", "list"]).stdout);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(2), "{json}");
     assert_eq!(
         text(&kv(server.addr(), &["lease", "revoke", lease]).stdout),
         "2\n"
