@@ -212,6 +212,8 @@ pub async fn run<S: Store>(
     let shed = config
         .max_in_flight
         .map(|limit| ShedLayer::new(limit, config.max_in_flight_per_connection));
+    // One byte budget for gRPC and the JSON API together.
+    let budget = config.max_request_bytes_in_flight.map(BudgetLayer::new);
     let mut builder = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_keepalive_interval(config.keepalive_interval)
@@ -232,9 +234,7 @@ pub async fn run<S: Store>(
         .layer(counting)
         .layer(option_layer(config.log_requests.then(request_log_layer)))
         .layer(option_layer(shed.clone()))
-        .layer(option_layer(
-            config.max_request_bytes_in_flight.map(BudgetLayer::new),
-        ))
+        .layer(option_layer(budget.clone()))
         .layer(oversize_layer(config.limits))
         .layer(authenticating)
         .add_service(tutorial.into_server())
@@ -252,6 +252,8 @@ pub async fn run<S: Store>(
                 limits: config.limits,
                 tokens: config.auth.clone(),
                 shed,
+                budget,
+                request_timeout: config.request_timeout,
                 metrics,
                 health: tonic_health::server::HealthService::from_health_reporter(health.clone()),
                 stopping: stopping.clone(),

@@ -110,23 +110,12 @@ where
             let response = self.inner.call(request);
             return Box::pin(async move { Ok(response.await?.map(Body::new)) });
         }
-        let held = Arc::new(Mutex::new(Held::default()));
-        let layer = self.layer.clone();
-        let counted = Arc::clone(&held);
-        let request = request.map(move |inner| {
-            Body::new(Counted {
-                inner,
-                layer,
-                held: counted,
-            })
-        });
+        let (request, answered) = self.layer.counted(request);
         let response = self.inner.call(request);
         let layer = self.layer.clone();
         Box::pin(async move {
             let response = response.await;
-            let mut held = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            held.answered = true;
-            held.permit = None;
+            drop(answered);
             Ok(response?.map(|inner| {
                 Body::new(Answer {
                     inner: Body::new(inner),
@@ -139,6 +128,28 @@ where
 }
 
 impl BudgetLayer {
+    /// `request` with a body whose bytes take places as they arrive, held
+    /// until the returned [`Answered`] is dropped (when the request is
+    /// answered); from then on only the latest frame's. The HTTP listener
+    /// counts its requests' bodies with it too.
+    pub(crate) fn counted<B>(&self, request: http::Request<B>) -> (http::Request<Body>, Answered)
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let held = Arc::new(Mutex::new(Held::default()));
+        let layer = self.clone();
+        let counted = Arc::clone(&held);
+        let request = request.map(move |inner| {
+            Body::new(Counted {
+                inner: Body::new(inner),
+                layer,
+                held: counted,
+            })
+        });
+        (request, Answered(held))
+    }
+
     /// `bytes` places, or `RESOURCE_EXHAUSTED` naming the flag.
     fn take(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Status> {
         let refused = || {
@@ -222,6 +233,20 @@ impl http_body::Body for Answer {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Gives back a request's places when dropped: the request is answered.
+pub(crate) struct Answered(Arc<Mutex<Held>>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        let mut held = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        held.answered = true;
+        held.permit = None;
     }
 }
 

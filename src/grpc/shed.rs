@@ -20,7 +20,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::{LayerFuture, is_health_check};
-use crate::connection::activity_of;
+use crate::connection::{InFlight, activity_of};
 
 /// The layer (the server leaves it out when there is no limit).
 #[derive(Clone)]
@@ -61,6 +61,35 @@ impl ShedLayer {
     pub(crate) fn enter(&self) -> Result<OwnedSemaphorePermit, Status> {
         enter(&self.places, self.limit)
     }
+
+    /// A place among the requests in flight on `request`'s connection
+    /// (`--max-in-flight-per-connection`), for the HTTP listener's requests
+    /// (gRPC's take it in the layer); `RESOURCE_EXHAUSTED` when there is none.
+    pub(crate) fn enter_connection<B>(
+        &self,
+        request: &http::Request<B>,
+    ) -> Result<Option<InFlight>, Status> {
+        enter_connection(request, self.per_connection)
+    }
+}
+
+/// A place among the requests in flight on `request`'s connection (none
+/// for a request that came on no counted connection).
+fn enter_connection<B>(
+    request: &http::Request<B>,
+    per_connection: usize,
+) -> Result<Option<InFlight>, Status> {
+    let Some(activity) = activity_of(request) else {
+        return Ok(None);
+    };
+    match activity.enter(per_connection) {
+        Some(place) => Ok(Some(place)),
+        None => Err(Status::resource_exhausted(format!(
+            "this connection has {per_connection} requests in flight, its limit \
+             (--max-in-flight-per-connection); wait for some to finish, or spread the load \
+             over more connections"
+        ))),
+    }
 }
 
 fn enter(places: &Arc<Semaphore>, limit: usize) -> Result<OwnedSemaphorePermit, Status> {
@@ -100,20 +129,9 @@ where
         if is_health_check(request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
-        let connection_place = match activity_of(&request) {
-            Some(activity) => match activity.enter(self.per_connection) {
-                Some(place) => Some(place),
-                None => {
-                    let status = Status::resource_exhausted(format!(
-                        "this connection has {} requests in flight, its limit \
-                         (--max-in-flight-per-connection); wait for some to finish, or \
-                         spread the load over more connections",
-                        self.per_connection
-                    ));
-                    return Box::pin(std::future::ready(Ok(status.into_http())));
-                }
-            },
-            None => None,
+        let connection_place = match enter_connection(&request, self.per_connection) {
+            Ok(place) => place,
+            Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
         };
         let place = match enter(&self.places, self.limit) {
             Ok(place) => place,

@@ -152,10 +152,12 @@ async fn read_value<S: Store>(shared: &Shared<S>, body: Body) -> Result<Bytes, A
     let limit = shared.limits.max_value_bytes;
     let value: BodyBytes = axum::body::to_bytes(body, limit.saturating_add(1))
         .await
-        .map_err(|_| {
-            ApiError::bad_request(format!(
+        .map_err(|error| match super::admit::refusal(&error) {
+            // The byte budget's refusal.
+            Some(status) => ApiError::from(status),
+            None => ApiError::bad_request(format!(
                 "value is above the limit of {limit} bytes (--max-value-bytes)"
-            ))
+            )),
         })?;
     Ok(value)
 }

@@ -16,6 +16,7 @@
 //! shared with the gRPC listener) and TLS (the same certificate), then are
 //! served HTTP/1.1 or HTTP/2, whichever the client speaks.
 
+mod admit;
 mod api;
 mod console;
 pub(crate) mod error;
@@ -45,7 +46,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 use tonic_health::server::HealthService;
 use tower::util::MapRequest;
 
-use crate::grpc::{KvService, Limits, Role, ShedLayer, Tokens, authorize, identify};
+use crate::grpc::{BudgetLayer, KvService, Limits, Role, ShedLayer, Tokens, authorize, identify};
 use crate::metrics::Metrics;
 use crate::shutdown::Stopping;
 use crate::storage::Store;
@@ -61,6 +62,10 @@ pub(crate) struct Shared<S> {
     pub(crate) limits: Limits,
     pub(crate) tokens: Option<Arc<Tokens>>,
     pub(crate) shed: Option<ShedLayer>,
+    /// The byte budget gRPC requests share (`--max-request-bytes-in-flight`).
+    pub(crate) budget: Option<BudgetLayer>,
+    /// `--request-timeout`.
+    pub(crate) request_timeout: Option<Duration>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) health: HealthService,
     /// Says when shutdown starts: watches end, probes say so.
@@ -119,6 +124,10 @@ pub(crate) fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
         .route("/v1/watch", get(watch::watch::<S>))
         .merge(console::routes())
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            admit::admit::<S>,
+        ))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             count::<S>,
