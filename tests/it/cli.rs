@@ -734,6 +734,76 @@ fn a_server_that_answers_unavailable_is_not_called_unreachable() {
     assert!(stderr.contains("etcd"), "{stderr}");
 }
 
+/// The Dockerfile's step that installs completions and man pages, run as
+/// it is written (its `RUN` line, with `/usr/share` moved into a temporary
+/// directory and the built binaries first on `PATH`): every file it writes
+/// is there, and bash loads the completion.
+#[test]
+fn the_dockerfiles_install_step_writes_completions_and_man_pages() {
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let mut lines = dockerfile
+        .lines()
+        .skip_while(|line| !line.starts_with("# Shell completions and man pages"))
+        .skip(1);
+    let mut step = String::new();
+    // Docker joins a line that ends in a backslash to the next.
+    for line in lines.by_ref() {
+        step.push_str(line.trim_end_matches('\\'));
+        step.push(' ');
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
+    let step = step
+        .strip_prefix("RUN ")
+        .expect("a RUN step after the comment");
+    let root = tempfile::tempdir().unwrap();
+    let share = root.path().join("usr/share");
+    let step = step.replace("/usr/share", share.to_str().unwrap());
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kv"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ran = std::process::Command::new("sh")
+        .args(["-c", &step])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    for name in ["kv", "kvserver"] {
+        for file in [
+            format!("bash-completion/completions/{name}"),
+            format!("zsh/vendor-completions/_{name}"),
+            format!("fish/vendor_completions.d/{name}.fish"),
+        ] {
+            let script = std::fs::read_to_string(share.join(&file)).unwrap();
+            assert!(script.contains(name), "{file}");
+        }
+        let man = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(share.join(format!("man/man1/{name}.1.gz")))
+            .output()
+            .unwrap();
+        assert!(text(&man.stdout).contains(&format!(".TH {name} 1")));
+        let bash = share.join(format!("bash-completion/completions/{name}"));
+        let loaded = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("source {} && complete -p {name}", bash.display()))
+            .output()
+            .unwrap();
+        assert!(
+            text(&loaded.stdout).contains(name),
+            "{}",
+            text(&loaded.stderr)
+        );
+    }
+}
+
 #[test]
 fn both_binaries_print_their_completions_and_man_pages() {
     for (mut command, flag) in [(kv_command(), "--hex"), (kvserver(), "--http-listen")] {
