@@ -7,6 +7,7 @@
 //! format as stable as the API, with nothing to translate.
 
 use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 use prost::Message;
 
@@ -41,6 +42,95 @@ impl<W: Write> BackupWriter<W> {
     /// The underlying writer, for flushing and syncing.
     pub fn into_inner(self) -> W {
         self.out
+    }
+}
+
+/// The file operations a backup file is written with: the real file
+/// system ([`RealFs`]), or in tests one that loses, at a simulated power
+/// cut, whatever was not synced (`backup_power_loss.rs`).
+pub trait BackupFs {
+    /// A file open for writing.
+    type File: Write;
+    /// Creates (or truncates) the file at `path`.
+    fn create(&mut self, path: &Path) -> io::Result<Self::File>;
+    /// fsyncs `file`'s contents.
+    fn sync(&mut self, file: &mut Self::File) -> io::Result<()>;
+    /// Renames `from` over `to`.
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()>;
+    /// fsyncs the directory holding `path`.
+    fn sync_parent(&mut self, path: &Path) -> io::Result<()>;
+}
+
+/// The real file system.
+pub struct RealFs;
+
+impl BackupFs for RealFs {
+    type File = std::fs::File;
+
+    fn create(&mut self, path: &Path) -> io::Result<std::fs::File> {
+        std::fs::File::create(path)
+    }
+
+    fn sync(&mut self, file: &mut std::fs::File) -> io::Result<()> {
+        file.sync_all()
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn sync_parent(&mut self, path: &Path) -> io::Result<()> {
+        crate::durable_fs::sync_parent(path)
+    }
+}
+
+/// A backup file being written so that a power cut at any moment leaves
+/// its target as it was (absent, or the previous backup) or the whole new
+/// backup, never a part of one: written to `partial`, fsynced, renamed over
+/// the target, and the directory fsynced before [`BackupFile::finish`]
+/// returns (after which the new backup survives any cut).
+pub struct BackupFile<F: BackupFs> {
+    fs: F,
+    writer: BackupWriter<io::BufWriter<F::File>>,
+    partial: PathBuf,
+    target: PathBuf,
+}
+
+impl<F: BackupFs> BackupFile<F> {
+    /// Starts a backup of `target`, written to `partial` until finished.
+    pub fn create(mut fs: F, target: &Path, partial: &Path) -> io::Result<BackupFile<F>> {
+        let file = fs.create(partial)?;
+        Ok(BackupFile {
+            writer: BackupWriter::new(io::BufWriter::new(file))?,
+            fs,
+            partial: partial.to_owned(),
+            target: target.to_owned(),
+        })
+    }
+
+    /// Appends one chunk.
+    pub fn write(&mut self, chunk: &pb::SnapshotChunk) -> io::Result<()> {
+        self.writer.write(chunk)
+    }
+
+    /// Makes the backup durable under its target's name.
+    pub fn finish(self) -> io::Result<()> {
+        let BackupFile {
+            mut fs,
+            writer,
+            partial,
+            target,
+        } = self;
+        let mut file = writer
+            .into_inner()
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        fs.sync(&mut file)?;
+        drop(file);
+        fs.rename(&partial, &target)?;
+        // The new name survives a power cut only once its directory is
+        // synced.
+        fs.sync_parent(&target)
     }
 }
 
@@ -122,10 +212,14 @@ pub fn read(mut input: impl Read) -> Result<Backup, String> {
 }
 
 #[cfg(test)]
+#[path = "backup_power_loss.rs"]
+mod power_loss;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    fn chunk(revision: u64, keys: &[&str], done: bool) -> pb::SnapshotChunk {
+    pub(super) fn chunk(revision: u64, keys: &[&str], done: bool) -> pb::SnapshotChunk {
         pb::SnapshotChunk {
             header: Some(pb::Header { revision }),
             leases: Vec::new(),
@@ -140,7 +234,7 @@ mod tests {
         }
     }
 
-    fn file(chunks: &[pb::SnapshotChunk]) -> Vec<u8> {
+    pub(super) fn file(chunks: &[pb::SnapshotChunk]) -> Vec<u8> {
         let mut writer = BackupWriter::new(Vec::new()).unwrap();
         for c in chunks {
             writer.write(c).unwrap();

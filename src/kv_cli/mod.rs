@@ -834,17 +834,14 @@ async fn write_backup(
     file: &std::path::Path,
     partial: &std::path::Path,
 ) -> Result<(u64, u64), Failure> {
-    use crate::backup::BackupWriter;
+    use crate::backup::{BackupFile, RealFs};
     // The command line was fine: the file could not be written (a missing
     // directory, a full disk, no permission).
     let io = |e: std::io::Error| Failure {
         code: exit::OUTPUT_FAILED,
         message: format!("cannot write {}: {e}", file.display()),
     };
-    let mut writer = BackupWriter::new(std::io::BufWriter::new(
-        std::fs::File::create(partial).map_err(io)?,
-    ))
-    .map_err(io)?;
+    let mut writer = BackupFile::create(RealFs, file, partial).map_err(io)?;
     let mut stream = cx.client.snapshot().await?;
     let (mut keys, mut revision) = (0u64, 0u64);
     loop {
@@ -865,14 +862,7 @@ async fn write_backup(
             break;
         }
     }
-    let out = writer
-        .into_inner()
-        .into_inner()
-        .map_err(|e| io(e.into_error()))?;
-    out.sync_all().map_err(io)?;
-    std::fs::rename(partial, file).map_err(io)?;
-    // The new name survives a power cut only once its directory is synced.
-    crate::durable_fs::sync_parent(file).map_err(io)?;
+    writer.finish().map_err(io)?;
     Ok((keys, revision))
 }
 
