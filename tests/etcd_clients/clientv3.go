@@ -453,6 +453,90 @@ func history(cli *clientv3.Client) {
 	cli.Delete(ctx, "hist/", clientv3.WithPrefix())
 }
 
+// paging lists 100,000 keys in pages of 10,000 at the first page's revision
+// while a writer changes, deletes and adds keys under the same prefix: the
+// union of the pages must be exactly the keyspace at that revision, each
+// key with the value it had then (etcd's way of paging a large range, as
+// Kubernetes' informers do). The keys stay: the test's servers are its own.
+func paging(cli *clientv3.Client) {
+	const keys, batch, pageSize = 100000, 100, 10000
+	key := func(i int) string { return fmt.Sprintf("page/%06d", i) }
+	// Loaded by 16 writers of 100-put transactions (etcd's limit is 128).
+	const writers = 16
+	errs := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		go func(w int) {
+			for start := w * batch; start < keys; start += writers * batch {
+				var ops []clientv3.Op
+				for i := start; i < start+batch; i++ {
+					ops = append(ops, clientv3.OpPut(key(i), "v0-"+key(i)))
+				}
+				if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}(w)
+	}
+	for w := 0; w < writers; w++ {
+		if !check("load", <-errs) {
+			return
+		}
+	}
+	// Between pages a writer overwrites and deletes keys already listed and
+	// not yet listed, and adds keys between them.
+	write := func(n int) error {
+		i := (n * 7919) % keys
+		var err error
+		switch n % 3 {
+		case 0:
+			_, err = cli.Put(ctx, key(i), "changed")
+		case 1:
+			_, err = cli.Delete(ctx, key(i))
+		default:
+			_, err = cli.Put(ctx, key(i)+"-new", "added")
+		}
+		return err
+	}
+	var rev int64
+	listed, wrong, pages, writes := 0, 0, 0, 0
+	from := key(0)
+	end := clientv3.GetPrefixRangeEnd("page/")
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := cli.Get(ctx, from, opts...)
+		if !check("page", err) {
+			return
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		pages++
+		for _, kv := range resp.Kvs {
+			if string(kv.Key) != key(listed) || string(kv.Value) != "v0-"+key(listed) {
+				wrong++
+			}
+			listed++
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		for j := 0; j < 3; j++ {
+			if !check("write", write(writes)) {
+				return
+			}
+			writes++
+		}
+	}
+	say("paged at one revision: %d keys in %d pages, %d not as at the first page; %d writes between pages",
+		listed, pages, wrong, writes)
+}
+
 func main() {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{os.Args[1]}, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -463,6 +547,7 @@ func main() {
 	sections := map[string]func(*clientv3.Client){
 		"kv": kvAndTxn, "leases": leases, "watches": watches, "mutex": mutex,
 		"election": election, "lock-service": lockService, "election-service": electionService, "history": history,
+		"paging": paging,
 	}
 	for _, name := range os.Args[2:] {
 		say("== %s", name)

@@ -1,6 +1,7 @@
 //! etcd's client libraries against kvserver: Go's clientv3 with its
 //! `concurrency` package (locks with contenders, an election with a
-//! failover, the server-side Lock and Election services), and
+//! failover, the server-side Lock and Election services, paging a
+//! 100,000-key range at one revision while writes go on), and
 //! python-etcd3. Each program prints what it saw; the same program runs
 //! against a real etcd, and the outputs must be equal.
 //!
@@ -111,6 +112,31 @@ fn go_clientv3_and_its_concurrency_package_see_kvserver_as_etcd() {
     assert_eq!(go_scenario(&binary, disk.addr(), GO_SECTIONS), reference);
     let through = gateway(&etcd.endpoints(), &["--etcd-prefix", "gw-go/"]);
     assert_eq!(go_scenario(&binary, through.addr(), GO_SECTIONS), reference);
+}
+
+#[test]
+fn go_clientv3_pages_a_100k_key_range_at_one_revision_while_writes_go_on() {
+    let binary = build_go_scenario();
+    let etcd = EtcdCluster::single();
+    let reference = go_scenario(
+        &binary,
+        etcd.url(0).trim_start_matches("http://"),
+        &["paging"],
+    );
+    // Shown right by etcd: every key, each as it was at the first page,
+    // with writes between the pages.
+    assert!(
+        reference.contains(
+            "paged at one revision: 100000 keys in 10 pages, 0 not as at the first page; \
+             27 writes between pages"
+        ),
+        "{reference}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Server::start_on_disk(dir.path(), &[]);
+    assert_eq!(go_scenario(&binary, disk.addr(), &["paging"]), reference);
+    let memory = Server::start();
+    assert_eq!(go_scenario(&binary, memory.addr(), &["paging"]), reference);
 }
 
 /// What the Python scenario printed against `addr` (host:port).
