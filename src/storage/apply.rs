@@ -15,14 +15,19 @@
 //! The store is multi-versioned like etcd's, laid out so that the current
 //! state stays one lookup away. Each key has a *latest* [`Slot`]: its record,
 //! or the tombstone of its deletion. Every write at revision `r` that changes
-//! key `k` moves what `k` held before into the *history*, under `(r, k)`
-//! (a key's first write keeps [`Slot::ABSENT`] there). So:
+//! key `k` moves what `k` held before into the *history*, under `(r, k)`;
+//! a key's first write replaces nothing, and is kept instead among the keys
+//! revision `r` *created*, packed into one entry per revision
+//! (`storage::created`). So:
 //!
 //! - the version of `k` at revision `R` is found by walking back from the
 //!   latest slot: while a slot's revision is above `R`, the slot before it is
-//!   the history entry under `(that revision, k)`;
-//! - the history in revision order is the change log: watches replay it;
-//! - compaction at `C` drops every history entry under a revision below `C`,
+//!   the history entry under `(that revision, k)`, and a slot with no
+//!   entry was the key's first write;
+//! - the history and the created keys, merged in revision order, are the
+//!   change log: watches replay it;
+//! - compaction at `C` drops the history and created keys of every revision
+//!   below `C`,
 //!   and the tombstones of deletions below `C` (etcd keeps, as this does, the
 //!   version each key had at `C`).
 //!
@@ -34,6 +39,7 @@ use std::ops::ControlFlow;
 
 use bytes::Bytes;
 
+use super::created;
 use super::lease::Leases;
 use super::ops::{
     Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, LeaseId, Op, OpResult,
@@ -109,7 +115,8 @@ pub(crate) trait KeyspaceRead {
     fn latest(&self, key: &[u8]) -> Result<Option<Slot>, StoreError>;
 
     /// What the write of `key` at revision `end` replaced, if that write
-    /// happened and is not compacted.
+    /// happened, replaced a stored slot, and is not compacted (`None` for
+    /// the key's first write).
     fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError>;
 
     /// Calls `visit` with the latest slot of every key of `range` in key
@@ -122,9 +129,10 @@ pub(crate) trait KeyspaceRead {
         visit: &mut dyn FnMut(&[u8], Slot) -> ControlFlow<()>,
     ) -> Result<(), StoreError>;
 
-    /// Calls `visit` with every write kept in the history from revision
-    /// `from` on: its revision, key and place in its transaction, in
-    /// revision order (key order within one revision), until it breaks.
+    /// Calls `visit` with every write kept from revision `from` on, those in
+    /// the history and the created keys: its revision, key and place in its
+    /// transaction, in revision order (key order within one revision),
+    /// until it breaks.
     fn changes(&self, from: Revision, visit: &mut Changes<'_>) -> Result<(), StoreError>;
 
     /// The compacted revision: reads and watches start at it or later.
@@ -150,14 +158,20 @@ pub(crate) trait Keyspace: KeyspaceRead {
     /// (stored, possibly expired), so the backend can keep its lease index.
     fn put(&mut self, key: &Bytes, slot: &Slot, previous: Option<&Slot>) -> Result<(), StoreError>;
 
-    /// Moves the latest slot of `key` ([`Slot::ABSENT`] if it has none)
-    /// into the history: what `key` held before the write at revision `end`,
-    /// the `seq`th write of its transaction. (The backend moves what it
-    /// stores, value included, whatever the caller decoded of it.)
+    /// Moves the latest slot of `key` (there is one) into the history: what
+    /// `key` held before the write at revision `end`, the `seq`th write of
+    /// its transaction. (The backend moves what it stores, value included,
+    /// whatever the caller decoded of it.)
     fn keep(&mut self, key: &[u8], end: Revision, seq: u32) -> Result<(), StoreError>;
 
-    /// Drops the history entry of the write of `key` at `end` (compaction).
-    fn forget(&mut self, key: &[u8], end: Revision) -> Result<(), StoreError>;
+    /// Keeps the keys that revision `end` created, packed
+    /// ([`created::pack`](super::created::pack)): the first writes of keys
+    /// that had no slot, with their places in the transaction.
+    fn keep_created(&mut self, end: Revision, packed: Vec<u8>) -> Result<(), StoreError>;
+
+    /// Drops the history entries and the created keys of revision `end`
+    /// (compaction).
+    fn forget(&mut self, end: Revision) -> Result<(), StoreError>;
 
     /// Drops the latest slot of `key`, a compacted tombstone.
     fn remove(&mut self, key: &[u8]) -> Result<(), StoreError>;
@@ -228,7 +242,11 @@ impl<V: KeyspaceRead> Keyspace for ReadOnly<V> {
         Err(read_only())
     }
 
-    fn forget(&mut self, _: &[u8], _: Revision) -> Result<(), StoreError> {
+    fn keep_created(&mut self, _: Revision, _: Vec<u8>) -> Result<(), StoreError> {
+        Err(read_only())
+    }
+
+    fn forget(&mut self, _: Revision) -> Result<(), StoreError> {
         Err(read_only())
     }
 
@@ -453,7 +471,8 @@ pub(crate) struct Applied {
 }
 
 /// Makes `slot` the latest of `key` at `revision`, keeping what it replaces
-/// (`stored`) in the history, unless the same transaction wrote that.
+/// (`stored`) in the history, unless the same transaction wrote that; a
+/// first write (nothing stored) joins `created` instead.
 fn write(
     space: &mut impl Keyspace,
     key: &Bytes,
@@ -461,12 +480,27 @@ fn write(
     stored: Option<&Slot>,
     revision: Revision,
     seq: usize,
+    created: &mut Vec<(Bytes, u32)>,
 ) -> Result<(), StoreError> {
-    if stored.is_none_or(|replaced| replaced.revision() != revision) {
-        let seq = u32::try_from(seq).unwrap_or(u32::MAX);
-        space.keep(key, revision, seq)?;
+    let seq = u32::try_from(seq).unwrap_or(u32::MAX);
+    match stored {
+        None => created.push((key.clone(), seq)),
+        Some(replaced) if replaced.revision() != revision => space.keep(key, revision, seq)?,
+        Some(_) => {}
     }
     space.put(key, slot, stored)
+}
+
+/// Keeps the keys `created` at `revision`, if any.
+fn keep_created(
+    space: &mut impl Keyspace,
+    revision: Revision,
+    mut created: Vec<(Bytes, u32)>,
+) -> Result<(), StoreError> {
+    if created.is_empty() {
+        return Ok(());
+    }
+    space.keep_created(revision, created::pack(&mut created))
 }
 
 /// Applies `txn` to `space`, whose revision is `current`. The caller makes
@@ -512,6 +546,7 @@ pub(crate) fn apply(
         current
     };
     let mut events = Vec::new();
+    let mut created = Vec::new();
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         let result = match op {
@@ -535,7 +570,15 @@ pub(crate) fn apply(
                 }
                 let record = Record::after_put(previous.as_ref(), value.clone(), revision, *lease);
                 let slot = Slot::Live(record.clone());
-                write(space, key, &slot, stored.as_ref(), revision, events.len())?;
+                write(
+                    space,
+                    key,
+                    &slot,
+                    stored.as_ref(),
+                    revision,
+                    events.len(),
+                    &mut created,
+                )?;
                 events.push(Event {
                     kind: EventKind::Put,
                     key: key.clone(),
@@ -568,6 +611,7 @@ pub(crate) fn apply(
                         Some(&stored),
                         revision,
                         events.len(),
+                        &mut created,
                     )?;
                     if expired {
                         // Already gone for readers: it expired, and this is
@@ -589,6 +633,7 @@ pub(crate) fn apply(
         };
         results.push(result);
     }
+    keep_created(space, revision, created)?;
     Ok(Applied {
         result: TxnResult {
             succeeded,
@@ -637,6 +682,7 @@ pub(crate) fn revoke(
         return Err(StoreError::LeaseNotFound(id));
     }
     let mut events = Vec::new();
+    let mut created = Vec::new();
     let revision = current + 1;
     for key in space.lease_keys(id)? {
         let stored = space.latest(&key)?;
@@ -656,10 +702,12 @@ pub(crate) fn revoke(
                 stored.as_ref(),
                 revision,
                 events.len(),
+                &mut created,
             )?;
             events.push(deletion(kind, key, revision));
         }
     }
+    keep_created(space, revision, created)?;
     space.remove_lease(id)?;
     let revision = if events.is_empty() { current } else { revision };
     Ok((events.len() as u64, revision, events))
@@ -822,17 +870,29 @@ pub(crate) fn retention_target(
 /// compaction never holds the writer long).
 pub(crate) fn compact_chunk(space: &mut impl Keyspace, max: usize) -> Result<bool, StoreError> {
     let below = space.compacted()?;
-    let mut doomed: Vec<(Revision, Bytes)> = Vec::new();
+    // Whole revisions (a revision's created keys are one entry), about
+    // `max` writes of them.
+    let mut revisions: Vec<Revision> = Vec::new();
+    let mut keys: Vec<Bytes> = Vec::new();
+    let mut done = true;
     space.changes(0, &mut |revision, key, _| {
-        if revision >= below || doomed.len() == max {
+        if revision >= below {
             return ControlFlow::Break(());
         }
-        doomed.push((revision, Bytes::copy_from_slice(key)));
+        if revisions.last() != Some(&revision) {
+            if keys.len() >= max {
+                done = false;
+                return ControlFlow::Break(());
+            }
+            revisions.push(revision);
+        }
+        keys.push(Bytes::copy_from_slice(key));
         ControlFlow::Continue(())
     })?;
-    let done = doomed.len() < max;
-    for (revision, key) in doomed {
-        space.forget(&key, revision)?;
+    for revision in revisions {
+        space.forget(revision)?;
+    }
+    for key in keys {
         if let Some(Slot::Gone { revision, .. }) = space.latest(&key)?
             && revision < below
         {

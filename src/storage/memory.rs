@@ -17,7 +17,9 @@
 //! Versions (see `storage::apply`): the set holds each key's latest slot (a
 //! record or a tombstone); `history` maps `(revision, key)` to what the write
 //! at that revision replaced. A replaced entry moves there whole (its
-//! allocation is shared, not copied) and stays until compacted.
+//! allocation is shared, not copied) and stays until compacted. A key's
+//! first write replaces nothing: `created` holds the keys each revision
+//! created, packed (`storage::created`), a few bytes each.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::{Bound, ControlFlow};
@@ -27,6 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::apply::{self, Changes, Keyspace, KeyspaceRead, ReadOnly, Slot, Values};
+use super::created;
 use super::lease::{LeaseInfo, Leases, random_lease_id};
 use super::ops::Event;
 use super::ops::KeyValue;
@@ -188,9 +191,11 @@ impl Ord for Entry {
 struct State {
     /// Every key's latest slot.
     records: BTreeSet<Entry>,
-    /// What the write of a key at a revision replaced (`None`: nothing),
-    /// with the write's place in its transaction.
-    history: BTreeMap<(Revision, Bytes), (u32, Option<Entry>)>,
+    /// What the write of a key at a revision replaced, with the write's
+    /// place in its transaction.
+    history: BTreeMap<(Revision, Bytes), (u32, Entry)>,
+    /// The keys each revision created, packed.
+    created: BTreeMap<Revision, Bytes>,
     /// The compacted revision.
     compacted: Revision,
     /// Granted leases and their TTLs.
@@ -244,6 +249,7 @@ impl MemoryStore {
         let state = State {
             records: BTreeSet::new(),
             history: BTreeMap::new(),
+            created: BTreeMap::new(),
             compacted: 0,
             granted: HashMap::new(),
             lease_keys: HashMap::new(),
@@ -335,11 +341,7 @@ impl<S: std::ops::Deref<Target = State>> KeyspaceRead for View<'_, S> {
             .state
             .history
             .get(&(end, Bytes::copy_from_slice(key)))
-            .map(|(_, entry)| {
-                entry
-                    .as_ref()
-                    .map_or(Slot::ABSENT, |entry| entry.slot(Values::Decoded))
-            }))
+            .map(|(_, entry)| entry.slot(Values::Decoded)))
     }
 
     fn scan(
@@ -368,12 +370,17 @@ impl<S: std::ops::Deref<Target = State>> KeyspaceRead for View<'_, S> {
     }
 
     fn changes(&self, from: Revision, visit: &mut Changes<'_>) -> Result<(), StoreError> {
-        for ((revision, key), (seq, _)) in self.state.history.range((from, Bytes::new())..) {
-            if visit(*revision, key, *seq).is_break() {
-                break;
-            }
-        }
-        Ok(())
+        let replacing = self
+            .state
+            .history
+            .range((from, Bytes::new())..)
+            .map(|((revision, key), (seq, _))| Ok((*revision, key.clone(), *seq)));
+        let creating = self
+            .state
+            .created
+            .range(from..)
+            .flat_map(|(revision, packed)| created::unpack(*revision, packed.clone()));
+        created::merge(replacing, creating, visit)
     }
 
     fn compacted(&self) -> Result<Revision, StoreError> {
@@ -425,17 +432,32 @@ impl Keyspace for View<'_, &mut State> {
 
     fn keep(&mut self, key: &[u8], end: Revision, seq: u32) -> Result<(), StoreError> {
         // The entry itself moves (shared, not copied).
-        let entry = self.state.records.get(key).cloned();
+        let entry =
+            self.state.records.get(key).cloned().ok_or_else(|| {
+                StoreError::Internal("history kept for a key with no slot".into())
+            })?;
         self.state
             .history
             .insert((end, Bytes::copy_from_slice(key)), (seq, entry));
         Ok(())
     }
 
-    fn forget(&mut self, key: &[u8], end: Revision) -> Result<(), StoreError> {
-        self.state
+    fn keep_created(&mut self, end: Revision, packed: Vec<u8>) -> Result<(), StoreError> {
+        self.state.created.insert(end, Bytes::from(packed));
+        Ok(())
+    }
+
+    fn forget(&mut self, end: Revision) -> Result<(), StoreError> {
+        let doomed: Vec<(Revision, Bytes)> = self
+            .state
             .history
-            .remove(&(end, Bytes::copy_from_slice(key)));
+            .range((end, Bytes::new())..(end.saturating_add(1), Bytes::new()))
+            .map(|(write, _)| write.clone())
+            .collect();
+        for write in doomed {
+            self.state.history.remove(&write);
+        }
+        self.state.created.remove(&end);
         Ok(())
     }
 

@@ -19,6 +19,7 @@
 //!   all pass.
 
 mod apply;
+mod created;
 mod disk;
 mod error;
 mod etcd;

@@ -17,7 +17,7 @@ use redb::{Database, DatabaseError, ReadableDatabase};
 
 use super::acknowledged::{self, ACK_FILE};
 use super::record_format::{
-    self, DATA_FORMAT, DATA_FORMAT_V1, META_COMPACTED, META_FORMAT, META_REVISION,
+    self, DATA_FORMAT, DATA_FORMAT_V1, DATA_FORMAT_V2, META_COMPACTED, META_FORMAT, META_REVISION,
 };
 use super::{DB_FILE, META, OpenError, keyspace, storage_error};
 use crate::storage::{FIRST_REVISION, Revision, StoreError};
@@ -309,6 +309,8 @@ fn initialize(db: &Database) -> Result<(), StoreError> {
 enum Format {
     /// Latest records only; revisions counted from 0.
     V1,
+    /// Versions, with created keys in the history (which reads as it is).
+    V2,
     /// The current one.
     Current,
 }
@@ -317,7 +319,8 @@ enum Format {
 /// one transaction, and returns its revision (writes nothing to one that is
 /// current). Format 1 records read as they are; such a store gets an empty
 /// history compacted at its revision (it kept none), and a store that was
-/// never written moves to etcd's revision 1.
+/// never written moves to etcd's revision 1; format 2 gets the `created`
+/// table, its history reads as it is.
 fn upgrade(db: &Database, format: Format, revision: Revision) -> Result<Revision, StoreError> {
     let missing = keyspace::tables_missing(&db.begin_read().map_err(storage_error)?);
     if !missing && format == Format::Current {
@@ -339,8 +342,14 @@ fn upgrade(db: &Database, format: Format, revision: Revision) -> Result<Revision
         }
     }
     txn.commit().map_err(storage_error)?;
-    if format == Format::V1 {
-        tracing::info!("upgraded the data dir from {DATA_FORMAT_V1} to {DATA_FORMAT}");
+    match format {
+        Format::V1 => {
+            tracing::info!("upgraded the data dir from {DATA_FORMAT_V1} to {DATA_FORMAT}")
+        }
+        Format::V2 => {
+            tracing::info!("upgraded the data dir from {DATA_FORMAT_V2} to {DATA_FORMAT}")
+        }
+        Format::Current => {}
     }
     Ok(revision)
 }
@@ -366,10 +375,11 @@ fn check_format(db: &Database, path: &Path) -> Result<(Revision, Format), OpenEr
     let format = match format.value() {
         found if found == DATA_FORMAT.as_bytes() => Format::Current,
         found if found == DATA_FORMAT_V1.as_bytes() => Format::V1,
+        found if found == DATA_FORMAT_V2.as_bytes() => Format::V2,
         found => {
             return Err(OpenError(format!(
                 "{shown} holds data in format {:?}, and this kvserver reads {DATA_FORMAT:?} \
-                 (and upgrades {DATA_FORMAT_V1:?}); refusing to start, the file was left \
+                 (and upgrades {DATA_FORMAT_V1:?} and {DATA_FORMAT_V2:?}); refusing to start, the file was left \
                  untouched (a newer kvserver wrote it: run that one)",
                 String::from_utf8_lossy(found)
             )));

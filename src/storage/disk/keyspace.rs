@@ -7,7 +7,9 @@
 //! maps the revision of a write (8 big-endian bytes) and its key to what the
 //! write replaced (see `storage::apply`): in revision order, so a batch of
 //! writes appends to the same few pages, compaction deletes from the front,
-//! and a watch replays it in order. Two tables hold leases: `leases` (id →
+//! and a watch replays it in order. `created` maps a revision to the keys it
+//! created, packed (`storage::created`): first writes replace nothing, so
+//! they cost a key each, not an entry each. Two tables hold leases: `leases` (id →
 //! TTL in milliseconds) and `lease_keys` (the id's 8 big-endian bytes
 //! followed by a key → nothing), the index that finds a lease's keys when it
 //! is revoked without scanning every record.
@@ -21,6 +23,7 @@ use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransact
 use super::record_format::{self, META_COMPACTED, META_REVISION};
 use super::{META, RECORDS, storage_error};
 use crate::storage::apply::{Changes, Keyspace, KeyspaceRead, Slot, Values};
+use crate::storage::created;
 use crate::storage::lease::Leases;
 use crate::storage::ops::{KeyRange, LeaseId, RangeEnd, prefix_end};
 use crate::storage::{Record, Revision, StoreError};
@@ -31,6 +34,8 @@ pub(super) const LEASES: TableDefinition<i64, u64> = TableDefinition::new("lease
 pub(super) const LEASE_KEYS: TableDefinition<&[u8], ()> = TableDefinition::new("lease_keys");
 /// Revision (8 bytes, big-endian) + key → what the write replaced.
 pub(super) const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
+/// Revision → the keys it created, packed.
+pub(super) const CREATED: TableDefinition<u64, &[u8]> = TableDefinition::new("created");
 
 type Bytes2Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
@@ -41,6 +46,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(LEASES).map_err(storage_error)?;
     txn.open_table(LEASE_KEYS).map_err(storage_error)?;
     txn.open_table(HISTORY).map_err(storage_error)?;
+    txn.open_table(CREATED).map_err(storage_error)?;
     Ok(())
 }
 
@@ -51,6 +57,7 @@ pub(super) fn tables_missing(txn: &ReadTransaction) -> bool {
         || txn.open_table(LEASES).is_err()
         || txn.open_table(LEASE_KEYS).is_err()
         || txn.open_table(HISTORY).is_err()
+        || txn.open_table(CREATED).is_err()
 }
 
 fn lease_key(id: LeaseId, key: &[u8]) -> Vec<u8> {
@@ -146,22 +153,34 @@ fn scan_lease_keys(
 
 fn scan_changes(
     history: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    created: &impl ReadableTable<u64, &'static [u8]>,
     from: Revision,
     visit: &mut Changes<'_>,
 ) -> Result<(), StoreError> {
     let start = from.to_be_bytes();
-    for entry in history
+    let replacing = history
         .range::<&[u8]>(start.as_slice()..)
         .map_err(storage_error)?
-    {
-        let (composite, value) = entry.map_err(storage_error)?;
-        let (revision, key) = record_format::split_history_key(composite.value())?;
-        let seq = record_format::history_seq(value.value());
-        if visit(revision, key, seq).is_break() {
-            break;
-        }
-    }
-    Ok(())
+        .map(|entry| {
+            let (composite, value) = entry.map_err(storage_error)?;
+            let (revision, key) = record_format::split_history_key(composite.value())?;
+            let seq = record_format::history_seq(value.value());
+            Ok((revision, Bytes::copy_from_slice(key), seq))
+        });
+    let creating = created
+        .range(from..)
+        .map_err(storage_error)?
+        .flat_map(|entry| {
+            let unpacked = entry.map_err(storage_error).map(|(revision, packed)| {
+                created::unpack(revision.value(), Bytes::copy_from_slice(packed.value()))
+            });
+            let (unpacked, failed) = match unpacked {
+                Ok(unpacked) => (Some(unpacked), None),
+                Err(error) => (None, Some(Err(error))),
+            };
+            unpacked.into_iter().flatten().chain(failed)
+        });
+    created::merge(replacing, creating, visit)
 }
 
 fn read_revision(
@@ -178,6 +197,7 @@ fn read_revision(
 pub(super) struct ReadView<'a> {
     records: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     history: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    created: redb::ReadOnlyTable<u64, &'static [u8]>,
     meta: redb::ReadOnlyTable<&'static str, &'static [u8]>,
     txn: ReadTransaction,
     leases: &'a Leases,
@@ -191,6 +211,7 @@ impl<'a> ReadView<'a> {
         Ok(ReadView {
             records: txn.open_table(RECORDS).map_err(storage_error)?,
             history: txn.open_table(HISTORY).map_err(storage_error)?,
+            created: txn.open_table(CREATED).map_err(storage_error)?,
             meta: txn.open_table(META).map_err(storage_error)?,
             txn,
             leases,
@@ -234,7 +255,7 @@ impl KeyspaceRead for ReadView<'_> {
     }
 
     fn changes(&self, from: Revision, visit: &mut Changes<'_>) -> Result<(), StoreError> {
-        scan_changes(&self.history, from, visit)
+        scan_changes(&self.history, &self.created, from, visit)
     }
 
     fn compacted(&self) -> Result<Revision, StoreError> {
@@ -261,6 +282,7 @@ impl KeyspaceRead for ReadView<'_> {
 pub(super) struct WriteView<'txn> {
     records: Table<'txn, &'static [u8], &'static [u8]>,
     history: Table<'txn, &'static [u8], &'static [u8]>,
+    created: Table<'txn, u64, &'static [u8]>,
     leases_table: Table<'txn, i64, u64>,
     lease_keys: Table<'txn, &'static [u8], ()>,
     meta: Table<'txn, &'static str, &'static [u8]>,
@@ -278,6 +300,7 @@ impl<'txn> WriteView<'txn> {
         Ok(WriteView {
             records,
             history: txn.open_table(HISTORY).map_err(storage_error)?,
+            created: txn.open_table(CREATED).map_err(storage_error)?,
             leases_table: txn.open_table(LEASES).map_err(storage_error)?,
             lease_keys: txn.open_table(LEASE_KEYS).map_err(storage_error)?,
             meta: txn.open_table(META).map_err(storage_error)?,
@@ -331,7 +354,7 @@ impl KeyspaceRead for WriteView<'_> {
     }
 
     fn changes(&self, from: Revision, visit: &mut Changes<'_>) -> Result<(), StoreError> {
-        scan_changes(&self.history, from, visit)
+        scan_changes(&self.history, &self.created, from, visit)
     }
 
     fn compacted(&self) -> Result<Revision, StoreError> {
@@ -388,10 +411,20 @@ impl Keyspace for WriteView<'_> {
         Ok(())
     }
 
-    fn forget(&mut self, key: &[u8], end: Revision) -> Result<(), StoreError> {
-        self.history
-            .remove(record_format::history_key(end, key).as_slice())
+    fn keep_created(&mut self, end: Revision, packed: Vec<u8>) -> Result<(), StoreError> {
+        self.created
+            .insert(end, packed.as_slice())
             .map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn forget(&mut self, end: Revision) -> Result<(), StoreError> {
+        let from = end.to_be_bytes();
+        let to = end.saturating_add(1).to_be_bytes();
+        self.history
+            .retain_in::<&[u8], _>(from.as_slice()..to.as_slice(), |_, _| false)
+            .map_err(storage_error)?;
+        self.created.remove(end).map_err(storage_error)?;
         Ok(())
     }
 

@@ -711,6 +711,115 @@ mod tests {
         assert_eq!(format.value(), record_format::DATA_FORMAT.as_bytes());
     }
 
+    #[tokio::test]
+    async fn a_data_dir_of_format_2_is_upgraded_at_open() {
+        use tokio_stream::StreamExt;
+        // Written by kvserver when first writes were history entries (see
+        // its README).
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-dir-v2");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(fixture.join(DB_FILE), dir.path().join(DB_FILE)).unwrap();
+        let value = |record: Option<Record>| record.map(|r| r.value);
+        let expected_events = [
+            (EventKind::Put, 2, "weather", "sunny"),
+            (EventKind::Put, 3, "weather", "rainy"),
+            (EventKind::Put, 4, "city", "paris"),
+            (EventKind::Put, 5, "gone", "soon"),
+            (EventKind::Delete, 6, "gone", ""),
+            (EventKind::Put, 7, "session", "alive"),
+            (EventKind::Put, 8, "bin/ary", "x"),
+            (EventKind::Put, 9, "city", "rome"),
+            (EventKind::Put, 10, "new", "first"),
+        ];
+        // Once the last watch's task has ended, its store closes the file.
+        async fn reopen(path: &Path) -> DiskStore {
+            for _ in 0..500 {
+                if let Ok(store) = DiskStore::open(path, SyncPolicy::Always) {
+                    return store;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            DiskStore::open(path, SyncPolicy::Always).unwrap()
+        }
+        for reopened in [false, true] {
+            let store = reopen(dir.path()).await;
+            // Every key at every revision reads as written.
+            assert_eq!(value(store.get(b"weather", 1).await.unwrap()), None);
+            assert_eq!(
+                value(store.get(b"weather", 2).await.unwrap()).unwrap(),
+                "sunny"
+            );
+            assert_eq!(
+                value(store.get(b"weather", 9).await.unwrap()).unwrap(),
+                "rainy"
+            );
+            assert_eq!(value(store.get(b"city", 3).await.unwrap()), None);
+            assert_eq!(
+                value(store.get(b"city", 8).await.unwrap()).unwrap(),
+                "paris"
+            );
+            assert_eq!(value(store.get(b"city", 9).await.unwrap()).unwrap(), "rome");
+            assert_eq!(value(store.get(b"gone", 5).await.unwrap()).unwrap(), "soon");
+            assert_eq!(value(store.get(b"gone", 6).await.unwrap()), None);
+            if !reopened {
+                // A key created after the upgrade, among keys created before.
+                let revision = store
+                    .put(Bytes::from("new"), Bytes::from("first"))
+                    .await
+                    .unwrap();
+                assert_eq!(revision, 10, "the revision carries on");
+            }
+            assert_eq!(value(store.get(b"new", 9).await.unwrap()), None);
+            assert_eq!(
+                value(store.get(b"new", 10).await.unwrap()).unwrap(),
+                "first"
+            );
+            // The change log, old entries and new, replays in order.
+            let mut stream = store
+                .watch(KeyRange::prefix(Bytes::new()), Some(2))
+                .await
+                .unwrap();
+            let mut seen = Vec::new();
+            while seen.len() < expected_events.len() {
+                let batch = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .unwrap();
+                seen.extend(batch.into_iter().map(|e| {
+                    (
+                        e.kind,
+                        e.revision(),
+                        String::from_utf8(e.key.to_vec()).unwrap(),
+                        String::from_utf8(e.record.value.to_vec()).unwrap(),
+                    )
+                }));
+            }
+            let expected: Vec<_> = expected_events
+                .iter()
+                .map(|(kind, revision, key, value)| {
+                    (*kind, *revision, key.to_string(), value.to_string())
+                })
+                .collect();
+            assert_eq!(seen, expected);
+        }
+        // Compacting the old entries and the new ones leaves the latest.
+        let store = reopen(dir.path()).await;
+        store.compact(10).await.unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(
+            value(store.get(b"city", 10).await.unwrap()).unwrap(),
+            "rome"
+        );
+        assert!(store.get(b"city", 9).await.is_err());
+        drop(store);
+        let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let format = meta.get(record_format::META_FORMAT).unwrap().unwrap();
+        assert_eq!(format.value(), record_format::DATA_FORMAT.as_bytes());
+    }
+
     #[test]
     fn a_data_dir_of_a_later_format_is_refused_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();

@@ -10,10 +10,14 @@
 //!
 //! The data dir as a whole has a format too, the marker [`DATA_FORMAT`]:
 //! `keyvalue-disk/1` kept only latest records, `keyvalue-disk/2` adds
-//! tombstones, the `history` table and the compacted revision. A version-1
-//! dir is upgraded at open (its records read as they are; it gets an empty
-//! history); a dir of a later version is refused, so no binary misreads a
-//! layout it does not know.
+//! tombstones, the `history` table and the compacted revision (a key's
+//! first write kept an empty entry there), `keyvalue-disk/3` keeps the keys
+//! each revision created in the `created` table instead (a version 2 dir
+//! reads as it is: its empty entries mean what they meant). An earlier
+//! version's dir is upgraded at open (version 1's records read as they are;
+//! it gets an empty history); a dir of a later version is refused, so no
+//! binary misreads a layout it does not know (a version 2 binary would miss
+//! the created keys).
 
 use bytes::Bytes;
 
@@ -34,10 +38,13 @@ const TOMBSTONE_LEN: usize = 1 + 8;
 
 /// The marker stored under [`META_FORMAT`]: a database without it was not
 /// written by kvserver, and one with another value needs another version.
-pub(super) const DATA_FORMAT: &str = "keyvalue-disk/2";
+pub(super) const DATA_FORMAT: &str = "keyvalue-disk/3";
 /// The marker of the layout before multi-version storage, which this
 /// version upgrades at open.
 pub(super) const DATA_FORMAT_V1: &str = "keyvalue-disk/1";
+/// The marker of the first multi-version layout (created keys in the
+/// history, one entry each), which this version upgrades at open.
+pub(super) const DATA_FORMAT_V2: &str = "keyvalue-disk/2";
 /// Meta key of the compacted revision (a little-endian `u64`; absent: 0).
 pub(super) const META_COMPACTED: &str = "compacted";
 /// Meta key of the format marker.
