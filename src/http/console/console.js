@@ -531,13 +531,16 @@ function leaseRow(body, lease) {
     }
   };
   addKeys(lease.keys);
-  if (!lease.keys.length) cell.insertBefore(document.createTextNode("(no keys)"), keys);
-  if (!lease.more_keys) return;
+  if (!lease.more_keys) {
+    if (!lease.keys.length) cell.insertBefore(document.createTextNode("(no keys)"), keys);
+    return;
+  }
   const more = document.createElement("button");
   more.type = "button";
   more.textContent = "More keys";
   more.setAttribute("aria-label", "More keys of lease " + lease.id);
-  let last = lease.keys[lease.keys.length - 1].key;
+  // A page cut at its byte bound may hold no key of this lease yet.
+  let last = lease.keys.length ? lease.keys[lease.keys.length - 1].key : "";
   more.addEventListener("click", async () => {
     const query = new URLSearchParams({ limit: String(KEY_PAGE), after: last });
     const answer = await api("GET", "/v1/leases/" + lease.id + "?" + query);
