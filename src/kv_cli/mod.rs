@@ -5,6 +5,8 @@
 //! or, with `--json`, as JSON for scripts, and reports a failure as one line on
 //! stderr with an exit code from [`exit`].
 
+mod backup;
+mod bench;
 mod encoding;
 mod lease;
 mod output;
@@ -20,7 +22,6 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value as Json, json};
 use tokio_stream::StreamExt;
 
-use crate::bench::{Api, BenchConfig, BenchError, Mix, Stop};
 use crate::client::{Client, ClientError, ClientTls, ConnectOptions};
 use crate::duration::parse_duration;
 use crate::http::json::BytesAs;
@@ -230,69 +231,7 @@ enum Command {
     /// Each worker keeps one request in flight and owns its share of the keys,
     /// so every Get is checked against the last acknowledged Set of its key.
     /// Exits 5 if any answer was wrong or any request failed.
-    Bench(BenchArgs),
-}
-
-#[derive(clap::Args, Debug)]
-struct BenchArgs {
-    /// HTTP/2 connections to open.
-    #[arg(long, default_value_t = 4)]
-    conns: usize,
-    /// Requests in flight, spread over the connections.
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
-    /// How long to run (e.g. 10s); ignored with --requests.
-    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
-    duration: Duration,
-    /// Stop after this many operations instead of after --duration.
-    #[arg(long)]
-    requests: Option<u64>,
-    /// Distinct keys.
-    #[arg(long, default_value_t = 10_000)]
-    keys: usize,
-    /// Bytes per key.
-    #[arg(long, default_value_t = 16)]
-    key_size: usize,
-    /// Bytes per value.
-    #[arg(long, default_value_t = 100)]
-    value_size: usize,
-    /// Operation mix in percent, adding up to 100, e.g. get=90,set=10 or set=100; with
-    /// --api v1 also range (10 keys), batch (BatchGet of --batch-size) and txn (a CAS).
-    #[arg(long, default_value = "get=90,set=10", value_parser = Mix::parse)]
-    mix: Mix,
-    /// Keys per BatchGet for `batch` in the mix.
-    #[arg(long, default_value_t = 10)]
-    batch_size: usize,
-    /// Start every key with this (default: a random prefix per run, so runs
-    /// never see each other's keys).
-    #[arg(long)]
-    key_prefix: Option<String>,
-    /// Which service to load: the tutorial's or the full API.
-    #[arg(long, value_enum, default_value_t = ApiArg::Tutorial)]
-    api: ApiArg,
-    /// Do not set every key before measuring (Gets of unset keys expect NOT_FOUND).
-    #[arg(long)]
-    no_preload: bool,
-    /// Watch fan-out instead of a request load: this many watchers of one
-    /// prefix over --conns connections, while one writer puts at --rate for
-    /// --duration; checks every watcher got every event in order.
-    #[arg(long)]
-    watchers: Option<usize>,
-    /// Puts per second of the --watchers writer.
-    #[arg(long, default_value_t = 100)]
-    rate: u32,
-    /// The server's process id: report its CPU per delivered event (--watchers).
-    #[arg(long)]
-    server_pid: Option<u32>,
-}
-
-/// `--api`.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum ApiArg {
-    /// simplekeyvalue.KeyValue (get, set).
-    Tutorial,
-    /// keyvalue.v1.KV (get, set, range, batch, txn).
-    V1,
+    Bench(bench::BenchArgs),
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -403,7 +342,7 @@ async fn execute(cli: Cli) -> ExitCode {
         }),
     };
     match cli.command {
-        Command::Bench(args) => return bench(cli.addr, options, cli.json, args).await,
+        Command::Bench(args) => return bench::bench(cli.addr, options, cli.json, args).await,
         Command::Completions { shell } => {
             return crate::cli_docs::print(&crate::cli_docs::completions(
                 <Cli as clap::CommandFactory>::command(),
@@ -495,7 +434,7 @@ async fn run(cx: &mut Context, command: Command) -> Outcome {
             from_rev,
         } => watch(cx, &key, prefix, from_rev).await,
         Command::Lease(command) => lease::run(cx, command).await,
-        Command::Backup { file } => backup(cx, &file).await,
+        Command::Backup { file } => backup::backup(cx, &file).await,
         Command::Compact { revision } => compact(cx, revision).await,
         Command::Bench(_) | Command::Completions { .. } | Command::Man => {
             unreachable!("kv bench, completions and man run before connecting")
@@ -785,166 +724,4 @@ async fn watch(cx: &mut Context, key: &str, prefix: bool, from_rev: Option<u64>)
             }
         }
     }
-}
-
-async fn backup(cx: &mut Context, file: &std::path::Path) -> Outcome {
-    // Next to the file, named after all of it: x.kv and x.db have their own.
-    let mut partial = file.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = std::path::PathBuf::from(partial);
-    for path in [file, &partial] {
-        refuse_unless_regular_file(path)?;
-    }
-    let written = write_backup(cx, file, &partial).await;
-    if written.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    let (keys, revision) = written?;
-    if cx.json {
-        output::json(&json!({"keys": keys, "revision": revision}));
-    } else {
-        outln!(
-            "backed up {keys} keys at revision {revision} to {}",
-            file.display()
-        );
-    }
-    Ok(())
-}
-
-/// Refuses a `path` that exists and is not a regular file. The backup is
-/// renamed over its file, so a device, FIFO or directory there would be
-/// replaced (or the rename fail after the whole backup), and a symbolic link
-/// replaced instead of the file it points to; the partial file is opened
-/// for writing, which would follow a link, and wait for a FIFO's reader.
-fn refuse_unless_regular_file(path: &std::path::Path) -> Outcome {
-    match std::fs::symlink_metadata(path) {
-        Ok(metadata) if !metadata.file_type().is_file() => Err(Failure::usage(format!(
-            "{} exists and is not a regular file; kv backup writes a new file or replaces \
-             a regular one",
-            path.display()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Writes the backup to `partial`, then renames it to `file`; returns how
-/// many keys it holds and their revision.
-async fn write_backup(
-    cx: &mut Context,
-    file: &std::path::Path,
-    partial: &std::path::Path,
-) -> Result<(u64, u64), Failure> {
-    use crate::backup::{BackupFile, RealFs};
-    // The command line was fine: the file could not be written (a missing
-    // directory, a full disk, no permission).
-    let io = |e: std::io::Error| Failure {
-        code: exit::OUTPUT_FAILED,
-        message: format!("cannot write {}: {e}", file.display()),
-    };
-    let mut writer = BackupFile::create(RealFs, file, partial).map_err(io)?;
-    let mut stream = cx.client.snapshot().await?;
-    let (mut keys, mut revision) = (0u64, 0u64);
-    loop {
-        let chunk = match stream.next().await {
-            Some(Ok(chunk)) => chunk,
-            Some(Err(status)) => return Err(cx.client.stream_error(status).into()),
-            None => {
-                return Err(Failure {
-                    code: exit::UNREACHABLE,
-                    message: "the server ended the backup before it was complete".into(),
-                });
-            }
-        };
-        keys += chunk.kvs.len() as u64;
-        revision = chunk.header.map_or(revision, |h| h.revision);
-        writer.write(&chunk).map_err(io)?;
-        if chunk.done {
-            break;
-        }
-    }
-    writer.finish().map_err(io)?;
-    Ok((keys, revision))
-}
-
-async fn bench(addr: String, connect: ConnectOptions, json: bool, args: BenchArgs) -> ExitCode {
-    if let Some(watchers) = args.watchers {
-        let config = crate::bench::WatchConfig {
-            addr,
-            connect,
-            watchers,
-            conns: args.conns,
-            rate: args.rate,
-            duration: args.duration,
-            value_size: args.value_size,
-            server_pid: args.server_pid,
-        };
-        return match crate::bench::run_watch(&config).await {
-            Ok(report) => {
-                if json {
-                    outln!("{}", report.to_json(&config));
-                } else {
-                    output::verbatim(&report.to_text());
-                }
-                if report.clean() {
-                    ExitCode::SUCCESS
-                } else {
-                    eprintln!(
-                        "kv bench: {} watch errors and {} watchers with missing or reordered events",
-                        report.errors, report.mismatches
-                    );
-                    ExitCode::from(exit::BENCH_FAILED)
-                }
-            }
-            Err(error) => bench_error(&error),
-        };
-    }
-    let config = BenchConfig {
-        addr,
-        connect,
-        conns: args.conns,
-        concurrency: args.concurrency,
-        stop: match args.requests {
-            Some(requests) => Stop::Requests(requests),
-            None => Stop::After(args.duration),
-        },
-        keys: args.keys,
-        key_size: args.key_size,
-        value_size: args.value_size,
-        api: match args.api {
-            ApiArg::Tutorial => Api::Tutorial,
-            ApiArg::V1 => Api::V1,
-        },
-        mix: args.mix,
-        key_prefix: args.key_prefix,
-        batch_size: args.batch_size,
-        preload: !args.no_preload,
-    };
-    match crate::bench::run(&config).await {
-        Ok(report) => {
-            if json {
-                outln!("{}", report.to_json(&config));
-            } else {
-                output::verbatim(&report.to_text());
-            }
-            if report.clean() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!(
-                    "kv bench: {} errors and {} mismatches",
-                    report.errors, report.mismatches
-                );
-                ExitCode::from(exit::BENCH_FAILED)
-            }
-        }
-        Err(error) => bench_error(&error),
-    }
-}
-
-fn bench_error(error: &BenchError) -> ExitCode {
-    eprintln!("kv bench: {error}");
-    ExitCode::from(match error {
-        BenchError::Usage(_) => exit::USAGE,
-        BenchError::Unreachable(_) => exit::UNREACHABLE,
-        BenchError::Failed(_) => exit::BENCH_FAILED,
-    })
 }
