@@ -45,6 +45,11 @@ pub struct Deadlines {
     pub first_request: Duration,
     /// From the end of the last request (with its response) to the next.
     pub idle: Duration,
+    /// While answers wait unwritten (their client reads none of them), from
+    /// the last answer byte written (or the first waiting): the bytes they
+    /// hold count in `--max-request-bytes-in-flight`, so a client that asks
+    /// and never reads must not hold them for good.
+    pub answer_stall: Duration,
 }
 
 /// What a connection is doing, shared by its byte stream and its requests.
@@ -60,6 +65,11 @@ pub struct Activity {
     /// When `open` last went to zero (or the connection was accepted), in
     /// milliseconds since `epoch`.
     quiet_since: AtomicU64,
+    /// Answer frames encoded and not yet written (`grpc::budget`).
+    unwritten: AtomicUsize,
+    /// When an answer frame was last written, or the first of `unwritten`
+    /// began to wait, in milliseconds since `epoch`.
+    answer_progress: AtomicU64,
     epoch: Instant,
 }
 
@@ -70,6 +80,8 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             requested: AtomicBool::new(false),
             quiet_since: AtomicU64::new(0),
+            unwritten: AtomicUsize::new(0),
+            answer_progress: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -84,9 +96,28 @@ impl Activity {
         RequestGuard(Arc::clone(self))
     }
 
+    /// An answer frame begins to wait to be written.
+    pub(crate) fn answer_waits(&self) {
+        if self.unwritten.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.answer_progress
+                .store(self.now_millis(), Ordering::Release);
+        }
+    }
+
+    /// An answer frame was written (or dropped with its stream).
+    pub(crate) fn answer_written(&self) {
+        self.answer_progress
+            .store(self.now_millis(), Ordering::Release);
+        self.unwritten.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// When the connection's deadline falls, or `None` while a request is
-    /// open.
+    /// open (and no answer waits unwritten).
     fn deadline(&self, deadlines: Deadlines) -> Option<Instant> {
+        if self.unwritten.load(Ordering::Acquire) > 0 {
+            let progress = Duration::from_millis(self.answer_progress.load(Ordering::Acquire));
+            return Some(self.epoch + progress + deadlines.answer_stall);
+        }
         if self.open.load(Ordering::Acquire) > 0 {
             return None;
         }
@@ -169,6 +200,15 @@ impl Deadline {
     /// Whether the deadline has passed; otherwise arms the timer for it (or
     /// for a check one idle period from now, while a request is open).
     fn expired(&mut self, activity: &Activity, cx: &mut Context<'_>) -> bool {
+        // An answer that began to wait brings the deadline forward.
+        if activity.unwritten.load(Ordering::Acquire) > 0
+            && let Some(deadline) = activity.deadline(self.deadlines)
+        {
+            let deadline = tokio::time::Instant::from_std(deadline);
+            if deadline < self.timer.deadline() {
+                self.timer.as_mut().reset(deadline);
+            }
+        }
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
                 return false;
@@ -176,7 +216,12 @@ impl Deadline {
             let next = match activity.deadline(self.deadlines) {
                 Some(deadline) if deadline <= Instant::now() => return true,
                 Some(deadline) => tokio::time::Instant::from_std(deadline),
-                None => tokio::time::Instant::now() + self.deadlines.idle,
+                // Checked again after an idle period, or sooner should an
+                // answer begin to wait meanwhile.
+                None => {
+                    tokio::time::Instant::now()
+                        + self.deadlines.idle.min(self.deadlines.answer_stall)
+                }
             };
             self.timer.as_mut().reset(next);
         }
@@ -209,11 +254,13 @@ impl Deadline {
                 let requested = activity.requested.load(Ordering::Relaxed);
                 tracing::debug!(
                     requested,
-                    "closing a connection that carried no request for its deadline"
+                    "closing a connection that carried no request, or whose answers went \
+                     unread, for its deadline"
                 );
                 Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "no request on this connection for the idle timeout",
+                    "no request on this connection for the idle timeout, or its answers unread \
+                     for --answer-stall-timeout",
                 )))
             }
             closed_or_failed => closed_or_failed,

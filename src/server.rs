@@ -127,6 +127,7 @@ impl Default for Config {
             deadlines: Some(Deadlines {
                 first_request: Duration::from_secs(20),
                 idle: Duration::from_secs(300),
+                answer_stall: Duration::from_secs(60),
             }),
             request_timeout: Some(Duration::from_secs(30)),
             keepalive_interval: Some(Duration::from_secs(60)),

@@ -229,6 +229,13 @@ struct Args {
           value_parser = parse_duration)]
     request_timeout: Duration,
 
+    /// A connection whose answers wait unread this long (its client reads
+    /// none of them: they hold bytes of --max-request-bytes-in-flight) is
+    /// closed. 0 turns it off.
+    #[arg(long, env = "KVSERVER_ANSWER_STALL_TIMEOUT", default_value = "60s",
+          value_parser = parse_duration)]
+    answer_stall_timeout: Duration,
+
     /// How often the server pings each connection (HTTP/2 PING) to find
     /// peers that are gone. 0 turns pings off.
     #[arg(long, env = "KVSERVER_KEEPALIVE_INTERVAL", default_value = "60s",
@@ -575,14 +582,15 @@ fn nonzero(duration: Duration) -> Option<Duration> {
 }
 
 /// The connection deadlines of the flags; a zero one never expires.
-fn deadlines(first_request: Duration, idle: Duration) -> Option<Deadlines> {
+fn deadlines(first_request: Duration, idle: Duration, answer_stall: Duration) -> Option<Deadlines> {
     const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
-    if first_request.is_zero() && idle.is_zero() {
+    if first_request.is_zero() && idle.is_zero() && answer_stall.is_zero() {
         return None;
     }
     Some(Deadlines {
         first_request: nonzero(first_request).unwrap_or(NEVER),
         idle: nonzero(idle).unwrap_or(NEVER),
+        answer_stall: nonzero(answer_stall).unwrap_or(NEVER),
     })
 }
 
@@ -644,7 +652,11 @@ async fn serve_store<S: Store>(
             usize::try_from(args.max_request_bytes_in_flight).unwrap_or(usize::MAX),
         ),
         max_concurrent_streams: args.max_concurrent_streams,
-        deadlines: deadlines(args.first_request_timeout, args.idle_timeout),
+        deadlines: deadlines(
+            args.first_request_timeout,
+            args.idle_timeout,
+            args.answer_stall_timeout,
+        ),
         request_timeout: nonzero(args.request_timeout),
         keepalive_interval: nonzero(args.keepalive_interval),
         keepalive_timeout: args.keepalive_timeout,

@@ -41,6 +41,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use super::{LayerFuture, is_health_check};
+use crate::connection::{Activity, activity_of};
 
 /// The default budget: sixteen requests of the largest default size.
 pub const DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT: usize = 256 << 20;
@@ -110,6 +111,7 @@ where
             let response = self.inner.call(request);
             return Box::pin(async move { Ok(response.await?.map(Body::new)) });
         }
+        let activity = activity_of(&request).cloned();
         let (request, answered) = self.layer.counted(request);
         let response = self.inner.call(request);
         let layer = self.layer.clone();
@@ -120,6 +122,7 @@ where
                 Body::new(Answer {
                     inner: Body::new(inner),
                     layer,
+                    activity,
                     refused: false,
                 })
             }))
@@ -171,14 +174,41 @@ impl BudgetLayer {
 struct Answer {
     inner: Body,
     layer: BudgetLayer,
+    /// The connection's, which closes the connection when its answers wait
+    /// unwritten for too long (`--answer-stall-timeout`).
+    activity: Option<Arc<Activity>>,
     /// A frame did not fit: the answer ended with its status.
     refused: bool,
 }
 
-/// A frame's bytes with their places in the budget: dropped, both go.
+/// A frame's bytes with their places in the budget: dropped (written, or
+/// dropped with their stream), both go, and the connection learns that an
+/// answer frame was written.
 struct Placed {
     bytes: Bytes,
     _permit: OwnedSemaphorePermit,
+    activity: Option<Arc<Activity>>,
+}
+
+impl Placed {
+    fn new(bytes: Bytes, permit: OwnedSemaphorePermit, activity: Option<Arc<Activity>>) -> Placed {
+        if let Some(activity) = &activity {
+            activity.answer_waits();
+        }
+        Placed {
+            bytes,
+            _permit: permit,
+            activity,
+        }
+    }
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        if let Some(activity) = &self.activity {
+            activity.answer_written();
+        }
+    }
 }
 
 impl AsRef<[u8]> for Placed {
@@ -209,10 +239,10 @@ impl http_body::Body for Answer {
             Err(frame) => return Poll::Ready(Some(Ok(frame))),
         };
         match self.layer.take(bytes.len()) {
-            Ok(permit) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(Placed {
-                bytes,
-                _permit: permit,
-            }))))),
+            Ok(permit) => {
+                let placed = Placed::new(bytes, permit, self.activity.clone());
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(placed)))))
+            }
             Err(status) => {
                 // The headers are gone; the status ends the answer as
                 // trailers, and what the handler answered is dropped.

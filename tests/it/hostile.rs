@@ -594,12 +594,11 @@ async fn a_watch_that_is_never_read_holds_memory_only_up_to_its_lag_limit() {
     assert!(status.message().contains("--watch-max-lag"), "{status:?}");
 }
 
-#[tokio::test]
-async fn huge_range_answers_never_read_hold_no_more_than_the_byte_budget() {
-    let server = Server::start_with(&["--max-request-bytes-in-flight", "33554432"]);
-    let mut kv = server.kv_client().await;
-    // 4 MiB of values: every Range of it is a full 2 MiB page
-    // (--max-range-page-bytes).
+/// Puts 64 values of 64 KiB (4 MiB), and returns the Range of them all:
+/// every answer to it is a full 2 MiB page (--max-range-page-bytes).
+async fn four_mib_of_values(
+    kv: &mut pb::kv_client::KvClient<tonic::transport::Channel>,
+) -> pb::RangeRequest {
     let puts = (0..64)
         .map(|i| pb::PutRequest {
             key: Bytes::from(format!("big/{i:02}")),
@@ -608,16 +607,23 @@ async fn huge_range_answers_never_read_hold_no_more_than_the_byte_budget() {
         })
         .collect::<Vec<_>>();
     kv.batch_put(pb::BatchPutRequest { puts }).await.unwrap();
-    let before = rss(&server);
-    // Four clients each ask for 100 pages and never read an answer: their
-    // flow-control windows (64 KiB) stay closed. 800 MiB of answers wanted,
-    // 32 MiB allowed.
-    let range = pb::RangeRequest {
+    pb::RangeRequest {
         key: Bytes::from("big/"),
         prefix: true,
         ..Default::default()
     }
-    .encode_to_vec();
+}
+
+#[tokio::test]
+async fn huge_range_answers_never_read_hold_no_more_than_the_byte_budget() {
+    let server = Server::start_with(&["--max-request-bytes-in-flight", "33554432"]);
+    let mut kv = server.kv_client().await;
+    let range = four_mib_of_values(&mut kv).await;
+    let before = rss(&server);
+    // Four clients each ask for 100 pages and never read an answer: their
+    // flow-control windows (64 KiB) stay closed. 800 MiB of answers wanted,
+    // 32 MiB allowed.
+    let encoded = range.encode_to_vec();
     let mut unread = Vec::new();
     let mut clients = Vec::new();
     for _ in 0..4 {
@@ -627,7 +633,7 @@ async fn huge_range_answers_never_read_hold_no_more_than_the_byte_budget() {
             let (response, mut body) = send
                 .send_request(grpc_request(&server, "/keyvalue.v1.KV/Range"), false)
                 .unwrap();
-            body.send_data(frame(&range), true).unwrap();
+            body.send_data(frame(&encoded), true).unwrap();
             unread.push(response);
         }
         clients.push(send);
@@ -653,14 +659,59 @@ async fn huge_range_answers_never_read_hold_no_more_than_the_byte_budget() {
     // A well-behaved client reads its page once they go away.
     drop((unread, clients));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let page = kv
-        .range(pb::RangeRequest {
-            key: Bytes::from("big/"),
-            prefix: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let page = kv.range(range).await.unwrap().into_inner();
     assert!(page.more && page.kvs.len() == 31, "{} keys", page.kvs.len());
+}
+
+#[tokio::test]
+async fn a_connection_whose_answers_go_unread_is_closed_and_frees_the_byte_budget() {
+    let server = Server::start_with(&[
+        "--max-request-bytes-in-flight",
+        "33554432",
+        "--answer-stall-timeout",
+        "2s",
+    ]);
+    let mut kv = server.kv_client().await;
+    let range = four_mib_of_values(&mut kv).await;
+    // One client asks for 40 pages of 2 MiB and reads none: the 32 MiB
+    // budget fills with its answers.
+    let mut send = raw_http2(&server).await;
+    let mut unread = Vec::new();
+    for _ in 0..40 {
+        send = send.ready().await.unwrap();
+        let (response, mut body) = send
+            .send_request(grpc_request(&server, "/keyvalue.v1.KV/Range"), false)
+            .unwrap();
+        body.send_data(frame(&range.encode_to_vec()), true).unwrap();
+        unread.push(response);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // While it stays connected, another client's page is refused at first,
+    // then served once the stalled connection is closed (2 s, not the 5 min
+    // of --idle-timeout).
+    let started = Instant::now();
+    let mut refused = 0;
+    loop {
+        match kv.range(range.clone()).await {
+            Ok(page) => {
+                assert_eq!(page.into_inner().kvs.len(), 31);
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                refused += 1;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "still refused after {:?} ({refused} times) while a client holds the budget \
+             with answers it does not read",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(refused > 0, "the budget was never full");
+    // The stalled client's connection is gone.
+    assert!(send.ready().await.is_err(), "its connection is still open");
+    drop(unread);
 }
