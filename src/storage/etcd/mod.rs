@@ -51,6 +51,9 @@ use crate::proto::etcd::etcdserverpb as pb;
 
 /// How often the cluster is probed for health.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How many TTLs of a page of leases are asked of etcd at a time.
+const LEASE_INFO_CALLS: usize = 16;
+
 /// Every how many probes our keys are counted for the metrics (a count
 /// walks etcd's whole index of them).
 const COUNT_EVERY: u32 = 15;
@@ -462,15 +465,20 @@ impl Store for EtcdStore {
         limit: usize,
     ) -> Result<Vec<LeaseInfo>, StoreError> {
         // etcd lists ids only, all of them: the page is cut here, and each
-        // of its leases asked for its TTL (concurrently; one gone meanwhile
-        // is left out).
+        // of its leases asked for its TTL (LEASE_INFO_CALLS at a time; one
+        // gone meanwhile is left out).
+        use futures_util::StreamExt as _;
         let mut ids = self.lease_ids().await?;
         ids.retain(|id| after.is_none_or(|after| *id > after));
         ids.sort_unstable();
         ids.truncate(limit);
-        let answers = futures_util::future::join_all(ids.into_iter().map(|id| self.lease_info(id)));
+        let answers: Vec<_> = futures_util::stream::iter(ids)
+            .map(|id| self.lease_info(id))
+            .buffered(LEASE_INFO_CALLS)
+            .collect()
+            .await;
         let mut leases = Vec::new();
-        for answer in answers.await {
+        for answer in answers {
             match answer {
                 Ok(lease) => leases.push(lease),
                 Err(StoreError::LeaseNotFound(_)) => {}
