@@ -209,7 +209,31 @@ pub(crate) fn range_query(
     Ok((query, shape))
 }
 
-/// The answer to a Range: `result` shaped, in etcd's message.
+/// The answer to a Range request: `result` shaped, in etcd's message; or,
+/// if `--max-range-page-bytes` cut it short of what etcd would answer (every
+/// record, or `limit` of them), a refusal that says so. etcd answers a range
+/// whole, and etcdctl and python-etcd3 do not page on `more`: a cut answer
+/// would read as the whole range.
+pub(crate) fn range_answer(
+    result: RangeResult,
+    shape: &Shape,
+    header: Option<pb::ResponseHeader>,
+) -> Result<pb::RangeResponse, Status> {
+    let answer = range_response(result, shape, header);
+    let cut = answer.more && (shape.limit == 0 || answer.kvs.len() < shape.limit);
+    if cut {
+        return Err(Status::resource_exhausted(format!(
+            "range answer larger than --max-range-page-bytes ({} bytes), where etcd would \
+             answer it whole: ask for fewer keys (a limit, and page on), or start kvserver \
+             with a larger --max-range-page-bytes",
+            shape.max_bytes
+        )));
+    }
+    Ok(answer)
+}
+
+/// The answer to a Range: `result` shaped, in etcd's message (inside a
+/// Txn, whose writes are done: a cut answer says `more`).
 pub(crate) fn range_response(
     result: RangeResult,
     shape: &Shape,

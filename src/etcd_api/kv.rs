@@ -9,7 +9,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, check_put_flags, delete_op, key_value, put_op, range_response};
+use super::convert::{self, check_put_flags, delete_op, key_value, put_op};
 use super::{Api, errors};
 use crate::grpc::{Checks, scope_of};
 use crate::proto::etcd::etcdserverpb as pb;
@@ -86,7 +86,9 @@ impl<S: Store> Kv for KvApi<S> {
             .await
             .map_err(errors::from_store_error)?;
         let header = self.0.identity.header(result.revision);
-        Ok(Response::new(range_response(result, &shape, header)))
+        Ok(Response::new(convert::range_answer(
+            result, &shape, header,
+        )?))
     }
 
     async fn put(

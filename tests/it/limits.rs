@@ -198,14 +198,23 @@ async fn a_range_page_stops_at_its_byte_bound_on_every_api() {
         .into_inner();
     assert_eq!((page.kvs.len(), page.more), (1, true));
     assert_eq!(page.kvs[0].value.len(), 9000);
-    // etcd's API (etcdctl, without a limit): the page says `more`, and the
-    // count is the whole range's.
+    // etcd's API: an answer that fits is whole; one the bound would cut
+    // short of what etcd answers (every key, or `limit` of them) is refused
+    // by name, since etcdctl prints what it gets as the whole range.
     let json = crate::etcd_api::etcdctl(server.addr(), &["get", "b/0", "b/3", "-w", "json"], None);
     let answer: serde_json::Value = serde_json::from_str(&json).expect(&json);
     assert_eq!(answer["kvs"].as_array().map(Vec::len), Some(3), "{json}");
+    let refused = crate::etcd_api::etcdctl(server.addr(), &["get", "b/", "--prefix"], None);
+    assert!(
+        refused.contains("ResourceExhausted")
+            && refused.contains("larger than --max-range-page-bytes (4000 bytes)")
+            && refused.contains("exit Some(1)"),
+        "{refused}"
+    );
+    // With a limit that fits, a page and `more`, with the whole range's count.
     let json = crate::etcd_api::etcdctl(
         server.addr(),
-        &["get", "b/", "--prefix", "-w", "json"],
+        &["get", "b/", "--prefix", "--limit", "3", "-w", "json"],
         None,
     );
     let answer: serde_json::Value = serde_json::from_str(&json).expect(&json);
@@ -214,25 +223,33 @@ async fn a_range_page_stops_at_its_byte_bound_on_every_api() {
         (answer["more"].as_bool(), answer["count"].as_i64()),
         (Some(true), Some(10))
     );
-    // Sorted by etcd's rules, then cut.
-    let json = crate::etcd_api::etcdctl(
-        server.addr(),
-        &[
-            "get",
-            "b/",
-            "--prefix",
-            "--sort-by",
-            "MODIFY",
-            "--order",
-            "DESCEND",
-            "-w",
-            "json",
-        ],
-        None,
-    );
+    // Sorted by etcd's rules, then checked: the newest (9,000 bytes) alone
+    // fits a limit of one, not a limit of two.
+    let sorted = |limit: &'static str| {
+        crate::etcd_api::etcdctl(
+            server.addr(),
+            &[
+                "get",
+                "b/",
+                "--prefix",
+                "--sort-by",
+                "MODIFY",
+                "--order",
+                "DESCEND",
+                "--limit",
+                limit,
+                "-w",
+                "json",
+            ],
+            None,
+        )
+    };
+    let json = sorted("1");
     let answer: serde_json::Value = serde_json::from_str(&json).expect(&json);
     assert_eq!(answer["kvs"].as_array().map(Vec::len), Some(1), "{json}");
     assert_eq!(answer["more"].as_bool(), Some(true), "{json}");
+    let refused = sorted("2");
+    assert!(refused.contains("ResourceExhausted"), "{refused}");
     // The HTTP listing: three, and `next` where to go on.
     let (status, page) = crate::http::call_json(&http, "GET", "/v1/kv?prefix=b/", &[], "").await;
     assert_eq!(status, hyper::StatusCode::OK, "{page}");
