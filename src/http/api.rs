@@ -24,7 +24,8 @@ use serde_json::{Value as Json, json};
 use tonic::Code;
 
 use super::error::ApiError;
-use super::json::{BytesAs, key_value};
+use super::json::{BytesAs, bytes_object, key_value};
+use super::query::key_query;
 use super::{Shared, respond};
 use crate::proto::keyvalue::v1 as pb;
 use crate::proto::keyvalue::v1::kv_server::Kv;
@@ -200,19 +201,16 @@ async fn delete_key<S: Store>(
     ))
 }
 
+/// The listing's parameters other than its keys: `prefix` (keys that start
+/// with it, default every key), `after` (keys strictly after it: the `next`
+/// of the previous page) and `delimiter` (group keys by what follows the
+/// prefix up to it, `/`: a group is one entry in `prefixes`, like a
+/// directory) are bytes, read by `query::key_query`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
-    /// Keys that start with this (default: every key).
-    #[serde(default)]
-    prefix: String,
-    /// Keys strictly after this one (the `next` of the previous page).
-    after: Option<String>,
     /// Most entries in the page (at most `--max-range-page`).
     limit: Option<usize>,
-    /// Group keys by what follows the prefix up to this (`/`): a group is
-    /// one entry in `prefixes`, like a directory.
-    delimiter: Option<String>,
     /// Leave the values out.
     #[serde(default)]
     keys_only: bool,
@@ -222,33 +220,30 @@ pub(super) struct ListQuery {
 /// keys ("directories") in their place.
 async fn list<S: Store>(
     State(shared): State<Arc<Shared<S>>>,
+    uri: Uri,
     headers: HeaderMap,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let prefix = Bytes::from(query.prefix.into_bytes());
+    let (query, [prefix, after, delimiter]) =
+        key_query::<ListQuery, 3>(&uri, ["prefix", "after", "delimiter"])?;
+    let prefix = prefix.unwrap_or_default();
     let limit = query
         .limit
         .unwrap_or(shared.limits.max_range_page)
         .clamp(1, shared.limits.max_range_page);
-    let delimiter = query.delimiter.filter(|d| !d.is_empty());
-    let mut start = match &query.after {
-        Some(after) if !after.as_bytes().starts_with(&prefix) => {
+    let delimiter = delimiter.filter(|d| !d.is_empty());
+    let mut start = match &after {
+        Some(after) if !after.starts_with(&prefix) => {
             return Err(ApiError::bad_request("after must start with prefix"));
         }
         // After a group, the next key outside it.
-        Some(after)
-            if delimiter
-                .as_ref()
-                .is_some_and(|d| after.ends_with(d.as_str())) =>
-        {
-            match prefix_end(after.as_bytes()) {
+        Some(after) if delimiter.as_ref().is_some_and(|d| after.ends_with(d)) => {
+            match prefix_end(after) {
                 Some(end) => end,
                 None => return Ok(page(Vec::new(), Vec::new(), None, 0)),
             }
         }
         Some(after) => {
-            let mut next = after.as_bytes().to_vec();
+            let mut next = after.to_vec();
             next.push(0);
             Bytes::from(next)
         }
@@ -289,7 +284,7 @@ async fn list<S: Store>(
         for (index, kv) in reply.kvs.into_iter().enumerate() {
             let group = delimiter.as_ref().and_then(|delimiter| {
                 let rest = &kv.key[prefix.len()..];
-                let at = find(rest, delimiter.as_bytes())?;
+                let at = find(rest, delimiter)?;
                 Some(kv.key.slice(..prefix.len() + at + delimiter.len()))
             });
             match group {
@@ -346,26 +341,33 @@ async fn list<S: Store>(
     Ok(page(kvs, groups, next, revision))
 }
 
+/// A page as JSON: each key field (`key` of each entry, `prefix` of each
+/// of `prefixes`, `next`) is text when it is UTF-8, else base64 marked by
+/// `{field}_encoding`, as values are.
 fn page(
     kvs: Vec<pb::KeyValue>,
     groups: Vec<Bytes>,
     next: Option<Bytes>,
     revision: u64,
 ) -> Response {
-    let text = |bytes: &[u8]| BytesAs::TextOrBase64.encode(bytes).0;
-    respond(
-        StatusCode::OK,
-        &json!({
-            "kvs": kvs
-                .iter()
-                .map(|kv| key_value(kv, BytesAs::TextOrBase64, true))
-                .collect::<Vec<_>>(),
-            "prefixes": groups.iter().map(|group| text(group)).collect::<Vec<_>>(),
-            "more": next.is_some(),
-            "next": next.map(|next| text(&next)),
-            "revision": revision,
-        }),
-    )
+    let bytes = BytesAs::TextOrBase64;
+    let mut body = json!({
+        "kvs": kvs
+            .iter()
+            .map(|kv| key_value(kv, bytes, true))
+            .collect::<Vec<_>>(),
+        "prefixes": groups
+            .iter()
+            .map(|group| bytes_object(bytes, "prefix", group))
+            .collect::<Vec<_>>(),
+        "more": next.is_some(),
+        "next": null,
+        "revision": revision,
+    });
+    if let (Some(next), Json::Object(object)) = (next, &mut body) {
+        bytes.put(object, "next", &next);
+    }
+    respond(StatusCode::OK, &body)
 }
 
 /// Where `needle` first starts in `haystack`.

@@ -41,13 +41,23 @@ impl BytesAs {
         }
     }
 
-    fn put(self, object: &mut Map<String, Json>, field: &str, bytes: &[u8]) {
+    /// `field` (and `{field}_encoding` unless it is text) into `object`.
+    pub fn put(self, object: &mut Map<String, Json>, field: &str, bytes: &[u8]) {
         let (text, encoding) = self.encode(bytes);
         object.insert(field.to_owned(), Json::String(text));
         if let Some(encoding) = encoding {
             object.insert(format!("{field}_encoding"), Json::String(encoding.into()));
         }
     }
+}
+
+/// An object of one field holding `bytes`, `{"key": "a"}` or
+/// `{"key": "/wA=", "key_encoding": "base64"}`: one key in a list (a
+/// lease's keys, a listing's `prefixes`).
+pub fn bytes_object(bytes: BytesAs, field: &str, value: &[u8]) -> Json {
+    let mut object = Map::new();
+    bytes.put(&mut object, field, value);
+    Json::Object(object)
 }
 
 /// A key and its state: `key`, `create_revision`, `mod_revision`,

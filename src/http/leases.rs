@@ -14,15 +14,15 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::get;
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::error::ApiError;
-use super::json::BytesAs;
+use super::json::{BytesAs, bytes_object};
+use super::query::key_query;
 use super::{Shared, respond};
 use crate::proto::keyvalue::v1 as pb;
 use crate::proto::keyvalue::v1::kv_server::Kv;
@@ -47,13 +47,7 @@ fn lease_json(lease: &pb::LeaseInfoResponse) -> Json {
     let keys: Vec<Json> = lease
         .keys
         .iter()
-        .map(|key| {
-            let (text, encoding) = BytesAs::TextOrBase64.encode(key);
-            match encoding {
-                Some(encoding) => json!({"key": text, "key_encoding": encoding}),
-                None => json!({"key": text}),
-            }
-        })
+        .map(|key| bytes_object(BytesAs::TextOrBase64, "key", key))
         .collect();
     json!({
         "id": lease.id,
@@ -106,11 +100,12 @@ async fn list<S: Store>(
     ))
 }
 
+/// One lease's parameters other than `after` (keys strictly after this
+/// one: the `next_key` of the previous page), which is bytes, read by
+/// `query::key_query`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LeaseQuery {
-    /// Keys strictly after this one (the `next_key` of the previous page).
-    after: Option<String>,
     /// Most keys in the page (at most `--max-range-page`; 0: none).
     limit: Option<u32>,
 }
@@ -119,24 +114,26 @@ pub(super) struct LeaseQuery {
 async fn lease<S: Store>(
     State(shared): State<Arc<Shared<S>>>,
     Path(id): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
-    query: Result<Query<LeaseQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (query, [after]) = key_query::<LeaseQuery, 1>(&uri, ["after"])?;
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("{id:?} is not a lease id")))?;
     let info = pb::LeaseInfoRequest {
         id,
         keys_limit: query.limit.unwrap_or(DEFAULT_KEYS),
-        keys_after: query.after.map(Bytes::from).unwrap_or_default(),
+        keys_after: after.unwrap_or_default(),
     };
     let (request, _place) = shared.call("/keyvalue.v1.KV/LeaseInfo", &headers, info)?;
     let reply = shared.kv.lease_info(request).await?.into_inner();
     let mut body = lease_json(&reply);
-    body["next_key"] = match reply.keys.last() {
-        Some(last) if reply.more_keys => json!(BytesAs::TextOrBase64.encode(last).0),
-        _ => Json::Null,
-    };
+    body["next_key"] = Json::Null;
+    if let (Some(last), true, Json::Object(object)) =
+        (reply.keys.last(), reply.more_keys, &mut body)
+    {
+        BytesAs::TextOrBase64.put(object, "next_key", last);
+    }
     Ok(respond(StatusCode::OK, &body))
 }

@@ -22,6 +22,7 @@ mod console;
 pub(crate) mod error;
 pub mod json;
 mod leases;
+mod query;
 mod watch;
 
 use std::io;

@@ -12,11 +12,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -24,6 +23,7 @@ use serde_json::json;
 use super::Shared;
 use super::error::ApiError;
 use super::json::{self, BytesAs};
+use super::query::key_query;
 use crate::proto::keyvalue::v1 as pb;
 use crate::proto::keyvalue::v1::kv_server::Kv;
 use crate::storage::Store;
@@ -31,23 +31,22 @@ use crate::storage::Store;
 /// How often an idle stream carries a comment, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// A watch's parameters other than its keys: `prefix` (watch the keys
+/// that start with it) or `key` (watch this one key), which are bytes, read
+/// by `query::key_query`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct WatchQuery {
-    /// Watch the keys that start with this.
-    prefix: Option<String>,
-    /// Watch this one key.
-    key: Option<String>,
     /// Start from this revision (from the history) instead of now.
     from_revision: Option<u64>,
 }
 
 pub(super) async fn watch<S: Store>(
     State(shared): State<Arc<Shared<S>>>,
+    uri: Uri,
     headers: HeaderMap,
-    query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (query, [key, prefix]) = key_query::<WatchQuery, 2>(&uri, ["key", "prefix"])?;
     let resume_after = match headers.get("last-event-id") {
         Some(id) => Some(
             id.to_str()
@@ -59,7 +58,7 @@ pub(super) async fn watch<S: Store>(
         ),
         None => None,
     };
-    let (key, prefix) = match (query.key, query.prefix) {
+    let (key, prefix) = match (key, prefix) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request("give either key or prefix, not both"));
         }
@@ -71,7 +70,7 @@ pub(super) async fn watch<S: Store>(
         None => query.from_revision.unwrap_or(0),
     };
     let request = pb::WatchRequest {
-        key: Bytes::from(key.into_bytes()),
+        key,
         prefix,
         start_revision,
         ..Default::default()

@@ -23,6 +23,7 @@ mod grpc_web;
 mod harness;
 mod hostile;
 mod http;
+mod http_binary;
 mod http_limits;
 mod http_tls;
 mod kv_api;

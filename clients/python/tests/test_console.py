@@ -9,7 +9,8 @@ edit it, lose a conflict to a concurrent ``kv set`` and see it reported,
 delete, view a JSON value pretty and in hex, create a key with a TTL and
 find its lease in the leases tab, find there a lease made by another client
 and page through its keys, watch a prefix while ``kv`` writes, watch the dashboard move under
-``kv bench``, and be refused a write with a read-only token. Every step
+``kv bench``, and be refused a write with a read-only token; and browse,
+open, edit and delete keys that are not UTF-8. Every step
 saves a screenshot (``$KV_SCREENSHOTS``, else the test's temporary
 directory) and asserts on the page, never on timing.
 """
@@ -145,6 +146,14 @@ class Walk:
         element.clear()
         element.send_keys(text)
 
+    def open_key(self, shown: str, value: str) -> None:
+        """Opens the tree's key shown as ``shown``, which holds ``value``."""
+        self.driver.find_element(By.XPATH, f"//li[@data-value='{shown}']").click()
+        self.until(
+            f"{shown} in the editor", lambda: self.el("value").get_attribute("value") == value
+        )
+        assert self.el("key-input").get_attribute("value") == shown
+
     def log_in(self, token: str) -> None:
         self.until("the token dialog", lambda: self.el("token-dialog").is_displayed())
         self.type_into("token-input", token)
@@ -205,12 +214,7 @@ def test_a_person_browses_edits_watches_and_is_refused_when_read_only(
         assert walk.el("more").is_displayed()
         browser.find_element(By.XPATH, "//li[@data-value='app/42/']").click()
         walk.until("the keys of app/42/", lambda: "item007" in walk.text("tree"))
-        browser.find_element(By.XPATH, "//li[@data-value='app/42/item007']").click()
-        walk.until(
-            "the key in the editor",
-            lambda: browser.find_element(By.ID, "value").get_attribute("value") == "value 42.7",
-        )
-        assert walk.el("key-input").get_attribute("value") == "app/42/item007"
+        walk.open_key("app/42/item007", "value 42.7")
         assert walk.text("meta-version") == "1"
         walk.shot("browsed-to-key")
 
@@ -369,6 +373,101 @@ def test_a_person_browses_edits_watches_and_is_refused_when_read_only(
         walk.until("the refusal", lambda: "may only read" in walk.text("message"))
         assert client.get("app/config") == '{"mode": "dark", "retries": 3}'
         walk.shot("read-only-refused")
+
+
+def test_keys_that_are_not_utf8_are_browsed_opened_edited_and_deleted(
+    console_server: KvServer, browser: WebDriver, tmp_path: Path
+) -> None:
+    r"""Keys of any bytes are browsed, opened, edited and deleted.
+
+    The tree and the leases tab show them escaped (``\xff``), and opening,
+    saving (compare-and-set) and deleting one asks for its own bytes, not
+    for its text or base64.
+    """
+    shots = Path(os.environ.get("KV_SCREENSHOTS") or tmp_path / "screenshots") / "binary"
+    shots.mkdir(parents=True, exist_ok=True)
+    walk = Walk(browser, shots)
+    with Client(console_server.address, token=ADMIN) as client:
+        client.batch_put({b"bin/\xff\x00a": "first", b"bin/\x80dir/k": "in a group"})
+        leased = client.lease_grant(120)
+        client.batch_put({b"bin/\xfelease": "leased"}, lease=leased.id)
+
+        # Logged in with the admin's token (whatever the other test left).
+        browser.get(http_url(console_server))
+        browser.execute_script(f"sessionStorage.setItem('kv-token', '{ADMIN}');")
+        browser.get(http_url(console_server))
+        walk.until("the admin's identity", lambda: "readwrite" in walk.text("identity"))
+
+        # The tree under bin/: each key and group escaped where not UTF-8.
+        walk.type_into("prefix-input", "bin/")
+        walk.el("prefix-input").send_keys(Keys.ENTER)
+        walk.until("the keys of bin/", lambda: "\\xff\\x00a" in walk.text("tree"))
+        items = browser.find_elements(By.CSS_SELECTOR, "#tree li")
+        values = [item.get_attribute("data-value") for item in items]
+        # In byte order, as the server lists them.
+        assert values == ["bin/\\x80dir/", "bin/\\xfelease", "bin/\\xff\\x00a"], values
+        walk.shot("binary-tree")
+
+        # Into the group whose name is not UTF-8, and to its key.
+        browser.find_element(By.XPATH, "//li[@data-value='bin/\\x80dir/']").click()
+        walk.until("the group's key", lambda: walk.text("tree") == "k")
+        assert walk.el("prefix-input").get_attribute("value") == "bin/\\x80dir/"
+        walk.open_key("bin/\\x80dir/k", "in a group")
+
+        # Open the key 0xFF 0x00 a, edit it (compare-and-set), lose a
+        # conflict, delete it.
+        walk.el("tree").send_keys(Keys.BACKSPACE)
+        walk.until("bin/ again", lambda: "\\xff\\x00a" in walk.text("tree"))
+        walk.open_key("bin/\\xff\\x00a", "first")
+        walk.type_into("value", "edited")
+        walk.click("save")
+        walk.until("the save", lambda: "Saved" in walk.text("message"))
+        assert stored(client, b"bin/\xff\x00a") == (b"edited", 2)
+        walk.until("the new version", lambda: walk.text("meta-version") == "2")
+        walk.shot("binary-edited")
+        client.batch_put({b"bin/\xff\x00a": "meanwhile"})
+        walk.type_into("value", "must not win")
+        walk.click("save")
+        walk.until("the conflict", lambda: walk.el("conflict").is_displayed())
+        assert "meanwhile" in walk.text("conflict")
+        walk.click("load")
+        walk.until("the reloaded key", lambda: walk.text("meta-version") == "3")
+        walk.click("delete")
+        browser.switch_to.alert.accept()
+        walk.until("the delete", lambda: "Deleted" in walk.text("message"))
+        assert client.get_kv(b"bin/\xff\x00a") is None
+        walk.shot("binary-deleted")
+
+        # A key typed with an escape is created with that byte.
+        walk.click("new-key")
+        walk.type_into("key-input", "bin/\\x01typed")
+        walk.type_into("value", "typed")
+        walk.click("save")
+        walk.until("the save", lambda: "Saved" in walk.text("message"))
+        assert stored(client, b"bin/\x01typed") == (b"typed", 1)
+
+        # The leases tab shows the leased key escaped, and opens it.
+        walk.click("tab-leases")
+        walk.click("leases-refresh")
+        row_path = f"//tr[@data-lease='{leased.id}']"
+        walk.until("the lease", lambda: browser.find_elements(By.XPATH, row_path))
+        row = browser.find_element(By.XPATH, row_path)
+        shown = [b.text for b in row.find_elements(By.CSS_SELECTOR, ".lease-keys button")]
+        assert shown == ["bin/\\xfelease"], shown
+        row.find_element(By.CSS_SELECTOR, ".lease-keys button").click()
+        walk.until(
+            "the leased key in the editor",
+            lambda: browser.find_element(By.ID, "value").get_attribute("value") == "leased",
+        )
+        assert walk.text("meta-lease") == str(leased.id)
+        walk.shot("binary-lease")
+
+
+def stored(client: Client, key: bytes) -> tuple[bytes, int]:
+    """The value and version of ``key`` in the store, which must hold it."""
+    kv = client.get_kv(key)
+    assert kv is not None, key
+    return kv.value, kv.version
 
 
 def rate(text: str) -> float:

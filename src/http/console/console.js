@@ -13,8 +13,8 @@ const state = {
   token: sessionStorage.getItem("kv-token") || "",
   role: "readwrite",       // what the token may do: "read" or "readwrite"
   scope: "",               // the prefix the token is confined to
-  prefix: "",              // the tree's current prefix
-  next: null,              // the `after` of the tree's next page
+  prefix: "",              // the tree's current prefix (a byte string)
+  next: null,              // the `after` of the tree's next page (bytes)
   loaded: null,            // the key open in the editor, as loaded
   leasesNext: null,        // the `after` of the leases tab's next page
   watch: null,             // AbortController of the running watch
@@ -30,8 +30,103 @@ function headers(extra) {
   return h;
 }
 
-function keyPath(key) {
-  return "/v1/kv/" + encodeURIComponent(key);
+// ---- keys are bytes ----
+// A key may be any bytes, UTF-8 or not. Here a key is a byte string: a
+// string of one character (0-255) per byte, so that comparing, slicing and
+// startsWith work on bytes and in the server's order. It is read from a
+// JSON field (text, or base64 when `{field}_encoding` says so), sent as
+// %XX in paths and queries, and shown by showKey.
+
+const utf8 = new TextEncoder();
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+function fromText(text) {
+  return Array.from(utf8.encode(text), (b) => String.fromCharCode(b)).join("");
+}
+
+function bytesOf(raw) {
+  return Uint8Array.from(raw, (c) => c.charCodeAt(0));
+}
+
+// The key in object[field], or null when the field is null.
+function keyOf(object, field) {
+  const text = object[field];
+  if (text === null || text === undefined) return null;
+  return object[field + "_encoding"] === "base64" ? atob(text) : fromText(text);
+}
+
+// A key as a person reads and types it: UTF-8 text as it is; a key with
+// bytes that are not UTF-8, control characters or a backslash is escaped
+// (\xff for such a byte, \\ for a backslash), so that parseKey gives the
+// same bytes back.
+function showKey(raw) {
+  const bytes = bytesOf(raw);
+  try {
+    const text = strictUtf8.decode(bytes);
+    if (!/[\\\x00-\x1f\x7f]/.test(text)) return text;
+  } catch (_) {
+    // Not UTF-8: escaped below.
+  }
+  let out = "";
+  for (let at = 0; at < bytes.length;) {
+    const b = bytes[at];
+    const size = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3
+      : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    let char = null;
+    if (size === 1) {
+      if (b >= 0x20 && b !== 0x7f) char = String.fromCharCode(b);
+    } else if (size > 1) {
+      try { char = strictUtf8.decode(bytes.subarray(at, at + size)); } catch (_) { char = null; }
+    }
+    if (char === null) {
+      out += "\\x" + b.toString(16).padStart(2, "0");
+      at += 1;
+    } else {
+      out += char === "\\" ? "\\\\" : char;
+      at += size;
+    }
+  }
+  return out;
+}
+
+// The bytes a person typed: text as UTF-8, with \xNN for a byte and \\
+// for a backslash (as showKey writes them).
+function parseKey(text) {
+  if (!text.includes("\\")) return fromText(text);
+  let out = "";
+  for (let at = 0; at < text.length;) {
+    if (text.startsWith("\\\\", at)) {
+      out += "\\";
+      at += 2;
+    } else if (text[at] === "\\" && /^x[0-9a-fA-F]{2}$/.test(text.slice(at + 1, at + 4))) {
+      out += String.fromCharCode(parseInt(text.slice(at + 2, at + 4), 16));
+      at += 4;
+    } else {
+      const char = String.fromCodePoint(text.codePointAt(at));
+      out += fromText(char);
+      at += char.length;
+    }
+  }
+  return out;
+}
+
+// A byte string percent-encoded, every byte but letters, digits and -_.~
+function pct(raw) {
+  let out = "";
+  for (const c of raw) {
+    out += /[A-Za-z0-9\-_.~]/.test(c) ? c
+      : "%" + c.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0");
+  }
+  return out;
+}
+
+// A query string of byte strings (numbers and flags are ASCII: their own bytes).
+function query(params) {
+  return Object.entries(params).map(([name, value]) => name + "=" + pct(value)).join("&");
+}
+
+function keyPath(raw) {
+  return "/v1/kv/" + pct(raw);
 }
 
 // fetch() that answers {ok, status, body}; a 401 opens the token dialog.
@@ -84,10 +179,10 @@ async function identify() {
     return false;
   }
   state.role = answer.body.role;
-  state.scope = answer.body.prefix || "";
+  state.scope = keyOf(answer.body, "prefix") || "";
   const readOnly = state.role === "read";
   let text = answer.body.auth ? "token: " + state.role : "no token needed";
-  if (state.scope) text += ", keys under " + JSON.stringify(state.scope);
+  if (state.scope) text += ", keys under " + JSON.stringify(showKey(state.scope));
   $("identity").textContent = text;
   $("identity").className = readOnly ? "read-only" : "";
   for (const id of ["save", "delete", "new-key"]) {
@@ -103,16 +198,19 @@ async function identify() {
 
 // ---- the key tree ----
 
-function leaf(name) {
-  return name.slice(state.prefix.length) || name;
+function leaf(raw) {
+  return showKey(raw.slice(state.prefix.length) || raw);
 }
 
-function treeItem(label, kind, value) {
+// An entry of the tree: its key (or group) as bytes in `kvKey`, and as
+// shown in data-value.
+function treeItem(label, kind, raw) {
   const item = document.createElement("li");
   item.setAttribute("role", "option");
   item.tabIndex = -1;
   item.dataset.kind = kind;
-  item.dataset.value = value;
+  item.dataset.value = showKey(raw);
+  item.kvKey = raw;
   item.className = kind;
   item.textContent = label;
   item.addEventListener("click", () => openItem(item));
@@ -125,24 +223,24 @@ async function loadTree(prefix, append) {
     state.next = null;
     $("tree").replaceChildren();
     renderBreadcrumbs();
-    $("prefix-input").value = prefix;
+    $("prefix-input").value = showKey(prefix);
   }
-  const query = new URLSearchParams({
-    prefix: state.prefix, delimiter: DELIMITER, limit: String(PAGE), keys_only: "true",
-  });
-  if (append && state.next !== null) query.set("after", state.next);
-  const answer = await api("GET", "/v1/kv?" + query);
+  const params = { prefix: state.prefix, delimiter: DELIMITER, limit: String(PAGE), keys_only: "true" };
+  if (append && state.next !== null) params.after = state.next;
+  const answer = await api("GET", "/v1/kv?" + query(params));
   if (!answer.ok) {
-    say("Cannot list " + JSON.stringify(state.prefix) + ": " + answer.body.error, "error");
+    say("Cannot list " + JSON.stringify(showKey(state.prefix)) + ": " + answer.body.error, "error");
     return;
   }
   const tree = $("tree");
-  // Prefixes and keys arrive in key order each; merge them.
-  const entries = answer.body.prefixes.map((p) => ({ at: p, item: treeItem(leaf(p), "prefix", p) }))
-    .concat(answer.body.kvs.map((kv) => ({ at: kv.key, item: treeItem(leaf(kv.key), "key", kv.key) })));
+  // Prefixes and keys arrive in key order each; merge them (byte strings
+  // compare in byte order, as the server sorts).
+  const entry = (raw, kind) => ({ at: raw, item: treeItem(leaf(raw), kind, raw) });
+  const entries = answer.body.prefixes.map((p) => entry(keyOf(p, "prefix"), "prefix"))
+    .concat(answer.body.kvs.map((kv) => entry(keyOf(kv, "key"), "key")));
   entries.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
-  for (const entry of entries) tree.appendChild(entry.item);
-  state.next = answer.body.next;
+  for (const item of entries) tree.appendChild(item.item);
+  state.next = keyOf(answer.body, "next");
   $("more").hidden = !answer.body.more;
   if (!tree.children.length) {
     const empty = document.createElement("li");
@@ -169,7 +267,7 @@ function renderBreadcrumbs() {
     const li = document.createElement("li");
     const button = document.createElement("button");
     button.type = "button";
-    button.textContent = part === "" ? "(root)" : leafOf(part);
+    button.textContent = part === "" ? "(root)" : showKey(leafOf(part));
     button.addEventListener("click", () => loadTree(part));
     li.appendChild(button);
     crumbs.appendChild(li);
@@ -186,10 +284,10 @@ function openItem(item) {
   if (!item || !item.dataset.kind) return;
   select(item);
   if (item.dataset.kind === "prefix") {
-    loadTree(item.dataset.value).then(() => focusFirst());
+    loadTree(item.kvKey).then(() => focusFirst());
   } else {
     showTab("key");
-    loadKey(item.dataset.value);
+    loadKey(item.kvKey);
   }
 }
 
@@ -284,34 +382,37 @@ function showMeta(kv) {
   $("meta-lease").textContent = kv ? (kv.lease ? String(kv.lease) : "none") : "–";
 }
 
-async function loadKey(key) {
+// Opens the key of bytes `raw` in the editor; state.loaded.raw is its key.
+async function loadKey(raw) {
+  const shown = JSON.stringify(showKey(raw));
   $("conflict").hidden = true;
-  $("key-input").value = key;
-  const answer = await api("GET", keyPath(key));
+  $("key-input").value = showKey(raw);
+  const answer = await api("GET", keyPath(raw));
   if (answer.status === 404) {
     state.loaded = null;
     showMeta(null);
     $("value").value = "";
     renderValue();
-    say("No key " + JSON.stringify(key) + ": saving creates it.", "info");
+    say("No key " + shown + ": saving creates it.", "info");
     return;
   }
   if (!answer.ok) {
-    say("Cannot read " + JSON.stringify(key) + ": " + answer.body.error, "error");
+    say("Cannot read " + shown + ": " + answer.body.error, "error");
     return;
   }
   const kv = answer.body;
+  kv.raw = keyOf(kv, "key");
   state.loaded = kv;
   showMeta(kv);
   $("value").value = kv.value_encoding ? "" : kv.value;
   renderValue();
-  say("Loaded " + JSON.stringify(key) + " at revision " + kv.mod_revision + ".", "info");
+  say("Loaded " + shown + " at revision " + kv.mod_revision + ".", "info");
 }
 
 function newKey() {
   state.loaded = null;
   showMeta(null);
-  $("key-input").value = state.prefix;
+  $("key-input").value = showKey(state.prefix);
   $("value").value = "";
   $("ttl").value = "";
   $("view-mode").value = "text";
@@ -338,19 +439,18 @@ function showConflict(body) {
 
 async function save(event) {
   event.preventDefault();
-  const key = $("key-input").value;
+  const key = parseKey($("key-input").value);
+  const shown = JSON.stringify(showKey(key));
   if (!key) {
     say("Give a key.", "error");
     return;
   }
-  const loadedHere = state.loaded && state.loaded.key === key;
+  const loadedHere = state.loaded && state.loaded.raw === key;
   // A compare-and-set on the revision loaded; a new key must not exist yet.
-  const query = new URLSearchParams({
-    expect_revision: String(loadedHere ? state.loaded.mod_revision : 0),
-  });
+  const params = { expect_revision: String(loadedHere ? state.loaded.mod_revision : 0) };
   const ttl = $("ttl").value.trim();
-  if (ttl) query.set("ttl", ttl);
-  const answer = await api("PUT", keyPath(key) + "?" + query, $("value").value);
+  if (ttl) params.ttl = fromText(ttl);
+  const answer = await api("PUT", keyPath(key) + "?" + query(params), $("value").value);
   if (answer.status === 409) {
     showConflict(answer.body);
     return;
@@ -359,17 +459,18 @@ async function save(event) {
     say("Not saved: " + answer.body.error, "error");
     return;
   }
-  say("Saved " + JSON.stringify(key) + " at revision " + answer.body.revision + ".", "ok");
+  say("Saved " + shown + " at revision " + answer.body.revision + ".", "ok");
   await loadKey(key);
-  say("Saved " + JSON.stringify(key) + " at revision " + answer.body.revision + ".", "ok");
+  say("Saved " + shown + " at revision " + answer.body.revision + ".", "ok");
 }
 
 async function remove() {
-  const key = $("key-input").value;
-  if (!key || !confirm("Delete " + JSON.stringify(key) + "?")) return;
-  const query = state.loaded && state.loaded.key === key
+  const key = parseKey($("key-input").value);
+  const shown = JSON.stringify(showKey(key));
+  if (!key || !confirm("Delete " + shown + "?")) return;
+  const expect = state.loaded && state.loaded.raw === key
     ? "?expect_revision=" + state.loaded.mod_revision : "";
-  const answer = await api("DELETE", keyPath(key) + query);
+  const answer = await api("DELETE", keyPath(key) + expect);
   if (answer.status === 409) {
     showConflict(answer.body);
     return;
@@ -382,7 +483,7 @@ async function remove() {
   showMeta(null);
   $("value").value = "";
   renderValue();
-  say(answer.body.deleted ? "Deleted " + JSON.stringify(key) + "." : "No such key.", "ok");
+  say(answer.body.deleted ? "Deleted " + shown + "." : "No such key.", "ok");
   loadTree(state.prefix);
 }
 
@@ -391,7 +492,7 @@ async function remove() {
 async function startWatch(event) {
   event.preventDefault();
   stopWatch();
-  const prefix = $("watch-prefix").value;
+  const prefix = parseKey($("watch-prefix").value);
   const controller = new AbortController();
   state.watch = controller;
   $("watch-start").disabled = true;
@@ -402,7 +503,7 @@ async function startWatch(event) {
     if (lastId !== null) h["Last-Event-ID"] = lastId;
     let response;
     try {
-      response = await fetch("/v1/watch?" + new URLSearchParams({ prefix }),
+      response = await fetch("/v1/watch?" + query({ prefix }),
         { headers: h, signal: controller.signal });
     } catch (_) {
       if (state.watch !== controller) return;
@@ -416,7 +517,7 @@ async function startWatch(event) {
       stopWatch();
       return;
     }
-    $("watch-state").textContent = "Watching " + (prefix ? JSON.stringify(prefix) : "every key") + ".";
+    $("watch-state").textContent = "Watching " + (prefix ? JSON.stringify(showKey(prefix)) : "every key") + ".";
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     try {
@@ -457,7 +558,7 @@ function logChange(kind, change) {
     item.textContent = "error: " + change.error;
   } else {
     const value = kind === "put" ? " = " + JSON.stringify(change.kv.value) : "";
-    item.textContent = change.revision + " " + kind.toUpperCase() + " " + change.kv.key + value;
+    item.textContent = change.revision + " " + kind.toUpperCase() + " " + showKey(keyOf(change.kv, "key")) + value;
   }
   const log = $("watch-log");
   log.prepend(item);
@@ -480,11 +581,11 @@ function stopWatch() {
 async function refreshLeases(append) {
   const table = $("leases");
   const body = table.querySelector("tbody");
-  const query = new URLSearchParams({ limit: String(LEASE_PAGE), keys: String(LEASE_KEYS) });
-  if (append === true && state.leasesNext !== null) query.set("after", String(state.leasesNext));
+  const params = { limit: String(LEASE_PAGE), keys: String(LEASE_KEYS) };
+  if (append === true && state.leasesNext !== null) params.after = String(state.leasesNext);
   else body.replaceChildren();
   table.setAttribute("aria-busy", "true");
-  const answer = await api("GET", "/v1/leases?" + query);
+  const answer = await api("GET", "/v1/leases?" + query(params));
   table.setAttribute("aria-busy", "false");
   if (!answer.ok) {
     say("Cannot list the leases: " + answer.body.error, "error");
@@ -500,12 +601,12 @@ async function refreshLeases(append) {
   $("leases-more").hidden = !answer.body.more;
 }
 
-function keyButton(key) {
+function keyButton(raw) {
   const button = document.createElement("button");
   button.type = "button";
   button.className = "link";
-  button.textContent = key;
-  button.addEventListener("click", () => { showTab("key"); loadKey(key); });
+  button.textContent = showKey(raw);
+  button.addEventListener("click", () => { showTab("key"); loadKey(raw); });
   return button;
 }
 
@@ -526,7 +627,7 @@ function leaseRow(body, lease) {
   const addKeys = (list) => {
     for (const entry of list) {
       const item = document.createElement("li");
-      item.appendChild(keyButton(entry.key));
+      item.appendChild(keyButton(keyOf(entry, "key")));
       keys.appendChild(item);
     }
   };
@@ -540,16 +641,16 @@ function leaseRow(body, lease) {
   more.textContent = "More keys";
   more.setAttribute("aria-label", "More keys of lease " + lease.id);
   // A page cut at its byte bound may hold no key of this lease yet.
-  let last = lease.keys.length ? lease.keys[lease.keys.length - 1].key : "";
+  const lastOf = (keys) => keyOf(keys[keys.length - 1], "key");
+  let last = lease.keys.length ? lastOf(lease.keys) : "";
   more.addEventListener("click", async () => {
-    const query = new URLSearchParams({ limit: String(KEY_PAGE), after: last });
-    const answer = await api("GET", "/v1/leases/" + lease.id + "?" + query);
+    const answer = await api("GET", "/v1/leases/" + lease.id + "?" + query({ limit: String(KEY_PAGE), after: last }));
     if (!answer.ok) {
       say("Cannot list the keys of lease " + lease.id + ": " + answer.body.error, "error");
       return;
     }
     addKeys(answer.body.keys);
-    if (answer.body.keys.length) last = answer.body.keys[answer.body.keys.length - 1].key;
+    if (answer.body.keys.length) last = lastOf(answer.body.keys);
     more.hidden = !answer.body.more_keys;
   });
   cell.appendChild(more);
@@ -703,12 +804,12 @@ function tabKeys(event) {
 // ---- start ----
 
 async function start() {
-  $("jump").addEventListener("submit", (e) => { e.preventDefault(); loadTree($("prefix-input").value); });
+  $("jump").addEventListener("submit", (e) => { e.preventDefault(); loadTree(parseKey($("prefix-input").value)); });
   $("tree").addEventListener("keydown", treeKeys);
   $("tree").addEventListener("focus", (e) => { if (e.target === $("tree")) focusFirst(); });
   $("more").addEventListener("click", () => loadTree(state.prefix, true));
   $("editor").addEventListener("submit", save);
-  $("load").addEventListener("click", () => loadKey($("key-input").value));
+  $("load").addEventListener("click", () => loadKey(parseKey($("key-input").value)));
   $("new-key").addEventListener("click", newKey);
   $("delete").addEventListener("click", remove);
   $("view-mode").addEventListener("change", renderValue);
