@@ -547,11 +547,17 @@ pub(crate) fn apply(
     };
     let mut events = Vec::new();
     let mut created = Vec::new();
+    // The bytes its Ranges answered so far: they share one byte bound.
+    let mut spent = 0usize;
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         let result = match op {
             // Reads in a transaction see its earlier writes.
-            Op::Get(query) => OpResult::Get(range(space, query, revision)?),
+            Op::Get(query) => {
+                let result = range(space, &query.after_spent(spent), revision)?;
+                spent = spent.saturating_add(result.page_bytes());
+                OpResult::Get(result)
+            }
             Op::Put {
                 key,
                 value,

@@ -1324,6 +1324,30 @@ pub(crate) async fn a_page_stops_at_its_byte_bound_with_at_least_one_record<S: S
     count.count_only = true;
     let counted = store.range(count).await.unwrap();
     assert_eq!((counted.count, counted.more), (10, false));
+    // The Ranges of one transaction share the bound: the first answers
+    // three, the next what is left (at least one record each).
+    let mut first = RangeQuery::all(KeyRange::between(bytes("b/0"), bytes("b/5")));
+    first.max_bytes = bound;
+    let mut second = RangeQuery::all(KeyRange::between(bytes("b/6"), bytes("b/9")));
+    second.max_bytes = bound;
+    let third = second.clone();
+    let answer = store
+        .txn(Txn::of(vec![
+            Op::Get(first),
+            Op::Get(second),
+            Op::Get(third),
+        ]))
+        .await
+        .unwrap();
+    let pages: Vec<(usize, bool)> = answer
+        .results
+        .iter()
+        .map(|result| match result {
+            OpResult::Get(page) => (page.kvs.len(), page.more),
+            other => panic!("not a range answer: {other:?}"),
+        })
+        .collect();
+    assert_eq!(pages, [(3, true), (1, true), (1, true)]);
 }
 
 pub(crate) async fn paging_at_one_revision_while_writers_change_the_keys_sees_one_snapshot<

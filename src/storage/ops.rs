@@ -153,6 +153,24 @@ impl RangeQuery {
         self.revision = revision;
         self
     }
+
+    /// The same query after earlier Ranges of its transaction answered
+    /// `spent` bytes: the transaction's Ranges share one byte bound
+    /// (`--max-range-page-bytes`), each answering at least one record.
+    pub fn after_spent(&self, spent: usize) -> RangeQuery {
+        let mut query = self.clone();
+        if query.max_bytes > 0 {
+            query.max_bytes = query.max_bytes.saturating_sub(spent).max(1);
+        }
+        query
+    }
+}
+
+impl RangeResult {
+    /// The bytes its records count for against a byte bound.
+    pub fn page_bytes(&self) -> usize {
+        self.kvs.iter().map(KeyValue::page_bytes).sum()
+    }
 }
 
 /// A key and its record.

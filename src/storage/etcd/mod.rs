@@ -41,7 +41,7 @@ use cluster::{Cluster, Retry, kv_client, lease_client, maintenance_client};
 use convert::{Keys, etcd_number, record, revision_of};
 
 use super::lease::MAX_TTL;
-use super::ops::{KeyRange, LeaseId, Op, RangeQuery, RangeResult, Txn, TxnResult};
+use super::ops::{KeyRange, LeaseId, Op, OpResult, RangeQuery, RangeResult, Txn, TxnResult};
 use super::watch::WatcherSlot;
 use super::{
     EventStream, LeaseInfo, Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError,
@@ -401,15 +401,24 @@ impl Store for EtcdStore {
         } else {
             &txn.failure
         };
+        // The Ranges of a transaction share one byte bound, as on the
+        // local backends.
+        let mut spent = 0usize;
+        let mut results = Vec::with_capacity(branch.len());
+        for (answer, op) in answer.responses.into_iter().zip(branch) {
+            let result = match op {
+                Op::Get(query) => keys.op_result(&Op::Get(query.after_spent(spent)), answer)?,
+                _ => keys.op_result(op, answer)?,
+            };
+            if let OpResult::Get(range) = &result {
+                spent = spent.saturating_add(range.page_bytes());
+            }
+            results.push(result);
+        }
         Ok(TxnResult {
             succeeded: answer.succeeded,
             revision: revision_of(answer.header.as_ref()),
-            results: answer
-                .responses
-                .into_iter()
-                .zip(branch)
-                .map(|(answer, op)| keys.op_result(op, answer))
-                .collect::<Result<_, _>>()?,
+            results,
         })
     }
 
