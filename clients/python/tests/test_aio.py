@@ -357,3 +357,18 @@ def test_tls_and_a_token_reach_the_server_as_with_the_blocking_client(
                 await anonymous.get_kv(key)
 
     run(main())
+
+
+def test_leases_are_listed_page_by_page(server: KvServer, key: str) -> None:
+    async def main() -> None:
+        async with AsyncClient(server.address) as client:
+            mine = [await client.lease_grant(30) for _ in range(3)]
+            await client.put(f"{key}/a", "v", lease=mine[1].id)
+            listed = [info async for info in client.leases(keys=5, page_size=1)]
+            by_id = {info.id: info for info in listed}
+            assert [info.id for info in listed] == sorted(by_id)
+            assert by_id[mine[1].id].keys == (f"{key}/a".encode(),)
+            assert by_id[mine[0].id].keys == ()
+            assert (await client.lease_info(mine[1].id, keys=1)).keys == (f"{key}/a".encode(),)
+
+    run(main())

@@ -99,3 +99,29 @@ def test_unknown_leases_raise_lease_not_found(client: Client) -> None:
         with pytest.raises(LeaseNotFound) as raised:
             call(424_242)
         assert "424242" in raised.value.message
+
+
+def test_leases_are_listed_in_pages_with_their_keys(client: Client, key: str) -> None:
+    mine = [client.lease_grant(30) for _ in range(5)]
+    for n, lease in enumerate(mine):
+        for k in range(n):
+            client.put(f"{key}/{n}/{k}", "v", lease=lease.id)
+    listed = {info.id: info for info in client.leases(keys=2, page_size=2)}
+    for n, lease in enumerate(mine):
+        info = listed[lease.id]
+        assert info.ttl == 30.0
+        assert info.keys == tuple(f"{key}/{n}/{k}".encode() for k in range(min(n, 2)))
+        assert info.more_keys == (n > 2)
+    ids = [info.id for info in client.leases()]
+    assert ids == sorted(ids), "in id order"
+    assert set(ids) >= {lease.id for lease in mine}
+    assert all(info.keys == () for info in client.leases())
+    one = client.lease_info(mine[4].id, keys=10)
+    assert one.keys == tuple(f"{key}/4/{k}".encode() for k in range(4))
+    assert not one.more_keys
+    client.lease_revoke(mine[0].id)
+    assert mine[0].id not in {info.id for info in client.leases()}
+    with pytest.raises(ValueError, match="page_size must be above zero"):
+        list(client.leases(page_size=0))
+    with pytest.raises(ValueError, match="keys must not be negative"):
+        client.lease_info(mine[1].id, keys=-1)

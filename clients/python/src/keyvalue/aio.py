@@ -48,6 +48,7 @@ from keyvalue.errors import (
 )
 from keyvalue.kept_lease import UNREVOKABLE, KeptLeaseBase
 from keyvalue.key_value import BytesLike, KeyValue
+from keyvalue.lease import LeaseInfo
 from keyvalue.recipes import (
     Lock,
     Steps,
@@ -109,6 +110,23 @@ class AsyncClient(ClientBase):
     lease_keep_alive = unary(calls.lease_keep_alive)
     lease_revoke = unary(calls.lease_revoke)
     lease_info = unary(calls.lease_info)
+
+    async def leases(
+        self,
+        *,
+        keys: int = 0,
+        page_size: int | None = None,
+        timeout: Timeout = CLIENT_TIMEOUT,
+    ) -> AsyncIterator[LeaseInfo]:
+        """Every live lease, in id order, page by page; see :meth:`keyvalue.Client.leases`.
+
+        Yields:
+            Each lease granted and not yet expired or revoked, once.
+        """
+        pager = calls.LeasePager(keys=keys, page_size=page_size)
+        while (call := pager.next_call(timeout)) is not None:
+            for lease in await self.run(call):
+                yield lease
 
     @overload
     async def batch_put(

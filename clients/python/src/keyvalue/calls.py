@@ -573,24 +573,63 @@ def lease_revoke(
     )
 
 
-def lease_info(lease_id: int, *, timeout: Timeout = CLIENT_TIMEOUT) -> Call[LeaseInfo]:
-    """The lease's TTL and the time it has left.
+def lease_info(
+    lease_id: int, *, keys: int = 0, timeout: Timeout = CLIENT_TIMEOUT
+) -> Call[LeaseInfo]:
+    """The lease's TTL and the time it has left; with ``keys``, its first keys.
+
+    Args:
+        lease_id: The lease.
+        keys: Also answer its first keys in key order, at most this many
+            (the server caps them to a page); ``more_keys`` says whether
+            there are more.
+        timeout: Seconds the call may take; default: the client's.
 
     Raises:
+        ValueError: ``keys`` is negative.
         LeaseNotFound: The lease expired, was revoked, or never existed.
         ServerUnavailable: The server cannot be reached or did not answer in time.
         KeyValueError: Any other failure.
     """
-    request = kv_pb2.LeaseInfoRequest(id=lease_id)
-    return Call(
-        "LeaseInfo",
-        request,
-        lambda reply: LeaseInfo(
-            id=reply.id, ttl=reply.ttl_ms / 1000, remaining=reply.remaining_ms / 1000
-        ),
-        safe=True,
-        timeout=timeout,
-    )
+    if keys < 0:
+        raise ValueError(f"keys must not be negative, got {keys}")
+    request = kv_pb2.LeaseInfoRequest(id=lease_id, keys_limit=min(keys, _MAX_UINT32))
+    return Call("LeaseInfo", request, LeaseInfo.from_pb, safe=True, timeout=timeout)
+
+
+class LeasePager:
+    """The pages of one :meth:`~keyvalue.Client.leases`, one :class:`Call` each.
+
+    Raises:
+        ValueError: ``keys`` is negative or ``page_size`` not above zero.
+    """
+
+    def __init__(self, *, keys: int = 0, page_size: int | None = None) -> None:
+        if keys < 0:
+            raise ValueError(f"keys must not be negative, got {keys}")
+        if page_size is not None and page_size <= 0:
+            raise ValueError(f"page_size must be above zero, got {page_size}")
+        self._keys = min(keys, _MAX_UINT32)
+        self._limit = min(page_size or 0, _MAX_UINT32)
+        self._after: int | None = None
+        self._done = False
+
+    def next_call(self, timeout: Timeout = CLIENT_TIMEOUT) -> Call[list[LeaseInfo]] | None:
+        """The call for the next page, or ``None`` once every lease is listed."""
+        if self._done:
+            return None
+        request = kv_pb2.LeaseListRequest(limit=self._limit, keys_limit=self._keys)
+        if self._after is not None:
+            request.after = self._after
+        return Call("LeaseList", request, self._take, safe=True, timeout=timeout)
+
+    def _take(self, reply: kv_pb2.LeaseListResponse) -> list[LeaseInfo]:
+        leases = [LeaseInfo.from_pb(message) for message in reply.leases]
+        if leases:
+            self._after = leases[-1].id
+        if not reply.more or not leases:
+            self._done = True
+        return leases
 
 
 class RangePager:

@@ -52,6 +52,7 @@ from keyvalue.channel import CHANNEL_OPTIONS, StrPath
 from keyvalue.errors import Compacted, KeyValueError, error_for_status, from_rpc_error
 from keyvalue.kept_lease import KeptLease
 from keyvalue.key_value import BytesLike, KeyValue
+from keyvalue.lease import LeaseInfo
 from keyvalue.recipes import (
     Lock,
     Steps,
@@ -399,6 +400,35 @@ class Client(ClientBase):
     lease_revoke = unary(calls.lease_revoke)
 
     lease_info = unary(calls.lease_info)
+
+    def leases(
+        self,
+        *,
+        keys: int = 0,
+        page_size: int | None = None,
+        timeout: Timeout = CLIENT_TIMEOUT,
+    ) -> Iterator[LeaseInfo]:
+        """Every live lease, in id order, fetched page by page as iteration goes.
+
+        Args:
+            keys: With each lease, its first keys, at most this many (the
+                server caps the keys of a page; ``more_keys`` says where it
+                cut, and :meth:`lease_info` with ``keys`` reads one lease's).
+            page_size: Leases per request; default (and at most): the
+                server's ``--max-range-page``.
+            timeout: Seconds each page's request may take; default: the client's.
+
+        Yields:
+            Each lease granted and not yet expired or revoked, once.
+
+        Raises:
+            ValueError: ``keys`` is negative or ``page_size`` not above zero.
+            ServerUnavailable: The server cannot be reached or did not answer in time.
+            KeyValueError: Any other failure.
+        """
+        pager = calls.LeasePager(keys=keys, page_size=page_size)
+        while (call := pager.next_call(timeout)) is not None:
+            yield from self.run(call)
 
     # ---- recipes: kept leases, locks, the update loop -------------------------
 

@@ -53,8 +53,23 @@ class LeaseInfo:
         id: The lease id.
         ttl: Its time to live, in seconds.
         remaining: Seconds left before it expires, unless kept alive.
+        keys: Its first keys, in key order, when asked for (``keys=N``).
+        more_keys: Whether it has keys beyond ``keys``.
     """
 
     id: int
     ttl: float
     remaining: float
+    keys: tuple[bytes, ...] = ()
+    more_keys: bool = False
+
+    @classmethod
+    def from_pb(cls, message: kv_pb2.LeaseInfoResponse) -> LeaseInfo:
+        """The lease a wire ``LeaseInfo`` answer (or an entry of ``LeaseList``) describes."""
+        return cls(
+            id=message.id,
+            ttl=message.ttl_ms / 1000,
+            remaining=message.remaining_ms / 1000,
+            keys=tuple(message.keys),
+            more_keys=message.more_keys,
+        )
