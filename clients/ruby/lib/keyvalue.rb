@@ -10,6 +10,7 @@
 # - KeyValue::Record (record.rb), PutResult (put_result.rb),
 #   CompareAndSetResult (compare_and_set.rb), Lease (lease.rb): what it answers.
 # - KeyValue::RangeScan (range_scan.rb): the paging behind Client#range.
+# - KeyValue::LeasePages (lease_pages.rb): the paging behind Client#lease_list.
 # - KeyValue::Compare, Op and TxnResult (txn.rb): transactions.
 # - KeyValue::Event and Watch (watch.rb): watching changes; behind a Watch,
 #   WatchSession (watch_session.rb: the reading thread, resuming),

@@ -98,4 +98,29 @@ class LeaseTest < Minitest::Test
       assert_equal 0.001, client.lease_grant(0.0001).ttl, "rounded up to a millisecond, never to no TTL"
     end
   end
+
+  def test_leases_are_listed_in_pages_with_their_first_keys
+    prefix = unique_key
+    with_client do |client|
+      mine = Array.new(4) { client.lease_grant(30) }
+      mine.each_with_index do |lease, n|
+        n.times { |k| client.put("#{prefix}/#{n}/#{k}", "v", lease: lease.id) }
+      end
+      listed = client.lease_list(keys: 2, page_size: 2).to_a
+      ids = listed.map(&:id)
+      assert_equal ids.sort, ids, "in id order"
+      by_id = listed.to_h { |lease| [lease.id, lease] }
+      mine.each_with_index do |lease, n|
+        found = by_id.fetch(lease.id)
+        assert_equal 30.0, found.ttl
+        assert_equal Array.new([n, 2].min) { |k| "#{prefix}/#{n}/#{k}".b }, found.keys
+        assert_equal n > 2, found.more_keys
+      end
+      assert_equal Array.new(3) { |k| "#{prefix}/3/#{k}".b }, client.lease_info(mine[3].id, keys: 5).keys
+      client.lease_revoke(mine[0].id)
+      refute_includes client.lease_list.map(&:id), mine[0].id
+      assert_raises(ArgumentError) { client.lease_list(page_size: 0) }
+      assert_raises(ArgumentError) { client.lease_info(mine[1].id, keys: -1) }
+    end
+  end
 end

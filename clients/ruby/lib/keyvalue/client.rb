@@ -58,6 +58,7 @@ module KeyValue
   class Client
     # get_record, put, delete, range, count, compare_and_set, txn, batch_get,
     # batch_put, watch, lease_grant, lease_keep_alive, lease_revoke, lease_info,
+    # lease_list,
     # snapshot.
     include KVAPI
     # lease (kept alive while a block runs), lock, update.

@@ -2,6 +2,7 @@
 
 require "keyvalue/compare_and_set"
 require "keyvalue/lease"
+require "keyvalue/lease_pages"
 require "keyvalue/proto/keyvalue/v1/kv_pb"
 require "keyvalue/put_result"
 require "keyvalue/range_scan"
@@ -215,11 +216,22 @@ module KeyValue
       call_v1(:lease_revoke, Keyvalue::V1::LeaseRevokeRequest.new(id: Wire.lease_id("id", id)), options).deleted
     end
 
-    # The Lease, with its remaining time. Raises LeaseNotFound if it expired
-    # or was revoked.
-    def lease_info(id, **options)
-      request = Keyvalue::V1::LeaseInfoRequest.new(id: Wire.lease_id("id", id))
+    # The Lease, with its remaining time; with +keys+, its first keys in key
+    # order, at most that many (keys, and more_keys: whether there are more).
+    # Raises LeaseNotFound if it expired or was revoked.
+    def lease_info(id, keys: 0, **options)
+      request = Keyvalue::V1::LeaseInfoRequest.new(id: Wire.lease_id("id", id),
+                                                   keys_limit: Wire.integer("keys", keys, Wire::UINT32))
       Lease.from_proto(call_v1(:lease_info, request, options, read: true))
+    end
+
+    # Every live lease, in id order: an Enumerator of Lease that fetches page
+    # by page as iteration goes (+page_size+ leases a request; default, and
+    # at most, the server's --max-range-page), each with its first +keys+
+    # keys when asked (the server caps the keys of a page; more_keys says
+    # where it cut, and lease_info(id, keys:) reads one lease's).
+    def lease_list(keys: 0, page_size: nil, **options)
+      LeasePages.new(->(request) { call_v1(:lease_list, request, options, read: true) }, keys, page_size).enumerator
     end
 
     # A consistent copy of every key and lease at one revision, as `kv backup`
