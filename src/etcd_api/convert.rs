@@ -161,6 +161,22 @@ impl Shape {
     }
 }
 
+/// How many pages' worth of bytes (`--max-range-page-bytes`) a sorted or
+/// filtered Range may read: such a Range reads its whole range, then sorts
+/// or filters it, so without a cap one request could read the whole store
+/// into memory.
+pub(crate) const RESHAPED_READ_PAGES: usize = 16;
+
+/// Caps the read of a sorted or filtered Range at
+/// [`RESHAPED_READ_PAGES`] pages' worth of bytes; [`range_answer`] refuses
+/// one that reached it. (Inside a Txn the read is not capped: its writes
+/// are done by the time the answer is known.)
+pub(crate) fn cap_reshaped_read(query: &mut RangeQuery, shape: &Shape) {
+    if shape.reshapes() {
+        query.max_bytes = shape.max_bytes.saturating_mul(RESHAPED_READ_PAGES);
+    }
+}
+
 /// A Range request as a query and what to do with its answer.
 pub(crate) fn range_query(
     checks: &Checks<'_>,
@@ -219,6 +235,16 @@ pub(crate) fn range_answer(
     shape: &Shape,
     header: Option<pb::ResponseHeader>,
 ) -> Result<pb::RangeResponse, Status> {
+    if shape.reshapes() && result.more {
+        // The read stopped at its cap (`cap_reshaped_read`): the records
+        // cannot be sorted or filtered from part of the range.
+        return Err(Status::resource_exhausted(format!(
+            "a sorted or filtered range is read whole before it is answered, and this one \
+             holds more than {} bytes ({RESHAPED_READ_PAGES} x --max-range-page-bytes): \
+             narrow the range, or ask in key order with a limit and page on",
+            shape.max_bytes.saturating_mul(RESHAPED_READ_PAGES)
+        )));
+    }
     let answer = range_response(result, shape, header);
     let cut = answer.more && (shape.limit == 0 || answer.kvs.len() < shape.limit);
     if cut {

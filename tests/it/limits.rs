@@ -250,6 +250,44 @@ async fn a_range_page_stops_at_its_byte_bound_on_every_api() {
     assert_eq!(answer["more"].as_bool(), Some(true), "{json}");
     let refused = sorted("2");
     assert!(refused.contains("ResourceExhausted"), "{refused}");
+    // A sorted read takes its whole range into memory first: at most 16
+    // pages' worth (64,000 bytes here), then it is refused, limit or not;
+    // in key order the same range pages as usual.
+    for i in 0..61 {
+        kv.put(pb::PutRequest {
+            key: format!("s/{i:02}").into(),
+            value: vec![b'v'; 1000].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let refused = crate::etcd_api::etcdctl(
+        server.addr(),
+        &[
+            "get",
+            "s/",
+            "--prefix",
+            "--sort-by",
+            "MODIFY",
+            "--limit",
+            "1",
+        ],
+        None,
+    );
+    assert!(
+        refused.contains("ResourceExhausted")
+            && refused.contains("sorted or filtered range is read whole")
+            && refused.contains("more than 64000 bytes"),
+        "{refused}"
+    );
+    let json = crate::etcd_api::etcdctl(
+        server.addr(),
+        &["get", "s/", "--prefix", "--limit", "1", "-w", "json"],
+        None,
+    );
+    let answer: serde_json::Value = serde_json::from_str(&json).expect(&json);
+    assert_eq!(answer["count"].as_i64(), Some(61), "{json}");
     // The HTTP listing: three, and `next` where to go on.
     let (status, page) = crate::http::call_json(&http, "GET", "/v1/kv?prefix=b/", &[], "").await;
     assert_eq!(status, hyper::StatusCode::OK, "{page}");
