@@ -16,7 +16,7 @@ use super::{Api, errors};
 use crate::grpc::{Checks, scope_of};
 use crate::proto::etcd::etcdserverpb as pb;
 use crate::proto::etcd::etcdserverpb::lease_server::Lease;
-use crate::storage::ops::KeyRange;
+use crate::storage::ops::{KeyRange, page_bytes};
 use crate::storage::{LeaseInfo, MAX_TTL, Store, StoreError};
 
 /// etcd's smallest TTL, in seconds (with its default election timeout).
@@ -147,19 +147,27 @@ impl<S: Store> Lease for LeaseApi<S> {
         let keys = if request.keys {
             // The keys the token may see: its prefix, or every key; all of
             // them, as etcd answers, from the store's index of the lease's
-            // keys (keyvalue.v1's LeaseInfo reads the same, in pages).
+            // keys (keyvalue.v1's LeaseInfo reads the same, in pages), up to
+            // one page of keys: past it the answer is refused, never cut.
             let prefix = scope.map(|scope| scope.prefix).unwrap_or_default();
-            match self
+            let limits = &self.0.limits;
+            let keys = match self
                 .0
                 .store
-                .lease_keys(request.id, KeyRange::prefix(prefix), usize::MAX)
+                .lease_keys(request.id, KeyRange::prefix(prefix), limits.max_range_page)
                 .await
             {
-                Ok((keys, _)) => keys,
+                Ok((keys, false)) => keys,
+                Ok((_, true)) => return Err(too_many_keys(request.id, "--max-range-page")),
                 // Expired between the two reads: no keys left.
                 Err(StoreError::LeaseNotFound(_)) => Vec::new(),
                 Err(error) => return Err(errors::from_store_error(error)),
+            };
+            let bytes: usize = keys.iter().map(|key| page_bytes(key.len(), 0)).sum();
+            if bytes > limits.max_range_page_bytes {
+                return Err(too_many_keys(request.id, "--max-range-page-bytes"));
             }
+            keys
         } else {
             Vec::new()
         };
@@ -187,6 +195,15 @@ impl<S: Store> Lease for LeaseApi<S> {
             leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
         }))
     }
+}
+
+/// The refusal of a LeaseTimeToLive whose keys pass a page's `bound`: etcd
+/// answers them all at once, and a cut list would read as the whole.
+fn too_many_keys(id: i64, bound: &str) -> Status {
+    Status::resource_exhausted(format!(
+        "lease {id} holds more keys than {bound} allows in one answer: list them in pages \
+         (keyvalue.v1 LeaseInfo with keys_limit, kv lease info --keys), or raise {bound}"
+    ))
 }
 
 #[cfg(test)]

@@ -182,9 +182,6 @@ pub(crate) trait Keyspace: KeyspaceRead {
     /// Whether lease `id` is granted (stored), expired or not.
     fn lease_granted(&self, id: LeaseId) -> Result<bool, StoreError>;
 
-    /// The keys attached to lease `id`.
-    fn lease_keys(&self, id: LeaseId) -> Result<Vec<Bytes>, StoreError>;
-
     /// Forgets lease `id` (its keys are already deleted).
     fn remove_lease(&mut self, id: LeaseId) -> Result<(), StoreError>;
 }
@@ -259,10 +256,6 @@ impl<V: KeyspaceRead> Keyspace for ReadOnly<V> {
     }
 
     fn lease_granted(&self, _: LeaseId) -> Result<bool, StoreError> {
-        Err(read_only())
-    }
-
-    fn lease_keys(&self, _: LeaseId) -> Result<Vec<Bytes>, StoreError> {
         Err(read_only())
     }
 
@@ -675,6 +668,16 @@ pub(crate) fn lease_keys(
     Ok((keys, more))
 }
 
+/// Every key attached to lease `id`, expired or not, from the backend's index.
+fn all_lease_keys(space: &impl KeyspaceRead, id: LeaseId) -> Result<Vec<Bytes>, StoreError> {
+    let mut keys = Vec::new();
+    space.lease_keys_in(id, &KeyRange::prefix(Bytes::new()), &mut |key| {
+        keys.push(Bytes::copy_from_slice(key));
+        ControlFlow::Continue(())
+    })?;
+    Ok(keys)
+}
+
 /// Revokes lease `id` in `space` (revision `current`): deletes its keys,
 /// reported as `kind` (`Expire` when it ran out, `Delete` when revoked), and
 /// forgets it. Returns how many keys went, and the events.
@@ -690,7 +693,7 @@ pub(crate) fn revoke(
     let mut events = Vec::new();
     let mut created = Vec::new();
     let revision = current + 1;
-    for key in space.lease_keys(id)? {
+    for key in all_lease_keys(space, id)? {
         let stored = space.latest(&key)?;
         if stored
             .as_ref()

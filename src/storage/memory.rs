@@ -475,15 +475,6 @@ impl Keyspace for View<'_, &mut State> {
         Ok(self.state.granted.contains_key(&id))
     }
 
-    fn lease_keys(&self, id: LeaseId) -> Result<Vec<Bytes>, StoreError> {
-        Ok(self
-            .state
-            .lease_keys
-            .get(&id)
-            .map(|keys| keys.iter().cloned().collect())
-            .unwrap_or_default())
-    }
-
     fn remove_lease(&mut self, id: LeaseId) -> Result<(), StoreError> {
         self.state.granted.remove(&id);
         self.state.lease_keys.remove(&id);

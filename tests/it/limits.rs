@@ -297,3 +297,41 @@ async fn a_range_page_stops_at_its_byte_bound_on_every_api() {
         (Some(true), Some("b/2"))
     );
 }
+
+#[tokio::test]
+async fn etcd_lease_keys_past_a_page_are_refused_not_cut() {
+    use keyvalue::proto::keyvalue::v1 as pb;
+    let (server, _http) = crate::http::start_http(&["--max-range-page", "2"]);
+    let mut kv = server.kv_client().await;
+    let lease = kv
+        .lease_grant(pb::LeaseGrantRequest { ttl_ms: 60_000 })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let put = |key: &'static str| pb::PutRequest {
+        key: key.into(),
+        value: "v".into(),
+        lease,
+        ..Default::default()
+    };
+    kv.put(put("l/1")).await.unwrap();
+    kv.put(put("l/2")).await.unwrap();
+    let id = format!("{lease:x}");
+    let listed =
+        crate::etcd_api::etcdctl(server.addr(), &["lease", "timetolive", &id, "--keys"], None);
+    assert!(listed.contains("attached keys([l/1 l/2])"), "{listed}");
+    // A third key passes the page: etcd's answer is whole or refused.
+    kv.put(put("l/3")).await.unwrap();
+    let refused =
+        crate::etcd_api::etcdctl(server.addr(), &["lease", "timetolive", &id, "--keys"], None);
+    assert!(
+        refused.contains("ResourceExhausted")
+            && refused.contains("more keys than --max-range-page allows")
+            && refused.contains("exit Some(2)"),
+        "{refused}"
+    );
+    // Without the keys it is answered as before.
+    let ttl = crate::etcd_api::etcdctl(server.addr(), &["lease", "timetolive", &id], None);
+    assert!(ttl.contains("granted with TTL(60s)"), "{ttl}");
+}

@@ -444,26 +444,16 @@ impl Keyspace for WriteView<'_> {
         Ok(self.leases_table.get(id).map_err(storage_error)?.is_some())
     }
 
-    fn lease_keys(&self, id: LeaseId) -> Result<Vec<Bytes>, StoreError> {
-        let prefix = id.to_be_bytes();
-        let rows = match prefix_end(&prefix) {
-            Some(end) => self
-                .lease_keys
-                .range::<&[u8]>(prefix.as_slice()..end.as_ref()),
-            None => self.lease_keys.range::<&[u8]>(prefix.as_slice()..),
-        };
-        let mut keys = Vec::new();
-        for entry in rows.map_err(storage_error)? {
-            let (composite, ()) = entry.map(|(k, v)| (k, v.value())).map_err(storage_error)?;
-            keys.push(Bytes::copy_from_slice(&composite.value()[8..]));
-        }
-        Ok(keys)
-    }
-
     fn remove_lease(&mut self, id: LeaseId) -> Result<(), StoreError> {
-        for key in self.lease_keys(id)? {
+        let mut rows = Vec::new();
+        let every_key = KeyRange::prefix(Bytes::new());
+        scan_lease_keys(&self.lease_keys, id, &every_key, &mut |key| {
+            rows.push(lease_key(id, key));
+            ControlFlow::Continue(())
+        })?;
+        for row in rows {
             self.lease_keys
-                .remove(lease_key(id, &key).as_slice())
+                .remove(row.as_slice())
                 .map_err(storage_error)?;
         }
         self.leases_table.remove(id).map_err(storage_error)?;
