@@ -89,22 +89,17 @@ pub(super) async fn bench(
             server_pid: args.server_pid,
         };
         return match crate::bench::run_watch(&config).await {
-            Ok(report) => {
-                if json {
-                    outln!("{}", report.to_json(&config));
-                } else {
-                    output::verbatim(&report.to_text());
-                }
-                if report.clean() {
-                    ExitCode::SUCCESS
-                } else {
-                    eprintln!(
-                        "kv bench: {} watch errors and {} watchers with missing or reordered events",
+            Ok(report) => finish(
+                json,
+                || report.to_json(&config),
+                || report.to_text(),
+                (!report.clean()).then(|| {
+                    format!(
+                        "{} watch errors and {} watchers with missing or reordered events",
                         report.errors, report.mismatches
-                    );
-                    ExitCode::from(exit::BENCH_FAILED)
-                }
-            }
+                    )
+                }),
+            ),
             Err(error) => bench_error(&error),
         };
     }
@@ -130,23 +125,40 @@ pub(super) async fn bench(
         preload: !args.no_preload,
     };
     match crate::bench::run(&config).await {
-        Ok(report) => {
-            if json {
-                outln!("{}", report.to_json(&config));
-            } else {
-                output::verbatim(&report.to_text());
-            }
-            if report.clean() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!(
-                    "kv bench: {} errors and {} mismatches",
+        Ok(report) => finish(
+            json,
+            || report.to_json(&config),
+            || report.to_text(),
+            (!report.clean()).then(|| {
+                format!(
+                    "{} errors and {} mismatches",
                     report.errors, report.mismatches
-                );
-                ExitCode::from(exit::BENCH_FAILED)
-            }
-        }
+                )
+            }),
+        ),
         Err(error) => bench_error(&error),
+    }
+}
+
+/// Prints a report (as JSON or text) and exits 0, or 5 with `failure` on
+/// stderr if the run saw a wrong answer or a failed request.
+fn finish(
+    json: bool,
+    as_json: impl FnOnce() -> serde_json::Value,
+    as_text: impl FnOnce() -> String,
+    failure: Option<String>,
+) -> ExitCode {
+    if json {
+        outln!("{}", as_json());
+    } else {
+        output::verbatim(&as_text());
+    }
+    match failure {
+        None => ExitCode::SUCCESS,
+        Some(failure) => {
+            eprintln!("kv bench: {failure}");
+            ExitCode::from(exit::BENCH_FAILED)
+        }
     }
 }
 
