@@ -125,17 +125,22 @@ fn a_directory_that_is_not_ours_is_refused_and_left_untouched() {
     );
 }
 
-#[tokio::test]
-async fn a_corrupt_database_is_refused_and_left_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_on_disk(dir.path(), &[]);
+/// Writes 200 keys of 500 bytes to a new data dir (enough that the middle
+/// of the file holds records), then stops the server cleanly.
+async fn stopped_with_200_keys(data_dir: &Path) {
+    let server = Server::start_on_disk(data_dir, &[]);
     let mut client = server.client().await;
-    // Enough data that the middle of the file holds records.
     for i in 0..200 {
         set(&mut client, &format!("key{i}"), &"v".repeat(500)).await;
     }
     drop(client);
     assert!(server.stop("TERM").await.status.success());
+}
+
+#[tokio::test]
+async fn a_corrupt_database_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    stopped_with_200_keys(dir.path()).await;
     let file = dir.path().join("keyvalue.redb");
     let good = std::fs::read(&file).unwrap();
 
@@ -160,6 +165,108 @@ async fn a_corrupt_database_is_refused_and_left_untouched() {
             "the file was changed"
         );
     }
+}
+
+/// A disk server on `data_dir` that logs at debug level (to see how it
+/// opened its database).
+fn start_logging_debug(data_dir: &Path) -> Server {
+    let mut command = kvserver();
+    command
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "keyvalue=debug");
+    Server::spawn(command).unwrap_or_else(|output| panic!("kvserver did not start: {output}"))
+}
+
+const TRUSTED: &str = "closed cleanly and is unchanged since";
+
+#[tokio::test]
+async fn a_clean_restart_skips_the_whole_file_check_only_for_the_untouched_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("keyvalue.clean");
+    let file = dir.path().join("keyvalue.redb");
+    let server = Server::start_on_disk(dir.path(), &[]);
+    set(&mut server.client().await, "weather", "sunny").await;
+    assert!(!clean.exists(), "a running server leaves no record");
+    assert!(server.stop("TERM").await.status.success());
+    assert!(clean.exists(), "a clean stop records itself");
+
+    // Untouched since: trusted, and the record is used up.
+    let server = start_logging_debug(dir.path());
+    server.wait_for_log_line(TRUSTED);
+    assert!(!clean.exists());
+    assert_eq!(
+        get(&mut server.client().await, "weather").await.unwrap(),
+        "sunny"
+    );
+    assert!(server.stop("TERM").await.status.success());
+
+    // The same bytes written back: the file changed, so it is read whole.
+    std::fs::write(&file, std::fs::read(&file).unwrap()).unwrap();
+    let server = start_logging_debug(dir.path());
+    assert_eq!(
+        get(&mut server.client().await, "weather").await.unwrap(),
+        "sunny"
+    );
+    let stopped = server.stop("TERM").await;
+    assert!(stopped.status.success());
+    assert!(
+        !stopped.stderr.iter().any(|line| line.contains(TRUSTED)),
+        "{:?}",
+        stopped.stderr
+    );
+
+    // A crash leaves no record: the next start verifies.
+    let server = Server::start_on_disk(dir.path(), &[]);
+    set(&mut server.client().await, "weather", "rain").await;
+    let crashed = server.stop("KILL").await;
+    assert!(!crashed.status.success());
+    assert!(!clean.exists());
+    let server = start_logging_debug(dir.path());
+    assert_eq!(
+        get(&mut server.client().await, "weather").await.unwrap(),
+        "rain"
+    );
+    let stopped = server.stop("TERM").await;
+    assert!(!stopped.stderr.iter().any(|line| line.contains(TRUSTED)));
+}
+
+#[tokio::test]
+async fn kvserver_check_verifies_a_stopped_data_dir_and_names_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    stopped_with_200_keys(dir.path()).await;
+    let check = || {
+        kvserver()
+            .arg("check")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .expect("run kvserver check")
+    };
+    let sound = check();
+    let stdout = String::from_utf8_lossy(&sound.stdout);
+    assert_eq!(sound.status.code(), Some(0), "{}", stderr_of(&sound));
+    assert!(stdout.contains("every page verified"), "{stdout}");
+    assert!(stdout.contains("revision 201"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+
+    let file = dir.path().join("keyvalue.redb");
+    let mut damaged = std::fs::read(&file).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle..middle + 4096]
+        .iter_mut()
+        .for_each(|byte| *byte ^= 0x55);
+    std::fs::write(&file, &damaged).unwrap();
+    let refused = check();
+    let stderr = stderr_of(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("corrupt"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        damaged,
+        "the file was changed"
+    );
 }
 
 #[test]
