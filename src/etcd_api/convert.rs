@@ -164,18 +164,9 @@ impl Shape {
 /// How many pages' worth of bytes (`--max-range-page-bytes`) a sorted or
 /// filtered Range may read: such a Range reads its whole range, then sorts
 /// or filters it, so without a cap one request could read the whole store
-/// into memory.
+/// into memory. Past it the Range is refused (`errors::whole_read_too_large`),
+/// in a Txn the whole Txn (`RangeQuery::whole_max_bytes`).
 pub(crate) const RESHAPED_READ_PAGES: usize = 16;
-
-/// Caps the read of a sorted or filtered Range at
-/// [`RESHAPED_READ_PAGES`] pages' worth of bytes; [`range_answer`] refuses
-/// one that reached it. (Inside a Txn the read is not capped: its writes
-/// are done by the time the answer is known.)
-pub(crate) fn cap_reshaped_read(query: &mut RangeQuery, shape: &Shape) {
-    if shape.reshapes() {
-        query.max_bytes = shape.max_bytes.saturating_mul(RESHAPED_READ_PAGES);
-    }
-}
 
 /// A Range request as a query and what to do with its answer.
 pub(crate) fn range_query(
@@ -217,7 +208,10 @@ pub(crate) fn range_query(
     // Sorting by value needs the values even for a keys-only answer;
     // `range_response` leaves them out then.
     query.keys_only = request.keys_only && !matches!(order, Some((SortTarget::Value, _)));
-    if !shape.reshapes() {
+    if shape.reshapes() {
+        // The store reads the whole range, refusing one past the cap.
+        query.whole_max_bytes = shape.max_bytes.saturating_mul(RESHAPED_READ_PAGES);
+    } else {
         // In key order the store stops at the limit and at the byte bound.
         query.limit = shape.limit;
         query.max_bytes = shape.max_bytes;
@@ -235,16 +229,6 @@ pub(crate) fn range_answer(
     shape: &Shape,
     header: Option<pb::ResponseHeader>,
 ) -> Result<pb::RangeResponse, Status> {
-    if shape.reshapes() && result.more {
-        // The read stopped at its cap (`cap_reshaped_read`): the records
-        // cannot be sorted or filtered from part of the range.
-        return Err(Status::resource_exhausted(format!(
-            "a sorted or filtered range is read whole before it is answered, and this one \
-             holds more than {} bytes ({RESHAPED_READ_PAGES} x --max-range-page-bytes): \
-             narrow the range, or ask in key order with a limit and page on",
-            shape.max_bytes.saturating_mul(RESHAPED_READ_PAGES)
-        )));
-    }
     let answer = range_response(result, shape, header);
     let cut = answer.more && (shape.limit == 0 || answer.kvs.len() < shape.limit);
     if cut {

@@ -110,6 +110,18 @@ pub(crate) fn unsupported_field(field: &str, why: &str) -> Status {
     Status::invalid_argument(format!("kvserver: {field} is not supported: {why}"))
 }
 
+/// A sorted or filtered Range (`convert::RESHAPED_READ_PAGES`) whose range
+/// holds more than `bound` bytes; in a Txn, the whole Txn is refused.
+pub(crate) fn whole_read_too_large(bound: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "a sorted or filtered range is read whole before it is answered, and this one \
+         holds more than {bound} bytes ({} x --max-range-page-bytes): narrow the range, \
+         or ask in key order with a limit and page on (a Txn reading it is refused whole, \
+         none of its writes applied)",
+        super::convert::RESHAPED_READ_PAGES
+    ))
+}
+
 /// The status etcd answers for a storage failure.
 pub(crate) fn from_store_error(error: StoreError) -> Status {
     match error {
@@ -123,6 +135,7 @@ pub(crate) fn from_store_error(error: StoreError) -> Status {
         StoreError::Unavailable(msg) => Status::unavailable(format!("etcdserver: {msg}")),
         StoreError::Internal(msg) => Status::internal(format!("etcdserver: {msg}")),
         StoreError::LimitReached(msg) => Status::resource_exhausted(msg),
+        StoreError::WholeReadTooLarge(bound) => whole_read_too_large(bound),
         StoreError::Rejected(msg) => Status::invalid_argument(msg),
     }
 }

@@ -78,8 +78,7 @@ impl<S: Store> Kv for KvApi<S> {
     ) -> Result<Response<pb::RangeResponse>, Status> {
         let scope = scope_of(&request);
         let checks = Checks::new(&self.0.limits, scope.as_ref());
-        let (mut query, shape) = convert::range_query(&checks, request.into_inner())?;
-        convert::cap_reshaped_read(&mut query, &shape);
+        let (query, shape) = convert::range_query(&checks, request.into_inner())?;
         let result = self
             .0
             .store

@@ -153,6 +153,7 @@ pub(crate) fn range_query(
         revision,
         // Like the limit, the byte bound cuts the page and says `more`.
         max_bytes: checks.limits.max_range_page_bytes,
+        whole_max_bytes: 0,
     })
 }
 

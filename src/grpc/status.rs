@@ -19,6 +19,7 @@ pub(crate) fn from_store_error(error: StoreError) -> Status {
             Status::out_of_range(error.to_string())
         }
         StoreError::LimitReached(msg) => Status::resource_exhausted(msg),
+        error @ StoreError::WholeReadTooLarge(_) => Status::resource_exhausted(error.to_string()),
         StoreError::Rejected(msg) => Status::invalid_argument(msg),
     }
 }

@@ -398,6 +398,10 @@ pub(crate) fn range(
             record.value.len()
         };
         let size = page_bytes(key.len(), value_len);
+        if whole_read_over(query, bytes.saturating_add(size)) {
+            failed = Some(StoreError::WholeReadTooLarge(query.whole_max_bytes));
+            return ControlFlow::Break(());
+        }
         let full = !query.count_only
             && ((query.limit > 0 && result.kvs.len() == query.limit)
                 || (query.max_bytes > 0
@@ -429,22 +433,124 @@ pub(crate) fn range(
         // Counted, as etcd does, only when asked: the rest of the range is
         // a scan without values.
         let rest = query.range.resumed_at(start);
-        space.scan(&rest, Values::Skipped, &mut |key, slot| {
-            match visible(space, key, Some(slot), at, current) {
-                Ok(Some(_)) => result.count += 1,
-                Ok(None) => {}
-                Err(error) => {
-                    failed = Some(error);
-                    return ControlFlow::Break(());
-                }
-            }
+        visible_in(space, &rest, Values::Skipped, at, current, &mut |_, _| {
+            result.count += 1;
             ControlFlow::Continue(())
         })?;
-        if let Some(error) = failed {
-            return Err(error);
-        }
     }
     Ok(result)
+}
+
+/// Whether a read capped by [`RangeQuery::whole_max_bytes`] that reached
+/// `bytes` is past its cap (a count holds no records, and is not capped).
+fn whole_read_over(query: &RangeQuery, bytes: usize) -> bool {
+    query.whole_max_bytes > 0 && !query.count_only && bytes > query.whole_max_bytes
+}
+
+/// Refuses, before `ops` change anything, a transaction one of whose
+/// capped whole reads ([`RangeQuery::whole_max_bytes`]) would pass its cap
+/// after the writes before it: what its range holds now, plus what the
+/// earlier puts of the transaction write into it (an upper bound: what
+/// they replace and what earlier deletes remove still count), must fit.
+/// A capped read before any write needs no check here: it fails, if it
+/// does, before anything changed.
+fn check_whole_reads(
+    space: &impl KeyspaceRead,
+    ops: &[Op],
+    current: Revision,
+) -> Result<(), StoreError> {
+    let mut wrote = false;
+    for (index, op) in ops.iter().enumerate() {
+        match op {
+            Op::Put { .. } | Op::Delete { .. } => wrote = true,
+            Op::Get(query) if wrote && query.whole_max_bytes > 0 && !query.count_only => {
+                // Only a read of the current state sees the transaction's
+                // own writes.
+                let puts = if query.revision == 0 {
+                    ops[..index]
+                        .iter()
+                        .map(|earlier| match earlier {
+                            Op::Put { key, value, .. } if query.range.contains(key) => {
+                                let value_len = if query.keys_only { 0 } else { value.len() };
+                                page_bytes(key.len(), value_len)
+                            }
+                            _ => 0,
+                        })
+                        .fold(0usize, usize::saturating_add)
+                } else {
+                    0
+                };
+                if whole_read_over(query, puts)
+                    || whole_read_over(
+                        query,
+                        puts.saturating_add(held_bytes(space, query, current)?),
+                    )
+                {
+                    return Err(StoreError::WholeReadTooLarge(query.whole_max_bytes));
+                }
+            }
+            Op::Get(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of the records `query`'s range holds at `current` (as
+/// [`range`] counts them), scanned holding none, and counted no further
+/// than just past `query.whole_max_bytes`.
+fn held_bytes(
+    space: &impl KeyspaceRead,
+    query: &RangeQuery,
+    current: Revision,
+) -> Result<usize, StoreError> {
+    let at = read_revision(space, query.revision, current)?;
+    let values = if query.keys_only {
+        Values::Skipped
+    } else {
+        Values::Decoded
+    };
+    let mut bytes = 0usize;
+    visible_in(
+        space,
+        &query.range,
+        values,
+        at,
+        current,
+        &mut |key, record| {
+            bytes = bytes.saturating_add(page_bytes(key.len(), record.value.len()));
+            if whole_read_over(query, bytes) {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        },
+    )?;
+    Ok(bytes)
+}
+
+/// Calls `visit` with every key of `range` that holds a record for a read
+/// at `at` in a store at `current`, and the record, until it breaks.
+fn visible_in(
+    space: &impl KeyspaceRead,
+    range: &KeyRange,
+    values: Values,
+    at: Revision,
+    current: Revision,
+    visit: &mut dyn FnMut(&[u8], Record) -> ControlFlow<()>,
+) -> Result<(), StoreError> {
+    let mut failed = None;
+    space.scan(
+        range,
+        values,
+        &mut |key, slot| match visible(space, key, Some(slot), at, current) {
+            Ok(Some(record)) => visit(key, record),
+            Ok(None) => ControlFlow::Continue(()),
+            Err(error) => {
+                failed = Some(error);
+                ControlFlow::Break(())
+            }
+        },
+    )?;
+    failed.map_or(Ok(()), Err)
 }
 
 fn shaped(query: &RangeQuery, key: Bytes, mut record: Record) -> KeyValue {
@@ -533,6 +639,7 @@ pub(crate) fn apply(
             _ => {}
         }
     }
+    check_whole_reads(space, ops, current)?;
     let revision = if writes(space, ops)? {
         current + 1
     } else {

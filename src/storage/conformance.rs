@@ -73,6 +73,7 @@ macro_rules! conformance_suite {
             reads_above_the_current_revision_are_future_revisions,
             a_page_that_stops_at_its_limit_counts_only_when_asked,
             a_page_stops_at_its_byte_bound_with_at_least_one_record,
+            a_whole_read_past_its_cap_is_refused,
             paging_at_one_revision_while_writers_change_the_keys_sees_one_snapshot,
             compaction_under_concurrent_reads_and_watches,
         );
@@ -1348,6 +1349,36 @@ pub(crate) async fn a_page_stops_at_its_byte_bound_with_at_least_one_record<S: S
         })
         .collect();
     assert_eq!(pages, [(3, true), (1, true), (1, true)]);
+}
+
+/// A whole read (`whole_max_bytes`, etcd's sorted Range) holding more than
+/// its cap is refused, and one that fits answers every record; a count
+/// holds no records and is not capped.
+pub(crate) async fn a_whole_read_past_its_cap_is_refused<S: Store>(store: Arc<S>) {
+    for i in 0..3 {
+        store
+            .put(bytes(&format!("w/{i}")), Bytes::from(vec![b'v'; 1000]))
+            .await
+            .unwrap();
+    }
+    let capped = |cap: usize| {
+        let mut query = RangeQuery::all(KeyRange::prefix(bytes("w/")));
+        query.whole_max_bytes = cap;
+        query
+    };
+    let all = 3 * page_bytes(3, 1000);
+    let read = store.range(capped(all)).await.unwrap();
+    assert_eq!((read.kvs.len(), read.more), (3, false));
+    assert_eq!(
+        store.range(capped(all - 1)).await,
+        Err(StoreError::WholeReadTooLarge(all - 1))
+    );
+    let mut keys = capped(3 * page_bytes(3, 0));
+    keys.keys_only = true;
+    assert_eq!(store.range(keys).await.unwrap().kvs.len(), 3);
+    let mut count = capped(1);
+    count.count_only = true;
+    assert_eq!(store.range(count).await.unwrap().count, 3);
 }
 
 pub(crate) async fn paging_at_one_revision_while_writers_change_the_keys_sees_one_snapshot<

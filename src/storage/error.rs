@@ -46,6 +46,11 @@ pub enum StoreError {
     Rejected(String),
     /// A configured limit was reached (watchers, say); the message names it.
     LimitReached(String),
+    /// A read that takes its whole range before answering
+    /// ([`RangeQuery::whole_max_bytes`](super::ops::RangeQuery::whole_max_bytes))
+    /// found more than this many bytes of records in it; a transaction
+    /// holding it had no effect.
+    WholeReadTooLarge(usize),
 }
 
 impl fmt::Display for StoreError {
@@ -79,6 +84,11 @@ impl fmt::Display for StoreError {
                  {current}"
             ),
             StoreError::Rejected(msg) | StoreError::LimitReached(msg) => f.write_str(msg),
+            StoreError::WholeReadTooLarge(bound) => write!(
+                f,
+                "the range is read whole before it is answered, and it holds more than \
+                 {bound} bytes: narrow the range"
+            ),
         }
     }
 }

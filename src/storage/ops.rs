@@ -132,6 +132,13 @@ pub struct RangeQuery {
     /// bound. A page that stops at it says `more`, and holds at least one
     /// record, however large.
     pub max_bytes: usize,
+    /// For a read that must take its whole range before it can answer
+    /// (etcd's sorted or filtered Range, which `etcd_api` sorts and
+    /// filters): the most bytes of records (as [`KeyValue::page_bytes`]
+    /// counts them) it may read; a range holding more is refused with
+    /// [`StoreError::WholeReadTooLarge`](super::StoreError::WholeReadTooLarge),
+    /// and a transaction reading it has no effect. 0 means no cap.
+    pub whole_max_bytes: usize,
 }
 
 impl RangeQuery {
@@ -145,6 +152,7 @@ impl RangeQuery {
             count_all: true,
             revision: 0,
             max_bytes: 0,
+            whole_max_bytes: 0,
         }
     }
 

@@ -542,7 +542,8 @@ impl Worker {
                 Err(
                     error @ (StoreError::LeaseNotFound(_)
                     | StoreError::Compacted { .. }
-                    | StoreError::FutureRevision { .. }),
+                    | StoreError::FutureRevision { .. }
+                    | StoreError::WholeReadTooLarge(_)),
                 ) => {
                     results.push(Err(error));
                 }

@@ -380,7 +380,16 @@ impl Store for EtcdStore {
             .kv_range(self.shared.keys.range_request(&query))
             .await
             .map_err(|error| at_revision(error, query.revision))?;
-        Ok(self.shared.keys.range_result(&query, answer))
+        let result = self.shared.keys.range_result(&query, answer);
+        // etcd reads and answers the range whole: past the cap of a whole
+        // read it is refused here, as the local backends refuse it.
+        if query.whole_max_bytes > 0
+            && !query.count_only
+            && result.page_bytes() > query.whole_max_bytes
+        {
+            return Err(StoreError::WholeReadTooLarge(query.whole_max_bytes));
+        }
+        Ok(result)
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
