@@ -227,6 +227,27 @@ impl Deadline {
         }
     }
 
+    /// After a write that could not go on (`Pending`): the error that ends
+    /// the connection if its deadline has passed, else `None` with the
+    /// timer armed to wake the writer at the deadline. An HTTP/1.1
+    /// connection blocked writing an answer its client does not read reads
+    /// nothing meanwhile (its client's next requests are already buffered),
+    /// so its reads alone would never see the deadline.
+    pub(crate) fn write_stalled(
+        &mut self,
+        activity: &Activity,
+        cx: &mut Context<'_>,
+    ) -> Option<std::io::Error> {
+        if !self.expired(activity, cx) {
+            return None;
+        }
+        tracing::debug!("closing a connection whose answers went unread, for its deadline");
+        Some(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "answers on this connection went unread for --answer-stall-timeout",
+        ))
+    }
+
     /// A read of `inner` that ends the connection (an error) once the
     /// deadline has passed with no request open.
     pub(crate) fn poll_read<T: AsyncRead + Unpin>(

@@ -172,6 +172,24 @@ pub(crate) struct Tracked<T> {
     _place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
+impl<T> Tracked<T> {
+    /// `progress` of a write, or the error that ends the connection if the
+    /// write cannot go on past the connection's deadline.
+    fn stalled<R>(
+        &mut self,
+        progress: Poll<std::io::Result<R>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<R>> {
+        if progress.is_pending()
+            && let Some(deadline) = &mut self.deadline
+            && let Some(error) = deadline.write_stalled(&self.activity, cx)
+        {
+            return Poll::Ready(Err(error));
+        }
+        progress
+    }
+}
+
 impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<T> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -192,11 +210,13 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.stalled(written, cx)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        self.stalled(flushed, cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -208,7 +228,8 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.stalled(written, cx)
     }
 
     fn is_write_vectored(&self) -> bool {

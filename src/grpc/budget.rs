@@ -124,6 +124,8 @@ where
                     layer,
                     activity,
                     refused: false,
+                    prepaid: None,
+                    trailers: true,
                 })
             }))
         })
@@ -153,8 +155,37 @@ impl BudgetLayer {
         (request, Answered(held))
     }
 
+    /// An answer of the HTTP listener, counted as gRPC answers are: each
+    /// data frame holds its places from when the handler built it until the
+    /// connection has written it (hyper keeps a frame's buffer until then),
+    /// and tells `activity`, so a client that stops reading is closed after
+    /// `--answer-stall-timeout`. `prepaid` holds places already taken for
+    /// its first bytes (a whole JSON answer, refused before its headers if
+    /// it did not fit); a later frame that does not fit ends the answer
+    /// with an error (HTTP has no trailers to say why), which closes an
+    /// HTTP/1.1 connection and resets an HTTP/2 stream.
+    pub(crate) fn http_answer<B>(
+        &self,
+        body: B,
+        activity: Option<Arc<Activity>>,
+        prepaid: Option<OwnedSemaphorePermit>,
+    ) -> Body
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        Body::new(Answer {
+            inner: Body::new(body),
+            layer: self.clone(),
+            activity,
+            refused: false,
+            prepaid,
+            trailers: false,
+        })
+    }
+
     /// `bytes` places, or `RESOURCE_EXHAUSTED` naming the flag.
-    fn take(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Status> {
+    pub(crate) fn take(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Status> {
         let refused = || {
             Status::resource_exhausted(format!(
                 "requests and answers in flight hold {} bytes, the limit \
@@ -179,6 +210,25 @@ struct Answer {
     activity: Option<Arc<Activity>>,
     /// A frame did not fit: the answer ended with its status.
     refused: bool,
+    /// Places taken before the answer started, used by its first frames.
+    prepaid: Option<OwnedSemaphorePermit>,
+    /// Whether a refusal ends the answer as gRPC trailers (else an error).
+    trailers: bool,
+}
+
+impl Answer {
+    /// Places for a frame of `bytes`: from what was prepaid while it
+    /// lasts, else from the budget.
+    fn places(&mut self, bytes: usize) -> Result<OwnedSemaphorePermit, Status> {
+        if let Some(part) = self
+            .prepaid
+            .as_mut()
+            .and_then(|prepaid| prepaid.split(bytes))
+        {
+            return Ok(part);
+        }
+        self.layer.take(bytes)
+    }
 }
 
 /// A frame's bytes with their places in the budget: dropped (written, or
@@ -238,10 +288,14 @@ impl http_body::Body for Answer {
             Ok(empty) => return Poll::Ready(Some(Ok(Frame::data(empty)))),
             Err(frame) => return Poll::Ready(Some(Ok(frame))),
         };
-        match self.layer.take(bytes.len()) {
+        match self.places(bytes.len()) {
             Ok(permit) => {
                 let placed = Placed::new(bytes, permit, self.activity.clone());
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(placed)))))
+            }
+            Err(status) if !self.trailers => {
+                self.refused = true;
+                Poll::Ready(Some(Err(status)))
             }
             Err(status) => {
                 // The headers are gone; the status ends the answer as
