@@ -85,6 +85,12 @@ pub(crate) fn lease_ttl_too_large() -> Status {
     etcd(Code::OutOfRange, "etcdserver: too large lease TTL")
 }
 
+/// etcd's refusal of a request the user's permissions do not cover (a
+/// LeaseTimeToLive with keys it may not read all of).
+pub(crate) fn permission_denied() -> Status {
+    etcd(Code::PermissionDenied, "etcdserver: permission denied")
+}
+
 pub(crate) fn auth_failed() -> Status {
     etcd(
         Code::InvalidArgument,

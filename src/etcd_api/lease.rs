@@ -145,10 +145,17 @@ impl<S: Store> Lease for LeaseApi<S> {
             Err(error) => return Err(errors::from_store_error(error)),
         };
         let keys = if request.keys {
-            // The keys the token may see: its prefix, or every key; all of
-            // them, as etcd answers, from the store's index of the lease's
-            // keys (keyvalue.v1's LeaseInfo reads the same, in pages), up to
-            // one page of keys: past it the answer is refused, never cut.
+            // As etcd 3.5's checkLeaseTimeToLive: the keys only for a token
+            // that may read every one of them, else etcd's refusal.
+            Checks::new(&self.0.limits, scope.as_ref())
+                .lease(&*self.0.store, request.id, "list the keys of")
+                .await
+                .map_err(errors::from_store_error)?
+                .map_err(|_| errors::permission_denied())?;
+            // All of them, as etcd answers, from the store's index of the
+            // lease's keys (keyvalue.v1's LeaseInfo reads the same, in
+            // pages), up to one page of keys: past it the answer is
+            // refused, never cut.
             let prefix = scope.map(|scope| scope.prefix).unwrap_or_default();
             let limits = &self.0.limits;
             let keys = match self

@@ -70,6 +70,23 @@ impl<'a> Checks<'a> {
         let Some(scope) = self.scope.filter(|scope| !scope.prefix.is_empty()) else {
             return Ok(Ok(()));
         };
+        // Keys this server does not serve (the etcd backend's outside
+        // --etcd-prefix, other users' of the cluster) are outside any
+        // prefix of ours.
+        match store.lease_holds_foreign_keys(id).await {
+            Ok(false) => {}
+            Ok(true) => {
+                return Ok(Err(Status::permission_denied(format!(
+                    "lease {id} holds keys outside the keys this server serves (on etcd, \
+                     outside --etcd-prefix), so outside the prefix {:?} this token is \
+                     confined to: it may not {action} the lease",
+                    String::from_utf8_lossy(&scope.prefix)
+                ))));
+            }
+            // The operation itself says so.
+            Err(StoreError::LeaseNotFound(_)) => return Ok(Ok(())),
+            Err(error) => return Err(error),
+        }
         // The keys before the prefix, and after it: one key of either is
         // enough to refuse.
         let mut outside = vec![KeyRange::between(Bytes::new(), scope.prefix.clone())];

@@ -3,8 +3,10 @@
 //!
 //! Both read the store's index of each lease's keys (`Store::lease_keys`,
 //! the table a revocation uses), never a scan of every key; etcd's
-//! LeaseTimeToLive reads the same. A lease's keys are those the token may
-//! see (its prefix). A page of leases asks each lease for its first keys,
+//! LeaseTimeToLive reads the same. LeaseInfo lists a lease's keys only to
+//! a token that may use every one of them (etcd's rule for
+//! LeaseTimeToLive); LeaseList shows each lease's keys within the token's
+//! prefix. A page of leases asks each lease for its first keys,
 //! so the keys per lease are capped to keep a page at most the server's
 //! page size of keys in all. Keys also count against the byte bound of a
 //! page (`--max-range-page-bytes`, each key as a record without a value),
@@ -92,12 +94,22 @@ pub(super) async fn info<S: Store>(
     scope: Option<&Scope>,
     request: pb::LeaseInfoRequest,
 ) -> Result<pb::LeaseInfoResponse, Status> {
-    Checks::new(limits, scope).bound(&request.keys_after)?;
+    let checks = Checks::new(limits, scope);
+    checks.bound(&request.keys_after)?;
     let lease = store
         .lease_info(request.id)
         .await
         .map_err(from_store_error)?;
     let limit = (request.keys_limit as usize).min(limits.max_range_page);
+    if limit > 0 {
+        // As etcd's LeaseTimeToLive: a lease's keys only for a token that
+        // may use every one of them (a partial list would read as the
+        // lease's every key).
+        checks
+            .lease(store, request.id, "list the keys of")
+            .await
+            .map_err(from_store_error)??;
+    }
     let range = keys_range(scope, &request.keys_after);
     let (keys, more) = keys_of(store, request.id, range, limit)
         .await

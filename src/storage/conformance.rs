@@ -155,6 +155,10 @@ impl<S: Store, T: Send + Sync + 'static> Store for Alongside<S, T> {
         self.store.lease_keys(id, range, limit).await
     }
 
+    async fn lease_holds_foreign_keys(&self, id: LeaseId) -> Result<bool, StoreError> {
+        self.store.lease_holds_foreign_keys(id).await
+    }
+
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
         self.store.lease_keep_alive(id).await
     }

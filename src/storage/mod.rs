@@ -222,6 +222,20 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<Bytes>, bool), StoreError>> + Send;
 
+    /// Whether live lease `id` holds keys that this store does not serve,
+    /// which no range of [`Store::lease_keys`] lists: on the etcd backend,
+    /// keys of the cluster outside `--etcd-prefix` (other users' of the
+    /// cluster). The local backends serve every key they hold.
+    /// [`StoreError::LeaseNotFound`] if the lease expired or never was (on
+    /// the backends that look).
+    fn lease_holds_foreign_keys(
+        &self,
+        id: LeaseId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = id;
+        std::future::ready(Ok(false))
+    }
+
     /// Restarts a live lease's TTL.
     fn lease_keep_alive(
         &self,

@@ -218,6 +218,42 @@ async fn a_prefix_token_reaches_only_its_keys() {
         .unwrap_err();
     assert_eq!(revoke.code(), Code::PermissionDenied);
     assert!(revoke.message().contains("revoke"), "{}", revoke.message());
+    // Nor list its keys (etcd's rule for LeaseTimeToLive: a list of those
+    // in the prefix would read as all of them); its TTL alone it may read.
+    let reader = kv.clone();
+    let info = |id, keys_limit, token| {
+        let mut kv = reader.clone();
+        let request = pb::LeaseInfoRequest {
+            id,
+            keys_limit,
+            keys_after: Default::default(),
+        };
+        async move { kv.lease_info(with_token(request, token)).await }
+    };
+    let listed = info(theirs, 10, "app-secret").await.unwrap_err();
+    assert_eq!(listed.code(), Code::PermissionDenied);
+    assert!(
+        listed.message().contains("list the keys of"),
+        "{}",
+        listed.message()
+    );
+    assert!(
+        info(theirs, 0, "app-secret")
+            .await
+            .unwrap()
+            .into_inner()
+            .keys
+            .is_empty()
+    );
+    assert_eq!(
+        info(theirs, 10, "writer-secret")
+            .await
+            .unwrap()
+            .into_inner()
+            .keys
+            .len(),
+        2
+    );
     // Nothing was deleted; a token for every key may do both.
     kv.lease_keep_alive(with_token(
         pb::LeaseKeepAliveRequest { id: theirs },
@@ -237,6 +273,8 @@ async fn a_prefix_token_reaches_only_its_keys() {
     kv.put(with_token(put_with("app/leased", mine), "app-secret"))
         .await
         .unwrap();
+    let listed = info(mine, 10, "app-secret").await.unwrap().into_inner();
+    assert_eq!(listed.keys, [Bytes::from_static(b"app/leased")]);
     kv.lease_keep_alive(with_token(
         pb::LeaseKeepAliveRequest { id: mine },
         "app-secret",

@@ -639,3 +639,100 @@ fn bad_etcd_settings_stop_kvserver_with_a_message() {
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     }
 }
+
+/// A prefix-scoped token may not keep alive, revoke or list the keys of a
+/// lease that also holds keys of other users of the etcd cluster (outside
+/// `--etcd-prefix`): the scope check sees them (through etcd's
+/// LeaseTimeToLive with keys), on both APIs. A lease whose keys are all in
+/// its prefix stays the token's.
+#[test]
+fn a_scoped_token_may_not_touch_a_lease_holding_other_etcd_users_keys() {
+    let etcd = EtcdCluster::single();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "all-1 readwrite\napp-3 readwrite app/\n").unwrap();
+    let server = gateway(
+        &etcd.endpoints(),
+        &[
+            "--etcd-prefix",
+            "gw/",
+            "--auth-token-file",
+            file.path().to_str().unwrap(),
+        ],
+    );
+    let endpoint = format!("http://{}", server.addr());
+    let as_user = |password: &str, args: &[&str]| {
+        let mut all = vec!["--user", "someone", "--password", password];
+        all.extend(args);
+        crate::etcd_api::etcdctl(&endpoint, &all, None)
+    };
+    let lease_of = |granted: String| {
+        granted
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("lease <id> granted: {granted}"))
+            .to_owned()
+    };
+    // Another user of the cluster, straight to etcd: a lease on a key of
+    // its own and on one the gateway serves as app/x.
+    let theirs = lease_of(etcd.etcdctl(&["lease", "grant", "60"]));
+    etcd.etcdctl(&["put", "other/secret", "1", "--lease", &theirs]);
+    etcd.etcdctl(&["put", "gw/app/x", "1", "--lease", &theirs]);
+    for args in [
+        vec!["lease", "keep-alive", "--once", &theirs],
+        vec!["lease", "revoke", &theirs],
+    ] {
+        let denied = as_user("app-3", &args);
+        assert!(
+            denied.contains("PermissionDenied")
+                && denied.contains("outside the keys this server serves"),
+            "{args:?}: {denied}"
+        );
+    }
+    let listed = as_user("app-3", &["lease", "timetolive", &theirs, "--keys"]);
+    assert!(listed.contains("etcdserver: permission denied"), "{listed}");
+    // keyvalue.v1 refuses the same.
+    let id = i64::from_str_radix(&theirs, 16).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut kv = server.kv_client().await;
+        fn with_token<T>(message: T) -> tonic::Request<T> {
+            let mut request = tonic::Request::new(message);
+            request
+                .metadata_mut()
+                .insert("authorization", "Bearer app-3".parse().unwrap());
+            request
+        }
+        let keep = kv
+            .lease_keep_alive(with_token(pb::LeaseKeepAliveRequest { id }))
+            .await
+            .unwrap_err();
+        assert_eq!(keep.code(), Code::PermissionDenied, "{keep:?}");
+        let request = with_token(pb::LeaseInfoRequest {
+            id,
+            keys_limit: 10,
+            keys_after: Bytes::new(),
+        });
+        let info = kv.lease_info(request).await.unwrap_err();
+        assert_eq!(info.code(), Code::PermissionDenied, "{info:?}");
+    });
+    // Nothing of theirs went: both keys are there.
+    assert_eq!(
+        etcd.etcdctl(&["get", "other/secret", "--print-value-only"]),
+        "1\n"
+    );
+    assert_eq!(
+        etcd.etcdctl(&["get", "gw/app/x", "--print-value-only"]),
+        "1\n"
+    );
+    // A token for every key the gateway serves may keep it alive.
+    let alive = as_user("all-1", &["lease", "keep-alive", "--once", &theirs]);
+    assert!(alive.contains("keepalived"), "{alive}");
+    // A lease whose keys are all in the token's prefix is the token's.
+    let mine = lease_of(as_user("app-3", &["lease", "grant", "60"]));
+    as_user("app-3", &["put", "app/y", "1", "--lease", &mine]);
+    let alive = as_user("app-3", &["lease", "keep-alive", "--once", &mine]);
+    assert!(alive.contains("keepalived"), "{alive}");
+    let listed = as_user("app-3", &["lease", "timetolive", &mine, "--keys"]);
+    assert!(listed.contains("attached keys([app/y])"), "{listed}");
+    let revoked = as_user("app-3", &["lease", "revoke", &mine]);
+    assert!(revoked.contains("revoked"), "{revoked}");
+}

@@ -528,6 +528,11 @@ impl Store for EtcdStore {
         Ok((keys, more))
     }
 
+    async fn lease_holds_foreign_keys(&self, id: LeaseId) -> Result<bool, StoreError> {
+        let answer = self.time_to_live(id, true).await?;
+        Ok(answer.keys.iter().any(|key| !self.shared.keys.owns(key)))
+    }
+
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<LeaseInfo, StoreError> {
         // One request on etcd's keep-alive stream, one answer. Refreshing a
         // lease twice is harmless, so it may be retried anywhere.
