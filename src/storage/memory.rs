@@ -36,7 +36,7 @@ use super::ops::KeyValue;
 use super::ops::{
     EventKind, KeyRange, LeaseId, Op, RangeEnd, RangeQuery, RangeResult, Txn, TxnResult,
 };
-use super::watch::{EventStream, History, WatchHub, WatchLimits};
+use super::watch::{EventStream, History, WatchHub, WatchId, WatchLimits, Watches};
 use super::{
     FIRST_REVISION, Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError, StoreStats,
 };
@@ -593,6 +593,17 @@ impl Store for MemoryStore {
     ) -> Result<EventStream, StoreError> {
         let history: Arc<dyn History> = Arc::clone(&self.shared) as _;
         self.hub.watch(range, from, history)
+    }
+
+    async fn watch_into(
+        &self,
+        watches: &mut Watches,
+        id: WatchId,
+        range: KeyRange,
+        from: Option<Revision>,
+    ) -> Result<(), StoreError> {
+        let history: Arc<dyn History> = Arc::clone(&self.shared) as _;
+        self.hub.add(watches, id, range, from, history)
     }
 
     async fn compact(&self, revision: Revision) -> Result<Revision, StoreError> {

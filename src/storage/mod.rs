@@ -45,7 +45,9 @@ pub use etcd::{EtcdConfig, EtcdStore};
 pub use lease::{LeaseInfo, MAX_TTL};
 pub use maintenance::{AutoCompaction, DEFAULT_HISTORY_MAX_BYTES, run as maintain};
 pub use memory::MemoryStore;
-pub use watch::{EventStream, WatchLimits};
+pub use watch::{
+    Delivery, EventStream, Indices, Item as WatchItem, Patience, WatchId, WatchLimits, Watches,
+};
 
 use ops::{KeyRange, LeaseId, RangeQuery, RangeResult, Txn, TxnResult};
 
@@ -277,6 +279,25 @@ pub trait Store: Send + Sync + 'static {
         range: KeyRange,
         from: Option<Revision>,
     ) -> impl Future<Output = Result<EventStream, StoreError>> + Send;
+
+    /// Adds to `watches` (the set of one consumer, `Watches::default()` at
+    /// first) a watch of `range` from `from`, named `id`: what `watch`
+    /// streams, delivered through the set. Local backends follow all the
+    /// watches of a set together (one subscription, one task: the
+    /// consumer's); by default each is a `watch` stream the set polls.
+    fn watch_into(
+        &self,
+        watches: &mut Watches,
+        id: WatchId,
+        range: KeyRange,
+        from: Option<Revision>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let events = self.watch(range, from).await?;
+            watches.insert_stream(id, events);
+            Ok(())
+        }
+    }
 
     /// Counts for the metrics page; cheap, never blocks on I/O for long.
     fn stats(&self) -> StoreStats;

@@ -6,17 +6,18 @@
 //! (`storage::apply`), so a watch may start at any revision not compacted,
 //! after a restart too, and memory does not grow with the values written.
 //!
-//! Each watch runs as a task. It subscribes to the live events first, noting
-//! the newest revision published then; replays the history up to that
-//! revision from the store ([`History`]), a few revisions at a time; then
-//! forwards live events from the broadcast channel, filtered by key range.
-//! A watcher too slow for the broadcast buffer is not dropped: it catches up
-//! from the store again, and only if compaction has passed it does it get
-//! `Compacted`. Nothing is ever skipped silently.
+//! Watches are followed in sets ([`Watches`], `set.rs`): each consumer (an
+//! etcd Watch stream with all its watches, or one watch of our own API)
+//! subscribes to the live events once, replays the history of a watch from
+//! the past from the store ([`History`]), a few revisions at a time, and
+//! takes each live revision for all its watches at once, filtered by key
+//! range. A set too slow for the broadcast buffer is not dropped: its
+//! watches catch up from the store again, and only if compaction has passed
+//! one does it get `Compacted`. Nothing is ever skipped silently.
 //!
-//! A watcher that stops reading is cut off once the revision it is stuck on
-//! is more than `max_lag` revisions behind the newest: its task gives back
-//! its place and its catch-up buffer, and the stream ends with
+//! A consumer that stops reading is cut off once the revision it is stuck on
+//! is more than `max_lag` revisions behind the newest: its set gives back
+//! its places and what was queued, and its watches end with
 //! [`StoreError::LimitReached`] (RESOURCE_EXHAUSTED) naming `--watch-max-lag`.
 //! So a slow consumer holds at most its stream buffer and HTTP/2 window,
 //! never the others' progress or an unbounded backlog.
@@ -29,6 +30,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::ops::{Event, KeyRange};
 use super::{Revision, StoreError};
+
+mod set;
+
+pub use set::{Delivery, Indices, Item, Patience, WatchId, Watches};
 
 /// The events of one watch, one revision's worth at a time, in revision
 /// order. Ends with an error if the watcher fell behind the history.
@@ -158,15 +163,17 @@ impl WatchHub {
         self.compacted.fetch_max(revision, Ordering::SeqCst);
     }
 
-    /// Watches `range` from revision `from` (`None`: from the next write on),
-    /// replaying from `history` what was written before. Must be called
-    /// within a tokio runtime: the watch runs as a task.
-    pub(crate) fn watch(
+    /// Adds to `watches` a watch of `range` from revision `from` (`None`:
+    /// from the next write on), named `id`, replaying from `history` what
+    /// was written before.
+    pub(crate) fn add(
         &self,
+        watches: &mut Watches,
+        id: WatchId,
         range: KeyRange,
         from: Option<Revision>,
         history: Arc<dyn History>,
-    ) -> Result<EventStream, StoreError> {
+    ) -> Result<(), StoreError> {
         let compacted = self.compacted.load(Ordering::SeqCst);
         if let Some(from) = from
             && from < compacted.max(1)
@@ -177,15 +184,9 @@ impl WatchHub {
             });
         }
         let slot = WatcherSlot::take(&self.watchers, self.limits.max_watchers)?;
-        // Subscribed under the lock: every revision above `latest` comes live.
-        let (receiver, latest, newest) = {
-            let live = lock(&self.live);
-            (
-                live.sender.subscribe(),
-                live.latest,
-                live.newest.subscribe(),
-            )
-        };
+        // Under the lock: every revision above `latest` comes live.
+        let live = lock(&self.live);
+        let latest = live.latest;
         let next = from.unwrap_or(latest + 1);
         // A watch from the past may be as far behind as it started, plus
         // the bound: replaying history is not falling behind.
@@ -193,35 +194,67 @@ impl WatchHub {
             .limits
             .max_lag
             .saturating_add((latest + 1).saturating_sub(next));
-        let cursor = Cursor {
-            next,
-            newest,
-            allowed,
-            replayed_to: latest,
-            live: receiver,
-            range,
-            history,
-            shared: Arc::downgrade(&self.live),
-        };
+        watches
+            .local(&live, &self.live, &history)
+            .add(id, range, next, latest, allowed, slot);
+        Ok(())
+    }
+
+    /// Watches `range` from revision `from` (`None`: from the next write on),
+    /// replaying from `history` what was written before: a set of one
+    /// watch, followed by a task of its own. Must be called within a tokio
+    /// runtime.
+    pub(crate) fn watch(
+        &self,
+        range: KeyRange,
+        from: Option<Revision>,
+        history: Arc<dyn History>,
+    ) -> Result<EventStream, StoreError> {
+        let mut watches = Watches::default();
+        self.add(&mut watches, 0, range, from, history)?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(cursor.run(sender, slot));
+        tokio::spawn(forward(watches, sender));
         Ok(ReceiverStream::new(receiver))
     }
 }
 
-/// Returns once the newest revision is more than `max_lag` past `revision`
-/// (at once if it already is); never if the store is gone.
-async fn fallen_behind(
-    newest: &mut tokio::sync::watch::Receiver<Revision>,
-    revision: Revision,
-    max_lag: u64,
-) {
-    if newest
-        .wait_for(|newest| newest.saturating_sub(revision) > max_lag)
-        .await
-        .is_err()
-    {
-        std::future::pending::<()>().await;
+type Sender = mpsc::Sender<Result<Vec<Event>, StoreError>>;
+
+/// Follows a set of one watch into `sender`, until the consumer or the
+/// store is gone, or the consumer falls too far behind.
+async fn forward(mut watches: Watches, sender: Sender) {
+    loop {
+        let item = tokio::select! {
+            item = watches.next() => item,
+            // The consumer left: free the place now, not at the next event.
+            () = sender.closed() => return,
+        };
+        let error = match item {
+            None => return,
+            Some(Item::Ended(_, error)) => error,
+            Some(Item::Events(delivery)) => {
+                let patience = delivery.patience();
+                let batch = delivery.events_of(0);
+                let permit = tokio::select! {
+                    biased;
+                    permit = sender.reserve() => permit,
+                    () = watches.fallen_behind(patience) => Err(mpsc::error::SendError(())),
+                };
+                match permit {
+                    Ok(permit) => {
+                        permit.send(Ok(batch));
+                        continue;
+                    }
+                    Err(_) if sender.is_closed() => return,
+                    Err(_) => patience.cut_off(),
+                }
+            }
+        };
+        // Give back the place and what was queued now; the reason waits
+        // for the consumer, if it ever reads.
+        drop(watches);
+        let _ = sender.send(Err(error)).await;
+        return;
     }
 }
 
@@ -255,124 +288,6 @@ impl WatcherSlot {
 impl Drop for WatcherSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-type Sender = mpsc::Sender<Result<Vec<Event>, StoreError>>;
-
-/// Where a watch is: the next revision it reports, how far the store holds
-/// what it must replay, and its subscription to live events.
-struct Cursor {
-    next: Revision,
-    /// The newest revision published, to notice a consumer that stopped.
-    newest: tokio::sync::watch::Receiver<Revision>,
-    /// How far behind the newest the consumer may fall.
-    allowed: u64,
-    /// Revisions up to this one come from the store, later ones live.
-    replayed_to: Revision,
-    live: broadcast::Receiver<Arc<[Event]>>,
-    range: KeyRange,
-    history: Arc<dyn History>,
-    /// Weak: a finished store drops the hub, which closes the live channel
-    /// and ends every watch task.
-    shared: std::sync::Weak<Mutex<Live>>,
-}
-
-impl Cursor {
-    async fn run(mut self, sender: Sender, slot: WatcherSlot) {
-        loop {
-            let sent = tokio::select! {
-                sent = self.step(&sender) => sent,
-                // The consumer left: free the slot now, not at the next event.
-                () = sender.closed() => return,
-            };
-            match sent {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(error) => {
-                    // Give back the place and the catch-up buffer now; the
-                    // reason waits for the consumer, if it ever reads.
-                    drop((slot, self));
-                    let _ = sender.send(Err(error)).await;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Hands `batch` to the consumer once it has room; `false` if it is
-    /// gone, the cut-off error if the newest revision runs more than
-    /// `allowed` ahead of the batch while it waits.
-    async fn deliver(&mut self, sender: &Sender, batch: Vec<Event>) -> Result<bool, StoreError> {
-        let revision = batch.last().map_or(0, Event::revision);
-        let allowed = self.allowed;
-        let permit = tokio::select! {
-            biased;
-            permit = sender.reserve() => permit,
-            () = fallen_behind(&mut self.newest, revision, allowed) => {
-                return Err(cut_off(revision, allowed));
-            }
-        };
-        match permit {
-            Ok(permit) => {
-                permit.send(Ok(batch));
-                Ok(true)
-            }
-            Err(_) => Ok(false),
-        }
-    }
-
-    /// Sends what comes next: some history, or one live revision. `false`
-    /// once the store or the consumer is gone.
-    async fn step(&mut self, sender: &Sender) -> Result<bool, StoreError> {
-        if self.next <= self.replayed_to {
-            let history = Arc::clone(&self.history);
-            let (range, from, to) = (self.range.clone(), self.next, self.replayed_to);
-            let (events, next) = tokio::task::spawn_blocking(move || {
-                history.events(&range, from, to, REPLAY_WRITES)
-            })
-            .await
-            .map_err(|_| StoreError::Internal("a watch's history read failed".into()))??;
-            self.next = next;
-            let mut events = events.into_iter().peekable();
-            while let Some(first) = events.next() {
-                let revision = first.revision();
-                let mut batch = vec![first];
-                while let Some(event) = events.next_if(|event| event.revision() == revision) {
-                    batch.push(event);
-                }
-                if !self.deliver(sender, batch).await? {
-                    return Ok(false);
-                }
-            }
-            return Ok(true);
-        }
-        match self.live.recv().await {
-            Ok(events) => {
-                let batch: Vec<Event> = events
-                    .iter()
-                    .filter(|event| event.revision() >= self.next)
-                    .filter(|event| self.range.contains(&event.key))
-                    .cloned()
-                    .collect();
-                if let Some(last) = events.last() {
-                    self.next = self.next.max(last.revision() + 1);
-                }
-                if !batch.is_empty() && !self.deliver(sender, batch).await? {
-                    return Ok(false);
-                }
-                Ok(true)
-            }
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                // Too slow for the live buffer: catch up from the store.
-                let Some(shared) = self.shared.upgrade() else {
-                    return Ok(false);
-                };
-                self.replayed_to = lock(&shared).latest;
-                Ok(true)
-            }
-            Err(broadcast::error::RecvError::Closed) => Ok(false),
-        }
     }
 }
 

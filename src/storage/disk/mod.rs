@@ -48,7 +48,7 @@ use super::ops::{Event, KeyValue};
 use super::ops::{
     EventKind, KeyRange, LeaseId, Op, RangeEnd, RangeQuery, RangeResult, Txn, TxnResult,
 };
-use super::watch::{EventStream, History, WatchHub, WatchLimits};
+use super::watch::{EventStream, History, WatchHub, WatchId, WatchLimits, Watches};
 use super::{Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError, StoreStats};
 
 /// The database file inside the data dir.
@@ -452,6 +452,17 @@ impl Store for DiskStore {
     ) -> Result<EventStream, StoreError> {
         let history: Arc<dyn History> = Arc::clone(&self.history) as _;
         self.hub.watch(range, from, history)
+    }
+
+    async fn watch_into(
+        &self,
+        watches: &mut Watches,
+        id: WatchId,
+        range: KeyRange,
+        from: Option<Revision>,
+    ) -> Result<(), StoreError> {
+        let history: Arc<dyn History> = Arc::clone(&self.history) as _;
+        self.hub.add(watches, id, range, from, history)
     }
 
     async fn compact(&self, revision: Revision) -> Result<Revision, StoreError> {
