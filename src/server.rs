@@ -266,13 +266,20 @@ pub async fn run<S: Store>(
                 admission
                     .clone()
                     .connections(listener, Listener::Http, config.deadlines);
+            // And the same pings for HTTP/2 clients: a peer that is gone
+            // holding a watch open would otherwise stay for good.
+            let pings = crate::http::Pings {
+                interval: config.keepalive_interval,
+                timeout: config.keepalive_timeout,
+            };
             Some(match &config.tls {
                 Some(tls) => tokio::spawn(crate::http::serve(
                     tls::incoming(connections, Arc::clone(tls)),
                     router,
+                    pings,
                     stopping,
                 )),
-                None => tokio::spawn(crate::http::serve(connections, router, stopping)),
+                None => tokio::spawn(crate::http::serve(connections, router, pings, stopping)),
             })
         }
         _ => None,

@@ -267,6 +267,16 @@ async fn whoami<S: Store>(
     ))
 }
 
+/// HTTP/2 keepalive pings (`--keepalive-interval`, `--keepalive-timeout`),
+/// as the gRPC listener sends them: a peer that answers none is closed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pings {
+    /// How often; `None`: never.
+    pub(crate) interval: Option<Duration>,
+    /// How long one may go unanswered.
+    pub(crate) timeout: Duration,
+}
+
 /// Serves `router` on `connections` until `stopping` says the server
 /// stops; then stops accepting, lets each connection finish its requests
 /// (watches end on their own then) and returns once every connection has
@@ -275,6 +285,7 @@ async fn whoami<S: Store>(
 pub(crate) async fn serve<IO>(
     connections: impl Stream<Item = io::Result<IO>> + Send + 'static,
     router: Router,
+    pings: Pings,
     stopping: Stopping,
 ) where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
@@ -286,6 +297,11 @@ pub(crate) async fn serve<IO>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(pings.interval)
+        .keep_alive_timeout(pings.timeout);
     let mut connections = std::pin::pin!(connections);
     loop {
         let io = tokio::select! {

@@ -823,3 +823,126 @@ async fn http_answers_never_read_hold_the_byte_budget_and_their_connections_are_
     );
     drop((unread, pipelined));
 }
+
+/// A TCP stream that stops all I/O once `frozen` is set, keeping the socket
+/// open: a peer that is gone without a FIN (its machine lost, a cable cut),
+/// as the server sees it.
+struct Freezable {
+    inner: TcpStream,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Freezable {
+    fn is_frozen(&self) -> bool {
+        self.frozen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl tokio::io::AsyncRead for Freezable {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.is_frozen() {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Freezable {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.is_frozen() {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.is_frozen() {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A watch held open over HTTP/2 by a peer that then goes silent, answering
+/// no PING: the keepalive pings close its connection on both listeners
+/// (before, the HTTP listener sent none, and kept such a watch for good).
+#[tokio::test]
+async fn a_watcher_gone_silent_is_closed_by_keepalive_pings_on_both_listeners() {
+    let (server, http) =
+        crate::http::start_http(&["--keepalive-interval", "1s", "--keepalive-timeout", "1s"]);
+    let watch = pb::WatchRequest {
+        key: Bytes::from("w"),
+        ..Default::default()
+    };
+    let requests = [
+        (
+            server.addr().to_owned(),
+            grpc_request(&server, "/keyvalue.v1.KV/Watch"),
+            Some(frame(&watch.encode_to_vec())),
+        ),
+        (
+            http.clone(),
+            http::Request::get(format!("http://{http}/v1/watch?prefix=w/"))
+                .body(())
+                .unwrap(),
+            None,
+        ),
+    ];
+    for (addr, request, body) in requests {
+        let socket = std::net::TcpStream::connect(&addr).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let observer = TcpStream::from_std(socket.try_clone().unwrap()).unwrap();
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let io = Freezable {
+            inner: TcpStream::from_std(socket).unwrap(),
+            frozen: std::sync::Arc::clone(&frozen),
+        };
+        let (send, connection) = h2::client::handshake(io).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut send = send.ready().await.unwrap();
+        let (response, mut stream) = send.send_request(request, body.is_none()).unwrap();
+        if let Some(body) = body {
+            stream.send_data(body, true).unwrap();
+        }
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .expect("the watch answers its headers")
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK, "{addr}");
+        // Three idle periods of nothing but pings, answered: still open.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            send.clone().ready().await.is_ok(),
+            "{addr}: closed while answering pings"
+        );
+        frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+        let started = Instant::now();
+        let closed = time_until_closed(observer, Duration::from_secs(15)).await;
+        assert!(
+            closed < Duration::from_secs(8),
+            "{addr}: a silent peer kept for {closed:?} ({:?} since frozen)",
+            started.elapsed()
+        );
+        drop((send, stream, response));
+    }
+}
