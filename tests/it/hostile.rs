@@ -235,6 +235,9 @@ async fn a_batch_of_two_million_empty_puts_is_refused_before_it_is_decoded() {
         "four 4 MiB requests grew the server's peak memory by {} MiB",
         grown >> 20
     );
+    // Their connection still open, another client is served at once.
+    served_within(&server, Duration::from_secs(2), "refused batches").await;
+    drop(send);
 }
 
 #[tokio::test]
@@ -255,6 +258,8 @@ async fn a_txn_of_millions_of_tiny_ops_is_refused_before_it_is_decoded() {
     body.send_data(frame(&message), true).unwrap();
     let (code, message) = grpc_status(response).await;
     assert_eq!(code, Code::InvalidArgument, "{message}");
+    served_within(&server, Duration::from_secs(2), "a refused Txn").await;
+    drop(send);
     let grown = peak_rss(&server).saturating_sub(before);
     assert!(
         grown < 96 * 1024 * 1024,
@@ -332,7 +337,9 @@ async fn a_snapshot_whose_client_stops_reading_is_ended_at_its_deadline() {
         .await
         .unwrap()
         .into_inner();
-    // The client reads nothing for three deadlines...
+    // The client reads nothing for three deadlines (another client is
+    // served meanwhile)...
+    served_within(&server, Duration::from_secs(2), "a stalled snapshot").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // ...then finds the snapshot ended, with the reason, before its end.
     let mut keys = 0;
