@@ -67,9 +67,9 @@ pub struct Activity {
     quiet_since: AtomicU64,
     /// Answer frames encoded and not yet written (`grpc::budget`).
     unwritten: AtomicUsize,
-    /// When an answer frame was last written, or the first of `unwritten`
-    /// began to wait, in milliseconds since `epoch`.
-    answer_progress: AtomicU64,
+    /// Answer frames written so far: the [`Deadline`] notes when it sees
+    /// this change, so that no frame reads the clock.
+    written: AtomicU64,
     epoch: Instant,
 }
 
@@ -81,7 +81,7 @@ impl Activity {
             requested: AtomicBool::new(false),
             quiet_since: AtomicU64::new(0),
             unwritten: AtomicUsize::new(0),
-            answer_progress: AtomicU64::new(0),
+            written: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -98,25 +98,22 @@ impl Activity {
 
     /// An answer frame begins to wait to be written.
     pub(crate) fn answer_waits(&self) {
-        if self.unwritten.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.answer_progress
-                .store(self.now_millis(), Ordering::Release);
-        }
+        self.unwritten.fetch_add(1, Ordering::AcqRel);
     }
 
     /// An answer frame was written (or dropped with its stream).
     pub(crate) fn answer_written(&self) {
-        self.answer_progress
-            .store(self.now_millis(), Ordering::Release);
+        self.written.fetch_add(1, Ordering::AcqRel);
         self.unwritten.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// When the connection's deadline falls, or `None` while a request is
-    /// open (and no answer waits unwritten).
-    fn deadline(&self, deadlines: Deadlines) -> Option<Instant> {
-        if self.unwritten.load(Ordering::Acquire) > 0 {
-            let progress = Duration::from_millis(self.answer_progress.load(Ordering::Acquire));
-            return Some(self.epoch + progress + deadlines.answer_stall);
+    /// open (and no answer waits unwritten). `answers_since`: while answers
+    /// wait, when the [`Deadline`] last saw one written, or saw the first
+    /// begin to wait.
+    fn deadline(&self, deadlines: Deadlines, answers_since: Option<Instant>) -> Option<Instant> {
+        if let Some(since) = answers_since {
+            return Some(since + deadlines.answer_stall);
         }
         if self.open.load(Ordering::Acquire) > 0 {
             return None;
@@ -185,6 +182,9 @@ impl<I: std::fmt::Debug> std::fmt::Debug for WithActivity<I> {
 pub(crate) struct Deadline {
     deadlines: Deadlines,
     timer: Pin<Box<Sleep>>,
+    /// While answers wait unwritten: the count of frames written when last
+    /// looked at, and when it was first seen at that count.
+    answers: Option<(u64, Instant)>,
 }
 
 impl Deadline {
@@ -194,27 +194,54 @@ impl Deadline {
         Deadline {
             deadlines,
             timer: Box::pin(tokio::time::sleep_until(first)),
+            answers: None,
+        }
+    }
+
+    /// How often the timer looks at waiting answers: a connection whose
+    /// answers stall is closed between `--answer-stall-timeout` and 1.25
+    /// times it after the last was written.
+    fn answers_check(&self) -> Duration {
+        self.deadlines.answer_stall / 4
+    }
+
+    /// Notes whether answers wait unwritten and whether any was written
+    /// since the last look; an answer that began to wait brings the timer
+    /// forward.
+    fn look_at_answers(&mut self, activity: &Activity) {
+        if activity.unwritten.load(Ordering::Acquire) == 0 {
+            self.answers = None;
+            return;
+        }
+        let written = activity.written.load(Ordering::Acquire);
+        if matches!(self.answers, Some((seen, _)) if seen == written) {
+            return;
+        }
+        let now = Instant::now();
+        self.answers = Some((written, now));
+        let check = tokio::time::Instant::from_std(now + self.answers_check());
+        if check < self.timer.deadline() {
+            self.timer.as_mut().reset(check);
         }
     }
 
     /// Whether the deadline has passed; otherwise arms the timer for it (or
     /// for a check one idle period from now, while a request is open).
     fn expired(&mut self, activity: &Activity, cx: &mut Context<'_>) -> bool {
-        // An answer that began to wait brings the deadline forward.
-        if activity.unwritten.load(Ordering::Acquire) > 0
-            && let Some(deadline) = activity.deadline(self.deadlines)
-        {
-            let deadline = tokio::time::Instant::from_std(deadline);
-            if deadline < self.timer.deadline() {
-                self.timer.as_mut().reset(deadline);
-            }
-        }
+        self.look_at_answers(activity);
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            let next = match activity.deadline(self.deadlines) {
-                Some(deadline) if deadline <= Instant::now() => return true,
+            self.look_at_answers(activity);
+            let now = Instant::now();
+            let since = self.answers.map(|(_, since)| since);
+            let next = match activity.deadline(self.deadlines, since) {
+                Some(deadline) if deadline <= now => return true,
+                // While answers wait, looked at again before it falls.
+                Some(deadline) if since.is_some() => {
+                    tokio::time::Instant::from_std(deadline.min(now + self.answers_check()))
+                }
                 Some(deadline) => tokio::time::Instant::from_std(deadline),
                 // Checked again after an idle period, or sooner should an
                 // answer begin to wait meanwhile.

@@ -28,14 +28,20 @@
 //! back when its buffer is dropped, which HTTP/2 does once the bytes are
 //! written to the socket. A frame that does not fit ends the answer with
 //! `RESOURCE_EXHAUSTED` naming the flag instead of its data.
+//!
+//! Every answer frame passes here, so the accounting is kept cheap: the
+//! budget is one atomic counter (nothing ever waits for it, so it needs no
+//! semaphore, whose release takes a lock), and a frame tells its connection
+//! that it was written with two atomic updates and no clock read (the
+//! connection's `Deadline` reads the clock when it looks).
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::Frame;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -49,17 +55,77 @@ pub const DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT: usize = 256 << 20;
 /// The layer: one budget for every request it serves.
 #[derive(Clone)]
 pub(crate) struct BudgetLayer {
-    bytes: Arc<Semaphore>,
-    limit: usize,
+    pool: Arc<Pool>,
 }
 
 impl BudgetLayer {
     /// At most `limit` bytes of requests in flight at once.
     pub(crate) fn new(limit: usize) -> BudgetLayer {
-        let limit = limit.min(Semaphore::MAX_PERMITS);
         BudgetLayer {
-            bytes: Arc::new(Semaphore::new(limit)),
-            limit,
+            pool: Arc::new(Pool {
+                held: AtomicUsize::new(0),
+                limit,
+            }),
+        }
+    }
+}
+
+/// The budget's bytes: how many are held, of the limit.
+struct Pool {
+    held: AtomicUsize,
+    limit: usize,
+}
+
+impl Pool {
+    /// `bytes` more held, or `None` if they would pass the limit.
+    fn take(self: &Arc<Pool>, bytes: usize) -> Option<Taken> {
+        let mut held = self.held.load(Ordering::Relaxed);
+        loop {
+            let after = held
+                .checked_add(bytes)
+                .filter(|&after| after <= self.limit)?;
+            match self
+                .held
+                .compare_exchange_weak(held, after, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    return Some(Taken {
+                        pool: Arc::clone(self),
+                        bytes,
+                    });
+                }
+                Err(now) => held = now,
+            }
+        }
+    }
+}
+
+/// Bytes held in the budget, given back when dropped.
+pub(crate) struct Taken {
+    pool: Arc<Pool>,
+    bytes: usize,
+}
+
+impl Taken {
+    /// Holds `other`'s bytes too, until this one drops.
+    fn merge(&mut self, mut other: Taken) {
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+
+    /// `bytes` of these, held apart from now on; `None` if there are fewer.
+    fn split(&mut self, bytes: usize) -> Option<Taken> {
+        self.bytes = self.bytes.checked_sub(bytes)?;
+        Some(Taken {
+            pool: Arc::clone(&self.pool),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.pool.held.fetch_sub(self.bytes, Ordering::AcqRel);
         }
     }
 }
@@ -85,7 +151,7 @@ pub(crate) struct Budget<S> {
 /// The bytes one request holds.
 #[derive(Default)]
 struct Held {
-    permit: Option<OwnedSemaphorePermit>,
+    taken: Option<Taken>,
     /// The answer has started: from now on only the latest frame is held.
     answered: bool,
 }
@@ -168,7 +234,7 @@ impl BudgetLayer {
         &self,
         body: B,
         activity: Option<Arc<Activity>>,
-        prepaid: Option<OwnedSemaphorePermit>,
+        prepaid: Option<Taken>,
     ) -> Body
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -185,19 +251,15 @@ impl BudgetLayer {
     }
 
     /// `bytes` places, or `RESOURCE_EXHAUSTED` naming the flag.
-    pub(crate) fn take(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Status> {
-        let refused = || {
+    pub(crate) fn take(&self, bytes: usize) -> Result<Taken, Status> {
+        self.pool.take(bytes).ok_or_else(|| {
             Status::resource_exhausted(format!(
                 "requests and answers in flight hold {} bytes, the limit \
                  (--max-request-bytes-in-flight); retry with backoff, or send smaller requests \
                  and ask for smaller pages",
-                self.limit
+                self.pool.limit
             ))
-        };
-        let bytes = u32::try_from(bytes).map_err(|_| refused())?;
-        Arc::clone(&self.bytes)
-            .try_acquire_many_owned(bytes)
-            .map_err(|_| refused())
+        })
     }
 }
 
@@ -211,7 +273,7 @@ struct Answer {
     /// A frame did not fit: the answer ended with its status.
     refused: bool,
     /// Places taken before the answer started, used by its first frames.
-    prepaid: Option<OwnedSemaphorePermit>,
+    prepaid: Option<Taken>,
     /// Whether a refusal ends the answer as gRPC trailers (else an error).
     trailers: bool,
 }
@@ -219,7 +281,7 @@ struct Answer {
 impl Answer {
     /// Places for a frame of `bytes`: from what was prepaid while it
     /// lasts, else from the budget.
-    fn places(&mut self, bytes: usize) -> Result<OwnedSemaphorePermit, Status> {
+    fn places(&mut self, bytes: usize) -> Result<Taken, Status> {
         if let Some(part) = self
             .prepaid
             .as_mut()
@@ -236,18 +298,18 @@ impl Answer {
 /// answer frame was written.
 struct Placed {
     bytes: Bytes,
-    _permit: OwnedSemaphorePermit,
+    _taken: Taken,
     activity: Option<Arc<Activity>>,
 }
 
 impl Placed {
-    fn new(bytes: Bytes, permit: OwnedSemaphorePermit, activity: Option<Arc<Activity>>) -> Placed {
+    fn new(bytes: Bytes, taken: Taken, activity: Option<Arc<Activity>>) -> Placed {
         if let Some(activity) = &activity {
             activity.answer_waits();
         }
         Placed {
             bytes,
-            _permit: permit,
+            _taken: taken,
             activity,
         }
     }
@@ -289,8 +351,8 @@ impl http_body::Body for Answer {
             Err(frame) => return Poll::Ready(Some(Ok(frame))),
         };
         match self.places(bytes.len()) {
-            Ok(permit) => {
-                let placed = Placed::new(bytes, permit, self.activity.clone());
+            Ok(taken) => {
+                let placed = Placed::new(bytes, taken, self.activity.clone());
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(placed)))))
             }
             Err(status) if !self.trailers => {
@@ -330,7 +392,7 @@ impl Drop for Answered {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         held.answered = true;
-        held.permit = None;
+        held.taken = None;
     }
 }
 
@@ -343,15 +405,15 @@ struct Counted {
 
 impl Counted {
     fn take(&self, bytes: usize) -> Result<(), Status> {
-        let permit = self.layer.take(bytes)?;
+        let taken = self.layer.take(bytes)?;
         let mut held = self
             .held
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let answered = held.answered;
-        match &mut held.permit {
-            Some(earlier) if !answered => earlier.merge(permit),
-            slot => *slot = Some(permit),
+        match &mut held.taken {
+            Some(earlier) if !answered => earlier.merge(taken),
+            slot => *slot = Some(taken),
         }
         Ok(())
     }

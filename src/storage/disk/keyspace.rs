@@ -14,6 +14,7 @@
 //! followed by a key → nothing), the index that finds a lease's keys when it
 //! is revoked without scanning every record.
 
+use std::cell::OnceCell;
 use std::ops::{Bound, ControlFlow};
 use std::time::Duration;
 
@@ -194,13 +195,31 @@ fn read_revision(
 }
 
 /// A consistent snapshot: one redb read transaction.
+///
+/// `records` and `meta` are opened with the view; `history` and `created`
+/// when first read (a read at a past revision, a watch's replay): opening a
+/// table is a lookup in redb's table tree, about 0.4 µs each, and point
+/// reads at the latest revision, the commonest request, need neither.
 pub(super) struct ReadView<'a> {
     records: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
-    history: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
-    created: redb::ReadOnlyTable<u64, &'static [u8]>,
+    history: OnceCell<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    created: OnceCell<redb::ReadOnlyTable<u64, &'static [u8]>>,
     meta: redb::ReadOnlyTable<&'static str, &'static [u8]>,
     txn: ReadTransaction,
     leases: &'a Leases,
+}
+
+/// The table in `cell`, opened from `txn` the first time.
+fn opened<'c, K: redb::Key + 'static, V: redb::Value + 'static>(
+    cell: &'c OnceCell<redb::ReadOnlyTable<K, V>>,
+    txn: &ReadTransaction,
+    definition: TableDefinition<K, V>,
+) -> Result<&'c redb::ReadOnlyTable<K, V>, StoreError> {
+    if let Some(table) = cell.get() {
+        return Ok(table);
+    }
+    let table = txn.open_table(definition).map_err(storage_error)?;
+    Ok(cell.get_or_init(|| table))
 }
 
 impl<'a> ReadView<'a> {
@@ -210,8 +229,8 @@ impl<'a> ReadView<'a> {
     ) -> Result<ReadView<'a>, StoreError> {
         Ok(ReadView {
             records: txn.open_table(RECORDS).map_err(storage_error)?,
-            history: txn.open_table(HISTORY).map_err(storage_error)?,
-            created: txn.open_table(CREATED).map_err(storage_error)?,
+            history: OnceCell::new(),
+            created: OnceCell::new(),
             meta: txn.open_table(META).map_err(storage_error)?,
             txn,
             leases,
@@ -242,7 +261,7 @@ impl KeyspaceRead for ReadView<'_> {
     }
 
     fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError> {
-        get_replaced(&self.history, key, end)
+        get_replaced(opened(&self.history, &self.txn, HISTORY)?, key, end)
     }
 
     fn scan(
@@ -255,7 +274,12 @@ impl KeyspaceRead for ReadView<'_> {
     }
 
     fn changes(&self, from: Revision, visit: &mut Changes<'_>) -> Result<(), StoreError> {
-        scan_changes(&self.history, &self.created, from, visit)
+        scan_changes(
+            opened(&self.history, &self.txn, HISTORY)?,
+            opened(&self.created, &self.txn, CREATED)?,
+            from,
+            visit,
+        )
     }
 
     fn compacted(&self) -> Result<Revision, StoreError> {
