@@ -312,7 +312,7 @@ impl Collector for StoreCollector {
         let commit_seconds = ConstCounter::new(stats.commit_nanos as f64 / 1e9);
         commit_seconds.encode(encoder.encode_descriptor(
             "kv_store_commit_seconds",
-            "Time in commits, fsync included (disk backend)",
+            "Time in commits, both fsyncs included: the database's and the acknowledged record's (disk backend)",
             None,
             commit_seconds.metric_type(),
         )?)?;
@@ -324,7 +324,7 @@ impl Collector for StoreCollector {
             .collect();
         let mut histogram = encoder.encode_descriptor(
             "kv_store_commit_duration_seconds",
-            "Time of each group commit, fsync included (disk backend)",
+            "Time of each group commit, both fsyncs included (disk backend)",
             None,
             prometheus_client::metrics::MetricType::Histogram,
         )?;
