@@ -464,22 +464,7 @@ fn check_whole_reads(
         match op {
             Op::Put { .. } | Op::Delete { .. } => wrote = true,
             Op::Get(query) if wrote && query.whole_max_bytes > 0 && !query.count_only => {
-                // Only a read of the current state sees the transaction's
-                // own writes.
-                let puts = if query.revision == 0 {
-                    ops[..index]
-                        .iter()
-                        .map(|earlier| match earlier {
-                            Op::Put { key, value, .. } if query.range.contains(key) => {
-                                let value_len = if query.keys_only { 0 } else { value.len() };
-                                page_bytes(key.len(), value_len)
-                            }
-                            _ => 0,
-                        })
-                        .fold(0usize, usize::saturating_add)
-                } else {
-                    0
-                };
+                let puts = puts_into(query, &ops[..index]);
                 if whole_read_over(query, puts)
                     || whole_read_over(
                         query,
@@ -493,6 +478,28 @@ fn check_whole_reads(
         }
     }
     Ok(())
+}
+
+/// The bytes that the puts among `earlier` (the operations of a
+/// transaction before the read `query`) write into its range, as a read
+/// counts them: what a capped whole read may find besides what its range
+/// held before the transaction. Only a read of the current state sees
+/// them. The etcd backend, which cannot refuse a transaction after etcd
+/// applied it, checks its capped reads the same way first.
+pub(crate) fn puts_into(query: &RangeQuery, earlier: &[Op]) -> usize {
+    if query.revision != 0 {
+        return 0;
+    }
+    earlier
+        .iter()
+        .map(|op| match op {
+            Op::Put { key, value, .. } if query.range.contains(key) => {
+                let value_len = if query.keys_only { 0 } else { value.len() };
+                page_bytes(key.len(), value_len)
+            }
+            _ => 0,
+        })
+        .fold(0usize, usize::saturating_add)
 }
 
 /// The bytes of the records `query`'s range holds at `current` (as

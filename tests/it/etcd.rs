@@ -736,3 +736,24 @@ fn a_scoped_token_may_not_touch_a_lease_holding_other_etcd_users_keys() {
     let revoked = as_user("app-3", &["lease", "revoke", &mine]);
     assert!(revoked.contains("revoked"), "{revoked}");
 }
+
+/// The etcd backend keeps the cap of a Txn's sorted Range as the local
+/// backends do: it reads the ranges first and sends the Txn nested in one
+/// that applies it only if they did not change, so a refused Txn writes
+/// nothing to etcd (the checks of `limits.rs`, through a gateway).
+#[test]
+fn a_txn_whose_sorted_range_passes_the_read_cap_is_refused_whole_over_etcd() {
+    let etcd = EtcdCluster::single();
+    let server = gateway(
+        &etcd.endpoints(),
+        &["--etcd-prefix", "cap/", "--max-range-page-bytes", "4000"],
+    );
+    crate::limits::txn_read_cap_is_kept(&server);
+    // Straight from etcd: the refused Txns' puts are not there.
+    assert_eq!(etcd.etcdctl(&["get", "cap/t/new"]), "");
+    assert_eq!(etcd.etcdctl(&["get", "cap/s/98"]), "");
+    assert_eq!(
+        etcd.etcdctl(&["get", "cap/s/99", "--print-value-only"]),
+        "y\n"
+    );
+}

@@ -40,6 +40,7 @@ pub use cluster::EtcdConfig;
 use cluster::{Cluster, Retry, kv_client, lease_client, maintenance_client};
 use convert::{Keys, etcd_number, record, revision_of};
 
+use super::apply;
 use super::lease::MAX_TTL;
 use super::ops::{KeyRange, LeaseId, Op, OpResult, RangeQuery, RangeResult, Txn, TxnResult};
 use super::watch::WatcherSlot;
@@ -299,6 +300,28 @@ fn at_revision(error: StoreError, revision: Revision) -> StoreError {
 
 /// The lease that an etcd "lease not found" in `txn` is about: the first
 /// leased put of either branch (etcd does not say which lease it missed).
+/// The capped whole reads of `txn` (`RangeQuery::whole_max_bytes`) in a
+/// branch that writes (etcd applies the writes and answers the reads in
+/// one step), with the operations before each. A transaction that writes
+/// nothing is refused by its answer instead.
+fn capped_reads(txn: &Txn) -> impl Iterator<Item = (&RangeQuery, &[Op])> {
+    [&txn.success, &txn.failure]
+        .into_iter()
+        .filter(|ops| ops.iter().any(Op::writes))
+        .flat_map(|ops| {
+            ops.iter().enumerate().filter_map(|(index, op)| match op {
+                Op::Get(query) if query.whole_max_bytes > 0 && !query.count_only => {
+                    Some((query, &ops[..index]))
+                }
+                _ => None,
+            })
+        })
+}
+
+/// How often a transaction with capped reads is tried again when their
+/// ranges changed between the check and the write.
+const CAPPED_TXN_ATTEMPTS: usize = 16;
+
 fn first_lease(txn: &Txn) -> LeaseId {
     txn.success
         .iter()
@@ -311,6 +334,92 @@ fn first_lease(txn: &Txn) -> LeaseId {
 }
 
 impl EtcdStore {
+    /// `request` (the etcd form of `txn`, which has capped whole reads
+    /// after writes) sent as `storage::apply` applies it locally: refused
+    /// with [`StoreError::WholeReadTooLarge`] before anything is written if
+    /// a capped read's range, plus what the transaction puts into it first,
+    /// holds more than its cap (both branches are checked: which one runs
+    /// is known only once etcd applies it). etcd applies a transaction and
+    /// answers its reads in one step, so the ranges are read first, at one
+    /// revision, and the transaction is sent nested in one that applies it
+    /// only if none of those ranges changed since (every key's
+    /// `mod_revision` at most that revision; a deleted key only makes a
+    /// range smaller). If one did, it is checked again.
+    async fn txn_with_capped_reads(
+        &self,
+        txn: &Txn,
+        request: pb::TxnRequest,
+    ) -> Result<pb::TxnResponse, StoreError> {
+        use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+        let keys = &self.shared.keys;
+        for _ in 0..CAPPED_TXN_ATTEMPTS {
+            let mut read_at = 0;
+            let mut unchanged = Vec::new();
+            for (query, earlier) in capped_reads(txn) {
+                // A read of the past is what it is; the others at one
+                // revision, the first one's.
+                let past = query.revision != 0;
+                let mut whole = query.clone();
+                if !past {
+                    whole.revision = read_at;
+                }
+                let answer = self
+                    .shared
+                    .kv_range(keys.range_request(&whole))
+                    .await
+                    .map_err(|error| at_revision(error, whole.revision))?;
+                if read_at == 0 && !past {
+                    read_at = revision_of(answer.header.as_ref());
+                }
+                let held = keys.range_result(&whole, answer).page_bytes();
+                let bytes = held.saturating_add(apply::puts_into(query, earlier));
+                if bytes > query.whole_max_bytes {
+                    return Err(StoreError::WholeReadTooLarge(query.whole_max_bytes));
+                }
+                if past {
+                    continue;
+                }
+                let (key, range_end) = keys.range(&query.range);
+                unchanged.push(pb::Compare {
+                    result: CompareResult::Less as i32,
+                    target: CompareTarget::Mod as i32,
+                    key,
+                    range_end,
+                    target_union: Some(TargetUnion::ModRevision(
+                        etcd_number(read_at).saturating_add(1),
+                    )),
+                });
+            }
+            let guarded = pb::TxnRequest {
+                compare: unchanged,
+                success: vec![pb::RequestOp {
+                    request: Some(pb::request_op::Request::RequestTxn(request.clone())),
+                }],
+                failure: Vec::new(),
+            };
+            let mut answer = self.kv_txn("Txn", guarded).await?;
+            if !answer.succeeded {
+                continue;
+            }
+            let inner = answer.responses.pop().and_then(|op| match op.response {
+                Some(pb::response_op::Response::ResponseTxn(inner)) => Some(inner),
+                _ => None,
+            });
+            let Some(mut inner) = inner else {
+                return Err(StoreError::Internal(
+                    "etcd answered a nested transaction without its answer".to_owned(),
+                ));
+            };
+            // The outer header is the one with the whole header's revision.
+            inner.header = answer.header;
+            return Ok(inner);
+        }
+        Err(StoreError::Unavailable(format!(
+            "the ranges of a transaction's sorted or filtered reads changed each of the \
+             {CAPPED_TXN_ATTEMPTS} times they were checked against their cap; retry"
+        )))
+    }
+
     /// etcd's LeaseGrant of `id` (0: etcd chooses).
     async fn grant(&self, id: LeaseId, ttl: Duration) -> Result<LeaseInfo, StoreError> {
         let request = pb::LeaseGrantRequest {
@@ -399,7 +508,12 @@ impl Store for EtcdStore {
             success: txn.success.iter().map(|op| keys.op(op)).collect(),
             failure: txn.failure.iter().map(|op| keys.op(op)).collect(),
         };
-        let answer = match self.kv_txn("Txn", request).await {
+        let sent = if capped_reads(&txn).next().is_some() {
+            self.txn_with_capped_reads(&txn, request).await
+        } else {
+            self.kv_txn("Txn", request).await
+        };
+        let answer = match sent {
             Err(StoreError::LeaseNotFound(_)) => {
                 return Err(StoreError::LeaseNotFound(first_lease(&txn)));
             }
@@ -421,6 +535,15 @@ impl Store for EtcdStore {
             };
             if let OpResult::Get(range) = &result {
                 spent = spent.saturating_add(range.page_bytes());
+                // A capped read of a transaction that wrote nothing (those
+                // that write were checked before they were sent).
+                if let Op::Get(query) = op
+                    && query.whole_max_bytes > 0
+                    && !query.count_only
+                    && range.page_bytes() > query.whole_max_bytes
+                {
+                    return Err(StoreError::WholeReadTooLarge(query.whole_max_bytes));
+                }
             }
             results.push(result);
         }
