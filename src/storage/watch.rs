@@ -235,6 +235,15 @@ async fn forward(mut watches: Watches, sender: Sender) {
             Some(Item::Events(delivery)) => {
                 let patience = delivery.patience();
                 let batch = delivery.events_of(0);
+                // Room at once, the usual case: no waiting to set up.
+                let batch = match sender.try_reserve() {
+                    Ok(permit) => {
+                        permit.send(Ok(batch));
+                        continue;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(())) => return,
+                    Err(mpsc::error::TrySendError::Full(())) => batch,
+                };
                 let permit = tokio::select! {
                     biased;
                     permit = sender.reserve() => permit,

@@ -123,10 +123,14 @@ impl Delivery {
 
     /// The events `id` takes, as its own list.
     pub fn events_of(&self, id: WatchId) -> Vec<Event> {
-        self.watches()
-            .filter(|(watch, _)| *watch == id)
-            .flat_map(|(_, indices)| indices.map(|i| self.events[i].clone()).collect::<Vec<_>>())
-            .collect()
+        match self.to.iter().find(|(watch, _)| *watch == id) {
+            Some((_, Pick::All)) => self.events.to_vec(),
+            Some((_, Pick::Some(indices))) => indices
+                .iter()
+                .map(|&i| self.events[i as usize].clone())
+                .collect(),
+            None => Vec::new(),
+        }
     }
 }
 
