@@ -72,6 +72,7 @@ impl<S: Store> Watch for WatchApi<S> {
             watches: Watches::default(),
             open: HashMap::new(),
             notified: 0,
+            progress: progress_interval(),
             next_id: 0,
         };
         tokio::spawn(session.run(request.into_inner()));
@@ -126,7 +127,18 @@ struct Session<S> {
     open: HashMap<i64, Open>,
     /// How many of them asked for `progress_notify`.
     notified: usize,
+    /// Ticks every `PROGRESS_INTERVAL` while `notified` > 0, counted from
+    /// when the first of them came.
+    progress: tokio::time::Interval,
     next_id: i64,
+}
+
+/// The progress interval, its first tick one interval from now.
+fn progress_interval() -> tokio::time::Interval {
+    let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    progress.reset();
+    progress
 }
 
 /// What a session does next.
@@ -139,13 +151,11 @@ enum Next {
 impl<S: Store> Session<S> {
     async fn run(mut self, mut requests: Streaming<pb::WatchRequest>) {
         use pb::watch_request::RequestUnion;
-        let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
-        progress.reset();
         loop {
             let next = tokio::select! {
                 request = requests.next() => Next::Request(request),
                 item = self.watches.next() => Next::Watch(item),
-                _ = progress.tick(), if self.notified > 0 => Next::Progress,
+                _ = self.progress.tick(), if self.notified > 0 => Next::Progress,
                 () = self.out.closed() => return,
             };
             let sent = match next {
@@ -296,6 +306,10 @@ impl<S: Store> Session<S> {
             progress_notify: create.progress_notify,
             fragment: create.fragment,
         };
+        if wants.progress_notify && self.notified == 0 {
+            // Not a burst of the ticks missed while no watch wanted them.
+            self.progress.reset();
+        }
         self.notified += usize::from(wants.progress_notify);
         self.open.insert(id, Open { wants, quiet: true });
         self.send(created).await
