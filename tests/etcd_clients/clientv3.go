@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/clientv3"
@@ -20,6 +21,7 @@ import (
 	"go.etcd.io/etcd/etcdserver/api/v3lock/v3lockpb"
 	"go.etcd.io/etcd/etcdserver/api/v3rpc/rpctypes"
 	pb "go.etcd.io/etcd/etcdserver/etcdserverpb"
+	"google.golang.org/grpc"
 )
 
 var ctx = context.Background()
@@ -537,6 +539,648 @@ func paging(cli *clientv3.Client) {
 		listed, pages, wrong, writes)
 }
 
+// rawWatch opens etcd's Watch stream itself (not clientv3's watcher, which
+// reads and buffers everything), so a section sees each answer as sent and
+// can stop reading.
+func rawWatch(cli *clientv3.Client) (pb.Watch_WatchClient, context.CancelFunc) {
+	wctx, cancel := context.WithCancel(ctx)
+	stream, err := pb.NewWatchClient(cli.ActiveConnection()).Watch(wctx, grpc.MaxCallRecvMsgSize(1<<30))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "watch stream:", err)
+		os.Exit(1)
+	}
+	return stream, cancel
+}
+
+func createRequest(c *pb.WatchCreateRequest) *pb.WatchRequest {
+	return &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: c}}
+}
+
+// watchLag: four watches on one stream (live, from the past, prev_kv with a
+// filter, one starting later in the past) that stops reading while 1,500
+// writes of two 4 KiB values each go by (far past the server's broadcast
+// buffer, short of --watch-max-lag), then reads: every watch must get every
+// revision of its range exactly once, in order, each revision's events in
+// one answer, and prev_kv right.
+func watchLag(cli *clientv3.Client) {
+	const history, writes = 300, 1500
+	var base int64
+	for i := 0; i < history; i++ {
+		r, err := cli.Put(ctx, "wl/b", fmt.Sprintf("b%d", i))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if i == 0 {
+			base = r.Header.Revision
+		}
+	}
+	stream, cancel := rawWatch(cli)
+	defer cancel()
+	end := []byte("wl0")
+	creates := []*pb.WatchCreateRequest{
+		{Key: []byte("wl/"), RangeEnd: end},
+		{Key: []byte("wl/"), RangeEnd: end, StartRevision: base},
+		{Key: []byte("wl/a"), PrevKv: true, Filters: []pb.WatchCreateRequest_FilterType{pb.WatchCreateRequest_NODELETE}},
+		{Key: []byte("wl/c"), StartRevision: base + 100},
+	}
+	type seen struct {
+		rev        int64
+		key, value string
+		prev       string
+		answer     int
+	}
+	events := map[int64][]seen{}
+	start := map[int64]int64{}
+	answers := 0
+	take := func(resp *pb.WatchResponse) {
+		answers++
+		if resp.Created {
+			start[resp.WatchId] = resp.Header.Revision + 1
+			return
+		}
+		for _, ev := range resp.Events {
+			prev := "none"
+			if ev.PrevKv != nil {
+				prev = string(ev.PrevKv.Value)
+			}
+			events[resp.WatchId] = append(events[resp.WatchId], seen{ev.Kv.ModRevision, string(ev.Kv.Key), string(ev.Kv.Value), prev, answers})
+		}
+	}
+	for _, c := range creates {
+		stream.Send(createRequest(c))
+	}
+	for len(start) < len(creates) {
+		resp, err := stream.Recv()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "recv:", err)
+			os.Exit(1)
+		}
+		take(resp)
+	}
+	// Not read from here on while the writes go by.
+	big := strings.Repeat("x", 4096)
+	revs := make([]int64, writes)
+	for i := 0; i < writes; i++ {
+		r, err := cli.Txn(ctx).Then(
+			clientv3.OpPut("wl/a", fmt.Sprintf("a%d-%s", i, big)),
+			clientv3.OpPut("wl/c", fmt.Sprintf("c%d-%s", i, big)),
+		).Commit()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		revs[i] = r.Header.Revision
+	}
+	last := revs[writes-1]
+	done := func() bool {
+		for id := range start {
+			list := events[id]
+			if len(list) == 0 || list[len(list)-1].rev < last {
+				return false
+			}
+		}
+		return true
+	}
+	got := make(chan *pb.WatchResponse)
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "watch lag: recv:", err)
+				close(got)
+				return
+			}
+			got <- resp
+		}
+	}()
+	deadline := time.After(60 * time.Second)
+	for !done() {
+		select {
+		case resp, ok := <-got:
+			if !ok {
+				say("watch lag: the stream ended")
+				return
+			}
+			if resp.Canceled {
+				say("watch lag: watch %d canceled: %s", resp.WatchId, resp.CancelReason)
+				return
+			}
+			take(resp)
+		case <-deadline:
+			say("watch lag: timed out")
+			return
+		}
+	}
+	// What each watch should have seen: (revision, key) in order.
+	type want struct {
+		rev int64
+		key string
+	}
+	expected := func(id int64) []want {
+		var w []want
+		c := creates[id]
+		from := c.StartRevision
+		if from == 0 {
+			from = start[id]
+		}
+		in := func(key string) bool {
+			if len(c.RangeEnd) == 0 {
+				return key == string(c.Key)
+			}
+			return key >= string(c.Key) && key < string(c.RangeEnd)
+		}
+		for i := 0; i < history; i++ {
+			if base+int64(i) >= from && in("wl/b") {
+				w = append(w, want{base + int64(i), "wl/b"})
+			}
+		}
+		for _, r := range revs {
+			for _, k := range []string{"wl/a", "wl/c"} {
+				if r >= from && in(k) {
+					w = append(w, want{r, k})
+				}
+			}
+		}
+		return w
+	}
+	for id := int64(0); id < int64(len(creates)); id++ {
+		list := events[id]
+		want := expected(id)
+		missing, extra, split, prevWrong := 0, 0, 0, 0
+		i, j := 0, 0
+		for i < len(list) && j < len(want) {
+			if list[i].rev == want[j].rev && list[i].key == want[j].key {
+				i++
+				j++
+			} else if list[i].rev < want[j].rev || (list[i].rev == want[j].rev && list[i].key < want[j].key) {
+				extra++
+				i++
+			} else {
+				missing++
+				j++
+			}
+		}
+		extra += len(list) - i
+		missing += len(want) - j
+		for k := 1; k < len(list); k++ {
+			if list[k].rev == list[k-1].rev && list[k].answer != list[k-1].answer {
+				split++
+			}
+		}
+		if creates[id].PrevKv {
+			prev := "none"
+			for _, e := range list {
+				if e.prev != prev {
+					if prevWrong == 0 {
+						fmt.Fprintf(os.Stderr, "prev_kv at %d: %.12q, want %.12q\n", e.rev, e.prev, prev)
+					}
+					prevWrong++
+				}
+				prev = e.value
+			}
+		}
+		say("watch lag: watch %d: %d events, %d missing, %d duplicate or out of order, %d revisions split across answers, %d prev_kv wrong",
+			id, len(list), missing, extra, split, prevWrong)
+	}
+}
+
+// watchCreatedRevision: while puts to one key go on, a watch of that key
+// from now (no start revision) is created again and again on a stream of
+// its own; its first event must be at the created answer's revision + 1
+// (etcd watches from the revision it answers, clientv3 resumes from it).
+func watchCreatedRevision(cli *clientv3.Client) {
+	wctx, stop := context.WithCancel(ctx)
+	var writers sync.WaitGroup
+	for w := 0; w < 3; w++ {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for wctx.Err() == nil {
+				cli.Put(wctx, "wc/k", "v")
+			}
+		}()
+	}
+	const rounds = 300
+	gaps, repeats := 0, 0
+	for i := 0; i < rounds; i++ {
+		stream, cancel := rawWatch(cli)
+		stream.Send(createRequest(&pb.WatchCreateRequest{Key: []byte("wc/k")}))
+		created, err := stream.Recv()
+		if err != nil || !created.Created {
+			say("watch created revision: no created answer: %v", err)
+			cancel()
+			break
+		}
+		first := int64(0)
+		for first == 0 {
+			resp, err := stream.Recv()
+			if err != nil {
+				break
+			}
+			if len(resp.Events) > 0 {
+				first = resp.Events[0].Kv.ModRevision
+			}
+		}
+		cancel()
+		if first > created.Header.Revision+1 {
+			gaps++
+			if gaps <= 3 {
+				fmt.Fprintf(os.Stderr, "created at %d, first event at %d\n", created.Header.Revision, first)
+			}
+		} else if first <= created.Header.Revision {
+			repeats++
+		}
+	}
+	stop()
+	writers.Wait()
+	say("watch created revision: %d of %d watches missed revisions after their created revision, %d began at or before it", gaps, rounds, repeats)
+}
+
+// watchProgressOrder: a watch replaying 2,000 revisions, and a progress
+// request sent at once: no event at or below the revision a progress
+// answer names may come after it (etcd >= 3.4.24 defers the answer until
+// the watches caught up; 3.4.23 does not).
+func watchProgressOrder(cli *clientv3.Client) {
+	const history = 2000
+	var first, last int64
+	for i := 0; i < history; i++ {
+		r, err := cli.Put(ctx, "wp/k", fmt.Sprintf("%d", i))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if i == 0 {
+			first = r.Header.Revision
+		}
+		last = r.Header.Revision
+	}
+	stream, cancel := rawWatch(cli)
+	defer cancel()
+	stream.Send(createRequest(&pb.WatchCreateRequest{Key: []byte("wp/k"), StartRevision: first}))
+	stream.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
+	progress := int64(0)
+	late, seen := 0, int64(0)
+	for seen < last {
+		resp, err := stream.Recv()
+		if err != nil {
+			say("watch progress order: %v", err)
+			return
+		}
+		if !resp.Created && !resp.Canceled && len(resp.Events) == 0 && progress == 0 {
+			progress = resp.Header.Revision
+		}
+		for _, ev := range resp.Events {
+			seen = ev.Kv.ModRevision
+			if progress != 0 && ev.Kv.ModRevision <= progress {
+				late++
+			}
+		}
+	}
+	say("watch progress order: %d events at or below a progress answer's revision came after it", late)
+}
+
+// watchStalledReader: one client's watch stream is not read while another
+// client, on a connection of its own, writes 1,000 values of 8 KiB under
+// the watched prefix: a stream that does not read may be cut off, but the
+// other client's writes must all succeed.
+func watchStalledReader(cli *clientv3.Client) {
+	stream, cancel := rawWatch(cli)
+	defer cancel()
+	for i := 0; i < 4; i++ {
+		stream.Send(createRequest(&pb.WatchCreateRequest{Key: []byte("ws/"), RangeEnd: []byte("ws0")}))
+		if _, err := stream.Recv(); err != nil {
+			say("stalled reader: %v", err)
+			return
+		}
+	}
+	other, err := clientv3.New(clientv3.Config{Endpoints: []string{os.Args[1]}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer other.Close()
+	value := strings.Repeat("v", 8192)
+	const writes = 1000
+	failed := 0
+	for i := 0; i < writes; i++ {
+		pctx, done := context.WithTimeout(ctx, 10*time.Second)
+		_, err := other.Put(pctx, "ws/k", value)
+		done()
+		if err != nil {
+			if failed == 0 {
+				fmt.Fprintf(os.Stderr, "stalled reader: put %d: %v\n", i, err)
+			}
+			failed++
+			if failed == 3 {
+				break
+			}
+		}
+	}
+	say("stalled reader: %d puts of another client failed", failed)
+	// Read again: every watch gets every revision written (a kvserver may
+	// have cut the stream off instead, which it says).
+	r, err := other.Get(ctx, "ws/k")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	last := r.Header.Revision
+	reached := map[int64]bool{}
+	got := make(chan *pb.WatchResponse, 16)
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "stalled reader: recv:", err)
+				close(got)
+				return
+			}
+			got <- resp
+		}
+	}()
+	deadline := time.After(30 * time.Second)
+	for len(reached) < 4 {
+		select {
+		case resp, ok := <-got:
+			if !ok {
+				say("stalled reader: the stream ended")
+				return
+			}
+			if resp.Canceled {
+				say("stalled reader: watch %d canceled: %s", resp.WatchId, resp.CancelReason)
+				return
+			}
+			for _, ev := range resp.Events {
+				if ev.Kv.ModRevision >= last {
+					reached[resp.WatchId] = true
+				}
+			}
+		case <-deadline:
+			say("stalled reader: after reading again, %d of 4 watches got the last write within 30 s", len(reached))
+			return
+		}
+	}
+	say("stalled reader: after reading again, every watch got the last write")
+}
+
+// watchCancelCompact: two watches of one prefix on a stream that is not
+// read while 600 writes of 8 KiB go by; then watch 0 is cancelled and the
+// history compacted to the newest revision, and the stream read: watch 0
+// gets its events in order, its canceled answer, and nothing after it;
+// watch 1 its events in order without a gap, until the newest revision or
+// a cancel naming a compacted revision past the last event it got.
+func watchCancelCompact(cli *clientv3.Client) {
+	stream, cancel := rawWatch(cli)
+	defer cancel()
+	start := map[int64]int64{}
+	for i := 0; i < 2; i++ {
+		stream.Send(createRequest(&pb.WatchCreateRequest{Key: []byte("wx/"), RangeEnd: []byte("wx0")}))
+		resp, err := stream.Recv()
+		if err != nil || !resp.Created {
+			say("cancel compact: no created answer: %v", err)
+			return
+		}
+		start[resp.WatchId] = resp.Header.Revision + 1
+	}
+	value := strings.Repeat("v", 8192)
+	var last int64
+	for i := 0; i < 600; i++ {
+		r, err := cli.Put(ctx, "wx/k", value)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		last = r.Header.Revision
+	}
+	stream.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: 0}}})
+	if _, err := cli.Compact(ctx, last); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	next := map[int64]int64{0: start[0], 1: start[1]}
+	gaps := map[int64]int{}
+	canceled := map[int64]bool{}
+	after := 0
+	compactedRight := true
+	ended1 := ""
+	deadline := time.Now().Add(60 * time.Second)
+	for !(canceled[0] && (canceled[1] || next[1] > last)) && time.Now().Before(deadline) {
+		resp, err := stream.Recv()
+		if err != nil {
+			say("cancel compact: %v", err)
+			return
+		}
+		id := resp.WatchId
+		if resp.Canceled {
+			canceled[id] = true
+			if id == 1 {
+				ended1 = "compacted"
+				if resp.CompactRevision <= next[1]-1 || resp.CompactRevision > last {
+					compactedRight = false
+				}
+			}
+			continue
+		}
+		for _, ev := range resp.Events {
+			if canceled[id] {
+				after++
+			}
+			if ev.Kv.ModRevision != next[id] {
+				gaps[id]++
+			}
+			next[id] = ev.Kv.ModRevision + 1
+		}
+	}
+	if ended1 == "" {
+		ended1 = "every event"
+	}
+	fmt.Fprintf(os.Stderr, "cancel compact: watch 1 ended with %s\n", ended1)
+	say("cancel compact: watch 0 canceled %v, %d out of order or missing, %d events after its cancel", canceled[0], gaps[0], after)
+	say("cancel compact: watch 1 %d out of order or missing, reached the end or a right compact_revision %v", gaps[1], compactedRight && (canceled[1] || next[1] > last))
+}
+
+// watchHandover: while two-key writes go on, 40 watches are added to one
+// stream, read all along, from a revision in the past (replayed, then
+// live) or about the newest, some of one key: each must get every revision of
+// its range from its start exactly once, in order.
+func watchHandover(cli *clientv3.Client) {
+	const writes = 1500
+	revs := make([]int64, 0, writes)
+	var mu sync.Mutex
+	wrote := make(chan struct{})
+	r, err := cli.Put(ctx, "wh/a", "first")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	first := r.Header.Revision
+	go func() {
+		defer close(wrote)
+		for i := 0; i < writes; i++ {
+			r, err := cli.Txn(ctx).Then(
+				clientv3.OpPut("wh/a", fmt.Sprintf("a%d", i)),
+				clientv3.OpPut("wh/b", fmt.Sprintf("b%d", i)),
+			).Commit()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			mu.Lock()
+			revs = append(revs, r.Header.Revision)
+			mu.Unlock()
+		}
+	}()
+	stream, cancel := rawWatch(cli)
+	defer cancel()
+	type watch struct {
+		key, end []byte
+		from     int64
+		got      []int64
+		keys     []string
+	}
+	var watches []*watch
+	responses := make(chan *pb.WatchResponse, 1024)
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				close(responses)
+				return
+			}
+			responses <- resp
+		}
+	}()
+	byID := map[int64]*watch{}
+	pending := []*watch{}
+	take := func(resp *pb.WatchResponse) {
+		if resp.Created {
+			w := pending[0]
+			pending = pending[1:]
+			if w.from == 0 {
+				w.from = resp.Header.Revision + 1
+			}
+			byID[resp.WatchId] = w
+			return
+		}
+		w := byID[resp.WatchId]
+		for _, ev := range resp.Events {
+			w.got = append(w.got, ev.Kv.ModRevision)
+			w.keys = append(w.keys, string(ev.Kv.Key))
+		}
+	}
+	for i := 0; i < 40; i++ {
+		time.Sleep(15 * time.Millisecond)
+		mu.Lock()
+		n := len(revs)
+		mu.Unlock()
+		w := &watch{key: []byte("wh/"), end: []byte("wh0")}
+		switch i % 4 {
+		case 0:
+			// At the newest revision or just past it (a watch from now
+			// is the watch-created-revision section's).
+			w.from = first + int64(n) + 1
+		case 1:
+			w.from = first + int64(i)
+		case 2:
+			w.key, w.end = []byte("wh/a"), nil
+			w.from = first + int64(n/2)
+		case 3:
+			w.from = first + int64(n) - 3
+			if w.from < first {
+				w.from = first
+			}
+		}
+		watches = append(watches, w)
+		pending = append(pending, w)
+		stream.Send(createRequest(&pb.WatchCreateRequest{Key: w.key, RangeEnd: w.end, StartRevision: w.from}))
+		for len(responses) > 0 {
+			take(<-responses)
+		}
+	}
+	// Read on while the writes go on.
+	for writing := true; writing; {
+		select {
+		case <-wrote:
+			writing = false
+		case resp, ok := <-responses:
+			if !ok {
+				say("handover: the stream ended")
+				return
+			}
+			take(resp)
+		}
+	}
+	last := revs[len(revs)-1]
+	deadline := time.After(60 * time.Second)
+	done := func() bool {
+		if len(pending) > 0 {
+			return false
+		}
+		for _, w := range watches {
+			if len(w.got) == 0 || w.got[len(w.got)-1] < last {
+				return false
+			}
+		}
+		return true
+	}
+	for !done() {
+		select {
+		case resp, ok := <-responses:
+			if !ok {
+				say("handover: the stream ended")
+				return
+			}
+			take(resp)
+		case <-deadline:
+			say("handover: timed out")
+			fmt.Fprintf(os.Stderr, "handover: %d created answers missing, last revision %d\n", len(pending), last)
+			for i, w := range watches {
+				if len(w.got) == 0 || w.got[len(w.got)-1] < last {
+					at := int64(0)
+					if len(w.got) > 0 {
+						at = w.got[len(w.got)-1]
+					}
+					fmt.Fprintf(os.Stderr, "  watch %d from %d: %d events, up to %d\n", i, w.from, len(w.got), at)
+				}
+			}
+			return
+		}
+	}
+	wrong := 0
+	for i, w := range watches {
+		var want []string
+		if first >= w.from {
+			want = append(want, fmt.Sprintf("%d wh/a", first))
+		}
+		for _, r := range revs {
+			if r >= w.from {
+				want = append(want, fmt.Sprintf("%d wh/a", r))
+				if w.end != nil {
+					want = append(want, fmt.Sprintf("%d wh/b", r))
+				}
+			}
+		}
+		var got []string
+		for j := range w.got {
+			got = append(got, fmt.Sprintf("%d %s", w.got[j], w.keys[j]))
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			wrong++
+			if wrong <= 3 {
+				fmt.Fprintf(os.Stderr, "handover: watch %d from %d: got %d events, want %d\n", i, w.from, len(got), len(want))
+				for j := 0; j < len(got) && j < len(want); j++ {
+					if got[j] != want[j] {
+						fmt.Fprintf(os.Stderr, "  first difference at %d: got %s want %s\n", j, got[j], want[j])
+						break
+					}
+				}
+			}
+		}
+	}
+	say("handover: %d of %d watches did not get exactly their events", wrong, len(watches))
+}
+
 func main() {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{os.Args[1]}, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -547,7 +1191,10 @@ func main() {
 	sections := map[string]func(*clientv3.Client){
 		"kv": kvAndTxn, "leases": leases, "watches": watches, "mutex": mutex,
 		"election": election, "lock-service": lockService, "election-service": electionService, "history": history,
-		"paging": paging,
+		"paging":    paging,
+		"watch-lag": watchLag, "watch-created-revision": watchCreatedRevision, "watch-progress-order": watchProgressOrder,
+		"watch-stalled-reader": watchStalledReader, "watch-cancel-compact": watchCancelCompact,
+		"watch-handover": watchHandover,
 	}
 	for _, name := range os.Args[2:] {
 		say("== %s", name)

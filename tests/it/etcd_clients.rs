@@ -1,8 +1,9 @@
 //! etcd's client libraries against kvserver: Go's clientv3 with its
 //! `concurrency` package (locks with contenders, an election with a
 //! failover, the server-side Lock and Election services, paging a
-//! 100,000-key range at one revision while writes go on), and
-//! python-etcd3. Each program prints what it saw; the same program runs
+//! 100,000-key range at one revision while writes go on; and, through
+//! etcd's generated Watch client, many watches of one stream across
+//! replay, lag, cancel and compaction), and python-etcd3. Each program prints what it saw; the same program runs
 //! against a real etcd, and the outputs must be equal.
 //!
 //! The Go program (`tests/etcd_clients/clientv3.go`) is built here, once
@@ -178,4 +179,139 @@ fn python_etcd3_sees_kvserver_as_etcd() {
     assert_eq!(python_scenario(memory.addr()), reference);
     let through = gateway(&etcd.endpoints(), &["--etcd-prefix", "gw-py/"]);
     assert_eq!(python_scenario(through.addr()), reference);
+}
+
+/// The raw-stream watch sections of the Go scenario (etcd's generated
+/// client, so each answer is seen as sent and a stream can stop reading),
+/// from the review of b935f8b (watch fan-out, one task per stream):
+/// `watch-lag`, four watches of one stream (live, from the past, prev_kv
+/// with a filter, later in the past) not read while 1,500 two-key writes go
+/// by, far past the broadcast buffer; `watch-cancel-compact`, a stream not
+/// read, then a cancel and a compaction; `watch-handover`, 40 watches added
+/// to one stream read all along, while writes go on, from revisions in the
+/// past and about the newest.
+#[test]
+fn go_watches_of_one_stream_get_every_revision_once_in_order_across_replay_lag_cancel_and_compaction()
+ {
+    let binary = build_go_scenario();
+    let etcd = EtcdCluster::single();
+    let sections = &["watch-lag", "watch-cancel-compact", "watch-handover"];
+    let reference = go_scenario(&binary, etcd.url(0).trim_start_matches("http://"), sections);
+    // Shown right by etcd.
+    let mut expected: Vec<String> = [3000, 3300, 1500, 1500]
+        .iter()
+        .enumerate()
+        .map(|(id, events)| {
+            format!(
+                "watch lag: watch {id}: {events} events, 0 missing, 0 duplicate or out of order, \
+                 0 revisions split across answers, 0 prev_kv wrong"
+            )
+        })
+        .collect();
+    expected.extend([
+        "cancel compact: watch 0 canceled true, 0 out of order or missing, 0 events after its cancel"
+            .to_owned(),
+        "cancel compact: watch 1 0 out of order or missing, reached the end or a right \
+         compact_revision true"
+            .to_owned(),
+        "handover: 0 of 40 watches did not get exactly their events".to_owned(),
+    ]);
+    for line in &expected {
+        assert!(
+            reference.contains(line.as_str()),
+            "{line:?} not in:\n{reference}"
+        );
+    }
+    let memory = Server::start();
+    assert_eq!(go_scenario(&binary, memory.addr(), sections), reference);
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Server::start_on_disk(dir.path(), &[]);
+    assert_eq!(go_scenario(&binary, disk.addr(), sections), reference);
+    // The etcd backend, where the stream is read all along: a stream not
+    // read stalls it (the ignored test below).
+    let through = gateway(&etcd.endpoints(), &["--etcd-prefix", "gw-wh/"]);
+    let seen = go_scenario(&binary, through.addr(), &["watch-handover"]);
+    assert!(seen.contains(expected.last().unwrap().as_str()), "{seen}");
+}
+
+/// etcd answers a watch without a start revision with `created` at the
+/// revision `wsrev` it read, and watches from `wsrev + 1` exactly
+/// (v3rpc/watch.go); clientv3 resumes such a watch from that revision. So
+/// while writes go on, its first event is at the created revision + 1.
+#[test]
+#[ignore = "bug (review of b935f8b, older than it): etcd_api::watch Session::create reads the \
+            created answer's revision (Api::current_revision) before, and apart from, \
+            Store::watch_into(.., from: None), which starts the watch at the store's own \
+            latest + 1: on the etcd backend ~40% of watches miss revisions after their created \
+            revision; on memory/disk ~10-15% begin at or before it"]
+fn go_a_watch_from_now_starts_right_after_its_created_revision_while_writes_go_on() {
+    let binary = build_go_scenario();
+    let etcd = EtcdCluster::single();
+    let reference = go_scenario(
+        &binary,
+        etcd.url(0).trim_start_matches("http://"),
+        &["watch-created-revision"],
+    );
+    let expected = "watch created revision: 0 of 300 watches missed revisions after their \
+                    created revision, 0 began at or before it";
+    assert!(reference.contains(expected), "{reference}");
+    let memory = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Server::start_on_disk(dir.path(), &[]);
+    let through = gateway(&etcd.endpoints(), &["--etcd-prefix", "gw-wc/"]);
+    for (backend, addr) in [
+        ("memory", memory.addr()),
+        ("disk", disk.addr()),
+        ("etcd", through.addr()),
+    ] {
+        let seen = go_scenario(&binary, addr, &["watch-created-revision"]);
+        assert_eq!(seen, reference, "on the {backend} backend");
+    }
+}
+
+/// A client whose watch stream (four watches) is not read must not hold
+/// back another client's writes (1,000 of 8 KiB under the watched prefix),
+/// and once it reads again its watches go on: so on etcd and on the local
+/// backends.
+#[test]
+#[ignore = "bug (review of b935f8b, older than it): on the etcd backend, while one client \
+            does not read its watch stream, another client's puts through the same kvserver \
+            fail after ~230 with UNAVAILABLE 'did not answer Txn in time' and health says etcd \
+            does not answer. Likely: the unread upstream etcd watch streams (storage/etcd/watch.rs, \
+            not read once the consumer blocks) hold the one HTTP/2 connection's window shared with \
+            every call (storage/etcd/cluster.rs); the --watch-max-lag cut-off never fires for \
+            them (remote watches get Patience allowed = u64::MAX, storage/watch/set.rs)"]
+fn go_a_watch_stream_not_read_does_not_stall_other_clients_writes_on_the_etcd_backend() {
+    let binary = build_go_scenario();
+    let etcd = EtcdCluster::single();
+    let sections = &["watch-stalled-reader"];
+    let reference = go_scenario(&binary, etcd.url(0).trim_start_matches("http://"), sections);
+    assert!(
+        reference.contains("stalled reader: 0 puts of another client failed"),
+        "{reference}"
+    );
+    let memory = Server::start();
+    assert_eq!(go_scenario(&binary, memory.addr(), sections), reference);
+    let through = gateway(&etcd.endpoints(), &["--etcd-prefix", "gw-ws/"]);
+    assert_eq!(go_scenario(&binary, through.addr(), sections), reference);
+}
+
+/// A progress answer names a revision the stream's watches have all been
+/// sent: etcd >= 3.4.24 / 3.5.8 defer it while a watch is unsynced
+/// (Kubernetes relies on it). etcd 3.4.23, the reference here, does not
+/// either, so this is checked on kvserver alone.
+#[test]
+#[ignore = "divergence from etcd >= 3.4.24 (same as the 3.4.23 reference): \
+            etcd_api::watch Session::progress answers the store's current revision at once, \
+            while a watch of the stream still replays or has events queued (Watches::ready)"]
+fn go_a_progress_answer_comes_after_the_events_at_or_below_its_revision() {
+    let binary = build_go_scenario();
+    let memory = Server::start();
+    let seen = go_scenario(&binary, memory.addr(), &["watch-progress-order"]);
+    assert!(
+        seen.contains(
+            "watch progress order: 0 events at or below a progress answer's revision came after it"
+        ),
+        "{seen}"
+    );
 }
