@@ -282,10 +282,15 @@ impl<S: Store> Session<S> {
             created: true,
             ..Default::default()
         };
+        // A watch from now starts right after the revision its created
+        // answer names, as etcd's does (clientv3 resumes from there): left
+        // to the store, it would start from the store's own latest, which
+        // writes may have moved on meanwhile.
+        let from = from.unwrap_or(current + 1);
         let added = self
             .api
             .store
-            .watch_into(&mut self.watches, id, range, from)
+            .watch_into(&mut self.watches, id, range, Some(from))
             .await;
         match added {
             Ok(()) => {}

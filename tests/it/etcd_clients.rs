@@ -239,11 +239,6 @@ fn go_watches_of_one_stream_get_every_revision_once_in_order_across_replay_lag_c
 /// (v3rpc/watch.go); clientv3 resumes such a watch from that revision. So
 /// while writes go on, its first event is at the created revision + 1.
 #[test]
-#[ignore = "bug (review of b935f8b, older than it): etcd_api::watch Session::create reads the \
-            created answer's revision (Api::current_revision) before, and apart from, \
-            Store::watch_into(.., from: None), which starts the watch at the store's own \
-            latest + 1: on the etcd backend ~40% of watches miss revisions after their created \
-            revision; on memory/disk ~10-15% begin at or before it"]
 fn go_a_watch_from_now_starts_right_after_its_created_revision_while_writes_go_on() {
     let binary = build_go_scenario();
     let etcd = EtcdCluster::single();
