@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use keyvalue::proto::keyvalue::v1 as pb;
+use keyvalue::proto::simplekeyvalue::SetRequest;
+use keyvalue::proto::simplekeyvalue::key_value_client::KeyValueClient;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -266,6 +268,28 @@ async fn until_member_has(etcd: &EtcdCluster, i: usize, name: &str, value: &str)
     }
 }
 
+/// Sets `key` through a gateway while etcd fails over: an `UNAVAILABLE`
+/// answer ("did not answer in time; it may or may not have been applied")
+/// is what a client retries, and a Set of the same value is idempotent, so
+/// it is sent again for up to 20 s (once, a loaded CI machine took longer
+/// than the gateway's 3 s timeout for one Put right after an election).
+async fn set_through_failover(client: &mut KeyValueClient<Channel>, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let request = SetRequest {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        };
+        match client.set(request).await {
+            Ok(_) => return,
+            Err(status) if status.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("set {key:?}: {status}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_gateways_over_three_members_lose_a_member_then_the_leader_and_lose_nothing() {
     let mut etcd = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
@@ -320,7 +344,7 @@ async fn two_gateways_over_three_members_lose_a_member_then_the_leader_and_lose_
     // A follower dies under load: writes go on.
     etcd.kill(follower);
     until_more_acks(&acks, 200, Duration::from_secs(20), "after a follower died").await;
-    set(&mut through_a, "written-while-down", "1").await;
+    set_through_failover(&mut through_a, "written-while-down", "1").await;
     tokio::task::block_in_place(|| etcd.restart(follower));
     until_member_has(&etcd, follower, "written-while-down", "1").await;
 
@@ -328,7 +352,7 @@ async fn two_gateways_over_three_members_lose_a_member_then_the_leader_and_lose_
     let leader = etcd.leader();
     etcd.kill(leader);
     until_more_acks(&acks, 200, Duration::from_secs(30), "after the leader died").await;
-    set(&mut through_b, "written-without-leader", "2").await;
+    set_through_failover(&mut through_b, "written-without-leader", "2").await;
     tokio::task::block_in_place(|| etcd.restart(leader));
     until_member_has(&etcd, leader, "written-without-leader", "2").await;
     until_more_acks(&acks, 100, Duration::from_secs(20), "after the restarts").await;
