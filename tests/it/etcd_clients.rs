@@ -269,13 +269,6 @@ fn go_a_watch_from_now_starts_right_after_its_created_revision_while_writes_go_o
 /// and once it reads again its watches go on: so on etcd and on the local
 /// backends.
 #[test]
-#[ignore = "bug (review of b935f8b, older than it): on the etcd backend, while one client \
-            does not read its watch stream, another client's puts through the same kvserver \
-            fail after ~230 with UNAVAILABLE 'did not answer Txn in time' and health says etcd \
-            does not answer. Likely: the unread upstream etcd watch streams (storage/etcd/watch.rs, \
-            not read once the consumer blocks) hold the one HTTP/2 connection's window shared with \
-            every call (storage/etcd/cluster.rs); the --watch-max-lag cut-off never fires for \
-            them (remote watches get Patience allowed = u64::MAX, storage/watch/set.rs)"]
 fn go_a_watch_stream_not_read_does_not_stall_other_clients_writes_on_the_etcd_backend() {
     let binary = build_go_scenario();
     let etcd = EtcdCluster::single();

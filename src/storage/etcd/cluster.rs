@@ -84,7 +84,14 @@ pub(super) struct Cluster {
 
 struct Member {
     url: String,
+    /// Calls (Range, Txn, leases, ...).
     channel: Channel,
+    /// Watches, on a connection of their own: a watch whose consumer does
+    /// not read stops being read here, and its unread answers hold flow
+    /// control credit (up to [`STREAM_WINDOW`]) of the connection it is
+    /// on; with calls on that connection, enough such watches once stalled
+    /// every other client's writes.
+    watch_channel: Channel,
 }
 
 /// Pause after every member failed once, before the next round.
@@ -92,6 +99,14 @@ const ROUND_PAUSE: Duration = Duration::from_millis(100);
 
 /// The least time one attempt gets (see [`attempt_deadline`]).
 const MIN_ATTEMPT: Duration = Duration::from_millis(500);
+
+/// HTTP/2 flow control towards etcd: what one stream may hold unread, and
+/// what a connection's streams may together. The connection's is many
+/// streams' worth, so that one stream not read (a watch whose client does
+/// not read) cannot hold the whole connection's credit, as h2's default
+/// (64 KiB for both) let it.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 64 << 20;
 
 /// Largest answer accepted from etcd (tonic's default of 4 MiB is less than
 /// a page of large values).
@@ -162,7 +177,9 @@ impl Cluster {
                     // (--grpc-keepalive-min-time, permit-without-stream).
                     .http2_keep_alive_interval(Duration::from_secs(10))
                     .keep_alive_timeout(Duration::from_secs(5))
-                    .keep_alive_while_idle(false);
+                    .keep_alive_while_idle(false)
+                    .initial_stream_window_size(STREAM_WINDOW)
+                    .initial_connection_window_size(CONNECTION_WINDOW);
                 if url.starts_with("https://") {
                     // No system roots are built in: etcd clusters sign their
                     // members with a CA of their own.
@@ -183,6 +200,7 @@ impl Cluster {
                 Ok(Member {
                     url: url.clone(),
                     channel: endpoint.connect_lazy(),
+                    watch_channel: endpoint.connect_lazy(),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -204,6 +222,13 @@ impl Cluster {
     pub(super) fn current(&self) -> (usize, Channel) {
         let index = self.current.load(Ordering::Relaxed) % self.members.len();
         (index, self.members[index].channel.clone())
+    }
+
+    /// The member watches go to now, and its index: the same member as
+    /// [`Cluster::current`], on the connection kept for watches.
+    pub(super) fn current_for_watch(&self) -> (usize, Channel) {
+        let index = self.current.load(Ordering::Relaxed) % self.members.len();
+        (index, self.members[index].watch_channel.clone())
     }
 
     /// The URL of member `index`.

@@ -132,7 +132,7 @@ async fn open(
     };
     let deadline = Instant::now() + cluster.timeout();
     loop {
-        let (member, channel) = cluster.current();
+        let (member, channel) = cluster.current_for_watch();
         let attempt = tokio::time::timeout_at(deadline, async {
             let (requests, outgoing) = mpsc::channel(1);
             requests
