@@ -31,6 +31,26 @@ fn peak_rss(server: &Server) -> u64 {
     kib * 1024
 }
 
+/// Asserts that the server's peak resident memory (VmHWM) is now less than
+/// `bound` above `before` (its VmHWM or VmRSS before the attack).
+fn assert_peak_grew_less_than(server: &Server, before: u64, bound: u64, what: &str) {
+    let grown = peak_rss(server).saturating_sub(before);
+    assert!(
+        grown < bound,
+        "{what} grew the server's peak memory by {} KiB (bound {} KiB)",
+        grown >> 10,
+        bound >> 10
+    );
+}
+
+/// The server's peak resident memory after it has answered one request:
+/// the memory it takes to serve at all (threads started, first buffers) is
+/// not what an attack costs.
+async fn warm_peak_rss(server: &Server) -> u64 {
+    set(&mut server.client().await, "warm", "up").await;
+    peak_rss(server)
+}
+
 /// Reads from `socket` until the server closes it; how long that took.
 async fn time_until_closed(mut socket: TcpStream, patience: Duration) -> Duration {
     let started = Instant::now();
@@ -47,16 +67,23 @@ async fn time_until_closed(mut socket: TcpStream, patience: Duration) -> Duratio
 #[tokio::test]
 async fn a_silent_socket_and_half_a_preface_are_closed_at_the_first_request_deadline() {
     let server = Server::start_with(&["--first-request-timeout", "1s"]);
+    let before = warm_peak_rss(&server).await;
     let silent = TcpStream::connect(server.addr()).await.unwrap();
     let mut half = TcpStream::connect(server.addr()).await.unwrap();
     half.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     let patience = Duration::from_secs(10);
-    let (silent, half) = tokio::join!(
+    // Another client is served while they are open.
+    let (silent, half, ()) = tokio::join!(
         time_until_closed(silent, patience),
-        time_until_closed(half, patience)
+        time_until_closed(half, patience),
+        served_within(&server, Duration::from_secs(5), "a silent socket"),
     );
     assert!(silent >= Duration::from_millis(900), "{silent:?}");
     assert!(half >= Duration::from_millis(900), "{half:?}");
+    // Two connections cost a task and buffers of some KiB each (measured
+    // +1 MiB with the served client's); 16 MiB is margin for the allocator
+    // on a loaded machine.
+    assert_peak_grew_less_than(&server, before, 16 << 20, "two silent sockets");
     // The server itself goes on.
     set(&mut server.client().await, "k", "v").await;
 }
@@ -64,6 +91,7 @@ async fn a_silent_socket_and_half_a_preface_are_closed_at_the_first_request_dead
 #[tokio::test]
 async fn idle_sockets_cannot_lock_out_other_clients_for_longer_than_the_deadline() {
     let server = Server::start_with(&["--max-connections", "20", "--first-request-timeout", "1s"]);
+    let before = warm_peak_rss(&server).await;
     let mut idle = Vec::new();
     for _ in 0..20 {
         idle.push(TcpStream::connect(server.addr()).await.unwrap());
@@ -72,6 +100,9 @@ async fn idle_sockets_cannot_lock_out_other_clients_for_longer_than_the_deadline
     // retries is served within a couple of deadlines.
     served_within(&server, Duration::from_secs(10), "20 idle sockets").await;
     drop(idle);
+    // 20 connections of a task and some KiB of buffers each, plus the
+    // retrying client's connections: measured +3 MiB; 16 MiB is margin.
+    assert_peak_grew_less_than(&server, before, 16 << 20, "20 idle sockets");
 }
 
 /// Retries a gRPC Get on a new connection until it is answered; fails if
@@ -165,6 +196,7 @@ async fn header_only_streams_fill_only_their_own_connection_and_time_out() {
         "--request-timeout",
         "5s",
     ]);
+    let before = warm_peak_rss(&server).await;
     // Two attacker connections of nine header-only streams each: each
     // connection may hold 8, together 16 of the server's 20.
     let mut connections = Vec::new();
@@ -181,9 +213,8 @@ async fn header_only_streams_fill_only_their_own_connection_and_time_out() {
         }
         connections.push(streams);
     }
-    // A well-behaved client is served meanwhile.
-    let mut client = server.client().await;
-    set(&mut client, "k", "v").await;
+    // A well-behaved client is served meanwhile, long before the deadline.
+    served_within(&server, Duration::from_secs(3), "18 header-only streams").await;
     // On each connection one stream is refused at once, by name (HTTP/2
     // does not promise which one arrives last); the others end at the
     // request deadline. The code, not the time, tells the two apart.
@@ -207,6 +238,10 @@ async fn header_only_streams_fill_only_their_own_connection_and_time_out() {
             "{refused:?}"
         );
     }
+    // 18 streams with headers and no body: two connections' HTTP/2 state
+    // and 16 waiting handlers, some KiB each: measured +3 MiB; 16 MiB is
+    // margin.
+    assert_peak_grew_less_than(&server, before, 16 << 20, "18 header-only streams");
 }
 
 #[tokio::test]
@@ -332,6 +367,7 @@ async fn a_snapshot_whose_client_stops_reading_is_ended_at_its_deadline() {
         .await
         .unwrap();
     }
+    let before = rss(&server);
     let mut stream = kv
         .snapshot(pb::SnapshotRequest::default())
         .await
@@ -340,7 +376,23 @@ async fn a_snapshot_whose_client_stops_reading_is_ended_at_its_deadline() {
     // The client reads nothing for three deadlines (another client is
     // served meanwhile)...
     served_within(&server, Duration::from_secs(2), "a stalled snapshot").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut held = rss(&server);
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        held = held.max(rss(&server));
+    }
+    // A stalled snapshot holds the chunks queued between the store's reader
+    // and the connection (about 7 of 1,000 keys, 4 MiB each here: 28 MiB),
+    // what the client's windows took (7 MiB), and the store's pages read so
+    // far (redb's cache; at most the 32 MiB store). Measured: +44 to 49 MiB.
+    // 96 MiB is that with margin; what it bounds is the queue, in chunks of
+    // 1,000 keys whatever their size, not bytes.
+    let grown = held.saturating_sub(before);
+    assert!(
+        grown < 96 << 20,
+        "a stalled snapshot of 32 MiB grew the server's memory by {} KiB",
+        grown >> 10
+    );
     // ...then finds the snapshot ended, with the reason, before its end.
     let mut keys = 0;
     let status = loop {
@@ -385,6 +437,7 @@ async fn silent_and_half_sent_http_connections_are_closed_at_the_deadlines() {
         "--max-connections",
         "8",
     ]);
+    let before = warm_peak_rss(&server).await;
     let silent = TcpStream::connect(&http).await.unwrap();
     // Half an HTTP/2 preface, and half an HTTP/1.1 request head.
     let mut half_preface = TcpStream::connect(&http).await.unwrap();
@@ -402,15 +455,20 @@ async fn silent_and_half_sent_http_connections_are_closed_at_the_deadlines() {
         .unwrap();
     // The deadlines are 1 s; hyper's own bound on a request head is 10 s.
     let patience = Duration::from_secs(5);
-    let (silent, half_preface, half_head, answered) = tokio::join!(
+    // A gRPC client is served while they are open.
+    let (silent, half_preface, half_head, answered, ()) = tokio::join!(
         time_until_closed(silent, patience),
         time_until_closed(half_preface, patience),
         time_until_closed(half_head, patience),
         time_until_closed(answered, patience),
+        served_within(&server, Duration::from_secs(5), "4 silent HTTP sockets"),
     );
     for closed in [silent, half_preface, half_head, answered] {
         assert!(closed >= Duration::from_millis(900), "{closed:?}");
     }
+    // Four connections of a task and some KiB of buffers each (hyper's
+    // read buffer starts at 8 KiB): measured +3 MiB; 16 MiB is margin.
+    assert_peak_grew_less_than(&server, before, 16 << 20, "4 silent HTTP sockets");
     // A Server-Sent Events watch is a request open for as long as it
     // streams: three idle periods with no event do not close it.
     let response = crate::http::send(&http, "GET", "/v1/watch?prefix=w/", &[], "").await;
@@ -429,6 +487,7 @@ async fn silent_and_half_sent_http_connections_are_closed_at_the_deadlines() {
 async fn silent_http_sockets_cannot_lock_out_other_clients_for_longer_than_the_deadline() {
     let (server, http) =
         crate::http::start_http(&["--max-connections", "10", "--first-request-timeout", "1s"]);
+    let before = warm_peak_rss(&server).await;
     let mut idle = Vec::new();
     for _ in 0..10 {
         idle.push(TcpStream::connect(&http).await.unwrap());
@@ -436,6 +495,9 @@ async fn silent_http_sockets_cannot_lock_out_other_clients_for_longer_than_the_d
     // The HTTP listener shares the limit with gRPC.
     served_within(&server, Duration::from_secs(8), "10 silent HTTP sockets").await;
     drop(idle);
+    // Ten connections of a task and some KiB of buffers each, plus the
+    // retrying client's connections: measured +3 MiB; 16 MiB is margin.
+    assert_peak_grew_less_than(&server, before, 16 << 20, "10 silent HTTP sockets");
 }
 
 /// The server's resident memory now, in bytes (VmRSS).
@@ -507,6 +569,7 @@ async fn stalled_bodies_together_hold_no_more_than_the_request_byte_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_small_requests_on_one_connection_does_not_starve_another_client() {
     let server = Server::start();
+    let before = warm_peak_rss(&server).await;
     // The flood: 512 callers on one connection, each sending Puts as fast
     // as they are answered (or refused by --max-in-flight-per-connection).
     let flood = server.kv_client().await;
@@ -558,6 +621,11 @@ async fn a_flood_of_small_requests_on_one_connection_does_not_starve_another_cli
         p99 < Duration::from_secs(1),
         "Get p99 {p99:?} beside a flood of {flooded} requests"
     );
+    // At most 512 requests at once (one per caller), each HTTP/2 stream
+    // state, buffers and a handler's future (large in a debug build):
+    // measured +19 MiB, about 40 KiB a request. 48 MiB is that with margin
+    // for the allocator on a loaded machine.
+    assert_peak_grew_less_than(&server, before, 48 << 20, "a flood of small requests");
 }
 
 #[tokio::test]
