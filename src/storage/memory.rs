@@ -38,7 +38,7 @@ use super::ops::{
 };
 use super::watch::{EventStream, History, WatchHub, WatchId, WatchLimits, Watches};
 use super::{
-    FIRST_REVISION, Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError, StoreStats,
+    FIRST_REVISION, Record, Revision, Snapshot, SnapshotChunker, Store, StoreError, StoreStats,
 };
 
 /// History entries dropped per hold of the write lock while compacting.
@@ -652,19 +652,24 @@ impl Store for MemoryStore {
         };
         let (sender, chunks) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            for chunk in entries.chunks(SNAPSHOT_CHUNK) {
-                let kvs = chunk
-                    .iter()
-                    .filter_map(|entry| {
-                        Some(KeyValue {
-                            key: Bytes::copy_from_slice(entry.key()),
-                            record: entry.slot(Values::Decoded).live()?.clone(),
-                        })
-                    })
-                    .collect();
-                if sender.send(Ok(kvs)).await.is_err() {
+            let mut chunker = SnapshotChunker::default();
+            for entry in &entries {
+                let Some(record) = entry.slot(Values::Decoded).live().cloned() else {
+                    continue;
+                };
+                let kv = KeyValue {
+                    key: Bytes::copy_from_slice(entry.key()),
+                    record,
+                };
+                if let Some(full) = chunker.push(kv)
+                    && sender.send(Ok(full)).await.is_err()
+                {
                     return;
                 }
+            }
+            let rest = chunker.rest();
+            if !rest.is_empty() {
+                let _ = sender.send(Ok(rest)).await;
             }
         });
         Ok(Snapshot {

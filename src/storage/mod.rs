@@ -104,8 +104,39 @@ impl Record {
     }
 }
 
-/// Keys per chunk of a [`Snapshot`].
+/// Keys per chunk of a [`Snapshot`], at most.
 pub const SNAPSHOT_CHUNK: usize = 1000;
+
+/// Bytes of keys and values per chunk of a [`Snapshot`], at most (a chunk
+/// stops at the key that reaches it; one key alone may pass it). Without
+/// it, a chunk of 1,000 values of 1 MiB was one gigabyte in memory, held
+/// and encoded as one message, and a stalled snapshot queued several.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Cuts a snapshot's keys, in order, into chunks of at most
+/// [`SNAPSHOT_CHUNK`] keys and about [`SNAPSHOT_CHUNK_BYTES`].
+#[derive(Debug, Default)]
+pub(crate) struct SnapshotChunker {
+    chunk: Vec<ops::KeyValue>,
+    bytes: usize,
+}
+
+impl SnapshotChunker {
+    /// Adds `kv`; returns the chunk it completes, if it does.
+    pub(crate) fn push(&mut self, kv: ops::KeyValue) -> Option<Vec<ops::KeyValue>> {
+        self.bytes += kv.key.len() + kv.record.value.len();
+        self.chunk.push(kv);
+        (self.chunk.len() >= SNAPSHOT_CHUNK || self.bytes >= SNAPSHOT_CHUNK_BYTES).then(|| {
+            self.bytes = 0;
+            std::mem::take(&mut self.chunk)
+        })
+    }
+
+    /// The last, partial chunk (possibly empty).
+    pub(crate) fn rest(self) -> Vec<ops::KeyValue> {
+        self.chunk
+    }
+}
 
 /// A consistent copy of a store (see [`Store::snapshot`]).
 #[derive(Debug)]

@@ -49,7 +49,7 @@ use super::ops::{
     EventKind, KeyRange, LeaseId, Op, RangeEnd, RangeQuery, RangeResult, Txn, TxnResult,
 };
 use super::watch::{EventStream, History, WatchHub, WatchId, WatchLimits, Watches};
-use super::{Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError, StoreStats};
+use super::{Record, Revision, Snapshot, SnapshotChunker, Store, StoreError, StoreStats};
 
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "keyvalue.redb";
@@ -495,26 +495,24 @@ impl Store for DiskStore {
                 }
                 Err(error) => return drop(first.send(Err(error))),
             }
-            let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK);
+            let mut chunker = SnapshotChunker::default();
             let everything = KeyRange::prefix(Bytes::new());
             let walked = view.scan(&everything, Values::Decoded, &mut |key, slot| {
                 let Slot::Live(record) = slot else {
                     return std::ops::ControlFlow::Continue(());
                 };
-                chunk.push(KeyValue {
+                let Some(full) = chunker.push(KeyValue {
                     key: Bytes::copy_from_slice(key),
                     record,
-                });
-                if chunk.len() < SNAPSHOT_CHUNK {
+                }) else {
                     return std::ops::ControlFlow::Continue(());
-                }
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(SNAPSHOT_CHUNK));
+                };
                 match sender.blocking_send(Ok(full)) {
                     Ok(()) => std::ops::ControlFlow::Continue(()),
                     Err(_) => std::ops::ControlFlow::Break(()),
                 }
             });
-            let last = walked.map(|()| chunk);
+            let last = walked.map(|()| chunker.rest());
             let _ = sender.blocking_send(last);
         });
         let (revision, leases) = ready
