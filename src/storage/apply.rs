@@ -398,8 +398,8 @@ pub(crate) fn range(
             record.value.len()
         };
         let size = page_bytes(key.len(), value_len);
-        if whole_read_over(query, bytes.saturating_add(size)) {
-            failed = Some(StoreError::WholeReadTooLarge(query.whole_max_bytes));
+        if let Err(error) = query.check_whole(bytes.saturating_add(size)) {
+            failed = Some(error);
             return ControlFlow::Break(());
         }
         let full = !query.count_only
@@ -441,12 +441,6 @@ pub(crate) fn range(
     Ok(result)
 }
 
-/// Whether a read capped by [`RangeQuery::whole_max_bytes`] that reached
-/// `bytes` is past its cap (a count holds no records, and is not capped).
-fn whole_read_over(query: &RangeQuery, bytes: usize) -> bool {
-    query.whole_max_bytes > 0 && !query.count_only && bytes > query.whole_max_bytes
-}
-
 /// Refuses, before `ops` change anything, a transaction one of whose
 /// capped whole reads ([`RangeQuery::whole_max_bytes`]) would pass its cap
 /// after the writes before it: what its range holds now, plus what the
@@ -463,16 +457,10 @@ fn check_whole_reads(
     for (index, op) in ops.iter().enumerate() {
         match op {
             Op::Put { .. } | Op::Delete { .. } => wrote = true,
-            Op::Get(query) if wrote && query.whole_max_bytes > 0 && !query.count_only => {
+            Op::Get(query) if wrote && query.is_capped_whole() => {
                 let puts = puts_into(query, &ops[..index]);
-                if whole_read_over(query, puts)
-                    || whole_read_over(
-                        query,
-                        puts.saturating_add(held_bytes(space, query, current)?),
-                    )
-                {
-                    return Err(StoreError::WholeReadTooLarge(query.whole_max_bytes));
-                }
+                query.check_whole(puts)?;
+                query.check_whole(puts.saturating_add(held_bytes(space, query, current)?))?;
             }
             Op::Get(_) => {}
         }
@@ -525,7 +513,7 @@ fn held_bytes(
         current,
         &mut |key, record| {
             bytes = bytes.saturating_add(page_bytes(key.len(), record.value.len()));
-            if whole_read_over(query, bytes) {
+            if query.check_whole(bytes).is_err() {
                 return ControlFlow::Break(());
             }
             ControlFlow::Continue(())

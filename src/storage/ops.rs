@@ -156,6 +156,21 @@ impl RangeQuery {
         }
     }
 
+    /// Whether this is a whole read capped by
+    /// [`whole_max_bytes`](RangeQuery::whole_max_bytes) (a count holds no
+    /// records, and is not capped).
+    pub fn is_capped_whole(&self) -> bool {
+        self.whole_max_bytes > 0 && !self.count_only
+    }
+
+    /// Refuses a capped whole read that reached `bytes`, past its cap.
+    pub fn check_whole(&self, bytes: usize) -> Result<(), super::StoreError> {
+        if self.is_capped_whole() && bytes > self.whole_max_bytes {
+            return Err(super::StoreError::WholeReadTooLarge(self.whole_max_bytes));
+        }
+        Ok(())
+    }
+
     /// The same query at `revision` (0: the current one).
     pub fn at(mut self, revision: Revision) -> RangeQuery {
         self.revision = revision;

@@ -298,8 +298,6 @@ fn at_revision(error: StoreError, revision: Revision) -> StoreError {
     }
 }
 
-/// The lease that an etcd "lease not found" in `txn` is about: the first
-/// leased put of either branch (etcd does not say which lease it missed).
 /// The capped whole reads of `txn` (`RangeQuery::whole_max_bytes`) in a
 /// branch that writes (etcd applies the writes and answers the reads in
 /// one step), with the operations before each. A transaction that writes
@@ -310,9 +308,7 @@ fn capped_reads(txn: &Txn) -> impl Iterator<Item = (&RangeQuery, &[Op])> {
         .filter(|ops| ops.iter().any(Op::writes))
         .flat_map(|ops| {
             ops.iter().enumerate().filter_map(|(index, op)| match op {
-                Op::Get(query) if query.whole_max_bytes > 0 && !query.count_only => {
-                    Some((query, &ops[..index]))
-                }
+                Op::Get(query) if query.is_capped_whole() => Some((query, &ops[..index])),
                 _ => None,
             })
         })
@@ -322,6 +318,8 @@ fn capped_reads(txn: &Txn) -> impl Iterator<Item = (&RangeQuery, &[Op])> {
 /// ranges changed between the check and the write.
 const CAPPED_TXN_ATTEMPTS: usize = 16;
 
+/// The lease that an etcd "lease not found" in `txn` is about: the first
+/// leased put of either branch (etcd does not say which lease it missed).
 fn first_lease(txn: &Txn) -> LeaseId {
     txn.success
         .iter()
@@ -372,10 +370,7 @@ impl EtcdStore {
                     read_at = revision_of(answer.header.as_ref());
                 }
                 let held = keys.range_result(&whole, answer).page_bytes();
-                let bytes = held.saturating_add(apply::puts_into(query, earlier));
-                if bytes > query.whole_max_bytes {
-                    return Err(StoreError::WholeReadTooLarge(query.whole_max_bytes));
-                }
+                query.check_whole(held.saturating_add(apply::puts_into(query, earlier)))?;
                 if past {
                     continue;
                 }
@@ -492,12 +487,7 @@ impl Store for EtcdStore {
         let result = self.shared.keys.range_result(&query, answer);
         // etcd reads and answers the range whole: past the cap of a whole
         // read it is refused here, as the local backends refuse it.
-        if query.whole_max_bytes > 0
-            && !query.count_only
-            && result.page_bytes() > query.whole_max_bytes
-        {
-            return Err(StoreError::WholeReadTooLarge(query.whole_max_bytes));
-        }
+        query.check_whole(result.page_bytes())?;
         Ok(result)
     }
 
@@ -537,12 +527,8 @@ impl Store for EtcdStore {
                 spent = spent.saturating_add(range.page_bytes());
                 // A capped read of a transaction that wrote nothing (those
                 // that write were checked before they were sent).
-                if let Op::Get(query) = op
-                    && query.whole_max_bytes > 0
-                    && !query.count_only
-                    && range.page_bytes() > query.whole_max_bytes
-                {
-                    return Err(StoreError::WholeReadTooLarge(query.whole_max_bytes));
+                if let Op::Get(query) = op {
+                    query.check_whole(range.page_bytes())?;
                 }
             }
             results.push(result);
