@@ -45,13 +45,40 @@ use super::lease::MAX_TTL;
 use super::ops::{KeyRange, LeaseId, Op, OpResult, RangeQuery, RangeResult, Txn, TxnResult};
 use super::watch::WatcherSlot;
 use super::{
-    EventStream, LeaseInfo, Record, Revision, SNAPSHOT_CHUNK, Snapshot, Store, StoreError,
-    StoreStats, WatchLimits,
+    EventStream, LeaseInfo, Record, Revision, SNAPSHOT_CHUNK, SNAPSHOT_CHUNK_BYTES, Snapshot,
+    Store, StoreError, StoreStats, WatchLimits,
 };
 use crate::proto::etcd::etcdserverpb as pb;
 
 /// How often the cluster is probed for health.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Keys of the first page of a snapshot's values: etcd's Range has no
+/// byte bound, so a snapshot's pages start small and grow towards
+/// [`SNAPSHOT_CHUNK`] keys while they hold less than
+/// [`SNAPSHOT_CHUNK_BYTES`] (see [`next_snapshot_page`]).
+const FIRST_SNAPSHOT_PAGE: usize = 1;
+
+/// The limit of a snapshot's next page after one that read `kvs` at
+/// `limit`: doubled (up to [`SNAPSHOT_CHUNK`]) under half of
+/// [`SNAPSHOT_CHUNK_BYTES`], halved (down to one) past twice it. So a page
+/// stays near a megabyte whatever the values' size: 1,000 values of 1 MiB
+/// were one gigabyte answer, past what kvserver takes from etcd. (Only a
+/// sudden run of large values after many small ones makes one page large
+/// before the limit comes down; past 256 MiB it fails with its reason.)
+fn next_snapshot_page(limit: usize, kvs: &[super::ops::KeyValue]) -> usize {
+    let bytes = kvs
+        .iter()
+        .map(|kv| kv.key.len() + kv.record.value.len())
+        .fold(0usize, usize::saturating_add);
+    if bytes < SNAPSHOT_CHUNK_BYTES / 2 {
+        (limit * 2).min(SNAPSHOT_CHUNK)
+    } else if bytes > SNAPSHOT_CHUNK_BYTES * 2 {
+        (limit / 2).max(1)
+    } else {
+        limit
+    }
+}
+
 /// How many TTLs of a page of leases are asked of etcd at a time.
 const LEASE_INFO_CALLS: usize = 16;
 
@@ -170,13 +197,14 @@ impl Shared {
             .await
     }
 
-    /// One page of [`SNAPSHOT_CHUNK`] of our keys after the etcd key `after`
+    /// One page of at most `limit` of our keys after the etcd key `after`
     /// (from the first key for `None`), at `revision` (0: the current one).
     async fn page(
         &self,
         after: Option<&Bytes>,
         revision: Revision,
         keys_only: bool,
+        limit: usize,
     ) -> Result<pb::RangeResponse, StoreError> {
         let (first, range_end) = self.keys.everything();
         let key = match after {
@@ -190,7 +218,7 @@ impl Shared {
         self.kv_range(pb::RangeRequest {
             key,
             range_end,
-            limit: SNAPSHOT_CHUNK as i64,
+            limit: limit as i64,
             revision: etcd_number(revision),
             keys_only,
             ..Default::default()
@@ -753,7 +781,7 @@ impl Store for EtcdStore {
         // writes go on (unless etcd compacts that revision away meanwhile,
         // which ends the copy with an error). A first pass over the keys
         // alone finds the leases they use, which the snapshot lists first.
-        let first = self.shared.page(None, 0, true).await?;
+        let first = self.shared.page(None, 0, true, SNAPSHOT_CHUNK).await?;
         let revision = revision_of(first.header.as_ref());
         let mut used = std::collections::BTreeSet::new();
         let mut page = first;
@@ -763,7 +791,10 @@ impl Store for EtcdStore {
                 break;
             };
             let last = last.key.clone();
-            page = self.shared.page(Some(&last), revision, true).await?;
+            page = self
+                .shared
+                .page(Some(&last), revision, true, SNAPSHOT_CHUNK)
+                .await?;
         }
         let mut leases = Vec::with_capacity(used.len());
         for id in used {
@@ -780,8 +811,9 @@ impl Store for EtcdStore {
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
             let mut after: Option<Bytes> = None;
+            let mut limit = FIRST_SNAPSHOT_PAGE;
             loop {
-                let page = match shared.page(after.as_ref(), revision, false).await {
+                let page = match shared.page(after.as_ref(), revision, false, limit).await {
                     Ok(page) => page,
                     Err(error) => {
                         let _ = sender.send(Err(error)).await;
@@ -795,6 +827,7 @@ impl Store for EtcdStore {
                     .into_iter()
                     .map(|kv| shared.keys.key_value(kv))
                     .collect();
+                limit = next_snapshot_page(limit, &kvs);
                 if !kvs.is_empty() && sender.send(Ok(kvs)).await.is_err() {
                     return;
                 }
