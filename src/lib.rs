@@ -25,6 +25,8 @@
 //!   JSON API with Server-Sent Events, and the browser console.
 //! - `transport`: accepting connections for every listener: the connection
 //!   limit, connection counting, the pause after a failed accept.
+//! - `serving`: the gRPC listener's connections served thread-per-core
+//!   (`--serve-threads`), each wholly on one thread's own runtime.
 //! - [`shutdown`]: the shutdown signal (SIGINT / SIGTERM) as a future.
 //! - [`tls`]: rustls server setup, certificate reload, TLS connections.
 //! - [`cli_docs`]: shell completions and man pages of both binaries.
@@ -64,6 +66,7 @@ pub mod kv_cli;
 pub mod metrics;
 pub mod proto;
 pub mod server;
+mod serving;
 pub mod shutdown;
 pub mod storage;
 pub mod tls;

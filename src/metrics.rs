@@ -123,6 +123,12 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_latency: HistogramFamily<RouteLabels>,
     connections: [Connections; 2],
+    serve_threads: Family<ThreadLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThreadLabels {
+    thread: String,
 }
 
 /// The connections of one listener.
@@ -191,6 +197,12 @@ impl Metrics {
                 of.total.clone(),
             );
         }
+        let serve_threads = Family::<ThreadLabels, Gauge>::default();
+        registry.register(
+            "kv_serve_thread_connections_open",
+            "gRPC client connections open on each serving thread (--serve-threads)",
+            serve_threads.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector(Box::new(store_stats))));
         Metrics {
             registry,
@@ -204,7 +216,18 @@ impl Metrics {
             http_requests,
             http_latency,
             connections,
+            serve_threads,
         }
+    }
+
+    /// The count of the connections open on serving thread `thread`
+    /// (`serving`), at zero until its first.
+    pub(crate) fn serve_thread(&self, thread: usize) -> Gauge {
+        self.serve_threads
+            .get_or_create(&ThreadLabels {
+                thread: thread.to_string(),
+            })
+            .clone()
     }
 
     /// A connection to `listener` opened; the guard counts it closed when

@@ -5,12 +5,12 @@
 //! hand it over together with a store and a shutdown future.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio_stream::StreamExt;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
@@ -24,6 +24,7 @@ use crate::grpc::{
 };
 use crate::metrics::{Listener, Metrics};
 use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::serving::{Connections, ServeThreads, Served, Signal};
 use crate::storage::{AutoCompaction, Store};
 use crate::tls::{self, TlsSetup};
 use crate::transport::Admission;
@@ -79,6 +80,10 @@ pub struct Config {
     pub max_request_bytes_in_flight: Option<usize>,
     /// Concurrent streams per HTTP/2 connection (`--max-concurrent-streams`).
     pub max_concurrent_streams: u32,
+    /// Threads that serve the gRPC listener's connections, each with a
+    /// current-thread runtime of its own (`--serve-threads`, `serving`);
+    /// 0: served on the runtime `run` is called on, as the HTTP listener is.
+    pub serve_threads: usize,
     /// How long a connection may carry no request before it is closed
     /// (`--first-request-timeout`, `--idle-timeout`); `None`: never.
     pub deadlines: Option<Deadlines>,
@@ -124,6 +129,7 @@ impl Default for Config {
             max_in_flight_per_connection: 256,
             max_request_bytes_in_flight: Some(crate::grpc::DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT),
             max_concurrent_streams: 1024,
+            serve_threads: default_serve_threads(),
             deadlines: Some(Deadlines {
                 first_request: Duration::from_secs(20),
                 idle: Duration::from_secs(300),
@@ -149,8 +155,8 @@ pub async fn run<S: Store>(
     listeners: impl Into<Listeners>,
     store: S,
     config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+    shutdown: impl Future<Output = ()> + 'static,
+) -> Result<(), Error> {
     let Listeners {
         grpc: listener,
         http: http_listener,
@@ -244,9 +250,33 @@ pub async fn run<S: Store>(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let router = etcd.add_to(router);
+    // One server of the router over some connections until its signal,
+    // TLS handshakes included: on each serving thread, or on this runtime
+    // (`--serve-threads 0`).
+    let tls = config.tls.clone();
+    let serve_on =
+        move |connections: Connections, signal: Signal| -> Served<'static> {
+            let router = router.clone();
+            match &tls {
+                Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                    tls::incoming(connections, Arc::clone(tls)),
+                    signal,
+                )),
+                None => Box::pin(router.serve_with_incoming_shutdown(connections, signal)),
+            }
+        };
+    // Started before the HTTP listener, so that its first scrape sees
+    // every serving thread.
+    let mut threads = match config.serve_threads {
+        0 => None,
+        count => Some(
+            ServeThreads::start(count, config.deadlines, metrics.as_ref(), serve_on.clone())
+                .map_err(Error::ServeThreads)?,
+        ),
+    };
     // One connection limit for every listener.
     let admission = Admission::new(config.max_connections, metrics.clone());
-    let http = match (http_listener, metrics) {
+    let http = match (http_listener, metrics.clone()) {
         (Some(listener), Some(metrics)) => {
             let shared = Arc::new(crate::http::Shared {
                 kv: KvService::new(Arc::clone(&store), config.limits),
@@ -306,16 +336,21 @@ pub async fn run<S: Store>(
             None
         }
     };
-    // The connection limit applies at accept, before any TLS handshake.
-    let connections = admission.connections(listener, Listener::Grpc, config.deadlines);
-    let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + '_>> =
-        match &config.tls {
-            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
-                tls::incoming(connections, Arc::clone(tls)),
-                shutdown,
-            )),
-            None => Box::pin(router.serve_with_incoming_shutdown(connections, shutdown)),
-        };
+    // The connection limit applies at accept, before any TLS handshake
+    // (which runs where the connection is served).
+    let admitted = admission.admitted(listener, Listener::Grpc);
+    let serve: Served<'_> = match threads.as_mut() {
+        None => {
+            let deadlines = config.deadlines;
+            let connections =
+                admitted.map(move |admitted| admitted.map(|admitted| admitted.track(deadlines)));
+            serve_on(Box::pin(connections), Box::pin(shutdown))
+        }
+        Some(threads) => Box::pin(async move {
+            threads.hand_out(admitted, shutdown).await;
+            threads.drain().await
+        }),
+    };
     let grace_over = async move {
         if grace_starts.await.is_ok() {
             tokio::time::sleep(config.shutdown_grace).await;
@@ -336,7 +371,7 @@ pub async fn run<S: Store>(
     };
     let served = tokio::select! {
         result = serve => {
-            result.map(|()| info!("all connections closed"))
+            result.map(|()| info!("all connections closed")).map_err(Error::Serving)
         }
         () = grace_over => {
             warn!(
@@ -346,6 +381,11 @@ pub async fn run<S: Store>(
             Ok(())
         }
     };
+    // What the grace left open is closed now, before the flush, so that no
+    // request writes after it.
+    if let Some(threads) = threads {
+        threads.stop().await;
+    }
     expiry.abort();
     availability_after_serving.abort();
     if let Some(http) = http_stopped {
@@ -360,6 +400,38 @@ pub async fn run<S: Store>(
         warn!("flushing the store at shutdown failed: {error}");
     }
     served
+}
+
+/// Why [`run`] failed.
+#[derive(Debug)]
+pub enum Error {
+    /// Serving the gRPC listener failed.
+    Serving(tonic::transport::Error),
+    /// The serving threads (`--serve-threads`) could not be started.
+    ServeThreads(std::io::Error),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Serving(error) => error.fmt(f),
+            Error::ServeThreads(error) => write!(f, "cannot start the serving threads: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Serving(error) => Some(error),
+            Error::ServeThreads(error) => Some(error),
+        }
+    }
+}
+
+/// The default of `--serve-threads`: one per core the process may use.
+pub fn default_serve_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// etcd's API over `store`, as the member reachable at `listener`.

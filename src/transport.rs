@@ -8,8 +8,15 @@
 //! place under the limit. TLS comes after admission (`tls::incoming`), so a
 //! flood of connections beyond the limit costs no handshakes.
 //!
-//! The arrows point one way: `server` and `http` use this module, this module
-//! uses `metrics` (to count connections), and `metrics` uses neither.
+//! An admitted connection may be served on another thread than the one that
+//! accepted it (`serving`, the gRPC listener's serving threads): it is
+//! [`Admitted`] where it is accepted and [`Tracked`] where it is served, so
+//! that its deadline timer belongs to the runtime that serves it.
+//!
+//! The arrows point one way: `server`, `serving` and `http` use this module
+//! (`serving` only lends it the count a connection keeps of its thread,
+//! `ServedBy`), this module uses `metrics` (to count connections), and
+//! `metrics` uses neither.
 
 use std::io;
 use std::pin::Pin;
@@ -24,6 +31,7 @@ use tracing::warn;
 
 use crate::connection::{Activity, Deadline, Deadlines, WithActivity};
 use crate::metrics::{ConnectionGuard, Listener, Metrics};
+use crate::serving::ServedBy;
 
 /// The connection limit: a connection beyond it is closed as soon as it is
 /// accepted (its client sees UNAVAILABLE and may try another server).
@@ -51,8 +59,7 @@ impl Admission {
         &self,
         accepted: Result<T, E>,
         listener: Listener,
-        deadlines: Option<Deadlines>,
-    ) -> Option<Result<Tracked<T>, E>> {
+    ) -> Option<Result<Admitted<T>, E>> {
         let io = match accepted {
             Ok(io) => io,
             Err(error) => return Some(Err(error)),
@@ -73,29 +80,78 @@ impl Admission {
                 }
             },
         };
-        Some(Ok(Tracked {
-            inner: io,
-            activity: Arc::new(Activity::new()),
-            deadline: deadlines.map(Deadline::new),
-            _guard: self
+        Some(Ok(Admitted {
+            io,
+            guard: self
                 .metrics
                 .as_ref()
                 .map(|metrics| metrics.connection(listener)),
-            _place: place,
+            place,
         }))
     }
 
     /// The connections of `socket` that this admission lets in (TCP, with
-    /// no delay), in the order they arrive, counted as `listener`'s, each
-    /// closed when it carries no request for `deadlines` (if any).
+    /// no delay), in the order they arrive, counted as `listener`'s, not yet
+    /// [`Tracked`]: the gRPC listener hands them to its serving threads
+    /// (`serving`), which track them there, so that their deadline timers
+    /// are the serving thread's.
+    pub(crate) fn admitted(
+        self,
+        socket: TcpListener,
+        listener: Listener,
+    ) -> impl Stream<Item = io::Result<Admitted<TcpStream>>> + Send + 'static {
+        pause_after_failed_accepts(TcpIncoming::from(socket).with_nodelay(Some(true)))
+            .filter_map(move |stream| self.admit(stream, listener))
+    }
+
+    /// The connections of `socket` that this admission lets in, as
+    /// [`admitted`](Self::admitted) gives them, each [`Tracked`] on the
+    /// runtime that polls the stream: closed when it carries no request for
+    /// `deadlines` (if any).
     pub(crate) fn connections(
         self,
         socket: TcpListener,
         listener: Listener,
         deadlines: Option<Deadlines>,
     ) -> impl Stream<Item = io::Result<Tracked<TcpStream>>> + Send + 'static {
-        pause_after_failed_accepts(TcpIncoming::from(socket).with_nodelay(Some(true)))
-            .filter_map(move |stream| self.admit(stream, listener, deadlines))
+        self.admitted(socket, listener)
+            .map(move |admitted| admitted.map(|admitted| admitted.track(deadlines)))
+    }
+}
+
+/// A connection let in by [`Admission`], counted and holding its place,
+/// before it is [`Tracked`].
+pub(crate) struct Admitted<T> {
+    io: T,
+    guard: Option<ConnectionGuard>,
+    place: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<T> Admitted<T> {
+    /// The same connection, counted and placed, over `change(io)`: a
+    /// tokio socket taken off its runtime to be handed to another, say.
+    pub(crate) fn try_map<U>(
+        self,
+        change: impl FnOnce(T) -> io::Result<U>,
+    ) -> io::Result<Admitted<U>> {
+        Ok(Admitted {
+            io: change(self.io)?,
+            guard: self.guard,
+            place: self.place,
+        })
+    }
+
+    /// Tracked from now on: its [`Activity`] starts, and its [`Deadline`]
+    /// (if `deadlines`) is a timer of the runtime this is called on.
+    pub(crate) fn track(self, deadlines: Option<Deadlines>) -> Tracked<T> {
+        Tracked {
+            inner: self.io,
+            activity: Arc::new(Activity::new()),
+            deadline: deadlines.map(Deadline::new),
+            _guard: self.guard,
+            _place: self.place,
+            _served_by: None,
+        }
     }
 }
 
@@ -170,9 +226,18 @@ pub(crate) struct Tracked<T> {
     deadline: Option<Deadline>,
     _guard: Option<ConnectionGuard>,
     _place: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The serving thread's count of its connections (`serving`), when
+    /// one serves it.
+    _served_by: Option<ServedBy>,
 }
 
 impl<T> Tracked<T> {
+    /// Counted among `thread`'s connections for as long as it lives.
+    pub(crate) fn served_by(mut self, thread: ServedBy) -> Tracked<T> {
+        self._served_by = Some(thread);
+        self
+    }
+
     /// `progress` of a write, or the error that ends the connection if the
     /// write cannot go on past the connection's deadline.
     fn stalled<R>(

@@ -259,11 +259,19 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrent_streams: u32,
 
-    /// Threads that serve requests (default: one per core). Fewer spend less
-    /// CPU per request on a machine shared with other work, at some cost in
-    /// throughput (docs/PERFORMANCE.md).
+    /// Worker threads of the shared runtime (default: one per core): the
+    /// HTTP listener, the store's background work, the etcd backend's calls,
+    /// and the gRPC listener's connections under --serve-threads 0. Also the
+    /// default of --serve-threads.
     #[arg(long, env = "KVSERVER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
+
+    /// Threads that serve the gRPC port's connections, each connection
+    /// wholly on one of them (thread-per-core; default: --threads, or one
+    /// per core). 0 serves them on the shared runtime instead (tokio's
+    /// work stealing), at more CPU per request (docs/PERFORMANCE.md).
+    #[arg(long, env = "KVSERVER_SERVE_THREADS", value_parser = clap::value_parser!(u16))]
+    serve_threads: Option<u16>,
 
     /// On SIGINT/SIGTERM, how long in-flight requests get to finish before the
     /// server exits anyway (e.g. 10s, 500ms).
@@ -613,7 +621,7 @@ async fn serve_store<S: Store>(
     args: &Args,
     auth: Option<Arc<Tokens>>,
     tls: Option<Arc<TlsSetup>>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<(), String> {
     let listener = TcpListener::bind(&args.listen)
         .await
@@ -666,6 +674,10 @@ async fn serve_store<S: Store>(
             usize::try_from(args.max_request_bytes_in_flight).unwrap_or(usize::MAX),
         ),
         max_concurrent_streams: args.max_concurrent_streams,
+        serve_threads: args
+            .serve_threads
+            .or(args.threads)
+            .map_or_else(server::default_serve_threads, usize::from),
         deadlines: deadlines(
             args.first_request_timeout,
             args.idle_timeout,

@@ -354,19 +354,148 @@ async fn sigterm_under_load_on_disk_loses_no_acknowledged_write() {
     }
 }
 
+/// The names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
 #[tokio::test]
-async fn threads_sets_the_number_of_serving_threads() {
-    let server = Server::start_with(&["--threads", "1"]);
+async fn threads_and_serve_threads_set_the_number_of_threads() {
+    // Served on the shared runtime: the main thread (blocked on the
+    // runtime) and one worker.
+    let server = Server::start_with(&["--threads", "1", "--serve-threads", "0"]);
     let mut client = server.client().await;
     set(&mut client, "k", "one thread").await;
     assert_eq!(get(&mut client, "k").await.unwrap(), "one thread");
-    // The main thread (blocked on the runtime) and one worker.
-    let threads = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
-        .unwrap()
-        .count();
-    assert_eq!(threads, 2, "threads of a --threads 1 server");
+    let threads = thread_names(server.pid());
+    assert_eq!(
+        threads.len(),
+        2,
+        "threads of a --threads 1 server: {threads:?}"
+    );
+    // --threads is also the default of --serve-threads.
+    let server = Server::start_with(&["--threads", "1"]);
+    let mut client = server.client().await;
+    set(&mut client, "k", "served on its own thread").await;
+    let threads = thread_names(server.pid());
+    assert_eq!(threads.len(), 3, "{threads:?}");
+    assert_eq!(
+        threads.iter().filter(|name| *name == "kv-serve-0").count(),
+        1,
+        "{threads:?}"
+    );
+    let server = Server::start_with(&["--threads", "1", "--serve-threads", "3"]);
+    let mut client = server.client().await;
+    set(&mut client, "k", "three").await;
+    let mut serving: Vec<String> = thread_names(server.pid())
+        .into_iter()
+        .filter(|name| name.starts_with("kv-serve-"))
+        .collect();
+    serving.sort();
+    assert_eq!(serving, ["kv-serve-0", "kv-serve-1", "kv-serve-2"]);
     let zero = kvserver().args(["--threads", "0"]).output().unwrap();
     assert_eq!(zero.status.code(), Some(2));
+}
+
+/// The connections open on each serving thread, from the metrics.
+async fn open_per_serve_thread(http: &str) -> Vec<u64> {
+    let (_, metrics) = crate::http::call(http, "GET", "/metrics", &[], "").await;
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    let mut open: Vec<(String, u64)> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("kv_serve_thread_connections_open{thread=\""))
+        .filter_map(|rest| {
+            let (thread, count) = rest.split_once("\"} ")?;
+            Some((thread.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect();
+    assert!(
+        !open.is_empty(),
+        "no kv_serve_thread_connections_open in {metrics}"
+    );
+    open.sort();
+    open.into_iter().map(|(_, count)| count).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_are_spread_over_the_serving_threads_and_drained_at_shutdown() {
+    let (server, http) = crate::http::start_http(&["--serve-threads", "3", "--log-requests"]);
+    assert_eq!(open_per_serve_thread(&http).await, [0, 0, 0]);
+    // 24 connections, each with a request answered: eight on each thread.
+    let mut clients = Vec::new();
+    for id in 0..24 {
+        let mut client = server.client().await;
+        set(&mut client, &format!("c{id}"), "served").await;
+        clients.push(client);
+    }
+    assert_eq!(open_per_serve_thread(&http).await, [8, 8, 8]);
+    // Each of them busy when the server is told to stop: every request
+    // the server started is answered (drained) on every thread.
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for (id, mut client) in clients.into_iter().enumerate() {
+        let acknowledged = Arc::clone(&acknowledged);
+        writers.push(tokio::spawn(async move {
+            let mut acked = HashSet::new();
+            for op in 0.. {
+                let (key, value) = (format!("c{id}"), op.to_string());
+                let request = SetRequest {
+                    key: key.clone(),
+                    value: value.clone(),
+                };
+                if client.set(request).await.is_err() {
+                    break;
+                }
+                acked.insert(format!("key {key:?} and value {value:?}"));
+                acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+            acked
+        }));
+    }
+    until_more_acks(
+        &acknowledged,
+        1000,
+        Duration::from_secs(30),
+        "before SIGTERM",
+    )
+    .await;
+    let stopped = server.stop("TERM").await;
+    assert!(stopped.status.success(), "exit status {}", stopped.status);
+    // The first request of each connection was answered above.
+    let mut acked: HashSet<String> = (0..24)
+        .map(|id| format!("key \"c{id}\" and value \"served\""))
+        .collect();
+    for writer in writers {
+        acked.extend(writer.await.expect("writer task"));
+    }
+    let started: Vec<&str> = stopped
+        .stderr
+        .iter()
+        .filter_map(|line| line.split_once("serving set request for ").map(|(_, r)| r))
+        .collect();
+    assert!(
+        started.len() >= 1000,
+        "only {} requests logged",
+        started.len()
+    );
+    for request in started {
+        assert!(
+            acked.contains(request),
+            "started but never acknowledged: {request}"
+        );
+    }
+    assert!(
+        stopped
+            .stderr
+            .iter()
+            .any(|line| line.contains("all connections closed")),
+        "drained, not cut off by the grace: {:?}",
+        stopped.stderr
+    );
 }
 
 #[tokio::test]
