@@ -342,6 +342,7 @@ impl Worker {
                 apply::compact_chunk(&mut view, COMPACT_CHUNK)?
             };
             txn.commit().map_err(storage_error)?;
+            self.db.committed();
             Ok(done)
         });
         self.note_failure(&result);
@@ -498,6 +499,8 @@ impl Worker {
             }
             let results = self.apply_in(&txn, mutations)?;
             txn.commit().map_err(storage_error)?;
+            // Before the replies: reads from now on see this commit.
+            self.db.committed();
             Ok(results)
         });
         self.note_failure(&result);

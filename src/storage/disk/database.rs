@@ -17,6 +17,7 @@ use redb::{Database, DatabaseError, ReadableDatabase};
 
 use super::acknowledged::{self, ACK_FILE};
 use super::clean_close::{self, CLEAN_FILE};
+use super::keyspace::Snapshot;
 use super::record_format::{
     self, DATA_FORMAT, DATA_FORMAT_V1, DATA_FORMAT_V2, META_COMPACTED, META_FORMAT, META_REVISION,
 };
@@ -31,6 +32,17 @@ pub(super) struct DbHandle {
     current: RwLock<Option<Arc<Database>>>,
     /// What was acknowledged (see `acknowledged`); the committer writes it.
     record: Mutex<acknowledged::Record>,
+    /// The snapshot of the latest commit, shared by the reads until the next.
+    snapshots: Mutex<Snapshots>,
+}
+
+/// The shared snapshot ([`DbHandle::snapshot`]) and the count of commits
+/// that replaced it, so that a snapshot opened before a commit is never
+/// kept after it.
+#[derive(Default)]
+struct Snapshots {
+    latest: Option<Arc<Snapshot>>,
+    commits: u64,
 }
 
 impl DbHandle {
@@ -59,6 +71,7 @@ impl DbHandle {
             path,
             current: RwLock::new(Some(Arc::new(db))),
             record: Mutex::new(record),
+            snapshots: Mutex::default(),
         };
         Ok((handle, revision))
     }
@@ -95,6 +108,43 @@ impl DbHandle {
             })
     }
 
+    /// A snapshot of the latest commit: opened by the first read after a
+    /// commit, then shared by every read until the next one (opening a
+    /// read transaction and its tables costs more than a point read). A
+    /// read that starts after a write was acknowledged sees it, since the
+    /// committer drops the shared snapshot ([`DbHandle::committed`]) before
+    /// it replies.
+    pub(super) fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
+        let commits = {
+            let snapshots = lock(&self.snapshots);
+            if let Some(latest) = &snapshots.latest {
+                return Ok(Arc::clone(latest));
+            }
+            snapshots.commits
+        };
+        let db = self.current()?;
+        let txn = db.begin_read().map_err(storage_error)?;
+        let snapshot = Arc::new(Snapshot::open(txn, Some(db))?);
+        let mut snapshots = lock(&self.snapshots);
+        // Not if a commit came after the transaction began, maybe before.
+        if snapshots.commits == commits {
+            snapshots.latest = Some(Arc::clone(&snapshot));
+        }
+        Ok(snapshot)
+    }
+
+    /// Drops the shared snapshot after a commit (before its replies), so
+    /// that later reads see it; and so that no snapshot outlives the next
+    /// commit, which would keep the pages that commit freed from reuse.
+    pub(super) fn committed(&self) {
+        let stale = {
+            let mut snapshots = lock(&self.snapshots);
+            snapshots.commits += 1;
+            snapshots.latest.take()
+        };
+        drop(stale);
+    }
+
     /// Closes the database and opens it again, to clear a failed commit's
     /// I/O error. Called by the committer only, which holds no handle then.
     pub(super) fn reopen(&self) -> Result<(), StoreError> {
@@ -102,6 +152,8 @@ impl DbHandle {
             .current
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The shared snapshot holds the database too.
+        self.committed();
         if let Some(db) = current.take() {
             // New readers wait on the lock; the ones that already hold a clone
             // finish one read each. The file lock goes with the last clone.
@@ -134,6 +186,7 @@ impl Drop for DbHandle {
     /// Closes the database and, if the close was clean, records it (see
     /// `clean_close`) so that the next start need not read the whole file.
     fn drop(&mut self) {
+        self.committed();
         let current = self
             .current
             .get_mut()
@@ -154,6 +207,13 @@ impl Drop for DbHandle {
             );
         }
     }
+}
+
+fn lock(snapshots: &Mutex<Snapshots>) -> std::sync::MutexGuard<'_, Snapshots> {
+    // Every change is completed before the lock is released.
+    snapshots
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Waits (at most `patience`, if given) until `db` is its only holder, and

@@ -14,12 +14,12 @@
 //! followed by a key → nothing), the index that finds a lease's keys when it
 //! is revoked without scanning every record.
 
-use std::cell::OnceCell;
 use std::ops::{Bound, ControlFlow};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::record_format::{self, META_COMPACTED, META_REVISION};
 use super::{META, RECORDS, storage_error};
@@ -194,24 +194,50 @@ fn read_revision(
     }
 }
 
-/// A consistent snapshot: one redb read transaction.
+/// A consistent snapshot: one redb read transaction, its revision, and
+/// its tables as they are opened.
 ///
-/// `records` and `meta` are opened with the view; `history` and `created`
-/// when first read (a read at a past revision, a watch's replay): opening a
-/// table is a lookup in redb's table tree, about 0.4 µs each, and point
-/// reads at the latest revision, the commonest request, need neither.
-pub(super) struct ReadView<'a> {
+/// `records` and `meta` are opened with the snapshot; `history` and
+/// `created` when first read (a read at a past revision, a watch's
+/// replay): opening a table is a lookup in redb's table tree, about 0.4 µs
+/// each, and point reads at the latest revision, the commonest request,
+/// need neither. The reads that start between two commits share one
+/// (`DbHandle::snapshot`), so that a point read pays for none of this.
+pub(super) struct Snapshot {
     records: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
-    history: OnceCell<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
-    created: OnceCell<redb::ReadOnlyTable<u64, &'static [u8]>>,
+    history: OnceLock<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    created: OnceLock<redb::ReadOnlyTable<u64, &'static [u8]>>,
     meta: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    revision: Option<Revision>,
     txn: ReadTransaction,
-    leases: &'a Leases,
+    /// The database the transaction reads, held so that a reopen or the
+    /// close waits for this snapshot as for any reader (dropped last).
+    _db: Option<Arc<Database>>,
+}
+
+impl Snapshot {
+    /// The snapshot of `txn`, a read transaction of `db` (when given, held
+    /// as long as the snapshot).
+    pub(super) fn open(
+        txn: ReadTransaction,
+        db: Option<Arc<Database>>,
+    ) -> Result<Snapshot, StoreError> {
+        let meta = txn.open_table(META).map_err(storage_error)?;
+        Ok(Snapshot {
+            records: txn.open_table(RECORDS).map_err(storage_error)?,
+            history: OnceLock::new(),
+            created: OnceLock::new(),
+            revision: read_revision(&meta, META_REVISION)?,
+            meta,
+            txn,
+            _db: db,
+        })
+    }
 }
 
 /// The table in `cell`, opened from `txn` the first time.
 fn opened<'c, K: redb::Key + 'static, V: redb::Value + 'static>(
-    cell: &'c OnceCell<redb::ReadOnlyTable<K, V>>,
+    cell: &'c OnceLock<redb::ReadOnlyTable<K, V>>,
     txn: &ReadTransaction,
     definition: TableDefinition<K, V>,
 ) -> Result<&'c redb::ReadOnlyTable<K, V>, StoreError> {
@@ -222,30 +248,40 @@ fn opened<'c, K: redb::Key + 'static, V: redb::Value + 'static>(
     Ok(cell.get_or_init(|| table))
 }
 
+/// A [`Snapshot`] seen as a [`KeyspaceRead`], with the store's leases.
+pub(super) struct ReadView<'a> {
+    snapshot: Arc<Snapshot>,
+    leases: &'a Leases,
+}
+
 impl<'a> ReadView<'a> {
+    /// A view of a snapshot of its own, over `txn`.
     pub(super) fn new(
         txn: ReadTransaction,
         leases: &'a Leases,
     ) -> Result<ReadView<'a>, StoreError> {
-        Ok(ReadView {
-            records: txn.open_table(RECORDS).map_err(storage_error)?,
-            history: OnceCell::new(),
-            created: OnceCell::new(),
-            meta: txn.open_table(META).map_err(storage_error)?,
-            txn,
-            leases,
-        })
+        Ok(ReadView::of(Arc::new(Snapshot::open(txn, None)?), leases))
+    }
+
+    /// A view of `snapshot`, which other reads may share.
+    pub(super) fn of(snapshot: Arc<Snapshot>, leases: &'a Leases) -> ReadView<'a> {
+        ReadView { snapshot, leases }
     }
 
     /// The store's revision in this snapshot.
     pub(super) fn revision(&self) -> Result<Revision, StoreError> {
-        read_revision(&self.meta, META_REVISION)?
+        self.snapshot
+            .revision
             .ok_or_else(|| StoreError::Internal("the database has no revision".into()))
     }
 
     /// Every granted lease and its TTL.
     pub(super) fn granted_leases(&self) -> Result<Vec<(LeaseId, Duration)>, StoreError> {
-        let leases = self.txn.open_table(LEASES).map_err(storage_error)?;
+        let leases = self
+            .snapshot
+            .txn
+            .open_table(LEASES)
+            .map_err(storage_error)?;
         let mut granted = Vec::new();
         for entry in leases.iter().map_err(storage_error)? {
             let (id, ttl) = entry.map_err(storage_error)?;
@@ -257,11 +293,15 @@ impl<'a> ReadView<'a> {
 
 impl KeyspaceRead for ReadView<'_> {
     fn latest(&self, key: &[u8]) -> Result<Option<Slot>, StoreError> {
-        get_slot(&self.records, key)
+        get_slot(&self.snapshot.records, key)
     }
 
     fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError> {
-        get_replaced(opened(&self.history, &self.txn, HISTORY)?, key, end)
+        get_replaced(
+            opened(&self.snapshot.history, &self.snapshot.txn, HISTORY)?,
+            key,
+            end,
+        )
     }
 
     fn scan(
@@ -270,20 +310,20 @@ impl KeyspaceRead for ReadView<'_> {
         values: Values,
         visit: &mut dyn FnMut(&[u8], Slot) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        scan_slots(&self.records, range, values, visit)
+        scan_slots(&self.snapshot.records, range, values, visit)
     }
 
     fn changes(&self, from: Revision, visit: &mut Changes<'_>) -> Result<(), StoreError> {
         scan_changes(
-            opened(&self.history, &self.txn, HISTORY)?,
-            opened(&self.created, &self.txn, CREATED)?,
+            opened(&self.snapshot.history, &self.snapshot.txn, HISTORY)?,
+            opened(&self.snapshot.created, &self.snapshot.txn, CREATED)?,
             from,
             visit,
         )
     }
 
     fn compacted(&self) -> Result<Revision, StoreError> {
-        Ok(read_revision(&self.meta, META_COMPACTED)?.unwrap_or(0))
+        Ok(read_revision(&self.snapshot.meta, META_COMPACTED)?.unwrap_or(0))
     }
 
     fn leases(&self) -> &Leases {
@@ -297,7 +337,11 @@ impl KeyspaceRead for ReadView<'_> {
         visit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
         // Opened here, not with the view: point reads never need it.
-        let table = self.txn.open_table(LEASE_KEYS).map_err(storage_error)?;
+        let table = self
+            .snapshot
+            .txn
+            .open_table(LEASE_KEYS)
+            .map_err(storage_error)?;
         scan_lease_keys(&table, id, range, visit)
     }
 }

@@ -273,19 +273,15 @@ impl DiskStore {
         &self,
         read: impl FnOnce(&ReadView<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (db, leases) = (self.db.current()?, Arc::clone(&self.leases));
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read().map_err(storage_error)?;
-            read(&ReadView::new(txn, &leases)?)
-        })
-        .await
-        .map_err(|_| StoreError::Internal("a disk read task failed".into()))?
+        let (snapshot, leases) = (self.db.snapshot()?, Arc::clone(&self.leases));
+        tokio::task::spawn_blocking(move || read(&ReadView::of(snapshot, &leases)))
+            .await
+            .map_err(|_| StoreError::Internal("a disk read task failed".into()))?
     }
 
-    /// A consistent view to read from (a redb read transaction).
+    /// A consistent view to read from: the snapshot of the latest commit.
     fn read_view(&self) -> Result<ReadView<'_>, StoreError> {
-        let txn = self.db.current()?.begin_read().map_err(storage_error)?;
-        ReadView::new(txn, &self.leases)
+        Ok(ReadView::of(self.db.snapshot()?, &self.leases))
     }
 
     /// Revokes lease `id`; the revocation is queued for the committer at
@@ -370,13 +366,10 @@ impl Store for DiskStore {
             if !scans {
                 return read(self.read_view()?);
             }
-            let (db, leases) = (self.db.current()?, Arc::clone(&self.leases));
-            return tokio::task::spawn_blocking(move || {
-                let txn = db.begin_read().map_err(storage_error)?;
-                read(ReadView::new(txn, &leases)?)
-            })
-            .await
-            .map_err(|_| StoreError::Internal("a disk read task failed".into()))?;
+            let (snapshot, leases) = (self.db.snapshot()?, Arc::clone(&self.leases));
+            return tokio::task::spawn_blocking(move || read(ReadView::of(snapshot, &leases)))
+                .await
+                .map_err(|_| StoreError::Internal("a disk read task failed".into()))?;
         }
         match self.committer.write(Mutation::Txn(txn)).await? {
             Outcome::Txn(result) => Ok(result),
@@ -580,6 +573,29 @@ mod tests {
         );
         assert!(SyncPolicy::parse("interval=0").is_err());
         assert!(SyncPolicy::parse("sometimes").is_err());
+    }
+
+    #[tokio::test]
+    async fn reads_share_a_snapshot_until_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        store.put(Bytes::from("a"), Bytes::from("1")).await.unwrap();
+        let first = store.db.snapshot().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &store.db.snapshot().unwrap()),
+            "a second read between commits shares the first's snapshot"
+        );
+        let written = store.put(Bytes::from("a"), Bytes::from("2")).await.unwrap();
+        assert_eq!(
+            Arc::strong_count(&first),
+            1,
+            "the commit let go of the snapshot from before it"
+        );
+        let record = store.get(b"a", 0).await.unwrap().unwrap();
+        assert_eq!(
+            (record.value, record.mod_revision),
+            (Bytes::from("2"), written)
+        );
     }
 
     #[tokio::test]
