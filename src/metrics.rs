@@ -36,7 +36,6 @@ use prometheus_client::registry::Registry;
 use tonic::Code;
 use tower::{Layer, Service};
 
-use crate::grpc::LayerFuture;
 use crate::storage::{COMMIT_LATENCY_BOUNDS, StoreStats};
 
 /// The label of a request to a path that is none of the served methods.
@@ -394,32 +393,55 @@ pub struct Counted<S> {
 impl<S, B, RB> Service<http::Request<B>> for Counted<S>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    RB: Send + 'static,
 {
     type Response = http::Response<RB>;
     type Error = S::Error;
-    type Future = LayerFuture<Self::Response, Self::Error>;
+    type Future = Counting<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let metrics = Arc::clone(&self.metrics);
         let started = Instant::now();
         // The path is kept only until the response: a map lookup then finds
         // the method's series.
         let path = request.uri().clone();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            let code =
-                tonic::Status::from_header_map(response.headers()).map_or(Code::Ok, |s| s.code());
-            metrics.record(path.path(), code, started.elapsed().as_secs_f64());
-            Ok(response)
-        })
+        Counting {
+            response: self.inner.call(request),
+            metrics: Arc::clone(&self.metrics),
+            path,
+            started,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response, counted when it starts: a future of its own
+    /// rather than a boxed one, since every request passes here.
+    pub struct Counting<F> {
+        #[pin]
+        response: F,
+        metrics: Arc<Metrics>,
+        path: http::Uri,
+        started: Instant,
+    }
+}
+
+impl<F, RB, E> std::future::Future for Counting<F>
+where
+    F: std::future::Future<Output = Result<http::Response<RB>, E>>,
+{
+    type Output = Result<http::Response<RB>, E>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.response.poll(cx))?;
+        let code =
+            tonic::Status::from_header_map(response.headers()).map_or(Code::Ok, |s| s.code());
+        this.metrics
+            .record(this.path.path(), code, this.started.elapsed().as_secs_f64());
+        Poll::Ready(Ok(response))
     }
 }
 

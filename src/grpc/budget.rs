@@ -35,6 +35,7 @@
 //! that it was written with two atomic updates and no clock read (the
 //! connection's `Deadline` reads the clock when it looks).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,7 +47,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use super::{LayerFuture, is_health_check};
+use super::is_health_check;
 use crate::connection::{Activity, activity_of};
 
 /// The default budget: sixteen requests of the largest default size.
@@ -159,14 +160,12 @@ struct Held {
 impl<S, RB> Service<http::Request<Body>> for Budget<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
     RB: http_body::Body<Data = Bytes> + Send + 'static,
     RB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = LayerFuture<Self::Response, Self::Error>;
+    type Future = Budgeted<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -174,27 +173,61 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         if is_health_check(request.uri().path()) {
-            let response = self.inner.call(request);
-            return Box::pin(async move { Ok(response.await?.map(Body::new)) });
+            return Budgeted {
+                response: self.inner.call(request),
+                answered: None,
+                answer: None,
+            };
         }
         let activity = activity_of(&request).cloned();
         let (request, answered) = self.layer.counted(request);
-        let response = self.inner.call(request);
-        let layer = self.layer.clone();
-        Box::pin(async move {
-            let response = response.await;
-            drop(answered);
-            Ok(response?.map(|inner| {
-                Body::new(Answer {
+        Budgeted {
+            response: self.inner.call(request),
+            answered: Some(answered),
+            answer: Some((self.layer.clone(), activity)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's response, its request's bytes given back when it
+    /// starts and its body counted from then on (none of it for a health
+    /// check): a future of its own rather than a boxed one, since every
+    /// request passes here.
+    pub(crate) struct Budgeted<F> {
+        #[pin]
+        response: F,
+        answered: Option<Answered>,
+        answer: Option<(BudgetLayer, Option<Arc<Activity>>)>,
+    }
+}
+
+impl<F, RB, E> Future for Budgeted<F>
+where
+    F: Future<Output = Result<http::Response<RB>, E>>,
+    RB: http_body::Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.response.poll(cx));
+        this.answered.take();
+        let answer = this.answer.take();
+        Poll::Ready(response.map(|response| {
+            response.map(|inner| match answer {
+                Some((layer, activity)) => Body::new(Answer {
                     inner: Body::new(inner),
                     layer,
                     activity,
                     refused: false,
                     prepaid: None,
                     trailers: true,
-                })
-            }))
-        })
+                }),
+                None => Body::new(inner),
+            })
+        }))
     }
 }
 

@@ -31,7 +31,7 @@ pub use budget::DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT;
 pub use kv::{DEFAULT_SNAPSHOT_STALL, KvService};
 pub(crate) use oversize::layer as oversize_layer;
 pub(crate) use request_log::layer as request_log_layer;
-pub(crate) use shed::ShedLayer;
+pub(crate) use shed::{Place, ShedLayer};
 pub use tutorial::TutorialService;
 pub use validate::Limits;
 

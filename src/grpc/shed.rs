@@ -11,22 +11,27 @@
 //! (`--max-in-flight-per-connection`), then against the server's: one client
 //! that opens thousands of streams and never finishes them fills only its
 //! own connection's places, not everyone's.
+//!
+//! Every request passes here, so the places are one atomic counter, not a
+//! semaphore: nothing ever waits for a place, and a semaphore's release
+//! takes its lock, which every serving thread would share.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tower::{Layer, Service};
 
-use super::{LayerFuture, is_health_check};
+use super::is_health_check;
 use crate::connection::{InFlight, activity_of};
 
 /// The layer (the server leaves it out when there is no limit).
 #[derive(Clone)]
 pub(crate) struct ShedLayer {
-    places: Arc<Semaphore>,
-    limit: usize,
+    places: Arc<Places>,
     per_connection: usize,
 }
 
@@ -35,10 +40,27 @@ impl ShedLayer {
     /// connection.
     pub(crate) fn new(limit: usize, per_connection: usize) -> ShedLayer {
         ShedLayer {
-            places: Arc::new(Semaphore::new(limit)),
-            limit,
+            places: Arc::new(Places {
+                taken: AtomicUsize::new(0),
+                limit,
+            }),
             per_connection,
         }
+    }
+}
+
+/// The server's places: how many are taken, of the limit.
+struct Places {
+    taken: AtomicUsize,
+    limit: usize,
+}
+
+/// A place under `--max-in-flight`, given back when dropped.
+pub(crate) struct Place(Arc<Places>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -49,7 +71,6 @@ impl<S> Layer<S> for ShedLayer {
         Shed {
             inner,
             places: Arc::clone(&self.places),
-            limit: self.limit,
             per_connection: self.per_connection,
         }
     }
@@ -58,8 +79,8 @@ impl<S> Layer<S> for ShedLayer {
 impl ShedLayer {
     /// A place for one request (the HTTP API's, which shares the limit with
     /// gRPC), held until dropped; `RESOURCE_EXHAUSTED` when there is none.
-    pub(crate) fn enter(&self) -> Result<OwnedSemaphorePermit, Status> {
-        enter(&self.places, self.limit)
+    pub(crate) fn enter(&self) -> Result<Place, Status> {
+        enter(&self.places)
     }
 
     /// A place among the requests in flight on `request`'s connection
@@ -92,34 +113,37 @@ fn enter_connection<B>(
     }
 }
 
-fn enter(places: &Arc<Semaphore>, limit: usize) -> Result<OwnedSemaphorePermit, Status> {
-    Arc::clone(places).try_acquire_owned().map_err(|_| {
-        Status::resource_exhausted(format!(
+fn enter(places: &Arc<Places>) -> Result<Place, Status> {
+    let limit = places.limit;
+    match places
+        .taken
+        .fetch_update(Ordering::Acquire, Ordering::Relaxed, |taken| {
+            (taken < limit).then_some(taken + 1)
+        }) {
+        Ok(_) => Ok(Place(Arc::clone(places))),
+        Err(_) => Err(Status::resource_exhausted(format!(
             "the server is working on {limit} requests, its limit (--max-in-flight); \
              retry with backoff"
-        ))
-    })
+        ))),
+    }
 }
 
 /// A service that sheds what is beyond its limit.
 #[derive(Clone)]
 pub(crate) struct Shed<S> {
     inner: S,
-    places: Arc<Semaphore>,
-    limit: usize,
+    places: Arc<Places>,
     per_connection: usize,
 }
 
 impl<S, B, RB> Service<http::Request<B>> for Shed<S>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    RB: Default + Send + 'static,
+    RB: Default,
 {
     type Response = http::Response<RB>;
     type Error = S::Error;
-    type Future = LayerFuture<Self::Response, Self::Error>;
+    type Future = Shedding<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -127,21 +151,71 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if is_health_check(request.uri().path()) {
-            return Box::pin(self.inner.call(request));
+            return Shedding::Inner {
+                response: self.inner.call(request),
+                places: None,
+            };
         }
         let connection_place = match enter_connection(&request, self.per_connection) {
             Ok(place) => place,
-            Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
+            Err(status) => {
+                return Shedding::Refused {
+                    status: Some(status),
+                };
+            }
         };
-        let place = match enter(&self.places, self.limit) {
+        let place = match enter(&self.places) {
             Ok(place) => place,
-            Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
+            Err(status) => {
+                return Shedding::Refused {
+                    status: Some(status),
+                };
+            }
         };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await;
-            drop((place, connection_place));
-            response
-        })
+        Shedding::Inner {
+            response: self.inner.call(request),
+            places: Some((place, connection_place)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's future holding the request's places until it
+    /// answers, or the refusal: a future of its own rather than a boxed
+    /// one, since every request passes here.
+    #[project = SheddingProjection]
+    pub(crate) enum Shedding<F> {
+        Inner {
+            #[pin]
+            response: F,
+            places: Option<(Place, Option<InFlight>)>,
+        },
+        Refused { status: Option<Status> },
+    }
+}
+
+impl<F, RB, E> Future for Shedding<F>
+where
+    F: Future<Output = Result<http::Response<RB>, E>>,
+    RB: Default,
+{
+    type Output = Result<http::Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            SheddingProjection::Inner { response, places } => {
+                let answer = std::task::ready!(response.poll(cx));
+                // The places go as the response starts, not when this
+                // future is dropped.
+                places.take();
+                Poll::Ready(answer)
+            }
+            SheddingProjection::Refused { status } => {
+                let status = status
+                    .take()
+                    .unwrap_or_else(|| Status::internal("a refused request was polled again"));
+                Poll::Ready(Ok(status.into_http()))
+            }
+        }
     }
 }

@@ -74,7 +74,7 @@ pub(crate) struct Shared<S> {
 }
 
 /// A place under `--max-in-flight`, held while a request is worked on.
-pub(crate) type Place = Option<tokio::sync::OwnedSemaphorePermit>;
+pub(crate) type Place = Option<crate::grpc::Place>;
 
 impl<S: Store> Shared<S> {
     /// `message` as a request to the gRPC method `method`, if the token in
