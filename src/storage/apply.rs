@@ -156,13 +156,17 @@ pub(crate) trait KeyspaceRead {
 pub(crate) trait Keyspace: KeyspaceRead {
     /// Makes `slot` the latest of `key`; `previous` is what it replaces
     /// (stored, possibly expired), so the backend can keep its lease index.
-    fn put(&mut self, key: &Bytes, slot: &Slot, previous: Option<&Slot>) -> Result<(), StoreError>;
-
-    /// Moves the latest slot of `key` (there is one) into the history: what
-    /// `key` held before the write at revision `end`, the `seq`th write of
-    /// its transaction. (The backend moves what it stores, value included,
-    /// whatever the caller decoded of it.)
-    fn keep(&mut self, key: &[u8], end: Revision, seq: u32) -> Result<(), StoreError>;
+    /// With `kept`, the slot replaced (there is one) moves into the history
+    /// as [`Kept`] says. (The backend moves what it stores, value included,
+    /// whatever the caller decoded of it; one method, so that replacing and
+    /// keeping the old slot is one lookup of `key`, not two.)
+    fn put(
+        &mut self,
+        key: &Bytes,
+        slot: &Slot,
+        previous: Option<&Slot>,
+        kept: Option<Kept>,
+    ) -> Result<(), StoreError>;
 
     /// Keeps the keys that revision `end` created, packed
     /// ([`created::pack`](super::created::pack)): the first writes of keys
@@ -184,6 +188,16 @@ pub(crate) trait Keyspace: KeyspaceRead {
 
     /// Forgets lease `id` (its keys are already deleted).
     fn remove_lease(&mut self, id: LeaseId) -> Result<(), StoreError>;
+}
+
+/// Where a replaced slot goes in the history: it is what the key held
+/// before the write at revision `end`, the `seq`th write of its transaction.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Kept {
+    /// The revision of the write that replaced it.
+    pub(crate) end: Revision,
+    /// The write's place in its transaction.
+    pub(crate) seq: u32,
 }
 
 /// A read-only view used where a [`Keyspace`] is expected: for transactions
@@ -231,11 +245,13 @@ impl<V: KeyspaceRead> KeyspaceRead for ReadOnly<V> {
 }
 
 impl<V: KeyspaceRead> Keyspace for ReadOnly<V> {
-    fn put(&mut self, _: &Bytes, _: &Slot, _: Option<&Slot>) -> Result<(), StoreError> {
-        Err(read_only())
-    }
-
-    fn keep(&mut self, _: &[u8], _: Revision, _: u32) -> Result<(), StoreError> {
+    fn put(
+        &mut self,
+        _: &Bytes,
+        _: &Slot,
+        _: Option<&Slot>,
+        _: Option<Kept>,
+    ) -> Result<(), StoreError> {
         Err(read_only())
     }
 
@@ -577,12 +593,15 @@ fn write(
     created: &mut Vec<(Bytes, u32)>,
 ) -> Result<(), StoreError> {
     let seq = u32::try_from(seq).unwrap_or(u32::MAX);
-    match stored {
-        None => created.push((key.clone(), seq)),
-        Some(replaced) if replaced.revision() != revision => space.keep(key, revision, seq)?,
-        Some(_) => {}
-    }
-    space.put(key, slot, stored)
+    let kept = match stored {
+        None => {
+            created.push((key.clone(), seq));
+            None
+        }
+        Some(replaced) if replaced.revision() != revision => Some(Kept { end: revision, seq }),
+        Some(_) => None,
+    };
+    space.put(key, slot, stored, kept)
 }
 
 /// Keeps the keys `created` at `revision`, if any.

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::apply::{self, Changes, Keyspace, KeyspaceRead, ReadOnly, Slot, Values};
+use super::apply::{self, Changes, Kept, Keyspace, KeyspaceRead, ReadOnly, Slot, Values};
 use super::created;
 use super::lease::{LeaseInfo, Leases, random_lease_id};
 use super::ops::Event;
@@ -410,7 +410,13 @@ impl<S: std::ops::Deref<Target = State>> KeyspaceRead for View<'_, S> {
 }
 
 impl Keyspace for View<'_, &mut State> {
-    fn put(&mut self, key: &Bytes, slot: &Slot, previous: Option<&Slot>) -> Result<(), StoreError> {
+    fn put(
+        &mut self,
+        key: &Bytes,
+        slot: &Slot,
+        previous: Option<&Slot>,
+        kept: Option<Kept>,
+    ) -> Result<(), StoreError> {
         let old_lease = previous.and_then(Slot::live).map_or(0, |p| p.lease);
         let new_lease = slot.live().map_or(0, |r| r.lease);
         if old_lease != 0
@@ -426,19 +432,16 @@ impl Keyspace for View<'_, &mut State> {
                 .or_default()
                 .insert(key.clone());
         }
-        self.state.records.replace(Entry::new(key, slot));
-        Ok(())
-    }
-
-    fn keep(&mut self, key: &[u8], end: Revision, seq: u32) -> Result<(), StoreError> {
-        // The entry itself moves (shared, not copied).
-        let entry =
-            self.state.records.get(key).cloned().ok_or_else(|| {
+        let replaced = self.state.records.replace(Entry::new(key, slot));
+        if let Some(Kept { end, seq }) = kept {
+            // The entry itself moves (shared, not copied).
+            let entry = replaced.ok_or_else(|| {
                 StoreError::Internal("history kept for a key with no slot".into())
             })?;
-        self.state
-            .history
-            .insert((end, Bytes::copy_from_slice(key)), (seq, entry));
+            self.state
+                .history
+                .insert((end, Bytes::copy_from_slice(key)), (seq, entry));
+        }
         Ok(())
     }
 

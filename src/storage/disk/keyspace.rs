@@ -23,7 +23,7 @@ use redb::{Database, ReadTransaction, ReadableTable, Table, TableDefinition, Wri
 
 use super::record_format::{self, META_COMPACTED, META_REVISION};
 use super::{META, RECORDS, storage_error};
-use crate::storage::apply::{Changes, Keyspace, KeyspaceRead, Slot, Values};
+use crate::storage::apply::{Changes, Kept, Keyspace, KeyspaceRead, Slot, Values};
 use crate::storage::created;
 use crate::storage::lease::Leases;
 use crate::storage::ops::{KeyRange, LeaseId, RangeEnd, prefix_end};
@@ -399,7 +399,7 @@ impl<'txn> WriteView<'txn> {
     /// Stores `record` under `key` as its latest slot, without history (a
     /// restore, which starts a store's history).
     pub(super) fn restore(&mut self, key: &Bytes, record: &Record) -> Result<(), StoreError> {
-        self.put(key, &Slot::Live(record.clone()), None)
+        self.put(key, &Slot::Live(record.clone()), None, None)
     }
 }
 
@@ -444,7 +444,13 @@ impl KeyspaceRead for WriteView<'_> {
 }
 
 impl Keyspace for WriteView<'_> {
-    fn put(&mut self, key: &Bytes, slot: &Slot, previous: Option<&Slot>) -> Result<(), StoreError> {
+    fn put(
+        &mut self,
+        key: &Bytes,
+        slot: &Slot,
+        previous: Option<&Slot>,
+        kept: Option<Kept>,
+    ) -> Result<(), StoreError> {
         let old_lease = previous.and_then(Slot::live).map_or(0, |p| p.lease);
         let new_lease = slot.live().map_or(0, |r| r.lease);
         if old_lease != 0 && old_lease != new_lease {
@@ -458,24 +464,23 @@ impl Keyspace for WriteView<'_> {
                 .insert(lease_key(new_lease, key).as_slice(), ())
                 .map_err(storage_error)?;
         }
-        self.records
+        let replaced = self
+            .records
             .insert(key.as_ref(), record_format::encode_slot(slot).as_slice())
             .map_err(storage_error)?;
-        Ok(())
-    }
-
-    fn keep(&mut self, key: &[u8], end: Revision, seq: u32) -> Result<(), StoreError> {
-        // The stored bytes move as they are: no decoding, one copy.
-        let entry = {
-            let stored = self.records.get(key).map_err(storage_error)?;
-            record_format::history_entry(seq, stored.as_ref().map(|stored| stored.value()))
-        };
-        self.history
-            .insert(
-                record_format::history_key(end, key).as_slice(),
-                entry.as_slice(),
-            )
-            .map_err(storage_error)?;
+        if let Some(Kept { end, seq }) = kept {
+            // The stored bytes move as they are: no decoding, one copy, and
+            // no second lookup (the insert hands back what it replaced).
+            let replaced = replaced.as_ref().map(|stored| stored.value());
+            let mut entry = self
+                .history
+                .insert_reserve(
+                    record_format::history_key(end, key).as_slice(),
+                    record_format::history_entry_len(replaced),
+                )
+                .map_err(storage_error)?;
+            record_format::write_history_entry(entry.as_mut(), seq, replaced);
+        }
         Ok(())
     }
 

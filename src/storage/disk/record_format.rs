@@ -113,14 +113,26 @@ pub(super) fn split_history_key(composite: &[u8]) -> Result<(Revision, &[u8]), S
     Ok((u64::from_be_bytes(*revision), key))
 }
 
-/// A history entry: the write's place in its transaction, then the stored
-/// bytes of what it replaced (nothing for [`Slot::ABSENT`]).
+/// A history entry, as [`write_history_entry`] lays it out.
+#[cfg(test)]
 pub(super) fn history_entry(seq: u32, replaced: Option<&[u8]>) -> Vec<u8> {
-    let replaced = replaced.unwrap_or_default();
-    let mut bytes = Vec::with_capacity(4 + replaced.len());
-    bytes.extend_from_slice(&seq.to_le_bytes());
-    bytes.extend_from_slice(replaced);
+    let mut bytes = vec![0; history_entry_len(replaced)];
+    write_history_entry(&mut bytes, seq, replaced);
     bytes
+}
+
+/// The length of the history entry of a write that replaced `replaced`.
+pub(super) fn history_entry_len(replaced: Option<&[u8]>) -> usize {
+    4 + replaced.map_or(0, <[u8]>::len)
+}
+
+/// Writes a history entry into `bytes` ([`history_entry_len`] long: redb's
+/// space reserved in place): the write's place in its transaction, then the
+/// stored bytes of what it replaced (nothing for [`Slot::ABSENT`]).
+pub(super) fn write_history_entry(bytes: &mut [u8], seq: u32, replaced: Option<&[u8]>) {
+    let (head, rest) = bytes.split_at_mut(4);
+    head.copy_from_slice(&seq.to_le_bytes());
+    rest.copy_from_slice(replaced.unwrap_or_default());
 }
 
 /// The place of a history entry's write in its transaction.
