@@ -197,12 +197,20 @@ impl ServeThreads {
     }
 
     /// The thread with the fewest connections open, the first in turn
-    /// among equals; the turn moves past it.
+    /// among equals; the turn moves past it. A thread that ended (its
+    /// runtime panicked) is passed over: with no connections open it
+    /// would otherwise be chosen for every other one, and close it.
     fn least_busy(&mut self) -> usize {
         let count = self.threads.len();
         let chosen = (0..count)
             .map(|offset| (self.next + offset) % count)
-            .min_by_key(|&index| self.threads[index].open.load(Ordering::Relaxed))
+            .min_by_key(|&index| {
+                let thread = &self.threads[index];
+                (
+                    thread.queue.is_closed(),
+                    thread.open.load(Ordering::Relaxed),
+                )
+            })
             .expect("at least one serving thread");
         self.next = (chosen + 1) % count;
         chosen
@@ -287,4 +295,63 @@ fn serve_thread<F>(
 /// Resolves once `phases` reaches `phase` (or its sender is gone).
 async fn reached(mut phases: watch::Receiver<Phase>, phase: Phase) {
     let _ = phases.wait_for(|now| *now >= phase).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::metrics::Listener;
+    use crate::transport::Admission;
+
+    #[tokio::test]
+    async fn a_thread_that_panicked_is_handed_no_more_connections() {
+        // The first thread to start panics; the other answers each
+        // connection with one byte.
+        let panicked = Arc::new(AtomicBool::new(false));
+        let serve = move |mut connections: Connections, signal: Signal| -> Served<'static> {
+            let first = !panicked.swap(true, Ordering::SeqCst);
+            Box::pin(async move {
+                assert!(!first, "a serving thread's panic, on purpose");
+                let mut signal = signal;
+                loop {
+                    tokio::select! {
+                        () = &mut signal => return Ok(()),
+                        next = connections.next() => {
+                            if let Some(Ok(mut connection)) = next {
+                                let _ = connection.write_all(b"k").await;
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let mut threads = ServeThreads::start(2, None, None, serve).unwrap();
+        let (ended, _, _) = futures_util::future::select_all(
+            threads.threads.iter_mut().map(|thread| &mut thread.ended),
+        )
+        .await;
+        assert!(ended.is_err(), "a thread ended with its sender dropped");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let admitted = Admission::new(None, None).admitted(listener, Listener::Grpc);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let clients = async move {
+            for client in 0..4 {
+                let mut socket = TcpStream::connect(address).await.unwrap();
+                let mut answer = Vec::new();
+                socket.read_to_end(&mut answer).await.unwrap();
+                assert_eq!(answer, b"k", "connection {client} was closed unserved");
+            }
+            drop(stop);
+        };
+        let handing = threads.hand_out(admitted, async {
+            let _ = stopped.await;
+        });
+        tokio::join!(clients, handing);
+    }
 }
