@@ -575,6 +575,67 @@ mod tests {
         assert!(SyncPolicy::parse("sometimes").is_err());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_read_after_an_acknowledged_write_sees_it_while_others_share_snapshots() {
+        // Readers keep the shared snapshot in use (opened, shared, dropped
+        // by commits) while writers check that each read after their
+        // acknowledged write, point read or scan, sees it.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            DiskStore::open(dir.path(), SyncPolicy::Interval(Duration::from_millis(50))).unwrap(),
+        );
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = store.get(b"w0", 0).await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        let writers: Vec<_> = (0..4)
+            .map(|writer| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let key = Bytes::from(format!("w{writer}"));
+                    for round in 0..200u32 {
+                        let value = Bytes::from(round.to_string());
+                        let written = store.put(key.clone(), value.clone()).await.unwrap();
+                        let record = store.get(&key, 0).await.unwrap().unwrap();
+                        assert_eq!(
+                            (record.value, record.mod_revision),
+                            (value.clone(), written),
+                            "a point read after the write of revision {written}"
+                        );
+                        let scan = store
+                            .range(RangeQuery::all(KeyRange::prefix(Bytes::from("w"))))
+                            .await
+                            .unwrap();
+                        assert!(
+                            scan.revision >= written
+                                && scan
+                                    .kvs
+                                    .iter()
+                                    .any(|kv| kv.key == key && kv.record.mod_revision >= written),
+                            "a scan after the write of revision {written} at {}",
+                            scan.revision
+                        );
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for reader in readers {
+            reader.await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn reads_share_a_snapshot_until_the_next_commit() {
         let dir = tempfile::tempdir().unwrap();
