@@ -5,20 +5,29 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use keyvalue::proto::simplekeyvalue::SetRequest;
 use tonic::Code;
 
-use crate::harness::{Server, get, kvserver, set};
+use crate::harness::{Server, get, kvserver, set, wait_with_patience};
 
 /// Runs a kvserver on `data_dir` that is expected to refuse to start.
 fn refused_start(data_dir: &Path) -> Output {
-    let output = kvserver()
+    let mut child = kvserver()
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run kvserver");
+    // A server that starts after all is stopped, so that the test fails
+    // with what it logged instead of waiting for it for good.
+    if wait_with_patience(&mut child).is_none() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("kvserver's output");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(!stderr.contains("listening on"), "{stderr}");
@@ -137,6 +146,29 @@ async fn stopped_with_200_keys(data_dir: &Path) {
     assert!(server.stop("TERM").await.status.success());
 }
 
+/// Damages every 4 KiB page of `file` that holds one of
+/// `stopped_with_200_keys`' values, and so the live records among them. A
+/// page picked by its place (the middle of the file) may be free, and its
+/// damage harmless: redb checks only the pages it uses, and which pages
+/// are free varies from run to run.
+fn damage_the_pages_of_values(file: &mut [u8]) {
+    let holds_a_value = |page: &[u8]| {
+        let mut run = 0;
+        page.iter().any(|byte| {
+            run = if *byte == b'v' { run + 1 } else { 0 };
+            run == 500
+        })
+    };
+    let mut damaged = 0;
+    for page in file.chunks_mut(4096) {
+        if holds_a_value(page) {
+            page.iter_mut().for_each(|byte| *byte ^= 0x55);
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0, "no page holds a value");
+}
+
 #[tokio::test]
 async fn a_corrupt_database_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
@@ -150,10 +182,8 @@ async fn a_corrupt_database_is_refused_and_left_untouched() {
         .iter_mut()
         .for_each(|byte| *byte ^= 0xff);
     let mut damaged_records = good.clone();
+    damage_the_pages_of_values(&mut damaged_records);
     let middle = good.len() / 2;
-    damaged_records[middle..middle + 4096]
-        .iter_mut()
-        .for_each(|byte| *byte ^= 0x55);
     let truncated = good[..middle].to_vec();
     for damaged in [damaged_header, damaged_records, truncated] {
         std::fs::write(&file, &damaged).unwrap();
@@ -252,10 +282,7 @@ async fn kvserver_check_verifies_a_stopped_data_dir_and_names_damage() {
 
     let file = dir.path().join("keyvalue.redb");
     let mut damaged = std::fs::read(&file).unwrap();
-    let middle = damaged.len() / 2;
-    damaged[middle..middle + 4096]
-        .iter_mut()
-        .for_each(|byte| *byte ^= 0x55);
+    damage_the_pages_of_values(&mut damaged);
     std::fs::write(&file, &damaged).unwrap();
     let refused = check();
     let stderr = stderr_of(&refused);
