@@ -19,7 +19,8 @@
 //! The module is split by concept: [`mix`] (operations and shares),
 //! [`config`] (what to run, checked before connecting), `worker` (one
 //! verifying closed-loop worker), [`report`] (the merged figures) and
-//! [`error`]; [`watch`] is the watch fan-out (`--watchers`). This file
+//! [`error`]; [`watch`] is the watch fan-out (`--watchers`), `watch_etcd` its
+//! etcd-API side (`--api etcd`). This file
 //! wires the request load together.
 
 mod config;
@@ -27,6 +28,7 @@ mod error;
 mod mix;
 mod report;
 mod watch;
+mod watch_etcd;
 mod worker;
 
 use std::time::Instant;
@@ -42,7 +44,7 @@ pub use config::{Api, BenchConfig, Stop};
 pub use error::BenchError;
 pub use mix::{Mix, OpKind, RANGE_WINDOW};
 pub use report::Report;
-pub use watch::{WatchConfig, WatchReport, run as run_watch};
+pub use watch::{WatchApi, WatchConfig, WatchReport, run as run_watch};
 
 use config::validate;
 use report::WorkerResult;

@@ -11,7 +11,9 @@
 //!
 //! Kept apart from the request workers: the load is open-loop (a fixed rate,
 //! not one request in flight per worker) and what is checked is a sequence
-//! per watcher, not a value per key.
+//! per watcher, not a value per key. With `--api etcd` the watchers and the
+//! writer use etcd's v3 API instead (`watch_etcd`), so that kvserver and a
+//! real etcd are measured by the same client.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +28,20 @@ use crate::proto::keyvalue::v1 as pb;
 use crate::proto::keyvalue::v1::kv_client::KvClient;
 
 use super::BenchError;
+use super::watch_etcd;
+
+/// Which API a watch fan-out uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchApi {
+    /// keyvalue.v1.KV: a Watch call per watcher.
+    V1,
+    /// etcd's v3 API: one Watch stream per connection, holding its watchers.
+    Etcd,
+}
+
+/// What one watcher received (each revision and when), and the error that
+/// ended its stream, if one did.
+pub(super) type Watched = (Vec<(u64, Instant)>, Option<String>);
 
 /// What a watch fan-out run does.
 #[derive(Clone, Debug)]
@@ -46,6 +62,8 @@ pub struct WatchConfig {
     pub value_size: usize,
     /// The server's process id, to measure its CPU per delivered event.
     pub server_pid: Option<u32>,
+    /// The API the watchers and the writer use.
+    pub api: WatchApi,
 }
 
 /// The figures of a watch fan-out run.
@@ -86,6 +104,10 @@ impl WatchReport {
         let h = &self.latency_us;
         serde_json::json!({
             "addr": config.addr,
+            "api": match config.api {
+                WatchApi::V1 => "v1",
+                WatchApi::Etcd => "etcd",
+            },
             "watchers": config.watchers,
             "conns": config.conns,
             "rate": config.rate,
@@ -159,67 +181,18 @@ pub async fn run(config: &WatchConfig) -> Result<WatchReport, BenchError> {
     let writer_channel = crate::client::authorized_channel(&config.addr, &config.connect).await?;
 
     // Every watch is created (the server answered) before the first write.
-    let mut streams = Vec::with_capacity(config.watchers);
-    for watcher in 0..config.watchers {
-        let channel: AuthorizedChannel = channels[watcher % channels.len()].clone();
-        let mut client = KvClient::new(channel).max_decoding_message_size(usize::MAX);
-        let stream = client
-            .watch(pb::WatchRequest {
-                key: Bytes::from(prefix.clone()),
-                prefix: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|status| {
-                BenchError::Failed(format!(
-                    "watch {watcher} could not start: {:?}: {}",
-                    status.code(),
-                    status.message()
-                ))
-            })?
-            .into_inner();
-        streams.push(stream);
-    }
-    let cpu_before = config.server_pid.map(process_cpu_s).transpose()?;
-
-    // Each watcher records the revisions it receives and when.
     let (done_tx, done_rx) = tokio::sync::watch::channel(None::<u64>);
-    let mut receivers = Vec::with_capacity(streams.len());
-    for mut stream in streams {
-        let mut done = done_rx.clone();
-        receivers.push(tokio::spawn(async move {
-            let mut seen: Vec<(u64, Instant)> = Vec::new();
-            loop {
-                let last = *done.borrow();
-                if last.is_some_and(|last| seen.last().is_some_and(|(rev, _)| *rev >= last)) {
-                    return (seen, None);
-                }
-                tokio::select! {
-                    message = stream.next() => match message {
-                        Some(Ok(response)) => {
-                            let now = Instant::now();
-                            seen.extend(response.events.iter().map(|event| {
-                                (event.kv.as_ref().map_or(0, |kv| kv.mod_revision), now)
-                            }));
-                        }
-                        Some(Err(status)) => {
-                            return (seen, Some(format!("{:?}: {}", status.code(), status.message())));
-                        }
-                        None => return (seen, Some("the stream ended".to_owned())),
-                    },
-                    changed = done.changed() => {
-                        if changed.is_err() {
-                            return (seen, Some("the run was abandoned".to_owned()));
-                        }
-                    }
-                }
-            }
-        }));
-    }
+    let receivers = match config.api {
+        WatchApi::V1 => start_v1(&channels, config.watchers, &prefix, &done_rx).await?,
+        WatchApi::Etcd => watch_etcd::start(&channels, config.watchers, &prefix, &done_rx).await?,
+    };
+    let cpu_before = config.server_pid.map(process_cpu_s).transpose()?;
 
     // The writer: open loop at `rate`, one Put at a time.
     let sent: Sent = Arc::new(Mutex::new(Vec::new()));
-    let mut writer = KvClient::new(writer_channel);
+    let mut writer = KvClient::new(writer_channel.clone());
+    let mut etcd_writer =
+        crate::proto::etcd::etcdserverpb::kv_client::KvClient::new(writer_channel);
     let value = Bytes::from("v".repeat(config.value_size));
     let started = Instant::now();
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(config.rate)));
@@ -229,22 +202,23 @@ pub async fn run(config: &WatchConfig) -> Result<WatchReport, BenchError> {
     while started.elapsed() < config.duration {
         ticks.tick().await;
         let at = Instant::now();
-        let reply = writer
-            .put(pb::PutRequest {
-                key: Bytes::from(format!("{prefix}{}", n % 100)),
-                value: value.clone(),
-                ..Default::default()
-            })
-            .await;
+        let key = format!("{prefix}{}", n % 100);
+        let reply = match config.api {
+            WatchApi::V1 => writer
+                .put(pb::PutRequest {
+                    key: Bytes::from(key),
+                    value: value.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|reply| reply.into_inner().header.map_or(0, |h| h.revision))
+                .map_err(|status| format!("put: {:?}: {}", status.code(), status.message())),
+            WatchApi::Etcd => watch_etcd::put(&mut etcd_writer, key, value.clone()).await,
+        };
         n += 1;
         match reply {
-            Ok(reply) => {
-                let revision = reply.into_inner().header.map_or(0, |h| h.revision);
-                sent.lock().await.push((revision, at));
-            }
-            Err(status) => {
-                write_errors.push(format!("put: {:?}: {}", status.code(), status.message()))
-            }
+            Ok(revision) => sent.lock().await.push((revision, at)),
+            Err(error) => write_errors.push(error),
         }
     }
     let elapsed = started.elapsed();
@@ -264,15 +238,18 @@ pub async fn run(config: &WatchConfig) -> Result<WatchReport, BenchError> {
     };
     let when: std::collections::HashMap<u64, Instant> = sent.iter().copied().collect();
     let expected: Vec<u64> = sent.iter().map(|(rev, _)| *rev).collect();
-    for (watcher, receiver) in receivers.into_iter().enumerate() {
-        let (seen, error) = match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(result)) => result,
+    let mut watched = Vec::with_capacity(config.watchers);
+    for receiver in receivers {
+        match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(results)) => watched.extend(results),
             Ok(Err(e)) => return Err(BenchError::Failed(format!("a watcher failed: {e}"))),
-            Err(_) => (
+            Err(_) => watched.push((
                 Vec::new(),
                 Some(format!("did not receive every event within {DRAIN:?}")),
-            ),
-        };
+            )),
+        }
+    }
+    for (watcher, (seen, error)) in watched.into_iter().enumerate() {
         if let Some(error) = error {
             report.errors += 1;
             problem(&mut report.problems, format!("watcher {watcher}: {error}"));
@@ -308,6 +285,73 @@ pub async fn run(config: &WatchConfig) -> Result<WatchReport, BenchError> {
         report.server_cpu_s = Some(process_cpu_s(pid)? - before);
     }
     Ok(report)
+}
+
+/// Starts `watchers` keyvalue.v1 watches of `prefix` over `channels`; one
+/// task per watcher answers its events once `done` names the last revision
+/// and it has it.
+async fn start_v1(
+    channels: &[AuthorizedChannel],
+    watchers: usize,
+    prefix: &str,
+    done: &tokio::sync::watch::Receiver<Option<u64>>,
+) -> Result<Vec<tokio::task::JoinHandle<Vec<Watched>>>, BenchError> {
+    let mut streams = Vec::with_capacity(watchers);
+    for watcher in 0..watchers {
+        let channel: AuthorizedChannel = channels[watcher % channels.len()].clone();
+        let mut client = KvClient::new(channel).max_decoding_message_size(usize::MAX);
+        let stream = client
+            .watch(pb::WatchRequest {
+                key: Bytes::from(prefix.to_owned()),
+                prefix: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| {
+                BenchError::Failed(format!(
+                    "watch {watcher} could not start: {:?}: {}",
+                    status.code(),
+                    status.message()
+                ))
+            })?
+            .into_inner();
+        streams.push(stream);
+    }
+    // Each watcher records the revisions it receives and when.
+    let mut receivers = Vec::with_capacity(streams.len());
+    for mut stream in streams {
+        let mut done = done.clone();
+        receivers.push(tokio::spawn(async move {
+            let mut seen: Vec<(u64, Instant)> = Vec::new();
+            loop {
+                let last = *done.borrow();
+                if last.is_some_and(|last| seen.last().is_some_and(|(rev, _)| *rev >= last)) {
+                    return vec![(seen, None)];
+                }
+                tokio::select! {
+                    message = stream.next() => match message {
+                        Some(Ok(response)) => {
+                            let now = Instant::now();
+                            seen.extend(response.events.iter().map(|event| {
+                                (event.kv.as_ref().map_or(0, |kv| kv.mod_revision), now)
+                            }));
+                        }
+                        Some(Err(status)) => {
+                            let error = format!("{:?}: {}", status.code(), status.message());
+                            return vec![(seen, Some(error))];
+                        }
+                        None => return vec![(seen, Some("the stream ended".to_owned()))],
+                    },
+                    changed = done.changed() => {
+                        if changed.is_err() {
+                            return vec![(seen, Some("the run was abandoned".to_owned()))];
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    Ok(receivers)
 }
 
 fn problem(problems: &mut Vec<String>, text: String) {

@@ -43,7 +43,8 @@ pub(super) struct BenchArgs {
     /// never see each other's keys).
     #[arg(long)]
     key_prefix: Option<String>,
-    /// Which service to load: the tutorial's or the full API.
+    /// Which service to load: the tutorial's or the full API; with --watchers,
+    /// the full API (tutorial, v1) or etcd's v3 API (etcd).
     #[arg(long, value_enum, default_value_t = ApiArg::Tutorial)]
     api: ApiArg,
     /// Do not set every key before measuring (Gets of unset keys expect NOT_FOUND).
@@ -69,6 +70,8 @@ enum ApiArg {
     Tutorial,
     /// keyvalue.v1.KV (get, set, range, batch, txn).
     V1,
+    /// etcd's v3 API: Watch streams and Put (--watchers only).
+    Etcd,
 }
 
 pub(super) async fn bench(
@@ -87,6 +90,10 @@ pub(super) async fn bench(
             duration: args.duration,
             value_size: args.value_size,
             server_pid: args.server_pid,
+            api: match args.api {
+                ApiArg::Tutorial | ApiArg::V1 => crate::bench::WatchApi::V1,
+                ApiArg::Etcd => crate::bench::WatchApi::Etcd,
+            },
         };
         return match crate::bench::run_watch(&config).await {
             Ok(report) => finish(
@@ -118,6 +125,13 @@ pub(super) async fn bench(
         api: match args.api {
             ApiArg::Tutorial => Api::Tutorial,
             ApiArg::V1 => Api::V1,
+            ApiArg::Etcd => {
+                return bench_error(&BenchError::Usage(
+                    "--api etcd is for the watch fan-out (--watchers) only; \
+                     load etcd's API with etcd-benchmark"
+                        .into(),
+                ));
+            }
         },
         mix: args.mix,
         key_prefix: args.key_prefix,

@@ -3,6 +3,7 @@
 
 use std::process::Output;
 
+use crate::etcd_process::EtcdCluster;
 use crate::harness::{Server, kv, kv_command, text};
 
 fn kv_bench(addr: &str, args: &[&str]) -> Output {
@@ -271,6 +272,55 @@ fn watch_fan_out_delivers_every_event_to_every_watcher_in_order() {
     assert!(
         report["server_cpu_us_per_event"].as_f64().unwrap() > 0.0,
         "{report}"
+    );
+}
+
+/// `--api etcd`: 40 watchers on 4 etcd Watch streams; against kvserver and
+/// against a real etcd, every watcher gets every event in order.
+#[test]
+fn watch_fan_out_over_etcds_api_delivers_every_event_on_kvserver_and_on_etcd() {
+    let server = Server::start();
+    let etcd = EtcdCluster::single();
+    let etcd_addr = etcd.url(0).trim_start_matches("http://").to_owned();
+    for (name, addr) in [("kvserver", server.addr()), ("etcd", etcd_addr.as_str())] {
+        let output = kv_bench(
+            addr,
+            &[
+                "--watchers",
+                "40",
+                "--conns",
+                "4",
+                "--api",
+                "etcd",
+                "--rate",
+                "50",
+                "--duration",
+                "1s",
+                "--json",
+            ],
+        );
+        let report = json_report(&output);
+        let puts = report["puts"].as_u64().unwrap();
+        assert!(puts >= 10, "{name}: about 50 puts: {report}");
+        assert_eq!(report["api"], "etcd", "{name}: {report}");
+        assert_eq!(
+            report["delivered"].as_u64().unwrap(),
+            40 * puts,
+            "{name}: {report}"
+        );
+        assert_eq!(report["mismatches"], 0, "{name}: {report}");
+        assert_eq!(report["errors"], 0, "{name}: {report}");
+    }
+}
+
+#[test]
+fn the_request_load_refuses_the_etcd_api_by_name() {
+    let server = Server::start();
+    let output = kv_bench(server.addr(), &["--api", "etcd", "--requests", "10"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--api etcd is for the watch fan-out"),
+        "{output:?}"
     );
 }
 
