@@ -141,6 +141,20 @@ pub(crate) trait KeyspaceRead {
     /// The deadlines of the leases.
     fn leases(&self) -> &Leases;
 
+    /// Whether lease `id` exists and has not expired: what transactions
+    /// decide by (a put's lease, the visibility of a key with a lease). A
+    /// backend that must replay transactions as they went (the disk
+    /// store's log) answers from what the first run saw, not the clock.
+    fn lease_live(&self, id: LeaseId) -> bool {
+        self.leases().is_live(id)
+    }
+
+    /// Whether keys of lease `id` must look deleted (see
+    /// [`Leases::is_expired`]), by [`KeyspaceRead::lease_live`].
+    fn lease_expired(&self, id: LeaseId) -> bool {
+        id != 0 && !self.lease_live(id)
+    }
+
     /// Calls `visit` with every key attached to lease `id` that is in
     /// `range`, in key order, until it breaks (from the backend's index of
     /// a lease's keys, never by scanning every key).
@@ -234,6 +248,10 @@ impl<V: KeyspaceRead> KeyspaceRead for ReadOnly<V> {
         self.0.leases()
     }
 
+    fn lease_live(&self, id: LeaseId) -> bool {
+        self.0.lease_live(id)
+    }
+
     fn lease_keys_in(
         &self,
         id: LeaseId,
@@ -286,7 +304,7 @@ fn read_only() -> StoreError {
 
 /// Whether a stored record is visible: not attached to an expired lease.
 fn live(space: &impl KeyspaceRead, record: &Record) -> bool {
-    !space.leases().is_expired(record.lease)
+    !space.lease_expired(record.lease)
 }
 
 /// The revision a read of `requested` (0: the current one) happens at, in a
@@ -642,8 +660,7 @@ pub(crate) fn apply(
     for op in ops {
         match op {
             Op::Put { lease, .. }
-                if *lease != 0
-                    && !(space.lease_granted(*lease)? && space.leases().is_live(*lease)) =>
+                if *lease != 0 && !(space.lease_granted(*lease)? && space.lease_live(*lease)) =>
             {
                 return Err(StoreError::LeaseNotFound(*lease));
             }

@@ -95,7 +95,10 @@ impl Leases {
     }
 
     /// Whether keys of lease `id` must look deleted: it expired, or it is
-    /// gone (revoked, and its keys are being deleted).
+    /// gone (revoked, and its keys are being deleted). Transactions ask
+    /// through `KeyspaceRead::lease_expired`, which a replay answers from
+    /// the log.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn is_expired(&self, id: LeaseId) -> bool {
         id != 0 && !self.is_live(id)
     }

@@ -180,8 +180,9 @@ pub(super) fn check(dir: &Path, revision: Revision) -> Result<(Record, Revision)
     }
     let start = if revision < acknowledged.handed_out {
         tracing::warn!(
-            "the writes of revisions {}..={} were acknowledged with --sync interval and lost \
-             in a crash before their fsync; the store goes on from revision {}, so that none \
+            "the writes of revisions {}..={} were acknowledged and are lost (with --sync \
+             interval, in a crash before their fsync; with --sync always, only if the \
+             write-ahead log lost them); the store goes on from revision {}, so that none \
              of them is given to another write",
             revision + 1,
             acknowledged.handed_out,

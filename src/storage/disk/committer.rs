@@ -34,15 +34,17 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::{Durability, WriteTransaction};
+use redb::{Durability, ReadableDatabase, WriteTransaction};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::database::DbHandle;
-use super::keyspace::WriteView;
-use super::{SyncPolicy, storage_error};
+use super::keyspace::{self, WriteView};
+use super::wal::{self, Log};
+use super::{OpenError, SyncPolicy, log_format, storage_error};
 use crate::storage::apply;
 use crate::storage::apply::Keyspace as _;
+use crate::storage::apply::KeyspaceRead as _;
 use crate::storage::lease::{LeaseInfo, Leases};
 use crate::storage::ops::{Event, EventKind, LeaseId, Op, Txn, TxnResult};
 use crate::storage::watch::WatchHub;
@@ -66,6 +68,10 @@ const RESERVE_BYTES: u64 = 1024 * 1024;
 /// Room a commit may need per write beyond its key and value: copied B-tree
 /// pages on the way to its leaf.
 const PAGE_BYTES_PER_WRITE: u64 = 8 * 1024;
+
+/// Longest the writes of `--sync always` stay only in the log: a
+/// checkpoint (a durable commit of the database) follows within this.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Longest a commit waits for more writes to join it (see `Worker::gather`).
 const MAX_GATHER: Duration = Duration::from_millis(1);
@@ -163,7 +169,10 @@ impl CommitCounters {
 impl Committer {
     /// Starts the thread over `db`, whose stored revision is `revision` and
     /// compacted revision `compacted`; at most `keep` revisions of history
-    /// are kept (0: no limit).
+    /// are kept (0: no limit). First replays the write-ahead log (see
+    /// `wal`) through the committer's own code path, makes the database
+    /// durable, checks it against the record of acknowledged revisions and
+    /// publishes the snapshot reads start from; refuses a damaged log.
     pub(super) fn start(
         db: Arc<DbHandle>,
         (revision, compacted): (Revision, Revision),
@@ -171,35 +180,71 @@ impl Committer {
         policy: SyncPolicy,
         leases: Arc<Leases>,
         hub: Arc<WatchHub>,
-    ) -> Committer {
+    ) -> Result<Committer, OpenError> {
         let (commands, queue) = mpsc::channel();
         let counters = Arc::new(CommitCounters::default());
-        let worker = Worker {
-            counters: Arc::clone(&counters),
-            db,
+        let mut worker = Worker::new(
+            Arc::clone(&db),
+            (revision, compacted),
+            keep,
+            policy,
             leases,
             hub,
-            revision,
-            policy,
-            unsynced_since: None,
-            needs_reopen: false,
-            last_batch: 0,
-            last_cycle: Duration::ZERO,
-            // A compaction a restart interrupted goes on.
-            compacting: true,
-            compacted,
-            keep,
-            retained: None,
-        };
+            Arc::clone(&counters),
+        )?;
+        worker.open_replay(true)?;
+        let start = db.check_acknowledged(worker.revision)?;
+        if start > worker.revision {
+            // Revisions handed out and lost (`--sync interval`): never reused.
+            worker.revision = start;
+            worker.hub.publish(start, Vec::new());
+        }
+        let snapshot = db
+            .fresh_snapshot()
+            .map_err(|e| OpenError(format!("cannot read {}: {e}", db.dir().display())))?;
+        db.publish(snapshot);
         let thread = std::thread::Builder::new()
             .name("kv-committer".into())
             .spawn(move || worker.run(queue))
             .expect("the OS refused to start the committer thread");
-        Committer {
+        Ok(Committer {
             commands: Some(commands),
             thread: Some(thread),
             counters,
+        })
+    }
+
+    /// `kvserver accept-lost-writes`: replays what the log of `db` holds
+    /// and makes the database durable; a damaged log gives what comes
+    /// before the damage and is emptied (the loss accepted). Returns the
+    /// damage, if any.
+    pub(super) fn replay_accepting_loss(
+        db: Arc<DbHandle>,
+        (revision, compacted): (Revision, Revision),
+    ) -> Result<Option<String>, OpenError> {
+        let mut worker = Worker::new(
+            db,
+            (revision, compacted),
+            0,
+            SyncPolicy::Always,
+            Arc::new(Leases::default()),
+            Arc::new(WatchHub::new(revision, compacted, Default::default())),
+            Arc::default(),
+        )?;
+        let shown = worker.log.path().display().to_string();
+        let damage = worker
+            .replay(false, true)
+            .map_err(|e| OpenError(format!("cannot replay {shown}: {e}")))?;
+        worker
+            .checkpoint()
+            .map_err(|e| OpenError(format!("cannot make the replay of {shown} durable: {e}")))?;
+        if damage.is_some() {
+            worker
+                .log
+                .clear()
+                .map_err(|e| OpenError(format!("cannot empty {shown}: {e}")))?;
         }
+        Ok(damage)
     }
 
     /// What the thread has done so far.
@@ -268,7 +313,7 @@ struct Worker {
     /// The last revision handed out and committed.
     revision: Revision,
     policy: SyncPolicy,
-    /// When the oldest commit not yet fsynced happened (interval policy only).
+    /// When the oldest commit not yet made durable happened.
     unsynced_since: Option<Instant>,
     /// A commit failed with an I/O error, after which redb takes no more
     /// writes until the database is opened again.
@@ -286,9 +331,156 @@ struct Worker {
     /// The compacted revision the transaction being built moves to, to keep
     /// the history within `keep`.
     retained: Option<Revision>,
+    /// The write-ahead log (written under `--sync always` only).
+    log: Log,
+    /// The last log record applied to the database.
+    log_seq: u64,
+    /// Why writes stopped for good: the log could not be written or
+    /// synced, so the database may hold a batch the log does not (see
+    /// [`Worker::log_failed`]).
+    broken: Option<String>,
+}
+
+/// One mutation applied: what to answer once committed, its revision and
+/// its events; or the error that made it (alone) fail.
+type MutationResult = Result<(Pending, Revision, Vec<Event>), StoreError>;
+
+/// What applying one batch gave: each mutation's result, the leases it
+/// found expired, and the compacted revision it moved to for retention.
+struct Applied {
+    results: Vec<MutationResult>,
+    expired: Vec<LeaseId>,
+    retained: Option<Revision>,
+}
+
+/// Why a replay stopped.
+enum ReplayError {
+    /// The log is damaged: what it held cannot be had again.
+    Damaged(String),
+    /// The database failed (a disk error): a later replay may succeed.
+    Store(StoreError),
+}
+
+impl std::fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplayError::Damaged(damage) => f.write_str(damage),
+            ReplayError::Store(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+/// What a replayed batch follows in the log (see `Worker::apply`).
+struct Replayed<'a> {
+    expired: &'a [LeaseId],
+    retained: Option<Revision>,
 }
 
 impl Worker {
+    fn new(
+        db: Arc<DbHandle>,
+        (revision, compacted): (Revision, Revision),
+        keep: u64,
+        policy: SyncPolicy,
+        leases: Arc<Leases>,
+        hub: Arc<WatchHub>,
+        counters: Arc<CommitCounters>,
+    ) -> Result<Worker, OpenError> {
+        let log = Log::open(db.dir()).map_err(|e| {
+            OpenError(format!(
+                "cannot open {}: {e}",
+                db.dir().join(wal::LOG_FILE).display()
+            ))
+        })?;
+        Ok(Worker {
+            counters,
+            db,
+            leases,
+            hub,
+            revision,
+            policy,
+            unsynced_since: None,
+            needs_reopen: false,
+            last_batch: 0,
+            last_cycle: Duration::ZERO,
+            // A compaction a restart interrupted goes on.
+            compacting: true,
+            compacted,
+            keep,
+            retained: None,
+            log,
+            log_seq: 0,
+            broken: None,
+        })
+    }
+
+    /// At open: replays the log (`bookkeeping`: with the leases and the
+    /// watch hub told, as after a live commit) and makes it all durable,
+    /// or refuses a damaged log.
+    fn open_replay(&mut self, bookkeeping: bool) -> Result<(), OpenError> {
+        let shown = self.log.path().display().to_string();
+        self.replay(bookkeeping, false).map_err(|e| {
+            OpenError(format!(
+                "cannot replay {shown}: {e}. Refusing to start, nothing was changed. \
+                 Restore a backup into a new data dir, or accept the loss with `kvserver \
+                 accept-lost-writes --data-dir {}` (it applies what comes before the \
+                 damage)",
+                self.db.dir().display()
+            ))
+        })?;
+        self.checkpoint()
+            .map_err(|e| OpenError(format!("cannot make the replay of {shown} durable: {e}")))
+    }
+
+    /// Applies the log's records that the database does not hold durably,
+    /// one commit each, through [`Worker::apply`] as live batches are; with
+    /// `bookkeeping`, also what follows a live commit but the replies
+    /// (watch events, lease deadlines). The database must hold only its
+    /// durable state (just opened). An error says what is damaged.
+    /// With `accept_damage`, a damaged log gives the records before the
+    /// damage, which is returned.
+    fn replay(
+        &mut self,
+        bookkeeping: bool,
+        accept_damage: bool,
+    ) -> Result<Option<String>, ReplayError> {
+        let durable = self
+            .db
+            .current()
+            .and_then(|db| keyspace::log_seq(&db.begin_read().map_err(storage_error)?))
+            .map_err(ReplayError::Store)?;
+        self.log_seq = durable;
+        let (records, damage) = if accept_damage {
+            self.log
+                .live_before_damage(durable)
+                .map_err(ReplayError::Damaged)?
+        } else {
+            (self.log.live(durable).map_err(ReplayError::Damaged)?, None)
+        };
+        if !records.is_empty() {
+            tracing::info!(
+                "replaying {} batches of acknowledged writes from {}",
+                records.len(),
+                self.log.path().display()
+            );
+        }
+        for (seq, payload) in records {
+            let batch = log_format::decode(payload)
+                .map_err(|e| ReplayError::Damaged(format!("record {seq} cannot be read: {e}")))?;
+            let replayed = Replayed {
+                expired: &batch.expired,
+                retained: batch.retained,
+            };
+            let applied = self
+                .apply(batch.mutations.iter(), Some(seq), Some(replayed))
+                .map_err(ReplayError::Store)?;
+            self.log_seq = seq;
+            let results = self.after_commit(applied.results, bookkeeping);
+            debug!(seq, batch = results.len(), "replayed a log record");
+        }
+        Ok(damage)
+    }
+
     fn run(mut self, queue: Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -330,8 +522,13 @@ impl Worker {
     }
 
     /// Drops one chunk of compacted history, in a commit of its own (not
-    /// fsynced: a chunk lost in a crash is dropped again after the restart).
+    /// durable, and not logged: a chunk lost in a crash is dropped again
+    /// after the restart).
     fn compact_step(&mut self) {
+        if self.broken.is_some() {
+            self.compacting = false;
+            return;
+        }
         let result = self.recover().and_then(|()| {
             let db = self.db.current()?;
             let mut txn = db.begin_write().map_err(storage_error)?;
@@ -342,15 +539,14 @@ impl Worker {
                 apply::compact_chunk(&mut view, COMPACT_CHUNK)?
             };
             txn.commit().map_err(storage_error)?;
-            self.db.committed();
+            // Every write before it is logged: reads may see it at once.
+            self.db.publish(self.db.fresh_snapshot()?);
             Ok(done)
         });
         self.note_failure(&result);
         match result {
             Ok(done) => {
-                if self.unsynced_since.is_none() && self.policy != SyncPolicy::Always {
-                    self.unsynced_since = Some(Instant::now());
-                }
+                self.unsynced_since.get_or_insert_with(Instant::now);
                 self.compacting = !done;
             }
             Err(error) => {
@@ -391,12 +587,14 @@ impl Worker {
         }
     }
 
-    /// When the pending unsynced commits must be fsynced, if any are pending.
+    /// When the commits not yet durable must be made so (a checkpoint, under
+    /// `--sync always`), if any are pending.
     fn sync_deadline(&self) -> Option<Instant> {
-        match self.policy {
-            SyncPolicy::Always => None,
-            SyncPolicy::Interval(interval) => self.unsynced_since.map(|since| since + interval),
-        }
+        let interval = match self.policy {
+            SyncPolicy::Always => CHECKPOINT_INTERVAL,
+            SyncPolicy::Interval(interval) => interval,
+        };
+        self.unsynced_since.map(|since| since + interval)
     }
 
     fn process(&mut self, batch: &mut Vec<Command>) {
@@ -423,52 +621,30 @@ impl Worker {
         if self
             .sync_deadline()
             .is_some_and(|deadline| deadline <= Instant::now())
+            || self.log.written() > wal::CHECKPOINT_BYTES
         {
             self.sync_logged();
         }
     }
 
-    /// Applies and commits `writes` as one transaction, then replies to each
-    /// and publishes the events.
+    /// Applies and commits `writes` as one transaction (without fsync),
+    /// logs it (`--sync always`: appended to the log and fdatasynced), then
+    /// publishes the snapshot that holds it, replies to each write and
+    /// publishes the events.
     fn commit(&mut self, writes: Vec<(Mutation, Reply)>) {
-        let start = self.revision;
-        let fsync = self.policy == SyncPolicy::Always;
-        let began = Instant::now();
-        match self.apply(writes.iter().map(|(mutation, _)| mutation), fsync) {
-            Ok(applied) => {
-                debug!(writes = writes.len(), "committed a batch");
-                if !fsync && self.unsynced_since.is_none() {
-                    self.unsynced_since = Some(Instant::now());
-                }
-                // Before any reply: see `acknowledged`.
-                self.db.acknowledge(self.revision, fsync);
-                // Its fsync is the commit's second: counted in its time.
-                self.counters.record(began.elapsed());
-                if let Some(compacted) = self.retained.take() {
-                    self.compacted_to(compacted);
-                }
-                for ((_, reply), result) in writes.into_iter().zip(applied) {
-                    let answer = result.map(|(outcome, revision, events)| {
-                        self.hub.publish(revision, events);
-                        match outcome {
-                            Pending::Txn(result) => Outcome::Txn(result),
-                            Pending::Granted(Some((id, ttl))) => {
-                                Outcome::Granted(Some(self.leases.insert(id, ttl)))
-                            }
-                            Pending::Granted(None) => Outcome::Granted(None),
-                            Pending::Revoked(id, deleted) => {
-                                self.leases.remove(id);
-                                Outcome::Revoked(deleted, revision)
-                            }
-                            Pending::Compacted(compacted) => {
-                                self.compacted_to(compacted);
-                                Outcome::Compacted(revision)
-                            }
-                        }
-                    });
-                    let _ = reply.send(answer);
-                }
+        if let Some(broken) = &self.broken {
+            let error = StoreError::Unavailable(broken.clone());
+            for (_, reply) in writes {
+                let _ = reply.send(Err(error.clone()));
             }
+            return;
+        }
+        let start = self.revision;
+        let logged = self.policy == SyncPolicy::Always;
+        let seq = logged.then_some(self.log_seq + 1);
+        let began = Instant::now();
+        let applied = match self.apply(writes.iter().map(|(mutation, _)| mutation), seq, None) {
+            Ok(applied) => applied,
             Err(error) => {
                 warn!("a commit of {} writes failed: {error}", writes.len());
                 self.revision = start;
@@ -476,45 +652,172 @@ impl Worker {
                 for (_, reply) in writes {
                     let _ = reply.send(Err(error.clone()));
                 }
+                return;
             }
+        };
+        if let Some(seq) = seq {
+            let payload = log_format::encode(
+                &applied.expired,
+                applied.retained,
+                writes.iter().map(|(mutation, _)| mutation),
+            );
+            if let Err(error) = self.log.append(seq, &payload) {
+                let error = self.log_failed(error);
+                for (_, reply) in writes {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                return;
+            }
+            self.log_seq = seq;
+        }
+        // Before any reply: reads from now on see this commit.
+        match self.db.fresh_snapshot() {
+            Ok(snapshot) => self.db.publish(snapshot),
+            Err(error) => {
+                // Logged, so durable; but unseen: the outcome is unknown
+                // to the writer, and a reopen publishes it (after a replay).
+                warn!("cannot read the database after a commit: {error}");
+                self.needs_reopen = true;
+                let error = StoreError::Unavailable(format!(
+                    "the write's outcome is unknown: the database cannot be read after \
+                     its commit ({error})"
+                ));
+                for (_, reply) in writes {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                return;
+            }
+        }
+        debug!(writes = writes.len(), "committed a batch");
+        // Before any reply: see `acknowledged` (not synced: the log is
+        // what makes the writes durable).
+        self.db.acknowledge(self.revision, false);
+        self.counters.record(began.elapsed());
+        let answers = self.after_commit(applied.results, true);
+        for ((_, reply), answer) in writes.into_iter().zip(answers) {
+            let _ = reply.send(answer);
         }
     }
 
-    /// Applies `mutations` in one write transaction and commits it. Returns
-    /// one result per mutation: its outcome, revision and events, or the
-    /// error that made it (alone) fail.
-    #[allow(clippy::type_complexity)]
+    /// What follows a commit, live or replayed, but the replies: the
+    /// compacted revision moved on; with `bookkeeping`, the events
+    /// published and the leases' deadlines set or dropped (a replay after
+    /// a reopen skips these: they are already done). Returns each
+    /// mutation's answer.
+    fn after_commit(
+        &mut self,
+        results: Vec<MutationResult>,
+        bookkeeping: bool,
+    ) -> Vec<Result<Outcome, StoreError>> {
+        if let Some(compacted) = self.retained.take() {
+            self.compacted_to(compacted);
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.map(|(outcome, revision, events)| {
+                    if bookkeeping {
+                        self.hub.publish(revision, events);
+                    }
+                    match outcome {
+                        Pending::Txn(result) => Outcome::Txn(result),
+                        Pending::Granted(Some((id, ttl))) if bookkeeping => {
+                            Outcome::Granted(Some(self.leases.insert(id, ttl)))
+                        }
+                        Pending::Granted(Some((id, ttl))) => Outcome::Granted(Some(LeaseInfo {
+                            id,
+                            ttl,
+                            remaining: ttl,
+                        })),
+                        Pending::Granted(None) => Outcome::Granted(None),
+                        Pending::Revoked(id, deleted) => {
+                            if bookkeeping {
+                                self.leases.remove(id);
+                            }
+                            Outcome::Revoked(deleted, revision)
+                        }
+                        Pending::Compacted(compacted) => {
+                            self.compacted_to(compacted);
+                            Outcome::Compacted(revision)
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// The log could not be written or synced: the database now holds a
+    /// batch the log may not, so no later write may be acknowledged on top
+    /// of it (a power cut would take the batch back from under them), and
+    /// no checkpoint may make it durable behind the log's back. Writes
+    /// stop until a restart, which replays what the log holds; reads go on
+    /// from the last snapshot published (every write in it is logged), as
+    /// etcd does when its WAL fails. Returns the batch's answer.
+    fn log_failed(&mut self, error: std::io::Error) -> StoreError {
+        let message = format!(
+            "the write-ahead log {} could not be written ({error}): writes are refused \
+             until kvserver restarts (reads go on)",
+            self.log.path().display()
+        );
+        tracing::error!("{message}");
+        self.broken = Some(message);
+        StoreError::Unavailable(format!(
+            "the write's outcome is unknown: the write-ahead log failed ({error}); writes \
+             are refused until kvserver restarts"
+        ))
+    }
+
+    /// Applies `mutations` in one write transaction and commits it without
+    /// fsync, with `seq` as the last log record applied if given; as the
+    /// log says for a `replayed` batch. Returns one result per mutation:
+    /// its outcome, revision and events, or the error that made it (alone)
+    /// fail.
     fn apply<'a>(
         &mut self,
         mutations: impl Iterator<Item = &'a Mutation> + Clone,
-        fsync: bool,
-    ) -> Result<Vec<Result<(Pending, Revision, Vec<Event>), StoreError>>, StoreError> {
-        self.recover()?;
-        self.check_free_space(mutations.clone())?;
+        seq: Option<u64>,
+        replayed: Option<Replayed<'_>>,
+    ) -> Result<Applied, StoreError> {
+        let replaying = replayed.is_some();
+        if !replaying {
+            self.recover()?;
+            self.check_free_space(mutations.clone())?;
+        }
+        let start = self.revision;
         let result = self.db.current().and_then(|db| {
             let mut txn = db.begin_write().map_err(storage_error)?;
-            if !fsync {
-                txn.set_durability(Durability::None)
-                    .map_err(storage_error)?;
-            }
-            let results = self.apply_in(&txn, mutations)?;
+            txn.set_durability(Durability::None)
+                .map_err(storage_error)?;
+            let applied = self.apply_in(&txn, mutations, seq, replayed)?;
             txn.commit().map_err(storage_error)?;
-            // Before the replies: reads from now on see this commit.
-            self.db.committed();
-            Ok(results)
+            Ok(applied)
         });
-        self.note_failure(&result);
+        if result.is_ok() {
+            self.unsynced_since.get_or_insert_with(Instant::now);
+        } else {
+            // A batch that fails to commit has no effect at all.
+            self.revision = start;
+            self.retained = None;
+        }
+        // A replay's failure is its caller's to handle (see `recover`).
+        if !replaying {
+            self.note_failure(&result);
+        }
         result
     }
 
-    #[allow(clippy::type_complexity)]
     fn apply_in<'a>(
         &mut self,
         txn: &WriteTransaction,
         mutations: impl Iterator<Item = &'a Mutation>,
-    ) -> Result<Vec<Result<(Pending, Revision, Vec<Event>), StoreError>>, StoreError> {
+        seq: Option<u64>,
+        replayed: Option<Replayed<'_>>,
+    ) -> Result<Applied, StoreError> {
         let leases = Arc::clone(&self.leases);
         let mut view = WriteView::open(txn, &leases)?;
+        if let Some(replayed) = &replayed {
+            view = view.replaying(replayed.expired);
+        }
         let mut results = Vec::new();
         for mutation in mutations {
             let current = self.revision;
@@ -556,12 +859,25 @@ impl Worker {
             }
         }
         view.set_revision(self.revision)?;
-        let compacted = self.retained.unwrap_or(self.compacted);
-        if let Some(target) = apply::retention_target(self.revision, compacted, self.keep) {
+        if let Some(seq) = seq {
+            view.set_log_seq(seq)?;
+        }
+        let target = match &replayed {
+            Some(replayed) => replayed.retained,
+            None => {
+                let compacted = self.retained.unwrap_or(self.compacted);
+                apply::retention_target(self.revision, compacted, self.keep)
+            }
+        };
+        if let Some(target) = target {
             view.set_compacted(target)?;
             self.retained = Some(target);
         }
-        Ok(results)
+        Ok(Applied {
+            results,
+            expired: view.expired(),
+            retained: target,
+        })
     }
 
     /// After a commit that moved the compacted revision: watches learn it,
@@ -572,13 +888,60 @@ impl Worker {
         self.compacting = true;
     }
 
-    /// Reopens the database if an earlier commit left it refusing writes.
+    /// Reopens the database if an earlier commit left it refusing writes;
+    /// the reopen drops the commits not yet durable, which the log holds:
+    /// replays them (without telling the leases and watches again), makes
+    /// them durable, and publishes the snapshot reads go on from.
     fn recover(&mut self) -> Result<(), StoreError> {
-        if self.needs_reopen {
-            self.db.reopen()?;
-            self.needs_reopen = false;
-            warn!("the data dir was reopened after a disk error");
+        if !self.needs_reopen {
+            return Ok(());
         }
+        if let Some(broken) = &self.broken {
+            return Err(StoreError::Unavailable(broken.clone()));
+        }
+        self.db.reopen()?;
+        warn!("the data dir was reopened after a disk error");
+        let before = self.revision;
+        let (revision, compacted) = self.db.current().and_then(|db| {
+            let txn = db.begin_read().map_err(storage_error)?;
+            let view = super::keyspace::ReadView::new(txn, &self.leases)?;
+            Ok((view.revision()?, view.compacted()?))
+        })?;
+        self.revision = revision;
+        self.compacted = self.compacted.max(compacted);
+        self.retained = None;
+        self.unsynced_since = None;
+        match self.replay(false, false) {
+            Ok(_) => {}
+            Err(ReplayError::Store(error)) => return Err(error),
+            Err(ReplayError::Damaged(damage)) => {
+                // The log no longer holds what was acknowledged: nothing
+                // more may be, nor served from a database missing it.
+                let message = format!(
+                    "after a disk error, {} cannot be replayed ({damage}): writes are \
+                     refused until kvserver restarts",
+                    self.log.path().display()
+                );
+                tracing::error!("{message}");
+                self.broken = Some(message.clone());
+                return Err(StoreError::Unavailable(message));
+            }
+        }
+        if self.revision != before {
+            let message = format!(
+                "after a disk error, the replay of {} ended at revision {} where the store \
+                 was at {before}: writes are refused until kvserver restarts",
+                self.log.path().display(),
+                self.revision
+            );
+            tracing::error!("{message}");
+            self.broken = Some(message.clone());
+            return Err(StoreError::Unavailable(message));
+        }
+        // Everything in it is logged: reads may go on from it at once.
+        self.db.publish(self.db.fresh_snapshot()?);
+        self.checkpoint()?;
+        self.needs_reopen = false;
         Ok(())
     }
 
@@ -633,21 +996,36 @@ impl Worker {
         }
     }
 
-    /// Makes every commit so far durable (a no-op when all already are).
+    /// Makes every commit so far durable (a no-op when all already are):
+    /// the checkpoint of `--sync always`, the fsync of `--sync interval`.
     fn sync(&mut self) -> Result<(), StoreError> {
+        if let Some(broken) = &self.broken {
+            return Err(StoreError::Unavailable(broken.clone()));
+        }
         if self.unsynced_since.is_none() {
             return Ok(());
         }
-        // An empty transaction committed with fsync persists every earlier
-        // commit made without one.
         self.recover()?;
+        self.checkpoint()
+    }
+
+    /// A durable commit of the database, which makes every earlier commit
+    /// durable; then the log starts again (never before that commit's
+    /// fsync returned: until then its records are all there is).
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if self.unsynced_since.is_none() {
+            return Ok(());
+        }
         let result = self.db.current().and_then(|db| {
             let txn = db.begin_write().map_err(storage_error)?;
             txn.commit().map_err(storage_error)
         });
-        self.note_failure(&result);
+        if result.is_err() {
+            self.needs_reopen = true;
+        }
         result?;
         self.unsynced_since = None;
+        self.log.restart();
         self.db.acknowledge(self.revision, true);
         Ok(())
     }

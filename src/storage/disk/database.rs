@@ -19,8 +19,10 @@ use super::acknowledged::{self, ACK_FILE};
 use super::clean_close::{self, CLEAN_FILE};
 use super::keyspace::Snapshot;
 use super::record_format::{
-    self, DATA_FORMAT, DATA_FORMAT_V1, DATA_FORMAT_V2, META_COMPACTED, META_FORMAT, META_REVISION,
+    self, DATA_FORMAT, DATA_FORMAT_V1, DATA_FORMAT_V2, DATA_FORMAT_V3, META_COMPACTED, META_FORMAT,
+    META_REVISION,
 };
+use super::wal::{self, LOG_FILE};
 use super::{DB_FILE, META, OpenError, keyspace, storage_error};
 use crate::storage::{FIRST_REVISION, Revision, StoreError};
 
@@ -31,18 +33,17 @@ pub(super) struct DbHandle {
     /// `None` only while a reopen is in progress or has failed.
     current: RwLock<Option<Arc<Database>>>,
     /// What was acknowledged (see `acknowledged`); the committer writes it.
-    record: Mutex<acknowledged::Record>,
-    /// The snapshot of the latest commit, shared by the reads until the next.
+    /// `None` until the log is replayed at open.
+    record: Mutex<Option<acknowledged::Record>>,
+    /// The snapshot of the latest commit the committer published, shared
+    /// by the reads until it publishes the next.
     snapshots: Mutex<Snapshots>,
 }
 
-/// The shared snapshot ([`DbHandle::snapshot`]) and the count of commits
-/// that replaced it, so that a snapshot opened before a commit is never
-/// kept after it.
+/// The published snapshot ([`DbHandle::snapshot`]).
 #[derive(Default)]
 struct Snapshots {
     latest: Option<Arc<Snapshot>>,
-    commits: u64,
 }
 
 impl DbHandle {
@@ -64,16 +65,35 @@ impl DbHandle {
         let (revision, format) = check_format(&db, &path)?;
         let revision = upgrade(&db, format, revision)
             .map_err(|e| OpenError(format!("cannot update {}: {e}", path.display())))?;
-        // Never older than what clients were told (see `acknowledged`).
-        let (record, revision) = checked_against_record(&db, dir, revision)?;
         let handle = DbHandle {
             dir: dir.to_owned(),
             path,
             current: RwLock::new(Some(Arc::new(db))),
-            record: Mutex::new(record),
+            record: Mutex::new(None),
             snapshots: Mutex::default(),
         };
         Ok((handle, revision))
+    }
+
+    /// The data dir.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Checks the database, at `revision` once the log is replayed, against
+    /// the record of acknowledged revisions (never older than what clients
+    /// were told, see `acknowledged`), and opens the record for the
+    /// committer. Returns the revision the store goes on from.
+    pub(super) fn check_acknowledged(&self, revision: Revision) -> Result<Revision, OpenError> {
+        let db = self
+            .current()
+            .map_err(|e| OpenError(format!("cannot open {}: {e}", self.path.display())))?;
+        let (record, revision) = checked_against_record(&db, &self.dir, revision)?;
+        *self
+            .record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(record);
+        Ok(revision)
     }
 
     /// Records that every revision up to `revision` was acknowledged:
@@ -86,6 +106,9 @@ impl DbHandle {
             .record
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(record) = record.as_mut() else {
+            return;
+        };
         if let Err(error) = record.acknowledge(revision, durable) {
             tracing::warn!(
                 "cannot record revision {revision} as acknowledged in {}: {error}",
@@ -108,40 +131,41 @@ impl DbHandle {
             })
     }
 
-    /// A snapshot of the latest commit: opened by the first read after a
-    /// commit, then shared by every read until the next one (opening a
-    /// read transaction and its tables costs more than a point read). A
-    /// read that starts after a write was acknowledged sees it, since the
-    /// committer drops the shared snapshot ([`DbHandle::committed`]) before
-    /// it replies.
+    /// The snapshot of the latest commit the committer published: shared
+    /// by every read until it publishes the next (opening a read
+    /// transaction and its tables costs more than a point read). Reads never
+    /// open a transaction of their own: under `--sync always` redb shows a
+    /// commit to new transactions before its log record is fsynced, and a
+    /// read must never see a write that a power cut could still take back.
+    /// `UNAVAILABLE` while none is published (a reopen after a disk error).
     pub(super) fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
-        let commits = {
-            let snapshots = lock(&self.snapshots);
-            if let Some(latest) = &snapshots.latest {
-                return Ok(Arc::clone(latest));
-            }
-            snapshots.commits
-        };
-        let db = self.current()?;
-        let txn = db.begin_read().map_err(storage_error)?;
-        let snapshot = Arc::new(Snapshot::open(txn, Some(db))?);
-        let mut snapshots = lock(&self.snapshots);
-        // Not if a commit came after the transaction began, maybe before.
-        if snapshots.commits == commits {
-            snapshots.latest = Some(Arc::clone(&snapshot));
-        }
-        Ok(snapshot)
+        lock(&self.snapshots).latest.clone().ok_or_else(|| {
+            StoreError::Unavailable(
+                "the data dir is being reopened after a disk error; retry shortly".into(),
+            )
+        })
     }
 
-    /// Drops the shared snapshot after a commit (before its replies), so
-    /// that later reads see it; and so that no snapshot outlives the next
-    /// commit, which would keep the pages that commit freed from reuse.
-    pub(super) fn committed(&self) {
-        let stale = {
-            let mut snapshots = lock(&self.snapshots);
-            snapshots.commits += 1;
-            snapshots.latest.take()
-        };
+    /// A snapshot of the database as it is now, for the committer to
+    /// publish once what it holds is durable.
+    pub(super) fn fresh_snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
+        let db = self.current()?;
+        let txn = db.begin_read().map_err(storage_error)?;
+        Ok(Arc::new(Snapshot::open(txn, Some(db))?))
+    }
+
+    /// Makes `snapshot` the one reads see from now on (before the replies
+    /// of the commits it holds), and lets go of the one before, so that no
+    /// snapshot outlives the next commit (it would keep the pages that
+    /// commit freed from reuse).
+    pub(super) fn publish(&self, snapshot: Arc<Snapshot>) {
+        let stale = lock(&self.snapshots).latest.replace(snapshot);
+        drop(stale);
+    }
+
+    /// Drops the published snapshot (a reopen and the close wait for it).
+    fn unpublish(&self) {
+        let stale = lock(&self.snapshots).latest.take();
         drop(stale);
     }
 
@@ -152,8 +176,10 @@ impl DbHandle {
             .current
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // The shared snapshot holds the database too.
-        self.committed();
+        // The shared snapshot holds the database too. Reads answer
+        // UNAVAILABLE until the committer publishes one again, after it
+        // replayed the log (the reopen drops redb's unsynced commits).
+        self.unpublish();
         if let Some(db) = current.take() {
             // New readers wait on the lock; the ones that already hold a clone
             // finish one read each. The file lock goes with the last clone.
@@ -186,7 +212,7 @@ impl Drop for DbHandle {
     /// Closes the database and, if the close was clean, records it (see
     /// `clean_close`) so that the next start need not read the whole file.
     fn drop(&mut self) {
-        self.committed();
+        self.unpublish();
         let current = self
             .current
             .get_mut()
@@ -251,12 +277,14 @@ pub(super) fn create(
     let shown = dir.display();
     crate::durable_fs::create_dir_all(dir)
         .map_err(|e| OpenError(format!("cannot create data dir {shown}: {}", io_reason(&e))))?;
-    if dir.join(ACK_FILE).exists() {
-        return Err(OpenError(format!(
-            "data dir {shown} holds {ACK_FILE} (writes were acknowledged here) but no \
-             {DB_FILE}: the database is gone; refusing to start an empty one in its place \
-             (restore a backup into a new data dir)"
-        )));
+    for witness in [ACK_FILE, LOG_FILE] {
+        if dir.join(witness).exists() {
+            return Err(OpenError(format!(
+                "data dir {shown} holds {witness} (writes were acknowledged here) but no \
+                 {DB_FILE}: the database is gone; refusing to start an empty one in its place \
+                 (restore a backup into a new data dir)"
+            )));
+        }
     }
     refuse_foreign_files(dir)?;
     let aside = dir.join(CREATING_FILE);
@@ -299,7 +327,7 @@ fn refuse_foreign_files(dir: &Path) -> Result<(), OpenError> {
     let mut names: Vec<String> = entries
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| name != CREATING_FILE && name != CLEAN_FILE)
+        .filter(|name| name != CREATING_FILE && name != CLEAN_FILE && name != LOG_FILE)
         .collect();
     if names.is_empty() {
         return Ok(());
@@ -418,6 +446,8 @@ enum Format {
     V1,
     /// Versions, with created keys in the history (which reads as it is).
     V2,
+    /// The current tables, without the write-ahead log.
+    V3,
     /// The current one.
     Current,
 }
@@ -427,7 +457,7 @@ enum Format {
 /// current). Format 1 records read as they are; such a store gets an empty
 /// history compacted at its revision (it kept none), and a store that was
 /// never written moves to etcd's revision 1; format 2 gets the `created`
-/// table, its history reads as it is.
+/// table, its history reads as it is; format 3 gets its marker only.
 fn upgrade(db: &Database, format: Format, revision: Revision) -> Result<Revision, StoreError> {
     let missing = keyspace::tables_missing(&db.begin_read().map_err(storage_error)?);
     if !missing && format == Format::Current {
@@ -456,6 +486,9 @@ fn upgrade(db: &Database, format: Format, revision: Revision) -> Result<Revision
         Format::V2 => {
             tracing::info!("upgraded the data dir from {DATA_FORMAT_V2} to {DATA_FORMAT}")
         }
+        Format::V3 => {
+            tracing::info!("upgraded the data dir from {DATA_FORMAT_V3} to {DATA_FORMAT}")
+        }
         Format::Current => {}
     }
     Ok(revision)
@@ -483,10 +516,11 @@ fn check_format(db: &Database, path: &Path) -> Result<(Revision, Format), OpenEr
         found if found == DATA_FORMAT.as_bytes() => Format::Current,
         found if found == DATA_FORMAT_V1.as_bytes() => Format::V1,
         found if found == DATA_FORMAT_V2.as_bytes() => Format::V2,
+        found if found == DATA_FORMAT_V3.as_bytes() => Format::V3,
         found => {
             return Err(OpenError(format!(
                 "{shown} holds data in format {:?}, and this kvserver reads {DATA_FORMAT:?} \
-                 (and upgrades {DATA_FORMAT_V1:?} and {DATA_FORMAT_V2:?}); refusing to start, the file was left \
+                 (and upgrades {DATA_FORMAT_V1:?}, {DATA_FORMAT_V2:?} and {DATA_FORMAT_V3:?}); refusing to start, the file was left \
                  untouched (a newer kvserver wrote it: run that one)",
                 String::from_utf8_lossy(found)
             )));
@@ -589,6 +623,7 @@ pub(super) fn check(dir: &Path) -> Result<String, OpenError> {
             found.durable
         )));
     }
+    let logged = check_log(dir, &db)?;
     db.close()
         .map_err(|e| OpenError(format!("cannot close {}: {e}", path.display())))?;
     if let Err(error) = clean_close::record(dir, &path) {
@@ -598,9 +633,37 @@ pub(super) fn check(dir: &Path) -> Result<String, OpenError> {
         Format::Current => DATA_FORMAT.to_owned(),
         Format::V1 => format!("{DATA_FORMAT_V1} (the next start upgrades it)"),
         Format::V2 => format!("{DATA_FORMAT_V2} (the next start upgrades it)"),
+        Format::V3 => format!("{DATA_FORMAT_V3} (the next start upgrades it)"),
     };
     Ok(format!(
-        "{}: every page verified, format {format}, revision {revision}",
+        "{}: every page verified, format {format}, revision {revision}{logged}",
         path.display()
     ))
+}
+
+/// `kvserver check`'s look at the write-ahead log (see `wal`): refuses
+/// damage in the middle of it, and says how many records the next start
+/// replays. Reads only.
+fn check_log(dir: &Path, db: &Database) -> Result<String, OpenError> {
+    let path = dir.join(LOG_FILE);
+    let data = match std::fs::read(&path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(OpenError(format!("cannot read {}: {e}", path.display()))),
+    };
+    let durable = db
+        .begin_read()
+        .map_err(storage_error)
+        .and_then(|txn| keyspace::log_seq(&txn))
+        .map_err(|e| OpenError(format!("cannot read {}: {e}", dir.join(DB_FILE).display())))?;
+    let live = wal::scan(&data, durable).map_err(|damage| {
+        OpenError(format!(
+            "{} is damaged: {damage}; the next start refuses it",
+            path.display()
+        ))
+    })?;
+    Ok(match live.len() {
+        0 => ", log empty".to_owned(),
+        n => format!(", log: {n} batches of writes the next start applies"),
+    })
 }

@@ -14,6 +14,8 @@
 //! followed by a key → nothing), the index that finds a lease's keys when it
 //! is revoked without scanning every record.
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Bound, ControlFlow};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -21,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redb::{Database, ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::record_format::{self, META_COMPACTED, META_REVISION};
+use super::record_format::{self, META_COMPACTED, META_LOG_SEQ, META_REVISION};
 use super::{META, RECORDS, storage_error};
 use crate::storage::apply::{Changes, Kept, Keyspace, KeyspaceRead, Slot, Values};
 use crate::storage::created;
@@ -235,6 +237,20 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The keys in the snapshot, tombstones included.
+    pub(super) fn slots(&self) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata as _;
+        self.records.len().map_err(storage_error)
+    }
+}
+
+/// The last log record applied (see `wal`) in the database `txn` reads.
+pub(super) fn log_seq(txn: &ReadTransaction) -> Result<u64, StoreError> {
+    let meta = txn.open_table(META).map_err(storage_error)?;
+    Ok(read_revision(&meta, META_LOG_SEQ)?.unwrap_or(0))
+}
+
 /// The table in `cell`, opened from `txn` the first time.
 fn opened<'c, K: redb::Key + 'static, V: redb::Value + 'static>(
     cell: &'c OnceLock<redb::ReadOnlyTable<K, V>>,
@@ -346,8 +362,21 @@ impl KeyspaceRead for ReadView<'_> {
     }
 }
 
+/// How a write transaction tells whether a lease is live (see
+/// `KeyspaceRead::lease_live`): a lease's liveness depends on the clock, and
+/// a transaction replayed from the log must decide as it did at first.
+pub(super) enum Liveness {
+    /// By the leases' deadlines; the first answer for each lease holds for
+    /// the rest of the transaction, and the leases found expired are kept
+    /// for the log ([`WriteView::expired`]).
+    Clock(RefCell<BTreeMap<LeaseId, bool>>),
+    /// As the log says: the leases in the set were expired, all others live.
+    Replayed(BTreeSet<LeaseId>),
+}
+
 /// The tables of one write transaction.
 pub(super) struct WriteView<'txn> {
+    liveness: Liveness,
     records: Table<'txn, &'static [u8], &'static [u8]>,
     history: Table<'txn, &'static [u8], &'static [u8]>,
     created: Table<'txn, u64, &'static [u8]>,
@@ -366,6 +395,7 @@ impl<'txn> WriteView<'txn> {
             .open_table(RECORDS as Bytes2Bytes)
             .map_err(storage_error)?;
         Ok(WriteView {
+            liveness: Liveness::Clock(RefCell::default()),
             records,
             history: txn.open_table(HISTORY).map_err(storage_error)?,
             created: txn.open_table(CREATED).map_err(storage_error)?,
@@ -374,6 +404,33 @@ impl<'txn> WriteView<'txn> {
             meta: txn.open_table(META).map_err(storage_error)?,
             leases,
         })
+    }
+
+    /// Replays a transaction: leases are live unless in `expired`.
+    pub(super) fn replaying(mut self, expired: &[LeaseId]) -> Self {
+        self.liveness = Liveness::Replayed(expired.iter().copied().collect());
+        self
+    }
+
+    /// The leases this transaction found expired (for its log record).
+    pub(super) fn expired(&self) -> Vec<LeaseId> {
+        match &self.liveness {
+            Liveness::Clock(seen) => seen
+                .borrow()
+                .iter()
+                .filter(|(_, live)| !**live)
+                .map(|(id, _)| *id)
+                .collect(),
+            Liveness::Replayed(expired) => expired.iter().copied().collect(),
+        }
+    }
+
+    /// Records the last log record applied (once per commit with a record).
+    pub(super) fn set_log_seq(&mut self, seq: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert(META_LOG_SEQ, seq.to_le_bytes().as_slice())
+            .map_err(storage_error)?;
+        Ok(())
     }
 
     /// Records the store's revision (once per commit).
@@ -431,6 +488,16 @@ impl KeyspaceRead for WriteView<'_> {
 
     fn leases(&self) -> &Leases {
         self.leases
+    }
+
+    fn lease_live(&self, id: LeaseId) -> bool {
+        match &self.liveness {
+            Liveness::Clock(seen) => *seen
+                .borrow_mut()
+                .entry(id)
+                .or_insert_with(|| self.leases.is_live(id)),
+            Liveness::Replayed(expired) => !expired.contains(&id),
+        }
     }
 
     fn lease_keys_in(

@@ -24,9 +24,11 @@ mod clean_close;
 mod committer;
 mod database;
 mod keyspace;
+mod log_format;
 #[cfg(test)]
 mod power_loss;
 mod record_format;
+mod wal;
 
 use std::fmt;
 use std::io;
@@ -35,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableDatabase, TableDefinition};
 
 use self::committer::{Committer, Mutation, Outcome};
 use self::database::DbHandle;
@@ -54,6 +56,7 @@ use super::{Record, Revision, Snapshot, SnapshotChunker, Store, StoreError, Stor
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "keyvalue.redb";
 pub use acknowledged::ACK_FILE;
+pub use wal::LOG_FILE;
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -176,7 +179,7 @@ impl DiskStore {
             sync,
             Arc::clone(&leases),
             Arc::clone(&hub),
-        );
+        )?;
         Ok(DiskStore {
             db,
             leases,
@@ -254,6 +257,29 @@ impl DiskStore {
     /// after the last of them; returns the lost revisions (`None`: nothing
     /// was lost, nothing changed). See `acknowledged`.
     pub fn accept_lost_writes(dir: &Path) -> Result<Option<(Revision, Revision)>, OpenError> {
+        if dir.join(DB_FILE).exists() {
+            // What the log holds first: the revisions it replays are not
+            // lost, and raising the revision under them would renumber them.
+            let (db, revision) = DbHandle::open(dir)?;
+            let db = Arc::new(db);
+            let compacted = db
+                .current()
+                .and_then(|current| {
+                    let txn = current.begin_read().map_err(storage_error)?;
+                    ReadView::new(txn, &Leases::default())?.compacted()
+                })
+                .map_err(|e| OpenError(format!("cannot read {}: {e}", dir.display())))?;
+            if let Some(damage) =
+                Committer::replay_accepting_loss(Arc::clone(&db), (revision, compacted))?
+            {
+                tracing::warn!(
+                    "{} was damaged ({damage}): the writes before the damage were applied, \
+                     the rest are lost",
+                    dir.join(LOG_FILE).display()
+                );
+            }
+            drop(db);
+        }
         database::accept_lost_writes(dir)
     }
 
@@ -466,17 +492,15 @@ impl Store for DiskStore {
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        // A redb read transaction is the snapshot; a blocking task walks it
-        // and hands the chunks over while writers go on.
-        let txn = self.db.current()?.begin_read().map_err(storage_error)?;
+        // The published snapshot (a redb read transaction holding only
+        // logged commits) is the backup; a blocking task walks it and hands
+        // the chunks over while writers go on.
+        let snapshot = self.db.snapshot()?;
         let leases = Arc::clone(&self.leases);
         let (first, ready) = tokio::sync::oneshot::channel();
         let (sender, chunks) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
-            let view = match ReadView::new(txn, &leases) {
-                Ok(view) => view,
-                Err(error) => return drop(first.send(Err(error))),
-            };
+            let view = ReadView::of(snapshot, &leases);
             match view
                 .revision()
                 .and_then(|r| Ok((r, view.granted_leases()?)))
@@ -521,12 +545,8 @@ impl Store for DiskStore {
     fn stats(&self) -> StoreStats {
         let keys = self
             .db
-            .current()
-            .and_then(|db| {
-                let txn = db.begin_read().map_err(storage_error)?;
-                let records = txn.open_table(RECORDS).map_err(storage_error)?;
-                records.len().map_err(storage_error)
-            })
+            .snapshot()
+            .and_then(|snapshot| snapshot.slots())
             .unwrap_or(0);
         let counters = self.committer.counters();
         let compacted = self
@@ -1051,7 +1071,10 @@ mod tests {
             .map(|entry| entry.unwrap().file_name())
             .collect();
         names.sort();
-        assert_eq!(names, [ACK_FILE, clean_close::CLEAN_FILE, DB_FILE]);
+        assert_eq!(
+            names,
+            [ACK_FILE, clean_close::CLEAN_FILE, DB_FILE, LOG_FILE]
+        );
     }
 
     #[test]

@@ -13,6 +13,11 @@
 //! and checks the invariant: the database opens, every acknowledged write is
 //! there, and nothing that was never acknowledged half-appears.
 //!
+//! The write-ahead log (`wal.rs`) is opened through the same hook, so a cut
+//! lands in its fdatasyncs too and tears or loses its unsynced records.
+//! [`kill`] is the other way a process ends: every write kept, nothing
+//! synced after it (the replay of the log after `kill -9`).
+//!
 //! What is not simulated: files written through `std::fs` (the record of
 //! `acknowledged.rs`, written after redb's sync, and the renames and
 //! directory fsyncs of `database::create`) are real and durable at once; a
@@ -87,6 +92,18 @@ pub(super) fn disarm(dir: &Path) -> (u64, bool) {
     let (_, power) = armed.remove(at.expect("armed"));
     let power = power.lock().unwrap();
     (power.syncs, power.off)
+}
+
+/// The process of `dir` dies (`kill -9`): every write so far stays, as
+/// the OS has it, and nothing more is written, synced or read.
+pub(super) fn kill(dir: &Path) {
+    let armed = ARMED.lock().unwrap();
+    let (_, power) = armed.iter().find(|(armed, _)| armed == dir).expect("armed");
+    let mut power = power.lock().unwrap();
+    for unsynced in power.files.values_mut() {
+        unsynced.pages.clear();
+    }
+    power.off = true;
 }
 
 /// The simulated file for the database file at `path`, if its dir is armed.
@@ -320,7 +337,7 @@ mod tests {
 
     use super::*;
     use crate::storage::disk::{DiskStore, SyncPolicy};
-    use crate::storage::{Record, Store};
+    use crate::storage::{Record, Revision, Store};
 
     fn key(i: usize) -> Bytes {
         Bytes::from(format!("k{i:03}"))
@@ -336,6 +353,8 @@ mod tests {
     struct Run {
         acknowledged: Option<usize>,
         sent: Option<usize>,
+        /// The revision each acknowledged write was given.
+        revisions: Vec<Revision>,
     }
 
     /// Opens `dir` and puts `writes` keys one by one, until one fails;
@@ -348,11 +367,19 @@ mod tests {
         };
         for i in 0..writes {
             run.sent = Some(i);
-            if store.put(key(i), value(i)).await.is_err() {
+            let Ok(revision) = store.put(key(i), value(i)).await else {
                 break;
-            }
+            };
+            run.revisions.push(revision);
             match sync {
-                SyncPolicy::Always => run.acknowledged = Some(i),
+                SyncPolicy::Always => {
+                    run.acknowledged = Some(i);
+                    // A checkpoint among the writes: cuts land in its
+                    // database fsync and in the log's restart after it.
+                    if i % 4 == 2 && store.flush().await.is_err() {
+                        break;
+                    }
+                }
                 SyncPolicy::Interval(_) if i % 3 == 2 => {
                     if store.flush().await.is_err() {
                         break;
@@ -368,23 +395,40 @@ mod tests {
     /// Opens `dir` with plain files and checks `run`'s writes: every
     /// acknowledged one there, whole; the one in flight whole or absent;
     /// none after it.
-    async fn check(dir: &Path, run: &Run, writes: usize, what: &str) {
+    async fn check(dir: &Path, run: &Run, writes: usize, sync: SyncPolicy, what: &str) {
         let store = DiskStore::open(dir, SyncPolicy::Always)
             .unwrap_or_else(|e| panic!("{what}: the data dir does not open: {e}"));
+        let mut present = 0;
         for i in 0..writes {
             let found = store.get(&key(i), 0).await.unwrap();
             let acknowledged = run.acknowledged.is_some_and(|last| i <= last);
             let sent = run.sent.is_some_and(|last| i <= last);
             match found {
-                Some(Record { value: found, .. }) => {
+                Some(Record {
+                    value: found,
+                    mod_revision,
+                    ..
+                }) => {
                     assert!(sent, "{what}: key {i}, never sent, is there");
                     assert_eq!(found, value(i), "{what}: key {i} is not whole");
+                    // Applied once, at its place: a replay that applied a
+                    // record twice, or skipped one, moves every revision on.
+                    assert_eq!(mod_revision, i as u64 + 2, "{what}: key {i}'s revision");
+                    if let Some(acked) = run.revisions.get(i) {
+                        assert_eq!(mod_revision, *acked, "{what}: key {i}'s revision");
+                    }
+                    present += 1;
                 }
                 None => assert!(!acknowledged, "{what}: acknowledged key {i} is lost"),
             }
         }
-        // The store takes writes again.
-        store.put(key(writes), value(writes)).await.unwrap();
+        // Gapless: the store is at the revision of its last write, and the
+        // next goes right after it (with `--sync interval`, after the
+        // revisions handed out, lost or not).
+        let revision = store.put(key(writes), value(writes)).await.unwrap();
+        if sync == SyncPolicy::Always {
+            assert_eq!(revision, present + 2, "{what}: the next revision");
+        }
     }
 
     /// Every sync of a first start and its first `writes` writes, cut in
@@ -410,7 +454,7 @@ mod tests {
                 let (_, off) = disarm(dir.path());
                 assert!(off, "sync {cut_at} of {syncs} was not reached");
                 let what = format!("{sync:?}, cut {cut:?} at sync {cut_at} of {syncs}");
-                check(dir.path(), &run, writes, &what).await;
+                check(dir.path(), &run, writes, sync, &what).await;
             }
         }
         syncs
@@ -418,7 +462,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_first_start_and_its_first_commits_survive_a_cut_at_every_sync() {
-        cut_everywhere(6, SyncPolicy::Always).await;
+        cut_everywhere(8, SyncPolicy::Always).await;
     }
 
     #[tokio::test]
@@ -532,5 +576,268 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The log's records after the database's durable one, in `dir`
+    /// (closed): how many a start would replay.
+    fn live_records(dir: &Path) -> Vec<(u64, std::ops::Range<usize>)> {
+        use redb::ReadableDatabase as _;
+        let db = redb::Database::open(dir.join(crate::storage::disk::DB_FILE)).unwrap();
+        let durable = crate::storage::disk::keyspace::log_seq(&db.begin_read().unwrap()).unwrap();
+        let data = std::fs::read(dir.join(crate::storage::disk::LOG_FILE)).unwrap();
+        crate::storage::disk::wal::scan(&data, durable).unwrap()
+    }
+
+    /// Every key of `keys` at every revision up to the store's, as read.
+    async fn every_read(store: &DiskStore, keys: &[&str]) -> (Revision, Vec<String>) {
+        use crate::storage::ops::{KeyRange, RangeQuery};
+        let all = RangeQuery::all(KeyRange::prefix(Bytes::new()));
+        let revision = store.range(all).await.unwrap().revision;
+        let mut reads = Vec::new();
+        for at in 1..=revision {
+            for key in keys {
+                reads.push(format!(
+                    "{key}@{at}: {:?}",
+                    store.get(key.as_bytes(), at).await
+                ));
+            }
+        }
+        (revision, reads)
+    }
+
+    fn put(key: &str, value: &str, lease: i64) -> crate::storage::ops::Txn {
+        crate::storage::ops::Txn::of(vec![crate::storage::ops::Op::Put {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            lease,
+            prev: false,
+        }])
+    }
+
+    #[tokio::test]
+    async fn a_kill_replays_leases_revocations_and_compaction_as_they_went() {
+        use crate::storage::StoreError;
+        use crate::storage::ops::{Compare, CompareOp, CompareTarget, Op, Txn};
+        let keys = ["k1", "k2", "k3", "k4", "k5", "k6"];
+        let dir = tempfile::tempdir().unwrap();
+        arm(dir.path(), u64::MAX, Cut::DropAll);
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        let a = store.lease_grant(Duration::from_secs(60)).await.unwrap().id;
+        store.txn(put("k1", "with a", a)).await.unwrap();
+        let b = store.lease_grant(Duration::from_secs(60)).await.unwrap().id;
+        store.txn(put("k2", "with b", b)).await.unwrap();
+        let first = store
+            .put(Bytes::from("k3"), Bytes::from("1"))
+            .await
+            .unwrap();
+        store
+            .put(Bytes::from("k3"), Bytes::from("2"))
+            .await
+            .unwrap();
+        assert_eq!(store.lease_revoke(a).await.unwrap().0, 1);
+        store.compact(first + 1).await.unwrap();
+        // A lease that expired, not yet revoked: a put with it fails, and
+        // its key looks deleted to a compare; the replay must decide the
+        // same, though the restarted store gives the lease a fresh TTL.
+        let c = store
+            .lease_grant(Duration::from_millis(1))
+            .await
+            .unwrap()
+            .id;
+        store.txn(put("k4", "with c", c)).await.unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            store.txn(put("k5", "with c", c)).await.unwrap_err(),
+            StoreError::LeaseNotFound(c)
+        );
+        let compare = Txn {
+            compares: vec![Compare::key(
+                Bytes::from("k4"),
+                CompareTarget::Version(0),
+                CompareOp::Equal,
+            )],
+            success: vec![Op::Put {
+                key: Bytes::from("k6"),
+                value: Bytes::from("k4 looked gone"),
+                lease: 0,
+                prev: false,
+            }],
+            failure: vec![Op::Put {
+                key: Bytes::from("k6"),
+                value: Bytes::from("k4 looked there"),
+                lease: 0,
+                prev: false,
+            }],
+        };
+        assert!(store.txn(compare).await.unwrap().succeeded);
+        store
+            .put(Bytes::from("k3"), Bytes::from("3"))
+            .await
+            .unwrap();
+        let before = every_read(&store, &keys).await;
+        kill(dir.path());
+        drop(store);
+        disarm(dir.path());
+        assert!(
+            !live_records(dir.path()).is_empty(),
+            "the log holds the writes"
+        );
+
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        // The replayed lease c has a fresh TTL: its key reads as it is.
+        let after = every_read(&store, &keys).await;
+        assert_eq!(after.0, before.0, "the store's revision");
+        let differ: Vec<_> = before
+            .1
+            .iter()
+            .zip(&after.1)
+            .filter(|(before, after)| before != after && !before.starts_with("k4@"))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "read differently after the replay: {differ:?}"
+        );
+        assert!(store.lease_info(a).await.is_err(), "a stays revoked");
+        assert!(store.lease_info(b).await.is_ok(), "b stays granted");
+        assert_eq!(
+            store.get(b"k3", first).await.unwrap_err(),
+            StoreError::Compacted {
+                requested: first,
+                compacted: first + 1
+            }
+        );
+        assert_eq!(
+            store
+                .put(Bytes::from("k3"), Bytes::from("4"))
+                .await
+                .unwrap(),
+            before.0 + 1,
+            "no revision applied twice, none skipped"
+        );
+        drop(store);
+        // Cleanly closed: the log holds nothing a start would replay.
+        assert!(live_records(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_kill_after_a_checkpoint_applies_nothing_twice() {
+        for more in [0, 1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            arm(dir.path(), u64::MAX, Cut::DropAll);
+            let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+            for i in 0..3 {
+                store.put(key(i), value(i)).await.unwrap();
+            }
+            // The checkpoint: the database durable, the log to start again,
+            // its records (all in the database now) still in the file.
+            store.flush().await.unwrap();
+            for i in 3..3 + more {
+                store.put(key(i), value(i)).await.unwrap();
+            }
+            kill(dir.path());
+            drop(store);
+            disarm(dir.path());
+            assert_eq!(live_records(dir.path()).len(), more);
+            let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+            for i in 0..3 + more {
+                let record = store.get(&key(i), 0).await.unwrap().unwrap();
+                assert_eq!(
+                    (record.value, record.mod_revision),
+                    (value(i), i as u64 + 2)
+                );
+            }
+            let next = store.put(key(9), value(9)).await.unwrap();
+            assert_eq!(
+                next,
+                3 + more as u64 + 2,
+                "after {more} writes past the checkpoint"
+            );
+        }
+    }
+
+    /// A data dir whose store wrote `n` puts, one log record each, and was
+    /// killed, with no checkpoint among them (tried again if one came);
+    /// and the log's live records, one per put.
+    async fn killed_after(n: usize) -> (tempfile::TempDir, Vec<(u64, std::ops::Range<usize>)>) {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            arm(dir.path(), u64::MAX, Cut::DropAll);
+            let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+            for i in 0..n {
+                store.put(key(i), value(i)).await.unwrap();
+            }
+            kill(dir.path());
+            drop(store);
+            disarm(dir.path());
+            let live = live_records(dir.path());
+            if live.len() == n {
+                return (dir, live);
+            }
+        }
+        panic!("a checkpoint came among {n} writes 5 times");
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_record_is_dropped_and_the_rest_replayed() {
+        let (dir, live) = killed_after(4).await;
+        // The last record half written: what a cut in its write leaves
+        // (it was never acknowledged: its fsync did not return).
+        let path = dir.path().join(crate::storage::disk::LOG_FILE);
+        let mut data = std::fs::read(&path).unwrap();
+        let last = live.last().unwrap().1.clone();
+        let half = (last.start + last.end) / 2;
+        data[half..last.end].fill(0);
+        std::fs::write(&path, &data).unwrap();
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        for i in 0..3 {
+            let found = store.get(&key(i), 0).await.unwrap().unwrap();
+            assert_eq!(found.value, value(i));
+        }
+        assert_eq!(store.get(&key(3), 0).await.unwrap(), None);
+        // Revision 5 was handed out (this test tears a record that was
+        // acknowledged, which a cut cannot: its fsync had returned), so
+        // the store goes on after it, never giving it twice.
+        assert_eq!(store.put(key(9), value(9)).await.unwrap(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_before_valid_ones_is_refused_and_left_alone() {
+        let (dir, live) = killed_after(4).await;
+        let path = dir.path().join(crate::storage::disk::LOG_FILE);
+        let mut data = std::fs::read(&path).unwrap();
+        // One bit of the second record's payload: acknowledged writes
+        // follow it, so this is no torn tail.
+        data[live[1].1.start + 3] ^= 0x08;
+        std::fs::write(&path, &data).unwrap();
+        let error = DiskStore::open(dir.path(), SyncPolicy::Always)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            error.contains("is damaged") && error.contains("lost"),
+            "{error}"
+        );
+        assert!(error.contains("accept-lost-writes"), "{error}");
+        let checked = DiskStore::check(dir.path()).unwrap_err().to_string();
+        assert!(checked.contains("is damaged"), "{checked}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            data,
+            "the log is left as it was"
+        );
+        // Accepting the loss keeps what comes before the damage.
+        let lost = DiskStore::accept_lost_writes(dir.path()).unwrap();
+        assert_eq!(
+            lost,
+            Some((3, 5)),
+            "the writes of revisions 3 to 5 are lost"
+        );
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        assert_eq!(
+            store.get(&key(0), 0).await.unwrap().unwrap().value,
+            value(0)
+        );
+        assert_eq!(store.get(&key(1), 0).await.unwrap(), None);
+        assert_eq!(store.put(key(9), value(9)).await.unwrap(), 6);
     }
 }

@@ -13,7 +13,12 @@
 //! tombstones, the `history` table and the compacted revision (a key's
 //! first write kept an empty entry there), `keyvalue-disk/3` keeps the keys
 //! each revision created in the `created` table instead (a version 2 dir
-//! reads as it is: its empty entries mean what they meant). An earlier
+//! reads as it is: its empty entries mean what they meant), and
+//! `keyvalue-disk/4` has the write-ahead log beside it (`wal.rs`) and the
+//! last record applied in `meta`: a version 3 binary would not replay the
+//! log after a crash and would lose acknowledged writes, so it must refuse
+//! the dir (the tables are unchanged: a version 3 dir is upgraded by its
+//! marker alone). An earlier
 //! version's dir is upgraded at open (version 1's records read as they are;
 //! it gets an empty history); a dir of a later version is refused, so no
 //! binary misreads a layout it does not know (a version 2 binary would miss
@@ -38,17 +43,24 @@ const TOMBSTONE_LEN: usize = 1 + 8;
 
 /// The marker stored under [`META_FORMAT`]: a database without it was not
 /// written by kvserver, and one with another value needs another version.
-pub(super) const DATA_FORMAT: &str = "keyvalue-disk/3";
+pub(super) const DATA_FORMAT: &str = "keyvalue-disk/4";
 /// The marker of the layout before multi-version storage, which this
 /// version upgrades at open.
 pub(super) const DATA_FORMAT_V1: &str = "keyvalue-disk/1";
 /// The marker of the first multi-version layout (created keys in the
 /// history, one entry each), which this version upgrades at open.
 pub(super) const DATA_FORMAT_V2: &str = "keyvalue-disk/2";
+/// The marker of the layout before the write-ahead log, which this version
+/// upgrades at open (the tables are the same).
+pub(super) const DATA_FORMAT_V3: &str = "keyvalue-disk/3";
 /// Meta key of the compacted revision (a little-endian `u64`; absent: 0).
 pub(super) const META_COMPACTED: &str = "compacted";
 /// Meta key of the format marker.
 pub(super) const META_FORMAT: &str = "format";
+/// Meta key of the sequence number of the last write-ahead log record
+/// applied (a little-endian `u64`; absent: 0), written in the same
+/// transaction as the batch it holds (see `wal`).
+pub(super) const META_LOG_SEQ: &str = "log_seq";
 /// Meta key of the store-wide revision (a little-endian `u64`), written in the
 /// same transaction as every batch of records, so it never lags their revisions.
 pub(super) const META_REVISION: &str = "revision";

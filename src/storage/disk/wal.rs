@@ -1,0 +1,329 @@
+//! The write-ahead log of `--sync always` ([`LOG_FILE`] beside the
+//! database): what makes a write durable before the database's own fsync.
+//!
+//! Why: a durable redb commit writes each changed B-tree page where it
+//! belongs (about two scattered page writes per Put) and fsyncs; together
+//! with the record of acknowledged revisions that was two device flushes
+//! per group commit. The committer now commits each batch to redb without
+//! fsync (`Durability::None`: readers could see it at once, which is why
+//! they only see snapshots the committer publishes), appends one record
+//! holding the batch's mutations to this file, fdatasyncs it, and only then
+//! acknowledges. Every ~100 ms, when the log passes [`CHECKPOINT_BYTES`],
+//! and at a clean close, a checkpoint (a durable redb commit) makes the
+//! database hold everything logged; the log then starts again at offset 0.
+//!
+//! The database's `meta` table holds the sequence number of the last
+//! record applied, written in the same commit as the batch, so a replay
+//! knows where the database's durable state ends: it applies, through the
+//! committer's own code path, the records after it. Records of a lap
+//! before the last checkpoint stay in the file behind the current ones
+//! (overwriting in place spares the file system's metadata), and are told
+//! apart by their sequence numbers: the current lap starts at offset 0 with
+//! the record after the database's durable one and goes on contiguously.
+//!
+//! What ends the log at replay: the end of the file, a record that is torn
+//! or damaged (a checksum that fails), or a record of an earlier lap. A
+//! torn last record was never acknowledged (its fsync did not return), so
+//! it is dropped. But a valid record with a later sequence number after an
+//! invalid one means damage in the middle of acknowledged writes: the
+//! store refuses to open, as `acknowledged.rs` does, and nothing is
+//! changed. Records are 8-byte aligned so that this check can look at
+//! every place a record could start.
+//!
+//! The file goes through a redb [`StorageBackend`], so that the power-loss
+//! simulation (`power_loss.rs`) covers it as it covers the database.
+
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use redb::StorageBackend;
+
+use super::log_format;
+
+/// The log's file in the data dir.
+pub const LOG_FILE: &str = "keyvalue.wal";
+
+/// A log longer than this asks for a checkpoint at once.
+pub(super) const CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// Records read back: sequence number and payload, in order.
+pub(super) type Records = Vec<(u64, Bytes)>;
+
+/// The open log, written by the committer.
+pub(super) struct Log {
+    file: Box<dyn StorageBackend>,
+    path: PathBuf,
+    /// Where the next record goes.
+    end: u64,
+    buffer: Vec<u8>,
+}
+
+impl Log {
+    /// Opens (or creates) the log of `dir`.
+    pub(super) fn open(dir: &Path) -> io::Result<Log> {
+        let path = dir.join(LOG_FILE);
+        let existed = path.exists();
+        let file = open_file(&path)?;
+        if !existed {
+            crate::durable_fs::sync_dir(dir)?;
+        }
+        Ok(Log {
+            file,
+            path,
+            end: 0,
+            buffer: Vec::new(),
+        })
+    }
+
+    /// Where the log is.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The records after `durable` (the last one the database holds
+    /// durably), in order; an error names damage in the middle of the
+    /// log, or a failed read. Does not move where the next record goes.
+    pub(super) fn live(&self, durable: u64) -> Result<Records, String> {
+        let data = self.read_all().map_err(|e| e.to_string())?;
+        let records = scan(&data, durable)?;
+        let data = Bytes::from(data);
+        Ok(records
+            .into_iter()
+            .map(|(seq, range)| (seq, data.slice(range)))
+            .collect())
+    }
+
+    /// As [`Log::live`], but a damaged log gives the records before the
+    /// damage (`kvserver accept-lost-writes`, which accepts losing the
+    /// rest), and what the damage was.
+    pub(super) fn live_before_damage(
+        &self,
+        durable: u64,
+    ) -> Result<(Records, Option<String>), String> {
+        let data = self.read_all().map_err(|e| e.to_string())?;
+        let (records, damage) = match scan(&data, durable) {
+            Ok(records) => (records, None),
+            Err(damage) => (scan_before_damage(&data, durable), Some(damage)),
+        };
+        let data = Bytes::from(data);
+        let records = records
+            .into_iter()
+            .map(|(seq, range)| (seq, data.slice(range)))
+            .collect();
+        Ok((records, damage))
+    }
+
+    /// Empties the file (after a checkpoint that holds every record worth
+    /// keeping), so that no record of it is ever read again.
+    pub(super) fn clear(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.sync_data()?;
+        self.end = 0;
+        Ok(())
+    }
+
+    fn read_all(&self) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(self.file.len()?).map_err(io::Error::other)?;
+        let mut data = vec![0; len];
+        self.file.read(0, &mut data)?;
+        Ok(data)
+    }
+
+    /// Appends the record `seq` of `payload` and fdatasyncs it.
+    pub(super) fn append(&mut self, seq: u64, payload: &[u8]) -> io::Result<()> {
+        self.buffer.clear();
+        log_format::frame(seq, payload, &mut self.buffer);
+        self.file.write(self.end, &self.buffer)?;
+        self.file.sync_data()?;
+        self.end += self.buffer.len() as u64;
+        Ok(())
+    }
+
+    /// After a checkpoint: the next record goes to the start again.
+    pub(super) fn restart(&mut self) {
+        self.end = 0;
+    }
+
+    /// Bytes written since the last checkpoint.
+    pub(super) fn written(&self) -> u64 {
+        self.end
+    }
+}
+
+fn open_file(path: &Path) -> io::Result<Box<dyn StorageBackend>> {
+    #[cfg(test)]
+    if let Some(backend) = super::power_loss::backend(path, true) {
+        return Ok(Box::new(backend?));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    Ok(Box::new(
+        redb::backends::FileBackend::new(file).map_err(io::Error::other)?,
+    ))
+}
+
+/// Reads the log `data` against the database's durable record `durable`:
+/// the records after it, by sequence number and payload range; or what is
+/// damaged.
+pub(super) fn scan(data: &[u8], durable: u64) -> Result<Vec<(u64, Range<usize>)>, String> {
+    let mut at = 0usize;
+    let mut last: Option<u64> = None;
+    let mut live = Vec::new();
+    while let Some((seq, payload, len)) = log_format::unframe(&data[at..]) {
+        match last {
+            None if seq > durable + 1 => {
+                return Err(format!(
+                    "the log's first record is {seq}, but the database holds only up to \
+                     record {durable}: records {}..={} are missing",
+                    durable + 1,
+                    seq - 1
+                ));
+            }
+            Some(last) if seq <= last => break, // a record of an earlier lap
+            Some(last) if seq > last + 1 => {
+                return Err(format!(
+                    "record {seq} at offset {at} follows record {last}: records {}..={} \
+                     are missing",
+                    last + 1,
+                    seq - 1
+                ));
+            }
+            _ => {}
+        }
+        if seq > durable {
+            live.push((seq, at + payload.start..at + payload.end));
+        }
+        last = Some(seq);
+        at += len;
+    }
+    // Whatever ends the log here, nothing written after it may be valid.
+    let expected = last.map_or(durable + 1, |last| last + 1).max(durable + 1);
+    let mut later = at.div_ceil(8) * 8 + 8;
+    while later + log_format::FRAME <= data.len() {
+        if log_format::claimed_seq(&data[later..]).is_some_and(|seq| seq >= expected)
+            && let Some((seq, _, _)) = log_format::unframe(&data[later..])
+        {
+            return Err(format!(
+                "record {expected} at offset {at} is damaged, and record {seq} at offset \
+                 {later} follows it: acknowledged writes in between are lost"
+            ));
+        }
+        later += 8;
+    }
+    Ok(live)
+}
+
+/// The contiguous records after `durable` from the start of `data`, up
+/// to the first that is not: what a damaged log still gives.
+fn scan_before_damage(data: &[u8], durable: u64) -> Vec<(u64, Range<usize>)> {
+    let mut at = 0usize;
+    let mut live = Vec::new();
+    let mut last = None;
+    while let Some((seq, payload, len)) = log_format::unframe(&data[at..]) {
+        let contiguous = match last {
+            None => seq <= durable + 1,
+            Some(last) => seq == last + 1,
+        };
+        if !contiguous {
+            break;
+        }
+        if seq > durable {
+            live.push((seq, at + payload.start..at + payload.end));
+        }
+        last = Some(seq);
+        at += len;
+    }
+    live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_of(records: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut data = Vec::new();
+        for (seq, payload) in records {
+            log_format::frame(*seq, payload, &mut data);
+        }
+        data
+    }
+
+    fn seqs(found: Result<Vec<(u64, Range<usize>)>, String>) -> Vec<u64> {
+        found.unwrap().into_iter().map(|(seq, _)| seq).collect()
+    }
+
+    #[test]
+    fn the_records_after_the_durable_one_are_live() {
+        let data = log_of(&[(4, b"a"), (5, b"bb"), (6, b"ccc")]);
+        assert_eq!(seqs(scan(&data, 3)), [4, 5, 6]);
+        assert_eq!(seqs(scan(&data, 5)), [6]);
+        assert_eq!(seqs(scan(&data, 6)), Vec::<u64>::new());
+        assert_eq!(seqs(scan(&data, 60)), Vec::<u64>::new());
+        assert_eq!(seqs(scan(&[], 0)), Vec::<u64>::new());
+        assert_eq!(seqs(scan(&[0; 100], 7)), Vec::<u64>::new());
+        let found = scan(&data, 4).unwrap();
+        assert_eq!(&data[found[0].1.clone()], b"bb");
+    }
+
+    #[test]
+    fn an_earlier_lap_behind_the_current_one_ends_it() {
+        // A lap of 1..=5, then a checkpoint at 5 and a new lap of 6, 7
+        // written over its start.
+        let mut data = log_of(&[(1, b"1111"), (2, b"2"), (3, b"3"), (4, b"4"), (5, b"5")]);
+        let new = log_of(&[(6, b"x"), (7, b"y")]);
+        data[..new.len()].copy_from_slice(&new);
+        assert_eq!(seqs(scan(&data, 5)), [6, 7]);
+        assert_eq!(seqs(scan(&data, 6)), [7]);
+        // The checkpoint of 7 and nothing written since.
+        assert_eq!(seqs(scan(&data, 7)), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped() {
+        let data = log_of(&[(1, b"one"), (2, &[9u8; 700])]);
+        let second = log_format::padded(3);
+        for cut in second..second + log_format::FRAME + 700 {
+            let mut torn = data[..cut].to_vec();
+            torn.resize(data.len() + 64, 0);
+            assert_eq!(seqs(scan(&torn, 0)), [1], "cut at {cut}");
+        }
+        // Or whole, but with a sector of garbage.
+        let mut torn = data.clone();
+        torn[second + 600] ^= 0xff;
+        assert_eq!(seqs(scan(&torn, 0)), [1]);
+    }
+
+    #[test]
+    fn damage_followed_by_a_later_record_is_refused() {
+        let data = log_of(&[(1, b"one"), (2, b"two"), (3, b"three")]);
+        let second = log_format::padded(3);
+        for at in second..second + log_format::padded(3) {
+            let mut damaged = data.clone();
+            damaged[at] ^= 0x40;
+            if log_format::unframe(&damaged[second..]).is_some() {
+                continue; // the padding: no damage to the record
+            }
+            let error = scan(&damaged, 0).unwrap_err();
+            assert!(error.contains("record 2"), "{error}");
+            assert!(error.contains("record 3"), "{error}");
+        }
+        // Already in the database, the damaged record is still no gap to skip.
+        let mut damaged = data.clone();
+        damaged[second + 2] ^= 1;
+        assert!(scan(&damaged, 1).is_err());
+    }
+
+    #[test]
+    fn a_gap_after_the_durable_record_is_refused() {
+        let data = log_of(&[(5, b"a"), (6, b"b")]);
+        assert!(scan(&data, 3).unwrap_err().contains("4..=4"));
+        let data = log_of(&[(1, b"a"), (3, b"b")]);
+        assert!(scan(&data, 0).unwrap_err().contains("2..=2"));
+    }
+}
