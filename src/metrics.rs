@@ -327,14 +327,14 @@ impl Collector for StoreCollector {
         let commits = ConstCounter::new(stats.commits);
         commits.encode(encoder.encode_descriptor(
             "kv_store_commits",
-            "Group commits (disk backend)",
+            "Group commits acknowledged; under --sync always each is one fdatasync of the write-ahead log (disk backend; checkpoints not counted)",
             None,
             commits.metric_type(),
         )?)?;
         let commit_seconds = ConstCounter::new(stats.commit_nanos as f64 / 1e9);
         commit_seconds.encode(encoder.encode_descriptor(
             "kv_store_commit_seconds",
-            "Time in commits, both fsyncs included: the database's and the acknowledged record's (disk backend)",
+            "Time in group commits: the database's commit (without fsync) and, under --sync always, the write-ahead log's write and fdatasync (disk backend; checkpoints not counted)",
             None,
             commit_seconds.metric_type(),
         )?)?;
@@ -346,7 +346,7 @@ impl Collector for StoreCollector {
             .collect();
         let mut histogram = encoder.encode_descriptor(
             "kv_store_commit_duration_seconds",
-            "Time of each group commit, both fsyncs included (disk backend)",
+            "Time of each group commit, the write-ahead log's fdatasync included (disk backend)",
             None,
             prometheus_client::metrics::MetricType::Histogram,
         )?;

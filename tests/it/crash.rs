@@ -53,9 +53,15 @@ async fn every_acknowledged_write_survives_sigkill() {
     let model: Model = Arc::default();
     let mut next_sequence = 1;
 
+    let mut replays = 0;
     for round in 0..ROUNDS {
         let server = Server::start_on_disk(dir.path(), KEEP_HISTORY);
         verify(&server, &model, round).await;
+        // The restart replayed acknowledged writes from the log (the line
+        // comes before `listening on`).
+        if (server.stderr_lines().iter()).any(|line| line.contains("replaying")) {
+            replays += 1;
+        }
 
         let mut writers = Vec::new();
         for writer in 0..WRITERS {
@@ -91,6 +97,8 @@ async fn every_acknowledged_write_survives_sigkill() {
     let server = Server::start_on_disk(dir.path(), KEEP_HISTORY);
     verify(&server, &model, ROUNDS).await;
     every_revision_once(&server).await;
+    assert!(replays > 0, "no restart replayed the write-ahead log");
+    println!("{replays} of {ROUNDS} restarts after a kill replayed the log");
     let acknowledged = model
         .lock()
         .unwrap()
@@ -277,14 +285,16 @@ async fn a_damaged_latest_commit_is_refused_and_its_revision_never_reused() {
 
     // The database comes back one commit older (the first checkpoint's),
     // but the write-ahead log still holds the writes since: replayed.
-    damage_latest_commit(&dir.path().join(keyvalue::storage::DB_FILE));
+    let db_file = dir.path().join(keyvalue::storage::DB_FILE);
+    damage_latest_commit(&db_file);
+    let damaged = std::fs::read(&db_file).unwrap();
     let server = Server::start_on_disk(dir.path(), &[]);
     let mut kv = server.kv_client().await;
     assert_eq!(revision(&mut kv).await, (last, 60), "healed by the log");
     server.crash();
 
-    // Without the log, it is refused, with what to do.
-    damage_latest_commit(&dir.path().join(keyvalue::storage::DB_FILE));
+    // The same damaged database without the log is refused, with what to do.
+    std::fs::write(&db_file, &damaged).unwrap();
     std::fs::write(dir.path().join(keyvalue::storage::LOG_FILE), b"").unwrap();
     let mut command = crate::harness::kvserver();
     command.args(["--listen", "127.0.0.1:0", "--data-dir"]);

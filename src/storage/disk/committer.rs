@@ -7,10 +7,15 @@
 //! the next commit takes them all: under 64 concurrent clients one fsync serves
 //! dozens of writes, with 1 client it serves one, and no write waits for a timer.
 //!
-//! A write is acknowledged (its reply sent) only after its transaction commits,
-//! so with [`SyncPolicy::Always`] every acknowledged write is on stable storage.
-//! With [`SyncPolicy::Interval`] commits skip the fsync and an fsync follows at
-//! most `interval` later, which bounds what a crash can lose.
+//! Every commit skips redb's fsync (`Durability::None`). With
+//! [`SyncPolicy::Always`] the batch's mutations are then appended to the
+//! write-ahead log as one record and fdatasynced (see `wal`), and only then
+//! is the snapshot holding the commit published to readers and the writes
+//! acknowledged: every acknowledged write is on stable storage. A
+//! checkpoint (a durable redb commit) follows within [`CHECKPOINT_INTERVAL`]
+//! and the log starts again. With [`SyncPolicy::Interval`] there is no log:
+//! a commit is acknowledged at once and a durable one follows at most
+//! `interval` later, which bounds what a crash can lose.
 //!
 //! Being the only writer also makes the thread the owner of the store-wide
 //! revision: it numbers writes in the order it applies them, so revisions are
@@ -139,8 +144,9 @@ pub(super) struct Committer {
 pub(super) struct CommitCounters {
     /// Commits that succeeded.
     pub(super) commits: AtomicU64,
-    /// Time spent in them, in nanoseconds: the database's commit and fsync,
-    /// and the record of the acknowledged revision with its own fsync.
+    /// Time spent in them, in nanoseconds: the database's commit (without
+    /// fsync) and, under `--sync always`, the log's write and fdatasync.
+    /// Checkpoints are not counted.
     pub(super) nanos: AtomicU64,
     /// Commits by time taken (`StoreStats::commit_latency`).
     pub(super) latency: [AtomicU64; COMMIT_LATENCY_BOUNDS.len() + 1],

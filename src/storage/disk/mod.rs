@@ -3,13 +3,15 @@
 //!
 //! The engine is `redb`, an embedded copy-on-write B-tree with checksummed,
 //! crash-safe commits (the measurements behind the choice are in
-//! `docs/STORAGE.md`). The data dir holds one file, [`DB_FILE`], with the
+//! `docs/STORAGE.md`). The data dir holds the database, [`DB_FILE`], with the
 //! tables `records` (key to its latest [`record_format`]-encoded record or
 //! tombstone), `history` (what each write replaced, by revision; see
 //! `keyspace`), the lease tables and `meta` (the format marker, the
-//! store-wide revision and the compacted revision).
+//! store-wide revision, the compacted revision and the last log record
+//! applied); beside it the write-ahead log of `--sync always` ([`LOG_FILE`],
+//! see `wal`) and the record of acknowledged revisions ([`ACK_FILE`]).
 //!
-//! Reads see the last committed transaction and never wait for the writer
+//! Reads see the last logged commit and never wait for the writer
 //! (redb read transactions): a point read runs on the calling task, a scan
 //! (a Range of more than one key, a watch's replay, a snapshot) on a
 //! blocking thread, so that it never holds a tokio worker. Writes go to the
@@ -64,8 +66,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// When a write counts as done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncPolicy {
-    /// Acknowledge a write only after it is fsynced (the default). Concurrent
-    /// writes share fsyncs through group commit.
+    /// Acknowledge a write only after it is fsynced (the default): its
+    /// batch's record in the write-ahead log (`wal`), the database itself
+    /// within 100 ms. Concurrent writes share fsyncs through group commit.
     Always,
     /// Acknowledge a write once committed, before it is fsynced; an fsync
     /// follows within this interval. A crash, of the process or of the machine,
