@@ -55,6 +55,8 @@ struct Power {
     cut_at: u64,
     cut: Cut,
     off: bool,
+    /// Syncs of the file of this name fail (the power stays on).
+    failing: Option<String>,
     /// What the files held at their last sync, by inode.
     files: HashMap<u64, Unsynced>,
 }
@@ -77,6 +79,7 @@ pub(super) fn arm(dir: &Path, cut_at: u64, cut: Cut) {
         cut_at,
         cut,
         off: false,
+        failing: None,
         files: HashMap::new(),
     };
     let mut armed = ARMED.lock().unwrap();
@@ -106,6 +109,14 @@ pub(super) fn kill(dir: &Path) {
     power.off = true;
 }
 
+/// From now on every sync of the file `name` in `dir` fails, as a failing
+/// disk's would; the rest goes on.
+pub(super) fn fail_syncs(dir: &Path, name: &str) {
+    let armed = ARMED.lock().unwrap();
+    let (_, power) = armed.iter().find(|(armed, _)| armed == dir).expect("armed");
+    power.lock().unwrap().failing = Some(name.to_owned());
+}
+
 /// The simulated file for the database file at `path`, if its dir is armed.
 pub(super) fn backend(path: &Path, create: bool) -> Option<io::Result<SimFile>> {
     let dir = path.parent()?;
@@ -123,6 +134,7 @@ pub(super) fn backend(path: &Path, create: bool) -> Option<io::Result<SimFile>> 
 pub(super) struct SimFile {
     inner: FileBackend,
     inode: u64,
+    name: String,
     power: Arc<Mutex<Power>>,
 }
 
@@ -163,6 +175,10 @@ impl SimFile {
         Ok(SimFile {
             inner,
             inode,
+            name: path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             power,
         })
     }
@@ -259,6 +275,9 @@ impl StorageBackend for SimFile {
         let mut power = self.power.lock().unwrap();
         if power.off {
             return Err(power_off());
+        }
+        if power.failing.as_ref() == Some(&self.name) {
+            return Err(io::Error::other("the disk failed this sync"));
         }
         power.syncs += 1;
         if power.syncs == power.cut_at {
@@ -839,5 +858,52 @@ mod tests {
         );
         assert_eq!(store.get(&key(1), 0).await.unwrap(), None);
         assert_eq!(store.put(key(9), value(9)).await.unwrap(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_failed_log_sync_is_unavailable_and_stops_writes_not_reads() {
+        use crate::storage::StoreError;
+        let dir = tempfile::tempdir().unwrap();
+        arm(dir.path(), u64::MAX, Cut::DropAll);
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        let first = store.put(key(0), value(0)).await.unwrap();
+        fail_syncs(dir.path(), crate::storage::disk::LOG_FILE);
+        let failed = store.put(key(1), value(1)).await.unwrap_err();
+        assert!(
+            matches!(&failed, StoreError::Unavailable(m) if m.contains("outcome is unknown")),
+            "{failed:?}"
+        );
+        // Reads go on, from what was logged: not the unlogged batch.
+        assert_eq!(
+            store.get(&key(0), 0).await.unwrap().unwrap().value,
+            value(0)
+        );
+        assert_eq!(store.get(&key(1), 0).await.unwrap(), None);
+        // No write is acknowledged on top of the unlogged batch.
+        let refused = store.put(key(2), value(2)).await.unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::Unavailable(m) if m.contains("until kvserver restarts")),
+            "{refused:?}"
+        );
+        assert!(
+            store.flush().await.is_err(),
+            "nor made durable behind the log"
+        );
+        drop(store);
+        disarm(dir.path());
+        // A restart replays what the log holds: the failed batch may be
+        // there (its record was written, its sync failed), whole if so.
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        assert_eq!(
+            store.get(&key(0), 0).await.unwrap().unwrap().mod_revision,
+            first
+        );
+        assert_eq!(store.get(&key(2), 0).await.unwrap(), None);
+        let landed = store.get(&key(1), 0).await.unwrap();
+        if let Some(record) = &landed {
+            assert_eq!((&record.value, record.mod_revision), (&value(1), first + 1));
+        }
+        let next = store.put(key(3), value(3)).await.unwrap();
+        assert_eq!(next, first + 1 + u64::from(landed.is_some()), "gapless");
     }
 }
