@@ -110,11 +110,12 @@ pub(super) fn kill(dir: &Path) {
 }
 
 /// From now on every sync of the file `name` in `dir` fails, as a failing
-/// disk's would; the rest goes on.
-pub(super) fn fail_syncs(dir: &Path, name: &str) {
+/// disk's would, losing what was written since the last sync; the rest
+/// goes on (`None`: the disk works again).
+pub(super) fn fail_syncs(dir: &Path, name: Option<&str>) {
     let armed = ARMED.lock().unwrap();
     let (_, power) = armed.iter().find(|(armed, _)| armed == dir).expect("armed");
-    power.lock().unwrap().failing = Some(name.to_owned());
+    power.lock().unwrap().failing = name.map(str::to_owned);
 }
 
 /// The simulated file for the database file at `path`, if its dir is armed.
@@ -277,6 +278,12 @@ impl StorageBackend for SimFile {
             return Err(power_off());
         }
         if power.failing.as_ref() == Some(&self.name) {
+            // What the disk could not sync, it lost.
+            let unsynced = power.files.get_mut(&self.inode).expect("opened");
+            for (page, old) in std::mem::take(&mut unsynced.pages) {
+                std::os::unix::fs::FileExt::write_all_at(&unsynced.file, &old, page)?;
+            }
+            unsynced.file.set_len(unsynced.synced_len)?;
             return Err(io::Error::other("the disk failed this sync"));
         }
         power.syncs += 1;
@@ -701,6 +708,11 @@ mod tests {
             !live_records(dir.path()).is_empty(),
             "the log holds the writes"
         );
+        let checked = DiskStore::check(dir.path()).unwrap();
+        assert!(
+            checked.contains("batches of writes the next start applies"),
+            "{checked}"
+        );
 
         let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
         // The replayed lease c has a fresh TTL: its key reads as it is.
@@ -867,7 +879,7 @@ mod tests {
         arm(dir.path(), u64::MAX, Cut::DropAll);
         let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
         let first = store.put(key(0), value(0)).await.unwrap();
-        fail_syncs(dir.path(), crate::storage::disk::LOG_FILE);
+        fail_syncs(dir.path(), Some(crate::storage::disk::LOG_FILE));
         let failed = store.put(key(1), value(1)).await.unwrap_err();
         assert!(
             matches!(&failed, StoreError::Unavailable(m) if m.contains("outcome is unknown")),
@@ -905,5 +917,41 @@ mod tests {
         }
         let next = store.put(key(3), value(3)).await.unwrap();
         assert_eq!(next, first + 1 + u64::from(landed.is_some()), "gapless");
+    }
+
+    #[tokio::test]
+    async fn a_reopen_after_a_disk_error_replays_the_log_before_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        arm(dir.path(), u64::MAX, Cut::DropAll);
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        for i in 0..4 {
+            assert_eq!(store.put(key(i), value(i)).await.unwrap(), i as u64 + 2);
+        }
+        // The checkpoint's database fsync fails: redb takes no more
+        // commits until it is reopened, and the reopen drops the commits
+        // that were only logged.
+        fail_syncs(dir.path(), Some(crate::storage::disk::DB_FILE));
+        assert!(store.flush().await.is_err());
+        fail_syncs(dir.path(), None);
+        // The next write reopens, replays the log, and goes on after it.
+        assert_eq!(store.put(key(4), value(4)).await.unwrap(), 6);
+        for i in 0..5 {
+            let record = store.get(&key(i), 0).await.unwrap().unwrap();
+            assert_eq!(
+                (record.value, record.mod_revision),
+                (value(i), i as u64 + 2)
+            );
+        }
+        drop(store);
+        disarm(dir.path());
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        for i in 0..5 {
+            let record = store.get(&key(i), 0).await.unwrap().unwrap();
+            assert_eq!(
+                (record.value, record.mod_revision),
+                (value(i), i as u64 + 2)
+            );
+        }
+        assert_eq!(store.put(key(5), value(5)).await.unwrap(), 7);
     }
 }
