@@ -600,13 +600,22 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_read_after_an_acknowledged_write_sees_it_while_others_share_snapshots() {
-        // Readers keep the shared snapshot in use (opened, shared, dropped
-        // by commits) while writers check that each read after their
-        // acknowledged write, point read or scan, sees it.
+        // Both policies: under `always` the snapshot is published after the
+        // log's fsync, under `interval` right after the commit.
+        for policy in [
+            SyncPolicy::Interval(Duration::from_millis(50)),
+            SyncPolicy::Always,
+        ] {
+            reads_after_acknowledged_writes_see_them(policy).await;
+        }
+    }
+
+    async fn reads_after_acknowledged_writes_see_them(policy: SyncPolicy) {
+        // Readers keep the shared snapshot in use (published, shared,
+        // replaced by commits) while writers check that each read after
+        // their acknowledged write, point read or scan, sees it.
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            DiskStore::open(dir.path(), SyncPolicy::Interval(Duration::from_millis(50))).unwrap(),
-        );
+        let store = Arc::new(DiskStore::open(dir.path(), policy).unwrap());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let readers: Vec<_> = (0..2)
             .map(|_| {
