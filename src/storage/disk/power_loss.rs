@@ -665,13 +665,21 @@ mod tests {
         // A lease that expired, not yet revoked: a put with it fails, and
         // its key looks deleted to a compare; the replay must decide the
         // same, though the restarted store gives the lease a fresh TTL.
-        let c = store
-            .lease_grant(Duration::from_millis(1))
-            .await
-            .unwrap()
-            .id;
-        store.txn(put("k4", "with c", c)).await.unwrap();
-        std::thread::sleep(Duration::from_millis(20));
+        let mut c = 0;
+        for ttl in [200, 1000, 5000] {
+            // Long enough for the put (at a high load, retried longer).
+            c = store
+                .lease_grant(Duration::from_millis(ttl))
+                .await
+                .unwrap()
+                .id;
+            if store.txn(put("k4", "with c", c)).await.is_ok() {
+                break;
+            }
+        }
+        while store.lease_info(c).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(
             store.txn(put("k5", "with c", c)).await.unwrap_err(),
             StoreError::LeaseNotFound(c)
