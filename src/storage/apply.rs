@@ -112,7 +112,15 @@ pub(crate) type Changes<'a> = dyn FnMut(Revision, &[u8], u32) -> ControlFlow<()>
 pub(crate) trait KeyspaceRead {
     /// The latest slot of `key`: its record (expired or not), or the
     /// tombstone of its deletion if that is not compacted yet.
-    fn latest(&self, key: &[u8]) -> Result<Option<Slot>, StoreError>;
+    fn latest(&self, key: &[u8]) -> Result<Option<Slot>, StoreError> {
+        self.latest_as(key, Values::Decoded)
+    }
+
+    /// [`latest`](Self::latest), with the record's value empty for
+    /// [`Values::Skipped`]: what a write needs of the slot it replaces
+    /// (revisions, version, lease), without copying a value it never
+    /// returns.
+    fn latest_as(&self, key: &[u8], values: Values) -> Result<Option<Slot>, StoreError>;
 
     /// What the write of `key` at revision `end` replaced, if that write
     /// happened, replaced a stored slot, and is not compacted (`None` for
@@ -219,8 +227,8 @@ pub(crate) struct Kept {
 pub(crate) struct ReadOnly<V>(pub(crate) V);
 
 impl<V: KeyspaceRead> KeyspaceRead for ReadOnly<V> {
-    fn latest(&self, key: &[u8]) -> Result<Option<Slot>, StoreError> {
-        self.0.latest(key)
+    fn latest_as(&self, key: &[u8], values: Values) -> Result<Option<Slot>, StoreError> {
+        self.0.latest_as(key, values)
     }
 
     fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError> {
@@ -695,7 +703,14 @@ pub(crate) fn apply(
                 lease,
                 prev,
             } => {
-                let stored = space.latest(key)?;
+                // The value replaced is only ever returned (`prev`): the
+                // record after the put takes its revisions and version.
+                let values = if *prev {
+                    Values::Decoded
+                } else {
+                    Values::Skipped
+                };
+                let stored = space.latest_as(key, values)?;
                 let previous = stored
                     .as_ref()
                     .and_then(Slot::live)

@@ -328,12 +328,8 @@ struct View<'a, S> {
 }
 
 impl<S: std::ops::Deref<Target = State>> KeyspaceRead for View<'_, S> {
-    fn latest(&self, key: &[u8]) -> Result<Option<Slot>, StoreError> {
-        Ok(self
-            .state
-            .records
-            .get(key)
-            .map(|entry| entry.slot(Values::Decoded)))
+    fn latest_as(&self, key: &[u8], values: Values) -> Result<Option<Slot>, StoreError> {
+        Ok(self.state.records.get(key).map(|entry| entry.slot(values)))
     }
 
     fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError> {

@@ -73,12 +73,13 @@ fn lease_key(id: LeaseId, key: &[u8]) -> Vec<u8> {
 fn get_slot(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     key: &[u8],
+    values: Values,
 ) -> Result<Option<Slot>, StoreError> {
     match table.get(key).map_err(storage_error)? {
         Some(stored) => Ok(Some(record_format::decode_slot(
             key,
             stored.value(),
-            Values::Decoded,
+            values,
         )?)),
         None => Ok(None),
     }
@@ -308,8 +309,8 @@ impl<'a> ReadView<'a> {
 }
 
 impl KeyspaceRead for ReadView<'_> {
-    fn latest(&self, key: &[u8]) -> Result<Option<Slot>, StoreError> {
-        get_slot(&self.snapshot.records, key)
+    fn latest_as(&self, key: &[u8], values: Values) -> Result<Option<Slot>, StoreError> {
+        get_slot(&self.snapshot.records, key, values)
     }
 
     fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError> {
@@ -461,8 +462,8 @@ impl<'txn> WriteView<'txn> {
 }
 
 impl KeyspaceRead for WriteView<'_> {
-    fn latest(&self, key: &[u8]) -> Result<Option<Slot>, StoreError> {
-        get_slot(&self.records, key)
+    fn latest_as(&self, key: &[u8], values: Values) -> Result<Option<Slot>, StoreError> {
+        get_slot(&self.records, key, values)
     }
 
     fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError> {
