@@ -69,13 +69,44 @@ struct Shared {
 #[derive(Clone)]
 struct Entry(Arc<[u8]>);
 
-fn put_varint(bytes: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        bytes.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    bytes.push(n as u8);
+/// The numbers an entry starts with or carries after its key, LEB128
+/// encoded on the stack (a key length alone, or a tag and four numbers: at
+/// most 41 bytes).
+struct Header {
+    bytes: [u8; 48],
+    len: usize,
 }
+
+impl Header {
+    fn new() -> Header {
+        Header {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    fn varint(&mut self, mut n: u64) {
+        while n >= 0x80 {
+            self.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        self.push(n as u8);
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Entries up to this size are assembled on the stack and copied once
+/// into their shared allocation; larger ones go through a `Vec` (two
+/// allocations and a second copy, small beside the value's size).
+const ASSEMBLED_ON_STACK: usize = 256;
 
 /// The varint at `*at`, moving `*at` past it. Entries are only ever written
 /// by [`Entry::new`], so they are well formed.
@@ -99,24 +130,41 @@ const EXPIRED: u8 = 2;
 
 impl Entry {
     fn new(key: &[u8], slot: &Slot) -> Entry {
-        let value_len = slot.live().map_or(0, |record| record.value.len());
-        let mut bytes = Vec::with_capacity(key.len() + value_len + 16);
-        put_varint(&mut bytes, key.len() as u64);
-        bytes.extend_from_slice(key);
-        match slot {
+        let mut length = Header::new();
+        length.varint(key.len() as u64);
+        let mut numbers = Header::new();
+        let value: &[u8] = match slot {
             Slot::Live(record) => {
-                bytes.push(LIVE);
-                put_varint(&mut bytes, record.create_revision);
-                put_varint(&mut bytes, record.mod_revision);
-                put_varint(&mut bytes, record.version);
+                numbers.push(LIVE);
+                numbers.varint(record.create_revision);
+                numbers.varint(record.mod_revision);
+                numbers.varint(record.version);
                 // Lease ids are positive; the cast keeps any i64 anyway.
-                put_varint(&mut bytes, record.lease as u64);
-                bytes.extend_from_slice(&record.value);
+                numbers.varint(record.lease as u64);
+                &record.value
             }
             Slot::Gone { revision, expired } => {
-                bytes.push(if *expired { EXPIRED } else { DELETED });
-                put_varint(&mut bytes, *revision);
+                numbers.push(if *expired { EXPIRED } else { DELETED });
+                numbers.varint(*revision);
+                &[]
             }
+        };
+        let parts = [length.as_slice(), key, numbers.as_slice(), value];
+        let size: usize = parts.iter().map(|part| part.len()).sum();
+        if size <= ASSEMBLED_ON_STACK {
+            // One allocation, the `Arc`'s: a Set's entry is one of the few
+            // allocations the memory store makes per write.
+            let mut bytes = [0u8; ASSEMBLED_ON_STACK];
+            let mut at = 0;
+            for part in parts {
+                bytes[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            return Entry(Arc::from(&bytes[..size]));
+        }
+        let mut bytes = Vec::with_capacity(size);
+        for part in parts {
+            bytes.extend_from_slice(part);
         }
         Entry(bytes.into())
     }
@@ -707,6 +755,17 @@ mod entry_tests {
     fn entries_round_trip_small_and_extreme_numbers() {
         for (key, record) in [
             (&b""[..], Record::after_put(None, Bytes::new(), 1, 0)),
+            (
+                &b"k\xff"[..],
+                Record {
+                    // Larger than what is assembled on the stack.
+                    value: Bytes::from(vec![7u8; ASSEMBLED_ON_STACK + 1]),
+                    create_revision: 3,
+                    mod_revision: 1 << 40,
+                    version: 2,
+                    lease: 5,
+                },
+            ),
             (
                 &b"k\xff"[..],
                 Record {
