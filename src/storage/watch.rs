@@ -142,9 +142,17 @@ impl WatchHub {
             .map(|event| event.key.len() + event.record.value.len())
             .sum();
         self.written.fetch_add(bytes as u64, Ordering::Relaxed);
-        live.newest.send_replace(live.latest);
-        // An error only means that nobody watches.
-        let _ = live.sender.send(events.into());
+        // Watch sets subscribe under this lock (`Watches::local`, which
+        // brings `newest` up to `latest` first), so with nobody subscribed
+        // nobody can miss these: skip the copy into a shared slice, the
+        // broadcast's lock and the wake-ups of `newest`'s notifiers.
+        if live.newest.receiver_count() > 0 {
+            live.newest.send_replace(live.latest);
+        }
+        if live.sender.receiver_count() > 0 {
+            // An error only means that the last watcher just left.
+            let _ = live.sender.send(events.into());
+        }
     }
 
     /// Bytes of keys and values published since the hub was made.

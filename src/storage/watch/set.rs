@@ -292,16 +292,24 @@ impl Watches {
         shared: &Arc<Mutex<Live>>,
         history: &Arc<dyn History>,
     ) -> &mut Local {
-        self.local.get_or_insert_with(|| Local {
-            live: live.sender.subscribe(),
-            newest: live.newest.subscribe(),
-            shared: Arc::downgrade(shared),
-            history: Arc::clone(history),
-            members: Vec::new(),
-            serial: 0,
-            turn: 0,
-            reading: None,
-            ready: VecDeque::new(),
+        self.local.get_or_insert_with(|| {
+            // `publish` leaves `newest` behind while nobody follows it.
+            live.newest.send_if_modified(|newest| {
+                let behind = *newest != live.latest;
+                *newest = live.latest;
+                behind
+            });
+            Local {
+                live: live.sender.subscribe(),
+                newest: live.newest.subscribe(),
+                shared: Arc::downgrade(shared),
+                history: Arc::clone(history),
+                members: Vec::new(),
+                serial: 0,
+                turn: 0,
+                reading: None,
+                ready: VecDeque::new(),
+            }
         })
     }
 }
