@@ -1035,31 +1035,47 @@ pub(crate) fn compact_chunk(space: &mut impl Keyspace, max: usize) -> Result<boo
     // Whole revisions (a revision's created keys are one entry), about
     // `max` writes of them.
     let mut revisions: Vec<Revision> = Vec::new();
-    let mut keys: Vec<Bytes> = Vec::new();
+    let mut writes = 0usize;
+    // The keys whose latest slot is a tombstone below it: only those are
+    // copied (most writes compacted are of keys still live).
+    let mut deleted: Vec<Bytes> = Vec::new();
     let mut done = true;
-    space.changes(0, &mut |revision, key, _| {
+    let mut failed = None;
+    let view = &*space;
+    view.changes(0, &mut |revision, key, _| {
         if revision >= below {
             return ControlFlow::Break(());
         }
         if revisions.last() != Some(&revision) {
-            if keys.len() >= max {
+            if writes >= max {
                 done = false;
                 return ControlFlow::Break(());
             }
             revisions.push(revision);
         }
-        keys.push(Bytes::copy_from_slice(key));
+        writes += 1;
+        match view.latest_as(key, Values::Skipped) {
+            Ok(Some(Slot::Gone { revision, .. }))
+                if revision < below && deleted.last().is_none_or(|last| last != key) =>
+            {
+                deleted.push(Bytes::copy_from_slice(key));
+            }
+            Ok(_) => {}
+            Err(error) => {
+                failed = Some(error);
+                return ControlFlow::Break(());
+            }
+        }
         ControlFlow::Continue(())
     })?;
+    if let Some(error) = failed {
+        return Err(error);
+    }
     for revision in revisions {
         space.forget(revision)?;
     }
-    for key in keys {
-        if let Some(Slot::Gone { revision, .. }) = space.latest(&key)?
-            && revision < below
-        {
-            space.remove(&key)?;
-        }
+    for key in deleted {
+        space.remove(&key)?;
     }
     Ok(done)
 }

@@ -495,14 +495,15 @@ impl Keyspace for View<'_, &mut State> {
     }
 
     fn forget(&mut self, end: Revision) -> Result<(), StoreError> {
-        let doomed: Vec<(Revision, Bytes)> = self
-            .state
-            .history
-            .range((end, Bytes::new())..(end.saturating_add(1), Bytes::new()))
-            .map(|(write, _)| write.clone())
-            .collect();
-        for write in doomed {
-            self.state.history.remove(&write);
+        // One write at a time, without collecting them first: compaction
+        // forgets every revision of the history, mostly of one write each.
+        let history = &mut self.state.history;
+        while let Some(write) = history
+            .range((end, Bytes::new())..)
+            .next()
+            .and_then(|((revision, key), _)| (*revision == end).then(|| (end, key.clone())))
+        {
+            history.remove(&write);
         }
         self.state.created.remove(&end);
         Ok(())
