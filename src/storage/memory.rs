@@ -496,8 +496,15 @@ impl Keyspace for View<'_, &mut State> {
 
     fn forget(&mut self, end: Revision) -> Result<(), StoreError> {
         // One write at a time, without collecting them first: compaction
-        // forgets every revision of the history, mostly of one write each.
+        // forgets every revision of the history, mostly of one write each,
+        // oldest first, so the writes are usually the first entries.
         let history = &mut self.state.history;
+        while history
+            .first_key_value()
+            .is_some_and(|((revision, _), _)| *revision == end)
+        {
+            history.pop_first();
+        }
         while let Some(write) = history
             .range((end, Bytes::new())..)
             .next()
