@@ -122,6 +122,18 @@ fn backends(c: &mut Criterion) {
         .build()
         .unwrap();
     bench_store(c, "memory", Arc::new(MemoryStore::new()), &runtime);
+    // The same without the history's retention (`--watch-history 0`): its
+    // puts against `memory`'s show what compaction costs per write.
+    let unbounded = keyvalue::storage::WatchLimits {
+        history: 0,
+        ..Default::default()
+    };
+    bench_store(
+        c,
+        "memory_no_retention",
+        Arc::new(MemoryStore::with_watch_limits(unbounded)),
+        &runtime,
+    );
     let dir = tempfile::tempdir().unwrap();
     let durable = DiskStore::open(&dir.path().join("always"), SyncPolicy::Always).unwrap();
     bench_store(c, "disk_sync_always", Arc::new(durable), &runtime);
