@@ -435,7 +435,11 @@ impl Worker {
             ))
         })?;
         self.checkpoint()
-            .map_err(|e| OpenError(format!("cannot make the replay of {shown} durable: {e}")))
+            .map_err(|e| OpenError(format!("cannot make the replay of {shown} durable: {e}")))?;
+        // Every record is in the database durably now.
+        self.log
+            .upgrade()
+            .map_err(|e| OpenError(format!("cannot rewrite {shown} with a header: {e}")))
     }
 
     /// Applies the log's records that the database does not hold durably,

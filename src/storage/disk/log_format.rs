@@ -13,7 +13,10 @@
 //! 8 bytes (so that the check for damage in the middle of the log can look
 //! for records at every 8th byte, see `wal.rs`):
 //! - payload length (`u32`, little-endian),
-//! - CRC-32C of the length, the sequence number and the payload (`u32`),
+//! - CRC-32C of the log file's secret key (see `wal.rs`; none in a log
+//!   written before it had one), the length, the sequence number and the
+//!   payload (`u32`): so that a client's value holding a copy of a record
+//!   is never a valid record of this log,
 //! - sequence number (`u64`, little-endian; the first is 1),
 //! - payload: [`PAYLOAD_FORMAT`], the leases found expired while the batch
 //!   was applied (so a replay sees the same leases live as the commit did:
@@ -46,15 +49,16 @@ pub(super) struct Batch {
     pub(super) mutations: Vec<Mutation>,
 }
 
-/// Appends the record of `seq` holding `payload` to `out`, padded.
-pub(super) fn frame(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
+/// Appends the record of `seq` holding `payload` to `out`, padded, for
+/// the log of `key` (0: a log without one).
+pub(super) fn frame(key: u64, seq: u64, payload: &[u8], out: &mut Vec<u8>) {
     let len = u32::try_from(payload.len()).expect("a batch is far below 4 GiB");
     let start = out.len();
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(payload);
-    let sum = frame_checksum(&out[start..]);
+    let sum = frame_checksum(key, &out[start..]);
     out[start + 4..start + 8].copy_from_slice(&sum.to_le_bytes());
     out.resize(start + padded(payload.len()), 0);
 }
@@ -64,15 +68,21 @@ pub(super) fn padded(len: usize) -> usize {
     (FRAME + len).div_ceil(8) * 8
 }
 
-/// The checksum of a frame whose checksum field is ignored.
-fn frame_checksum(record: &[u8]) -> u32 {
-    let sum = crc32c(!0, &record[..4]);
+/// The checksum of a frame whose checksum field is ignored, in the log
+/// of `key`.
+fn frame_checksum(key: u64, record: &[u8]) -> u32 {
+    let mut sum = !0;
+    if key != 0 {
+        sum = crc32c(sum, &key.to_le_bytes());
+    }
+    let sum = crc32c(sum, &record[..4]);
     !crc32c(crc32c(sum, &record[8..16]), &record[16..])
 }
 
-/// A whole, valid record at the start of `bytes`: its sequence number, its
-/// payload's range in `bytes`, and the bytes it takes with its padding.
-pub(super) fn unframe(bytes: &[u8]) -> Option<(u64, std::ops::Range<usize>, usize)> {
+/// A whole, valid record of the log of `key` at the start of `bytes`: its
+/// sequence number, its payload's range in `bytes`, and the bytes it takes
+/// with its padding.
+pub(super) fn unframe(key: u64, bytes: &[u8]) -> Option<(u64, std::ops::Range<usize>, usize)> {
     let header = bytes.get(..FRAME)?;
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
     let sum = u32::from_le_bytes(header[4..8].try_into().ok()?);
@@ -81,7 +91,7 @@ pub(super) fn unframe(bytes: &[u8]) -> Option<(u64, std::ops::Range<usize>, usiz
         return None;
     }
     let record = bytes.get(..FRAME.checked_add(len)?)?;
-    (frame_checksum(record) == sum).then(|| (seq, FRAME..FRAME + len, padded(len)))
+    (frame_checksum(key, record) == sum).then(|| (seq, FRAME..FRAME + len, padded(len)))
 }
 
 /// The sequence number a frame at the start of `bytes` claims, unchecked.
@@ -556,14 +566,16 @@ mod tests {
         assert!(batch.mutations.is_empty());
     }
 
+    const KEY: u64 = 0x5eed_1234_abcd_0001;
+
     #[test]
     fn a_frame_round_trips_and_any_damage_is_seen() {
         let payload = encode(&[], None, every_kind().iter());
         let mut record = Vec::new();
-        frame(9, &payload, &mut record);
+        frame(KEY, 9, &payload, &mut record);
         assert_eq!(record.len() % 8, 0);
         assert_eq!(record.len(), padded(payload.len()));
-        let (seq, range, len) = unframe(&record).unwrap();
+        let (seq, range, len) = unframe(KEY, &record).unwrap();
         assert_eq!(
             (seq, &record[range], len),
             (9, payload.as_slice(), record.len())
@@ -571,13 +583,16 @@ mod tests {
         for at in 0..FRAME + payload.len() {
             let mut damaged = record.clone();
             damaged[at] ^= 0x10;
-            assert_eq!(unframe(&damaged), None, "a flipped bit at {at}");
+            assert_eq!(unframe(KEY, &damaged), None, "a flipped bit at {at}");
         }
         // Cut short anywhere, it is no record.
         for len in 0..FRAME + payload.len() {
-            assert_eq!(unframe(&record[..len]), None, "cut at {len}");
+            assert_eq!(unframe(KEY, &record[..len]), None, "cut at {len}");
         }
-        assert_eq!(unframe(&[0; 64]), None, "zeros are no record");
+        assert_eq!(unframe(KEY, &[0; 64]), None, "zeros are no record");
+        // Nor a record of another log, or of one without a key.
+        assert_eq!(unframe(KEY + 2, &record), None);
+        assert_eq!(unframe(0, &record), None);
     }
 
     #[test]

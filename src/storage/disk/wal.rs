@@ -30,6 +30,17 @@
 //! changed. Records are 8-byte aligned so that this check can look at
 //! every place a record could start.
 //!
+//! That check reads bytes no record of the current lap covers: earlier
+//! laps, a torn record, all holding clients' values. A value may hold a
+//! copy of a well-formed record (with a later sequence number), which
+//! must never pass for one, or a client could keep the server from
+//! starting again. So the file starts with a header ([`HEADER`] bytes: a
+//! magic and a random key, chosen when the file is made or emptied and
+//! never shown to clients), and each record's checksum covers the key:
+//! a record is valid only in the log it was written to. A log written
+//! before the header (key 0, records from offset 0) is read as it was,
+//! and emptied with a header once its records are in the database.
+//!
 //! The file goes through a redb [`StorageBackend`], so that the power-loss
 //! simulation (`power_loss.rs`) covers it as it covers the database.
 
@@ -45,6 +56,11 @@ use super::log_format;
 /// The log's file in the data dir.
 pub const LOG_FILE: &str = "keyvalue.wal";
 
+/// The start of a log file with a key: this, then the key (`u64`, little-endian).
+const MAGIC: [u8; 8] = *b"kvwal\0k1";
+/// Bytes before the first record of a log with a key.
+pub(super) const HEADER: usize = 16;
+
 /// A log longer than this asks for a checkpoint at once.
 pub(super) const CHECKPOINT_BYTES: u64 = 64 << 20;
 
@@ -55,6 +71,10 @@ pub(super) type Records = Vec<(u64, Bytes)>;
 pub(super) struct Log {
     file: Box<dyn StorageBackend>,
     path: PathBuf,
+    /// The key of its records' checksums (0: a log written before keys).
+    key: u64,
+    /// Where its first record goes.
+    start: u64,
     /// Where the next record goes.
     end: u64,
     buffer: Vec<u8>,
@@ -69,12 +89,31 @@ impl Log {
         if !existed {
             crate::durable_fs::sync_dir(dir)?;
         }
+        let key = if file.len()? == 0 {
+            write_header(file.as_ref())?
+        } else {
+            let mut found = vec![0; HEADER.min(usize::try_from(file.len()?).unwrap_or(HEADER))];
+            file.read(0, &mut found)?;
+            header(&found).0
+        };
+        let start = if key == 0 { 0 } else { HEADER as u64 };
         Ok(Log {
             file,
             path,
-            end: 0,
+            key,
+            start,
+            end: start,
             buffer: Vec::new(),
         })
+    }
+
+    /// A log written before keys is emptied, with a header: called once
+    /// the database holds every record it has durably.
+    pub(super) fn upgrade(&mut self) -> io::Result<()> {
+        if self.key == 0 {
+            self.clear()?;
+        }
+        Ok(())
     }
 
     /// Where the log is.
@@ -119,8 +158,9 @@ impl Log {
     /// keeping), so that no record of it is ever read again.
     pub(super) fn clear(&mut self) -> io::Result<()> {
         self.file.set_len(0)?;
-        self.file.sync_data()?;
-        self.end = 0;
+        self.key = write_header(self.file.as_ref())?;
+        self.start = HEADER as u64;
+        self.end = self.start;
         Ok(())
     }
 
@@ -134,7 +174,7 @@ impl Log {
     /// Appends the record `seq` of `payload` and fdatasyncs it.
     pub(super) fn append(&mut self, seq: u64, payload: &[u8]) -> io::Result<()> {
         self.buffer.clear();
-        log_format::frame(seq, payload, &mut self.buffer);
+        log_format::frame(self.key, seq, payload, &mut self.buffer);
         self.file.write(self.end, &self.buffer)?;
         self.file.sync_data()?;
         self.end += self.buffer.len() as u64;
@@ -143,12 +183,40 @@ impl Log {
 
     /// After a checkpoint: the next record goes to the start again.
     pub(super) fn restart(&mut self) {
-        self.end = 0;
+        self.end = self.start;
     }
 
     /// Bytes written since the last checkpoint.
     pub(super) fn written(&self) -> u64 {
-        self.end
+        self.end - self.start
+    }
+}
+
+/// Writes the header of a new key at the start of the empty `file`, and
+/// syncs it; returns the key.
+fn write_header(file: &dyn StorageBackend) -> io::Result<u64> {
+    use std::hash::{BuildHasher, Hasher};
+    // Seeded from the OS's randomness once per process, and the clock.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    hasher.write_u128(now.map_or(0, |now| now.as_nanos()));
+    let key = hasher.finish() | 1;
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&key.to_le_bytes());
+    file.write(0, &header)?;
+    file.sync_data()?;
+    Ok(key)
+}
+
+/// The key of the log file starting with `data`, and where its records
+/// start: none (0) and 0 for a log written before keys.
+fn header(data: &[u8]) -> (u64, usize) {
+    match data.get(..HEADER) {
+        Some(header) if header[..8] == MAGIC => {
+            let key = u64::from_le_bytes(header[8..].try_into().expect("8 bytes"));
+            (key, HEADER)
+        }
+        _ => (0, 0),
     }
 }
 
@@ -168,14 +236,14 @@ fn open_file(path: &Path) -> io::Result<Box<dyn StorageBackend>> {
     ))
 }
 
-/// Reads the log `data` against the database's durable record `durable`:
-/// the records after it, by sequence number and payload range; or what is
-/// damaged.
+/// Reads the log file's `data` against the database's durable record
+/// `durable`: the records after it, by sequence number and payload range;
+/// or what is damaged.
 pub(super) fn scan(data: &[u8], durable: u64) -> Result<Vec<(u64, Range<usize>)>, String> {
-    let mut at = 0usize;
+    let (key, mut at) = header(data);
     let mut last: Option<u64> = None;
     let mut live = Vec::new();
-    while let Some((seq, payload, len)) = log_format::unframe(&data[at..]) {
+    while let Some((seq, payload, len)) = log_format::unframe(key, &data[at..]) {
         match last {
             None if seq > durable + 1 => {
                 return Err(format!(
@@ -207,7 +275,7 @@ pub(super) fn scan(data: &[u8], durable: u64) -> Result<Vec<(u64, Range<usize>)>
     let mut later = at.div_ceil(8) * 8 + 8;
     while later + log_format::FRAME <= data.len() {
         if log_format::claimed_seq(&data[later..]).is_some_and(|seq| seq >= expected)
-            && let Some((seq, _, _)) = log_format::unframe(&data[later..])
+            && let Some((seq, _, _)) = log_format::unframe(key, &data[later..])
         {
             return Err(format!(
                 "record {expected} at offset {at} is damaged, and record {seq} at offset \
@@ -222,10 +290,10 @@ pub(super) fn scan(data: &[u8], durable: u64) -> Result<Vec<(u64, Range<usize>)>
 /// The contiguous records after `durable` from the start of `data`, up
 /// to the first that is not: what a damaged log still gives.
 fn scan_before_damage(data: &[u8], durable: u64) -> Vec<(u64, Range<usize>)> {
-    let mut at = 0usize;
+    let (key, mut at) = header(data);
     let mut live = Vec::new();
     let mut last = None;
-    while let Some((seq, payload, len)) = log_format::unframe(&data[at..]) {
+    while let Some((seq, payload, len)) = log_format::unframe(key, &data[at..]) {
         let contiguous = match last {
             None => seq <= durable + 1,
             Some(last) => seq == last + 1,
@@ -246,12 +314,23 @@ fn scan_before_damage(data: &[u8], durable: u64) -> Vec<(u64, Range<usize>)> {
 mod tests {
     use super::*;
 
-    fn log_of(records: &[(u64, &[u8])]) -> Vec<u8> {
+    const KEY: u64 = 0x0123_4567_89ab_cdef;
+
+    /// A log file with a header of `key` (none if 0) holding `records`.
+    fn log_with(key: u64, records: &[(u64, &[u8])]) -> Vec<u8> {
         let mut data = Vec::new();
+        if key != 0 {
+            data.extend_from_slice(&MAGIC);
+            data.extend_from_slice(&key.to_le_bytes());
+        }
         for (seq, payload) in records {
-            log_format::frame(*seq, payload, &mut data);
+            log_format::frame(key, *seq, payload, &mut data);
         }
         data
+    }
+
+    fn log_of(records: &[(u64, &[u8])]) -> Vec<u8> {
+        log_with(KEY, records)
     }
 
     fn seqs(found: Result<Vec<(u64, Range<usize>)>, String>) -> Vec<u64> {
@@ -287,7 +366,7 @@ mod tests {
     #[test]
     fn a_torn_last_record_is_dropped() {
         let data = log_of(&[(1, b"one"), (2, &[9u8; 700])]);
-        let second = log_format::padded(3);
+        let second = HEADER + log_format::padded(3);
         for cut in second..second + log_format::FRAME + 700 {
             let mut torn = data[..cut].to_vec();
             torn.resize(data.len() + 64, 0);
@@ -302,11 +381,11 @@ mod tests {
     #[test]
     fn damage_followed_by_a_later_record_is_refused() {
         let data = log_of(&[(1, b"one"), (2, b"two"), (3, b"three")]);
-        let second = log_format::padded(3);
+        let second = HEADER + log_format::padded(3);
         for at in second..second + log_format::padded(3) {
             let mut damaged = data.clone();
             damaged[at] ^= 0x40;
-            if log_format::unframe(&damaged[second..]).is_some() {
+            if log_format::unframe(KEY, &damaged[second..]).is_some() {
                 continue; // the padding: no damage to the record
             }
             let error = scan(&damaged, 0).unwrap_err();
@@ -325,5 +404,42 @@ mod tests {
         assert!(scan(&data, 3).unwrap_err().contains("4..=4"));
         let data = log_of(&[(1, b"a"), (3, b"b")]);
         assert!(scan(&data, 0).unwrap_err().contains("2..=2"));
+    }
+
+    #[test]
+    fn a_copy_of_a_record_in_a_value_behind_the_end_is_no_damage() {
+        // Record 2's payload holds records 9 (one without a key, one of
+        // another key), as a client's value could.
+        let mut forged = Vec::new();
+        log_format::frame(0, 9, b"forged", &mut forged);
+        log_format::frame(KEY + 2, 9, b"forged", &mut forged);
+        let data = log_of(&[(1, b"one"), (2, &forged), (3, b"three")]);
+        assert_eq!(seqs(scan(&data, 0)), [1, 2, 3]);
+        // Behind a shorter later lap at offset 0...
+        let mut later = data.clone();
+        let new = log_of(&[(4, b"x")]);
+        later[..new.len()].copy_from_slice(&new);
+        later[new.len()..new.len() + 8].fill(0);
+        assert_eq!(seqs(scan(&later, 3)), [4]);
+        // ...or behind a torn record.
+        let mut torn = log_of(&[(1, b"one")]);
+        let two = log_of(&[(2, &forged)]);
+        torn.extend_from_slice(&two[HEADER..]);
+        torn[HEADER + log_format::padded(3) + 1] ^= 1;
+        assert_eq!(seqs(scan(&torn, 0)), [1]);
+    }
+
+    #[test]
+    fn a_log_written_before_keys_is_read_as_it_was() {
+        let data = log_with(0, &[(4, b"a"), (5, b"bb")]);
+        assert_eq!(seqs(scan(&data, 3)), [4, 5]);
+        let mut damaged = log_with(0, &[(4, b"a"), (5, b"bb"), (6, b"c")]);
+        damaged[log_format::padded(1) + 17] ^= 1;
+        assert!(scan(&damaged, 3).unwrap_err().contains("record 6"));
+        // Nor is a keyed record valid in it.
+        assert_eq!(
+            seqs(scan(&log_of(&[(4, b"a")])[HEADER..], 3)),
+            Vec::<u64>::new()
+        );
     }
 }
