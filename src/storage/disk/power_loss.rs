@@ -881,6 +881,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_log_written_before_its_header_is_replayed_then_given_one() {
+        let (dir, live) = killed_after(3).await;
+        let path = dir.path().join(crate::storage::disk::LOG_FILE);
+        let data = std::fs::read(&path).unwrap();
+        // The same records as a build before the header wrote them.
+        let mut legacy = Vec::new();
+        for (seq, payload) in &live {
+            super::super::log_format::frame(0, *seq, &data[payload.clone()], &mut legacy);
+        }
+        std::fs::write(&path, &legacy).unwrap();
+        assert_eq!(live_records(dir.path()).len(), 3);
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        for i in 0..3 {
+            let found = store.get(&key(i), 0).await.unwrap().unwrap();
+            assert_eq!((found.value, found.mod_revision), (value(i), i as u64 + 2));
+        }
+        assert_eq!(store.put(key(9), value(9)).await.unwrap(), 5);
+        drop(store);
+        assert!(std::fs::read(&path).unwrap().starts_with(b"kvwal"));
+        assert!(live_records(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
     async fn a_value_holding_a_log_record_is_no_damage_to_the_log() {
         // A client's value that holds a well-formed log record with a high
         // sequence number, at each of the 8 alignments: once a shorter
