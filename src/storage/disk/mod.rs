@@ -123,7 +123,10 @@ pub struct DiskStore {
     committer: Committer,
 }
 
-/// What a watch replays its history from: read transactions of the file.
+/// What a watch replays its history from: the snapshot the committer
+/// published, never a newer commit (one whose log record is not yet synced,
+/// or failed: a compaction in it would cancel a watch as "compacted" by a
+/// write a crash then takes back).
 struct DiskHistory {
     db: Arc<DbHandle>,
     leases: Arc<Leases>,
@@ -137,8 +140,13 @@ impl History for DiskHistory {
         to: Revision,
         max: usize,
     ) -> Result<(Vec<Event>, Revision), StoreError> {
-        let txn = self.db.current()?.begin_read().map_err(storage_error)?;
-        apply::events(&ReadView::new(txn, &self.leases)?, range, from, to, max)
+        apply::events(
+            &ReadView::of(self.db.snapshot()?, &self.leases),
+            range,
+            from,
+            to,
+            max,
+        )
     }
 }
 
