@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "fileutils"
 require "tmpdir"
 
 # Starts and stops real kvserver processes for the tests.
@@ -44,7 +45,10 @@ class KvServerProcess
     backend = data_dir ? ["--backend", "disk", "--data-dir", data_dir] : %w[--backend memory]
     @args = [self.class.binary, *backend, *extra_args]
     @listen = listen
-    @log_path = File.join(Dir.mktmpdir("kvserver"), "stderr.log")
+    log_dir = Dir.mktmpdir("kvserver")
+    # Kept for the run (a failure quotes the log), removed after it.
+    Minitest.after_run { FileUtils.remove_entry(log_dir, true) }
+    @log_path = File.join(log_dir, "stderr.log")
   end
 
   def log
