@@ -235,19 +235,29 @@ fn ops(out: &mut Vec<u8>, ops: &[Op]) {
     uint(out, ops.len() as u64);
     for op in ops {
         match op {
-            Op::Get(query) => {
+            // Every field by name: one added to RangeQuery must be logged
+            // too (it may decide whether a replayed Txn fails), so this
+            // stops compiling until it is.
+            Op::Get(RangeQuery {
+                range,
+                limit,
+                keys_only,
+                count_only,
+                count_all,
+                revision,
+                max_bytes,
+                whole_max_bytes,
+            }) => {
                 out.push(0);
-                bytes(out, &query.range.start);
-                range_end(out, &query.range.end);
-                uint(out, query.limit as u64);
+                bytes(out, &range.start);
+                range_end(out, &range.end);
+                uint(out, *limit as u64);
                 out.push(
-                    u8::from(query.keys_only)
-                        | u8::from(query.count_only) << 1
-                        | u8::from(query.count_all) << 2,
+                    u8::from(*keys_only) | u8::from(*count_only) << 1 | u8::from(*count_all) << 2,
                 );
-                uint(out, query.revision);
-                uint(out, query.max_bytes as u64);
-                uint(out, query.whole_max_bytes as u64);
+                uint(out, *revision);
+                uint(out, *max_bytes as u64);
+                uint(out, *whole_max_bytes as u64);
             }
             Op::Put {
                 key,
