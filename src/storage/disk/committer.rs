@@ -666,12 +666,11 @@ impl Worker {
             }
         };
         if let Some(seq) = seq {
-            let payload = log_format::encode(
-                &applied.expired,
-                applied.retained,
-                writes.iter().map(|(mutation, _)| mutation),
-            );
-            if let Err(error) = self.log.append(seq, &payload) {
+            let mutations = writes.iter().map(|(mutation, _)| mutation);
+            let written = self.log.append(seq, |out| {
+                log_format::encode_into(&applied.expired, applied.retained, mutations, out)
+            });
+            if let Err(error) = written {
                 let error = self.log_failed(error);
                 for (_, reply) in writes {
                     let _ = reply.send(Err(error.clone()));

@@ -49,18 +49,31 @@ pub(super) struct Batch {
     pub(super) mutations: Vec<Mutation>,
 }
 
-/// Appends the record of `seq` holding `payload` to `out`, padded, for
-/// the log of `key` (0: a log without one).
-pub(super) fn frame(key: u64, seq: u64, payload: &[u8], out: &mut Vec<u8>) {
-    let len = u32::try_from(payload.len()).expect("a batch is far below 4 GiB");
+/// Appends the record of `seq` to `out`, padded, for the log of `key` (0:
+/// a log without one); `payload` writes its payload in place, so that a
+/// batch's keys and values are copied once, into the buffer the log writes.
+pub(super) fn frame_with(
+    key: u64,
+    seq: u64,
+    out: &mut Vec<u8>,
+    payload: impl FnOnce(&mut Vec<u8>),
+) {
     let start = out.len();
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(payload);
+    out.extend_from_slice(&[0; FRAME]);
+    payload(out);
+    let len = out.len() - start - FRAME;
+    let len = u32::try_from(len).expect("a batch is far below 4 GiB");
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 8..start + 16].copy_from_slice(&seq.to_le_bytes());
     let sum = frame_checksum(key, &out[start..]);
     out[start + 4..start + 8].copy_from_slice(&sum.to_le_bytes());
-    out.resize(start + padded(payload.len()), 0);
+    out.resize(start + padded(len as usize), 0);
+}
+
+/// [`frame_with`] of a payload already encoded.
+#[cfg(test)]
+pub(super) fn frame(key: u64, seq: u64, payload: &[u8], out: &mut Vec<u8>) {
+    frame_with(key, seq, out, |out| out.extend_from_slice(payload));
 }
 
 /// The bytes a record with a payload of `len` bytes takes, frame and padding.
@@ -130,41 +143,54 @@ const fn crc_table() -> [u32; 256] {
 }
 
 /// The payload of a record of `mutations`, applied with `expired` leases.
+#[cfg(test)]
 pub(super) fn encode<'a>(
     expired: &[LeaseId],
     retained: Option<u64>,
     mutations: impl ExactSizeIterator<Item = &'a Mutation>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+    let mut out = Vec::new();
+    encode_into(expired, retained, mutations, &mut out);
+    out
+}
+
+/// Appends to `out` the payload of a record of `mutations`, applied with
+/// `expired` leases.
+pub(super) fn encode_into<'a>(
+    expired: &[LeaseId],
+    retained: Option<u64>,
+    mutations: impl ExactSizeIterator<Item = &'a Mutation>,
+    out: &mut Vec<u8>,
+) {
     out.push(PAYLOAD_FORMAT);
-    uint(&mut out, expired.len() as u64);
+    uint(out, expired.len() as u64);
     for id in expired {
-        int(&mut out, *id);
+        int(out, *id);
     }
     match retained {
         None => out.push(0),
-        Some(revision) => tagged(&mut out, 1, revision),
+        Some(revision) => tagged(out, 1, revision),
     }
-    uint(&mut out, mutations.len() as u64);
+    uint(out, mutations.len() as u64);
     for mutation in mutations {
         match mutation {
             Mutation::Txn(txn) => {
                 out.push(0);
-                uint(&mut out, txn.compares.len() as u64);
+                uint(out, txn.compares.len() as u64);
                 for compare in &txn.compares {
-                    bytes(&mut out, &compare.key);
-                    range_end(&mut out, &compare.range_end);
+                    bytes(out, &compare.key);
+                    range_end(out, &compare.range_end);
                     match &compare.target {
                         CompareTarget::Value(value) => {
                             out.push(0);
-                            bytes(&mut out, value);
+                            bytes(out, value);
                         }
-                        CompareTarget::ModRevision(r) => tagged(&mut out, 1, *r),
-                        CompareTarget::CreateRevision(r) => tagged(&mut out, 2, *r),
-                        CompareTarget::Version(v) => tagged(&mut out, 3, *v),
+                        CompareTarget::ModRevision(r) => tagged(out, 1, *r),
+                        CompareTarget::CreateRevision(r) => tagged(out, 2, *r),
+                        CompareTarget::Version(v) => tagged(out, 3, *v),
                         CompareTarget::Lease(id) => {
                             out.push(4);
-                            int(&mut out, *id);
+                            int(out, *id);
                         }
                     }
                     out.push(match compare.op {
@@ -174,28 +200,27 @@ pub(super) fn encode<'a>(
                         CompareOp::Greater => 3,
                     });
                 }
-                ops(&mut out, &txn.success);
-                ops(&mut out, &txn.failure);
+                ops(out, &txn.success);
+                ops(out, &txn.failure);
             }
             Mutation::Grant { id, ttl } => {
                 out.push(1);
-                int(&mut out, *id);
-                uint(&mut out, ttl.as_secs());
-                uint(&mut out, u64::from(ttl.subsec_nanos()));
+                int(out, *id);
+                uint(out, ttl.as_secs());
+                uint(out, u64::from(ttl.subsec_nanos()));
             }
             Mutation::Revoke { id, kind } => {
                 out.push(2);
-                int(&mut out, *id);
+                int(out, *id);
                 out.push(match kind {
                     EventKind::Put => 0,
                     EventKind::Delete => 1,
                     EventKind::Expire => 2,
                 });
             }
-            Mutation::Compact(revision) => tagged(&mut out, 3, *revision),
+            Mutation::Compact(revision) => tagged(out, 3, *revision),
         }
     }
-    out
 }
 
 fn uint(out: &mut Vec<u8>, mut value: u64) {

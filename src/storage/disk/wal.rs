@@ -61,6 +61,9 @@ const MAGIC: [u8; 8] = *b"kvwal\0k1";
 /// Bytes before the first record of a log with a key.
 pub(super) const HEADER: usize = 16;
 
+/// The largest record buffer kept between appends.
+const KEPT_BUFFER_BYTES: usize = 1 << 20;
+
 /// A log longer than this asks for a checkpoint at once.
 pub(super) const CHECKPOINT_BYTES: u64 = 64 << 20;
 
@@ -171,13 +174,26 @@ impl Log {
         Ok(data)
     }
 
-    /// Appends the record `seq` of `payload` and fdatasyncs it.
-    pub(super) fn append(&mut self, seq: u64, payload: &[u8]) -> io::Result<()> {
+    /// Appends the record `seq`, whose payload `payload` writes, and
+    /// fdatasyncs it. The buffer is kept for the next record, unless this
+    /// one was large: one batch of big values must not pin its size.
+    pub(super) fn append(
+        &mut self,
+        seq: u64,
+        payload: impl FnOnce(&mut Vec<u8>),
+    ) -> io::Result<()> {
         self.buffer.clear();
-        log_format::frame(self.key, seq, payload, &mut self.buffer);
-        self.file.write(self.end, &self.buffer)?;
-        self.file.sync_data()?;
-        self.end += self.buffer.len() as u64;
+        log_format::frame_with(self.key, seq, &mut self.buffer, payload);
+        let written = self
+            .file
+            .write(self.end, &self.buffer)
+            .and_then(|()| self.file.sync_data());
+        let len = self.buffer.len() as u64;
+        if self.buffer.capacity() > KEPT_BUFFER_BYTES {
+            self.buffer = Vec::new();
+        }
+        written?;
+        self.end += len;
         Ok(())
     }
 
@@ -313,6 +329,26 @@ fn scan_before_damage(data: &[u8], durable: u64) -> Vec<(u64, Range<usize>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appended_records_read_back_and_a_large_one_does_not_pin_its_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path()).unwrap();
+        let large = vec![7u8; 3 * KEPT_BUFFER_BYTES];
+        log.append(1, |out| out.extend_from_slice(&large)).unwrap();
+        assert!(
+            log.buffer.capacity() <= KEPT_BUFFER_BYTES,
+            "{}",
+            log.buffer.capacity()
+        );
+        log.append(2, |out| out.extend_from_slice(b"small"))
+            .unwrap();
+        assert!(log.buffer.capacity() > 0, "a small record's buffer is kept");
+        let live = log.live(0).unwrap();
+        assert_eq!(live.len(), 2);
+        assert_eq!((live[0].0, &live[0].1[..]), (1, &large[..]));
+        assert_eq!((live[1].0, &live[1].1[..]), (2, &b"small"[..]));
+    }
 
     const KEY: u64 = 0x0123_4567_89ab_cdef;
 
