@@ -84,12 +84,14 @@ pub(super) fn padded(len: usize) -> usize {
 /// The checksum of a frame whose checksum field is ignored, in the log
 /// of `key`.
 fn frame_checksum(key: u64, record: &[u8]) -> u32 {
-    let mut sum = !0;
+    // CRC-32C of the key (if any), the length, the sequence number and
+    // the payload, in that order: the checksum field itself is skipped.
+    let mut sum = 0;
     if key != 0 {
-        sum = crc32c(sum, &key.to_le_bytes());
+        sum = crc32c::crc32c_append(sum, &key.to_le_bytes());
     }
-    let sum = crc32c(sum, &record[..4]);
-    !crc32c(crc32c(sum, &record[8..16]), &record[16..])
+    let sum = crc32c::crc32c_append(sum, &record[..4]);
+    crc32c::crc32c_append(crc32c::crc32c_append(sum, &record[8..16]), &record[16..])
 }
 
 /// A whole, valid record of the log of `key` at the start of `bytes`: its
@@ -110,36 +112,6 @@ pub(super) fn unframe(key: u64, bytes: &[u8]) -> Option<(u64, std::ops::Range<us
 /// The sequence number a frame at the start of `bytes` claims, unchecked.
 pub(super) fn claimed_seq(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?))
-}
-
-/// CRC-32C (Castagnoli), the checksum of iSCSI, ext4 and etcd's WAL.
-fn crc32c(mut crc: u32, bytes: &[u8]) -> u32 {
-    for byte in bytes {
-        crc = CRC_TABLE[((crc ^ u32::from(*byte)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    crc
-}
-
-static CRC_TABLE: [u32; 256] = crc_table();
-
-const fn crc_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
 }
 
 /// The payload of a record of `mutations`, applied with `expired` leases.
@@ -631,9 +603,17 @@ mod tests {
     }
 
     #[test]
-    fn the_checksum_is_crc32c() {
-        // The standard check value of CRC-32C.
-        assert_eq!(!crc32c(!0, b"123456789"), 0xe306_9283);
+    fn the_checksum_is_the_crc32c_of_key_length_sequence_and_payload() {
+        // The standard CRC-32C (check value 0xe3069283), over the fields
+        // in order: what records written before the crc32c crate hold.
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+        let mut record = Vec::new();
+        frame(KEY, 9, b"payload", &mut record);
+        let mut covered = KEY.to_le_bytes().to_vec();
+        covered.extend_from_slice(&record[..4]);
+        covered.extend_from_slice(&record[8..FRAME + 7]);
+        let stored = u32::from_le_bytes(record[4..8].try_into().unwrap());
+        assert_eq!(stored, crc32c::crc32c(&covered));
     }
 
     #[test]
