@@ -43,6 +43,10 @@ pub enum WatchApi {
 /// ended its stream, if one did.
 pub(super) type Watched = (Vec<(u64, Instant)>, Option<String>);
 
+/// A task reading the events of this many watchers, answering what each
+/// received.
+pub(super) type Receiver = (usize, tokio::task::JoinHandle<Vec<Watched>>);
+
 /// What a watch fan-out run does.
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
@@ -239,14 +243,17 @@ pub async fn run(config: &WatchConfig) -> Result<WatchReport, BenchError> {
     let when: std::collections::HashMap<u64, Instant> = sent.iter().copied().collect();
     let expected: Vec<u64> = sent.iter().map(|(rev, _)| *rev).collect();
     let mut watched = Vec::with_capacity(config.watchers);
-    for receiver in receivers {
+    for (count, receiver) in receivers {
         match tokio::time::timeout_at(deadline, receiver).await {
             Ok(Ok(results)) => watched.extend(results),
             Ok(Err(e)) => return Err(BenchError::Failed(format!("a watcher failed: {e}"))),
-            Err(_) => watched.push((
-                Vec::new(),
-                Some(format!("did not receive every event within {DRAIN:?}")),
-            )),
+            // Every watcher of the task is counted, as missing its events.
+            Err(_) => watched.extend((0..count).map(|_| {
+                (
+                    Vec::new(),
+                    Some(format!("did not receive every event within {DRAIN:?}")),
+                )
+            })),
         }
     }
     for (watcher, (seen, error)) in watched.into_iter().enumerate() {
@@ -295,7 +302,7 @@ async fn start_v1(
     watchers: usize,
     prefix: &str,
     done: &tokio::sync::watch::Receiver<Option<u64>>,
-) -> Result<Vec<tokio::task::JoinHandle<Vec<Watched>>>, BenchError> {
+) -> Result<Vec<Receiver>, BenchError> {
     let mut streams = Vec::with_capacity(watchers);
     for watcher in 0..watchers {
         let channel: AuthorizedChannel = channels[watcher % channels.len()].clone();
@@ -321,35 +328,38 @@ async fn start_v1(
     let mut receivers = Vec::with_capacity(streams.len());
     for mut stream in streams {
         let mut done = done.clone();
-        receivers.push(tokio::spawn(async move {
-            let mut seen: Vec<(u64, Instant)> = Vec::new();
-            loop {
-                let last = *done.borrow();
-                if last.is_some_and(|last| seen.last().is_some_and(|(rev, _)| *rev >= last)) {
-                    return vec![(seen, None)];
-                }
-                tokio::select! {
-                    message = stream.next() => match message {
-                        Some(Ok(response)) => {
-                            let now = Instant::now();
-                            seen.extend(response.events.iter().map(|event| {
-                                (event.kv.as_ref().map_or(0, |kv| kv.mod_revision), now)
-                            }));
-                        }
-                        Some(Err(status)) => {
-                            let error = format!("{:?}: {}", status.code(), status.message());
-                            return vec![(seen, Some(error))];
-                        }
-                        None => return vec![(seen, Some("the stream ended".to_owned()))],
-                    },
-                    changed = done.changed() => {
-                        if changed.is_err() {
-                            return vec![(seen, Some("the run was abandoned".to_owned()))];
+        receivers.push((
+            1,
+            tokio::spawn(async move {
+                let mut seen: Vec<(u64, Instant)> = Vec::new();
+                loop {
+                    let last = *done.borrow();
+                    if last.is_some_and(|last| seen.last().is_some_and(|(rev, _)| *rev >= last)) {
+                        return vec![(seen, None)];
+                    }
+                    tokio::select! {
+                        message = stream.next() => match message {
+                            Some(Ok(response)) => {
+                                let now = Instant::now();
+                                seen.extend(response.events.iter().map(|event| {
+                                    (event.kv.as_ref().map_or(0, |kv| kv.mod_revision), now)
+                                }));
+                            }
+                            Some(Err(status)) => {
+                                let error = format!("{:?}: {}", status.code(), status.message());
+                                return vec![(seen, Some(error))];
+                            }
+                            None => return vec![(seen, Some("the stream ended".to_owned()))],
+                        },
+                        changed = done.changed() => {
+                            if changed.is_err() {
+                                return vec![(seen, Some("the run was abandoned".to_owned()))];
+                            }
                         }
                     }
                 }
-            }
-        }));
+            }),
+        ));
     }
     Ok(receivers)
 }

@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::client::AuthorizedChannel;
@@ -24,7 +23,7 @@ use crate::proto::etcd::etcdserverpb::watch_client::WatchClient;
 use crate::storage::ops::prefix_end;
 
 use super::BenchError;
-use super::watch::Watched;
+use super::watch::{Receiver, Watched};
 
 /// Starts `watchers` watches of `prefix`, spread over `channels` (one Watch
 /// stream each); returns once every watch is created, with one task per
@@ -35,7 +34,7 @@ pub(super) async fn start(
     watchers: usize,
     prefix: &str,
     done: &watch::Receiver<Option<u64>>,
-) -> Result<Vec<JoinHandle<Vec<Watched>>>, BenchError> {
+) -> Result<Vec<Receiver>, BenchError> {
     let key = Bytes::from(prefix.to_owned());
     let range_end = prefix_end(&key).unwrap_or_else(|| Bytes::from_static(b"\0"));
     let mut tasks = Vec::with_capacity(channels.len());
@@ -104,7 +103,7 @@ pub(super) async fn start(
             }
         }
         let mut done = done.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push((count, tokio::spawn(async move {
             // The request side stays open while the stream is read: a
             // half-closed stream ends its watches on etcd.
             let _requests = requests;
@@ -164,7 +163,7 @@ pub(super) async fn start(
                 }
             }
             seen.into_iter().zip(errors).collect()
-        }));
+        })));
     }
     Ok(tasks)
 }
