@@ -232,7 +232,7 @@ fn durable_in_record(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until a checkpoint (every 100 ms while writes flow) made
+/// Waits until a checkpoint (every second while writes flow) made
 /// `revision` durable in the database, not only in the log.
 async fn until_checkpointed(dir: &std::path::Path, revision: u64) {
     let began = std::time::Instant::now();

@@ -68,7 +68,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub enum SyncPolicy {
     /// Acknowledge a write only after it is fsynced (the default): its
     /// batch's record in the write-ahead log (`wal`), the database itself
-    /// within 100 ms. Concurrent writes share fsyncs through group commit.
+    /// within a second. Concurrent writes share fsyncs through group commit.
     Always,
     /// Acknowledge a write once committed, before it is fsynced; an fsync
     /// follows within this interval. A crash, of the process or of the machine,

@@ -8,7 +8,7 @@
 //! fsync (`Durability::None`: readers could see it at once, which is why
 //! they only see snapshots the committer publishes), appends one record
 //! holding the batch's mutations to this file, fdatasyncs it, and only then
-//! acknowledges. Every ~100 ms, when the log passes [`CHECKPOINT_BYTES`],
+//! acknowledges. Every second while writes flow, when the log passes [`CHECKPOINT_BYTES`],
 //! and at a clean close, a checkpoint (a durable redb commit) makes the
 //! database hold everything logged; the log then starts again at offset 0.
 //!
