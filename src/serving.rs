@@ -126,18 +126,8 @@ impl ServeThreads {
             let (drained_tx, drained) = oneshot::channel();
             let (ended_tx, ended) = oneshot::channel::<()>();
             // Built here, so that a failure is the caller's error.
-            // Tasks woken from other threads first (`global_queue_interval`
-            // 1; tokio's default takes this thread's own queue first, and the
-            // remote one every 31st turn). The committer wakes a batch's
-            // writers one by one from its own thread; each answer it wakes
-            // wakes its connection's task on this one. Taken local-first, the
-            // connection task ran between every two answers and wrote each
-            // alone: 0.77 `writev` per Put under etcd-benchmark's `put`, 0.2
-            // remote-first, where the batch's answers leave in a few writes
-            // (`docs/PERFORMANCE.md`, "Answers woken from the committer").
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .global_queue_interval(1)
                 .build()?;
             let phases = phases.clone();
             let serve = serve.clone();

@@ -81,7 +81,7 @@ const PAGE_BYTES_PER_WRITE: u64 = 8 * 1024;
 /// commits since the last one dirtied, and random keys dirty about one
 /// leaf each, so the longer the interval, the more writes share a leaf's
 /// write. Measured under etcd-benchmark's `put` (100,000 keys): at 100 ms
-/// the checkpoints were a fifth of the server's CPU; at a second the
+/// the checkpoints were a tenth of the server's CPU; at a second the
 /// server's CPU per Put fell 11 % and its p99 from 16 to 6.5 ms (fewer
 /// stalls of the committer). The price is replay after a crash: at most a
 /// second of writes (or [`wal::CHECKPOINT_BYTES`] of log), a fraction of a
