@@ -6,7 +6,9 @@
 //! 14-22 % of tonic's CPU per request (`docs/PERFORMANCE.md`, "Below
 //! tonic's default floor"). Here each serving thread runs a current-thread
 //! runtime and serves the connections handed to it wholly: the connection,
-//! its request tasks, its deadline timer and its TLS handshake.
+//! its request tasks, its deadline timer and its TLS handshake. The disk
+//! store's committer answers each thread's writes in one wake-up per commit
+//! (`storage::answer_here`).
 //!
 //! The acceptor stays on the shared runtime (`server::run`): it admits a
 //! connection (`transport::Admission`: `--max-connections`, the connection
@@ -271,6 +273,9 @@ fn serve_thread<F>(
     F: Fn(Connections, Signal) -> Served<'static>,
 {
     runtime.block_on(async move {
+        // The disk store's answers to this thread's writes, one wake-up per
+        // commit (`storage::answer_here`).
+        tokio::spawn(crate::storage::answer_here());
         let connections = UnboundedReceiverStream::new(handed)
             .map(move |(connection, served_by)| {
                 let connection = connection.try_map(TcpStream::from_std)?;

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use disk::{ACK_FILE, DB_FILE, DiskStore, LOG_FILE, OpenError, SyncPolicy};
+pub use disk::{ACK_FILE, DB_FILE, DiskStore, LOG_FILE, OpenError, SyncPolicy, answer_here};
 pub use error::StoreError;
 pub use etcd::{EtcdConfig, EtcdStore};
 pub use lease::{LeaseInfo, MAX_TTL};

@@ -45,6 +45,7 @@ use tracing::{debug, warn};
 
 use super::database::DbHandle;
 use super::keyspace::{self, WriteView};
+use super::relay::{Answers, Reply};
 use super::wal::{self, Log};
 use super::{OpenError, SyncPolicy, log_format, storage_error};
 use crate::storage::apply;
@@ -131,8 +132,6 @@ pub(super) enum Outcome {
     /// The compacted revision is stored; the store is at this revision.
     Compacted(Revision),
 }
-
-type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
 
 /// What the committer thread is asked to do.
 enum Command {
@@ -281,7 +280,7 @@ impl Committer {
         &self,
         mutation: Mutation,
     ) -> impl Future<Output = Result<Outcome, StoreError>> + use<> {
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = Reply::here();
         let sent = self.send(Command::Write(mutation, reply));
         async move {
             sent?;
@@ -656,7 +655,7 @@ impl Worker {
         if let Some(broken) = &self.broken {
             let error = StoreError::Unavailable(broken.clone());
             for (_, reply) in writes {
-                let _ = reply.send(Err(error.clone()));
+                reply.send(Err(error.clone()));
             }
             return;
         }
@@ -671,7 +670,7 @@ impl Worker {
                 self.revision = start;
                 self.retained = None;
                 for (_, reply) in writes {
-                    let _ = reply.send(Err(error.clone()));
+                    reply.send(Err(error.clone()));
                 }
                 return;
             }
@@ -684,7 +683,7 @@ impl Worker {
             if let Err(error) = written {
                 let error = self.log_failed(error);
                 for (_, reply) in writes {
-                    let _ = reply.send(Err(error.clone()));
+                    reply.send(Err(error.clone()));
                 }
                 return;
             }
@@ -703,7 +702,7 @@ impl Worker {
                      its commit ({error})"
                 ));
                 for (_, reply) in writes {
-                    let _ = reply.send(Err(error.clone()));
+                    reply.send(Err(error.clone()));
                 }
                 return;
             }
@@ -714,9 +713,11 @@ impl Worker {
         self.db.acknowledge(self.revision, false);
         self.counters.record(began.elapsed());
         let answers = self.after_commit(applied.results, true);
+        let mut relayed = Answers::default();
         for ((_, reply), answer) in writes.into_iter().zip(answers) {
-            let _ = reply.send(answer);
+            relayed.add(reply, answer);
         }
+        relayed.deliver();
     }
 
     /// What follows a commit, live or replayed, but the replies: the

@@ -30,6 +30,7 @@ mod log_format;
 #[cfg(test)]
 mod power_loss;
 mod record_format;
+mod relay;
 mod wal;
 
 use std::fmt;
@@ -58,6 +59,7 @@ use super::{Record, Revision, Snapshot, SnapshotChunker, Store, StoreError, Stor
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "keyvalue.redb";
 pub use acknowledged::ACK_FILE;
+pub use relay::answer_here;
 pub use wal::LOG_FILE;
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
