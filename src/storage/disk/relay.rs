@@ -43,7 +43,8 @@ impl Reply {
     /// A reply for a write submitted on this thread, and what waits for it.
     pub(super) fn here() -> (Reply, oneshot::Receiver<Answer>) {
         let (sender, receiver) = oneshot::channel();
-        let relay = HERE.with(|here| here.borrow().clone());
+        // None while the thread's locals are torn down: answered directly.
+        let relay = HERE.try_with(|here| here.borrow().clone()).ok().flatten();
         (Reply { sender, relay }, receiver)
     }
 
@@ -105,8 +106,10 @@ pub fn answer_here() -> impl Future<Output = ()> + Send + 'static {
         arrived: Notify::new(),
     });
     HERE.with(|here| *here.borrow_mut() = Some(Arc::clone(&relay)));
+    // Made before the task is first polled, so that a task dropped unpolled
+    // (its runtime stopped first) still closes the relay.
+    let closing = Closing(relay);
     async move {
-        let closing = Closing(relay);
         let mut answers = Vec::new();
         loop {
             closing.0.arrived.notified().await;
@@ -228,6 +231,24 @@ mod tests {
             answers.deliver();
             assert_eq!(revision_of(receiver.try_recv().unwrap()), 9);
         });
+        HERE.with(|here| here.borrow_mut().take());
+    }
+
+    #[test]
+    fn a_relay_whose_task_never_ran_answers_directly() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (reply, mut receiver) = runtime.block_on(async {
+            tokio::spawn(answer_here());
+            // Returns before the relay task is ever polled.
+            Reply::here()
+        });
+        drop(runtime);
+        let mut answers = Answers::default();
+        answers.add(reply, outcome(3));
+        answers.deliver();
+        assert_eq!(revision_of(receiver.try_recv().unwrap()), 3);
         HERE.with(|here| here.borrow_mut().take());
     }
 }
