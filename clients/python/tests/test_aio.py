@@ -19,6 +19,7 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import pytest
 from credentials import WRITE_TOKEN, Pki
 from kvserver_process import KvServer, serve
@@ -38,6 +39,7 @@ from keyvalue import (
     ServerUnavailable,
     Unauthenticated,
 )
+from keyvalue.errors import error_for_status
 
 T = TypeVar("T")
 LIMIT = 30.0
@@ -162,6 +164,38 @@ def test_an_async_watch_survives_a_restart_without_losing_or_repeating_events(
             for i in range(2, 5):
                 revisions.append((await client.put(f"aresume/{i}", "v")).revision)
             seen += await take(watch, 3)
+            assert [event.revision for event in seen] == revisions
+
+    run(main())
+
+
+def test_an_async_watch_resumes_again_when_the_server_goes_away_as_it_resumes(
+    disk_server: KvServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # test_watch_resume.py's race, forced the same way: the read of the
+    # server's revision that follows a resumed stream's start fails once.
+    async def main() -> None:
+        async with (
+            AsyncClient(disk_server.address, wait_for_ready=True) as client,
+            await client.watch("aagain/", prefix=True) as watch,
+        ):
+            failed: list[object] = []
+            real_run = client.run
+
+            async def run_failing_once(call: Any) -> Any:
+                if not failed and call.method == "Range" and call.request.key == b"aagain/":
+                    failed.append(call)
+                    raise error_for_status(grpc.StatusCode.UNAVAILABLE, "gone as it resumed")
+                return await real_run(call)
+
+            revisions = [(await client.put("aagain/0", "v")).revision]
+            seen = await take(watch, 1)
+            monkeypatch.setattr(client, "run", run_failing_once)
+            await asyncio.to_thread(disk_server.restart)
+            for i in range(1, 3):
+                revisions.append((await client.put(f"aagain/{i}", "v")).revision)
+            seen += await take(watch, 2)
+            assert failed, "the watch did not read the server's revision as it resumed"
             assert [event.revision for event in seen] == revisions
 
     run(main())

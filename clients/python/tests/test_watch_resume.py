@@ -12,12 +12,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 from kvserver_process import KvServer, serve
 from watch_helpers import take
 
 from keyvalue import Client, Compacted, Event, ServerUnavailable, Watch
+from keyvalue.errors import error_for_status
 
 WAIT = 10.0
 """How long a test waits for the events it expects, in seconds."""
@@ -144,6 +147,36 @@ def test_a_watch_will_not_resume_on_a_server_that_lost_its_history(
             client.put("lost/again", "v")
             with pytest.raises(Compacted, match="lost its history"):
                 take(watch, 1, within=WAIT)
+
+
+def test_a_watch_resumes_again_when_the_server_goes_away_as_it_resumes(
+    disk_server: KvServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stream can start on a server that is shutting down, which is gone
+    # by the read that follows (the server's revision, checked on resume).
+    # That race is forced here: the watch's first such read fails so.
+    with Client(disk_server.address, wait_for_ready=True) as client:
+        collector = _Collector(client.watch("again/", prefix=True))
+        failed: list[object] = []
+        real_run = client.run
+
+        def run_failing_once(call: Any) -> Any:
+            if not failed and threading.current_thread() is collector._thread:
+                failed.append(call)
+                raise error_for_status(grpc.StatusCode.UNAVAILABLE, "gone as the watch resumed")
+            return real_run(call)
+
+        try:
+            first = client.put("again/0", "v").revision
+            collector.wait_for(1)
+            monkeypatch.setattr(client, "run", run_failing_once)
+            disk_server.restart()
+            later = _put_all(client, ["again/1", "again/2"])
+            events = collector.wait_for(3)
+        finally:
+            collector.stop()
+    assert failed, "the watch did not read the server's revision as it resumed"
+    assert [event.revision for event in events] == [first, *later]
 
 
 def test_cancelling_a_watch_while_it_resumes_ends_it_at_once(disk_server: KvServer) -> None:

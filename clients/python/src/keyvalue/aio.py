@@ -222,18 +222,31 @@ class AsyncClient(ClientBase):
             return await self._start_stream("Watch", cursor.request(), deadline, policy)
 
         async def restart(stop: threading.Event) -> Any:
-            call = await self._start_stream("Watch", cursor.request(), deadline, policy, stop)
-            if call is None:
-                return None
-            try:
-                current = await self.run(
-                    calls.current_revision(key, prefix=prefix, range_end=range_end, timeout=timeout)
-                )
-                cursor.check_server_revision(current, self.address)
-            except BaseException:
-                call.cancel()
-                raise
-            return call
+            retrying = Retrying(policy, True)
+            while True:
+                call = await self._start_stream("Watch", cursor.request(), deadline, policy, stop)
+                if call is None:
+                    return None
+                try:
+                    current = await self.run(
+                        calls.current_revision(
+                            key, prefix=prefix, range_end=range_end, timeout=timeout
+                        )
+                    )
+                    cursor.check_server_revision(current, self.address)
+                    return call
+                except KeyValueError as failure:
+                    call.cancel()
+                    # The server went away again after the stream started (a
+                    # stream opened as it shut down): resume again, not fail.
+                    if not cursor.resumes_after(failure):
+                        raise
+                    await asyncio.sleep(retrying.delay_or_raise(failure))
+                    if stop.is_set():
+                        return None
+                except BaseException:
+                    call.cancel()
+                    raise
 
         watch = AsyncWatch(await start(), self._config.address.target, cursor, restart)
         if resume:

@@ -331,18 +331,31 @@ class Client(ClientBase):
             return self._start_stream("Watch", cursor.request(), deadline, policy)
 
         def restart(stop: threading.Event) -> Any:
-            call = self._start_stream("Watch", cursor.request(), deadline, policy, stop)
-            if call is None:
-                return None
-            try:
-                current = self.run(
-                    calls.current_revision(key, prefix=prefix, range_end=range_end, timeout=timeout)
-                )
-                cursor.check_server_revision(current, self.address)
-            except BaseException:
-                call.cancel()
-                raise
-            return call
+            retrying = Retrying(policy, True)
+            while True:
+                call = self._start_stream("Watch", cursor.request(), deadline, policy, stop)
+                if call is None:
+                    return None
+                try:
+                    current = self.run(
+                        calls.current_revision(
+                            key, prefix=prefix, range_end=range_end, timeout=timeout
+                        )
+                    )
+                    cursor.check_server_revision(current, self.address)
+                    return call
+                except KeyValueError as failure:
+                    call.cancel()
+                    # The server went away again after the stream started (a
+                    # stream opened as it shut down): resume again, not fail.
+                    if not cursor.resumes_after(failure):
+                        raise
+                    stop.wait(retrying.delay_or_raise(failure))
+                    if stop.is_set():
+                        return None
+                except BaseException:
+                    call.cancel()
+                    raise
 
         watch = Watch(start(), self._config.address.target, cursor, restart)
         if resume:
