@@ -345,6 +345,8 @@ impl MemoryStore {
         if let Some(target) = target {
             apply::compact(&mut view, target, current)?;
             self.hub.compacted_to(target);
+            // Set before the chunk: a chunk that fails is tried again.
+            view.state.trimming = true;
         }
         let budget = TRIM_PER_WRITE.max(written.saturating_mul(4));
         let done = apply::compact_chunk(&mut view, budget)?;

@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "test_helper"
+require "timeout"
 
 # Watches that resume by themselves across a real restart of kvserver (on
 # the disk backend, back on the same port), a graceful one and a kill -9.
@@ -87,6 +88,26 @@ class WatchResumeTest < Minitest::Test
     ensure
       watcher&.close
     end
+  end
+
+  # A memory server restarted counts revisions from 1 again: resuming from
+  # the revision after the last event would skip its writes until then.
+  def test_a_watch_will_not_resume_on_a_server_that_lost_its_history
+    server = KvServerProcess.new
+    server.start
+    KeyValue::Client.open(server.address, timeout: 10, wait_for_ready: true) do |client|
+      watch = client.watch("lost/", prefix: true)
+      written = Array.new(3) { |i| client.put("lost/#{i}", "v").revision }
+      assert_equal written, Array.new(3) { watch.next.revision }
+      server.restart
+      client.put("lost/again", "v")
+      # Without the check the watch would wait here for revisions to come.
+      error = assert_raises(KeyValue::Compacted) { Timeout.timeout(20) { watch.next } }
+      assert_match(/lost its history/, error.message)
+      watch.close
+    end
+  ensure
+    server&.stop if server&.address
   end
 
   def test_without_resume_a_restart_ends_the_watch_with_server_unavailable

@@ -241,6 +241,8 @@ class AsyncClient(ClientBase):
                     # stream opened as it shut down): resume again, not fail.
                     if not cursor.resumes_after(failure):
                         raise
+                    if stop.is_set():
+                        return None
                     await asyncio.sleep(retrying.delay_or_raise(failure))
                     if stop.is_set():
                         return None

@@ -350,6 +350,8 @@ class Client(ClientBase):
                     # stream opened as it shut down): resume again, not fail.
                     if not cursor.resumes_after(failure):
                         raise
+                    if stop.is_set():
+                        return None
                     stop.wait(retrying.delay_or_raise(failure))
                     if stop.is_set():
                         return None

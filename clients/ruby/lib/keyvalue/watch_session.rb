@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "forwardable"
 require "grpc"
 require "keyvalue/errors"
 require "keyvalue/watch_call"
@@ -15,11 +16,17 @@ module KeyValue
   # the server stopped is replaced by a new one from the revision after the
   # last event handed over, with a backoff while the server is unreachable:
   # no event is lost or repeated. Any other failure (Compacted among them)
-  # ends the session and is raised by #next_batch.
+  # ends the session and is raised by #next_batch. A resumed call is kept
+  # only if the server's revision has not gone back below the last event
+  # handed over (a memory server restarted without its data): it counts
+  # revisions again, and watching on would skip its writes until it got
+  # back there; Compacted is raised instead.
   #
   # The session holds no reference to the Watch handle, so that an abandoned
   # handle can be collected, and its finalizer can #cancel the session.
   class WatchSession
+    extend Forwardable
+
     # Seconds between attempts to resume, doubling up to the maximum.
     FIRST_BACKOFF = 0.05
     MAX_BACKOFF = 1.0
@@ -47,17 +54,7 @@ module KeyValue
     # Waits until the server has registered the watch: true; false if
     # +timeout+ seconds (nil: no limit) passed first. Raises the error of a
     # watch that failed to start.
-    def await_registered(timeout)
-      @state.await_registered(timeout)
-    end
-
-    def registered?
-      @state.registered?
-    end
-
-    def closed?
-      @state.closed?
-    end
+    def_delegators :@state, :await_registered, :registered?, :closed?
 
     # Whether the watch is open, or was closed less than +seconds+ ago.
     def recent?(seconds)
@@ -136,6 +133,7 @@ module KeyValue
     # hands its events over until it ends. Raises what ended it, unless the
     # server ended it cleanly (it is stopping).
     def attempt
+      check_server_revision if registered?
       call = @open.call(@next_revision)
       unless @state.hold(call)
         call.cancel
@@ -146,6 +144,13 @@ module KeyValue
         @state.registered!
         deliver(response)
       end
+    end
+
+    # Before a resume: raises Compacted if the server is at a revision
+    # below the last event handed over (it lost its history).
+    def check_server_revision
+      current = @now.call
+      raise KeyValue.history_lost(current, @next_revision - 1) if current < @next_revision - 1
     end
 
     def deliver(response)
