@@ -201,6 +201,30 @@ def test_an_async_watch_resumes_again_when_the_server_goes_away_as_it_resumes(
     run(main())
 
 
+def test_cancelling_an_async_watch_while_it_resumes_ends_it_at_once(disk_server: KvServer) -> None:
+    async def main() -> None:
+        # Resumes wait 5 s between tries: a cancel must not wait them out.
+        slow = RetryPolicy(attempts=3, initial_backoff=5.0, max_backoff=5.0)
+        async with AsyncClient(disk_server.address, retry=slow) as client:
+            watch = await client.watch("acancel/", prefix=True)
+
+            async def read() -> list[Event]:
+                return [event async for event in watch]
+
+            reader = asyncio.create_task(read())
+            await asyncio.to_thread(disk_server.stop)
+            await asyncio.sleep(0.5)  # the stream is lost; the resume waits to try again
+            started = time.monotonic()
+            watch.cancel()
+            assert await asyncio.wait_for(reader, 10) == []
+            took = time.monotonic() - started
+            assert took < 1, f"the resume's backoff noticed the cancel after {took:.1f} s"
+            assert watch.cancelled
+
+    run(main())
+    disk_server.start_again()
+
+
 def test_an_abandoned_watch_in_a_task_does_not_keep_asyncio_run_from_returning(
     server: KvServer,
 ) -> None:

@@ -70,6 +70,21 @@ _P = ParamSpec("_P")
 _Key = TypeVar("_Key", bound=BytesLike)
 
 
+_STOP_POLL = 0.1
+"""How often a backoff looks at a watch's cancellation, in seconds."""
+
+
+async def _pause(delay: float, stop: threading.Event | None) -> None:
+    """Sleep ``delay`` seconds, or until ``stop`` is set (a watch cancelled as it resumes)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + delay
+    while stop is None or not stop.is_set():
+        left = end - loop.time()
+        if left <= 0:
+            return
+        await asyncio.sleep(left if stop is None else min(left, _STOP_POLL))
+
+
 def unary(
     build: Callable[_P, Call[_R]],
 ) -> Callable[Concatenate[AsyncClient, _P], Coroutine[Any, Any, _R]]:
@@ -243,7 +258,7 @@ class AsyncClient(ClientBase):
                         raise
                     if stop.is_set():
                         return None
-                    await asyncio.sleep(retrying.delay_or_raise(failure))
+                    await _pause(retrying.delay_or_raise(failure), stop)
                     if stop.is_set():
                         return None
                 except BaseException:
@@ -380,7 +395,7 @@ class AsyncClient(ClientBase):
             failure = await self._await_answer(call, deadline)
             if failure is None:
                 return call
-            await asyncio.sleep(retrying.delay_or_raise(failure))
+            await _pause(retrying.delay_or_raise(failure), stop)
         return None
 
     async def _await_answer(self, call: Any, deadline: float | None) -> KeyValueError | None:
