@@ -250,15 +250,27 @@ struct State {
     created: BTreeMap<Revision, Bytes>,
     /// The compacted revision.
     compacted: Revision,
-    /// An automatic compaction is under way: history below `compacted` is
-    /// left to drop, a little after each write.
-    trimming: bool,
     /// Granted leases and their TTLs.
     granted: HashMap<LeaseId, Duration>,
     /// The keys attached to each lease.
     lease_keys: HashMap<LeaseId, BTreeSet<Bytes>>,
     /// The last revision written.
     revision: Revision,
+}
+
+impl State {
+    /// Whether history below the compacted revision is still to drop (a
+    /// compaction under way): its oldest write or created keys are below it.
+    fn trimming(&self) -> bool {
+        let below = |revision: Revision| revision < self.compacted;
+        self.history
+            .first_key_value()
+            .is_some_and(|((revision, _), _)| below(*revision))
+            || self
+                .created
+                .first_key_value()
+                .is_some_and(|(revision, _)| below(*revision))
+    }
 }
 
 impl Shared {
@@ -306,7 +318,6 @@ impl MemoryStore {
             history: BTreeMap::new(),
             created: BTreeMap::new(),
             compacted: 0,
-            trimming: false,
             granted: HashMap::new(),
             lease_keys: HashMap::new(),
             revision: FIRST_REVISION,
@@ -334,7 +345,7 @@ impl MemoryStore {
     /// lock for about 0.1 s, a stall of every reader and writer.
     fn retain(&self, state: &mut State, written: usize) -> Result<(), StoreError> {
         let target = apply::retention_target(state.revision, state.compacted, self.keep);
-        if target.is_none() && !state.trimming {
+        if target.is_none() && !state.trimming() {
             return Ok(());
         }
         let current = state.revision;
@@ -345,12 +356,9 @@ impl MemoryStore {
         if let Some(target) = target {
             apply::compact(&mut view, target, current)?;
             self.hub.compacted_to(target);
-            // Set before the chunk: a chunk that fails is tried again.
-            view.state.trimming = true;
         }
         let budget = TRIM_PER_WRITE.max(written.saturating_mul(4));
-        let done = apply::compact_chunk(&mut view, budget)?;
-        state.trimming = !done;
+        apply::compact_chunk(&mut view, budget)?;
         Ok(())
     }
 
@@ -861,7 +869,7 @@ mod retention_tests {
             Err(StoreError::Compacted { .. })
         ));
         // ... but that write dropped one chunk, not the whole of it.
-        assert!(store.shared.read().trimming);
+        assert!(store.shared.read().trimming());
         assert!(
             history_len(&store) > 2 * keep - 2 * TRIM_PER_WRITE,
             "{} entries left",
@@ -871,7 +879,7 @@ mod retention_tests {
         // past what it held then.
         let peak = history_len(&store);
         let mut writes = 0;
-        while store.shared.read().trimming {
+        while store.shared.read().trimming() {
             store.put(key(i), Bytes::from_static(b"v")).await.unwrap();
             i += 1;
             writes += 1;
