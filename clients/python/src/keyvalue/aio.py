@@ -85,6 +85,21 @@ async def _pause(delay: float, stop: threading.Event | None) -> None:
         await asyncio.sleep(left if stop is None else min(left, _STOP_POLL))
 
 
+async def _checked(
+    call: Any, check: Callable[[], Coroutine[Any, Any, None]]
+) -> KeyValueError | None:
+    """Run ``check`` after ``call`` started; its failure cancels the call and is returned."""
+    try:
+        await check()
+    except KeyValueError as failure:
+        call.cancel()
+        return failure
+    except BaseException:
+        call.cancel()
+        raise
+    return None
+
+
 def unary(
     build: Callable[_P, Call[_R]],
 ) -> Callable[Concatenate[AsyncClient, _P], Coroutine[Any, Any, _R]]:
@@ -236,34 +251,17 @@ class AsyncClient(ClientBase):
         async def start() -> Any:
             return await self._start_stream("Watch", cursor.request(), deadline, policy)
 
+        async def check() -> None:
+            # A server behind what the watch has seen lost its history.
+            current = await self.run(
+                calls.current_revision(key, prefix=prefix, range_end=range_end, timeout=timeout)
+            )
+            cursor.check_server_revision(current, self.address)
+
         async def restart(stop: threading.Event) -> Any:
-            retrying = Retrying(policy, True)
-            while True:
-                call = await self._start_stream("Watch", cursor.request(), deadline, policy, stop)
-                if call is None:
-                    return None
-                try:
-                    current = await self.run(
-                        calls.current_revision(
-                            key, prefix=prefix, range_end=range_end, timeout=timeout
-                        )
-                    )
-                    cursor.check_server_revision(current, self.address)
-                    return call
-                except KeyValueError as failure:
-                    call.cancel()
-                    # The server went away again after the stream started (a
-                    # stream opened as it shut down): resume again, not fail.
-                    if not cursor.resumes_after(failure):
-                        raise
-                    if stop.is_set():
-                        return None
-                    await _pause(retrying.delay_or_raise(failure), stop)
-                    if stop.is_set():
-                        return None
-                except BaseException:
-                    call.cancel()
-                    raise
+            return await self._start_stream(
+                "Watch", cursor.request(), deadline, policy, stop, check
+            )
 
         watch = AsyncWatch(await start(), self._config.address.target, cursor, restart)
         if resume:
@@ -381,18 +379,23 @@ class AsyncClient(ClientBase):
         deadline: float | None,
         policy: RetryPolicy | None,
         stop: threading.Event | None = None,
+        check: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> Any:
         """Start a server-streaming call and wait for its headers, retrying a failed start.
 
-        Returns ``None`` once ``stop`` is set (a watch cancelled while it resumes).
+        ``check`` as in :meth:`keyvalue.Client._start_stream`. Returns ``None``
+        once ``stop`` is set (a watch cancelled while it resumes).
 
         Raises:
-            KeyValueError: The call failed at once, or did not start in time.
+            KeyValueError: The call or its check failed at once, or did not
+                start in time.
         """
         retrying = Retrying(policy, True)  # starting a stream reads
         while stop is None or not stop.is_set():
             call = self._open_stream(method, request)
             failure = await self._await_answer(call, deadline)
+            if failure is None and check is not None:
+                failure = await _checked(call, check)
             if failure is None:
                 return call
             await _pause(retrying.delay_or_raise(failure), stop)

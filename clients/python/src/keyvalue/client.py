@@ -72,6 +72,20 @@ __all__ = ["DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "Client", "StrPath"]
 _STOP_POLL = 0.1
 """Seconds between looks at whether a resuming watch was cancelled meanwhile."""
 
+
+def _checked(call: Any, check: Callable[[], None]) -> KeyValueError | None:
+    """Run ``check`` after ``call`` started; its failure cancels the call and is returned."""
+    try:
+        check()
+    except KeyValueError as failure:
+        call.cancel()
+        return failure
+    except BaseException:
+        call.cancel()
+        raise
+    return None
+
+
 _R = TypeVar("_R")
 _P = ParamSpec("_P")
 # A key type: Mapping is invariant in its keys, so dict[str, ...] needs a TypeVar.
@@ -330,34 +344,15 @@ class Client(ClientBase):
         def start() -> Any:
             return self._start_stream("Watch", cursor.request(), deadline, policy)
 
+        def check() -> None:
+            # A server behind what the watch has seen lost its history.
+            current = self.run(
+                calls.current_revision(key, prefix=prefix, range_end=range_end, timeout=timeout)
+            )
+            cursor.check_server_revision(current, self.address)
+
         def restart(stop: threading.Event) -> Any:
-            retrying = Retrying(policy, True)
-            while True:
-                call = self._start_stream("Watch", cursor.request(), deadline, policy, stop)
-                if call is None:
-                    return None
-                try:
-                    current = self.run(
-                        calls.current_revision(
-                            key, prefix=prefix, range_end=range_end, timeout=timeout
-                        )
-                    )
-                    cursor.check_server_revision(current, self.address)
-                    return call
-                except KeyValueError as failure:
-                    call.cancel()
-                    # The server went away again after the stream started (a
-                    # stream opened as it shut down): resume again, not fail.
-                    if not cursor.resumes_after(failure):
-                        raise
-                    if stop.is_set():
-                        return None
-                    stop.wait(retrying.delay_or_raise(failure))
-                    if stop.is_set():
-                        return None
-                except BaseException:
-                    call.cancel()
-                    raise
+            return self._start_stream("Watch", cursor.request(), deadline, policy, stop, check)
 
         watch = Watch(start(), self._config.address.target, cursor, restart)
         if resume:
@@ -598,20 +593,27 @@ class Client(ClientBase):
         deadline: float | None,
         policy: RetryPolicy | None,
         stop: threading.Event | None = None,
+        check: Callable[[], None] | None = None,
     ) -> Any:
         """Start a server-streaming call of ``keyvalue.v1.KV`` and wait for its answer.
 
         Returns the call once the server has answered with headers (for a
-        watch: once it is registered), retrying a failed start as allowed;
+        watch: once it is registered) and ``check`` (a read that must follow
+        the start, such as a resumed watch's look at the server's revision)
+        passed, retrying a failed start or check as allowed: a stream can
+        start on a server as it shuts down, which is gone by the check.
         ``None`` as soon as ``stop`` is set (a watch cancelled while it resumes).
 
         Raises:
-            KeyValueError: The call failed at once, or did not start in time.
+            KeyValueError: The call or its check failed at once, or did not
+                start in time.
         """
         retrying = Retrying(policy, True)  # starting a stream reads
         while stop is None or not stop.is_set():
             call = self._open_stream(method, request)
             failure = self._await_answer(call, deadline, stop)
+            if failure is None and check is not None:
+                failure = _checked(call, check)
             if failure is None:
                 return call
             if stop is not None and stop.is_set():
