@@ -76,6 +76,8 @@ macro_rules! conformance_suite {
             a_whole_read_past_its_cap_is_refused,
             paging_at_one_revision_while_writers_change_the_keys_sees_one_snapshot,
             compaction_under_concurrent_reads_and_watches,
+            reads_and_replays_span_flushes_at_every_revision,
+            a_lease_whose_keys_span_a_flush_is_listed_and_revoked_whole,
         );
     };
     (@checks $make_store:expr; $($check:ident),* $(,)?) => {
@@ -1135,6 +1137,81 @@ pub(crate) async fn reads_at_every_revision_of_a_scripted_history_equal_a_model<
         .await
         .unwrap();
     assert_eq!(now.kvs.len(), model.states.last().unwrap().len());
+}
+
+/// Flushes (on disk: checkpoints, which move the memtable's writes into the
+/// database) every third step, so that reads at past revisions and a
+/// watch's replay cross the line between the two; the replay must equal
+/// the memory store's of the same script.
+pub(crate) async fn reads_and_replays_span_flushes_at_every_revision<S: Store>(store: Arc<S>) {
+    let steps = scripted_history(60);
+    let reference = crate::storage::MemoryStore::new();
+    let mut model = Model::new();
+    for (i, step) in steps.iter().enumerate() {
+        let ops = match step {
+            Step::Put(key, value) => vec![put_op(key, value)],
+            Step::Delete(range) => vec![delete_op(range.clone())],
+            Step::Txn(ops) => ops.clone(),
+        };
+        let result = store.txn(Txn::of(ops.clone())).await.unwrap();
+        reference.txn(Txn::of(ops.clone())).await.unwrap();
+        let wrote = model.apply(&ops);
+        assert_eq!(result.revision, model.current(), "{step:?} wrote: {wrote}");
+        if i % 3 == 0 {
+            store.flush().await.unwrap();
+        }
+    }
+    for revision in 1..=model.current() {
+        check_reads_at(&*store, &model, revision).await;
+    }
+    let last = model.current();
+    for from in [1, last / 3, last / 2, last] {
+        assert_eq!(
+            watched(&*store, from, last).await,
+            watched(&reference, from, last).await,
+            "a replay from revision {from}"
+        );
+    }
+}
+
+/// A lease's keys written before and after a flush, one of them moved off
+/// the lease after it: listed and revoked as one set.
+pub(crate) async fn a_lease_whose_keys_span_a_flush_is_listed_and_revoked_whole<S: Store>(
+    store: Arc<S>,
+) {
+    let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap().id;
+    store
+        .txn(Txn::of(vec![leased("l/1", lease), leased("l/2", lease)]))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    store.put(bytes("l/1"), bytes("free")).await.unwrap();
+    store
+        .txn(Txn::of(vec![leased("l/3", lease)]))
+        .await
+        .unwrap();
+    let every = KeyRange::prefix(Bytes::new());
+    let (listed, more) = store.lease_keys(lease, every.clone(), 10).await.unwrap();
+    assert_eq!((listed, more), (vec![bytes("l/2"), bytes("l/3")], false));
+    let granted = store.lease_ids().await.unwrap();
+    assert!(granted.contains(&lease), "{granted:?}");
+    assert_eq!(store.lease_revoke(lease).await.unwrap().0, 2);
+    for flushed in [false, true] {
+        if flushed {
+            store.flush().await.unwrap();
+        }
+        assert_eq!(
+            store.get(b"l/1", 0).await.unwrap().unwrap().value,
+            bytes("free")
+        );
+        assert_eq!(store.get(b"l/2", 0).await.unwrap(), None);
+        assert_eq!(store.get(b"l/3", 0).await.unwrap(), None);
+        assert!(!store.lease_ids().await.unwrap().contains(&lease));
+        assert_eq!(
+            store.lease_revoke(lease).await.unwrap_err(),
+            StoreError::LeaseNotFound(lease)
+        );
+    }
 }
 
 /// The events of a watch of everything from `from`, up to `to`.

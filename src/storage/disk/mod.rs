@@ -27,6 +27,7 @@ mod committer;
 mod database;
 mod keyspace;
 mod log_format;
+mod memtable;
 #[cfg(test)]
 mod power_loss;
 mod record_format;
