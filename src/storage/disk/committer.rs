@@ -1,21 +1,23 @@
-//! Group commit: the one thread that writes to the database.
+//! Group commit: the one thread that writes.
 //!
 //! Every write becomes a [`Command`] on a channel. The committer thread takes
 //! the first waiting command, then everything else that queued up behind it
-//! (up to [`MAX_BATCH`]), applies the whole batch in one write transaction and
-//! commits it once. While one commit waits for its fsync, new writes queue, and
-//! the next commit takes them all: under 64 concurrent clients one fsync serves
-//! dozens of writes, with 1 client it serves one, and no write waits for a timer.
+//! (up to [`MAX_BATCH`]), applies the whole batch to the memtable (see
+//! `memtable`: the writes since the last checkpoint, in memory over the
+//! database) and logs it once. While one batch waits for its fsync, new
+//! writes queue, and the next batch takes them all: under 64 concurrent
+//! clients one fsync serves dozens of writes, with 1 client it serves one,
+//! and no write waits for a timer.
 //!
-//! Every commit skips redb's fsync (`Durability::None`). With
-//! [`SyncPolicy::Always`] the batch's mutations are then appended to the
+//! With [`SyncPolicy::Always`] the batch's mutations are appended to the
 //! write-ahead log as one record and fdatasynced (see `wal`), and only then
-//! is the snapshot holding the commit published to readers and the writes
-//! acknowledged: every acknowledged write is on stable storage. A
-//! checkpoint (a durable redb commit) follows within [`CHECKPOINT_INTERVAL`]
-//! and the log starts again. With [`SyncPolicy::Interval`] there is no log:
-//! a commit is acknowledged at once and a durable one follows at most
-//! `interval` later, which bounds what a crash can lose.
+//! does the batch enter the memtable, is the snapshot holding it published
+//! to readers and are the writes acknowledged: every acknowledged write is
+//! on stable storage. A checkpoint (the memtable written into one durable
+//! redb commit) follows within [`CHECKPOINT_INTERVAL`] and the log starts
+//! again. With [`SyncPolicy::Interval`] there is no log: a batch is
+//! acknowledged at once and a checkpoint follows at most `interval` later,
+//! which bounds what a crash can lose.
 //!
 //! Being the only writer also makes the thread the owner of the store-wide
 //! revision: it numbers writes in the order it applies them, so revisions are
@@ -28,10 +30,11 @@
 //! storage failure fails the whole batch.
 //!
 //! Compaction is the committer's too, as in etcd: the compacted revision is
-//! committed first (from then on reads below it fail), then the history
-//! below it goes in chunks of [`COMPACT_CHUNK`] entries, one small commit
-//! after each batch of writes or whenever no write waits, so that a large
-//! compaction never holds writers back. A restart resumes it.
+//! set first, in a batch (from then on reads below it fail), then, once a
+//! checkpoint has written it to the database, the history below it goes in
+//! chunks of [`COMPACT_CHUNK`] entries, one small redb commit after each
+//! batch of writes or whenever no write waits, so that a large compaction
+//! never holds writers back. A restart resumes it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
