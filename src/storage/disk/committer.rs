@@ -1030,6 +1030,7 @@ impl Worker {
             return Ok(());
         }
         let logged = self.policy == SyncPolicy::Always;
+        let began = Instant::now();
         let result = self.db.current().and_then(|db| {
             let txn = db.begin_write().map_err(storage_error)?;
             let compacted = {
@@ -1041,7 +1042,14 @@ impl Worker {
                 }
                 compacted
             };
+            let applied = began.elapsed();
             txn.commit().map_err(storage_error)?;
+            debug!(
+                writes = self.memtable.writes(),
+                applied_us = applied.as_micros() as u64,
+                total_us = began.elapsed().as_micros() as u64,
+                "checkpointed the memtable"
+            );
             Ok(compacted)
         });
         let compacted = match result {

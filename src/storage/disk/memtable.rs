@@ -77,6 +77,11 @@ impl Memtable {
         self.read().bytes
     }
 
+    /// Calls it makes in the database at a checkpoint (its writes).
+    pub(super) fn writes(&self) -> usize {
+        self.read().effects.len()
+    }
+
     /// Keys it created (that the database holds no slot for).
     pub(super) fn created_keys(&self) -> u64 {
         self.read().created_keys
