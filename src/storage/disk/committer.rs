@@ -341,6 +341,8 @@ struct Worker {
     db: Arc<DbHandle>,
     /// The compacted revision of everything applied (in the memtable too).
     applied_compacted: Revision,
+    /// The checkpoints committed (as the database's meta counts them).
+    checkpoints: u64,
     leases: Arc<Leases>,
     hub: Arc<WatchHub>,
     /// The last revision handed out and committed.
@@ -432,12 +434,16 @@ impl Worker {
         let base = db
             .fresh_base()
             .map_err(|e| OpenError(format!("cannot read {}: {e}", db.dir().display())))?;
+        let checkpoints = base
+            .checkpoints()
+            .map_err(|e| OpenError(format!("cannot read {}: {e}", db.dir().display())))?;
         Ok(Worker {
             counters,
             db,
             base: Some(base),
             memtable: Arc::default(),
             applied_compacted: compacted,
+            checkpoints,
             leases,
             hub,
             revision,
@@ -827,18 +833,23 @@ impl Worker {
         })?;
         let memtable = Arc::clone(&self.memtable);
         let leases = Arc::clone(&self.leases);
-        let mut view = BatchView::open(&memtable, &base, &leases, self.applied_compacted);
-        if let Some(replayed) = &replayed {
-            view = view.replaying(replayed.expired);
-        }
-        let result = self.apply_in(&mut view, mutations, replayed);
-        let result = result.map(|(results, retained)| Applied {
-            results,
-            expired: view.expired(),
-            retained,
-            compacted: view.compacted().unwrap_or(self.applied_compacted),
-            staged: view.into_staged(),
-        });
+        let result = {
+            let mut view = BatchView::open(&memtable, &base, &leases, self.applied_compacted);
+            if let Some(replayed) = &replayed {
+                view = view.replaying(replayed.expired);
+            }
+            let result = self.apply_in(&mut view, mutations, replayed);
+            result.map(|(results, retained)| Applied {
+                results,
+                expired: view.expired(),
+                retained,
+                compacted: view.compacted().unwrap_or(self.applied_compacted),
+                staged: view.into_staged(),
+            })
+        };
+        // Before a failure's reopen, which waits for every reader of the
+        // database: the base is one.
+        drop(base);
         if result.is_err() {
             self.revision = start;
             self.retained = None;
@@ -861,6 +872,7 @@ impl Worker {
         let mut results = Vec::new();
         for mutation in mutations {
             let current = self.revision;
+            view.at_revision(current);
             let result = match mutation {
                 Mutation::Txn(txn) => apply::apply(view, txn, current).map(|applied| {
                     let revision = applied.result.revision;
@@ -923,7 +935,11 @@ impl Worker {
     /// Reopens the database if an earlier commit left it refusing writes,
     /// then makes the memtable durable. The reopen drops only what redb had
     /// not made durable, which is a compaction's chunks at most (done
-    /// again): every write since the last checkpoint is in the memtable.
+    /// again): every write since the last checkpoint is in the memtable,
+    /// unless the checkpoint that failed is in the file all the same (its
+    /// commit landed, then its fsync reported an error): then the memtable
+    /// must not be written a second time (each write would replace itself),
+    /// and is dropped. Either way a durable commit follows.
     fn recover(&mut self) -> Result<(), StoreError> {
         if !self.needs_reopen {
             return Ok(());
@@ -935,11 +951,21 @@ impl Worker {
         self.base = None;
         self.db.reopen()?;
         warn!("the data dir was reopened after a disk error");
-        self.base = Some(self.db.fresh_base()?);
+        let base = self.db.fresh_base()?;
+        let found = base.checkpoints()?;
+        if found > self.checkpoints {
+            warn!(
+                "the checkpoint that reported a disk error is in the data dir: not written again"
+            );
+            self.checkpoints = found;
+            self.memtable = Arc::default();
+        }
+        self.base = Some(base);
         self.compacting = true;
         // Everything in it is logged: reads may go on from it at once.
         self.publish();
         self.needs_reopen = false;
+        self.unsynced_since.get_or_insert_with(Instant::now);
         self.checkpoint()
     }
 
@@ -957,8 +983,9 @@ impl Worker {
         )));
     }
 
-    /// `RESOURCE_EXHAUSTED` unless the file system has room for the batch
-    /// and the reserve, so a full disk refuses writes before redb fails.
+    /// `RESOURCE_EXHAUSTED` unless the file system has room for the batch,
+    /// the next checkpoint and the reserve, so a full disk refuses writes
+    /// before redb fails.
     fn check_free_space<'a>(
         &self,
         mutations: impl Iterator<Item = &'a Mutation>,
@@ -982,6 +1009,9 @@ impl Worker {
             };
             needed + written
         });
+        // And the next checkpoint's, which writes the memtable's values and
+        // keys with their history (about twice what the memtable holds).
+        let needed = needed + 2 * self.memtable.bytes();
         let free = self.db.free_bytes()?;
         if free < needed {
             return Err(StoreError::ResourceExhausted(format!(
@@ -1037,6 +1067,7 @@ impl Worker {
                 let mut view = WriteView::open(&txn, &self.leases)?;
                 let compacted = self.memtable.flush_into(&mut view)?;
                 view.set_revision(self.revision)?;
+                view.set_checkpoints(self.checkpoints + 1)?;
                 if logged {
                     view.set_log_seq(self.log_seq)?;
                 }
@@ -1061,6 +1092,7 @@ impl Worker {
         };
         // The database holds it all: never flushed twice. Until the new
         // base is open, reads go on from the last snapshot published.
+        self.checkpoints += 1;
         self.memtable = Arc::default();
         self.unsynced_since = None;
         self.log.restart();

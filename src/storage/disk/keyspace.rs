@@ -24,7 +24,7 @@ use bytes::Bytes;
 use redb::{Database, ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::memtable::{self, Layered, Memtable, Tables};
-use super::record_format::{self, META_COMPACTED, META_LOG_SEQ, META_REVISION};
+use super::record_format::{self, META_CHECKPOINTS, META_COMPACTED, META_LOG_SEQ, META_REVISION};
 use super::{META, RECORDS, storage_error};
 use crate::storage::apply::{Changes, Kept, Keyspace, KeyspaceRead, Slot, Values};
 use crate::storage::created;
@@ -281,6 +281,11 @@ impl Base {
 
     pub(super) fn compacted(&self) -> Result<Revision, StoreError> {
         Ok(read_revision(&self.meta, META_COMPACTED)?.unwrap_or(0))
+    }
+
+    /// The checkpoints committed (see `META_CHECKPOINTS`).
+    pub(super) fn checkpoints(&self) -> Result<u64, StoreError> {
+        Ok(read_revision(&self.meta, META_CHECKPOINTS)?.unwrap_or(0))
     }
 
     pub(super) fn lease_keys_in(
@@ -556,6 +561,14 @@ impl<'txn> WriteView<'txn> {
     pub(super) fn set_log_seq(&mut self, seq: u64) -> Result<(), StoreError> {
         self.meta
             .insert(META_LOG_SEQ, seq.to_le_bytes().as_slice())
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    /// Records the number of checkpoints committed, this one included.
+    pub(super) fn set_checkpoints(&mut self, count: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert(META_CHECKPOINTS, count.to_le_bytes().as_slice())
             .map_err(storage_error)?;
         Ok(())
     }

@@ -149,10 +149,13 @@ pub(super) struct Tables {
     /// The keys each revision created, packed (`storage::created`).
     created: BTreeMap<Revision, Bytes>,
     created_keys: u64,
-    /// Leases granted (`Some`) or removed (`None`).
-    leases: BTreeMap<LeaseId, Option<Duration>>,
-    /// Rows of the lease → key index added (`true`) or removed (`false`).
-    lease_keys: BTreeMap<(LeaseId, Bytes), bool>,
+    /// Leases granted (`Some`) or removed (`None`), each change with the
+    /// revision it was made at, oldest first (a reader at an earlier
+    /// revision must not see it: a backup lists a snapshot's leases).
+    leases: BTreeMap<LeaseId, Vec<(Revision, Option<Duration>)>>,
+    /// Rows of the lease → key index added (`true`) or removed (`false`),
+    /// the same way.
+    lease_keys: BTreeMap<(LeaseId, Bytes), Vec<(Revision, bool)>>,
     effects: Vec<Effect>,
     bytes: u64,
 }
@@ -173,8 +176,12 @@ impl Tables {
         }
         self.created.extend(staged.created);
         self.created_keys += staged.created_keys;
-        self.leases.extend(staged.leases);
-        self.lease_keys.extend(staged.lease_keys);
+        for (id, changes) in staged.leases {
+            self.leases.entry(id).or_default().extend(changes);
+        }
+        for (row, changes) in staged.lease_keys {
+            self.lease_keys.entry(row).or_default().extend(changes);
+        }
         self.effects.extend(staged.effects);
         self.bytes += staged.bytes;
     }
@@ -216,6 +223,15 @@ impl Tables {
         });
         (out, next)
     }
+}
+
+/// The last of `changes` (oldest first) made at revision `at` or before.
+fn change_at<T: Copy>(changes: &[(Revision, T)], at: Revision) -> Option<T> {
+    changes
+        .iter()
+        .rev()
+        .find(|(revision, _)| *revision <= at)
+        .map(|(_, change)| *change)
 }
 
 /// The version `slot`, with its value dropped for [`Values::Skipped`].
@@ -423,16 +439,17 @@ pub(super) fn lease_keys_in<L: Layered>(
         return Ok(());
     };
     // The rows changed since the base, oldest layer first (newer win).
+    let at = layers.at();
     let changed: BTreeMap<Bytes, bool> = layers.with_layers(|tables| {
         let mut changed = BTreeMap::new();
         for layer in tables.iter().rev() {
             let from = (id, Bytes::copy_from_slice(start_key(start)));
-            for ((row_id, key), added) in layer.lease_keys.range(from..) {
+            for ((row_id, key), changes) in layer.lease_keys.range(from..) {
                 if *row_id != id || !before_end(key, end) {
                     break;
                 }
-                if after_start(key, start) {
-                    changed.insert(key.clone(), *added);
+                if let Some(added) = change_at(changes, at).filter(|_| after_start(key, start)) {
+                    changed.insert(key.clone(), added);
                 }
             }
         }
@@ -492,10 +509,12 @@ fn before_end(key: &[u8], end: Bound<&[u8]>) -> bool {
 }
 
 pub(super) fn lease_granted<L: Layered>(layers: &L, id: LeaseId) -> Result<bool, StoreError> {
+    let at = layers.at();
     let found = layers.with_layers(|tables| {
-        tables
-            .iter()
-            .find_map(|layer| layer.leases.get(&id).map(Option::is_some))
+        tables.iter().find_map(|layer| {
+            let changes = layer.leases.get(&id)?;
+            change_at(changes, at).map(|ttl| ttl.is_some())
+        })
     });
     match found {
         Some(granted) => Ok(granted),
@@ -509,12 +528,14 @@ pub(super) fn granted_leases<L: Layered>(
 ) -> Result<Vec<(LeaseId, Duration)>, StoreError> {
     let mut granted: BTreeMap<LeaseId, Duration> =
         layers.base().granted_leases()?.into_iter().collect();
+    let at = layers.at();
     layers.with_layers(|tables| {
         for layer in tables.iter().rev() {
-            for (id, ttl) in &layer.leases {
-                match ttl {
-                    Some(ttl) => granted.insert(*id, *ttl),
-                    None => granted.remove(id),
+            for (id, changes) in &layer.leases {
+                match change_at(changes, at) {
+                    Some(Some(ttl)) => granted.insert(*id, ttl),
+                    Some(None) => granted.remove(id),
+                    None => None,
                 };
             }
         }
@@ -532,6 +553,8 @@ pub(super) struct BatchView<'a> {
     leases: &'a Leases,
     liveness: Liveness,
     compacted: Revision,
+    /// The revision the batch is at: what its lease changes are made at.
+    revision: Revision,
 }
 
 impl<'a> BatchView<'a> {
@@ -550,7 +573,13 @@ impl<'a> BatchView<'a> {
             leases,
             liveness: Liveness::Clock(Default::default()),
             compacted,
+            revision: 0,
         }
+    }
+
+    /// The store's revision before the next mutation.
+    pub(super) fn at_revision(&mut self, current: Revision) {
+        self.revision = current;
     }
 
     /// Replays a transaction: leases are live unless in `expired`.
@@ -575,7 +604,8 @@ impl<'a> BatchView<'a> {
         if lease_granted(self, id)? {
             return Ok(false);
         }
-        self.staged.leases.insert(id, Some(ttl));
+        let change = (self.revision, Some(ttl));
+        self.staged.leases.entry(id).or_default().push(change);
         self.staged.effects.push(Effect::Grant { id, ttl });
         Ok(true)
     }
@@ -649,15 +679,16 @@ impl Keyspace for BatchView<'_> {
     ) -> Result<(), StoreError> {
         let old_lease = previous.and_then(Slot::live).map_or(0, |p| p.lease);
         let new_lease = slot.live().map_or(0, |r| r.lease);
+        self.revision = self.revision.max(slot.revision());
+        let mut row = |lease, added| {
+            let changes = self.staged.lease_keys.entry((lease, key.clone()));
+            changes.or_default().push((slot.revision(), added));
+        };
         if old_lease != 0 && old_lease != new_lease {
-            self.staged
-                .lease_keys
-                .insert((old_lease, key.clone()), false);
+            row(old_lease, false);
         }
         if new_lease != 0 && old_lease != new_lease {
-            self.staged
-                .lease_keys
-                .insert((new_lease, key.clone()), true);
+            row(new_lease, true);
         }
         if let Some(Kept { end, seq }) = kept {
             // The full version replaced (the caller's may lack its value).
@@ -724,9 +755,11 @@ impl Keyspace for BatchView<'_> {
             ControlFlow::Continue(())
         })?;
         for key in rows {
-            self.staged.lease_keys.insert((id, key), false);
+            let changes = self.staged.lease_keys.entry((id, key)).or_default();
+            changes.push((self.revision, false));
         }
-        self.staged.leases.insert(id, None);
+        let changes = self.staged.leases.entry(id).or_default();
+        changes.push((self.revision, None));
         self.staged.effects.push(Effect::RemoveLease(id));
         Ok(())
     }

@@ -1109,4 +1109,55 @@ mod tests {
             .unwrap();
         assert!(error.to_string().contains("in use"), "{error}");
     }
+
+    /// a published snapshot at revision R answers for R, also for
+    /// leases: a revoke (or a new leased put) committed after R must not
+    /// change what the old snapshot lists. `Store::snapshot` (the backup)
+    /// reads `granted_leases` from such a snapshot after handing it to a
+    /// blocking task; a revoke committed in between gives a backup whose
+    /// records at R carry a lease the backup does not hold.
+    #[tokio::test]
+    async fn a_snapshot_reads_the_leases_at_its_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap().id;
+        let leased = |key: &str| {
+            Txn::of(vec![Op::Put {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                value: Bytes::from("v"),
+                lease,
+                prev: false,
+            }])
+        };
+        store.txn(leased("k1")).await.unwrap();
+        // A checkpoint now, so that none comes (a second later) between the
+        // snapshot and the writes after it: they go to the snapshot's memtable.
+        store.flush().await.unwrap();
+        let before = store.db.snapshot().unwrap();
+        store.txn(leased("k2")).await.unwrap();
+        store.lease_revoke(lease).await.unwrap();
+        let view = ReadView::of(before, &store.leases);
+        // At R, k1 holds a record with the lease...
+        assert!(matches!(view.latest(b"k1").unwrap(), Some(Slot::Live(r)) if r.lease == lease));
+        assert_eq!(view.latest(b"k2").unwrap(), None);
+        // ...so the lease is granted at R, with k1 (and only k1) on it.
+        let mut keys = Vec::new();
+        view.lease_keys_in(lease, &KeyRange::prefix(Bytes::new()), &mut |key| {
+            keys.push(String::from_utf8_lossy(key).into_owned());
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        let granted: Vec<LeaseId> = view
+            .granted_leases()
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(
+            (granted, keys),
+            (vec![lease], vec!["k1".to_owned()]),
+            "the snapshot at revision {} sees the leases of later commits",
+            view.revision().unwrap()
+        );
+    }
 }

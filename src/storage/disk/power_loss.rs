@@ -57,6 +57,9 @@ struct Power {
     off: bool,
     /// Syncs of the file of this name fail (the power stays on).
     failing: Option<String>,
+    /// a failing sync keeps what was written (the OS page cache
+    /// still holds it, as Linux does after a failed writeback).
+    keeping: bool,
     /// What the files held at their last sync, by inode.
     files: HashMap<u64, Unsynced>,
 }
@@ -80,6 +83,7 @@ pub(super) fn arm(dir: &Path, cut_at: u64, cut: Cut) {
         cut,
         off: false,
         failing: None,
+        keeping: false,
         files: HashMap::new(),
     };
     let mut armed = ARMED.lock().unwrap();
@@ -115,7 +119,20 @@ pub(super) fn kill(dir: &Path) {
 pub(super) fn fail_syncs(dir: &Path, name: Option<&str>) {
     let armed = ARMED.lock().unwrap();
     let (_, power) = armed.iter().find(|(armed, _)| armed == dir).expect("armed");
-    power.lock().unwrap().failing = name.map(str::to_owned);
+    let mut power = power.lock().unwrap();
+    power.failing = name.map(str::to_owned);
+    power.keeping = false;
+}
+
+/// from now on every sync of the file `name` in `dir` reports a
+/// failure, but what was written stays in the file (a failed fsync whose
+/// pages the OS still serves, or a commit that failed after its data landed).
+pub(super) fn fail_syncs_keeping(dir: &Path, name: &str) {
+    let armed = ARMED.lock().unwrap();
+    let (_, power) = armed.iter().find(|(armed, _)| armed == dir).expect("armed");
+    let mut power = power.lock().unwrap();
+    power.failing = Some(name.to_owned());
+    power.keeping = true;
 }
 
 /// The simulated file for the database file at `path`, if its dir is armed.
@@ -276,6 +293,9 @@ impl StorageBackend for SimFile {
         let mut power = self.power.lock().unwrap();
         if power.off {
             return Err(power_off());
+        }
+        if power.failing.as_ref() == Some(&self.name) && power.keeping {
+            return Err(io::Error::other("the disk reported this sync failed"));
         }
         if power.failing.as_ref() == Some(&self.name) {
             // What the disk could not sync, it lost.
@@ -1023,5 +1043,102 @@ mod tests {
             );
         }
         assert_eq!(store.put(key(5), value(5)).await.unwrap(), 7);
+    }
+
+    /// a read error while a batch is applied (the disk went away:
+    /// every read of a page not cached fails) must fail the batch, not hang
+    /// the committer. `Worker::apply` keeps its clone of the base (an
+    /// `Arc<Database>` holder) alive while `note_failure` -> `recover` ->
+    /// `DbHandle::reopen` waits for every holder to let go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_error_in_a_batch_fails_it_and_does_not_hang_the_committer() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+            // More than redb's cache (64 MiB) holds.
+            let big = Bytes::from(vec![b'x'; 2 << 20]);
+            for i in 0..50 {
+                store.put(key(i), big.clone()).await.unwrap();
+            }
+        }
+        arm(dir.path(), u64::MAX, Cut::DropAll);
+        let store = DiskStore::open(dir.path(), SyncPolicy::Always).unwrap();
+        kill(dir.path());
+        // A key whose page is not in redb's cache: its read fails.
+        let mut missed = None;
+        for i in 0..50 {
+            if store.get(&key(i), 0).await.is_err() {
+                missed = Some(i);
+                break;
+            }
+        }
+        let missed = missed.expect("every page cached");
+        let put =
+            tokio::time::timeout(Duration::from_secs(10), store.put(key(missed), value(1))).await;
+        let hung = put.is_err();
+        if hung {
+            // Dropping would join the committer thread, which never returns.
+            std::mem::forget(store);
+        }
+        disarm(dir.path());
+        assert!(
+            !hung,
+            "the write hung: the committer waits forever in DbHandle::reopen"
+        );
+        let refused = put.unwrap().unwrap_err();
+        assert!(
+            matches!(refused, crate::storage::StoreError::Unavailable(_)),
+            "{refused}"
+        );
+    }
+
+    /// a checkpoint whose commit reported an error although its
+    /// data landed (a failed fsync of pages the OS still holds) must not be
+    /// written again over itself after the reopen: the second flush of the
+    /// memtable records each key's own new version as what it replaced,
+    /// and a read at an older revision walks back in a loop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_that_landed_despite_its_error_is_not_flushed_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        arm(dir.path(), u64::MAX, Cut::DropAll);
+        let store = Arc::new(DiskStore::open(dir.path(), SyncPolicy::Always).unwrap());
+        let first = store.put(key(0), Bytes::from("v1")).await.unwrap();
+        store.flush().await.unwrap();
+        let second = store.put(key(0), Bytes::from("v2")).await.unwrap();
+        fail_syncs_keeping(dir.path(), crate::storage::disk::DB_FILE);
+        assert!(
+            store.flush().await.is_err(),
+            "the checkpoint reports its error"
+        );
+        fail_syncs(dir.path(), None);
+        // The next write reopens the database and checkpoints the memtable.
+        store.put(key(1), value(1)).await.unwrap();
+        let latest = store.get(&key(0), 0).await.unwrap().unwrap();
+        assert_eq!(
+            (latest.value.clone(), latest.mod_revision),
+            (Bytes::from("v2"), second)
+        );
+        // A clean restart: what the database file holds.
+        drop(store);
+        disarm(dir.path());
+        let store = Arc::new(DiskStore::open(dir.path(), SyncPolicy::Always).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = Arc::clone(&store);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let _ = tx.send(rt.block_on(reader.get(&key(0), first)));
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(found) => assert_eq!(found.unwrap().unwrap().value, Bytes::from("v1")),
+            Err(_) => {
+                std::mem::forget(store);
+                panic!(
+                    "after a restart, a read of key 0 at revision {first} loops forever: the \
+                     database's history says the write at {second} replaced itself"
+                );
+            }
+        }
     }
 }
