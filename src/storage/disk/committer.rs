@@ -67,6 +67,11 @@ use crate::storage::{COMMIT_LATENCY_BOUNDS, Revision, StoreError};
 /// [`CHECKPOINT_INTERVAL`] flushes them.
 const MEMTABLE_BYTES: u64 = 8 << 20;
 
+/// Writes the memtable holds at most before a checkpoint: a checkpoint
+/// stops the committer while it writes them into redb (about 2 µs each),
+/// so this bounds that pause (about 20 ms) under a heavy write load.
+const MEMTABLE_WRITES: usize = 4096;
+
 /// A mutation applied but not yet committed: what to do once it is.
 enum Pending {
     Txn(TxnResult),
@@ -681,6 +686,7 @@ impl Worker {
             .is_some_and(|deadline| deadline <= Instant::now())
             || self.log.written() > wal::CHECKPOINT_BYTES
             || self.memtable.bytes() > MEMTABLE_BYTES
+            || self.memtable.writes() > MEMTABLE_WRITES
         {
             self.sync_logged();
         }
