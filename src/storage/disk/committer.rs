@@ -1,23 +1,21 @@
-//! Group commit: the one thread that writes.
+//! Group commit: the one thread that writes to the database.
 //!
 //! Every write becomes a [`Command`] on a channel. The committer thread takes
 //! the first waiting command, then everything else that queued up behind it
-//! (up to [`MAX_BATCH`]), applies the whole batch to the memtable (see
-//! `memtable`: the writes since the last checkpoint, in memory over the
-//! database) and logs it once. While one batch waits for its fsync, new
-//! writes queue, and the next batch takes them all: under 64 concurrent
-//! clients one fsync serves dozens of writes, with 1 client it serves one,
-//! and no write waits for a timer.
+//! (up to [`MAX_BATCH`]), applies the whole batch in one write transaction and
+//! commits it once. While one commit waits for its fsync, new writes queue, and
+//! the next commit takes them all: under 64 concurrent clients one fsync serves
+//! dozens of writes, with 1 client it serves one, and no write waits for a timer.
 //!
-//! With [`SyncPolicy::Always`] the batch's mutations are appended to the
+//! Every commit skips redb's fsync (`Durability::None`). With
+//! [`SyncPolicy::Always`] the batch's mutations are then appended to the
 //! write-ahead log as one record and fdatasynced (see `wal`), and only then
-//! does the batch enter the memtable, is the snapshot holding it published
-//! to readers and are the writes acknowledged: every acknowledged write is
-//! on stable storage. A checkpoint (the memtable written into one durable
-//! redb commit) follows within [`CHECKPOINT_INTERVAL`] and the log starts
-//! again. With [`SyncPolicy::Interval`] there is no log: a batch is
-//! acknowledged at once and a checkpoint follows at most `interval` later,
-//! which bounds what a crash can lose.
+//! is the snapshot holding the commit published to readers and the writes
+//! acknowledged: every acknowledged write is on stable storage. A
+//! checkpoint (a durable redb commit) follows within [`CHECKPOINT_INTERVAL`]
+//! and the log starts again. With [`SyncPolicy::Interval`] there is no log:
+//! a commit is acknowledged at once and a durable one follows at most
+//! `interval` later, which bounds what a crash can lose.
 //!
 //! Being the only writer also makes the thread the owner of the store-wide
 //! revision: it numbers writes in the order it applies them, so revisions are
@@ -30,11 +28,10 @@
 //! storage failure fails the whole batch.
 //!
 //! Compaction is the committer's too, as in etcd: the compacted revision is
-//! set first, in a batch (from then on reads below it fail), then, once a
-//! checkpoint has written it to the database, the history below it goes in
-//! chunks of [`COMPACT_CHUNK`] entries, one small redb commit after each
-//! batch of writes or whenever no write waits, so that a large compaction
-//! never holds writers back. A restart resumes it.
+//! committed first (from then on reads below it fail), then the history
+//! below it goes in chunks of [`COMPACT_CHUNK`] entries, one small commit
+//! after each batch of writes or whenever no write waits, so that a large
+//! compaction never holds writers back. A restart resumes it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,13 +39,12 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::{Durability, ReadableDatabase};
+use redb::{Durability, ReadableDatabase, WriteTransaction};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::database::DbHandle;
-use super::keyspace::{self, Base, Snapshot, WriteView};
-use super::memtable::{BatchView, Memtable, Tables};
+use super::keyspace::{self, WriteView};
 use super::relay::{Answers, Reply};
 use super::wal::{self, Log};
 use super::{OpenError, SyncPolicy, log_format, storage_error};
@@ -59,18 +55,6 @@ use crate::storage::lease::{LeaseInfo, Leases};
 use crate::storage::ops::{Event, EventKind, LeaseId, Op, Txn, TxnResult};
 use crate::storage::watch::WatchHub;
 use crate::storage::{COMMIT_LATENCY_BOUNDS, Revision, StoreError};
-
-/// Bytes of keys and values the memtable holds at most before a
-/// checkpoint writes them to the database: the bound of what it adds to
-/// the server's memory (and the checkpoint's redb transaction as much
-/// again while it commits) when writes come faster than
-/// [`CHECKPOINT_INTERVAL`] flushes them.
-const MEMTABLE_BYTES: u64 = 8 << 20;
-
-/// Writes the memtable holds at most before a checkpoint: a checkpoint
-/// stops the committer while it writes them into redb (about 2 µs each),
-/// so this bounds that pause (about 20 ms) under a heavy write load.
-const MEMTABLE_WRITES: usize = 4096;
 
 /// A mutation applied but not yet committed: what to do once it is.
 enum Pending {
@@ -231,7 +215,10 @@ impl Committer {
             worker.revision = start;
             worker.hub.publish(start, Vec::new());
         }
-        worker.publish();
+        let snapshot = db
+            .fresh_snapshot()
+            .map_err(|e| OpenError(format!("cannot read {}: {e}", db.dir().display())))?;
+        db.publish(snapshot);
         let thread = std::thread::Builder::new()
             .name("kv-committer".into())
             .spawn(move || worker.run(queue))
@@ -335,19 +322,8 @@ fn stopped() -> StoreError {
 
 /// The state owned by the committer thread.
 struct Worker {
-    /// The database as of the last checkpoint (or compaction chunk), and
-    /// the writes since: what a batch applies over and reads see. (`None`
-    /// while the database is reopened, which waits for every reader.)
-    /// Declared before `db`, so dropped before it: the close waits for
-    /// every reader of the database.
-    base: Option<Arc<Base>>,
-    memtable: Arc<Memtable>,
     counters: Arc<CommitCounters>,
     db: Arc<DbHandle>,
-    /// The compacted revision of everything applied (in the memtable too).
-    applied_compacted: Revision,
-    /// The checkpoints committed (as the database's meta counts them).
-    checkpoints: u64,
     leases: Arc<Leases>,
     hub: Arc<WatchHub>,
     /// The last revision handed out and committed.
@@ -391,10 +367,6 @@ struct Applied {
     results: Vec<MutationResult>,
     expired: Vec<LeaseId>,
     retained: Option<Revision>,
-    /// What the batch wrote, for the memtable.
-    staged: Tables,
-    /// The compacted revision after it.
-    compacted: Revision,
 }
 
 /// Why a replay stopped.
@@ -436,19 +408,9 @@ impl Worker {
                 db.dir().join(wal::LOG_FILE).display()
             ))
         })?;
-        let base = db
-            .fresh_base()
-            .map_err(|e| OpenError(format!("cannot read {}: {e}", db.dir().display())))?;
-        let checkpoints = base
-            .checkpoints()
-            .map_err(|e| OpenError(format!("cannot read {}: {e}", db.dir().display())))?;
         Ok(Worker {
             counters,
             db,
-            base: Some(base),
-            memtable: Arc::default(),
-            applied_compacted: compacted,
-            checkpoints,
             leases,
             hub,
             revision,
@@ -530,11 +492,8 @@ impl Worker {
                 retained: batch.retained,
             };
             let applied = self
-                .apply(batch.mutations.iter(), Some(replayed))
+                .apply(batch.mutations.iter(), Some(seq), Some(replayed))
                 .map_err(ReplayError::Store)?;
-            self.memtable.absorb(applied.staged);
-            self.applied_compacted = applied.compacted;
-            self.unsynced_since.get_or_insert_with(Instant::now);
             self.log_seq = seq;
             let results = self.after_commit(applied.results, bookkeeping);
             debug!(seq, batch = results.len(), "replayed a log record");
@@ -600,10 +559,8 @@ impl Worker {
                 apply::compact_chunk(&mut view, COMPACT_CHUNK)?
             };
             txn.commit().map_err(storage_error)?;
-            // It changed only what no read sees (history below the
-            // compacted revision): reads may see it at once.
-            self.base = Some(self.db.fresh_base()?);
-            self.publish();
+            // Every write before it is logged: reads may see it at once.
+            self.db.publish(self.db.fresh_snapshot()?);
             Ok(done)
         });
         self.note_failure(&result);
@@ -685,8 +642,6 @@ impl Worker {
             .sync_deadline()
             .is_some_and(|deadline| deadline <= Instant::now())
             || self.log.written() > wal::CHECKPOINT_BYTES
-            || self.memtable.bytes() > MEMTABLE_BYTES
-            || self.memtable.writes() > MEMTABLE_WRITES
         {
             self.sync_logged();
         }
@@ -704,13 +659,16 @@ impl Worker {
             }
             return;
         }
+        let start = self.revision;
         let logged = self.policy == SyncPolicy::Always;
         let seq = logged.then_some(self.log_seq + 1);
         let began = Instant::now();
-        let applied = match self.apply(writes.iter().map(|(mutation, _)| mutation), None) {
+        let applied = match self.apply(writes.iter().map(|(mutation, _)| mutation), seq, None) {
             Ok(applied) => applied,
             Err(error) => {
                 warn!("a commit of {} writes failed: {error}", writes.len());
+                self.revision = start;
+                self.retained = None;
                 for (_, reply) in writes {
                     reply.send(Err(error.clone()));
                 }
@@ -731,12 +689,24 @@ impl Worker {
             }
             self.log_seq = seq;
         }
-        // Logged (or not to be): into the memtable, and before any reply,
-        // reads from now on see it.
-        self.memtable.absorb(applied.staged);
-        self.applied_compacted = applied.compacted;
-        self.unsynced_since.get_or_insert_with(Instant::now);
-        self.publish();
+        // Before any reply: reads from now on see this commit.
+        match self.db.fresh_snapshot() {
+            Ok(snapshot) => self.db.publish(snapshot),
+            Err(error) => {
+                // Logged, so durable; but unseen: the outcome is unknown
+                // to the writer, and a reopen publishes it (after a replay).
+                warn!("cannot read the database after a commit: {error}");
+                self.needs_reopen = true;
+                let error = StoreError::Unavailable(format!(
+                    "the write's outcome is unknown: the database cannot be read after \
+                     its commit ({error})"
+                ));
+                for (_, reply) in writes {
+                    reply.send(Err(error.clone()));
+                }
+                return;
+            }
+        }
         debug!(writes = writes.len(), "committed a batch");
         // Before any reply: see `acknowledged` (not synced: the log is
         // what makes the writes durable).
@@ -818,14 +788,15 @@ impl Worker {
         ))
     }
 
-    /// Applies `mutations` over the memtable, as the log says for a
-    /// `replayed` batch. Returns one result per mutation (its outcome,
-    /// revision and events, or the error that made it alone fail) and the
-    /// writes staged for the memtable, which the caller adds once the batch
-    /// is logged. A batch that fails has no effect at all.
+    /// Applies `mutations` in one write transaction and commits it without
+    /// fsync, with `seq` as the last log record applied if given; as the
+    /// log says for a `replayed` batch. Returns one result per mutation:
+    /// its outcome, revision and events, or the error that made it (alone)
+    /// fail.
     fn apply<'a>(
         &mut self,
         mutations: impl Iterator<Item = &'a Mutation> + Clone,
+        seq: Option<u64>,
         replayed: Option<Replayed<'_>>,
     ) -> Result<Applied, StoreError> {
         let replaying = replayed.is_some();
@@ -834,29 +805,18 @@ impl Worker {
             self.check_free_space(mutations.clone())?;
         }
         let start = self.revision;
-        let base = self.base.clone().ok_or_else(|| {
-            StoreError::Unavailable("the data dir is being reopened; retry shortly".into())
-        })?;
-        let memtable = Arc::clone(&self.memtable);
-        let leases = Arc::clone(&self.leases);
-        let result = {
-            let mut view = BatchView::open(&memtable, &base, &leases, self.applied_compacted);
-            if let Some(replayed) = &replayed {
-                view = view.replaying(replayed.expired);
-            }
-            let result = self.apply_in(&mut view, mutations, replayed);
-            result.map(|(results, retained)| Applied {
-                results,
-                expired: view.expired(),
-                retained,
-                compacted: view.compacted().unwrap_or(self.applied_compacted),
-                staged: view.into_staged(),
-            })
-        };
-        // Before a failure's reopen, which waits for every reader of the
-        // database: the base is one.
-        drop(base);
-        if result.is_err() {
+        let result = self.db.current().and_then(|db| {
+            let mut txn = db.begin_write().map_err(storage_error)?;
+            txn.set_durability(Durability::None)
+                .map_err(storage_error)?;
+            let applied = self.apply_in(&txn, mutations, seq, replayed)?;
+            txn.commit().map_err(storage_error)?;
+            Ok(applied)
+        });
+        if result.is_ok() {
+            self.unsynced_since.get_or_insert_with(Instant::now);
+        } else {
+            // A batch that fails to commit has no effect at all.
             self.revision = start;
             self.retained = None;
         }
@@ -867,20 +827,23 @@ impl Worker {
         result
     }
 
-    /// Applies `mutations` in `view`; returns their results and the
-    /// compacted revision moved to for retention, if any.
     fn apply_in<'a>(
         &mut self,
-        view: &mut BatchView<'_>,
+        txn: &WriteTransaction,
         mutations: impl Iterator<Item = &'a Mutation>,
+        seq: Option<u64>,
         replayed: Option<Replayed<'_>>,
-    ) -> Result<(Vec<MutationResult>, Option<Revision>), StoreError> {
+    ) -> Result<Applied, StoreError> {
+        let leases = Arc::clone(&self.leases);
+        let mut view = WriteView::open(txn, &leases)?;
+        if let Some(replayed) = &replayed {
+            view = view.replaying(replayed.expired);
+        }
         let mut results = Vec::new();
         for mutation in mutations {
             let current = self.revision;
-            view.at_revision(current);
             let result = match mutation {
-                Mutation::Txn(txn) => apply::apply(view, txn, current).map(|applied| {
+                Mutation::Txn(txn) => apply::apply(&mut view, txn, current).map(|applied| {
                     let revision = applied.result.revision;
                     (Pending::Txn(applied.result), revision, applied.events)
                 }),
@@ -891,12 +854,12 @@ impl Worker {
                         Vec::new(),
                     )
                 }),
-                Mutation::Revoke { id, kind } => {
-                    apply::revoke(view, *id, *kind, current).map(|(deleted, revision, events)| {
+                Mutation::Revoke { id, kind } => apply::revoke(&mut view, *id, *kind, current).map(
+                    |(deleted, revision, events)| {
                         (Pending::Revoked(*id, deleted), revision, events)
-                    })
-                }
-                Mutation::Compact(revision) => apply::compact(view, *revision, current)
+                    },
+                ),
+                Mutation::Compact(revision) => apply::compact(&mut view, *revision, current)
                     .map(|()| (Pending::Compacted(*revision), current, Vec::new())),
             };
             match result {
@@ -916,6 +879,10 @@ impl Worker {
                 Err(error) => return Err(error),
             }
         }
+        view.set_revision(self.revision)?;
+        if let Some(seq) = seq {
+            view.set_log_seq(seq)?;
+        }
         let target = match &replayed {
             Some(replayed) => replayed.retained,
             None => {
@@ -927,7 +894,11 @@ impl Worker {
             view.set_compacted(target)?;
             self.retained = Some(target);
         }
-        Ok((results, target))
+        Ok(Applied {
+            results,
+            expired: view.expired(),
+            retained: target,
+        })
     }
 
     /// After a commit that moved the compacted revision: watches learn it,
@@ -938,14 +909,10 @@ impl Worker {
         self.compacting = true;
     }
 
-    /// Reopens the database if an earlier commit left it refusing writes,
-    /// then makes the memtable durable. The reopen drops only what redb had
-    /// not made durable, which is a compaction's chunks at most (done
-    /// again): every write since the last checkpoint is in the memtable,
-    /// unless the checkpoint that failed is in the file all the same (its
-    /// commit landed, then its fsync reported an error): then the memtable
-    /// must not be written a second time (each write would replace itself),
-    /// and is dropped. Either way a durable commit follows.
+    /// Reopens the database if an earlier commit left it refusing writes;
+    /// the reopen drops the commits not yet durable, which the log holds:
+    /// replays them (without telling the leases and watches again), makes
+    /// them durable, and publishes the snapshot reads go on from.
     fn recover(&mut self) -> Result<(), StoreError> {
         if !self.needs_reopen {
             return Ok(());
@@ -953,45 +920,54 @@ impl Worker {
         if let Some(broken) = &self.broken {
             return Err(StoreError::Unavailable(broken.clone()));
         }
-        // The reopen waits for every reader of the database, this one too.
-        self.base = None;
         self.db.reopen()?;
         warn!("the data dir was reopened after a disk error");
-        let base = self.db.fresh_base()?;
-        let found = base.checkpoints()?;
-        if found > self.checkpoints {
-            warn!(
-                "the checkpoint that reported a disk error is in the data dir: not written again"
-            );
-            self.checkpoints = found;
-            self.memtable = Arc::default();
+        let before = self.revision;
+        let (revision, compacted) = self.db.current().and_then(|db| {
+            let txn = db.begin_read().map_err(storage_error)?;
+            let view = super::keyspace::ReadView::new(txn, &self.leases)?;
+            Ok((view.revision()?, view.compacted()?))
+        })?;
+        self.revision = revision;
+        self.compacted = self.compacted.max(compacted);
+        self.retained = None;
+        self.unsynced_since = None;
+        match self.replay(false, false) {
+            Ok(_) => {}
+            Err(ReplayError::Store(error)) => return Err(error),
+            Err(ReplayError::Damaged(damage)) => {
+                // The log no longer holds what was acknowledged: nothing
+                // more may be, nor served from a database missing it.
+                let message = format!(
+                    "after a disk error, {} cannot be replayed ({damage}): writes are \
+                     refused until kvserver restarts",
+                    self.log.path().display()
+                );
+                tracing::error!("{message}");
+                self.broken = Some(message.clone());
+                return Err(StoreError::Unavailable(message));
+            }
         }
-        self.base = Some(base);
-        self.compacting = true;
+        if self.revision != before {
+            let message = format!(
+                "after a disk error, the replay of {} ended at revision {} where the store \
+                 was at {before}: writes are refused until kvserver restarts",
+                self.log.path().display(),
+                self.revision
+            );
+            tracing::error!("{message}");
+            self.broken = Some(message.clone());
+            return Err(StoreError::Unavailable(message));
+        }
         // Everything in it is logged: reads may go on from it at once.
-        self.publish();
+        self.db.publish(self.db.fresh_snapshot()?);
+        self.checkpoint()?;
         self.needs_reopen = false;
-        self.unsynced_since.get_or_insert_with(Instant::now);
-        self.checkpoint()
+        Ok(())
     }
 
-    /// Makes the memtable over the base, at the latest revision, the
-    /// snapshot reads see from now on.
-    fn publish(&self) {
-        let Some(base) = &self.base else {
-            return;
-        };
-        self.db.publish(Arc::new(Snapshot::layered(
-            Arc::clone(base),
-            Arc::clone(&self.memtable),
-            self.revision,
-            self.applied_compacted,
-        )));
-    }
-
-    /// `RESOURCE_EXHAUSTED` unless the file system has room for the batch,
-    /// the next checkpoint and the reserve, so a full disk refuses writes
-    /// before redb fails.
+    /// `RESOURCE_EXHAUSTED` unless the file system has room for the batch
+    /// and the reserve, so a full disk refuses writes before redb fails.
     fn check_free_space<'a>(
         &self,
         mutations: impl Iterator<Item = &'a Mutation>,
@@ -1015,9 +991,6 @@ impl Worker {
             };
             needed + written
         });
-        // And the next checkpoint's, which writes the memtable's values and
-        // keys with their history (about twice what the memtable holds).
-        let needed = needed + 2 * self.memtable.bytes();
         let free = self.db.free_bytes()?;
         if free < needed {
             return Err(StoreError::ResourceExhausted(format!(
@@ -1057,67 +1030,25 @@ impl Worker {
         self.checkpoint()
     }
 
-    /// A durable commit of the database holding the memtable's writes,
-    /// which makes every earlier commit durable too; then a new memtable
-    /// over it, and the log starts again (never before that commit's fsync
-    /// returned: until then its records are all there is).
+    /// A durable commit of the database, which makes every earlier commit
+    /// durable; then the log starts again (never before that commit's
+    /// fsync returned: until then its records are all there is).
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         if self.unsynced_since.is_none() {
             return Ok(());
         }
-        let logged = self.policy == SyncPolicy::Always;
-        let began = Instant::now();
         let result = self.db.current().and_then(|db| {
             let txn = db.begin_write().map_err(storage_error)?;
-            let compacted = {
-                let mut view = WriteView::open(&txn, &self.leases)?;
-                let compacted = self.memtable.flush_into(&mut view)?;
-                view.set_revision(self.revision)?;
-                view.set_checkpoints(self.checkpoints + 1)?;
-                if logged {
-                    view.set_log_seq(self.log_seq)?;
-                }
-                compacted
-            };
-            let applied = began.elapsed();
-            txn.commit().map_err(storage_error)?;
-            debug!(
-                writes = self.memtable.writes(),
-                applied_us = applied.as_micros() as u64,
-                total_us = began.elapsed().as_micros() as u64,
-                "checkpointed the memtable"
-            );
-            Ok(compacted)
+            txn.commit().map_err(storage_error)
         });
-        let compacted = match result {
-            Ok(compacted) => compacted,
-            Err(error) => {
-                self.needs_reopen = true;
-                return Err(error);
-            }
-        };
-        // The database holds it all: never flushed twice. Until the new
-        // base is open, reads go on from the last snapshot published.
-        self.checkpoints += 1;
-        self.memtable = Arc::default();
+        if result.is_err() {
+            self.needs_reopen = true;
+        }
+        result?;
         self.unsynced_since = None;
         self.log.restart();
         self.db.acknowledge(self.revision, true);
-        if compacted {
-            // Its history goes now that the database has it.
-            self.compacting = true;
-        }
-        match self.db.fresh_base() {
-            Ok(base) => {
-                self.base = Some(base);
-                self.publish();
-                Ok(())
-            }
-            Err(error) => {
-                self.needs_reopen = true;
-                Err(error)
-            }
-        }
+        Ok(())
     }
 
     fn sync_logged(&mut self) {

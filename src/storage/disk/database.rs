@@ -17,7 +17,7 @@ use redb::{Database, DatabaseError, ReadableDatabase};
 
 use super::acknowledged::{self, ACK_FILE};
 use super::clean_close::{self, CLEAN_FILE};
-use super::keyspace::{Base, Snapshot};
+use super::keyspace::Snapshot;
 use super::record_format::{
     self, DATA_FORMAT, DATA_FORMAT_V1, DATA_FORMAT_V2, DATA_FORMAT_V3, META_COMPACTED, META_FORMAT,
     META_REVISION,
@@ -146,12 +146,12 @@ impl DbHandle {
         })
     }
 
-    /// The database as it is now, for the committer to read and publish
-    /// under its memtable (see `memtable`).
-    pub(super) fn fresh_base(&self) -> Result<Arc<Base>, StoreError> {
+    /// A snapshot of the database as it is now, for the committer to
+    /// publish once what it holds is durable.
+    pub(super) fn fresh_snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
         let db = self.current()?;
         let txn = db.begin_read().map_err(storage_error)?;
-        Ok(Arc::new(Base::open(txn, Some(db))?))
+        Ok(Arc::new(Snapshot::open(txn, Some(db))?))
     }
 
     /// Makes `snapshot` the one reads see from now on (before the replies

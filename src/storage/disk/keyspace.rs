@@ -23,8 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redb::{Database, ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::memtable::{self, Layered, Memtable, Tables};
-use super::record_format::{self, META_CHECKPOINTS, META_COMPACTED, META_LOG_SEQ, META_REVISION};
+use super::record_format::{self, META_COMPACTED, META_LOG_SEQ, META_REVISION};
 use super::{META, RECORDS, storage_error};
 use crate::storage::apply::{Changes, Kept, Keyspace, KeyspaceRead, Slot, Values};
 use crate::storage::created;
@@ -198,16 +197,16 @@ fn read_revision(
     }
 }
 
-/// The database's side of a snapshot: one redb read transaction, its
-/// revision, and its tables as they are opened.
+/// A consistent snapshot: one redb read transaction, its revision, and
+/// its tables as they are opened.
 ///
-/// `records` and `meta` are opened with it; `history` and `created` when
-/// first read (a read at a past revision, a watch's replay): opening a
-/// table is a lookup in redb's table tree, about 0.4 µs each, and point
-/// reads at the latest revision, the commonest request, need neither. Every
-/// read between two checkpoints shares one (see [`Snapshot`]), so that a
-/// point read pays for none of this.
-pub(super) struct Base {
+/// `records` and `meta` are opened with the snapshot; `history` and
+/// `created` when first read (a read at a past revision, a watch's
+/// replay): opening a table is a lookup in redb's table tree, about 0.4 µs
+/// each, and point reads at the latest revision, the commonest request,
+/// need neither. The reads that start between two commits share one
+/// (`DbHandle::snapshot`), so that a point read pays for none of this.
+pub(super) struct Snapshot {
     records: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     history: OnceLock<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
     created: OnceLock<redb::ReadOnlyTable<u64, &'static [u8]>>,
@@ -219,15 +218,15 @@ pub(super) struct Base {
     _db: Option<Arc<Database>>,
 }
 
-impl Base {
+impl Snapshot {
     /// The snapshot of `txn`, a read transaction of `db` (when given, held
     /// as long as the snapshot).
     pub(super) fn open(
         txn: ReadTransaction,
         db: Option<Arc<Database>>,
-    ) -> Result<Base, StoreError> {
+    ) -> Result<Snapshot, StoreError> {
         let meta = txn.open_table(META).map_err(storage_error)?;
-        Ok(Base {
+        Ok(Snapshot {
             records: txn.open_table(RECORDS).map_err(storage_error)?,
             history: OnceLock::new(),
             created: OnceLock::new(),
@@ -237,136 +236,13 @@ impl Base {
             _db: db,
         })
     }
-
-    /// The keys in it, tombstones included.
-    pub(super) fn slots(&self) -> Result<u64, StoreError> {
-        use redb::ReadableTableMetadata as _;
-        self.records.len().map_err(storage_error)
-    }
-
-    /// The store's revision it holds.
-    pub(super) fn revision(&self) -> Option<Revision> {
-        self.revision
-    }
-
-    pub(super) fn latest_as(&self, key: &[u8], values: Values) -> Result<Option<Slot>, StoreError> {
-        get_slot(&self.records, key, values)
-    }
-
-    pub(super) fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError> {
-        get_replaced(opened(&self.history, &self.txn, HISTORY)?, key, end)
-    }
-
-    pub(super) fn scan(
-        &self,
-        range: &KeyRange,
-        values: Values,
-        visit: &mut dyn FnMut(&[u8], Slot) -> ControlFlow<()>,
-    ) -> Result<(), StoreError> {
-        scan_slots(&self.records, range, values, visit)
-    }
-
-    pub(super) fn changes(
-        &self,
-        from: Revision,
-        visit: &mut Changes<'_>,
-    ) -> Result<(), StoreError> {
-        scan_changes(
-            opened(&self.history, &self.txn, HISTORY)?,
-            opened(&self.created, &self.txn, CREATED)?,
-            from,
-            visit,
-        )
-    }
-
-    pub(super) fn compacted(&self) -> Result<Revision, StoreError> {
-        Ok(read_revision(&self.meta, META_COMPACTED)?.unwrap_or(0))
-    }
-
-    /// The checkpoints committed (see `META_CHECKPOINTS`).
-    pub(super) fn checkpoints(&self) -> Result<u64, StoreError> {
-        Ok(read_revision(&self.meta, META_CHECKPOINTS)?.unwrap_or(0))
-    }
-
-    pub(super) fn lease_keys_in(
-        &self,
-        id: LeaseId,
-        range: &KeyRange,
-        visit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
-    ) -> Result<(), StoreError> {
-        // Opened here, not with the snapshot: point reads never need it.
-        let table = self.txn.open_table(LEASE_KEYS).map_err(storage_error)?;
-        scan_lease_keys(&table, id, range, visit)
-    }
-
-    pub(super) fn lease_granted(&self, id: LeaseId) -> Result<bool, StoreError> {
-        let table = self.txn.open_table(LEASES).map_err(storage_error)?;
-        Ok(table.get(id).map_err(storage_error)?.is_some())
-    }
-
-    /// Every granted lease and its TTL.
-    pub(super) fn granted_leases(&self) -> Result<Vec<(LeaseId, Duration)>, StoreError> {
-        let leases = self.txn.open_table(LEASES).map_err(storage_error)?;
-        let mut granted = Vec::new();
-        for entry in leases.iter().map_err(storage_error)? {
-            let (id, ttl) = entry.map_err(storage_error)?;
-            granted.push((id.value(), Duration::from_millis(ttl.value())));
-        }
-        Ok(granted)
-    }
-}
-
-/// A consistent snapshot: the database as of the last checkpoint, and the
-/// memtable of the writes since (see `memtable`), read at one revision.
-/// The committer publishes one after each batch (`DbHandle::publish`);
-/// every read until the next shares it.
-pub(super) struct Snapshot {
-    base: Arc<Base>,
-    memtable: Option<Arc<Memtable>>,
-    /// The revision read at, and the compacted revision then (the base's
-    /// own when `None`).
-    revision: Option<Revision>,
-    compacted: Option<Revision>,
 }
 
 impl Snapshot {
-    /// The database alone, as `txn` of `db` reads it.
-    pub(super) fn open(
-        txn: ReadTransaction,
-        db: Option<Arc<Database>>,
-    ) -> Result<Snapshot, StoreError> {
-        Ok(Snapshot::of_base(Arc::new(Base::open(txn, db)?)))
-    }
-
-    /// `base` alone.
-    pub(super) fn of_base(base: Arc<Base>) -> Snapshot {
-        Snapshot {
-            revision: base.revision,
-            base,
-            memtable: None,
-            compacted: None,
-        }
-    }
-
-    /// `memtable` over `base`, read at `revision`.
-    pub(super) fn layered(
-        base: Arc<Base>,
-        memtable: Arc<Memtable>,
-        revision: Revision,
-        compacted: Revision,
-    ) -> Snapshot {
-        Snapshot {
-            base,
-            memtable: Some(memtable),
-            revision: Some(revision),
-            compacted: Some(compacted),
-        }
-    }
-
     /// The keys in the snapshot, tombstones included.
     pub(super) fn slots(&self) -> Result<u64, StoreError> {
-        let created = self.memtable.as_ref().map_or(0, |m| m.created_keys());
-        Ok(self.base.slots()? + created)
+        use redb::ReadableTableMetadata as _;
+        self.records.len().map_err(storage_error)
     }
 }
 
@@ -418,37 +294,31 @@ impl<'a> ReadView<'a> {
 
     /// Every granted lease and its TTL.
     pub(super) fn granted_leases(&self) -> Result<Vec<(LeaseId, Duration)>, StoreError> {
-        memtable::granted_leases(self)
-    }
-}
-
-impl Layered for ReadView<'_> {
-    fn with_layers<T>(&self, read: impl FnOnce(&[&Tables]) -> T) -> T {
-        match &self.snapshot.memtable {
-            Some(memtable) => memtable.with(|tables| read(&[tables])),
-            None => read(&[]),
+        let leases = self
+            .snapshot
+            .txn
+            .open_table(LEASES)
+            .map_err(storage_error)?;
+        let mut granted = Vec::new();
+        for entry in leases.iter().map_err(storage_error)? {
+            let (id, ttl) = entry.map_err(storage_error)?;
+            granted.push((id.value(), Duration::from_millis(ttl.value())));
         }
-    }
-
-    fn base(&self) -> &Base {
-        &self.snapshot.base
-    }
-
-    fn at(&self) -> Revision {
-        self.snapshot.revision.unwrap_or(Revision::MAX)
+        Ok(granted)
     }
 }
 
 impl KeyspaceRead for ReadView<'_> {
     fn latest_as(&self, key: &[u8], values: Values) -> Result<Option<Slot>, StoreError> {
-        if self.snapshot.memtable.is_none() {
-            return self.snapshot.base.latest_as(key, values);
-        }
-        memtable::latest(self, key, values)
+        get_slot(&self.snapshot.records, key, values)
     }
 
     fn replaced(&self, key: &[u8], end: Revision) -> Result<Option<Slot>, StoreError> {
-        memtable::replaced(self, key, end)
+        get_replaced(
+            opened(&self.snapshot.history, &self.snapshot.txn, HISTORY)?,
+            key,
+            end,
+        )
     }
 
     fn scan(
@@ -457,21 +327,20 @@ impl KeyspaceRead for ReadView<'_> {
         values: Values,
         visit: &mut dyn FnMut(&[u8], Slot) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        if self.snapshot.memtable.is_none() {
-            return self.snapshot.base.scan(range, values, visit);
-        }
-        memtable::scan(self, range, values, visit)
+        scan_slots(&self.snapshot.records, range, values, visit)
     }
 
     fn changes(&self, from: Revision, visit: &mut Changes<'_>) -> Result<(), StoreError> {
-        memtable::changes(self, from, visit)
+        scan_changes(
+            opened(&self.snapshot.history, &self.snapshot.txn, HISTORY)?,
+            opened(&self.snapshot.created, &self.snapshot.txn, CREATED)?,
+            from,
+            visit,
+        )
     }
 
     fn compacted(&self) -> Result<Revision, StoreError> {
-        match self.snapshot.compacted {
-            Some(compacted) => Ok(compacted),
-            None => self.snapshot.base.compacted(),
-        }
+        Ok(read_revision(&self.snapshot.meta, META_COMPACTED)?.unwrap_or(0))
     }
 
     fn leases(&self) -> &Leases {
@@ -484,7 +353,13 @@ impl KeyspaceRead for ReadView<'_> {
         range: &KeyRange,
         visit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        memtable::lease_keys_in(self, id, range, visit)
+        // Opened here, not with the view: point reads never need it.
+        let table = self
+            .snapshot
+            .txn
+            .open_table(LEASE_KEYS)
+            .map_err(storage_error)?;
+        scan_lease_keys(&table, id, range, visit)
     }
 }
 
@@ -500,35 +375,9 @@ pub(super) enum Liveness {
     Replayed(BTreeSet<LeaseId>),
 }
 
-impl Liveness {
-    /// Whether lease `id` is live, as this transaction decides.
-    pub(super) fn is_live(&self, id: LeaseId, leases: &Leases) -> bool {
-        match self {
-            Liveness::Clock(seen) => *seen
-                .borrow_mut()
-                .entry(id)
-                .or_insert_with(|| leases.is_live(id)),
-            Liveness::Replayed(expired) => !expired.contains(&id),
-        }
-    }
-
-    /// The leases the transaction found expired (for its log record).
-    pub(super) fn expired(&self) -> Vec<LeaseId> {
-        match self {
-            Liveness::Clock(seen) => seen
-                .borrow()
-                .iter()
-                .filter(|(_, live)| !**live)
-                .map(|(id, _)| *id)
-                .collect(),
-            Liveness::Replayed(expired) => expired.iter().copied().collect(),
-        }
-    }
-}
-
-/// The tables of one write transaction: a checkpoint's, a compaction's, a
-/// restore's (a batch of writes goes to the memtable: `memtable::BatchView`).
+/// The tables of one write transaction.
 pub(super) struct WriteView<'txn> {
+    liveness: Liveness,
     records: Table<'txn, &'static [u8], &'static [u8]>,
     history: Table<'txn, &'static [u8], &'static [u8]>,
     created: Table<'txn, u64, &'static [u8]>,
@@ -547,6 +396,7 @@ impl<'txn> WriteView<'txn> {
             .open_table(RECORDS as Bytes2Bytes)
             .map_err(storage_error)?;
         Ok(WriteView {
+            liveness: Liveness::Clock(RefCell::default()),
             records,
             history: txn.open_table(HISTORY).map_err(storage_error)?,
             created: txn.open_table(CREATED).map_err(storage_error)?,
@@ -557,18 +407,29 @@ impl<'txn> WriteView<'txn> {
         })
     }
 
+    /// Replays a transaction: leases are live unless in `expired`.
+    pub(super) fn replaying(mut self, expired: &[LeaseId]) -> Self {
+        self.liveness = Liveness::Replayed(expired.iter().copied().collect());
+        self
+    }
+
+    /// The leases this transaction found expired (for its log record).
+    pub(super) fn expired(&self) -> Vec<LeaseId> {
+        match &self.liveness {
+            Liveness::Clock(seen) => seen
+                .borrow()
+                .iter()
+                .filter(|(_, live)| !**live)
+                .map(|(id, _)| *id)
+                .collect(),
+            Liveness::Replayed(expired) => expired.iter().copied().collect(),
+        }
+    }
+
     /// Records the last log record applied (once per commit with a record).
     pub(super) fn set_log_seq(&mut self, seq: u64) -> Result<(), StoreError> {
         self.meta
             .insert(META_LOG_SEQ, seq.to_le_bytes().as_slice())
-            .map_err(storage_error)?;
-        Ok(())
-    }
-
-    /// Records the number of checkpoints committed, this one included.
-    pub(super) fn set_checkpoints(&mut self, count: u64) -> Result<(), StoreError> {
-        self.meta
-            .insert(META_CHECKPOINTS, count.to_le_bytes().as_slice())
             .map_err(storage_error)?;
         Ok(())
     }
@@ -591,48 +452,6 @@ impl<'txn> WriteView<'txn> {
             .insert(id, ttl_ms)
             .map_err(storage_error)?;
         Ok(true)
-    }
-
-    /// [`Keyspace::put`] with the lease of the slot replaced (0: none) in
-    /// place of the slot (all the index needs; a checkpoint has no more).
-    pub(super) fn put_leased(
-        &mut self,
-        key: &Bytes,
-        slot: &Slot,
-        old_lease: LeaseId,
-        kept: Option<Kept>,
-    ) -> Result<(), StoreError> {
-        let new_lease = slot.live().map_or(0, |r| r.lease);
-
-        if old_lease != 0 && old_lease != new_lease {
-            self.lease_keys
-                .remove(lease_key(old_lease, key).as_slice())
-                .map_err(storage_error)?;
-        }
-        // An overwrite under the same lease finds its row already there.
-        if new_lease != 0 && old_lease != new_lease {
-            self.lease_keys
-                .insert(lease_key(new_lease, key).as_slice(), ())
-                .map_err(storage_error)?;
-        }
-        let replaced = self
-            .records
-            .insert(key.as_ref(), record_format::encode_slot(slot).as_slice())
-            .map_err(storage_error)?;
-        if let Some(Kept { end, seq }) = kept {
-            // The stored bytes move as they are: no decoding, one copy, and
-            // no second lookup (the insert hands back what it replaced).
-            let replaced = replaced.as_ref().map(|stored| stored.value());
-            let mut entry = self
-                .history
-                .insert_reserve(
-                    record_format::history_key(end, key).as_slice(),
-                    record_format::history_entry_len(replaced),
-                )
-                .map_err(storage_error)?;
-            record_format::write_history_entry(entry.as_mut(), seq, replaced);
-        }
-        Ok(())
     }
 
     /// Stores `record` under `key` as its latest slot, without history (a
@@ -672,6 +491,16 @@ impl KeyspaceRead for WriteView<'_> {
         self.leases
     }
 
+    fn lease_live(&self, id: LeaseId) -> bool {
+        match &self.liveness {
+            Liveness::Clock(seen) => *seen
+                .borrow_mut()
+                .entry(id)
+                .or_insert_with(|| self.leases.is_live(id)),
+            Liveness::Replayed(expired) => !expired.contains(&id),
+        }
+    }
+
     fn lease_keys_in(
         &self,
         id: LeaseId,
@@ -691,7 +520,36 @@ impl Keyspace for WriteView<'_> {
         kept: Option<Kept>,
     ) -> Result<(), StoreError> {
         let old_lease = previous.and_then(Slot::live).map_or(0, |p| p.lease);
-        self.put_leased(key, slot, old_lease, kept)
+        let new_lease = slot.live().map_or(0, |r| r.lease);
+        if old_lease != 0 && old_lease != new_lease {
+            self.lease_keys
+                .remove(lease_key(old_lease, key).as_slice())
+                .map_err(storage_error)?;
+        }
+        // An overwrite under the same lease finds its row already there.
+        if new_lease != 0 && old_lease != new_lease {
+            self.lease_keys
+                .insert(lease_key(new_lease, key).as_slice(), ())
+                .map_err(storage_error)?;
+        }
+        let replaced = self
+            .records
+            .insert(key.as_ref(), record_format::encode_slot(slot).as_slice())
+            .map_err(storage_error)?;
+        if let Some(Kept { end, seq }) = kept {
+            // The stored bytes move as they are: no decoding, one copy, and
+            // no second lookup (the insert hands back what it replaced).
+            let replaced = replaced.as_ref().map(|stored| stored.value());
+            let mut entry = self
+                .history
+                .insert_reserve(
+                    record_format::history_key(end, key).as_slice(),
+                    record_format::history_entry_len(replaced),
+                )
+                .map_err(storage_error)?;
+            record_format::write_history_entry(entry.as_mut(), seq, replaced);
+        }
+        Ok(())
     }
 
     fn keep_created(&mut self, end: Revision, packed: Vec<u8>) -> Result<(), StoreError> {

@@ -27,7 +27,6 @@ mod committer;
 mod database;
 mod keyspace;
 mod log_format;
-mod memtable;
 #[cfg(test)]
 mod power_loss;
 mod record_format;

@@ -53,21 +53,16 @@ pub(super) const DATA_FORMAT_V2: &str = "keyvalue-disk/2";
 /// The marker of the layout before the write-ahead log, which this version
 /// upgrades at open (the tables are the same).
 pub(super) const DATA_FORMAT_V3: &str = "keyvalue-disk/3";
-/// Meta key of the number of checkpoints committed (a little-endian `u64`;
-/// absent: 0): after a disk error, the committer tells by it whether the
-/// checkpoint that reported the error is in the file all the same (see
-/// `Worker::recover`).
-pub(super) const META_CHECKPOINTS: &str = "checkpoints";
 /// Meta key of the compacted revision (a little-endian `u64`; absent: 0).
 pub(super) const META_COMPACTED: &str = "compacted";
 /// Meta key of the format marker.
 pub(super) const META_FORMAT: &str = "format";
 /// Meta key of the sequence number of the last write-ahead log record
-/// applied (a little-endian `u64`; absent: 0), written by the checkpoint
-/// that holds its batch (see `wal`).
+/// applied (a little-endian `u64`; absent: 0), written in the same
+/// transaction as the batch it holds (see `wal`).
 pub(super) const META_LOG_SEQ: &str = "log_seq";
-/// Meta key of the store-wide revision (a little-endian `u64`), written by
-/// every checkpoint with the records, so it never lags their revisions.
+/// Meta key of the store-wide revision (a little-endian `u64`), written in the
+/// same transaction as every batch of records, so it never lags their revisions.
 pub(super) const META_REVISION: &str = "revision";
 
 /// The bytes stored for `record`.
