@@ -20,6 +20,7 @@ import grpc
 from keyvalue._proto import api_pb2_grpc, kv_pb2_grpc
 from keyvalue.calls import CLIENT_TIMEOUT, Call, Timeout
 from keyvalue.channel import ChannelConfig, StrPath
+from keyvalue.errors import KeyValueError
 from keyvalue.retry import Retrying, RetryPolicy
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -45,6 +46,22 @@ def describe_method(method: Callable[..., Any], build: Callable[..., Any], owner
     method.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[self_parameter, *signature.parameters.values()], return_annotation=result
     )
+
+
+STOP_POLL = 0.1
+"""Seconds between looks at whether a resuming watch was cancelled meanwhile."""
+
+
+def failed_check(call: Any, error: BaseException) -> KeyValueError:
+    """What a stream's check after its start (``_start_stream``) raising ``error`` gives.
+
+    The started ``call`` is cancelled either way; a :class:`KeyValueError` is
+    returned, to be retried as a failed start is; anything else is raised.
+    """
+    call.cancel()
+    if isinstance(error, KeyValueError):
+        return error
+    raise error
 
 
 def check_timeout(timeout: float | None) -> float | None:

@@ -35,7 +35,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
 import grpc
 
 from keyvalue import calls
-from keyvalue._base import ClientBase, describe_method
+from keyvalue._base import STOP_POLL, ClientBase, describe_method, failed_check
 from keyvalue._proto import kv_pb2
 from keyvalue.aio_streams import AsyncSnapshot, AsyncWatch
 from keyvalue.calls import CLIENT_TIMEOUT, BatchItems, Call, Timeout
@@ -70,10 +70,6 @@ _P = ParamSpec("_P")
 _Key = TypeVar("_Key", bound=BytesLike)
 
 
-_STOP_POLL = 0.1
-"""How often a backoff looks at a watch's cancellation, in seconds."""
-
-
 async def _pause(delay: float, stop: threading.Event | None) -> None:
     """Sleep ``delay`` seconds, or until ``stop`` is set (a watch cancelled as it resumes)."""
     loop = asyncio.get_running_loop()
@@ -82,22 +78,7 @@ async def _pause(delay: float, stop: threading.Event | None) -> None:
         left = end - loop.time()
         if left <= 0:
             return
-        await asyncio.sleep(left if stop is None else min(left, _STOP_POLL))
-
-
-async def _checked(
-    call: Any, check: Callable[[], Coroutine[Any, Any, None]]
-) -> KeyValueError | None:
-    """Run ``check`` after ``call`` started; its failure cancels the call and is returned."""
-    try:
-        await check()
-    except KeyValueError as failure:
-        call.cancel()
-        return failure
-    except BaseException:
-        call.cancel()
-        raise
-    return None
+        await asyncio.sleep(left if stop is None else min(left, STOP_POLL))
 
 
 def unary(
@@ -395,7 +376,10 @@ class AsyncClient(ClientBase):
             call = self._open_stream(method, request)
             failure = await self._await_answer(call, deadline)
             if failure is None and check is not None:
-                failure = await _checked(call, check)
+                try:
+                    await check()
+                except BaseException as error:
+                    failure = failed_check(call, error)
             if failure is None:
                 return call
             await _pause(retrying.delay_or_raise(failure), stop)

@@ -45,7 +45,14 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
 import grpc
 
 from keyvalue import calls
-from keyvalue._base import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, ClientBase, describe_method
+from keyvalue._base import (
+    DEFAULT_ADDRESS,
+    DEFAULT_TIMEOUT,
+    STOP_POLL,
+    ClientBase,
+    describe_method,
+    failed_check,
+)
 from keyvalue._proto import kv_pb2
 from keyvalue.calls import CLIENT_TIMEOUT, BatchItems, Call, Timeout
 from keyvalue.channel import CHANNEL_OPTIONS, StrPath
@@ -68,23 +75,6 @@ from keyvalue.snapshot import Snapshot
 from keyvalue.watch import Watch, WatchCursor
 
 __all__ = ["DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "Client", "StrPath"]
-
-_STOP_POLL = 0.1
-"""Seconds between looks at whether a resuming watch was cancelled meanwhile."""
-
-
-def _checked(call: Any, check: Callable[[], None]) -> KeyValueError | None:
-    """Run ``check`` after ``call`` started; its failure cancels the call and is returned."""
-    try:
-        check()
-    except KeyValueError as failure:
-        call.cancel()
-        return failure
-    except BaseException:
-        call.cancel()
-        raise
-    return None
-
 
 _R = TypeVar("_R")
 _P = ParamSpec("_P")
@@ -613,7 +603,10 @@ class Client(ClientBase):
             call = self._open_stream(method, request)
             failure = self._await_answer(call, deadline, stop)
             if failure is None and check is not None:
-                failure = _checked(call, check)
+                try:
+                    check()
+                except BaseException as error:
+                    failure = failed_check(call, error)
             if failure is None:
                 return call
             if stop is not None and stop.is_set():
@@ -663,7 +656,7 @@ class Client(ClientBase):
                 call.cancel()
                 return error_for_status(grpc.StatusCode.CANCELLED, "the watch was cancelled")
             # Look at stop ten times a second; else sleep until answered or late.
-            answered.wait(left if stop is None else min(left or _STOP_POLL, _STOP_POLL))
+            answered.wait(left if stop is None else min(left or STOP_POLL, STOP_POLL))
         if call.done() and call.code() is not grpc.StatusCode.OK:
             # The finished call is itself the RpcError its iteration would raise.
             return from_rpc_error(call, service="v1")
