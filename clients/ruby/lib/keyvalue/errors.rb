@@ -129,14 +129,16 @@ module KeyValue
     ERROR_TABLES.fetch(api).fetch(code, RequestFailed).new(code, message)
   end
 
-  # The Compacted a resuming watch raises when the server is at revision
-  # +current+, behind revision +seen+ it has handed over: the server lost
-  # its history (a memory backend restarted), and resuming would skip its
-  # writes until it got back to +seen+.
-  def self.history_lost(current, seen)
-    Compacted.new(GRPC::Core::StatusCodes::OUT_OF_RANGE,
-                  "the server is at revision #{current}, behind revision #{seen} this watch has seen: " \
-                  "it lost its history (restarted without its data?); read the keys again and watch from there")
+  # Raises the Compacted a resuming watch raises when the server is at
+  # revision +current+, behind revision +seen+ it has handed over: the
+  # server lost its history (a memory backend restarted), and resuming
+  # would skip its writes until it got back to +seen+.
+  def self.check_history(current, seen)
+    return if current >= seen
+
+    raise Compacted.new(GRPC::Core::StatusCodes::OUT_OF_RANGE,
+                        "the server is at revision #{current}, behind revision #{seen} this watch has seen: " \
+                        "it lost its history (restarted without its data?); read the keys again and watch from there")
   end
 
   # The number after +words+ in a server's +message+, or nil.

@@ -16,9 +16,9 @@ module KeyValue
   # the server stopped is replaced by a new one from the revision after the
   # last event handed over, with a backoff while the server is unreachable:
   # no event is lost or repeated. Any other failure (Compacted among them)
-  # ends the session and is raised by #next_batch. A resumed call is kept
-  # only if the server's revision has not gone back below the last event
-  # handed over (a memory server restarted without its data): it counts
+  # ends the session and is raised by #next_batch. A resumed call, once
+  # registered, is kept only if the server's revision has not gone back
+  # below the last event handed over (a memory server restarted without its data): it counts
   # revisions again, and watching on would skip its writes until it got
   # back there; Compacted is raised instead.
   #
@@ -57,9 +57,7 @@ module KeyValue
     def_delegators :@state, :await_registered, :registered?, :closed?
 
     # Whether the watch is open, or was closed less than +seconds+ ago.
-    def recent?(seconds)
-      !closed? || @state.closed_within?(seconds)
-    end
+    def_delegators :@state, :recent?
 
     # The next Array of Events (one revision's, in order); nil once the
     # session is closed or the stream ended. Raises the error that ended it.
@@ -133,24 +131,30 @@ module KeyValue
     # hands its events over until it ends. Raises what ended it, unless the
     # server ended it cleanly (it is stopping).
     def attempt
-      check_server_revision if registered?
+      resuming = registered?
       call = @open.call(@next_revision)
       unless @state.hold(call)
         call.cancel
         throw :closed
       end
-      @state.registered! if call.await_headers
+      headers = call.await_headers
+      @state.registered! if headers
+      check_server_revision(call) if headers && resuming
       call.each_response do |response|
         @state.registered!
         deliver(response)
       end
     end
 
-    # Before a resume: raises Compacted if the server is at a revision
-    # below the last event handed over (it lost its history).
-    def check_server_revision
-      current = @now.call
-      raise KeyValue.history_lost(current, @next_revision - 1) if current < @next_revision - 1
+    # Once a resumed +call+ is registered (so that a server that restarts
+    # after the check ends the call, and the next resume checks again):
+    # raises Compacted if the server is at a revision below the last event
+    # handed over (it lost its history). The call is cancelled if it fails.
+    def check_server_revision(call)
+      KeyValue.check_history(@now.call, @next_revision - 1)
+    rescue StandardError
+      call.cancel
+      raise
     end
 
     def deliver(response)

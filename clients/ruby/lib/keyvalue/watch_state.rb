@@ -56,10 +56,10 @@ module KeyValue
       end
     end
 
-    # Whether the watch was closed less than +seconds+ ago (the server may
-    # not have freed its slot yet).
-    def closed_within?(seconds)
-      !@closed_at.nil? && monotonic - @closed_at < seconds
+    # Whether the watch is open, or was closed less than +seconds+ ago (the
+    # server may not have freed its slot yet).
+    def recent?(seconds)
+      !closed? || (!@closed_at.nil? && monotonic - @closed_at < seconds)
     end
 
     # Makes +call+ the watch's current one (a new call is not rolling over);
