@@ -1058,18 +1058,28 @@ fn scripted_history(steps: usize) -> Vec<Step> {
         .collect()
 }
 
+/// The operations of one step.
+fn ops_of(step: &Step) -> Vec<Op> {
+    match step {
+        Step::Put(key, value) => vec![put_op(key, value)],
+        Step::Delete(range) => vec![delete_op(range.clone())],
+        Step::Txn(ops) => ops.clone(),
+    }
+}
+
+/// Runs `step` on `store` and on `model`, checking the revision it got.
+async fn run_step<S: Store>(store: &S, model: &mut Model, step: &Step) {
+    let ops = ops_of(step);
+    let result = store.txn(Txn::of(ops.clone())).await.unwrap();
+    let wrote = model.apply(&ops);
+    assert_eq!(result.revision, model.current(), "{step:?} wrote: {wrote}");
+}
+
 /// Runs `steps` on `store` and on a model; returns the model.
 async fn run_history<S: Store>(store: &S, steps: &[Step]) -> Model {
     let mut model = Model::new();
     for step in steps {
-        let ops = match step {
-            Step::Put(key, value) => vec![put_op(key, value)],
-            Step::Delete(range) => vec![delete_op(range.clone())],
-            Step::Txn(ops) => ops.clone(),
-        };
-        let result = store.txn(Txn::of(ops.clone())).await.unwrap();
-        let wrote = model.apply(&ops);
-        assert_eq!(result.revision, model.current(), "{step:?} wrote: {wrote}");
+        run_step(store, &mut model, step).await;
     }
     model
 }
@@ -1139,24 +1149,17 @@ pub(crate) async fn reads_at_every_revision_of_a_scripted_history_equal_a_model<
     assert_eq!(now.kvs.len(), model.states.last().unwrap().len());
 }
 
-/// Flushes (on disk: checkpoints, which move the memtable's writes into the
-/// database) every third step, so that reads at past revisions and a
-/// watch's replay cross the line between the two; the replay must equal
-/// the memory store's of the same script.
+/// Flushes (on disk: a checkpoint, a durable commit after which the log
+/// starts again) every third step, so that reads at past revisions and a
+/// watch's replay span writes made durable at different points; the replay
+/// must equal the memory store's of the same script.
 pub(crate) async fn reads_and_replays_span_flushes_at_every_revision<S: Store>(store: Arc<S>) {
     let steps = scripted_history(60);
     let reference = crate::storage::MemoryStore::new();
     let mut model = Model::new();
     for (i, step) in steps.iter().enumerate() {
-        let ops = match step {
-            Step::Put(key, value) => vec![put_op(key, value)],
-            Step::Delete(range) => vec![delete_op(range.clone())],
-            Step::Txn(ops) => ops.clone(),
-        };
-        let result = store.txn(Txn::of(ops.clone())).await.unwrap();
-        reference.txn(Txn::of(ops.clone())).await.unwrap();
-        let wrote = model.apply(&ops);
-        assert_eq!(result.revision, model.current(), "{step:?} wrote: {wrote}");
+        run_step(&*store, &mut model, step).await;
+        reference.txn(Txn::of(ops_of(step))).await.unwrap();
         if i % 3 == 0 {
             store.flush().await.unwrap();
         }

@@ -1109,9 +1109,9 @@ mod tests {
         assert!(error.to_string().contains("in use"), "{error}");
     }
 
-    /// a published snapshot at revision R answers for R, also for
-    /// leases: a revoke (or a new leased put) committed after R must not
-    /// change what the old snapshot lists. `Store::snapshot` (the backup)
+    /// A published snapshot at revision R answers for R, also for leases:
+    /// a revoke (or a new leased put) committed after R must not change
+    /// what the old snapshot lists. `Store::snapshot` (the backup)
     /// reads `granted_leases` from such a snapshot after handing it to a
     /// blocking task; a revoke committed in between gives a backup whose
     /// records at R carry a lease the backup does not hold.

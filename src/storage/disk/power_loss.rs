@@ -55,10 +55,11 @@ struct Power {
     cut_at: u64,
     cut: Cut,
     off: bool,
-    /// Syncs of the file of this name fail (the power stays on).
+    /// Syncs of the file of this name fail (the power stays on); with
+    /// `keeping`, what was written stays in the file all the same (the OS
+    /// page cache still holds it, as Linux does after a failed writeback),
+    /// without, what the sync could not make durable is lost.
     failing: Option<String>,
-    /// a failing sync keeps what was written (the OS page cache
-    /// still holds it, as Linux does after a failed writeback).
     keeping: bool,
     /// What the files held at their last sync, by inode.
     files: HashMap<u64, Unsynced>,
@@ -124,9 +125,9 @@ pub(super) fn fail_syncs(dir: &Path, name: Option<&str>) {
     power.keeping = false;
 }
 
-/// from now on every sync of the file `name` in `dir` reports a
-/// failure, but what was written stays in the file (a failed fsync whose
-/// pages the OS still serves, or a commit that failed after its data landed).
+/// From now on every sync of the file `name` in `dir` reports a failure,
+/// but what was written stays in the file (a failed fsync whose pages the
+/// OS still serves, or a commit that failed after its data landed).
 pub(super) fn fail_syncs_keeping(dir: &Path, name: &str) {
     let armed = ARMED.lock().unwrap();
     let (_, power) = armed.iter().find(|(armed, _)| armed == dir).expect("armed");
@@ -1045,11 +1046,11 @@ mod tests {
         assert_eq!(store.put(key(5), value(5)).await.unwrap(), 7);
     }
 
-    /// a read error while a batch is applied (the disk went away:
-    /// every read of a page not cached fails) must fail the batch, not hang
-    /// the committer. `Worker::apply` keeps its clone of the base (an
-    /// `Arc<Database>` holder) alive while `note_failure` -> `recover` ->
-    /// `DbHandle::reopen` waits for every holder to let go.
+    /// A read error while a batch is applied (the disk went away: every
+    /// read of a page not cached fails) fails the batch; it must not hang
+    /// the committer, whose reopen after the error (`recover`,
+    /// `DbHandle::reopen`) waits for every holder of the database to let go,
+    /// the batch's own transaction included.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_error_in_a_batch_fails_it_and_does_not_hang_the_committer() {
         let dir = tempfile::tempdir().unwrap();
@@ -1092,13 +1093,14 @@ mod tests {
         );
     }
 
-    /// a checkpoint whose commit reported an error although its
-    /// data landed (a failed fsync of pages the OS still holds) must not be
-    /// written again over itself after the reopen: the second flush of the
-    /// memtable records each key's own new version as what it replaced,
-    /// and a read at an older revision walks back in a loop.
+    /// A checkpoint whose commit reported an error although its data landed
+    /// (a failed fsync of pages the OS still holds): after the reopen, the
+    /// log's replay must not apply its writes a second time over them
+    /// (each write would then be kept as what it replaced, and a read at
+    /// an older revision would walk back in a loop), and every revision
+    /// reads as it was, then and after a clean restart.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_checkpoint_that_landed_despite_its_error_is_not_flushed_twice() {
+    async fn a_checkpoint_that_landed_despite_its_error_is_not_applied_twice() {
         let dir = tempfile::tempdir().unwrap();
         arm(dir.path(), u64::MAX, Cut::DropAll);
         let store = Arc::new(DiskStore::open(dir.path(), SyncPolicy::Always).unwrap());
@@ -1111,7 +1113,7 @@ mod tests {
             "the checkpoint reports its error"
         );
         fail_syncs(dir.path(), None);
-        // The next write reopens the database and checkpoints the memtable.
+        // The next write reopens the database and replays the log over it.
         store.put(key(1), value(1)).await.unwrap();
         let latest = store.get(&key(0), 0).await.unwrap().unwrap();
         assert_eq!(
